@@ -1,0 +1,98 @@
+from shelfwise.common.v1 import common_pb2 as _common_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class RetrieveRequest(_message.Message):
+    __slots__ = ("request_id", "query_text", "similar_to_product_id", "filters", "limit", "language")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    QUERY_TEXT_FIELD_NUMBER: _ClassVar[int]
+    SIMILAR_TO_PRODUCT_ID_FIELD_NUMBER: _ClassVar[int]
+    FILTERS_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    LANGUAGE_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    query_text: str
+    similar_to_product_id: str
+    filters: _common_pb2.Filters
+    limit: int
+    language: str
+    def __init__(self, request_id: _Optional[str] = ..., query_text: _Optional[str] = ..., similar_to_product_id: _Optional[str] = ..., filters: _Optional[_Union[_common_pb2.Filters, _Mapping]] = ..., limit: _Optional[int] = ..., language: _Optional[str] = ...) -> None: ...
+
+class Candidate(_message.Message):
+    __slots__ = ("product", "lexical_score", "dense_score", "fused_score", "lexical_rank", "dense_rank")
+    PRODUCT_FIELD_NUMBER: _ClassVar[int]
+    LEXICAL_SCORE_FIELD_NUMBER: _ClassVar[int]
+    DENSE_SCORE_FIELD_NUMBER: _ClassVar[int]
+    FUSED_SCORE_FIELD_NUMBER: _ClassVar[int]
+    LEXICAL_RANK_FIELD_NUMBER: _ClassVar[int]
+    DENSE_RANK_FIELD_NUMBER: _ClassVar[int]
+    product: _common_pb2.Product
+    lexical_score: float
+    dense_score: float
+    fused_score: float
+    lexical_rank: int
+    dense_rank: int
+    def __init__(self, product: _Optional[_Union[_common_pb2.Product, _Mapping]] = ..., lexical_score: _Optional[float] = ..., dense_score: _Optional[float] = ..., fused_score: _Optional[float] = ..., lexical_rank: _Optional[int] = ..., dense_rank: _Optional[int] = ...) -> None: ...
+
+class RetrieveResponse(_message.Message):
+    __slots__ = ("candidates", "total_matching", "model_version")
+    CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_MATCHING_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    candidates: _containers.RepeatedCompositeFieldContainer[Candidate]
+    total_matching: int
+    model_version: str
+    def __init__(self, candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., total_matching: _Optional[int] = ..., model_version: _Optional[str] = ...) -> None: ...
+
+class UpsertProductsRequest(_message.Message):
+    __slots__ = ("products",)
+    PRODUCTS_FIELD_NUMBER: _ClassVar[int]
+    products: _containers.RepeatedCompositeFieldContainer[_common_pb2.Product]
+    def __init__(self, products: _Optional[_Iterable[_Union[_common_pb2.Product, _Mapping]]] = ...) -> None: ...
+
+class UpsertProductsResponse(_message.Message):
+    __slots__ = ("inserted", "updated", "model_version")
+    INSERTED_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    inserted: int
+    updated: int
+    model_version: str
+    def __init__(self, inserted: _Optional[int] = ..., updated: _Optional[int] = ..., model_version: _Optional[str] = ...) -> None: ...
+
+class DeleteProductsRequest(_message.Message):
+    __slots__ = ("product_ids",)
+    PRODUCT_IDS_FIELD_NUMBER: _ClassVar[int]
+    product_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, product_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class DeleteProductsResponse(_message.Message):
+    __slots__ = ("deleted", "not_found_ids", "model_version")
+    DELETED_FIELD_NUMBER: _ClassVar[int]
+    NOT_FOUND_IDS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    deleted: int
+    not_found_ids: _containers.RepeatedScalarFieldContainer[str]
+    model_version: str
+    def __init__(self, deleted: _Optional[int] = ..., not_found_ids: _Optional[_Iterable[str]] = ..., model_version: _Optional[str] = ...) -> None: ...
+
+class GetProductsRequest(_message.Message):
+    __slots__ = ("product_ids",)
+    PRODUCT_IDS_FIELD_NUMBER: _ClassVar[int]
+    product_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, product_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class GetProductsResponse(_message.Message):
+    __slots__ = ("products", "not_found_ids", "model_version")
+    PRODUCTS_FIELD_NUMBER: _ClassVar[int]
+    NOT_FOUND_IDS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    products: _containers.RepeatedCompositeFieldContainer[_common_pb2.Product]
+    not_found_ids: _containers.RepeatedScalarFieldContainer[str]
+    model_version: str
+    def __init__(self, products: _Optional[_Iterable[_Union[_common_pb2.Product, _Mapping]]] = ..., not_found_ids: _Optional[_Iterable[str]] = ..., model_version: _Optional[str] = ...) -> None: ...

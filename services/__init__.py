@@ -1,0 +1,1 @@
+"""Shelfwise services: domain logic and gRPC servers for e-commerce search."""

@@ -1,0 +1,1 @@
+"""The `shelfwise` command line: run the system locally and talk to it."""

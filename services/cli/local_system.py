@@ -1,0 +1,116 @@
+"""Runs the whole system on one machine on embedded defaults: an embedded PostgreSQL
+(pgserver) and the five services as child processes on their default ports."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from services.common.config import DEFAULT_PORTS
+
+# Start order: the gateway checks retrieval's health; ranking reads popularity from events.
+SERVICE_ORDER = ("events", "retrieval", "query_understanding", "ranking", "gateway")
+
+
+class EmbeddedPostgres:
+    """PostgreSQL 16 from the pgserver wheel, data in `data_dir`, reached over a unix socket."""
+
+    def __init__(self, data_dir: Path):
+        self.data_dir = data_dir
+        self._server = None
+
+    def start(self) -> str:
+        import pgserver
+
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._server = pgserver.get_server(self.data_dir, cleanup_mode="stop")
+        return self.url
+
+    @property
+    def url(self) -> str:
+        return self._server.get_uri()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.cleanup()
+            self._server = None
+
+
+async def wait_serving(address: str, timeout: float, process: subprocess.Popen | None = None) -> None:
+    """Polls grpc.health.v1 until SERVING; fails early if the process died."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from services.common.channels import create_channel
+
+    channel = create_channel(address)
+    stub = health_pb2_grpc.HealthStub(channel)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            if process is not None and process.poll() is not None:
+                raise RuntimeError(f"service at {address} exited with code {process.returncode}")
+            try:
+                response = await stub.Check(health_pb2.HealthCheckRequest(), timeout=1.0)
+                if response.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except Exception:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{address} was not SERVING after {timeout:.0f}s")
+            await asyncio.sleep(0.2)
+    finally:
+        await channel.close()
+
+
+@dataclass
+class LocalSystem:
+    database_url: str
+    model_repository: Path
+    log_dir: Path
+    environ: dict[str, str] = field(default_factory=dict)
+    processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+
+    def service_environment(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            {
+                "SHELFWISE_DATABASE_URL": self.database_url,
+                "SHELFWISE_MODEL_REPOSITORY": str(self.model_repository),
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
+        env.update(self.environ)
+        return env
+
+    async def start(self, timeout: float = 120.0) -> None:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        env = self.service_environment()
+        for service in SERVICE_ORDER:
+            log_file = (self.log_dir / f"{service}.log").open("ab")
+            process = subprocess.Popen(
+                [sys.executable, "-m", f"services.{service}"], env=env, stdout=log_file, stderr=subprocess.STDOUT
+            )
+            self.processes[service] = process
+        for service in SERVICE_ORDER:
+            try:
+                await wait_serving(f"127.0.0.1:{DEFAULT_PORTS[service]}", timeout, self.processes[service])
+            except Exception as error:
+                tail = (self.log_dir / f"{service}.log").read_text(errors="replace")[-3000:]
+                raise RuntimeError(f"{service} did not start: {error}\n--- {service}.log ---\n{tail}") from error
+
+    def stop(self, timeout: float = 15.0) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for process in self.processes.values():
+            try:
+                process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()

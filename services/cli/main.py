@@ -1,0 +1,288 @@
+"""`shelfwise`: start the system locally (`up`) and talk to it (`search`, `recommend`, `track`,
+`import-catalog`), and build its models (`export`)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+import time
+import uuid
+from importlib import resources
+from pathlib import Path
+
+DEMO_QUERIES = (
+    "something to drink with steak",
+    "red runing shoes under $50",
+    "noise cancelling headphones",
+    "绿茶",
+    "gift for a coffee lover",
+)
+
+
+def _gateway_stub(address: str):
+    from shelfwise.gateway.v1 import gateway_pb2_grpc
+
+    from services.common.channels import create_channel
+
+    channel = create_channel(address)
+    return channel, gateway_pb2_grpc.GatewayServiceStub(channel)
+
+
+def _print_results(title: str, response) -> None:
+    print(f"\n{title}")
+    interpretation = getattr(response, "interpretation", None)
+    if interpretation is not None and interpretation.corrected_query:
+        filters = interpretation.extracted_filters
+        notes = [f"language={interpretation.language}", f"matched text={interpretation.search_text!r}"]
+        if filters.price.HasField("min") or filters.price.HasField("max"):
+            low = f"{filters.price.min:g}" if filters.price.HasField("min") else ""
+            high = f"{filters.price.max:g}" if filters.price.HasField("max") else ""
+            notes.append(f"price={low}..{high}")
+        if filters.attributes:
+            notes.append("attributes=" + ",".join(f"{k}={v}" for k, v in filters.attributes.items()))
+        print(f"  understood: {interpretation.corrected_query!r} ({'; '.join(notes)})")
+    if response.degraded_stages:
+        print(f"  degraded: {', '.join(response.degraded_stages)}")
+    for result in response.results:
+        product = result.product
+        top = sorted(result.reasons, key=lambda r: -r.contribution)[:2]
+        why = ", ".join(f"{r.feature} {r.value:.2f}" for r in top)
+        print(f"  {result.position:>3}. {product.title[:60]:<60} {product.price:>8.2f} {product.currency}  "
+              f"[{product.category}] score={result.score:.3f} ({why})")
+    if not response.results:
+        print("  (no results)")
+    timings = ", ".join(f"{t.stage} {t.milliseconds:.0f} ms" for t in response.timings)
+    print(f"  request_id={response.request_id} model_version={response.model_version} [{timings}]")
+
+
+async def _search(args) -> int:
+    from shelfwise.common.v1 import common_pb2
+    from shelfwise.gateway.v1 import gateway_pb2
+
+    channel, stub = _gateway_stub(args.address)
+    async with channel:
+        filters = common_pb2.Filters(categories=args.category or [], brands=args.brand or [])
+        if args.min_price is not None:
+            filters.price.min = args.min_price
+        if args.max_price is not None:
+            filters.price.max = args.max_price
+        request = gateway_pb2.SearchRequest(
+            query=args.query, page_size=args.page_size, page_token=args.page_token or "", filters=filters,
+            user_id=args.user_id or "", session_id=args.session_id or "",
+        )
+        response = await stub.Search(request, timeout=args.timeout)
+    _print_results(f"search {args.query!r}", response)
+    if response.next_page_token:
+        print(f"  next page: --page-token {response.next_page_token}")
+    return 0
+
+
+async def _recommend(args) -> int:
+    from shelfwise.gateway.v1 import gateway_pb2
+
+    if bool(args.product_id) == bool(args.category):
+        print("give exactly one of --product-id (similar items) or --category (popular in category)", file=sys.stderr)
+        return 2
+    mode = gateway_pb2.RECOMMEND_MODE_SIMILAR_ITEMS if args.product_id else gateway_pb2.RECOMMEND_MODE_POPULAR_IN_CATEGORY
+    channel, stub = _gateway_stub(args.address)
+    async with channel:
+        response = await stub.Recommend(
+            gateway_pb2.RecommendRequest(
+                mode=mode, product_id=args.product_id or "", category=args.category or "",
+                page_size=args.page_size, user_id=args.user_id or "",
+            ),
+            timeout=args.timeout,
+        )
+    _print_results(f"recommend {args.product_id or args.category!r}", response)
+    return 0
+
+
+async def _track(args) -> int:
+    from shelfwise.events.v1 import events_pb2
+    from shelfwise.gateway.v1 import gateway_pb2
+
+    types = {
+        "click": events_pb2.INTERACTION_TYPE_CLICK,
+        "add_to_cart": events_pb2.INTERACTION_TYPE_ADD_TO_CART,
+        "purchase": events_pb2.INTERACTION_TYPE_PURCHASE,
+    }
+    channel, stub = _gateway_stub(args.address)
+    async with channel:
+        interaction = events_pb2.Interaction(
+            event_id=args.event_id or uuid.uuid4().hex, type=types[args.type], request_id=args.request_id,
+            product_id=args.product_id, position=args.position, user_id=args.user_id or "",
+            quantity=args.quantity, value=args.value,
+        )
+        interaction.occurred_at.GetCurrentTime()
+        response = await stub.Track(gateway_pb2.TrackRequest(interactions=[interaction]), timeout=args.timeout)
+    print(f"accepted={response.accepted} duplicates={response.duplicates}")
+    return 0
+
+
+async def import_catalog(path: Path, retrieval_address: str, batch_size: int = 200, progress: bool = True) -> tuple[int, int]:
+    """Upserts every product of a catalogue file through the retrieval service; returns
+    (inserted, updated). Raises ValueError listing the bad rows (nothing is imported then)."""
+    from shelfwise.retrieval.v1 import retrieval_pb2, retrieval_pb2_grpc
+    from tqdm import tqdm
+
+    from services.common.channels import create_channel
+    from services.retrieval.catalog import chunked, read_catalog
+    from services.retrieval.servicer import product_to_pb
+
+    products, errors = read_catalog(path)
+    if errors:
+        listed = "\n".join(f"  {e.message}" for e in errors[:20])
+        more = f"\n  ... and {len(errors) - 20} more" if len(errors) > 20 else ""
+        raise ValueError(f"{path}: {len(errors)} invalid rows, nothing imported:\n{listed}{more}")
+    inserted = updated = 0
+    async with create_channel(retrieval_address, 64 * 1024 * 1024) as channel:
+        stub = retrieval_pb2_grpc.RetrievalServiceStub(channel)
+        with tqdm(total=len(products), unit="product", desc="import", disable=not progress) as bar:
+            for batch in chunked(products, batch_size):
+                response = await stub.UpsertProducts(
+                    retrieval_pb2.UpsertProductsRequest(products=[product_to_pb(p) for p in batch]), timeout=300
+                )
+                inserted += response.inserted
+                updated += response.updated
+                bar.update(len(batch))
+    return inserted, updated
+
+
+async def _import_catalog(args) -> int:
+    try:
+        inserted, updated = await import_catalog(Path(args.file), args.retrieval_address, args.batch_size)
+    except ValueError as error:
+        print(error, file=sys.stderr)
+        return 1
+    print(f"imported {inserted + updated} products ({inserted} new, {updated} updated)")
+    return 0
+
+
+def demo_catalog_path() -> Path:
+    return Path(str(resources.files("services.cli") / "demo_catalog.jsonl"))
+
+
+async def _up(args) -> int:
+    from services.cli.local_system import EmbeddedPostgres, LocalSystem
+    from services.common.config import DEFAULT_PORTS
+    from training.export import is_up_to_date, export_text_encoder
+
+    started = time.monotonic()
+    repository = Path(args.model_repository).resolve()
+    if not is_up_to_date(repository):
+        print("exporting the text encoder to ONNX (first run only) ...", flush=True)
+        export_text_encoder(repository)
+    data_dir = Path(args.data_dir).resolve()
+    postgres = EmbeddedPostgres(data_dir / "postgres")
+    database_url = postgres.start()
+    print(f"PostgreSQL ready ({time.monotonic() - started:.1f}s)", flush=True)
+    system = LocalSystem(database_url, repository, data_dir / "logs")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await system.start()
+        print(f"all five services SERVING ({time.monotonic() - started:.1f}s); logs in {data_dir / 'logs'}", flush=True)
+        retrieval = f"127.0.0.1:{DEFAULT_PORTS['retrieval']}"
+        catalog = Path(args.catalog) if args.catalog else demo_catalog_path()
+        inserted, updated = await import_catalog(catalog, retrieval, progress=False)
+        print(f"catalogue {catalog.name}: {inserted} new, {updated} updated products", flush=True)
+        # Query understanding picks the new vocabulary up on its next refresh.
+        await asyncio.sleep(2.5)
+        print(f"ready in {time.monotonic() - started:.1f}s", flush=True)
+        gateway = f"127.0.0.1:{DEFAULT_PORTS['gateway']}"
+        for query in args.queries or DEMO_QUERIES:
+            await _search(argparse.Namespace(
+                address=gateway, query=query, page_size=5, page_token="", category=None, brand=None,
+                min_price=None, max_price=None, user_id="demo-user", session_id="demo", timeout=10.0,
+            ))
+        if args.exit:
+            return 0
+        print(f"\nShelfwise is running: gateway at {gateway}. Try `shelfwise search \"red wine\"`. Ctrl-C stops.", flush=True)
+        await stop.wait()
+        return 0
+    finally:
+        system.stop()
+        postgres.stop()
+
+
+def _export(args) -> int:
+    from training.export import main as export_main
+
+    return export_main(args.rest)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="shelfwise", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    up = commands.add_parser("up", help="start PostgreSQL and the five services locally with the demo catalogue")
+    up.add_argument("--data-dir", default=".shelfwise", help="where PostgreSQL data and service logs go")
+    up.add_argument("--model-repository", default="model_repository")
+    up.add_argument("--catalog", help="catalogue file to import instead of the demo catalogue")
+    up.add_argument("--query", dest="queries", action="append", help="sample query to run (repeatable)")
+    up.add_argument("--exit", action="store_true", help="stop after printing the sample results")
+    up.set_defaults(run=_up)
+
+    def client(name: str, help_text: str):
+        sub = commands.add_parser(name, help=help_text)
+        sub.add_argument("--address", default="127.0.0.1:50051", help="gateway address")
+        sub.add_argument("--timeout", type=float, default=10.0, help="deadline in seconds")
+        sub.add_argument("--user-id")
+        return sub
+
+    search = client("search", "search the catalogue")
+    search.add_argument("query")
+    search.add_argument("--page-size", type=int, default=10)
+    search.add_argument("--page-token")
+    search.add_argument("--category", action="append")
+    search.add_argument("--brand", action="append")
+    search.add_argument("--min-price", type=float)
+    search.add_argument("--max-price", type=float)
+    search.add_argument("--session-id")
+    search.set_defaults(run=_search)
+
+    recommend = client("recommend", "products similar to a product, or popular in a category")
+    recommend.add_argument("--product-id")
+    recommend.add_argument("--category")
+    recommend.add_argument("--page-size", type=int, default=10)
+    recommend.set_defaults(run=_recommend)
+
+    track = client("track", "record a click, add-to-cart or purchase of a shown product")
+    track.add_argument("--request-id", required=True)
+    track.add_argument("--product-id", required=True)
+    track.add_argument("--position", type=int, required=True)
+    track.add_argument("--type", choices=["click", "add_to_cart", "purchase"], default="click")
+    track.add_argument("--event-id", help="idempotency key (default: random)")
+    track.add_argument("--quantity", type=int, default=1)
+    track.add_argument("--value", type=float, default=0.0)
+    track.set_defaults(run=_track)
+
+    importer = commands.add_parser("import-catalog", help="import a JSONL/CSV/Parquet catalogue")
+    importer.add_argument("file")
+    importer.add_argument("--retrieval-address", default="127.0.0.1:50053")
+    importer.add_argument("--batch-size", type=int, default=200)
+    importer.set_defaults(run=_import_catalog)
+
+    export = commands.add_parser("export", help="export the models to ONNX in model_repository/", add_help=False)
+    export.add_argument("rest", nargs=argparse.REMAINDER)
+    export.set_defaults(run=_export)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    result = args.run(args)
+    if asyncio.iscoroutine(result):
+        import grpc
+
+        try:
+            return asyncio.run(result)
+        except grpc.aio.AioRpcError as error:
+            print(f"{error.code().name}: {error.details()}", file=sys.stderr)
+            return 1
+    return result

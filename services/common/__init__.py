@@ -1,0 +1,1 @@
+"""Code shared by every Shelfwise service: errors, text processing, configuration."""

@@ -1,0 +1,96 @@
+"""Settings read once from the environment into frozen dataclasses.
+
+Every service's `config.py` builds its own settings from these helpers, so variable names and
+parsing rules are the same everywhere: `SHELFWISE_<NAME>` for ours, the standard `OTEL_*` names
+for telemetry. Bad values fail at start-up with a message naming the variable.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+DEFAULT_PORTS = {
+    "gateway": 50051,
+    "query_understanding": 50052,
+    "retrieval": 50053,
+    "ranking": 50054,
+    "events": 50055,
+}
+
+
+def env_str(name: str, default: str, environ: Mapping[str, str] | None = None) -> str:
+    environ = os.environ if environ is None else environ
+    value = environ.get(name)
+    return default if value is None or value.strip() == "" else value.strip()
+
+
+def env_int(name: str, default: int, environ: Mapping[str, str] | None = None, minimum: int | None = None) -> int:
+    raw = env_str(name, str(default), environ)
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"environment variable {name}={raw!r} is not an integer") from None
+    if minimum is not None and value < minimum:
+        raise ValueError(f"environment variable {name}={value} must be >= {minimum}")
+    return value
+
+
+def env_float(name: str, default: float, environ: Mapping[str, str] | None = None, minimum: float | None = None) -> float:
+    raw = env_str(name, str(default), environ)
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"environment variable {name}={raw!r} is not a number") from None
+    if minimum is not None and value < minimum:
+        raise ValueError(f"environment variable {name}={value} must be >= {minimum}")
+    return value
+
+
+def env_bool(name: str, default: bool, environ: Mapping[str, str] | None = None) -> bool:
+    raw = env_str(name, "true" if default else "false", environ).lower()
+    if raw in {"1", "true", "yes", "on"}:
+        return True
+    if raw in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError(f"environment variable {name}={raw!r} is not a boolean (true/false)")
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """How a service's gRPC server listens."""
+
+    service: str
+    host: str
+    port: int
+    max_message_bytes: int
+    shutdown_grace_seconds: float
+
+    @classmethod
+    def from_env(cls, service: str, environ: Mapping[str, str] | None = None) -> "ServerSettings":
+        prefix = f"SHELFWISE_{service.upper()}"
+        return cls(
+            service=service,
+            host=env_str(f"{prefix}_HOST", env_str("SHELFWISE_HOST", "127.0.0.1", environ), environ),
+            port=env_int(f"{prefix}_PORT", DEFAULT_PORTS[service], environ, minimum=0),
+            max_message_bytes=env_int("SHELFWISE_MAX_MESSAGE_BYTES", 4 * 1024 * 1024, environ, minimum=1024),
+            shutdown_grace_seconds=env_float("SHELFWISE_SHUTDOWN_GRACE_SECONDS", 5.0, environ, minimum=0.0),
+        )
+
+
+def service_address(service: str, environ: Mapping[str, str] | None = None) -> str:
+    """Where another service listens: SHELFWISE_<SERVICE>_ADDRESS, else localhost:default port."""
+    return env_str(f"SHELFWISE_{service.upper()}_ADDRESS", f"127.0.0.1:{DEFAULT_PORTS[service]}", environ)
+
+
+def database_url(environ: Mapping[str, str] | None = None) -> str:
+    url = env_str("SHELFWISE_DATABASE_URL", "", environ)
+    if not url:
+        raise ValueError("SHELFWISE_DATABASE_URL is not set (`shelfwise up` sets it for the embedded PostgreSQL)")
+    return url
+
+
+def model_repository(environ: Mapping[str, str] | None = None) -> Path:
+    return Path(env_str("SHELFWISE_MODEL_REPOSITORY", "model_repository", environ)).resolve()

@@ -1,0 +1,121 @@
+"""The inference interface every service uses to run models, and its embedded implementation.
+
+Models live in the Triton model repository layout (`<repository>/<model>/<version>/model.onnx`
+next to a committed `config.pbtxt`). `InferenceBackend` is what services depend on; the
+embedded implementation runs the same ONNX files with ONNX Runtime inside the service process
+(the default), and a Triton implementation (tritonclient) plugs in behind the same methods.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Protocol, Sequence
+
+import numpy as np
+
+from services.common.errors import Unavailable
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    name: str
+    version: int
+    path: Path
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}/{self.version}"
+
+
+def find_model(repository: Path, name: str, version: int | None = None) -> ModelVersion | None:
+    """The pinned version, else the highest numbered version folder holding a model.onnx."""
+    model_dir = repository / name
+    if version is not None:
+        path = model_dir / str(version) / "model.onnx"
+        return ModelVersion(name, version, path) if path.is_file() else None
+    versions = sorted(
+        (int(child.name) for child in model_dir.glob("*") if child.name.isdigit() and (child / "model.onnx").is_file()),
+        reverse=True,
+    )
+    return ModelVersion(name, versions[0], model_dir / str(versions[0]) / "model.onnx") if versions else None
+
+
+class InferenceBackend(Protocol):
+    """Runs a named model of the repository on a batch of named input tensors."""
+
+    def has_model(self, name: str) -> bool: ...
+
+    def model_version(self, name: str) -> ModelVersion: ...
+
+    async def infer(
+        self, name: str, inputs: Mapping[str, np.ndarray], outputs: Sequence[str]
+    ) -> dict[str, np.ndarray]: ...
+
+    async def close(self) -> None: ...
+
+
+class EmbeddedOnnxRuntime:
+    """ONNX Runtime in-process. Sessions load on first use; runs go to a worker thread
+    (ORT releases the GIL) so the event loop keeps serving while a batch runs."""
+
+    def __init__(self, repository: Path, pinned_versions: Mapping[str, int] | None = None, threads: int | None = None):
+        self._repository = repository
+        self._pinned = dict(pinned_versions or {})
+        self._threads = threads or max(1, min(4, os.cpu_count() or 1))
+        self._sessions: dict[str, object] = {}
+        self._versions: dict[str, ModelVersion] = {}
+
+    def has_model(self, name: str) -> bool:
+        return name in self._versions or find_model(self._repository, name, self._pinned.get(name)) is not None
+
+    def model_version(self, name: str) -> ModelVersion:
+        if name not in self._versions:
+            found = find_model(self._repository, name, self._pinned.get(name))
+            if found is None:
+                pinned = self._pinned.get(name)
+                raise Unavailable(
+                    f"model {name!r}{f' version {pinned}' if pinned else ''} is not in {self._repository}"
+                    " (run `shelfwise export`)"
+                )
+            self._versions[name] = found
+        return self._versions[name]
+
+    def _session(self, name: str):
+        session = self._sessions.get(name)
+        if session is None:
+            import onnxruntime as ort
+
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = self._threads
+            options.inter_op_num_threads = 1
+            session = ort.InferenceSession(
+                str(self.model_version(name).path), sess_options=options, providers=["CPUExecutionProvider"]
+            )
+            self._sessions[name] = session
+        return session
+
+    def load(self, name: str) -> ModelVersion:
+        """Loads a model now (at start-up) rather than on the first request."""
+        self._session(name)
+        return self.model_version(name)
+
+    async def infer(
+        self, name: str, inputs: Mapping[str, np.ndarray], outputs: Sequence[str]
+    ) -> dict[str, np.ndarray]:
+        session = self._session(name)
+        results = await asyncio.to_thread(session.run, list(outputs), dict(inputs))
+        return dict(zip(outputs, results))
+
+    async def close(self) -> None:
+        self._sessions.clear()
+
+
+def create_backend(kind: str, repository: Path) -> InferenceBackend:
+    """The backend named by settings (SHELFWISE_INFERENCE). Only the embedded runtime ships
+    in this release; the Triton client implements the same protocol."""
+    if kind == "embedded":
+        return EmbeddedOnnxRuntime(repository)
+    raise ValueError(f"SHELFWISE_INFERENCE={kind!r} is not supported; use 'embedded'")

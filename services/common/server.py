@@ -1,0 +1,178 @@
+"""gRPC server bootstrap shared by every service.
+
+One function builds a grpc.aio server the same way everywhere: tracing instrumented first,
+message size limits, the error-mapping interceptor, standard health service and server
+reflection. `serve` runs it until SIGTERM/SIGINT and then shuts down gracefully: health goes
+NOT_SERVING first (load balancers stop sending), in-flight calls drain for the grace period,
+then the service's own resources close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from dataclasses import dataclass, field
+from typing import Awaitable, Callable, Iterable
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from services.common import errors
+from services.common.tracing import current_trace_id, instrument_libraries
+
+log = logging.getLogger(__name__)
+
+# The one table from domain failures to gRPC status codes.
+STATUS_FOR_ERROR: dict[type[errors.ShelfwiseError], grpc.StatusCode] = {
+    errors.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
+    errors.NotFound: grpc.StatusCode.NOT_FOUND,
+    errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
+    errors.DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
+}
+
+# Downstream statuses a service passes on as they are; anything else from a dependency
+# becomes UNAVAILABLE (the dependency failed, not the caller).
+PASSED_THROUGH_CODES = {
+    grpc.StatusCode.INVALID_ARGUMENT,
+    grpc.StatusCode.NOT_FOUND,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+}
+
+
+def status_for(error: errors.ShelfwiseError) -> grpc.StatusCode:
+    for error_type in type(error).__mro__:
+        if error_type in STATUS_FOR_ERROR:
+            return STATUS_FOR_ERROR[error_type]
+    return grpc.StatusCode.INTERNAL
+
+
+class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
+    """Turns every exception escaping a handler into a clear status; never a stack trace."""
+
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        inner = handler.unary_unary
+        method = handler_call_details.method
+
+        async def guarded(request, context: grpc.aio.ServicerContext):
+            try:
+                return await inner(request, context)
+            except errors.ShelfwiseError as error:
+                await context.abort(status_for(error), error.message)
+            except grpc.aio.AioRpcError as error:
+                code = error.code() if error.code() in PASSED_THROUGH_CODES else grpc.StatusCode.UNAVAILABLE
+                await context.abort(code, error.details() or code.name)
+            except (asyncio.CancelledError, grpc.aio.AbortError):
+                raise
+            except Exception:
+                trace_id = current_trace_id()
+                log.exception("unhandled error in %s (trace id %s)", method, trace_id)
+                await context.abort(grpc.StatusCode.INTERNAL, f"internal error (trace id {trace_id or 'none'})")
+
+        return grpc.unary_unary_rpc_method_handler(
+            guarded,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
+def grpc_options(max_message_bytes: int) -> list[tuple[str, int]]:
+    return [
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.max_send_message_length", max_message_bytes),
+    ]
+
+
+@dataclass
+class RunningServer:
+    """A started server with its bound port, health state and clean-up callbacks."""
+
+    server: grpc.aio.Server
+    port: int
+    service_names: tuple[str, ...]
+    health: health.aio.HealthServicer
+    on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    # The service's domain object (e.g. the gateway's composer), for tests and tools.
+    app: object | None = None
+    _stopped: bool = False
+
+    async def set_serving(self, serving: bool) -> None:
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        for name in ("", *self.service_names):
+            await self.health.set(name, status)
+
+    async def stop(self, grace: float = 0.0) -> None:
+        """NOT_SERVING, drain in-flight calls for `grace` seconds, then release resources."""
+        if self._stopped:
+            return
+        self._stopped = True
+        await self.set_serving(False)
+        await self.server.stop(grace)
+        for callback in reversed(self.on_stop):
+            try:
+                await callback()
+            except Exception:  # clean-up must go on for the other resources
+                log.exception("error while stopping")
+
+
+async def start_server(
+    *,
+    register: Callable[[grpc.aio.Server], None],
+    service_names: Iterable[str],
+    host: str = "127.0.0.1",
+    port: int = 0,
+    max_message_bytes: int = 4 * 1024 * 1024,
+) -> RunningServer:
+    """Builds, binds and starts a server; health starts NOT_SERVING until the caller is ready."""
+    instrument_libraries()
+    server = grpc.aio.server(
+        interceptors=[ErrorMappingInterceptor()],
+        options=grpc_options(max_message_bytes),
+    )
+    register(server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    names = tuple(service_names)
+    reflection.enable_server_reflection((*names, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    bound = server.add_insecure_port(f"{host}:{port}")
+    if bound == 0:
+        raise OSError(f"could not bind {host}:{port}")
+    await server.start()
+    running = RunningServer(server=server, port=bound, service_names=names, health=health_servicer)
+    await running.set_serving(False)
+    return running
+
+
+async def serve(running: RunningServer, grace_seconds: float) -> None:
+    """Serves until SIGTERM or SIGINT, then shuts down gracefully."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    server_done = asyncio.ensure_future(running.server.wait_for_termination())
+    stop_requested = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({server_done, stop_requested}, return_when=asyncio.FIRST_COMPLETED)
+    log.info("shutting down: NOT_SERVING, draining for up to %.1fs", grace_seconds)
+    await running.stop(grace_seconds)
+    stop_requested.cancel()
+    server_done.cancel()
+
+
+def setup_logging() -> None:
+    """Structured-enough logs: one line per record with the trace id when there is one."""
+
+    class TraceIdFilter(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            record.trace_id = current_trace_id() or "-"
+            return True
+
+    handler = logging.StreamHandler()
+    handler.addFilter(TraceIdFilter())
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s trace_id=%(trace_id)s %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)

@@ -1,0 +1,76 @@
+"""OpenTelemetry tracing, set up in one place for every service.
+
+gRPC is instrumented before any server or channel is created (spans are silently missing
+otherwise), so W3C trace context travels on every call and one Search is one trace. Health
+checks are left out of traces. Exporters follow the standard OTEL_* variables: OTLP when
+OTEL_EXPORTER_OTLP_ENDPOINT is set, the console when OTEL_TRACES_EXPORTER=console.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
+
+_lock = threading.Lock()
+_instrumented = False
+
+
+def instrument_libraries() -> None:
+    """Patches grpc.aio servers and channels (and asyncpg) to carry and record trace context.
+
+    Idempotent; `services.common.server` and `services.common.channels` call it before
+    creating servers and channels.
+    """
+    global _instrumented
+    with _lock:
+        if _instrumented:
+            return
+        from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
+        from opentelemetry.instrumentation.grpc import (
+            GrpcAioInstrumentorClient,
+            GrpcAioInstrumentorServer,
+            filters,
+        )
+
+        not_health = filters.negate(filters.health_check())
+        GrpcAioInstrumentorServer().instrument(filter_=not_health)
+        GrpcAioInstrumentorClient().instrument(filter_=not_health)
+        AsyncPGInstrumentor().instrument()
+        _instrumented = True
+
+
+def configure_tracing(service_name: str, exporter: SpanExporter | None = None) -> TracerProvider | None:
+    """Installs the process-wide tracer provider for a service process (call once, in __main__).
+
+    Returns None when the process already has an SDK provider (tests install their own).
+    """
+    current = trace.get_tracer_provider()
+    if isinstance(current, TracerProvider):
+        return None
+    resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", f"shelfwise-{service_name}")})
+    provider = TracerProvider(resource=resource)
+    if exporter is None:
+        if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
+            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+            exporter = OTLPSpanExporter()
+        elif os.environ.get("OTEL_TRACES_EXPORTER", "").lower() == "console":
+            exporter = ConsoleSpanExporter()
+    if exporter is not None:
+        provider.add_span_processor(BatchSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)
+    return provider
+
+
+def tracer(name: str) -> trace.Tracer:
+    return trace.get_tracer(name)
+
+
+def current_trace_id() -> str:
+    context = trace.get_current_span().get_span_context()
+    return format(context.trace_id, "032x") if context.is_valid else ""

@@ -1,0 +1,1 @@
+"""Event logging service: impressions and interactions into PostgreSQL, and metrics over them."""

@@ -1,0 +1,20 @@
+"""Entry point: `python -m services.events`."""
+
+import asyncio
+
+from services.common.server import serve, setup_logging
+from services.common.tracing import configure_tracing
+from services.events.config import EventsSettings
+from services.events.server import create_server
+
+
+async def main() -> None:
+    settings = EventsSettings.from_env()
+    running = await create_server(settings)
+    await serve(running, settings.server.shutdown_grace_seconds)
+
+
+if __name__ == "__main__":
+    setup_logging()
+    configure_tracing("events")
+    asyncio.run(main())

@@ -1,0 +1,99 @@
+"""Behaviour events as the domain sees them, with the validation rules applied on ingestion."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+from services.common.errors import InvalidArgument
+
+MAX_ID_CHARS = 128
+MAX_BATCH = 1_000
+MAX_PRODUCTS_PER_IMPRESSION = 1_000
+INTERACTION_TYPES = ("click", "add_to_cart", "purchase")
+SURFACES = ("search", "recommend")
+# Clients' clocks drift; an event more than a day in the future is a bug, not drift.
+MAX_CLOCK_SKEW = timedelta(days=1)
+
+
+@dataclass(frozen=True)
+class Impression:
+    event_id: str
+    request_id: str
+    surface: str
+    product_ids: tuple[str, ...]
+    first_position: int
+    occurred_at: datetime
+    user_id: str = ""
+    session_id: str = ""
+    query: str = ""
+    model_version: str = ""
+    experiment_arm: str = ""
+
+
+@dataclass(frozen=True)
+class Interaction:
+    event_id: str
+    type: str
+    request_id: str
+    product_id: str
+    position: int
+    occurred_at: datetime
+    user_id: str = ""
+    session_id: str = ""
+    quantity: int = 1
+    value: float = 0.0
+
+
+def _check_id(value: str, field: str, required: bool = True) -> None:
+    if required and not value:
+        raise InvalidArgument(field, "is required")
+    if len(value) > MAX_ID_CHARS:
+        raise InvalidArgument(field, f"must be at most {MAX_ID_CHARS} characters")
+
+
+def _check_time(value: datetime, field: str, now: datetime) -> None:
+    if value > now + MAX_CLOCK_SKEW:
+        raise InvalidArgument(field, f"is more than {MAX_CLOCK_SKEW} in the future")
+
+
+def validate_impression(event: Impression, where: str, now: datetime | None = None) -> Impression:
+    now = now or datetime.now(timezone.utc)
+    _check_id(event.event_id, f"{where}.event_id")
+    _check_id(event.request_id, f"{where}.request_id")
+    for name in ("user_id", "session_id", "model_version", "experiment_arm"):
+        _check_id(getattr(event, name), f"{where}.{name}", required=False)
+    if len(event.query) > 2_000:
+        raise InvalidArgument(f"{where}.query", "must be at most 2000 characters")
+    if event.surface not in SURFACES:
+        raise InvalidArgument(f"{where}.surface", f"must be one of {', '.join(SURFACES)}")
+    if not event.product_ids:
+        raise InvalidArgument(f"{where}.product_ids", "must list the products shown")
+    if len(event.product_ids) > MAX_PRODUCTS_PER_IMPRESSION:
+        raise InvalidArgument(f"{where}.product_ids", f"must list at most {MAX_PRODUCTS_PER_IMPRESSION} products")
+    for index, product_id in enumerate(event.product_ids):
+        _check_id(product_id, f"{where}.product_ids[{index}]")
+    if event.first_position < 1:
+        raise InvalidArgument(f"{where}.first_position", f"must be >= 1, got {event.first_position}")
+    _check_time(event.occurred_at, f"{where}.occurred_at", now)
+    return event
+
+
+def validate_interaction(event: Interaction, where: str, now: datetime | None = None) -> Interaction:
+    now = now or datetime.now(timezone.utc)
+    _check_id(event.event_id, f"{where}.event_id")
+    _check_id(event.request_id, f"{where}.request_id")
+    _check_id(event.product_id, f"{where}.product_id")
+    _check_id(event.user_id, f"{where}.user_id", required=False)
+    _check_id(event.session_id, f"{where}.session_id", required=False)
+    if event.type not in INTERACTION_TYPES:
+        raise InvalidArgument(f"{where}.type", f"must be one of {', '.join(INTERACTION_TYPES)}")
+    if event.position < 1:
+        raise InvalidArgument(f"{where}.position", f"must be >= 1 (the position shown), got {event.position}")
+    if event.quantity < 1:
+        raise InvalidArgument(f"{where}.quantity", f"must be >= 1, got {event.quantity}")
+    if not math.isfinite(event.value) or event.value < 0:
+        raise InvalidArgument(f"{where}.value", f"must be a finite number >= 0, got {event.value}")
+    _check_time(event.occurred_at, f"{where}.occurred_at", now)
+    return event

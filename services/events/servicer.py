@@ -1,0 +1,140 @@
+"""gRPC adapter of the events service."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from google.protobuf.timestamp_pb2 import Timestamp
+from shelfwise.events.v1 import events_pb2, events_pb2_grpc
+
+from services.common.errors import InvalidArgument
+from services.events.model import MAX_BATCH, Impression, Interaction, validate_impression, validate_interaction
+from services.events.store import EventStore
+
+SURFACE_NAMES = {events_pb2.SURFACE_SEARCH: "search", events_pb2.SURFACE_RECOMMEND: "recommend"}
+INTERACTION_NAMES = {
+    events_pb2.INTERACTION_TYPE_CLICK: "click",
+    events_pb2.INTERACTION_TYPE_ADD_TO_CART: "add_to_cart",
+    events_pb2.INTERACTION_TYPE_PURCHASE: "purchase",
+}
+GROUPINGS = {
+    events_pb2.METRICS_GROUPING_REQUEST: "request",
+    events_pb2.METRICS_GROUPING_EXPERIMENT_ARM: "experiment_arm",
+    events_pb2.METRICS_GROUPING_MODEL_VERSION: "model_version",
+}
+
+
+def _time(stamp: Timestamp, field: str, default: datetime) -> datetime:
+    if stamp.seconds == 0 and stamp.nanos == 0:
+        return default
+    try:
+        return stamp.ToDatetime(tzinfo=timezone.utc)
+    except (ValueError, OverflowError):
+        raise InvalidArgument(field, "is not a valid timestamp") from None
+
+
+def impression_from_pb(message: events_pb2.Impression, where: str, now: datetime) -> Impression:
+    return validate_impression(
+        Impression(
+            event_id=message.event_id,
+            request_id=message.request_id,
+            surface=SURFACE_NAMES.get(message.surface, "unspecified"),
+            product_ids=tuple(message.product_ids),
+            first_position=message.first_position or 1,
+            occurred_at=_time(message.occurred_at, f"{where}.occurred_at", now),
+            user_id=message.user_id,
+            session_id=message.session_id,
+            query=message.query,
+            model_version=message.model_version,
+            experiment_arm=message.experiment_arm,
+        ),
+        where,
+        now,
+    )
+
+
+def interaction_from_pb(message: events_pb2.Interaction, where: str, now: datetime) -> Interaction:
+    return validate_interaction(
+        Interaction(
+            event_id=message.event_id,
+            type=INTERACTION_NAMES.get(message.type, "unspecified"),
+            request_id=message.request_id,
+            product_id=message.product_id,
+            position=message.position,
+            occurred_at=_time(message.occurred_at, f"{where}.occurred_at", now),
+            user_id=message.user_id,
+            session_id=message.session_id,
+            quantity=message.quantity or 1,
+            value=message.value,
+        ),
+        where,
+        now,
+    )
+
+
+def _limit(request, default: int, maximum: int) -> int:
+    limit = request.limit if request.HasField("limit") else default
+    if not 1 <= limit <= maximum:
+        raise InvalidArgument("limit", f"must be between 1 and {maximum}, got {limit}")
+    return limit
+
+
+class EventsServicer(events_pb2_grpc.EventsServiceServicer):
+    def __init__(self, store: EventStore):
+        self._store = store
+
+    async def LogEvents(self, request: events_pb2.LogEventsRequest, context) -> events_pb2.LogEventsResponse:
+        total = len(request.impressions) + len(request.interactions)
+        if total == 0:
+            raise InvalidArgument("impressions", "a request must carry at least one impression or interaction")
+        if total > MAX_BATCH:
+            raise InvalidArgument("interactions", f"at most {MAX_BATCH} events per call, got {total}")
+        now = datetime.now(timezone.utc)
+        impressions = [impression_from_pb(m, f"impressions[{i}]", now) for i, m in enumerate(request.impressions)]
+        interactions = [interaction_from_pb(m, f"interactions[{i}]", now) for i, m in enumerate(request.interactions)]
+        accepted, duplicates = await self._store.write(impressions, interactions)
+        return events_pb2.LogEventsResponse(accepted=accepted, duplicates=duplicates)
+
+    async def GetMetrics(self, request: events_pb2.GetMetricsRequest, context) -> events_pb2.GetMetricsResponse:
+        group_by = GROUPINGS.get(request.group_by)
+        if group_by is None:
+            raise InvalidArgument("group_by", "must be REQUEST, EXPERIMENT_ARM or MODEL_VERSION")
+        if len(request.request_id) > 128:
+            raise InvalidArgument("request_id", "must be at most 128 characters")
+        since = _time(request.since, "since", None) if request.HasField("since") else None
+        until = _time(request.until, "until", None) if request.HasField("until") else None
+        rows = await self._store.metrics(group_by, request.request_id, since, until, _limit(request, 100, 1000))
+        return events_pb2.GetMetricsResponse(
+            rows=[
+                events_pb2.MetricsRow(
+                    key=row.key,
+                    requests=row.requests,
+                    impressions=row.impressions,
+                    clicks=row.clicks,
+                    add_to_carts=row.add_to_carts,
+                    purchases=row.purchases,
+                    revenue=row.revenue,
+                    ctr=row.ctr,
+                    conversion_rate=row.conversion_rate,
+                )
+                for row in rows
+            ]
+        )
+
+    async def ListPopularProducts(self, request, context) -> events_pb2.ListPopularProductsResponse:
+        window = request.window_days if request.HasField("window_days") else 30
+        if not 1 <= window <= 365:
+            raise InvalidArgument("window_days", f"must be between 1 and 365, got {window}")
+        products = await self._store.popular(window, _limit(request, 1000, 10_000))
+        return events_pb2.ListPopularProductsResponse(
+            products=[
+                events_pb2.PopularProduct(
+                    product_id=p.product_id,
+                    clicks=p.clicks,
+                    add_to_carts=p.add_to_carts,
+                    purchases=p.purchases,
+                    score=p.score,
+                )
+                for p in products
+            ]
+        )

@@ -1,0 +1,1 @@
+"""Gateway service: Search, Recommend and Track, composed from the other four services."""

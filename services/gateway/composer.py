@@ -1,0 +1,367 @@
+"""Search, Recommend and Track composed from the stage services.
+
+Search: query understanding → retrieval → ranking → (in the background) impression logging.
+Each stage runs under its own deadline, capped by what is left of the caller's. A failed query
+understanding or ranking stage degrades the answer (raw text / retrieval order) and says so in
+`degraded_stages`; retrieval is the one stage without which there is nothing to show.
+Impression logging never blocks or fails a search; Track waits briefly for the impression of
+the request it refers to, so a fast click is not rejected as unknown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import time
+import unicodedata
+import uuid
+from dataclasses import dataclass
+
+from google.protobuf.timestamp_pb2 import Timestamp
+from shelfwise.common.v1 import common_pb2
+from shelfwise.events.v1 import events_pb2
+from shelfwise.gateway.v1 import gateway_pb2
+from shelfwise.query_understanding.v1 import query_understanding_pb2 as qu_pb2
+from shelfwise.ranking.v1 import ranking_pb2
+from shelfwise.retrieval.v1 import retrieval_pb2
+
+from services.common.errors import DeadlineExceeded, InvalidArgument, Unavailable
+from services.gateway.config import StageDeadlines
+
+log = logging.getLogger(__name__)
+
+MAX_QUERY_CHARS = 512
+DEFAULT_PAGE_SIZE = 10
+MAX_PAGE_SIZE = 100
+MAX_TRACK_EVENTS = 500
+MAX_ID_CHARS = 128
+# Left for the gateway's own work after the last stage, so it answers before the caller's deadline.
+RESERVE_SECONDS = 0.02
+IMPRESSION_WAIT_SECONDS = 2.0
+
+
+@dataclass
+class Budget:
+    """Time left under the caller's deadline (None = no deadline)."""
+
+    deadline: float | None
+
+    @classmethod
+    def from_remaining(cls, remaining: float | None) -> "Budget":
+        return cls(None if remaining is None else time.monotonic() + remaining)
+
+    def timeout(self, stage_limit: float, stage: str) -> float:
+        if self.deadline is None:
+            return stage_limit
+        left = self.deadline - time.monotonic() - RESERVE_SECONDS
+        if left <= 0:
+            raise DeadlineExceeded(f"{stage}: no time left under the caller's deadline")
+        return min(stage_limit, left)
+
+
+def encode_page_token(offset: int) -> str:
+    return base64.urlsafe_b64encode(f"offset:{offset}".encode()).decode().rstrip("=")
+
+
+def decode_page_token(token: str) -> int:
+    if not token:
+        return 0
+    try:
+        text = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
+        prefix, _, value = text.partition(":")
+        offset = int(value)
+        if prefix != "offset" or offset < 0:
+            raise ValueError
+        return offset
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidArgument("page_token", "is not a token returned as next_page_token") from None
+
+
+def page_size_of(request) -> int:
+    size = request.page_size if request.HasField("page_size") else DEFAULT_PAGE_SIZE
+    if not 1 <= size <= MAX_PAGE_SIZE:
+        raise InvalidArgument("page_size", f"must be between 1 and {MAX_PAGE_SIZE}, got {size}")
+    return size
+
+
+def request_id_of(request) -> str:
+    if not request.request_id:
+        return uuid.uuid4().hex
+    if len(request.request_id) > MAX_ID_CHARS or not request.request_id.isprintable():
+        raise InvalidArgument("request_id", f"must be 1-{MAX_ID_CHARS} printable characters")
+    return request.request_id
+
+
+def validate_filters(filters: common_pb2.Filters, where: str = "filters") -> None:
+    for bound in ("min", "max"):
+        if filters.price.HasField(bound):
+            value = getattr(filters.price, bound)
+            if not (value >= 0 and value != float("inf")):
+                raise InvalidArgument(f"{where}.price.{bound}", f"must be a finite number >= 0, got {value}")
+    if filters.price.HasField("min") and filters.price.HasField("max") and filters.price.min > filters.price.max:
+        raise InvalidArgument(f"{where}.price", "min must not exceed max")
+
+
+def merged_filters(requested: common_pb2.Filters, understood: common_pb2.Filters) -> common_pb2.Filters:
+    """Hard filters for retrieval: the caller's facets, plus the price the query named (the
+    caller's explicit price bounds win over the text's)."""
+    merged = common_pb2.Filters()
+    merged.CopyFrom(requested)
+    for bound in ("min", "max"):
+        if not requested.price.HasField(bound) and understood.price.HasField(bound):
+            setattr(merged.price, bound, getattr(understood.price, bound))
+    if merged.price.HasField("min") and merged.price.HasField("max") and merged.price.min > merged.price.max:
+        merged.price.ClearField("min" if not requested.price.HasField("min") else "max")
+    return merged
+
+
+def fallback_understanding(query: str) -> qu_pb2.UnderstandResponse:
+    normalized = " ".join(unicodedata.normalize("NFKC", query).casefold().split())
+    return qu_pb2.UnderstandResponse(
+        original_query=query, normalized_query=normalized, corrected_query=normalized, search_text=normalized
+    )
+
+
+class Composer:
+    def __init__(self, downstream, deadlines: StageDeadlines, candidates: int):
+        self._downstream = downstream
+        self._deadlines = deadlines
+        self._candidates = candidates
+        self._pending_impressions: dict[str, asyncio.Task] = {}
+        self.impressions_failed = 0
+
+    # --- Search -------------------------------------------------------------------------------
+
+    async def search(self, request: gateway_pb2.SearchRequest, remaining: float | None) -> gateway_pb2.SearchResponse:
+        query = request.query
+        if len(query) > MAX_QUERY_CHARS:
+            raise InvalidArgument("query", f"must be at most {MAX_QUERY_CHARS} characters, got {len(query)}")
+        if not query.strip():
+            raise InvalidArgument("query", "must not be empty or whitespace")
+        page_size = page_size_of(request)
+        offset = decode_page_token(request.page_token)
+        request_id = request_id_of(request)
+        validate_filters(request.filters)
+        budget = Budget.from_remaining(remaining)
+        timings: list[gateway_pb2.StageTiming] = []
+        degraded: list[str] = []
+
+        started = time.perf_counter()
+        try:
+            understood = await self._downstream.call(
+                "query_understanding",
+                self._downstream.query_understanding.Understand,
+                qu_pb2.UnderstandRequest(query=query, locale=request.locale, request_id=request_id),
+                budget.timeout(self._deadlines.query_understanding, "query_understanding"),
+            )
+        except (Unavailable, DeadlineExceeded) as error:
+            log.warning("query understanding degraded: %s", error)
+            degraded.append("query_understanding")
+            understood = fallback_understanding(query)
+        timings.append(gateway_pb2.StageTiming(stage="query_understanding", milliseconds=_ms(started)))
+
+        filters = merged_filters(request.filters, understood.filters)
+        retrieve = retrieval_pb2.RetrieveRequest(
+            request_id=request_id, filters=filters, limit=self._candidates, language=understood.language
+        )
+        if understood.search_text:
+            retrieve.query_text = understood.search_text
+        preferences = dict(
+            preferred_brands=understood.filters.brands,
+            preferred_categories=understood.filters.categories,
+            preferred_attributes=understood.filters.attributes,
+        )
+        page = await self._retrieve_and_rank(
+            retrieve, preferences, offset, page_size, request.user_id, budget, timings, degraded, query=understood.corrected_query
+        )
+        response = gateway_pb2.SearchResponse(
+            request_id=request_id,
+            results=page.results,
+            next_page_token=page.next_token,
+            total_size=page.total,
+            interpretation=gateway_pb2.QueryInterpretation(
+                corrected_query=understood.corrected_query,
+                language=understood.language,
+                extracted_filters=understood.filters,
+                search_text=understood.search_text,
+            ),
+            model_version=f"{page.model_version},query_understanding={understood.model_version or 'fallback'}",
+            timings=timings,
+            degraded_stages=degraded,
+        )
+        self._log_impression(request_id, request, events_pb2.SURFACE_SEARCH, query, page, offset)
+        return response
+
+    # --- Recommend ----------------------------------------------------------------------------
+
+    async def recommend(
+        self, request: gateway_pb2.RecommendRequest, remaining: float | None
+    ) -> gateway_pb2.RecommendResponse:
+        page_size = page_size_of(request)
+        offset = decode_page_token(request.page_token)
+        request_id = request_id_of(request)
+        validate_filters(request.filters)
+        budget = Budget.from_remaining(remaining)
+        filters = common_pb2.Filters()
+        filters.CopyFrom(request.filters)
+        retrieve = retrieval_pb2.RetrieveRequest(request_id=request_id, limit=self._candidates)
+        if request.mode == gateway_pb2.RECOMMEND_MODE_SIMILAR_ITEMS:
+            if not request.product_id or len(request.product_id) > MAX_ID_CHARS:
+                raise InvalidArgument("product_id", "is required (1-128 characters) for RECOMMEND_MODE_SIMILAR_ITEMS")
+            retrieve.similar_to_product_id = request.product_id
+            seed = request.product_id
+        elif request.mode == gateway_pb2.RECOMMEND_MODE_POPULAR_IN_CATEGORY:
+            if not request.category or len(request.category) > 200:
+                raise InvalidArgument("category", "is required (1-200 characters) for RECOMMEND_MODE_POPULAR_IN_CATEGORY")
+            filters.categories[:] = [request.category]
+            retrieve.limit = 2_000  # the whole category (up to 2000) so popularity decides the order
+            seed = request.category
+        else:
+            raise InvalidArgument("mode", "must be RECOMMEND_MODE_SIMILAR_ITEMS or RECOMMEND_MODE_POPULAR_IN_CATEGORY")
+        retrieve.filters.CopyFrom(filters)
+        timings: list[gateway_pb2.StageTiming] = []
+        degraded: list[str] = []
+        page = await self._retrieve_and_rank(
+            retrieve, {}, offset, page_size, request.user_id, budget, timings, degraded, query=""
+        )
+        response = gateway_pb2.RecommendResponse(
+            request_id=request_id,
+            results=page.results,
+            next_page_token=page.next_token,
+            total_size=page.total,
+            model_version=page.model_version,
+            timings=timings,
+            degraded_stages=degraded,
+        )
+        self._log_impression(request_id, request, events_pb2.SURFACE_RECOMMEND, seed, page, offset)
+        return response
+
+    # --- shared: retrieval + ranking ------------------------------------------------------------
+
+    async def _retrieve_and_rank(
+        self, retrieve, preferences, offset, page_size, user_id, budget, timings, degraded, query
+    ) -> "_Page":
+        started = time.perf_counter()
+        retrieved = await self._downstream.call(
+            "retrieval",
+            self._downstream.retrieval.Retrieve,
+            retrieve,
+            budget.timeout(self._deadlines.retrieval, "retrieval"),
+        )
+        timings.append(gateway_pb2.StageTiming(stage="retrieval", milliseconds=_ms(started)))
+        products = {c.product.id: c.product for c in retrieved.candidates}
+        total = len(retrieved.candidates)
+
+        started = time.perf_counter()
+        try:
+            ranked = await self._downstream.call(
+                "ranking",
+                self._downstream.ranking.Rank,
+                ranking_pb2.RankRequest(
+                    request_id=retrieve.request_id,
+                    query=query,
+                    candidates=retrieved.candidates,
+                    offset=offset,
+                    limit=page_size,
+                    user_id=user_id,
+                    **preferences,
+                ),
+                budget.timeout(self._deadlines.ranking, "ranking"),
+            )
+            items = [(i.product_id, i.score, i.position, i.reasons) for i in ranked.items]
+            ranker_version = ranked.model_version
+        except (Unavailable, DeadlineExceeded) as error:
+            log.warning("ranking degraded: %s", error)
+            degraded.append("ranking")
+            # Retrieval's fused order is a sound order on its own.
+            window = retrieved.candidates[offset : offset + page_size]
+            items = [
+                (c.product.id, c.fused_score, offset + n + 1,
+                 [common_pb2.ScoreReason(feature="fusion", value=c.fused_score, contribution=c.fused_score)])
+                for n, c in enumerate(window)
+            ]
+            ranker_version = "retrieval-order"
+        timings.append(gateway_pb2.StageTiming(stage="ranking", milliseconds=_ms(started)))
+        results = [
+            gateway_pb2.SearchResult(product=products[pid], score=score, position=position, reasons=reasons)
+            for pid, score, position, reasons in items
+        ]
+        next_offset = offset + page_size
+        return _Page(
+            results=results,
+            total=total,
+            next_token=encode_page_token(next_offset) if next_offset < total else "",
+            model_version=f"text_encoder={retrieved.model_version},ranker={ranker_version}",
+        )
+
+    # --- impressions and tracking ---------------------------------------------------------------
+
+    def _log_impression(self, request_id, request, surface, query, page: "_Page", offset: int) -> None:
+        if not page.results:
+            return
+        occurred_at = Timestamp()
+        occurred_at.GetCurrentTime()
+        impression = events_pb2.Impression(
+            event_id=f"impression-{request_id}",
+            request_id=request_id,
+            user_id=request.user_id,
+            session_id=request.session_id,
+            surface=surface,
+            query=query[:2000],
+            product_ids=[r.product.id for r in page.results],
+            first_position=offset + 1,
+            model_version=page.model_version[:128],
+            occurred_at=occurred_at,
+        )
+        task = asyncio.create_task(self._send_impression(impression))
+        self._pending_impressions[request_id] = task
+        task.add_done_callback(lambda _: self._pending_impressions.pop(request_id, None))
+
+    async def _send_impression(self, impression: events_pb2.Impression) -> None:
+        try:
+            await self._downstream.call(
+                "events",
+                self._downstream.events.LogEvents,
+                events_pb2.LogEventsRequest(impressions=[impression]),
+                self._deadlines.events,
+            )
+        except Exception as error:  # never fails the search that produced it
+            self.impressions_failed += 1
+            log.warning("impression of request %s not logged: %s", impression.request_id, error)
+
+    async def wait_for_impressions(self, request_ids=None, timeout: float = IMPRESSION_WAIT_SECONDS) -> None:
+        """Waits (bounded) until the impressions of these requests (default: all) are sent."""
+        tasks = [
+            task
+            for request_id, task in list(self._pending_impressions.items())
+            if request_ids is None or request_id in request_ids
+        ]
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout)
+
+    async def track(self, request: gateway_pb2.TrackRequest, remaining: float | None) -> gateway_pb2.TrackResponse:
+        count = len(request.interactions)
+        if not 1 <= count <= MAX_TRACK_EVENTS:
+            raise InvalidArgument("interactions", f"must contain 1-{MAX_TRACK_EVENTS} events, got {count}")
+        await self.wait_for_impressions({i.request_id for i in request.interactions})
+        budget = Budget.from_remaining(remaining)
+        response = await self._downstream.call(
+            "events",
+            self._downstream.events.LogEvents,
+            events_pb2.LogEventsRequest(interactions=request.interactions),
+            budget.timeout(self._deadlines.events, "events"),
+        )
+        return gateway_pb2.TrackResponse(accepted=response.accepted, duplicates=response.duplicates)
+
+
+@dataclass(frozen=True)
+class _Page:
+    results: list
+    total: int
+    next_token: str
+    model_version: str
+
+
+def _ms(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000.0, 3)

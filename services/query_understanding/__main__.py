@@ -1,0 +1,20 @@
+"""Entry point: `python -m services.query_understanding`."""
+
+import asyncio
+
+from services.common.server import serve, setup_logging
+from services.common.tracing import configure_tracing
+from services.query_understanding.config import QueryUnderstandingSettings
+from services.query_understanding.server import create_server
+
+
+async def main() -> None:
+    settings = QueryUnderstandingSettings.from_env()
+    running = await create_server(settings)
+    await serve(running, settings.server.shutdown_grace_seconds)
+
+
+if __name__ == "__main__":
+    setup_logging()
+    configure_tracing("query_understanding")
+    asyncio.run(main())

@@ -1,0 +1,59 @@
+"""Keeps the query understander's catalogue vocabulary current.
+
+The vocabulary (words, brands, categories, attribute values) comes from the products table;
+it is rebuilt in the background when the catalogue changes, and swapped in whole, so a request
+always sees one consistent vocabulary and never waits for a rebuild.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+
+import asyncpg
+
+from services.query_understanding.understanding import QueryUnderstander
+from services.query_understanding.vocabulary import CatalogVocabulary
+
+log = logging.getLogger(__name__)
+
+
+class CatalogVocabularySource:
+    def __init__(self, pool: asyncpg.Pool, refresh_seconds: float):
+        self._pool = pool
+        self._refresh_seconds = refresh_seconds
+        self._version: tuple | None = None
+        self.understander = QueryUnderstander(CatalogVocabulary.empty())
+        self._task: asyncio.Task | None = None
+
+    async def refresh(self) -> bool:
+        """Rebuilds when the catalogue changed; returns whether it did."""
+        version = tuple(await self._pool.fetchrow("SELECT count(*), max(updated_at) FROM products"))
+        if version == self._version:
+            return False
+        rows = await self._pool.fetch(
+            "SELECT title, description, brand, category, attributes::text AS attributes FROM products"
+        )
+        products = [{**dict(row), "attributes": json.loads(row["attributes"])} for row in rows]
+        vocabulary = await asyncio.to_thread(CatalogVocabulary.from_products, products)
+        self.understander = QueryUnderstander(vocabulary)
+        self._version = version
+        log.info("vocabulary rebuilt from %d products", len(products))
+        return True
+
+    def start(self) -> None:
+        async def loop() -> None:
+            while True:
+                await asyncio.sleep(self._refresh_seconds)
+                try:
+                    await self.refresh()
+                except Exception as error:  # database blip: keep the current vocabulary
+                    log.warning("vocabulary refresh failed: %s", error)
+
+        self._task = asyncio.create_task(loop())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)

@@ -1,0 +1,23 @@
+"""Query understanding service settings, from the environment."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+
+from services.common.config import ServerSettings, database_url, env_float
+
+
+@dataclass(frozen=True)
+class QueryUnderstandingSettings:
+    server: ServerSettings
+    database_url: str
+    vocabulary_refresh_seconds: float
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> "QueryUnderstandingSettings":
+        return cls(
+            server=ServerSettings.from_env("query_understanding", environ),
+            database_url=database_url(environ),
+            vocabulary_refresh_seconds=env_float("SHELFWISE_VOCABULARY_REFRESH_SECONDS", 2.0, environ, minimum=0.1),
+        )

@@ -1,0 +1,344 @@
+"""Filters hidden in a query: a price range, brands, categories and attribute values.
+
+All functions take *normalized* text (`services.common.text.normalize`: lower-case, NFKC, so
+full-width digits and `＄`/`￥` are already ASCII/`¥`).
+
+Price phrases (`extract_price`), English:
+  upper bound  "under $50", "under 50", "below 50 dollars", "less than $50", "cheaper than 50",
+               "lower than 50", "up to 50", "max 50", "at most 50", "no more than 50",
+               "within $50", "< 50", "<= 50", "$50 or less", "50 dollars and under",
+               "$50 max"
+  lower bound  "over $20", "above 20", "more than 20", "greater than 20", "at least 20",
+               "min 20", "starting at 20", "> 20", ">= 20", "from $20", "$20 and up",
+               "$20 or more", "$20+"
+  range        "between 20 and 50", "from 20 to 50", "$20-$50", "$20 - 50", "20 to 50 dollars",
+               "20-50 euros"
+  optional lead-in "price", "priced", "prices", "costing" ("priced under $30").
+Chinese:
+  upper bound  "50元以下", "50块以下", "100元以内", "100以内", "100元之内", "低于50元",
+               "不超过100元", "不高于", "不到", "少于", "小于", "最多", "最高"
+  lower bound  "50元以上", "50元起", "高于50", "超过50", "大于", "不低于", "不少于", "至少", "最低"
+  range        "50到100元", "50-100元", "50至100块", "价格在50到100之间", "从50到100"
+  optional lead-in "价格", "价位", "售价", "预算" (+ "在").
+Currency: `$ € £ ¥ ₽ ₺ ₹`, "usd", "eur", "gbp", "chf", "rmb" before the number; those signs,
+"dollars", "bucks", "usd", "euros", "eur", "gbp", "chf", "kr", "sek", "nok", "dkk", "pln", "zł",
+"rub", "rmb", "yuan", "元", "块(钱)", "美元", "人民币" after it. The currency is
+not converted: the bound is the number as written.
+
+A bare number is never a price ("iphone 15", "size 9", "2 pack"): it needs a price keyword, a
+currency sign or word, or (ranges) both ends bracketed by "between"/"from"/a currency. A number
+directly followed by a unit ("under 50 kg", "up to 50% off", "over 20 pcs") is not a price either.
+Numbers may have decimals ("$19.99") and thousands separators ("$1,000").
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import NamedTuple
+
+from services.common.text import word_spans
+from services.query_understanding.vocabulary import CatalogVocabulary
+
+__all__ = ["ExtractedFilters", "PriceFilter", "extract_filters", "extract_price"]
+
+# Scores of category matches (see `extract_filters`).
+CATEGORY_FULL_MATCH_SCORE = 1.0
+CATEGORY_HEAD_MATCH_SCORE = 0.6
+MAX_HEAD_MATCH_CATEGORIES = 5
+
+
+@dataclass(frozen=True)
+class PriceFilter:
+    """A price bound or range found in a query.
+
+    `min`/`max` are the bounds as written (either may be None, never both); the caller checks
+    them (e.g. min <= max). `phrase` is the exact text of the query that expressed them, to be
+    removed from the search text.
+    """
+
+    min: float | None
+    max: float | None
+    phrase: str
+
+
+@dataclass(frozen=True)
+class ExtractedFilters:
+    """What `extract_filters` found.
+
+    price: the price bound/range, or None.
+    brands: canonical brand names, longest match first.
+    categories: (canonical category, score) pairs, best first; score 1.0 for the full category
+        name, 0.6 when only its head word matched ("shoes" for "Running Shoes").
+    attributes: attribute name -> canonical value ("color" -> "Red").
+    remaining_text: the query minus the price phrase. Brand, category and attribute words stay:
+        they still help lexical matching.
+    """
+
+    price: PriceFilter | None
+    brands: list[str] = field(default_factory=list)
+    categories: list[tuple[str, float]] = field(default_factory=list)
+    attributes: Mapping[str, str] = field(default_factory=dict)
+    remaining_text: str = ""
+
+
+# --- price patterns -------------------------------------------------------------------------
+
+_NUM = r"(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?"
+_UNITS = (
+    r"%|percent|off|kg|kgs|g|gr|grams?|mg|lbs?|oz|ml|l|cl|liters?|litres?|cm|mm|m|km|inch|"
+    r"inches|ft|feet|foot|gb|tb|mb|mah|w|watts?|v|volts?|hz|mp|pcs|pieces?|pack|packs|pk|ct|"
+    r"count|x|years?|yrs?|yo|months?|days?|hours?|hrs?|minutes?|mins?|people|persons?|seats?|"
+    r"colou?rs?|styles?|items?|reviews?|stars?|sizes?"
+)
+_CUR_PREFIX = r"(?:[$€£¥₽₺₹]|usd|us\$|eur|gbp|chf|rmb)"
+_CUR_SUFFIX = (
+    r"(?:dollars?|bucks?|usd|euros?|eur|gbp|chf|kr|sek|nok|dkk|pln|zł|rub|rmb|yuan|"
+    r"美元|人民币|块钱|块|元|[$€£¥₽₺₹])"
+)
+# Chinese measure words/units: "5到10岁" (ages), "2件" (pieces), "500克" (grams) are not prices.
+_CN_UNITS = "岁个件只双斤克千吨天年月日号码寸米升度层位人台张片瓶盒袋包箱支条套"
+_NOT_AFTER_NUMBER = rf"(?![\d.,]?\d)(?![a-z{_CN_UNITS}])(?!\s*(?:{_UNITS})(?![a-z]))"
+
+
+def _money(tag: str) -> str:
+    """A price amount: optional currency sign/code, number, optional currency word/sign."""
+    return (
+        rf"(?P<{tag}cp>{_CUR_PREFIX}\s*)?(?<![\d.,])(?P<{tag}>{_NUM})"
+        rf"(?:\s*(?P<{tag}cs>{_CUR_SUFFIX})(?![a-z])|{_NOT_AFTER_NUMBER})"
+    )
+
+
+_START = r"(?<![a-z0-9.$€£¥₽₺₹])"  # a phrase starts a word (and never inside a number)
+_EN_LEAD = r"(?:(?P<lead>prices?|priced|costing|costs?)\s+)?"
+_CN_LEAD = r"(?:(?P<lead>价格|价位|售价|预算)\s*(?:在|是)?\s*)?"
+_RANGE_SEP = r"\s*(?:-|–|—|~|to|and|until|till)\s*"
+_CN_RANGE_SEP = r"\s*(?:到|至|-|–|—|~)\s*"
+
+# (kind, pattern, needs_currency). kind: "max", "min" or "range". `needs_currency`: the phrase
+# counts only if a currency sign/word is present somewhere in it (or a keyword in group `kw`).
+_PRICE_PATTERNS: list[tuple[str, re.Pattern[str], bool]] = [
+    (
+        "range",
+        re.compile(
+            rf"{_START}{_EN_LEAD}(?P<kw>between|from)\s+{_money('a')}{_RANGE_SEP}{_money('b')}"
+        ),
+        False,
+    ),
+    ("range", re.compile(rf"{_START}{_EN_LEAD}{_money('a')}{_RANGE_SEP}{_money('b')}"), True),
+    (
+        "range",
+        re.compile(
+            rf"{_START}{_CN_LEAD}(?P<kw>从)?\s*{_money('a')}{_CN_RANGE_SEP}{_money('b')}\s*(?P<kw2>之间|区间)?"
+        ),
+        True,
+    ),
+    (
+        "max",
+        re.compile(
+            rf"{_START}{_EN_LEAD}(?:(?:under|below|less\s+than|cheaper\s+than|lower\s+than|"
+            rf"up\s*to|maximum|max|at\s+most|no\s+more\s+than|not\s+more\s+than|within)\s*"
+            rf"|(?:<=|<|≤)\s*){_money('a')}"
+        ),
+        False,
+    ),
+    (
+        "min",
+        re.compile(
+            rf"{_START}{_EN_LEAD}(?:(?:over|above|more\s+than|greater\s+than|higher\s+than|"
+            rf"at\s+least|minimum|min|starting\s+(?:at|from))\s*|(?:>=|>|≥)\s*){_money('a')}"
+        ),
+        False,
+    ),
+    # "from" alone is a lower bound only with a currency: "from 2020" is not a price.
+    ("min", re.compile(rf"{_START}{_EN_LEAD}from\s*{_money('a')}"), True),
+    (
+        "max",
+        re.compile(
+            rf"{_START}{_EN_LEAD}{_money('a')}\s*(?:or\s+(?:less|under|below|cheaper)|"
+            rf"and\s+(?:under|below|less))(?![a-z])"
+        ),
+        False,
+    ),
+    (
+        "max",
+        re.compile(rf"{_START}{_EN_LEAD}{_money('a')}\s*(?:max|maximum|at\s+most)(?![a-z])"),
+        True,
+    ),
+    (
+        "min",
+        re.compile(
+            rf"{_START}{_EN_LEAD}{_money('a')}\s*(?:(?:and|or)\s+(?:up|above|over|more|higher)"
+            rf"(?![a-z])|\+)"
+        ),
+        True,
+    ),
+    (
+        "max",
+        re.compile(rf"{_START}{_CN_LEAD}{_money('a')}\s*(?:以下|以内|之内|之下|封顶|内)"),
+        False,
+    ),
+    ("min", re.compile(rf"{_START}{_CN_LEAD}{_money('a')}\s*(?:以上|起)"), False),
+    (
+        "max",
+        re.compile(
+            rf"{_START}{_CN_LEAD}(?:低于|不超过|不高于|不到|少于|小于|不多于|最多|最高|最贵)\s*{_money('a')}"
+        ),
+        False,
+    ),
+    (
+        "min",
+        re.compile(
+            rf"{_START}{_CN_LEAD}(?:高于|超过|大于|多于|不低于|不少于|至少|最低|最少|起码)\s*{_money('a')}"
+        ),
+        False,
+    ),
+]
+
+_AGE_BEFORE_RE = re.compile(
+    r"(?<![a-z])(?:kids?|child|children|ages?|aged|bab(?:y|ies)|toddlers?|infants?|boys?|girls?|"
+    r"teens?|years?|yrs?)\s*$"
+)
+_CONNECTOR_RE = re.compile(r"\s*(?:and|but|&|,|，|、|且|并且|而且)?\s*")
+
+
+class _PriceMatch(NamedTuple):
+    start: int
+    end: int
+    min: float | None
+    max: float | None
+
+
+def _amount(text: str | None) -> float | None:
+    if text is None:
+        return None
+    value = float(text.replace(",", ""))
+    return value if math.isfinite(value) else None
+
+
+def _price_matches(text: str) -> list[_PriceMatch]:
+    """Every valid price phrase in `text`, possibly overlapping."""
+    found: list[_PriceMatch] = []
+    for kind, pattern, needs_currency in _PRICE_PATTERNS:
+        for m in pattern.finditer(text):
+            groups = m.groupdict()
+            has_currency = any(
+                groups.get(name) for name in ("acp", "acs", "bcp", "bcs", "kw", "kw2", "lead")
+            )
+            if needs_currency and not has_currency:
+                continue
+            if kind != "range" and not has_currency and _AGE_BEFORE_RE.search(text, 0, m.start()):
+                continue  # "toys for kids under 5" is an age, not a price
+            a = _amount(groups.get("a"))
+            if a is None:
+                continue
+            if kind == "range":
+                b = _amount(groups.get("b"))
+                if b is None:
+                    continue
+                found.append(_PriceMatch(m.start(), m.end(), a, b))
+            elif kind == "max":
+                found.append(_PriceMatch(m.start(), m.end(), None, a))
+            else:
+                found.append(_PriceMatch(m.start(), m.end(), a, None))
+    return found
+
+
+def _price_spans(text: str) -> tuple[PriceFilter, int, int] | None:
+    matches = _price_matches(text)
+    if not matches:
+        return None
+    # Leftmost phrase wins; at the same start, the longest ("from $20 to $50" over "from $20").
+    matches.sort(key=lambda m: (m.start, -m.end))
+    first = matches[0]
+    low, high, start, end = first.min, first.max, first.start, first.end
+    # A complementary bound right after it joins in: "over $20 and under $50", "50元以上100元以下".
+    if (low is None) != (high is None):
+        for m in matches:
+            if m.start < end or not _CONNECTOR_RE.fullmatch(text, end, m.start):
+                continue
+            if low is None and m.min is not None and m.max is None:
+                low, end = m.min, m.end
+            elif high is None and m.max is not None and m.min is None:
+                high, end = m.max, m.end
+            break
+    return PriceFilter(min=low, max=high, phrase=text[start:end]), start, end
+
+
+def extract_price(normalized: str) -> PriceFilter | None:
+    """The first price bound or range expressed in normalized query text, or None.
+
+    See the module docstring for the phrases understood. Bounds are returned as written
+    (a reversed range "50 to 20" gives min=50, max=20); the caller validates them.
+    """
+    found = _price_spans(normalized)
+    return found[0] if found else None
+
+
+# --- brands, categories, attributes ----------------------------------------------------------
+
+
+def _remove(text: str, start: int, end: int) -> str:
+    return " ".join((text[:start] + " " + text[end:]).split())
+
+
+def extract_filters(normalized: str, vocabulary: CatalogVocabulary) -> ExtractedFilters:
+    """Price, brands, categories and attribute values mentioned in normalized query text.
+
+    The price phrase is removed first (giving `remaining_text`); the rest is matched against
+    the vocabulary in `remaining_text`, each part of the query used once, in this order:
+
+    * brands: whole-word phrases (substrings for Chinese), longest first;
+    * categories: the full category name, or its singular form ("running shoe"), scores 1.0;
+      then a remaining word that is the head (last) word of multi-word categories ("shoes" of
+      "Running Shoes", "Dress Shoes") scores 0.6 for each of them (at most 5, alphabetical);
+    * attributes: known attribute values as whole words ("red" -> color=Red); when several
+      values of one attribute appear, the first in the query wins.
+
+    So "red wine" with a category "Red Wine" is that category, not colour red + "wine".
+    """
+    found = _price_spans(normalized)
+    price = None
+    remaining = normalized
+    if found is not None:
+        price, start, end = found
+        remaining = _remove(normalized, start, end)
+
+    spans = word_spans(remaining)
+    taken = bytearray(len(remaining))
+
+    brands: list[str] = []
+    for match in vocabulary.brand_matcher.find(remaining, spans, taken):
+        brand = vocabulary.brands[match.key]
+        if brand not in brands:
+            brands.append(brand)
+
+    categories: dict[str, float] = {}
+    for match in vocabulary.category_matcher.find(remaining, spans, taken):
+        categories.setdefault(vocabulary.categories[match.key], CATEGORY_FULL_MATCH_SCORE)
+    heads = vocabulary.category_heads
+    if heads:
+        for word, start, end in spans:
+            names = heads.get(word)
+            if not names or any(taken[start:end]):
+                continue
+            for name in names[:MAX_HEAD_MATCH_CATEGORIES]:
+                categories.setdefault(name, CATEGORY_HEAD_MATCH_SCORE)
+            taken[start:end] = b"\x01" * (end - start)
+
+    attributes: dict[str, str] = {}
+    matches = vocabulary.attribute_matcher.find(remaining, spans, taken)
+    for match in sorted(matches, key=lambda m: m.start):
+        name, value = vocabulary.attribute_values[match.key]
+        attributes.setdefault(name, value)
+
+    return ExtractedFilters(
+        price=price,
+        brands=brands,
+        categories=sorted(categories.items(), key=lambda kv: -kv[1]),
+        attributes=MappingProxyType(attributes),
+        remaining_text=remaining,
+    )

@@ -1,0 +1,42 @@
+"""gRPC adapter of the query understanding service."""
+
+from __future__ import annotations
+
+from shelfwise.common.v1 import common_pb2
+from shelfwise.query_understanding.v1 import query_understanding_pb2 as qu_pb2
+from shelfwise.query_understanding.v1 import query_understanding_pb2_grpc as qu_pb2_grpc
+
+from services.query_understanding.catalog_source import CatalogVocabularySource
+
+MODEL_VERSION = "rules/1"
+
+
+class QueryUnderstandingServicer(qu_pb2_grpc.QueryUnderstandingServiceServicer):
+    def __init__(self, source: CatalogVocabularySource):
+        self._source = source
+
+    async def Understand(self, request: qu_pb2.UnderstandRequest, context) -> qu_pb2.UnderstandResponse:
+        understanding = self._source.understander.understand(request.query)
+        price = common_pb2.PriceRange()
+        if understanding.price_min is not None:
+            price.min = understanding.price_min
+        if understanding.price_max is not None:
+            price.max = understanding.price_max
+        return qu_pb2.UnderstandResponse(
+            original_query=understanding.original,
+            normalized_query=understanding.normalized,
+            corrected_query=understanding.corrected,
+            corrections=[qu_pb2.SpellingCorrection(original=o, corrected=c) for o, c in understanding.corrections],
+            language=understanding.language,
+            language_confidence=understanding.language_confidence,
+            filters=common_pb2.Filters(
+                categories=[category for category, _ in understanding.categories],
+                brands=list(understanding.brands),
+                price=price,
+                attributes=dict(understanding.attributes),
+            ),
+            categories=[qu_pb2.CategoryPrediction(category=c, score=s) for c, s in understanding.categories],
+            search_text=understanding.search_text,
+            tokens=list(understanding.tokens),
+            model_version=MODEL_VERSION,
+        )

@@ -1,0 +1,148 @@
+"""Query understanding: from a raw search query to what retrieval should match and filter on.
+
+Pipeline (`QueryUnderstander.understand`):
+
+1. validate: a non-empty string of at most `MAX_QUERY_CHARS` characters (the length is checked
+   before any other work, so an oversized query costs nothing);
+2. normalize (`services.common.text.normalize`);
+3. spelling correction of latin words against the catalogue vocabulary; the corrected words
+   are spliced back into the normalized text in place, so punctuation, prices and Chinese
+   text are untouched;
+4. language detection, on the normalized text *before* correction;
+5. filter extraction (price, brands, categories, attributes) on the corrected text;
+6. `search_text`: the corrected text minus the price phrase, and its `tokens`.
+
+The result may have an empty `search_text` ("under $50"): the caller then browses by the
+filters alone. Errors are `services.common.errors.InvalidArgument` only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+
+from services.common.errors import InvalidArgument
+from services.common.text import is_latin_word, normalize, word_spans, words
+from services.query_understanding import language as _language
+from services.query_understanding.filters import extract_filters
+from services.query_understanding.language import detect_language
+from services.query_understanding.spelling import SpellingCorrector
+from services.query_understanding.vocabulary import CatalogVocabulary
+
+__all__ = ["QueryUnderstander", "Understanding"]
+
+
+@dataclass(frozen=True)
+class Understanding:
+    """Everything understood about one query.
+
+    original: the query as received.
+    normalized: `normalize(original)`.
+    corrected: `normalized` after spelling correction.
+    corrections: (original word, corrected word) pairs, in query order.
+    language, language_confidence: ISO 639-1 code and confidence in [0, 1].
+    price_min, price_max: price bounds found in the query (min <= max when both are set).
+    brands: canonical brand names mentioned, longest match first.
+    categories: (canonical category, score in (0, 1]) pairs, best first.
+    attributes: attribute name -> canonical value mentioned ("color" -> "Red").
+    search_text: what retrieval matches: `corrected` minus the price phrase. May be empty.
+    tokens: `words(search_text)`; may be empty even when `search_text` is not ("!!!").
+    """
+
+    original: str
+    normalized: str
+    corrected: str
+    corrections: tuple[tuple[str, str], ...]
+    language: str
+    language_confidence: float
+    price_min: float | None
+    price_max: float | None
+    brands: tuple[str, ...]
+    categories: tuple[tuple[str, float], ...]
+    attributes: Mapping[str, str]
+    search_text: str
+    tokens: tuple[str, ...]
+
+
+class QueryUnderstander:
+    """Understands queries against one catalogue vocabulary. Thread-safe; build once, share."""
+
+    MAX_QUERY_CHARS = 512
+
+    def __init__(self, vocabulary: CatalogVocabulary) -> None:
+        self._vocabulary = vocabulary
+        self._speller = SpellingCorrector(vocabulary)
+
+    @property
+    def vocabulary(self) -> CatalogVocabulary:
+        return self._vocabulary
+
+    def warm_up(self) -> None:
+        """Load everything the first query would otherwise load (jieba's dictionary, the langid
+        model, this vocabulary's SymSpell index and phrase matchers): call once at server start
+        so the first real request is not slow (about 1 s, more for a large catalogue)."""
+        word_spans("预热")
+        _language.warm_up()
+        self._speller.warm_up()
+        self.understand("warm up 预热 under $1")
+
+    def _validate(self, query: object) -> str:
+        if not isinstance(query, str):
+            raise InvalidArgument("query", f"must be a string, got {type(query).__name__}")
+        if len(query) > self.MAX_QUERY_CHARS:
+            raise InvalidArgument(
+                "query", f"must be at most {self.MAX_QUERY_CHARS} characters, got {len(query)}"
+            )
+        normalized = normalize(query)
+        if not normalized:
+            raise InvalidArgument("query", "must not be empty or whitespace")
+        return normalized
+
+    def _correct(self, normalized: str) -> tuple[str, tuple[tuple[str, str], ...]]:
+        """Spell-correct the latin words of `normalized`, splicing corrections in place."""
+        spans = [span for span in word_spans(normalized) if is_latin_word(span[0])]
+        corrected_words, _ = self._speller.correct([word for word, _, _ in spans])
+        pieces: list[str] = []
+        corrections: list[tuple[str, str]] = []
+        pos = 0
+        for (word, start, end), fixed in zip(spans, corrected_words, strict=True):
+            if fixed != word:
+                pieces.append(normalized[pos:start])
+                pieces.append(fixed)
+                pos = end
+                corrections.append((word, fixed))
+        if not corrections:
+            return normalized, ()
+        pieces.append(normalized[pos:])
+        return "".join(pieces), tuple(corrections)
+
+    def understand(self, query: str) -> Understanding:
+        """Understand one query. Raises InvalidArgument("query", ...) for empty/oversized input."""
+        normalized = self._validate(query)
+        corrected, corrections = self._correct(normalized)
+        language, confidence = detect_language(normalized)
+        extracted = extract_filters(corrected, self._vocabulary)
+
+        price_min = price_max = None
+        if extracted.price is not None:
+            price_min, price_max = extracted.price.min, extracted.price.max
+            if price_min is not None and price_max is not None and price_min > price_max:
+                price_min, price_max = price_max, price_min
+
+        search_text = extracted.remaining_text
+        return Understanding(
+            original=query,
+            normalized=normalized,
+            corrected=corrected,
+            corrections=corrections,
+            language=language,
+            language_confidence=confidence,
+            price_min=price_min,
+            price_max=price_max,
+            brands=tuple(extracted.brands),
+            categories=tuple(extracted.categories),
+            attributes=MappingProxyType(dict(extracted.attributes)),
+            search_text=search_text,
+            tokens=tuple(words(search_text)),
+        )

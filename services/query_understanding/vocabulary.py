@@ -1,0 +1,351 @@
+"""The catalogue's vocabulary: the words, brands, categories and attribute values that exist.
+
+Query understanding only knows what the catalogue tells it: spelling correction suggests words
+that occur in products, and filter extraction recognises brands, categories and attribute values
+that products actually carry. `CatalogVocabulary.from_products` builds all of it in one pass over
+the products; the result is immutable and safe to share between threads.
+
+Everything is keyed by `services.common.text.normalize`d text and maps back to the canonical
+spelling used in the catalogue, which is what filters must be expressed in.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from types import MappingProxyType
+from typing import Any, NamedTuple
+
+from services.common.text import STOP_WORDS, contains_cjk, is_latin_word, normalize, words
+
+__all__ = ["CatalogVocabulary", "PhraseMatch", "PhraseMatcher", "singular"]
+
+# Weight of a title word in `word_counts`: titles are short and carefully written, descriptions
+# long and noisy, so a title occurrence counts three times.
+TITLE_WEIGHT = 3
+
+# An attribute's values are recognised in queries only when the attribute is shared by at least
+# this many products and this share of the catalogue ("color" on most products: yes; a one-off
+# "engraving" attribute: no) ...
+MIN_ATTRIBUTE_PRODUCTS = 2
+MIN_ATTRIBUTE_SHARE = 0.02
+# ... and when it looks like a small closed set (colour, material, size) rather than free text or
+# an identifier: at most this many distinct values, or half its product count if that is more.
+MAX_ATTRIBUTE_DISTINCT_VALUES = 50
+# Values longer than this many words are descriptions, not filterable values.
+MAX_ATTRIBUTE_VALUE_WORDS = 3
+
+# Values that say nothing about the product and would match ordinary query words.
+_GENERIC_VALUES = frozenset(
+    "yes no true false none null n/a na nil other others unknown various misc default standard "
+    "regular normal generic assorted".split()
+)
+# Numbers, number ranges and fractions ("42", "10.5", "42-44", "1/2", "100%").
+_NUMERIC_VALUE_RE = re.compile(r"[\d\s.,/\-+x×%]+")
+_PATH_SEPARATORS_RE = re.compile(r"\s*(?:>|/|\|)\s*")
+
+
+# "-ves" plurals are not regular ("gloves", "sleeves"), so the common irregular ones are listed.
+_IRREGULAR_PLURALS = {
+    "knives": "knife",
+    "scarves": "scarf",
+    "shelves": "shelf",
+    "leaves": "leaf",
+    "halves": "half",
+    "wolves": "wolf",
+    "loaves": "loaf",
+    "children": "child",
+    "feet": "foot",
+    "teeth": "tooth",
+    "mice": "mouse",
+}
+
+
+def singular(word: str) -> str:
+    """A naive English singular of a latin word ("shoes" -> "shoe", "berries" -> "berry").
+
+    Good enough for category names; returns `word` unchanged when it does not look plural.
+    """
+    if word in _IRREGULAR_PLURALS:
+        return _IRREGULAR_PLURALS[word]
+    if not is_latin_word(word) or len(word) <= 3:
+        return word
+    if word.endswith("ies") and len(word) > 4:
+        return word[:-3] + "y"
+    if word.endswith(("sses", "shes", "ches", "xes", "zes")):
+        return word[:-2]
+    if word.endswith("s") and not word.endswith(("ss", "us", "is")):
+        return word[:-1]
+    return word
+
+
+class PhraseMatch(NamedTuple):
+    """One phrase found in a text: its normalized key and where it lies in the text."""
+
+    key: str
+    start: int
+    end: int
+
+
+class PhraseMatcher:
+    """Finds known phrases in normalized text, longest first, without overlaps.
+
+    Phrases with Han/kana/hangul characters match as substrings (Chinese has no spaces and
+    segmentation may differ between catalogue and query); all others match as whole-word
+    sequences of `words`, so "red" never matches inside "redmi" and "h&m" matches "h & m".
+    """
+
+    def __init__(self, phrases: Iterable[str]) -> None:
+        self._by_tokens: dict[tuple[str, ...], str] = {}
+        cjk: set[str] = set()
+        for phrase in phrases:
+            if not phrase:
+                continue
+            if contains_cjk(phrase):
+                cjk.add(phrase)
+                continue
+            tokens = tuple(words(phrase))
+            if tokens:
+                self._by_tokens.setdefault(tokens, phrase)
+        self._max_tokens = max((len(t) for t in self._by_tokens), default=0)
+        self._cjk = sorted(cjk, key=lambda p: (-len(p), p))
+
+    def __len__(self) -> int:
+        return len(self._by_tokens) + len(self._cjk)
+
+    def find(
+        self,
+        text: str,
+        spans: Sequence[tuple[str, int, int]],
+        taken: bytearray | None = None,
+    ) -> list[PhraseMatch]:
+        """Non-overlapping matches in `text`, longest (in characters) first, then leftmost.
+
+        `spans` are `services.common.text.word_spans(text)`. `taken` marks characters already
+        claimed by earlier matches (of this or another matcher); the matches found here are
+        marked in it too.
+        """
+        if taken is None:
+            taken = bytearray(len(text))
+        candidates: list[PhraseMatch] = []
+        for i in range(len(spans)):
+            for n in range(1, min(self._max_tokens, len(spans) - i) + 1):
+                key = self._by_tokens.get(tuple(word for word, _, _ in spans[i : i + n]))
+                if key is not None:
+                    candidates.append(PhraseMatch(key, spans[i][1], spans[i + n - 1][2]))
+        if self._cjk and contains_cjk(text):
+            for phrase in self._cjk:
+                at = text.find(phrase)
+                while at >= 0:
+                    candidates.append(PhraseMatch(phrase, at, at + len(phrase)))
+                    at = text.find(phrase, at + 1)
+        candidates.sort(key=lambda m: (m.start - m.end, m.start, m.key))
+        found: list[PhraseMatch] = []
+        for match in candidates:
+            if any(taken[match.start : match.end]):
+                continue
+            taken[match.start : match.end] = b"\x01" * (match.end - match.start)
+            found.append(match)
+        return found
+
+
+def _text(value: Any) -> str:
+    return value.strip() if isinstance(value, str) else ""
+
+
+def _category_keys(name: str) -> set[str]:
+    """Normalized forms under which a category is recognised.
+
+    The full name; its leaf when it is a path ("Shoes > Running Shoes"); and for each of those
+    the form with a singular last word ("running shoes" -> "running shoe").
+    """
+    full = normalize(name)
+    keys = {full}
+    leaf = _PATH_SEPARATORS_RE.split(full)[-1]
+    if leaf:
+        keys.add(leaf)
+    for key in list(keys):
+        head = key.rsplit(" ", 1)
+        head[-1] = singular(head[-1])
+        keys.add(" ".join(head))
+    return {key for key in keys if key}
+
+
+def _is_filterable_value(key: str) -> bool:
+    if len(key) < 2 or key in _GENERIC_VALUES or key in STOP_WORDS:
+        return False
+    if _NUMERIC_VALUE_RE.fullmatch(key):
+        return False
+    tokens = words(key)
+    return 1 <= len(tokens) <= MAX_ATTRIBUTE_VALUE_WORDS and not all(t.isdigit() for t in tokens)
+
+
+def _most_common_first_seen(counter: Counter[str]) -> str:
+    """The most frequent spelling; among equals the first seen (Counter keeps insertion order)."""
+    best = max(counter.values())
+    return next(spelling for spelling, count in counter.items() if count == best)
+
+
+@dataclass(frozen=True)
+class CatalogVocabulary:
+    """What the catalogue contains, keyed by normalized text.
+
+    word_counts: every surface word (`services.common.text.words`) of the catalogue with its
+        weighted frequency (title words count `TITLE_WEIGHT` times; brand, category, attribute
+        values and description once).
+    brands: normalized brand -> brand as spelled in the catalogue.
+    categories: normalized category name (and its singular/leaf variants) -> catalogue category.
+    attribute_values: normalized value -> (attribute name, value as spelled in the catalogue),
+        for short values of widely shared attributes only (see `from_products`).
+
+    The mappings are read-only. Instances compare by value but are not hashable.
+    """
+
+    word_counts: Mapping[str, int]
+    brands: Mapping[str, str]
+    categories: Mapping[str, str]
+    attribute_values: Mapping[str, tuple[str, str]]
+
+    def __post_init__(self) -> None:
+        for name in ("word_counts", "brands", "categories", "attribute_values"):
+            object.__setattr__(self, name, MappingProxyType(dict(getattr(self, name))))
+
+    @classmethod
+    def empty(cls) -> CatalogVocabulary:
+        """A vocabulary that knows nothing: no correction, no brand/category/attribute filters."""
+        return cls(word_counts={}, brands={}, categories={}, attribute_values={})
+
+    @classmethod
+    def from_products(cls, products: Iterable[Mapping[str, Any]]) -> CatalogVocabulary:
+        """Build the vocabulary from product mappings.
+
+        Each product has `title`, `description`, `brand`, `category` (strings; missing or None
+        is fine) and `attributes` (mapping of attribute name -> value; missing or None is fine,
+        non-string values are ignored).
+
+        Attribute values are recognised in queries only when all of these hold:
+        the attribute is carried by at least `MIN_ATTRIBUTE_PRODUCTS` products and
+        `MIN_ATTRIBUTE_SHARE` of the catalogue; it has at most `MAX_ATTRIBUTE_DISTINCT_VALUES`
+        distinct values (or half its product count, if more) so identifiers and free text are
+        left out; the value has 1 to `MAX_ATTRIBUTE_VALUE_WORDS` words, at least 2 characters,
+        is not a number/size-number ("42", "10.5", "42-44") and is not a generic value such as
+        "yes", "none" or "other". A value shared by several attributes goes to the attribute
+        carried by more products.
+        """
+        word_counts: Counter[str] = Counter()
+        brand_spellings: dict[str, Counter[str]] = defaultdict(Counter)
+        category_spellings: dict[str, Counter[str]] = defaultdict(Counter)
+        attr_names: dict[str, Counter[str]] = defaultdict(Counter)  # normalized -> spellings
+        attr_products: Counter[str] = Counter()  # normalized attribute -> products carrying it
+        # (normalized attribute, normalized value) -> spellings of the value
+        value_spellings: dict[tuple[str, str], Counter[str]] = defaultdict(Counter)
+        n_products = 0
+
+        for product in products:
+            n_products += 1
+            title = _text(product.get("title"))
+            brand = _text(product.get("brand"))
+            category = _text(product.get("category"))
+            description = _text(product.get("description"))
+            for word in words(title):
+                word_counts[word] += TITLE_WEIGHT
+            word_counts.update(words(brand))
+            word_counts.update(words(category))
+            word_counts.update(words(description))
+            if brand and normalize(brand):
+                brand_spellings[normalize(brand)][brand] += 1
+            if category and normalize(category):
+                category_spellings[normalize(category)][category] += 1
+            attributes = product.get("attributes") or {}
+            if not isinstance(attributes, Mapping):
+                continue
+            seen_attrs: set[str] = set()
+            for raw_name, raw_value in attributes.items():
+                name, value = _text(raw_name), _text(raw_value)
+                attr = normalize(name)
+                if not attr or not value:
+                    continue
+                word_counts.update(words(value))
+                attr_names[attr][name] += 1
+                if attr not in seen_attrs:
+                    seen_attrs.add(attr)
+                    attr_products[attr] += 1
+                value_spellings[(attr, normalize(value))][value] += 1
+
+        brands = {key: _most_common_first_seen(s) for key, s in sorted(brand_spellings.items())}
+
+        categories: dict[str, str] = {}
+        # Exact names first, so a derived variant never shadows a real category name.
+        canonical = {
+            key: _most_common_first_seen(s) for key, s in sorted(category_spellings.items())
+        }
+        categories.update(canonical)
+        for key, name in canonical.items():
+            for variant in sorted(_category_keys(key)):
+                categories.setdefault(variant, name)
+
+        min_products = max(MIN_ATTRIBUTE_PRODUCTS, math.ceil(MIN_ATTRIBUTE_SHARE * n_products))
+        distinct: Counter[str] = Counter(attr for attr, _ in value_spellings)
+        eligible = {
+            attr
+            for attr, count in attr_products.items()
+            if count >= min_products
+            and distinct[attr] <= max(MAX_ATTRIBUTE_DISTINCT_VALUES, count // 2)
+        }
+        attribute_values: dict[str, tuple[str, str]] = {}
+        # Attributes carried by more products win a value they share with another attribute.
+        ordered = sorted(value_spellings.items(), key=lambda kv: (-attr_products[kv[0][0]], kv[0]))
+        for (attr, key), spellings in ordered:
+            if attr in eligible and key not in attribute_values and _is_filterable_value(key):
+                attribute_values[key] = (
+                    _most_common_first_seen(attr_names[attr]),
+                    _most_common_first_seen(spellings),
+                )
+
+        return cls(
+            word_counts=dict(sorted(word_counts.items())),
+            brands=brands,
+            categories=categories,
+            attribute_values=dict(sorted(attribute_values.items())),
+        )
+
+    # Lookup structures, built on first use and cached on the (immutable) instance.
+
+    @cached_property
+    def brand_matcher(self) -> PhraseMatcher:
+        """Matches normalized brand names in a query."""
+        return PhraseMatcher(self.brands)
+
+    @cached_property
+    def category_matcher(self) -> PhraseMatcher:
+        """Matches normalized category names (and their singular/leaf variants) in a query."""
+        return PhraseMatcher(self.categories)
+
+    @cached_property
+    def attribute_matcher(self) -> PhraseMatcher:
+        """Matches known attribute values in a query."""
+        return PhraseMatcher(self.attribute_values)
+
+    @cached_property
+    def category_heads(self) -> Mapping[str, tuple[str, ...]]:
+        """Head word (last word, and its singular) of multi-word latin categories -> categories.
+
+        "running shoes" has head "shoes"/"shoe"; single-word and Chinese categories have none
+        (a full match already covers them). Stop words and words shorter than 3 letters are not
+        heads.
+        """
+        heads: dict[str, set[str]] = defaultdict(set)
+        for key, name in self.categories.items():
+            if contains_cjk(key):
+                continue
+            tokens = words(key)
+            if len(tokens) < 2:
+                continue
+            for head in {tokens[-1], singular(tokens[-1])}:
+                if len(head) >= 3 and head not in STOP_WORDS and is_latin_word(head):
+                    heads[head].add(name)
+        return MappingProxyType({head: tuple(sorted(names)) for head, names in heads.items()})

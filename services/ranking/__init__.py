@@ -1,0 +1,1 @@
+"""Ranking service: orders candidates by features with a learned CTR head or a documented formula."""

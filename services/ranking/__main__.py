@@ -1,0 +1,20 @@
+"""Entry point: `python -m services.ranking`."""
+
+import asyncio
+
+from services.common.server import serve, setup_logging
+from services.common.tracing import configure_tracing
+from services.ranking.config import RankingSettings
+from services.ranking.server import create_server
+
+
+async def main() -> None:
+    settings = RankingSettings.from_env()
+    running = await create_server(settings)
+    await serve(running, settings.server.shutdown_grace_seconds)
+
+
+if __name__ == "__main__":
+    setup_logging()
+    configure_tracing("ranking")
+    asyncio.run(main())

@@ -1,0 +1,78 @@
+"""Ranking features of a (query, candidate) pair, all scaled to [0, 1].
+
+| feature            | meaning                                                              |
+|--------------------|----------------------------------------------------------------------|
+| dense_similarity   | cosine of query and product embeddings, clipped to [0, 1]             |
+| bm25               | BM25 score / best BM25 score among this query's candidates            |
+| fusion             | reciprocal-rank-fusion score / its maximum (in both lists at rank 1)  |
+| brand_match        | 1 if the product's brand is one the query named                       |
+| category_match     | 1 if the product's category is one the query named                    |
+| attribute_match    | share of the query's attribute values (e.g. color=red) it has         |
+| popularity         | log(1 + engagement) / log(1 + best engagement), from events           |
+
+The order of FEATURE_NAMES is the input layout of the ONNX CTR head (`features` tensor).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence
+
+import numpy as np
+
+FEATURE_NAMES = (
+    "dense_similarity",
+    "bm25",
+    "fusion",
+    "brand_match",
+    "category_match",
+    "attribute_match",
+    "popularity",
+)
+RRF_MAX = 2.0 / 61.0  # rank 1 in both lists with k = 60
+
+
+@dataclass(frozen=True)
+class RankingCandidate:
+    product_id: str
+    brand: str
+    category: str
+    attributes: Mapping[str, str]
+    lexical_score: float
+    dense_score: float
+    fused_score: float
+
+
+@dataclass(frozen=True)
+class QueryPreferences:
+    brands: tuple[str, ...] = ()
+    categories: tuple[str, ...] = ()
+    attributes: Mapping[str, str] = field(default_factory=dict)
+
+
+def feature_matrix(
+    candidates: Sequence[RankingCandidate], preferences: QueryPreferences, popularity: Mapping[str, float]
+) -> np.ndarray:
+    """float32 [len(candidates), len(FEATURE_NAMES)]."""
+    features = np.zeros((len(candidates), len(FEATURE_NAMES)), dtype=np.float32)
+    if not candidates:
+        return features
+    best_bm25 = max((c.lexical_score for c in candidates), default=0.0)
+    engagement = [popularity.get(c.product_id, 0.0) for c in candidates]
+    best_engagement = max(popularity.values(), default=0.0)
+    brands = {b.casefold() for b in preferences.brands}
+    categories = {c.casefold() for c in preferences.categories}
+    wanted = {k.casefold(): v.casefold() for k, v in preferences.attributes.items()}
+    for row, candidate in enumerate(candidates):
+        features[row, 0] = min(max(candidate.dense_score, 0.0), 1.0)
+        features[row, 1] = candidate.lexical_score / best_bm25 if best_bm25 > 0 else 0.0
+        features[row, 2] = min(candidate.fused_score / RRF_MAX, 1.0)
+        features[row, 3] = 1.0 if candidate.brand.casefold() in brands else 0.0
+        features[row, 4] = 1.0 if candidate.category.casefold() in categories else 0.0
+        if wanted:
+            have = {k.casefold(): v.casefold() for k, v in candidate.attributes.items()}
+            features[row, 5] = sum(have.get(k) == v for k, v in wanted.items()) / len(wanted)
+        if best_engagement > 0:
+            features[row, 6] = math.log1p(engagement[row]) / math.log1p(best_engagement)
+    return features

@@ -1,0 +1,108 @@
+"""The ranking domain: features → scores → a stable order → the requested page with reasons."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import Awaitable, Callable, Mapping, Sequence
+
+import numpy as np
+
+from services.common.errors import InvalidArgument
+from services.ranking.features import FEATURE_NAMES, QueryPreferences, RankingCandidate, feature_matrix
+from services.ranking.scorers import Scorer
+
+log = logging.getLogger(__name__)
+
+MAX_CANDIDATES = 2_000
+MAX_PAGE = 100
+
+
+@dataclass(frozen=True)
+class RankedItem:
+    product_id: str
+    score: float
+    position: int
+    reasons: tuple[tuple[str, float, float], ...]  # (feature, value, contribution)
+
+
+@dataclass(frozen=True)
+class Ranking:
+    items: list[RankedItem]
+    total: int
+    model_version: str
+
+
+class PopularityCache:
+    """Engagement per product from events, refreshed in the background so that ranking never
+    waits on (or fails with) the events service; a failed refresh keeps the last values."""
+
+    def __init__(self, fetch: Callable[[], Awaitable[Mapping[str, float]]], refresh_seconds: float):
+        self._fetch = fetch
+        self._refresh_seconds = refresh_seconds
+        self.values: Mapping[str, float] = {}
+        self.refreshed_at: float | None = None
+        self._task: asyncio.Task | None = None
+
+    async def refresh(self) -> None:
+        try:
+            self.values = dict(await self._fetch())
+            self.refreshed_at = time.monotonic()
+        except Exception as error:  # events down: keep serving with the last known values
+            log.warning("popularity refresh failed, keeping %d cached values: %s", len(self.values), error)
+
+    def start(self) -> None:
+        async def loop() -> None:
+            while True:
+                await self.refresh()
+                await asyncio.sleep(self._refresh_seconds)
+
+        self._task = asyncio.create_task(loop())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+
+class Ranker:
+    def __init__(self, scorer: Scorer, popularity: PopularityCache):
+        self._scorer = scorer
+        self._popularity = popularity
+
+    @property
+    def model_version(self) -> str:
+        return self._scorer.version
+
+    async def rank(
+        self, candidates: Sequence[RankingCandidate], preferences: QueryPreferences, offset: int, limit: int
+    ) -> Ranking:
+        if len(candidates) > MAX_CANDIDATES:
+            raise InvalidArgument("candidates", f"must be at most {MAX_CANDIDATES}, got {len(candidates)}")
+        if offset < 0:
+            raise InvalidArgument("offset", f"must be >= 0, got {offset}")
+        if not 1 <= limit <= MAX_PAGE:
+            raise InvalidArgument("limit", f"must be between 1 and {MAX_PAGE}, got {limit}")
+        seen: set[str] = set()
+        unique = []
+        for candidate in candidates:  # a duplicated candidate would take two places on the page
+            if candidate.product_id not in seen:
+                seen.add(candidate.product_id)
+                unique.append(candidate)
+        features = feature_matrix(unique, preferences, self._popularity.values)
+        scores = await self._scorer.score(features)
+        # Ties keep retrieval's order (stable sort), so equal scores never shuffle between pages.
+        order = np.argsort(-scores, kind="stable")
+        page = order[offset : offset + limit]
+        contributions = await self._scorer.contributions(features[page]) if len(page) else np.zeros((0, 0))
+        items = []
+        for row, index in enumerate(page.tolist()):
+            reasons = tuple(
+                (name, float(features[index, column]), float(contributions[row, column]))
+                for column, name in enumerate(FEATURE_NAMES)
+                if features[index, column] != 0.0
+            )
+            items.append(RankedItem(unique[index].product_id, float(scores[index]), offset + row + 1, reasons))
+        return Ranking(items, len(unique), self.model_version)

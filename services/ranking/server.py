@@ -1,0 +1,45 @@
+"""Builds and runs the ranking server: scorer from the model repository, popularity from events."""
+
+from __future__ import annotations
+
+from shelfwise.events.v1 import events_pb2, events_pb2_grpc
+from shelfwise.ranking.v1 import ranking_pb2, ranking_pb2_grpc
+
+from services.common.channels import create_channel
+from services.common.inference import create_backend
+from services.common.server import RunningServer, start_server
+from services.ranking.config import RankingSettings
+from services.ranking.ranker import PopularityCache, Ranker
+from services.ranking.scorers import create_scorer
+from services.ranking.servicer import RankingServicer
+
+SERVICE_NAME = ranking_pb2.DESCRIPTOR.services_by_name["RankingService"].full_name
+
+
+async def create_server(settings: RankingSettings, port: int | None = None) -> RunningServer:
+    backend = create_backend(settings.inference, settings.model_repository)
+    scorer = create_scorer(backend)
+    channel = create_channel(settings.events_address, settings.server.max_message_bytes)
+    events = events_pb2_grpc.EventsServiceStub(channel)
+
+    async def fetch_popularity() -> dict[str, float]:
+        response = await events.ListPopularProducts(
+            events_pb2.ListPopularProductsRequest(window_days=settings.popularity_window_days, limit=10_000),
+            timeout=5.0,
+        )
+        return {p.product_id: p.score for p in response.products}
+
+    popularity = PopularityCache(fetch_popularity, settings.popularity_refresh_seconds)
+    popularity.start()
+    servicer = RankingServicer(Ranker(scorer, popularity))
+    running = await start_server(
+        register=lambda server: ranking_pb2_grpc.add_RankingServiceServicer_to_server(servicer, server),
+        service_names=[SERVICE_NAME],
+        host=settings.server.host,
+        port=settings.server.port if port is None else port,
+        max_message_bytes=settings.server.max_message_bytes,
+    )
+    running.on_stop += [channel.close, popularity.stop, backend.close]
+    # Ranking needs no dependency to answer (popularity is optional), so it serves at once.
+    await running.set_serving(True)
+    return running

@@ -1,0 +1,51 @@
+"""gRPC adapter of the ranking service."""
+
+from __future__ import annotations
+
+from shelfwise.common.v1 import common_pb2
+from shelfwise.ranking.v1 import ranking_pb2, ranking_pb2_grpc
+
+from services.ranking.features import QueryPreferences, RankingCandidate
+from services.ranking.ranker import Ranker
+
+
+class RankingServicer(ranking_pb2_grpc.RankingServiceServicer):
+    def __init__(self, ranker: Ranker):
+        self._ranker = ranker
+
+    async def Rank(self, request: ranking_pb2.RankRequest, context) -> ranking_pb2.RankResponse:
+        candidates = [
+            RankingCandidate(
+                product_id=c.product.id,
+                brand=c.product.brand,
+                category=c.product.category,
+                attributes=dict(c.product.attributes),
+                lexical_score=c.lexical_score,
+                dense_score=c.dense_score,
+                fused_score=c.fused_score,
+            )
+            for c in request.candidates
+        ]
+        preferences = QueryPreferences(
+            brands=tuple(request.preferred_brands),
+            categories=tuple(request.preferred_categories),
+            attributes=dict(request.preferred_attributes),
+        )
+        limit = request.limit if request.HasField("limit") else 10
+        ranking = await self._ranker.rank(candidates, preferences, request.offset, limit)
+        return ranking_pb2.RankResponse(
+            items=[
+                ranking_pb2.RankedItem(
+                    product_id=item.product_id,
+                    score=item.score,
+                    position=item.position,
+                    reasons=[
+                        common_pb2.ScoreReason(feature=name, value=value, contribution=contribution)
+                        for name, value, contribution in item.reasons
+                    ],
+                )
+                for item in ranking.items
+            ],
+            total=ranking.total,
+            model_version=ranking.model_version,
+        )

@@ -1,0 +1,1 @@
+"""Candidate retrieval service: BM25 + dense ANN candidates, fused and filtered."""

@@ -1,0 +1,20 @@
+"""Entry point: `python -m services.retrieval`."""
+
+import asyncio
+
+from services.common.server import serve, setup_logging
+from services.common.tracing import configure_tracing
+from services.retrieval.config import RetrievalSettings
+from services.retrieval.server import create_server
+
+
+async def main() -> None:
+    settings = RetrievalSettings.from_env()
+    running = await create_server(settings)
+    await serve(running, settings.server.shutdown_grace_seconds)
+
+
+if __name__ == "__main__":
+    setup_logging()
+    configure_tracing("retrieval")
+    asyncio.run(main())

@@ -1,0 +1,186 @@
+"""Catalogue products: the domain record, its validation rules, and catalogue file parsing.
+
+Catalogue files are JSONL, CSV or Parquet with `id, title, description, brand, category,
+price, attributes, locale` (plus `currency`); any other column is kept in `extra`. Parsing
+reports every bad row with its line number and field, so an import never half-succeeds
+silently.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Mapping
+
+from services.common.errors import InvalidArgument
+
+MAX_ID_CHARS = 128
+MAX_TITLE_CHARS = 1_000
+MAX_DESCRIPTION_CHARS = 20_000
+MAX_SHORT_FIELD_CHARS = 200
+MAX_ATTRIBUTES = 64
+KNOWN_FIELDS = ("id", "title", "description", "brand", "category", "price", "currency", "attributes", "locale")
+
+
+@dataclass(frozen=True)
+class Product:
+    id: str
+    title: str
+    price: float
+    description: str = ""
+    brand: str = ""
+    category: str = ""
+    currency: str = "USD"
+    attributes: Mapping[str, str] = field(default_factory=dict)
+    locale: str = ""
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    def embedding_text(self) -> str:
+        """What the text encoder reads for this product."""
+        parts = [self.title, self.brand, self.category]
+        parts += [f"{key} {value}" for key, value in sorted(self.attributes.items())]
+        parts.append(self.description)
+        return ". ".join(part for part in parts if part)
+
+    def content_hash(self) -> str:
+        return hashlib.sha256(self.embedding_text().encode("utf-8")).hexdigest()[:32]
+
+
+def validate_product(product: Product, where: str = "product") -> Product:
+    """Raises InvalidArgument naming `where.<field>` and the rule; returns the product."""
+
+    def check_text(name: str, value: str, limit: int, required: bool = False) -> None:
+        if required and not value.strip():
+            raise InvalidArgument(f"{where}.{name}", "must not be empty")
+        if len(value) > limit:
+            raise InvalidArgument(f"{where}.{name}", f"must be at most {limit} characters, got {len(value)}")
+        if "\x00" in value:
+            raise InvalidArgument(f"{where}.{name}", "must not contain NUL characters")
+
+    check_text("id", product.id, MAX_ID_CHARS, required=True)
+    if product.id != product.id.strip():
+        raise InvalidArgument(f"{where}.id", "must not start or end with whitespace")
+    check_text("title", product.title, MAX_TITLE_CHARS, required=True)
+    check_text("description", product.description, MAX_DESCRIPTION_CHARS)
+    for name in ("brand", "category", "currency", "locale"):
+        check_text(name, getattr(product, name), MAX_SHORT_FIELD_CHARS)
+    if not math.isfinite(product.price) or product.price < 0:
+        raise InvalidArgument(f"{where}.price", f"must be a finite number >= 0, got {product.price}")
+    if len(product.attributes) > MAX_ATTRIBUTES:
+        raise InvalidArgument(f"{where}.attributes", f"must have at most {MAX_ATTRIBUTES} entries")
+    for key, value in product.attributes.items():
+        check_text(f"attributes[{key[:40]!r}]", key, MAX_SHORT_FIELD_CHARS, required=True)
+        check_text(f"attributes[{key[:40]!r}]", value, MAX_SHORT_FIELD_CHARS)
+    return product
+
+
+def product_from_record(record: Mapping[str, Any], where: str) -> Product:
+    """A product from one parsed catalogue row (JSON object, CSV row or Parquet row)."""
+    if not isinstance(record, Mapping):
+        raise InvalidArgument(where, "must be an object with product fields")
+    raw_price = record.get("price")
+    if raw_price is None or (isinstance(raw_price, str) and not raw_price.strip()):
+        raise InvalidArgument(f"{where}.price", "is required")
+    if isinstance(raw_price, bool):
+        raise InvalidArgument(f"{where}.price", f"must be a number, got {raw_price!r}")
+    try:
+        price = float(str(raw_price).strip().lstrip("$")) if isinstance(raw_price, str) else float(raw_price)
+    except (TypeError, ValueError):
+        raise InvalidArgument(f"{where}.price", f"must be a number, got {str(raw_price)[:40]!r}") from None
+    attributes = record.get("attributes") or {}
+    if isinstance(attributes, str):
+        try:
+            attributes = json.loads(attributes) if attributes.strip() else {}
+        except json.JSONDecodeError:
+            raise InvalidArgument(f"{where}.attributes", "must be a JSON object") from None
+    if not isinstance(attributes, Mapping):
+        raise InvalidArgument(f"{where}.attributes", "must be an object of attribute name to value")
+    extra = {
+        str(key): value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+        for key, value in record.items()
+        if key not in KNOWN_FIELDS and value is not None
+    }
+
+    def text(name: str, default: str = "") -> str:
+        value = record.get(name)
+        return default if value is None else str(value)
+
+    product = Product(
+        id=text("id").strip() if isinstance(record.get("id"), (int, float)) else text("id"),
+        title=text("title"),
+        description=text("description"),
+        brand=text("brand"),
+        category=text("category"),
+        price=price,
+        currency=text("currency", "USD") or "USD",
+        attributes={str(k): str(v) for k, v in attributes.items() if v is not None},
+        locale=text("locale"),
+        extra=extra,
+    )
+    return validate_product(product, where)
+
+
+@dataclass(frozen=True)
+class RowError:
+    row: int
+    message: str
+
+
+def _records(path: Path) -> Iterator[tuple[int, Any]]:
+    suffix = path.suffix.lower()
+    if suffix in {".jsonl", ".ndjson"}:
+        with path.open(encoding="utf-8") as handle:
+            for number, line in enumerate(handle, start=1):
+                if line.strip():
+                    try:
+                        yield number, json.loads(line)
+                    except json.JSONDecodeError as error:
+                        yield number, InvalidArgument(f"line {number}", f"is not valid JSON ({error.msg})")
+    elif suffix == ".csv":
+        with path.open(encoding="utf-8", newline="") as handle:
+            # Line 1 is the header, so data rows start at 2.
+            for number, row in enumerate(csv.DictReader(handle), start=2):
+                yield number, row
+    elif suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        for number, row in enumerate(pq.read_table(path).to_pylist(), start=1):
+            yield number, row
+    else:
+        raise InvalidArgument("file", f"must end in .jsonl, .ndjson, .csv or .parquet, got {path.name!r}")
+
+
+def read_catalog(path: Path) -> tuple[list[Product], list[RowError]]:
+    """All valid products of a file, and an error for every invalid row (none are dropped silently)."""
+    products: list[Product] = []
+    errors: list[RowError] = []
+    seen: dict[str, int] = {}
+    for number, record in _records(path):
+        try:
+            if isinstance(record, InvalidArgument):
+                raise record
+            product = product_from_record(record, where=f"row {number}")
+        except InvalidArgument as error:
+            errors.append(RowError(number, error.message))
+            continue
+        if product.id in seen:
+            errors.append(RowError(number, f"row {number}.id: duplicates the id of row {seen[product.id]}"))
+            continue
+        seen[product.id] = number
+        products.append(product)
+    return products, errors
+
+
+def chunked(items: Iterable, size: int) -> Iterator[list]:
+    batch: list = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

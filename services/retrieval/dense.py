@@ -1,0 +1,82 @@
+"""Dense retrieval: nearest products by embedding, with FAISS HNSW for large candidate sets.
+
+Vectors are unit length, so inner product is cosine similarity. Each product occupies a slot
+(its row in `vectors` and its id in FAISS). An updated product gets a new slot and the old one
+becomes a tombstone; searches only see live slots that pass the filters (a FAISS ID selector).
+When tombstones outnumber live slots the index is compacted. When the allowed set is small,
+exact search over it is both faster and exact, so HNSW is used only above `exact_threshold`.
+"""
+
+from __future__ import annotations
+
+import faiss
+import numpy as np
+
+
+class DenseIndex:
+    def __init__(self, dimension: int, exact_threshold: int = 20_000, hnsw_neighbors: int = 32, ef_search: int = 128):
+        self.dimension = dimension
+        self.exact_threshold = exact_threshold
+        self._hnsw_neighbors = hnsw_neighbors
+        self._ef_search = ef_search
+        self.vectors = np.zeros((0, dimension), dtype=np.float32)
+        self.alive = np.zeros(0, dtype=bool)
+        self._hnsw = self._new_hnsw()
+
+    def _new_hnsw(self) -> faiss.IndexHNSWFlat:
+        index = faiss.IndexHNSWFlat(self.dimension, self._hnsw_neighbors, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = 80
+        return index
+
+    @property
+    def slots(self) -> int:
+        return len(self.alive)
+
+    def add(self, vectors: np.ndarray) -> np.ndarray:
+        """Appends vectors; returns their slots."""
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1, self.dimension)
+        first = self.slots
+        self.vectors = np.concatenate([self.vectors, vectors])
+        self.alive = np.concatenate([self.alive, np.ones(len(vectors), dtype=bool)])
+        self._hnsw.add(vectors)
+        return np.arange(first, first + len(vectors))
+
+    def remove(self, slots: np.ndarray) -> None:
+        self.alive[slots] = False
+
+    def needs_compaction(self) -> bool:
+        dead = self.slots - int(self.alive.sum())
+        return dead > 1_000 and dead > int(self.alive.sum())
+
+    def compact(self) -> np.ndarray:
+        """Rebuilds over live slots; returns old slot → new slot (-1 for removed)."""
+        live = np.flatnonzero(self.alive)
+        mapping = np.full(self.slots, -1, dtype=np.int64)
+        mapping[live] = np.arange(len(live))
+        vectors = self.vectors[live]
+        self.vectors = np.zeros((0, self.dimension), dtype=np.float32)
+        self.alive = np.zeros(0, dtype=bool)
+        self._hnsw = self._new_hnsw()
+        self.add(vectors)
+        return mapping
+
+    def search(self, query: np.ndarray, limit: int, allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(slots, cosine scores) best first among slots where `allowed` (live ∧ filters) holds."""
+        query = np.ascontiguousarray(query, dtype=np.float32).reshape(1, self.dimension)
+        allowed_slots = np.flatnonzero(allowed)
+        if len(allowed_slots) == 0 or limit <= 0:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+        if len(allowed_slots) <= self.exact_threshold:
+            scores = self.vectors[allowed_slots] @ query[0]
+            k = min(limit, len(allowed_slots))
+            top = np.argpartition(-scores, k - 1)[:k]
+            top = top[np.argsort(-scores[top], kind="stable")]
+            return allowed_slots[top], scores[top]
+        selector = faiss.IDSelectorBitmap(np.packbits(allowed, bitorder="little"))
+        params = faiss.SearchParametersHNSW(sel=selector, efSearch=max(self._ef_search, limit))
+        scores, slots = self._hnsw.search(query, limit, params=params)
+        keep = slots[0] >= 0
+        return slots[0][keep].astype(np.int64), scores[0][keep]
+
+    def similarity(self, query: np.ndarray, slots: np.ndarray) -> np.ndarray:
+        return self.vectors[slots] @ np.asarray(query, dtype=np.float32).reshape(self.dimension)

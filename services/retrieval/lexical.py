@@ -1,0 +1,112 @@
+"""BM25 over the catalogue with tantivy (a Lucene-style engine), updated in place.
+
+Documents are indexed as pre-computed terms (`services.common.text.index_terms`, the same
+function the query side uses) so English stemming and Chinese word segmentation are identical
+on both sides. Queries are built from term objects, never parsed from user text, so no query
+syntax can be injected. Filters run inside the engine (term sets, price range), so a selective
+filter never empties the top of the list.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import tantivy
+
+from services.common.text import index_terms
+from services.retrieval.catalog import Product
+
+
+def attribute_token(name: str, value: str) -> str:
+    return f"{name.strip().casefold()}={value.strip().casefold()}"
+
+
+class LexicalIndex:
+    def __init__(self) -> None:
+        builder = tantivy.SchemaBuilder()
+        builder.add_text_field("id", stored=True, tokenizer_name="raw")
+        builder.add_text_field("text", stored=False, tokenizer_name="whitespace")
+        builder.add_text_field("category", stored=False, tokenizer_name="raw")
+        builder.add_text_field("brand", stored=False, tokenizer_name="raw")
+        builder.add_text_field("attribute", stored=False, tokenizer_name="raw")
+        builder.add_float_field("price", indexed=True, fast=True)
+        self._schema = builder.build()
+        self._index = tantivy.Index(self._schema)  # in RAM: rebuilt from PostgreSQL at start-up
+        self._writer = self._index.writer(heap_size=50_000_000, num_threads=1)
+
+    @staticmethod
+    def document_terms(product: Product) -> str:
+        # The title counts twice: it is what the shopper sees and what shops write carefully.
+        text = " ".join([product.title, product.title, product.brand, product.category, product.description])
+        return " ".join(index_terms(text) + index_terms(" ".join(product.attributes.values())))
+
+    def upsert(self, products: Sequence[Product]) -> None:
+        for product in products:
+            self._writer.delete_documents_by_term("id", product.id)
+            document = tantivy.Document(
+                id=product.id,
+                text=self.document_terms(product),
+                category=product.category,
+                brand=product.brand,
+                price=float(product.price),
+            )
+            for name, value in product.attributes.items():
+                document.add_text("attribute", attribute_token(name, value))
+            self._writer.add_document(document)
+        self._commit()
+
+    def delete(self, product_ids: Sequence[str]) -> None:
+        for product_id in product_ids:
+            self._writer.delete_documents_by_term("id", product_id)
+        self._commit()
+
+    def _commit(self) -> None:
+        self._writer.commit()
+        self._index.reload()
+
+    def _filter_clauses(self, categories, brands, price_min, price_max, attributes) -> list:
+        clauses = []
+        if categories:
+            clauses.append((tantivy.Occur.Must, tantivy.Query.term_set_query(self._schema, "category", list(categories))))
+        if brands:
+            clauses.append((tantivy.Occur.Must, tantivy.Query.term_set_query(self._schema, "brand", list(brands))))
+        if price_min is not None or price_max is not None:
+            clauses.append(
+                (
+                    tantivy.Occur.Must,
+                    tantivy.Query.range_query(self._schema, "price", tantivy.FieldType.Float, price_min, price_max),
+                )
+            )
+        for name, value in (attributes or {}).items():
+            clauses.append(
+                (tantivy.Occur.Must, tantivy.Query.term_query(self._schema, "attribute", attribute_token(name, value)))
+            )
+        return clauses
+
+    def search(
+        self,
+        query_text: str,
+        limit: int,
+        categories: Sequence[str] = (),
+        brands: Sequence[str] = (),
+        price_min: float | None = None,
+        price_max: float | None = None,
+        attributes: dict[str, str] | None = None,
+    ) -> list[tuple[str, float]]:
+        """(product id, BM25 score) best first; only products passing the filters."""
+        terms = list(dict.fromkeys(index_terms(query_text)))
+        if not terms:
+            return []
+        text_query = tantivy.Query.boolean_query(
+            [(tantivy.Occur.Should, tantivy.Query.term_query(self._schema, "text", term)) for term in terms]
+        )
+        clauses = [(tantivy.Occur.Must, text_query)] + self._filter_clauses(
+            categories, brands, price_min, price_max, attributes
+        )
+        searcher = self._index.searcher()
+        hits = searcher.search(tantivy.Query.boolean_query(clauses), limit).hits
+        return [(searcher.doc(address)["id"][0], float(score)) for score, address in hits]
+
+    @property
+    def size(self) -> int:
+        return self._index.searcher().num_docs

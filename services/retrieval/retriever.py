@@ -1,0 +1,243 @@
+"""The retrieval domain: keeps the lexical and dense indexes and the product table in step,
+and answers candidate queries by fusing both lists (reciprocal rank fusion) under filters.
+
+Filters are hard: every candidate matches every filter that is set. Upserts and deletes change
+the indexes in place (no rebuild); PostgreSQL stays the system of record and the indexes are
+rebuilt from it at start-up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from services.common.errors import InvalidArgument, NotFound
+from services.common.text_encoder import TextEncoder
+from services.common.tracing import tracer
+from services.retrieval.catalog import Product, validate_product
+from services.retrieval.dense import DenseIndex
+from services.retrieval.lexical import LexicalIndex
+from services.retrieval.store import ProductStore
+
+log = logging.getLogger(__name__)
+_tracer = tracer(__name__)
+
+RRF_K = 60  # the constant of Cormack et al.'s reciprocal rank fusion; robust without tuning
+MAX_LIMIT = 2_000
+MAX_UPSERT = 1_000
+
+
+@dataclass(frozen=True)
+class CandidateFilters:
+    categories: tuple[str, ...] = ()
+    brands: tuple[str, ...] = ()
+    price_min: float | None = None
+    price_max: float | None = None
+    attributes: Mapping[str, str] = field(default_factory=dict)
+
+    def validate(self, where: str = "filters") -> "CandidateFilters":
+        for name, bound in (("price.min", self.price_min), ("price.max", self.price_max)):
+            if bound is not None and (not np.isfinite(bound) or bound < 0):
+                raise InvalidArgument(f"{where}.{name}", f"must be a finite number >= 0, got {bound}")
+        if self.price_min is not None and self.price_max is not None and self.price_min > self.price_max:
+            raise InvalidArgument(f"{where}.price", f"min ({self.price_min}) must not exceed max ({self.price_max})")
+        if len(self.categories) > 100 or len(self.brands) > 100 or len(self.attributes) > 20:
+            raise InvalidArgument(where, "at most 100 categories, 100 brands and 20 attributes")
+        return self
+
+
+@dataclass(frozen=True)
+class Candidate:
+    product: Product
+    lexical_score: float
+    dense_score: float
+    fused_score: float
+    lexical_rank: int
+    dense_rank: int
+
+
+@dataclass(frozen=True)
+class RetrievalResult:
+    candidates: list[Candidate]
+    total_matching: int
+
+
+class CatalogIndex:
+    def __init__(self, store: ProductStore, encoder: TextEncoder):
+        self._store = store
+        self._encoder = encoder
+        self._lexical = LexicalIndex()
+        self._dense = DenseIndex(encoder.dimension)
+        self._slot_of: dict[str, int] = {}
+        self._products: list[Product | None] = []
+        # Columns for vectorised filtering, one entry per slot.
+        self._price = np.zeros(0, dtype=np.float64)
+        self._category = np.zeros(0, dtype=object)
+        self._brand = np.zeros(0, dtype=object)
+        self._write_lock = asyncio.Lock()
+
+    @property
+    def model_version(self) -> str:
+        return self._encoder.version
+
+    @property
+    def size(self) -> int:
+        return len(self._slot_of)
+
+    async def load(self) -> None:
+        """Builds the indexes from PostgreSQL, encoding only products without a cached vector."""
+        products = await self._store.load_all()
+        cached = await self._store.load_embeddings(self.model_version)
+        vectors = np.zeros((len(products), self._encoder.dimension), dtype=np.float32)
+        missing = []
+        for row, product in enumerate(products):
+            entry = cached.get(product.id)
+            if entry is not None and entry[0] == product.content_hash():
+                vectors[row] = entry[1]
+            else:
+                missing.append(row)
+        if missing:
+            log.info("encoding %d of %d products", len(missing), len(products))
+            encoded = await self._encoder.encode([products[row].embedding_text() for row in missing])
+            vectors[missing] = encoded
+            await self._store.save_embeddings([products[row] for row in missing], encoded, self.model_version)
+        async with self._write_lock:
+            self._apply_upsert(products, vectors)
+        log.info("catalogue index ready: %d products", self.size)
+
+    def _apply_upsert(self, products: Sequence[Product], vectors: np.ndarray) -> None:
+        old_slots = [self._slot_of[p.id] for p in products if p.id in self._slot_of]
+        if old_slots:
+            self._dense.remove(np.array(old_slots))
+            for slot in old_slots:
+                self._products[slot] = None
+        slots = self._dense.add(vectors)
+        for product, slot in zip(products, slots):
+            self._slot_of[product.id] = int(slot)
+        self._products.extend(products)
+        self._price = np.concatenate([self._price, [p.price for p in products]])
+        self._category = np.concatenate([self._category, np.array([p.category for p in products], dtype=object)])
+        self._brand = np.concatenate([self._brand, np.array([p.brand for p in products], dtype=object)])
+        self._lexical.upsert(products)
+        if self._dense.needs_compaction():
+            self._compact()
+
+    def _compact(self) -> None:
+        mapping = self._dense.compact()
+        live = np.flatnonzero(mapping >= 0)
+        self._products = [self._products[slot] for slot in live]
+        self._price, self._category, self._brand = self._price[live], self._category[live], self._brand[live]
+        self._slot_of = {product_id: int(mapping[slot]) for product_id, slot in self._slot_of.items()}
+
+    async def upsert(self, products: Sequence[Product]) -> tuple[int, int]:
+        if not products:
+            raise InvalidArgument("products", "must contain at least one product")
+        if len(products) > MAX_UPSERT:
+            raise InvalidArgument("products", f"must contain at most {MAX_UPSERT} products per call, got {len(products)}")
+        seen: set[str] = set()
+        for index, product in enumerate(products):
+            validate_product(product, f"products[{index}]")
+            if product.id in seen:
+                raise InvalidArgument(f"products[{index}].id", f"duplicates an earlier product id {product.id!r}")
+            seen.add(product.id)
+        with _tracer.start_as_current_span("retrieval.encode_products"):
+            vectors = await self._encoder.encode([p.embedding_text() for p in products])
+        async with self._write_lock:
+            inserted, updated = await self._store.upsert(products, vectors, self.model_version)
+            self._apply_upsert(products, vectors)
+        return inserted, updated
+
+    async def delete(self, product_ids: Sequence[str]) -> tuple[int, list[str]]:
+        if not product_ids:
+            raise InvalidArgument("product_ids", "must contain at least one id")
+        if len(product_ids) > MAX_UPSERT:
+            raise InvalidArgument("product_ids", f"must contain at most {MAX_UPSERT} ids per call")
+        async with self._write_lock:
+            deleted = await self._store.delete(product_ids)
+            slots = [self._slot_of.pop(product_id) for product_id in deleted if product_id in self._slot_of]
+            if slots:
+                self._dense.remove(np.array(slots))
+                for slot in slots:
+                    self._products[slot] = None
+            self._lexical.delete(deleted)
+        deleted_set = set(deleted)
+        return len(deleted), [product_id for product_id in dict.fromkeys(product_ids) if product_id not in deleted_set]
+
+    def get(self, product_ids: Sequence[str]) -> tuple[list[Product], list[str]]:
+        found, missing = [], []
+        for product_id in product_ids:
+            slot = self._slot_of.get(product_id)
+            (found.append(self._products[slot]) if slot is not None else missing.append(product_id))
+        return found, missing
+
+    def _allowed(self, filters: CandidateFilters) -> np.ndarray:
+        allowed = self._dense.alive.copy()
+        if filters.categories:
+            allowed &= np.isin(self._category, list(filters.categories))
+        if filters.brands:
+            allowed &= np.isin(self._brand, list(filters.brands))
+        if filters.price_min is not None:
+            allowed &= self._price >= filters.price_min
+        if filters.price_max is not None:
+            allowed &= self._price <= filters.price_max
+        if filters.attributes:
+            wanted = {k.strip().casefold(): v.strip().casefold() for k, v in filters.attributes.items()}
+            for slot in np.flatnonzero(allowed):
+                attributes = {k.casefold(): v.casefold() for k, v in self._products[slot].attributes.items()}
+                if any(attributes.get(k) != v for k, v in wanted.items()):
+                    allowed[slot] = False
+        return allowed
+
+    async def retrieve(self, query_text: str, filters: CandidateFilters, limit: int) -> RetrievalResult:
+        """Text query: BM25 and dense lists, fused by reciprocal rank."""
+        allowed = self._allowed(filters)
+        with _tracer.start_as_current_span("retrieval.encode_query"):
+            query_vector = (await self._encoder.encode([query_text]))[0]
+        with _tracer.start_as_current_span("retrieval.lexical"):
+            lexical = self._lexical.search(
+                query_text, limit, filters.categories, filters.brands, filters.price_min, filters.price_max,
+                dict(filters.attributes),
+            )
+        with _tracer.start_as_current_span("retrieval.dense"):
+            dense_slots, dense_scores = self._dense.search(query_vector, limit, allowed)
+        return RetrievalResult(self._fuse(query_vector, lexical, dense_slots, dense_scores, limit), int(allowed.sum()))
+
+    async def similar(self, product_id: str, filters: CandidateFilters, limit: int) -> RetrievalResult:
+        slot = self._slot_of.get(product_id)
+        if slot is None:
+            raise NotFound(f"similar_to_product_id: no product with id {product_id!r}")
+        allowed = self._allowed(filters)
+        allowed[slot] = False
+        vector = self._dense.vectors[slot]
+        dense_slots, dense_scores = self._dense.search(vector, limit, allowed)
+        return RetrievalResult(self._fuse(vector, [], dense_slots, dense_scores, limit), int(allowed.sum()))
+
+    def browse(self, filters: CandidateFilters, limit: int) -> RetrievalResult:
+        """No text: the products matching the filters (ranking orders them)."""
+        allowed = self._allowed(filters)
+        slots = np.flatnonzero(allowed)[:limit]
+        candidates = [Candidate(self._products[slot], 0.0, 0.0, 0.0, 0, 0) for slot in slots]
+        return RetrievalResult(candidates, int(allowed.sum()))
+
+    def _fuse(self, query_vector, lexical, dense_slots, dense_scores, limit) -> list[Candidate]:
+        lexical_rank = {product_id: rank for rank, (product_id, _) in enumerate(lexical, start=1)}
+        lexical_score = dict(lexical)
+        dense_rank = {self._products[s].id: rank for rank, s in enumerate(dense_slots.tolist(), start=1)}
+        ids = list(dict.fromkeys([pid for pid, _ in lexical] + list(dense_rank)))
+        if not ids:
+            return []
+        slots = np.array([self._slot_of[pid] for pid in ids])
+        cosine = self._dense.similarity(query_vector, slots)
+        candidates = []
+        for product_id, slot, similarity in zip(ids, slots.tolist(), cosine.tolist()):
+            l_rank, d_rank = lexical_rank.get(product_id, 0), dense_rank.get(product_id, 0)
+            fused = (1.0 / (RRF_K + l_rank) if l_rank else 0.0) + (1.0 / (RRF_K + d_rank) if d_rank else 0.0)
+            candidates.append(
+                Candidate(self._products[slot], lexical_score.get(product_id, 0.0), float(similarity), fused, l_rank, d_rank)
+            )
+        candidates.sort(key=lambda c: (-c.fused_score, -c.dense_score))
+        return candidates[:limit]

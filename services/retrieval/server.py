@@ -1,0 +1,39 @@
+"""Builds and runs the retrieval server: PostgreSQL pool, text encoder, catalogue indexes."""
+
+from __future__ import annotations
+
+from shelfwise.retrieval.v1 import retrieval_pb2, retrieval_pb2_grpc
+
+from services.common.database import create_pool
+from services.common.inference import create_backend
+from services.common.server import RunningServer, start_server
+from services.common.text_encoder import TextEncoder
+from services.retrieval.config import RetrievalSettings
+from services.retrieval.retriever import CatalogIndex
+from services.retrieval.servicer import RetrievalServicer
+from services.retrieval.store import ProductStore
+
+SERVICE_NAME = retrieval_pb2.DESCRIPTOR.services_by_name["RetrievalService"].full_name
+
+
+async def create_server(settings: RetrievalSettings, port: int | None = None) -> RunningServer:
+    """Starts the server (port 0 = any free port; see `.port`); SERVING once indexes are built."""
+    pool = await create_pool(settings.database_url)
+    backend = create_backend(settings.inference, settings.model_repository)
+    try:
+        index = CatalogIndex(ProductStore(pool), TextEncoder(backend))
+        await index.load()
+    except BaseException:
+        await pool.close()
+        raise
+    servicer = RetrievalServicer(index, settings.default_limit)
+    running = await start_server(
+        register=lambda server: retrieval_pb2_grpc.add_RetrievalServiceServicer_to_server(servicer, server),
+        service_names=[SERVICE_NAME],
+        host=settings.server.host,
+        port=settings.server.port if port is None else port,
+        max_message_bytes=settings.server.max_message_bytes,
+    )
+    running.on_stop += [pool.close, backend.close]
+    await running.set_serving(True)
+    return running

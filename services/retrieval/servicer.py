@@ -1,0 +1,114 @@
+"""gRPC adapter of the retrieval service: protobuf in, domain calls, protobuf out."""
+
+from __future__ import annotations
+
+from shelfwise.common.v1 import common_pb2
+from shelfwise.retrieval.v1 import retrieval_pb2, retrieval_pb2_grpc
+
+from services.common.errors import InvalidArgument
+from services.retrieval.catalog import Product
+from services.retrieval.retriever import MAX_LIMIT, CandidateFilters, CatalogIndex
+
+
+def product_from_pb(message: common_pb2.Product) -> Product:
+    return Product(
+        id=message.id,
+        title=message.title,
+        description=message.description,
+        brand=message.brand,
+        category=message.category,
+        price=message.price,
+        currency=message.currency or "USD",
+        attributes=dict(message.attributes),
+        locale=message.locale,
+        extra=dict(message.extra),
+    )
+
+
+def product_to_pb(product: Product) -> common_pb2.Product:
+    return common_pb2.Product(
+        id=product.id,
+        title=product.title,
+        description=product.description,
+        brand=product.brand,
+        category=product.category,
+        price=product.price,
+        currency=product.currency,
+        attributes=dict(product.attributes),
+        locale=product.locale,
+        extra=dict(product.extra),
+    )
+
+
+def filters_from_pb(message: common_pb2.Filters) -> CandidateFilters:
+    price = message.price
+    return CandidateFilters(
+        categories=tuple(c for c in message.categories if c),
+        brands=tuple(b for b in message.brands if b),
+        price_min=price.min if price.HasField("min") else None,
+        price_max=price.max if price.HasField("max") else None,
+        attributes=dict(message.attributes),
+    ).validate()
+
+
+def _ids(values, field: str) -> list[str]:
+    ids = list(values)
+    for index, value in enumerate(ids):
+        if not value or len(value) > 128:
+            raise InvalidArgument(f"{field}[{index}]", "must be 1-128 characters")
+    return ids
+
+
+class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
+    def __init__(self, index: CatalogIndex, default_limit: int):
+        self._index = index
+        self._default_limit = default_limit
+
+    async def Retrieve(self, request: retrieval_pb2.RetrieveRequest, context) -> retrieval_pb2.RetrieveResponse:
+        limit = request.limit if request.HasField("limit") else self._default_limit
+        if not 1 <= limit <= MAX_LIMIT:
+            raise InvalidArgument("limit", f"must be between 1 and {MAX_LIMIT}, got {limit}")
+        filters = filters_from_pb(request.filters)
+        seed = request.WhichOneof("seed")
+        if seed == "similar_to_product_id":
+            result = await self._index.similar(request.similar_to_product_id, filters, limit)
+        elif seed == "query_text" and request.query_text.strip():
+            if len(request.query_text) > 1_000:
+                raise InvalidArgument("query_text", "must be at most 1000 characters")
+            result = await self._index.retrieve(request.query_text, filters, limit)
+        else:
+            result = self._index.browse(filters, limit)
+        return retrieval_pb2.RetrieveResponse(
+            candidates=[
+                retrieval_pb2.Candidate(
+                    product=product_to_pb(c.product),
+                    lexical_score=c.lexical_score,
+                    dense_score=c.dense_score,
+                    fused_score=c.fused_score,
+                    lexical_rank=c.lexical_rank,
+                    dense_rank=c.dense_rank,
+                )
+                for c in result.candidates
+            ],
+            total_matching=result.total_matching,
+            model_version=self._index.model_version,
+        )
+
+    async def UpsertProducts(self, request, context) -> retrieval_pb2.UpsertProductsResponse:
+        inserted, updated = await self._index.upsert([product_from_pb(p) for p in request.products])
+        return retrieval_pb2.UpsertProductsResponse(inserted=inserted, updated=updated, model_version=self._index.model_version)
+
+    async def DeleteProducts(self, request, context) -> retrieval_pb2.DeleteProductsResponse:
+        deleted, not_found = await self._index.delete(_ids(request.product_ids, "product_ids"))
+        return retrieval_pb2.DeleteProductsResponse(
+            deleted=deleted, not_found_ids=not_found, model_version=self._index.model_version
+        )
+
+    async def GetProducts(self, request, context) -> retrieval_pb2.GetProductsResponse:
+        ids = _ids(request.product_ids, "product_ids")
+        if len(ids) > MAX_LIMIT:
+            raise InvalidArgument("product_ids", f"must contain at most {MAX_LIMIT} ids")
+        found, missing = self._index.get(ids)
+        return retrieval_pb2.GetProductsResponse(
+            products=[product_to_pb(p) for p in found], not_found_ids=missing, model_version=self._index.model_version
+        )

@@ -1,0 +1,107 @@
+"""The catalogue's system of record in PostgreSQL: products and cached embeddings."""
+
+from __future__ import annotations
+
+import json
+from typing import Iterable, Sequence
+
+import asyncpg
+import numpy as np
+
+from services.retrieval.catalog import Product
+
+_UPSERT = """
+INSERT INTO products (id, title, description, brand, category, price, currency, attributes, locale, extra, updated_at)
+SELECT p.id, p.title, p.description, p.brand, p.category, p.price, p.currency, p.attributes::jsonb, p.locale,
+       p.extra::jsonb, now()
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::float8[], $7::text[], $8::text[],
+            $9::text[], $10::text[])
+     AS p(id, title, description, brand, category, price, currency, attributes, locale, extra)
+ON CONFLICT (id) DO UPDATE SET
+    title = EXCLUDED.title, description = EXCLUDED.description, brand = EXCLUDED.brand,
+    category = EXCLUDED.category, price = EXCLUDED.price, currency = EXCLUDED.currency,
+    attributes = EXCLUDED.attributes, locale = EXCLUDED.locale, extra = EXCLUDED.extra,
+    updated_at = now()
+RETURNING (xmax = 0) AS inserted
+"""
+
+_UPSERT_EMBEDDINGS = """
+INSERT INTO product_embeddings (product_id, model_version, content_hash, vector)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[])
+ON CONFLICT (product_id, model_version) DO UPDATE SET
+    content_hash = EXCLUDED.content_hash, vector = EXCLUDED.vector
+"""
+
+
+def _row_to_product(row: asyncpg.Record) -> Product:
+    return Product(
+        id=row["id"],
+        title=row["title"],
+        description=row["description"],
+        brand=row["brand"],
+        category=row["category"],
+        price=float(row["price"]),
+        currency=row["currency"],
+        attributes=json.loads(row["attributes"]),
+        locale=row["locale"],
+        extra=json.loads(row["extra"]),
+    )
+
+
+class ProductStore:
+    def __init__(self, pool: asyncpg.Pool):
+        self._pool = pool
+
+    async def load_all(self) -> list[Product]:
+        rows = await self._pool.fetch(
+            "SELECT id, title, description, brand, category, price, currency, attributes::text AS attributes,"
+            " locale, extra::text AS extra FROM products ORDER BY id"
+        )
+        return [_row_to_product(row) for row in rows]
+
+    async def load_embeddings(self, model_version: str) -> dict[str, tuple[str, np.ndarray]]:
+        rows = await self._pool.fetch(
+            "SELECT product_id, content_hash, vector FROM product_embeddings WHERE model_version = $1",
+            model_version,
+        )
+        return {row["product_id"]: (row["content_hash"], np.frombuffer(row["vector"], dtype=np.float32)) for row in rows}
+
+    async def upsert(self, products: Sequence[Product], vectors: np.ndarray, model_version: str) -> tuple[int, int]:
+        """Writes products and their embeddings in one transaction; returns (inserted, updated)."""
+        columns = [
+            [p.id for p in products],
+            [p.title for p in products],
+            [p.description for p in products],
+            [p.brand for p in products],
+            [p.category for p in products],
+            [p.price for p in products],
+            [p.currency for p in products],
+            [json.dumps(dict(p.attributes), ensure_ascii=False) for p in products],
+            [p.locale for p in products],
+            [json.dumps(dict(p.extra), ensure_ascii=False) for p in products],
+        ]
+        async with self._pool.acquire() as connection, connection.transaction():
+            rows = await connection.fetch(_UPSERT, *columns)
+            await connection.execute(
+                _UPSERT_EMBEDDINGS,
+                [p.id for p in products],
+                [model_version] * len(products),
+                [p.content_hash() for p in products],
+                [np.asarray(v, dtype=np.float32).tobytes() for v in vectors],
+            )
+        inserted = sum(1 for row in rows if row["inserted"])
+        return inserted, len(rows) - inserted
+
+    async def save_embeddings(self, products: Sequence[Product], vectors: np.ndarray, model_version: str) -> None:
+        await self._pool.execute(
+            _UPSERT_EMBEDDINGS,
+            [p.id for p in products],
+            [model_version] * len(products),
+            [p.content_hash() for p in products],
+            [np.asarray(v, dtype=np.float32).tobytes() for v in vectors],
+        )
+
+    async def delete(self, product_ids: Iterable[str]) -> list[str]:
+        """Deletes; returns the ids that existed."""
+        rows = await self._pool.fetch("DELETE FROM products WHERE id = ANY($1::text[]) RETURNING id", list(product_ids))
+        return [row["id"] for row in rows]

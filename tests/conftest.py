@@ -1,0 +1,134 @@
+"""Shared fixtures: a real PostgreSQL (pgserver), the exported ONNX models, and the five real
+gRPC servers on port 0 in this process, loaded with the demo catalogue.
+
+Tracing goes to an in-memory exporter installed before any server or channel exists, so
+tests can read whole traces.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL_REPOSITORY = ROOT / "model_repository"
+
+SPANS = InMemorySpanExporter()
+_provider = TracerProvider()
+_provider.add_span_processor(SimpleSpanProcessor(SPANS))
+trace.set_tracer_provider(_provider)
+
+
+@pytest.fixture(scope="session")
+def span_exporter() -> InMemorySpanExporter:
+    return SPANS
+
+
+@pytest.fixture(scope="session")
+def model_repository() -> Path:
+    if not (MODEL_REPOSITORY / "text_encoder" / "1" / "model.onnx").is_file():
+        pytest.fail("the text encoder is not exported: run `shelfwise export` first")
+    return MODEL_REPOSITORY
+
+
+@pytest.fixture(scope="session")
+def postgres_url(tmp_path_factory) -> str:
+    from services.cli.local_system import EmbeddedPostgres
+
+    postgres = EmbeddedPostgres(tmp_path_factory.mktemp("postgres"))
+    url = postgres.start()
+    yield url
+    postgres.stop()
+
+
+@dataclass
+class System:
+    """The five running servers; addresses are 127.0.0.1:<port>."""
+
+    servers: dict
+    environ: dict
+
+    def address(self, service: str) -> str:
+        return f"127.0.0.1:{self.servers[service].port}"
+
+
+def system_environment(postgres_url: str, model_repository: Path, **overrides: str) -> dict[str, str]:
+    environ = {
+        "SHELFWISE_DATABASE_URL": postgres_url,
+        "SHELFWISE_MODEL_REPOSITORY": str(model_repository),
+        "SHELFWISE_POPULARITY_REFRESH_SECONDS": "0.3",
+        "SHELFWISE_VOCABULARY_REFRESH_SECONDS": "0.3",
+        # Generous stage deadlines: CI machines are small and shared.
+        "SHELFWISE_DEADLINE_QUERY_UNDERSTANDING_SECONDS": "5",
+        "SHELFWISE_DEADLINE_RETRIEVAL_SECONDS": "10",
+        "SHELFWISE_DEADLINE_RANKING_SECONDS": "5",
+    }
+    environ.update(overrides)
+    return environ
+
+
+async def start_system(environ: dict[str, str]) -> System:
+    from services.events.config import EventsSettings
+    from services.events.server import create_server as create_events
+    from services.gateway.config import GatewaySettings
+    from services.gateway.server import create_server as create_gateway
+    from services.query_understanding.config import QueryUnderstandingSettings
+    from services.query_understanding.server import create_server as create_query_understanding
+    from services.ranking.config import RankingSettings
+    from services.ranking.server import create_server as create_ranking
+    from services.retrieval.config import RetrievalSettings
+    from services.retrieval.server import create_server as create_retrieval
+
+    servers = {}
+    servers["events"] = await create_events(EventsSettings.from_env(environ), port=0)
+    environ["SHELFWISE_EVENTS_ADDRESS"] = f"127.0.0.1:{servers['events'].port}"
+    servers["retrieval"] = await create_retrieval(RetrievalSettings.from_env(environ), port=0)
+    environ["SHELFWISE_RETRIEVAL_ADDRESS"] = f"127.0.0.1:{servers['retrieval'].port}"
+    servers["query_understanding"] = await create_query_understanding(
+        QueryUnderstandingSettings.from_env(environ), port=0
+    )
+    environ["SHELFWISE_QUERY_UNDERSTANDING_ADDRESS"] = f"127.0.0.1:{servers['query_understanding'].port}"
+    servers["ranking"] = await create_ranking(RankingSettings.from_env(environ), port=0)
+    environ["SHELFWISE_RANKING_ADDRESS"] = f"127.0.0.1:{servers['ranking'].port}"
+    servers["gateway"] = await create_gateway(GatewaySettings.from_env(environ), port=0)
+    return System(servers, environ)
+
+
+@pytest.fixture(scope="session")
+async def system(postgres_url, model_repository) -> System:
+    from services.cli.local_system import wait_serving
+    from services.cli.main import demo_catalog_path, import_catalog
+
+    running = await start_system(system_environment(postgres_url, model_repository))
+    await import_catalog(demo_catalog_path(), running.address("retrieval"), progress=False)
+    await running.servers["query_understanding"].app.refresh()
+    await wait_serving(running.address("gateway"), timeout=30)
+    yield running
+    for name in ("gateway", "ranking", "query_understanding", "retrieval", "events"):
+        await running.servers[name].stop(grace=1.0)
+
+
+@pytest.fixture(scope="session")
+async def gateway(system):
+    from shelfwise.gateway.v1 import gateway_pb2_grpc
+
+    from services.common.channels import create_channel
+
+    channel = create_channel(system.address("gateway"), 8 * 1024 * 1024)
+    yield gateway_pb2_grpc.GatewayServiceStub(channel)
+    await channel.close()
+
+
+@pytest.fixture(scope="session")
+async def database(postgres_url):
+    import asyncpg
+
+    pool = await asyncpg.create_pool(postgres_url, min_size=1, max_size=2)
+    yield pool
+    await pool.close()

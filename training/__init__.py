@@ -1,0 +1,1 @@
+"""Offline model tooling for Shelfwise: exporting pretrained encoders into the Triton model repository."""
