@@ -26,7 +26,7 @@ from shelfwise.query_understanding.v1 import query_understanding_pb2 as qu_pb2
 from shelfwise.ranking.v1 import ranking_pb2
 from shelfwise.retrieval.v1 import retrieval_pb2
 
-from services.common.errors import DeadlineExceeded, InvalidArgument, Unavailable
+from services.common.errors import DeadlineExceeded, InvalidArgument, NotFound, Unavailable
 from services.gateway.config import StageDeadlines
 
 log = logging.getLogger(__name__)
@@ -211,19 +211,30 @@ class Composer:
                 raise InvalidArgument("product_id", "is required (1-128 characters) for RECOMMEND_MODE_SIMILAR_ITEMS")
             retrieve.similar_to_product_id = request.product_id
             seed = request.product_id
+            found = await self._downstream.call(
+                "retrieval",
+                self._downstream.retrieval.GetProducts,
+                retrieval_pb2.GetProductsRequest(product_ids=[request.product_id]),
+                budget.timeout(self._deadlines.retrieval, "retrieval"),
+            )
+            if not found.products:
+                raise NotFound(f"product_id: no product with id {request.product_id!r}")
+            # "Similar" to a shopper means the same kind of thing first: same category ranks higher.
+            preferences = dict(preferred_categories=[found.products[0].category])
         elif request.mode == gateway_pb2.RECOMMEND_MODE_POPULAR_IN_CATEGORY:
             if not request.category or len(request.category) > 200:
                 raise InvalidArgument("category", "is required (1-200 characters) for RECOMMEND_MODE_POPULAR_IN_CATEGORY")
             filters.categories[:] = [request.category]
             retrieve.limit = 2_000  # the whole category (up to 2000) so popularity decides the order
             seed = request.category
+            preferences = {}
         else:
             raise InvalidArgument("mode", "must be RECOMMEND_MODE_SIMILAR_ITEMS or RECOMMEND_MODE_POPULAR_IN_CATEGORY")
         retrieve.filters.CopyFrom(filters)
         timings: list[gateway_pb2.StageTiming] = []
         degraded: list[str] = []
         page = await self._retrieve_and_rank(
-            retrieve, {}, offset, page_size, request.user_id, budget, timings, degraded, query=""
+            retrieve, preferences, offset, page_size, request.user_id, budget, timings, degraded, query=""
         )
         response = gateway_pb2.RecommendResponse(
             request_id=request_id,

@@ -37,7 +37,10 @@ class CatalogVocabularySource:
         )
         products = [{**dict(row), "attributes": json.loads(row["attributes"])} for row in rows]
         vocabulary = await asyncio.to_thread(CatalogVocabulary.from_products, products)
-        self.understander = QueryUnderstander(vocabulary)
+        understander = QueryUnderstander(vocabulary)
+        # Indexes build on first use; build them here, off the event loop, not in a request.
+        await asyncio.to_thread(understander.warm_up)
+        self.understander = understander
         self._version = version
         log.info("vocabulary rebuilt from %d products", len(products))
         return True

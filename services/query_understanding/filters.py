@@ -97,7 +97,7 @@ _UNITS = (
 _CUR_PREFIX = r"(?:[$€£¥₽₺₹]|usd|us\$|eur|gbp|chf|rmb)"
 _CUR_SUFFIX = (
     r"(?:dollars?|bucks?|usd|euros?|eur|gbp|chf|kr|sek|nok|dkk|pln|zł|rub|rmb|yuan|"
-    r"美元|人民币|块钱|块|元|[$€£¥₽₺₹])"
+    r"美元|人民币|块钱|块|元|[$€£¥₽₺₹](?!\s*\d))"  # a sign before a number is the next amount's
 )
 # Chinese measure words/units: "5到10岁" (ages), "2件" (pieces), "500克" (grams) are not prices.
 _CN_UNITS = "岁个件只双斤克千吨天年月日号码寸米升度层位人台张片瓶盒袋包箱支条套"

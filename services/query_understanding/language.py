@@ -20,7 +20,7 @@ Queries are short, so this is a two-stage decision:
    langid ("gift for dad under 30 dollars" comes out as Spanish, 0.92). So when langid picks
    another language without being near-certain (< `ENGLISH_OVERRIDE_MAX_CONFIDENCE`) but at
    least half of the words are common English words (`STOP_WORDS` and the spelling corrector's
-   `COMMON_ENGLISH_WORDS`), the answer is "en" with confidence 0.5 + 0.4 x that share.
+   `COMMON_ENGLISH_WORDS`, or frequent words of `lexicon.english_words`), the answer is "en" with confidence 0.5 + 0.4 x that share.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ import threading
 from typing import Any
 
 from services.common.text import HAN, HANGUL, KANA, STOP_WORDS, normalize, words
+from services.query_understanding.lexicon import english_words
 from services.query_understanding.spelling import COMMON_ENGLISH_WORDS
 
 __all__ = ["SHOP_LANGUAGES", "detect_language", "warm_up"]
@@ -100,7 +101,8 @@ def detect_language(text: str) -> tuple[str, float]:
     if len(alpha_words) <= SHORT_QUERY_WORDS and probability <= SHORT_QUERY_MIN_CONFIDENCE:
         return DEFAULT_LANGUAGE, FALLBACK_CONFIDENCE
     if language != "en" and probability < ENGLISH_OVERRIDE_MAX_CONFIDENCE and alpha_words:
-        share = sum(1 for word in alpha_words if word in _ENGLISH_WORDS) / len(alpha_words)
+        english = english_words()
+        share = sum(1 for word in alpha_words if word in _ENGLISH_WORDS or word in english) / len(alpha_words)
         if share >= ENGLISH_OVERRIDE_MIN_SHARE:
             return "en", _clamp(0.5 + 0.4 * share)
     return language, _clamp(probability)

@@ -19,6 +19,7 @@ import threading
 from collections.abc import Sequence
 
 from services.common.text import is_latin_word, stem
+from services.query_understanding.lexicon import english_words
 from services.query_understanding.vocabulary import CatalogVocabulary
 
 __all__ = ["COMMON_ENGLISH_WORDS", "SpellingCorrector"]
@@ -106,6 +107,7 @@ class SpellingCorrector:
     def warm_up(self) -> None:
         """Build the SymSpell index now rather than on the first query."""
         self._index()
+        english_words()
 
     def is_correctable(self, word: str) -> bool:
         """Whether `word` is a candidate for correction at all (see the module docstring)."""
@@ -114,6 +116,7 @@ class SpellingCorrector:
             and is_latin_word(word)
             and word not in self._vocabulary.word_counts
             and word not in COMMON_ENGLISH_WORDS
+            and word not in english_words()
         )
 
     def suggest(self, word: str) -> str | None:

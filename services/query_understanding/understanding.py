@@ -65,6 +65,10 @@ class Understanding:
     tokens: tuple[str, ...]
 
 
+# Above this confidence a non-English query is left uncorrected (see `understand`).
+NON_ENGLISH_CONFIDENCE = 0.9
+
+
 class QueryUnderstander:
     """Understands queries against one catalogue vocabulary. Thread-safe; build once, share."""
 
@@ -120,8 +124,14 @@ class QueryUnderstander:
     def understand(self, query: str) -> Understanding:
         """Understand one query. Raises InvalidArgument("query", ...) for empty/oversized input."""
         normalized = self._validate(query)
-        corrected, corrections = self._correct(normalized)
         language, confidence = detect_language(normalized)
+        # The corrector knows English words only: "rote laufschuhe unter 50" must not become
+        # "route laufschuhe hunter 50". Misspelt English is rarely detected as another language
+        # with high confidence, so only a confident non-English detection skips correction.
+        if language != "en" and confidence >= NON_ENGLISH_CONFIDENCE:
+            corrected, corrections = normalized, ()
+        else:
+            corrected, corrections = self._correct(normalized)
         extracted = extract_filters(corrected, self._vocabulary)
 
         price_min = price_max = None

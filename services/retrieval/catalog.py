@@ -40,11 +40,10 @@ class Product:
     extra: Mapping[str, str] = field(default_factory=dict)
 
     def embedding_text(self) -> str:
-        """What the text encoder reads for this product."""
-        parts = [self.title, self.brand, self.category]
-        parts += [f"{key} {value}" for key, value in sorted(self.attributes.items())]
-        parts.append(self.description)
-        return ". ".join(part for part in parts if part)
+        """What the text encoder reads for this product. Attributes stay out: specs such as
+        "abv 14%" or "volume 750ml" dilute the meaning (measured on the demo catalogue); they
+        reach retrieval through BM25 and filters instead."""
+        return ". ".join(part for part in (self.title, self.brand, self.category, self.description) if part)
 
     def content_hash(self) -> str:
         return hashlib.sha256(self.embedding_text().encode("utf-8")).hexdigest()[:32]

@@ -332,6 +332,11 @@ def test_price_phrase_is_the_exact_matched_text() -> None:
     assert price.phrase == "priced under $50"
 
 
+def test_a_number_range_before_a_price_range_is_not_taken_for_the_price() -> None:
+    price = extract_price("ages 3-5 $20-$30")
+    assert price is not None and (price.min, price.max) == (20, 30)
+
+
 def test_price_bounds_are_returned_as_written_even_when_reversed() -> None:
     price = extract_price("50 to 20 dollars")
     assert price is not None and (price.min, price.max) == (50, 20)
