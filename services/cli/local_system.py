@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from services.common.config import DEFAULT_PORTS
+from services.common.config import ServerSettings
 
 # Start order: the gateway checks retrieval's health; ranking reads popularity from events.
 SERVICE_ORDER = ("events", "retrieval", "query_understanding", "ranking", "gateway")
@@ -88,6 +88,9 @@ class LocalSystem:
         env.update(self.environ)
         return env
 
+    def address(self, service: str) -> str:
+        return f"127.0.0.1:{ServerSettings.from_env(service, self.service_environment()).port}"
+
     async def start(self, timeout: float = 120.0) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         env = self.service_environment()
@@ -99,18 +102,22 @@ class LocalSystem:
             self.processes[service] = process
         for service in SERVICE_ORDER:
             try:
-                await wait_serving(f"127.0.0.1:{DEFAULT_PORTS[service]}", timeout, self.processes[service])
+                await wait_serving(self.address(service), timeout, self.processes[service])
             except Exception as error:
                 tail = (self.log_dir / f"{service}.log").read_text(errors="replace")[-3000:]
                 raise RuntimeError(f"{service} did not start: {error}\n--- {service}.log ---\n{tail}") from error
 
-    def stop(self, timeout: float = 15.0) -> None:
+    def stop(self, timeout: float = 15.0) -> dict[str, int]:
+        """SIGTERM to every service (they drain and exit); returns each exit code."""
         for process in self.processes.values():
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + timeout
-        for process in self.processes.values():
+        codes = {}
+        for service, process in self.processes.items():
             try:
-                process.wait(max(0.1, deadline - time.monotonic()))
+                codes[service] = process.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 process.kill()
+                codes[service] = process.wait()
+        return codes

@@ -167,7 +167,6 @@ def demo_catalog_path() -> Path:
 
 async def _up(args) -> int:
     from services.cli.local_system import EmbeddedPostgres, LocalSystem
-    from services.common.config import DEFAULT_PORTS
     from training.export import is_up_to_date, export_text_encoder
 
     started = time.monotonic()
@@ -187,14 +186,14 @@ async def _up(args) -> int:
     try:
         await system.start()
         print(f"all five services SERVING ({time.monotonic() - started:.1f}s); logs in {data_dir / 'logs'}", flush=True)
-        retrieval = f"127.0.0.1:{DEFAULT_PORTS['retrieval']}"
+        retrieval = system.address("retrieval")
         catalog = Path(args.catalog) if args.catalog else demo_catalog_path()
         inserted, updated = await import_catalog(catalog, retrieval, progress=False)
         print(f"catalogue {catalog.name}: {inserted} new, {updated} updated products", flush=True)
         # Query understanding picks the new vocabulary up on its next refresh.
         await asyncio.sleep(2.5)
         print(f"ready in {time.monotonic() - started:.1f}s", flush=True)
-        gateway = f"127.0.0.1:{DEFAULT_PORTS['gateway']}"
+        gateway = system.address("gateway")
         for query in args.queries or DEMO_QUERIES:
             await _search(argparse.Namespace(
                 address=gateway, query=query, page_size=5, page_token="", category=None, brand=None,
@@ -206,8 +205,10 @@ async def _up(args) -> int:
         await stop.wait()
         return 0
     finally:
-        system.stop()
+        codes = system.stop()
         postgres.stop()
+        unclean = {service: code for service, code in codes.items() if code != 0}
+        print(f"stopped: {'all services exited cleanly' if not unclean else f'unclean exits {unclean}'}", flush=True)
 
 
 def _export(args) -> int:

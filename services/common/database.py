@@ -8,6 +8,7 @@ together never race. Applied versions are recorded in `schema_migrations`.
 from __future__ import annotations
 
 import logging
+import re
 from importlib import resources
 
 import asyncpg
@@ -69,10 +70,13 @@ async def create_pool(url: str, min_size: int = 1, max_size: int = 10, migrate: 
 
 
 def redact(url: str) -> str:
-    """The URL without its password, for logs and messages."""
-    if "@" not in url or "://" not in url:
-        return url
-    scheme, rest = url.split("://", 1)
-    credentials, host = rest.rsplit("@", 1)
-    user = credentials.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}"
+    """The URL without its password (in the authority or as a query parameter), for messages."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        credentials, host = netloc.rsplit("@", 1)
+        netloc = f"{credentials.split(':', 1)[0]}:***@{host}"
+    query = re.sub(r"(?i)(^|&)(password)=[^&]*", r"\1\2=***", parts.query)
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))

@@ -35,6 +35,8 @@ MAX_QUERY_CHARS = 512
 DEFAULT_PAGE_SIZE = 10
 MAX_PAGE_SIZE = 100
 MAX_TRACK_EVENTS = 500
+# Deeper than any candidate list (retrieval returns at most 2000); also keeps offsets in int32.
+MAX_OFFSET = 100_000
 MAX_ID_CHARS = 128
 # Left for the gateway's own work after the last stage, so it answers before the caller's deadline.
 RESERVE_SECONDS = 0.02
@@ -71,7 +73,7 @@ def decode_page_token(token: str) -> int:
         text = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
         prefix, _, value = text.partition(":")
         offset = int(value)
-        if prefix != "offset" or offset < 0:
+        if prefix != "offset" or not 0 <= offset <= MAX_OFFSET:
             raise ValueError
         return offset
     except (ValueError, UnicodeDecodeError):

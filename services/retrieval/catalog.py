@@ -96,6 +96,8 @@ def product_from_record(record: Mapping[str, Any], where: str) -> Product:
             attributes = json.loads(attributes) if attributes.strip() else {}
         except json.JSONDecodeError:
             raise InvalidArgument(f"{where}.attributes", "must be a JSON object") from None
+    if isinstance(attributes, list) and all(isinstance(p, (tuple, list)) and len(p) == 2 for p in attributes):
+        attributes = dict(attributes)  # Parquet map<string,string> columns arrive as key/value pairs
     if not isinstance(attributes, Mapping):
         raise InvalidArgument(f"{where}.attributes", "must be an object of attribute name to value")
     extra = {
@@ -109,7 +111,7 @@ def product_from_record(record: Mapping[str, Any], where: str) -> Product:
         return default if value is None else str(value)
 
     product = Product(
-        id=text("id").strip() if isinstance(record.get("id"), (int, float)) else text("id"),
+        id=text("id"),
         title=text("title"),
         description=text("description"),
         brand=text("brand"),

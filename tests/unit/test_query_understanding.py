@@ -5,7 +5,6 @@ from __future__ import annotations
 import random
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -235,25 +234,6 @@ def test_spelling_leaves_inflections_of_catalogue_words_alone(
 
 def test_spelling_with_empty_vocabulary_changes_nothing() -> None:
     assert SpellingCorrector(CatalogVocabulary.empty()).correct(["runing"]) == (["runing"], [])
-
-
-def test_spelling_is_fast_for_a_few_thousand_word_vocabulary() -> None:
-    rng = random.Random(7)
-    letters = "abcdefghijklmnopqrstuvwxyz"
-    products = [
-        {"title": " ".join("".join(rng.choices(letters, k=rng.randint(4, 10))) for _ in range(6))}
-        for _ in range(800)
-    ]
-    speller = SpellingCorrector(CatalogVocabulary.from_products(products))
-    queries = [
-        ["".join(rng.choices(letters, k=rng.randint(4, 10))) for _ in range(4)] for _ in range(200)
-    ]
-    speller.correct(["warmup"])
-    started = time.perf_counter()
-    for query in queries:
-        speller.correct(query)
-    per_query = (time.perf_counter() - started) / len(queries)
-    assert per_query < 0.005  # typically well under 1 ms; generous for slow CI machines
 
 
 # --- price -------------------------------------------------------------------------------------
@@ -507,12 +487,10 @@ def test_understand_rejects_empty_or_whitespace_query(
     assert "empty" in error.value.message
 
 
-def test_understand_rejects_oversized_query_quickly(understander: QueryUnderstander) -> None:
+def test_understand_rejects_oversized_query(understander: QueryUnderstander) -> None:
     query = "shoes " * 200_000  # ~1.2 MB
-    started = time.perf_counter()
     with pytest.raises(InvalidArgument) as error:
         understander.understand(query)
-    assert time.perf_counter() - started < 0.05
     assert error.value.field == "query"
     assert f"at most {QueryUnderstander.MAX_QUERY_CHARS} characters, got {len(query)}" in str(
         error.value

@@ -1,0 +1,75 @@
+"""The command line as a user runs it: `shelfwise up` (the README's first command) and
+`shelfwise import-catalog`, in real subprocesses."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+
+from tests.conftest import MODEL_REPOSITORY, ROOT
+
+SERVICES = ("gateway", "query_understanding", "retrieval", "ranking", "events")
+
+
+def free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    for sock in sockets:
+        sock.bind(("127.0.0.1", 0))
+    ports = [sock.getsockname()[1] for sock in sockets]
+    for sock in sockets:
+        sock.close()
+    return ports
+
+
+def test_shelfwise_up_starts_everything_prints_ranked_results_and_stops_cleanly(tmp_path):
+    env = dict(os.environ)
+    for service, port in zip(SERVICES, free_ports(len(SERVICES))):
+        env[f"SHELFWISE_{service.upper()}_PORT"] = str(port)
+        env[f"SHELFWISE_{service.upper()}_ADDRESS"] = f"127.0.0.1:{port}"
+    completed = subprocess.run(
+        [sys.executable, "-m", "services.cli", "up", "--exit", "--data-dir", str(tmp_path),
+         "--model-repository", str(MODEL_REPOSITORY), "--query", "red wine", "--query", "绿茶"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )
+    output = completed.stdout
+    assert completed.returncode == 0, output + completed.stderr
+    assert "all five services SERVING" in output
+    assert "catalogue demo_catalog.jsonl: 342 new" in output
+    assert "search 'red wine'" in output and "    1. " in output and "[Red Wine]" in output
+    assert "search '绿茶'" in output and "[Tea]" in output
+    assert "stopped: all services exited cleanly" in output
+
+
+async def test_import_catalog_reports_the_bad_row_and_imports_nothing(system, tmp_path):
+    # The servers run on this test's event loop: the CLI must run without blocking it.
+    run = lambda *args, **kwargs: asyncio.to_thread(subprocess.run, *args, **kwargs)  # noqa: E731
+    catalog = tmp_path / "products.csv"
+    catalog.write_text(
+        "id,title,brand,category,price\n"
+        "imp-1,Maple Syrup Grade A,Vermont Gold,Pantry,12.50\n"
+        "imp-2,Buckwheat Honey,Hive & Co,Pantry,twelve\n",
+        encoding="utf-8",
+    )
+    completed = await run(
+        [sys.executable, "-m", "services.cli", "import-catalog", str(catalog),
+         "--retrieval-address", system.address("retrieval")],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert completed.returncode == 1
+    assert "row 3.price: must be a number, got 'twelve'" in completed.stderr
+
+    catalog.write_text(
+        "id,title,brand,category,price,origin\n"
+        "imp-1,Maple Syrup Grade A,Vermont Gold,Pantry,12.50,Vermont\n",
+        encoding="utf-8",
+    )
+    completed = await run(
+        [sys.executable, "-m", "services.cli", "import-catalog", str(catalog),
+         "--retrieval-address", system.address("retrieval")],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert "imported 1 products (1 new, 0 updated)" in completed.stdout
