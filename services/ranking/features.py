@@ -3,7 +3,8 @@
 | feature            | meaning                                                              |
 |--------------------|----------------------------------------------------------------------|
 | dense_similarity   | cosine of query and product embeddings, clipped to [0, 1]             |
-| bm25               | BM25 score / best BM25 score among this query's candidates            |
+| bm25               | BM25 coverage: BM25 / the query's ideal-match BM25, clipped to 1 (when |
+|                    | retrieval sent no coverage: BM25 / best BM25 among the candidates)    |
 | fusion             | reciprocal-rank-fusion score / its maximum (in both lists at rank 1)  |
 | brand_match        | 1 if the product's brand is one the query named                       |
 | category_match     | 1 if the product's category is one the query named                    |
@@ -42,6 +43,7 @@ class RankingCandidate:
     lexical_score: float
     dense_score: float
     fused_score: float
+    lexical_coverage: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,9 @@ def feature_matrix(
     if not candidates:
         return features
     best_bm25 = max((c.lexical_score for c in candidates), default=0.0)
+    # Coverage is absolute (a product matching one weak word of four scores low even if it is
+    # the best lexical match); max-normalisation is the fallback for callers that lack it.
+    has_coverage = any(c.lexical_coverage > 0 for c in candidates)
     engagement = [popularity.get(c.product_id, 0.0) for c in candidates]
     best_engagement = max(popularity.values(), default=0.0)
     brands = {b.casefold() for b in preferences.brands}
@@ -66,7 +71,10 @@ def feature_matrix(
     wanted = {k.casefold(): v.casefold() for k, v in preferences.attributes.items()}
     for row, candidate in enumerate(candidates):
         features[row, 0] = min(max(candidate.dense_score, 0.0), 1.0)
-        features[row, 1] = candidate.lexical_score / best_bm25 if best_bm25 > 0 else 0.0
+        if has_coverage:
+            features[row, 1] = min(max(candidate.lexical_coverage, 0.0), 1.0)
+        else:
+            features[row, 1] = candidate.lexical_score / best_bm25 if best_bm25 > 0 else 0.0
         features[row, 2] = min(candidate.fused_score / RRF_MAX, 1.0)
         features[row, 3] = 1.0 if candidate.brand.casefold() in brands else 0.0
         features[row, 4] = 1.0 if candidate.category.casefold() in categories else 0.0

@@ -23,6 +23,7 @@ class RankingServicer(ranking_pb2_grpc.RankingServiceServicer):
                 lexical_score=c.lexical_score,
                 dense_score=c.dense_score,
                 fused_score=c.fused_score,
+                lexical_coverage=c.lexical_coverage,
             )
             for c in request.candidates
         ]

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import math
+
 import tantivy
 
 from services.common.text import index_terms
@@ -92,11 +94,12 @@ class LexicalIndex:
         price_min: float | None = None,
         price_max: float | None = None,
         attributes: dict[str, str] | None = None,
-    ) -> list[tuple[str, float]]:
-        """(product id, BM25 score) best first; only products passing the filters."""
+    ) -> tuple[list[tuple[str, float]], float]:
+        """(product id, BM25 score) best first, only products passing the filters; and the
+        query's ceiling: the score of an average-length document holding each term once."""
         terms = list(dict.fromkeys(index_terms(query_text)))
         if not terms:
-            return []
+            return [], 0.0
         text_query = tantivy.Query.boolean_query(
             [(tantivy.Occur.Should, tantivy.Query.term_query(self._schema, "text", term)) for term in terms]
         )
@@ -105,7 +108,19 @@ class LexicalIndex:
         )
         searcher = self._index.searcher()
         hits = searcher.search(tantivy.Query.boolean_query(clauses), limit).hits
-        return [(searcher.doc(address)["id"][0], float(score)) for score, address in hits]
+        return [(searcher.doc(address)["id"][0], float(score)) for score, address in hits], self._ceiling(searcher, terms)
+
+    @staticmethod
+    def _ceiling(searcher, terms: list[str]) -> float:
+        # With tf = 1 and an average length, BM25's term-frequency factor is exactly 1, so each
+        # term adds its idf (tantivy's: ln(1 + (N - df + 0.5) / (df + 0.5))). A term no product
+        # has still counts: the query asked for it and nothing matches it lexically.
+        documents = searcher.num_docs
+        ceiling = 0.0
+        for term in terms:
+            frequency = searcher.doc_freq("text", term)
+            ceiling += math.log(1.0 + (documents - frequency + 0.5) / (frequency + 0.5))
+        return ceiling
 
     @property
     def size(self) -> int:

@@ -58,6 +58,7 @@ class Candidate:
     fused_score: float
     lexical_rank: int
     dense_rank: int
+    lexical_coverage: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -198,13 +199,14 @@ class CatalogIndex:
         with _tracer.start_as_current_span("retrieval.encode_query"):
             query_vector = (await self._encoder.encode([query_text]))[0]
         with _tracer.start_as_current_span("retrieval.lexical"):
-            lexical = self._lexical.search(
+            lexical, ceiling = self._lexical.search(
                 query_text, limit, filters.categories, filters.brands, filters.price_min, filters.price_max,
                 dict(filters.attributes),
             )
         with _tracer.start_as_current_span("retrieval.dense"):
             dense_slots, dense_scores = self._dense.search(query_vector, limit, allowed)
-        return RetrievalResult(self._fuse(query_vector, lexical, dense_slots, dense_scores, limit), int(allowed.sum()))
+        candidates = self._fuse(query_vector, lexical, dense_slots, dense_scores, limit, ceiling)
+        return RetrievalResult(candidates, int(allowed.sum()))
 
     async def similar(self, product_id: str, filters: CandidateFilters, limit: int) -> RetrievalResult:
         slot = self._slot_of.get(product_id)
@@ -223,7 +225,7 @@ class CatalogIndex:
         candidates = [Candidate(self._products[slot], 0.0, 0.0, 0.0, 0, 0) for slot in slots]
         return RetrievalResult(candidates, int(allowed.sum()))
 
-    def _fuse(self, query_vector, lexical, dense_slots, dense_scores, limit) -> list[Candidate]:
+    def _fuse(self, query_vector, lexical, dense_slots, dense_scores, limit, ceiling: float = 0.0) -> list[Candidate]:
         lexical_rank = {product_id: rank for rank, (product_id, _) in enumerate(lexical, start=1)}
         lexical_score = dict(lexical)
         dense_rank = {self._products[s].id: rank for rank, s in enumerate(dense_slots.tolist(), start=1)}
@@ -236,8 +238,8 @@ class CatalogIndex:
         for product_id, slot, similarity in zip(ids, slots.tolist(), cosine.tolist()):
             l_rank, d_rank = lexical_rank.get(product_id, 0), dense_rank.get(product_id, 0)
             fused = (1.0 / (RRF_K + l_rank) if l_rank else 0.0) + (1.0 / (RRF_K + d_rank) if d_rank else 0.0)
-            candidates.append(
-                Candidate(self._products[slot], lexical_score.get(product_id, 0.0), float(similarity), fused, l_rank, d_rank)
-            )
+            bm25 = lexical_score.get(product_id, 0.0)
+            coverage = bm25 / ceiling if ceiling > 0 else 0.0
+            candidates.append(Candidate(self._products[slot], bm25, float(similarity), fused, l_rank, d_rank, coverage))
         candidates.sort(key=lambda c: (-c.fused_score, -c.dense_score))
         return candidates[:limit]

@@ -87,6 +87,7 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
                     fused_score=c.fused_score,
                     lexical_rank=c.lexical_rank,
                     dense_rank=c.dense_rank,
+                    lexical_coverage=c.lexical_coverage,
                 )
                 for c in result.candidates
             ],

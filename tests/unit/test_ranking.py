@@ -397,3 +397,11 @@ async def test_ranker_with_onnx_head_orders_by_ctr_and_reports_its_version(tmp_p
     scores = [item.score for item in ranking.items]
     assert scores == sorted(scores, reverse=True)
     assert all(0.0 < s < 1.0 for s in scores)
+
+
+def test_bm25_feature_uses_retrievals_coverage_when_given() -> None:
+    """A weak single-word match stays weak even when it is the best lexical candidate."""
+    weak = RankingCandidate("weak", "", "", {}, 5.0, 0.2, 0.0, lexical_coverage=0.3)
+    strong = RankingCandidate("strong", "", "", {}, 4.0, 0.2, 0.0, lexical_coverage=1.4)
+    features = feature_matrix([weak, strong], QueryPreferences(), {})
+    assert features[:, COLUMN["bm25"]].tolist() == pytest.approx([0.3, 1.0])

@@ -24,20 +24,22 @@ class RetrieveRequest(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., query_text: _Optional[str] = ..., similar_to_product_id: _Optional[str] = ..., filters: _Optional[_Union[_common_pb2.Filters, _Mapping]] = ..., limit: _Optional[int] = ..., language: _Optional[str] = ...) -> None: ...
 
 class Candidate(_message.Message):
-    __slots__ = ("product", "lexical_score", "dense_score", "fused_score", "lexical_rank", "dense_rank")
+    __slots__ = ("product", "lexical_score", "dense_score", "fused_score", "lexical_rank", "dense_rank", "lexical_coverage")
     PRODUCT_FIELD_NUMBER: _ClassVar[int]
     LEXICAL_SCORE_FIELD_NUMBER: _ClassVar[int]
     DENSE_SCORE_FIELD_NUMBER: _ClassVar[int]
     FUSED_SCORE_FIELD_NUMBER: _ClassVar[int]
     LEXICAL_RANK_FIELD_NUMBER: _ClassVar[int]
     DENSE_RANK_FIELD_NUMBER: _ClassVar[int]
+    LEXICAL_COVERAGE_FIELD_NUMBER: _ClassVar[int]
     product: _common_pb2.Product
     lexical_score: float
     dense_score: float
     fused_score: float
     lexical_rank: int
     dense_rank: int
-    def __init__(self, product: _Optional[_Union[_common_pb2.Product, _Mapping]] = ..., lexical_score: _Optional[float] = ..., dense_score: _Optional[float] = ..., fused_score: _Optional[float] = ..., lexical_rank: _Optional[int] = ..., dense_rank: _Optional[int] = ...) -> None: ...
+    lexical_coverage: float
+    def __init__(self, product: _Optional[_Union[_common_pb2.Product, _Mapping]] = ..., lexical_score: _Optional[float] = ..., dense_score: _Optional[float] = ..., fused_score: _Optional[float] = ..., lexical_rank: _Optional[int] = ..., dense_rank: _Optional[int] = ..., lexical_coverage: _Optional[float] = ...) -> None: ...
 
 class RetrieveResponse(_message.Message):
     __slots__ = ("candidates", "total_matching", "model_version")
