@@ -211,6 +211,13 @@ async def _up(args) -> int:
         print(f"stopped: {'all services exited cleanly' if not unclean else f'unclean exits {unclean}'}", flush=True)
 
 
+async def _bench_search(args) -> int:
+    from services.cli.bench import bench_search
+
+    await bench_search(args.address, args.calls, args.warmup, Path(args.model_repository))
+    return 0
+
+
 def _export(args) -> int:
     from training.export import main as export_main
 
@@ -268,6 +275,15 @@ def build_parser() -> argparse.ArgumentParser:
     importer.add_argument("--retrieval-address", default="127.0.0.1:50053")
     importer.add_argument("--batch-size", type=int, default=200)
     importer.set_defaults(run=_import_catalog)
+
+    bench = commands.add_parser("bench", help="benchmarks that print figures")
+    bench_commands = bench.add_subparsers(dest="benchmark", required=True)
+    bench_search = bench_commands.add_parser("search", help="Search latency through the whole stack")
+    bench_search.add_argument("--address", help="a running gateway (default: start a local system for the run)")
+    bench_search.add_argument("--calls", type=int, default=200)
+    bench_search.add_argument("--warmup", type=int, default=20)
+    bench_search.add_argument("--model-repository", default="model_repository")
+    bench_search.set_defaults(run=_bench_search)
 
     export = commands.add_parser("export", help="export the models to ONNX in model_repository/", add_help=False)
     export.add_argument("rest", nargs=argparse.REMAINDER)
