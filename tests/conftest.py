@@ -102,13 +102,13 @@ async def start_system(environ: dict[str, str]) -> System:
 
 @pytest.fixture(scope="session")
 async def system(postgres_url, model_repository) -> System:
-    from services.cli.local_system import wait_serving
+    from services.common.channels import wait_until_serving
     from services.cli.main import demo_catalog_path, import_catalog
 
     running = await start_system(system_environment(postgres_url, model_repository))
     await import_catalog(demo_catalog_path(), running.address("retrieval"), progress=False)
     await running.servers["query_understanding"].app.refresh()
-    await wait_serving(running.address("gateway"), timeout=30)
+    await wait_until_serving(running.address("gateway"), timeout=30)
     yield running
     for name in ("gateway", "ranking", "query_understanding", "retrieval", "events"):
         await running.servers[name].stop(grace=1.0)

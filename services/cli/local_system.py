@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import subprocess
@@ -12,6 +11,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from services.common.channels import wait_until_serving
 from services.common.config import ServerSettings
 
 # Start order: the gateway checks retrieval's health; ranking reads popularity from events.
@@ -40,32 +40,6 @@ class EmbeddedPostgres:
         if self._server is not None:
             self._server.cleanup()
             self._server = None
-
-
-async def wait_serving(address: str, timeout: float, process: subprocess.Popen | None = None) -> None:
-    """Polls grpc.health.v1 until SERVING; fails early if the process died."""
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-    from services.common.channels import create_channel
-
-    channel = create_channel(address)
-    stub = health_pb2_grpc.HealthStub(channel)
-    deadline = time.monotonic() + timeout
-    try:
-        while True:
-            if process is not None and process.poll() is not None:
-                raise RuntimeError(f"service at {address} exited with code {process.returncode}")
-            try:
-                response = await stub.Check(health_pb2.HealthCheckRequest(), timeout=1.0)
-                if response.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except Exception:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{address} was not SERVING after {timeout:.0f}s")
-            await asyncio.sleep(0.2)
-    finally:
-        await channel.close()
 
 
 @dataclass
@@ -102,7 +76,8 @@ class LocalSystem:
             self.processes[service] = process
         for service in SERVICE_ORDER:
             try:
-                await wait_serving(self.address(service), timeout, self.processes[service])
+                process = self.processes[service]
+                await wait_until_serving(self.address(service), timeout, lambda: process.poll() is None)
             except Exception as error:
                 tail = (self.log_dir / f"{service}.log").read_text(errors="replace")[-3000:]
                 raise RuntimeError(f"{service} did not start: {error}\n--- {service}.log ---\n{tail}") from error

@@ -1,8 +1,13 @@
-"""Client channels to other Shelfwise services, created the same way everywhere."""
+"""Client channels to other Shelfwise services, created the same way everywhere, and the
+health check that tells whether a service is ready."""
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.common.server import grpc_options
 from services.common.tracing import instrument_libraries
@@ -17,3 +22,25 @@ def create_channel(address: str, max_message_bytes: int = 4 * 1024 * 1024) -> gr
         ("grpc.max_reconnect_backoff_ms", 2000),
     ]
     return grpc.aio.insecure_channel(address, options=options)
+
+
+async def is_serving(stub: health_pb2_grpc.HealthStub, timeout: float = 1.0) -> bool:
+    try:
+        response = await stub.Check(health_pb2.HealthCheckRequest(), timeout=timeout)
+    except grpc.aio.AioRpcError:
+        return False
+    return response.status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def wait_until_serving(address: str, timeout: float, still_running=lambda: True) -> None:
+    """Polls grpc.health.v1 until SERVING; raises TimeoutError, or RuntimeError as soon as
+    `still_running()` turns false (the process died)."""
+    async with create_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        deadline = time.monotonic() + timeout
+        while not await is_serving(stub):
+            if not still_running():
+                raise RuntimeError(f"the service at {address} exited")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{address} was not SERVING after {timeout:.0f}s")
+            await asyncio.sleep(0.2)

@@ -6,10 +6,10 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2_grpc
 from shelfwise.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 
-from services.common.channels import create_channel
+from services.common.channels import create_channel, is_serving
 from services.common.server import RunningServer, start_server
 from services.gateway.composer import Composer
 from services.gateway.config import GatewaySettings
@@ -21,46 +21,28 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = gateway_pb2.DESCRIPTOR.services_by_name["GatewayService"].full_name
 
 
-async def wait_until_serving(address: str, timeout: float) -> None:
-    channel = create_channel(address)
-    try:
-        stub = health_pb2_grpc.HealthStub(channel)
-        deadline = asyncio.get_running_loop().time() + timeout
-        while True:
-            try:
-                response = await stub.Check(health_pb2.HealthCheckRequest(), timeout=1.0)
-                if response.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except Exception:  # not up yet
-                pass
-            if asyncio.get_running_loop().time() > deadline:
-                raise TimeoutError(f"{address} did not become SERVING within {timeout:.0f}s")
-            await asyncio.sleep(0.2)
-    finally:
-        await channel.close()
+class RetrievalHealth:
+    """Keeps the gateway's health in step with retrieval's: without retrieval there is nothing
+    to show, so load balancers should send Search elsewhere."""
 
-
-class _Health:
-    """Keeps the gateway's health in step with retrieval's."""
-
-    def __init__(self, running: RunningServer, retrieval_address: str):
+    def __init__(self, running: RunningServer, retrieval_address: str, interval: float = 2.0):
         self._running = running
-        self._address = retrieval_address
+        self._channel = create_channel(retrieval_address)
+        self._stub = health_pb2_grpc.HealthStub(self._channel)
+        self._interval = interval
         self._task: asyncio.Task | None = None
 
     def start(self) -> None:
         async def loop() -> None:
             serving = None
             while True:
-                try:
-                    await wait_until_serving(self._address, timeout=2.0)
-                    now_serving = True
-                except Exception:
-                    now_serving = False
+                now_serving = await is_serving(self._stub)
                 if now_serving != serving:
+                    log.info("retrieval %s: gateway %s", "up" if now_serving else "down",
+                             "SERVING" if now_serving else "NOT_SERVING")
                     await self._running.set_serving(now_serving)
                     serving = now_serving
-                await asyncio.sleep(2.0)
+                await asyncio.sleep(self._interval)
 
         self._task = asyncio.create_task(loop())
 
@@ -68,6 +50,7 @@ class _Health:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+        await self._channel.close()
 
 
 async def create_server(settings: GatewaySettings, port: int | None = None) -> RunningServer:
@@ -82,7 +65,7 @@ async def create_server(settings: GatewaySettings, port: int | None = None) -> R
         max_message_bytes=settings.server.max_message_bytes,
     )
     running.app = composer
-    health = _Health(running, settings.retrieval_address)
+    health = RetrievalHealth(running, settings.retrieval_address)
     health.start()
 
     async def flush_impressions() -> None:

@@ -179,5 +179,8 @@ async def test_search_is_unavailable_with_a_clear_message_when_retrieval_is_down
                 )
         assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
         assert raised.value.details().startswith("retrieval")
+        async with create_channel(f"127.0.0.1:{running.port}") as channel:
+            health = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+        assert health.status == health_pb2.HealthCheckResponse.NOT_SERVING
     finally:
         await running.stop()
