@@ -263,6 +263,7 @@ class Composer:
             budget.timeout(self._deadlines.retrieval, "retrieval"),
         )
         timings.append(gateway_pb2.StageTiming(stage="retrieval", milliseconds=_ms(started)))
+        degraded.extend(f"retrieval.{component}" for component in retrieved.degraded_components)
         products = {c.product.id: c.product for c in retrieved.candidates}
         total = len(retrieved.candidates)
 

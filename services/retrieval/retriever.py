@@ -15,7 +15,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from services.common.errors import InvalidArgument, NotFound
+from services.common.errors import DeadlineExceeded, InvalidArgument, NotFound, Unavailable
 from services.common.text_encoder import TextEncoder
 from services.common.tracing import tracer
 from services.retrieval.catalog import Product, validate_product
@@ -65,6 +65,7 @@ class Candidate:
 class RetrievalResult:
     candidates: list[Candidate]
     total_matching: int
+    degraded: tuple[str, ...] = ()
 
 
 class CatalogIndex:
@@ -194,15 +195,24 @@ class CatalogIndex:
         return allowed
 
     async def retrieve(self, query_text: str, filters: CandidateFilters, limit: int) -> RetrievalResult:
-        """Text query: BM25 and dense lists, fused by reciprocal rank."""
+        """Text query: BM25 and dense lists, fused by reciprocal rank. If the text encoder is
+        unreachable the answer is lexical only, and says so (`degraded`)."""
         allowed = self._allowed(filters)
-        with _tracer.start_as_current_span("retrieval.encode_query"):
-            query_vector = (await self._encoder.encode([query_text]))[0]
+        try:
+            with _tracer.start_as_current_span("retrieval.encode_query"):
+                query_vector = (await self._encoder.encode([query_text]))[0]
+        except (Unavailable, DeadlineExceeded) as error:
+            log.warning("dense retrieval skipped: %s", error)
+            query_vector = None
         with _tracer.start_as_current_span("retrieval.lexical"):
             lexical, ceiling = self._lexical.search(
                 query_text, limit, filters.categories, filters.brands, filters.price_min, filters.price_max,
                 dict(filters.attributes),
             )
+        if query_vector is None:
+            no_slots = np.zeros(0, dtype=np.int64)
+            candidates = self._fuse(None, lexical, no_slots, np.zeros(0, dtype=np.float32), limit, ceiling)
+            return RetrievalResult(candidates, int(allowed.sum()), degraded=("dense",))
         with _tracer.start_as_current_span("retrieval.dense"):
             dense_slots, dense_scores = self._dense.search(query_vector, limit, allowed)
         candidates = self._fuse(query_vector, lexical, dense_slots, dense_scores, limit, ceiling)
@@ -233,7 +243,7 @@ class CatalogIndex:
         if not ids:
             return []
         slots = np.array([self._slot_of[pid] for pid in ids])
-        cosine = self._dense.similarity(query_vector, slots)
+        cosine = self._dense.similarity(query_vector, slots) if query_vector is not None else np.zeros(len(ids))
         candidates = []
         for product_id, slot, similarity in zip(ids, slots.tolist(), cosine.tolist()):
             l_rank, d_rank = lexical_rank.get(product_id, 0), dense_rank.get(product_id, 0)

@@ -93,6 +93,7 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
             ],
             total_matching=result.total_matching,
             model_version=self._index.model_version,
+            degraded_components=list(result.degraded),
         )
 
     async def UpsertProducts(self, request, context) -> retrieval_pb2.UpsertProductsResponse:

@@ -42,14 +42,16 @@ class Candidate(_message.Message):
     def __init__(self, product: _Optional[_Union[_common_pb2.Product, _Mapping]] = ..., lexical_score: _Optional[float] = ..., dense_score: _Optional[float] = ..., fused_score: _Optional[float] = ..., lexical_rank: _Optional[int] = ..., dense_rank: _Optional[int] = ..., lexical_coverage: _Optional[float] = ...) -> None: ...
 
 class RetrieveResponse(_message.Message):
-    __slots__ = ("candidates", "total_matching", "model_version")
+    __slots__ = ("candidates", "total_matching", "model_version", "degraded_components")
     CANDIDATES_FIELD_NUMBER: _ClassVar[int]
     TOTAL_MATCHING_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    DEGRADED_COMPONENTS_FIELD_NUMBER: _ClassVar[int]
     candidates: _containers.RepeatedCompositeFieldContainer[Candidate]
     total_matching: int
     model_version: str
-    def __init__(self, candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., total_matching: _Optional[int] = ..., model_version: _Optional[str] = ...) -> None: ...
+    degraded_components: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., total_matching: _Optional[int] = ..., model_version: _Optional[str] = ..., degraded_components: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class UpsertProductsRequest(_message.Message):
     __slots__ = ("products",)
