@@ -94,3 +94,42 @@ def database_url(environ: Mapping[str, str] | None = None) -> str:
 
 def model_repository(environ: Mapping[str, str] | None = None) -> Path:
     return Path(env_str("SHELFWISE_MODEL_REPOSITORY", "model_repository", environ)).resolve()
+
+
+def parse_versions(raw: str, name: str = "SHELFWISE_MODEL_VERSIONS") -> dict[str, int]:
+    """"text_encoder=1,ctr_head=2" → {"text_encoder": 1, "ctr_head": 2}."""
+    versions = {}
+    for item in filter(None, (part.strip() for part in raw.split(","))):
+        model, _, version = item.partition("=")
+        if not model or not version.isdigit() or int(version) < 1:
+            raise ValueError(f"{name}: {item!r} is not model=version (e.g. text_encoder=1)")
+        versions[model.strip()] = int(version)
+    return versions
+
+
+@dataclass(frozen=True)
+class InferenceSettings:
+    """Where models run: embedded ONNX Runtime or a Triton server, over one model repository."""
+
+    kind: str
+    model_repository: Path
+    pinned_versions: Mapping[str, int]
+    triton_url: str
+    triton_timeout_seconds: float
+    triton_retries: int
+    triton_startup_seconds: float
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> "InferenceSettings":
+        kind = env_str("SHELFWISE_INFERENCE", "embedded", environ)
+        if kind not in {"embedded", "triton"}:
+            raise ValueError(f"SHELFWISE_INFERENCE={kind!r} must be 'embedded' or 'triton'")
+        return cls(
+            kind=kind,
+            model_repository=model_repository(environ),
+            pinned_versions=parse_versions(env_str("SHELFWISE_MODEL_VERSIONS", "", environ)),
+            triton_url=env_str("SHELFWISE_TRITON_URL", "127.0.0.1:8001", environ),
+            triton_timeout_seconds=env_float("SHELFWISE_TRITON_TIMEOUT_SECONDS", 1.0, environ, minimum=0.001),
+            triton_retries=env_int("SHELFWISE_TRITON_RETRIES", 2, environ, minimum=0),
+            triton_startup_seconds=env_float("SHELFWISE_TRITON_STARTUP_SECONDS", 60.0, environ, minimum=0.0),
+        )

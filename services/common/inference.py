@@ -12,11 +12,14 @@ import asyncio
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Protocol, Sequence
+from typing import TYPE_CHECKING, Mapping, Protocol, Sequence
 
 import numpy as np
 
 from services.common.errors import Unavailable
+
+if TYPE_CHECKING:
+    from services.common.config import InferenceSettings
 
 
 @dataclass(frozen=True)
@@ -113,9 +116,25 @@ class EmbeddedOnnxRuntime:
         self._sessions.clear()
 
 
-def create_backend(kind: str, repository: Path) -> InferenceBackend:
-    """The backend named by settings (SHELFWISE_INFERENCE). Only the embedded runtime ships
-    in this release; the Triton client implements the same protocol."""
-    if kind == "embedded":
-        return EmbeddedOnnxRuntime(repository)
-    raise ValueError(f"SHELFWISE_INFERENCE={kind!r} is not supported; use 'embedded'")
+def create_backend(settings: "InferenceSettings") -> InferenceBackend:
+    """The backend that settings name: `embedded` (ONNX Runtime in process, the default) or
+    `triton` (a Triton server over the same repository)."""
+    if settings.kind == "embedded":
+        return EmbeddedOnnxRuntime(settings.model_repository, settings.pinned_versions)
+    if settings.kind == "triton":
+        from services.common.triton import TritonInference
+
+        return TritonInference(
+            settings.triton_url,
+            settings.model_repository,
+            settings.pinned_versions,
+            settings.triton_timeout_seconds,
+            settings.triton_retries,
+        )
+    raise ValueError(f"SHELFWISE_INFERENCE={settings.kind!r} is not supported; use 'embedded' or 'triton'")
+
+
+async def wait_for_models(backend: InferenceBackend, models: Sequence[str], timeout: float) -> bool:
+    """Start-up readiness: True when the backend can serve these models (always, in process)."""
+    wait = getattr(backend, "wait_until_ready", None)
+    return True if wait is None else await wait(models, timeout)

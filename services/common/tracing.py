@@ -1,4 +1,4 @@
-"""OpenTelemetry tracing, set up in one place for every service.
+"""OpenTelemetry tracing (and the metrics provider), set up in one place for every service.
 
 gRPC is instrumented before any server or channel is created (spans are silently missing
 otherwise), so W3C trace context travels on every call and one Search is one trace. Health
@@ -64,7 +64,21 @@ def configure_tracing(service_name: str, exporter: SpanExporter | None = None) -
     if exporter is not None:
         provider.add_span_processor(BatchSpanProcessor(exporter))
     trace.set_tracer_provider(provider)
+    _configure_metrics(resource)
     return provider
+
+
+def _configure_metrics(resource: Resource) -> None:
+    """Metrics (e.g. degraded responses) go over OTLP when an endpoint is configured."""
+    if not (os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT")):
+        return
+    from opentelemetry import metrics
+    from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+
+    reader = PeriodicExportingMetricReader(OTLPMetricExporter())
+    metrics.set_meter_provider(MeterProvider(resource=resource, metric_readers=[reader]))
 
 
 def tracer(name: str) -> trace.Tracer:

@@ -19,6 +19,7 @@ import uuid
 from dataclasses import dataclass
 
 from google.protobuf.timestamp_pb2 import Timestamp
+from opentelemetry import metrics
 from shelfwise.common.v1 import common_pb2
 from shelfwise.events.v1 import events_pb2
 from shelfwise.gateway.v1 import gateway_pb2
@@ -132,6 +133,14 @@ class Composer:
         self._candidates = candidates
         self._pending_impressions: dict[str, asyncio.Task] = {}
         self.impressions_failed = 0
+        meter = metrics.get_meter("shelfwise.gateway")
+        self._degraded_counter = meter.create_counter(
+            "shelfwise.gateway.degraded_responses", unit="1",
+            description="Search/Recommend responses answered with a stage or part bypassed, by stage",
+        )
+        self._impressions_failed_counter = meter.create_counter(
+            "shelfwise.gateway.impressions_failed", unit="1", description="impressions that could not be logged"
+        )
 
     # --- Search -------------------------------------------------------------------------------
 
@@ -192,6 +201,7 @@ class Composer:
             timings=timings,
             degraded_stages=degraded,
         )
+        self._count_degraded("search", degraded)
         self._log_impression(request_id, request, events_pb2.SURFACE_SEARCH, query, page, offset)
         return response
 
@@ -247,6 +257,7 @@ class Composer:
             timings=timings,
             degraded_stages=degraded,
         )
+        self._count_degraded("recommend", degraded)
         self._log_impression(request_id, request, events_pb2.SURFACE_RECOMMEND, seed, page, offset)
         return response
 
@@ -285,6 +296,7 @@ class Composer:
             )
             items = [(i.product_id, i.score, i.position, i.reasons) for i in ranked.items]
             ranker_version = ranked.model_version
+            degraded.extend(f"ranking.{component}" for component in ranked.degraded_components)
         except (Unavailable, DeadlineExceeded) as error:
             log.warning("ranking degraded: %s", error)
             degraded.append("ranking")
@@ -308,6 +320,10 @@ class Composer:
             next_token=encode_page_token(next_offset) if next_offset < total else "",
             model_version=f"text_encoder={retrieved.model_version},ranker={ranker_version}",
         )
+
+    def _count_degraded(self, rpc: str, degraded: list[str]) -> None:
+        for stage in degraded:
+            self._degraded_counter.add(1, {"rpc": rpc, "stage": stage})
 
     # --- impressions and tracking ---------------------------------------------------------------
 
@@ -342,6 +358,7 @@ class Composer:
             )
         except Exception as error:  # never fails the search that produced it
             self.impressions_failed += 1
+            self._impressions_failed_counter.add(1)
             log.warning("impression of request %s not logged: %s", impression.request_id, error)
 
     async def wait_for_impressions(self, request_ids=None, timeout: float = IMPRESSION_WAIT_SECONDS) -> None:

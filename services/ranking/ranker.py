@@ -10,9 +10,9 @@ from typing import Awaitable, Callable, Mapping, Sequence
 
 import numpy as np
 
-from services.common.errors import InvalidArgument
+from services.common.errors import DeadlineExceeded, InvalidArgument, Unavailable
 from services.ranking.features import FEATURE_NAMES, QueryPreferences, RankingCandidate, feature_matrix
-from services.ranking.scorers import Scorer
+from services.ranking.scorers import FeatureScorer, Scorer
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +33,7 @@ class Ranking:
     items: list[RankedItem]
     total: int
     model_version: str
+    degraded: tuple[str, ...] = ()
 
 
 class PopularityCache:
@@ -68,9 +69,13 @@ class PopularityCache:
 
 
 class Ranker:
-    def __init__(self, scorer: Scorer, popularity: PopularityCache):
+    """Scores with the deployed scorer; if it is unreachable (a CTR head on a Triton that is
+    down), falls back to the documented feature scoring for that request and says so."""
+
+    def __init__(self, scorer: Scorer, popularity: PopularityCache, fallback: Scorer | None = None):
         self._scorer = scorer
         self._popularity = popularity
+        self._fallback = fallback or FeatureScorer()
 
     @property
     def model_version(self) -> str:
@@ -92,11 +97,22 @@ class Ranker:
                 seen.add(candidate.product_id)
                 unique.append(candidate)
         features = feature_matrix(unique, preferences, self._popularity.values)
-        scores = await self._scorer.score(features)
+        scorer, degraded = self._scorer, ()
+        try:
+            scores = await scorer.score(features)
+        except (Unavailable, DeadlineExceeded) as error:
+            log.warning("%s unavailable, ranking by %s: %s", scorer.version, self._fallback.version, error)
+            scorer, degraded = self._fallback, ("ctr_head",)
+            scores = await scorer.score(features)
         # Ties keep retrieval's order (stable sort), so equal scores never shuffle between pages.
         order = np.argsort(-scores, kind="stable")
         page = order[offset : offset + limit]
-        contributions = await self._scorer.contributions(features[page]) if len(page) else np.zeros((0, 0))
+        try:
+            contributions = await scorer.contributions(features[page]) if len(page) else np.zeros((0, 0))
+        except (Unavailable, DeadlineExceeded):
+            # Scores came from the head; only the explanation falls back to the formula's parts.
+            contributions = await self._fallback.contributions(features[page])
+            degraded = ("ctr_head",)
         items = []
         for row, index in enumerate(page.tolist()):
             reasons = tuple(
@@ -105,4 +121,4 @@ class Ranker:
                 if features[index, column] != 0.0
             )
             items.append(RankedItem(unique[index].product_id, float(scores[index]), offset + row + 1, reasons))
-        return Ranking(items, len(unique), self.model_version)
+        return Ranking(items, len(unique), scorer.version, degraded)

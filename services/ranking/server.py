@@ -2,23 +2,32 @@
 
 from __future__ import annotations
 
+import logging
+
 from shelfwise.events.v1 import events_pb2, events_pb2_grpc
 from shelfwise.ranking.v1 import ranking_pb2, ranking_pb2_grpc
 
 from services.common.channels import create_channel
-from services.common.inference import create_backend
+from services.common.inference import create_backend, wait_for_models
 from services.common.server import RunningServer, start_server
 from services.ranking.config import RankingSettings
 from services.ranking.ranker import PopularityCache, Ranker
-from services.ranking.scorers import create_scorer
+from services.ranking.scorers import CTR_HEAD_MODEL, FeatureScorer, create_scorer
 from services.ranking.servicer import RankingServicer
+
+log = logging.getLogger(__name__)
 
 SERVICE_NAME = ranking_pb2.DESCRIPTOR.services_by_name["RankingService"].full_name
 
 
 async def create_server(settings: RankingSettings, port: int | None = None) -> RunningServer:
-    backend = create_backend(settings.inference, settings.model_repository)
+    backend = create_backend(settings.inference)
     scorer = create_scorer(backend)
+    if scorer.version != FeatureScorer.version and not await wait_for_models(
+        backend, [CTR_HEAD_MODEL], settings.inference.triton_startup_seconds
+    ):
+        # Not fatal: each request falls back to the documented formula and says so.
+        log.warning("%s not served yet; ranking by feature scoring until it is", CTR_HEAD_MODEL)
     channel = create_channel(settings.events_address, settings.server.max_message_bytes)
     events = events_pb2_grpc.EventsServiceStub(channel)
 

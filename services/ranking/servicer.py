@@ -49,4 +49,5 @@ class RankingServicer(ranking_pb2_grpc.RankingServiceServicer):
             ],
             total=ranking.total,
             model_version=ranking.model_version,
+            degraded_components=list(ranking.degraded),
         )

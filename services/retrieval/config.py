@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Mapping
 
-from services.common.config import ServerSettings, database_url, env_int, env_str, model_repository
+from services.common.config import InferenceSettings, ServerSettings, database_url, env_int
 
 
 @dataclass(frozen=True)
 class RetrievalSettings:
     server: ServerSettings
     database_url: str
-    model_repository: Path
-    inference: str
+    inference: InferenceSettings
     default_limit: int
 
     @classmethod
@@ -22,7 +20,6 @@ class RetrievalSettings:
         return cls(
             server=ServerSettings.from_env("retrieval", environ),
             database_url=database_url(environ),
-            model_repository=model_repository(environ),
-            inference=env_str("SHELFWISE_INFERENCE", "embedded", environ),
+            inference=InferenceSettings.from_env(environ),
             default_limit=env_int("SHELFWISE_RETRIEVAL_DEFAULT_LIMIT", 200, environ, minimum=1),
         )

@@ -5,7 +5,9 @@ from __future__ import annotations
 from shelfwise.retrieval.v1 import retrieval_pb2, retrieval_pb2_grpc
 
 from services.common.database import create_pool
-from services.common.inference import create_backend
+from services.common.errors import Unavailable
+from services.common.inference import create_backend, wait_for_models
+from services.common.text_encoder import MODEL_NAME as TEXT_ENCODER
 from services.common.server import RunningServer, start_server
 from services.common.text_encoder import TextEncoder
 from services.retrieval.config import RetrievalSettings
@@ -19,12 +21,16 @@ SERVICE_NAME = retrieval_pb2.DESCRIPTOR.services_by_name["RetrievalService"].ful
 async def create_server(settings: RetrievalSettings, port: int | None = None) -> RunningServer:
     """Starts the server (port 0 = any free port; see `.port`); SERVING once indexes are built."""
     pool = await create_pool(settings.database_url)
-    backend = create_backend(settings.inference, settings.model_repository)
+    backend = create_backend(settings.inference)
     try:
+        # The catalogue is encoded at start-up, so the encoder must be reachable now.
+        if not await wait_for_models(backend, [TEXT_ENCODER], settings.inference.triton_startup_seconds):
+            raise Unavailable(f"{TEXT_ENCODER} is not served by Triton at {settings.inference.triton_url}")
         index = CatalogIndex(ProductStore(pool), TextEncoder(backend))
         await index.load()
     except BaseException:
         await pool.close()
+        await backend.close()
         raise
     servicer = RetrievalServicer(index, settings.default_limit)
     running = await start_server(

@@ -15,7 +15,7 @@ from shelfwise.events.v1 import events_pb2
 from shelfwise.gateway.v1 import gateway_pb2
 
 from services.common.channels import create_channel
-from tests.conftest import start_system, system_environment
+from tests.conftest import metric_points, start_system, system_environment
 
 SERVICES = ("gateway", "query_understanding", "retrieval", "ranking", "events")
 
@@ -159,6 +159,8 @@ async def test_search_degrades_when_query_understanding_and_ranking_are_down(sys
         assert set(response.degraded_stages) == {"query_understanding", "ranking"}
         assert len(response.results) == 3
         assert "ranker=retrieval-order" in response.model_version
+        counted = {p.attributes["stage"]: p.value for p in metric_points("shelfwise.gateway.degraded_responses")}
+        assert counted.get("query_understanding", 0) >= 1 and counted.get("ranking", 0) >= 1
     finally:
         await running.stop()
 

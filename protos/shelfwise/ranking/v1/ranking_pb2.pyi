@@ -50,11 +50,13 @@ class RankedItem(_message.Message):
     def __init__(self, product_id: _Optional[str] = ..., score: _Optional[float] = ..., position: _Optional[int] = ..., reasons: _Optional[_Iterable[_Union[_common_pb2.ScoreReason, _Mapping]]] = ...) -> None: ...
 
 class RankResponse(_message.Message):
-    __slots__ = ("items", "total", "model_version")
+    __slots__ = ("items", "total", "model_version", "degraded_components")
     ITEMS_FIELD_NUMBER: _ClassVar[int]
     TOTAL_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    DEGRADED_COMPONENTS_FIELD_NUMBER: _ClassVar[int]
     items: _containers.RepeatedCompositeFieldContainer[RankedItem]
     total: int
     model_version: str
-    def __init__(self, items: _Optional[_Iterable[_Union[RankedItem, _Mapping]]] = ..., total: _Optional[int] = ..., model_version: _Optional[str] = ...) -> None: ...
+    degraded_components: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, items: _Optional[_Iterable[_Union[RankedItem, _Mapping]]] = ..., total: _Optional[int] = ..., model_version: _Optional[str] = ..., degraded_components: _Optional[_Iterable[str]] = ...) -> None: ...

@@ -1,0 +1,123 @@
+"""The Triton implementation of the inference interface (tritonclient.grpc.aio).
+
+Same models, same names, same tensors as the embedded runtime: the service reads each model's
+version, metadata and tokenizer from its copy of the model repository (the volume Triton
+serves from), and pins that version on every request, so client and server never disagree on
+what a model is. Every call has a timeout; transient failures (Triton restarting, a dropped
+connection) are retried a bounded number of times within that timeout; anything else becomes
+`Unavailable` / `DeadlineExceeded`, which the services turn into their stated degradations
+(lexical-only retrieval, feature-only ranking) instead of failing the request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from services.common.errors import DeadlineExceeded, Unavailable
+from services.common.inference import ModelVersion, find_model
+
+log = logging.getLogger(__name__)
+
+# Statuses worth a retry: the server is (re)starting or the connection dropped.
+_TRANSIENT = ("UNAVAILABLE", "RESOURCE_EXHAUSTED", "not ready", "Socket closed", "failed to connect")
+
+
+def _transient(error: Exception) -> bool:
+    text = f"{getattr(error, 'status', lambda: '')()} {error}"
+    return any(marker in text for marker in _TRANSIENT)
+
+
+class TritonInference:
+    def __init__(
+        self,
+        url: str,
+        repository: Path,
+        pinned_versions: Mapping[str, int] | None = None,
+        timeout_seconds: float = 1.0,
+        retries: int = 2,
+    ):
+        import tritonclient.grpc.aio as triton_aio
+
+        from services.common.tracing import instrument_libraries
+
+        instrument_libraries()  # tritonclient opens a grpc.aio channel: trace it like ours
+        self.url = url
+        self._client = triton_aio.InferenceServerClient(url)
+        self._repository = repository
+        self._pinned = dict(pinned_versions or {})
+        self._timeout = timeout_seconds
+        self._retries = retries
+        self._versions: dict[str, ModelVersion] = {}
+
+    def has_model(self, name: str) -> bool:
+        return find_model(self._repository, name, self._pinned.get(name)) is not None
+
+    def model_version(self, name: str) -> ModelVersion:
+        if name not in self._versions:
+            found = find_model(self._repository, name, self._pinned.get(name))
+            if found is None:
+                raise Unavailable(f"model {name!r} is not in {self._repository} (run `shelfwise export`)")
+            self._versions[name] = found
+        return self._versions[name]
+
+    async def wait_until_ready(self, models: Sequence[str], timeout: float) -> bool:
+        """True once Triton serves every model at its pinned version; False after `timeout`."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if await self._client.is_server_ready(client_timeout=1.0):
+                    ready = [
+                        await self._client.is_model_ready(
+                            name, str(self.model_version(name).version), client_timeout=1.0
+                        )
+                        for name in models
+                    ]
+                    if all(ready):
+                        return True
+            except Exception as error:  # not up yet
+                log.debug("triton not ready: %s", error)
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(0.5)
+
+    async def infer(
+        self, name: str, inputs: Mapping[str, np.ndarray], outputs: Sequence[str]
+    ) -> dict[str, np.ndarray]:
+        from tritonclient.grpc import InferInput, InferRequestedOutput
+        from tritonclient.utils import np_to_triton_dtype
+
+        version = str(self.model_version(name).version)
+        request_inputs = []
+        for input_name, array in inputs.items():
+            tensor = InferInput(input_name, list(array.shape), np_to_triton_dtype(array.dtype))
+            tensor.set_data_from_numpy(np.ascontiguousarray(array))
+            request_inputs.append(tensor)
+        requested = [InferRequestedOutput(output) for output in outputs]
+        deadline = time.monotonic() + self._timeout
+        attempt = 0
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise DeadlineExceeded(f"triton {name}: no answer within {self._timeout:.2f}s")
+            try:
+                result = await self._client.infer(
+                    model_name=name, inputs=request_inputs, outputs=requested, model_version=version,
+                    client_timeout=left,
+                )
+                return {output: result.as_numpy(output) for output in outputs}
+            except Exception as error:
+                if "DEADLINE_EXCEEDED" in str(error) or "Deadline" in str(error):
+                    raise DeadlineExceeded(f"triton {name}: no answer within {self._timeout:.2f}s") from None
+                if attempt >= self._retries or not _transient(error):
+                    raise Unavailable(f"triton {name} at {self.url}: {str(error)[:200]}") from None
+                attempt += 1
+                await asyncio.sleep(min(0.05 * 2**attempt, max(0.0, deadline - time.monotonic())))
+
+    async def close(self) -> None:
+        await self._client.close()
