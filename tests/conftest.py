@@ -149,3 +149,20 @@ async def database(postgres_url):
     pool = await asyncpg.create_pool(postgres_url, min_size=1, max_size=2)
     yield pool
     await pool.close()
+
+
+@pytest.fixture(scope="session")
+def triton_server(tmp_path_factory, model_repository):
+    """One real tritonserver (nvidia-pytriton's build, its own venv) for the whole test run, over
+    the CPU repository derived from model_repository/. Fails, never skips, if it cannot start."""
+    import os
+
+    from services.cli.triton_local import LocalTriton, derive_cpu_repository, ensure_triton_environment
+
+    env_dir = ensure_triton_environment(Path(os.environ.get("SHELFWISE_TRITON_ENV", ROOT / ".venv-triton")))
+    work = tmp_path_factory.mktemp("triton")
+    derive_cpu_repository(model_repository, work / "repository")
+    server = LocalTriton(work / "repository", env_dir, log_path=work / "tritonserver.log")
+    server.start(timeout=120)
+    yield server
+    server.stop()

@@ -167,23 +167,32 @@ def demo_catalog_path() -> Path:
 
 async def _up(args) -> int:
     from services.cli.local_system import EmbeddedPostgres, LocalSystem
-    from training.export import is_up_to_date, export_text_encoder
+    from training.export import main as export_models
 
     started = time.monotonic()
     repository = Path(args.model_repository).resolve()
-    if not is_up_to_date(repository):
-        print("exporting the text encoder to ONNX (first run only) ...", flush=True)
-        export_text_encoder(repository)
+    export_models(["--model-repository", str(repository)])  # skips models that are up to date
     data_dir = Path(args.data_dir).resolve()
     postgres = EmbeddedPostgres(data_dir / "postgres")
     database_url = postgres.start()
     print(f"PostgreSQL ready ({time.monotonic() - started:.1f}s)", flush=True)
+    triton = None
     system = LocalSystem(database_url, repository, data_dir / "logs")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
+        if args.triton:
+            from services.cli.triton_local import LocalTriton, derive_cpu_repository, ensure_triton_environment
+
+            env_dir = await asyncio.to_thread(ensure_triton_environment, Path(args.triton_env_dir))
+            derived = derive_cpu_repository(repository, data_dir / "triton" / "repository")
+            triton = LocalTriton(data_dir / "triton" / "repository", env_dir, log_path=data_dir / "logs" / "tritonserver.log")
+            await asyncio.to_thread(triton.start)
+            system.environ.update({"SHELFWISE_INFERENCE": "triton", "SHELFWISE_TRITON_URL": triton.grpc_url})
+            print(f"Triton serving {', '.join(derived)} at {triton.grpc_url} ({time.monotonic() - started:.1f}s)",
+                  flush=True)
         await system.start()
         print(f"all five services SERVING ({time.monotonic() - started:.1f}s); logs in {data_dir / 'logs'}", flush=True)
         retrieval = system.address("retrieval")
@@ -206,9 +215,24 @@ async def _up(args) -> int:
         return 0
     finally:
         codes = system.stop()
+        if triton is not None:
+            triton.stop()
         postgres.stop()
         unclean = {service: code for service, code in codes.items() if code != 0}
         print(f"stopped: {'all services exited cleanly' if not unclean else f'unclean exits {unclean}'}", flush=True)
+
+
+async def _bench_inference(args) -> int:
+    from services.cli.bench_inference import bench_inference
+
+    print(await bench_inference(Path(args.model_repository), Path(args.env_dir), args.seconds))
+    return 0
+
+
+def _triton_up(args) -> int:
+    from services.cli.triton_local import main as triton_main
+
+    return triton_main(args.rest)
 
 
 async def _bench_search(args) -> int:
@@ -234,6 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--catalog", help="catalogue file to import instead of the demo catalogue")
     up.add_argument("--query", dest="queries", action="append", help="sample query to run (repeatable)")
     up.add_argument("--exit", action="store_true", help="stop after printing the sample results")
+    up.add_argument("--triton", action="store_true", help="serve the models from a local Triton server")
+    up.add_argument("--triton-env-dir", default=".venv-triton", help="virtual environment of the local Triton")
     up.set_defaults(run=_up)
 
     def client(name: str, help_text: str):
@@ -284,6 +310,19 @@ def build_parser() -> argparse.ArgumentParser:
     bench_search.add_argument("--warmup", type=int, default=20)
     bench_search.add_argument("--model-repository", default="model_repository")
     bench_search.set_defaults(run=_bench_search)
+    bench_inference = bench_commands.add_parser(
+        "inference", help="each model on Triton (batched / unbatched) and embedded, at 1-64 clients"
+    )
+    bench_inference.add_argument("--model-repository", default="model_repository")
+    bench_inference.add_argument("--env-dir", default=".venv-triton", help="virtual environment of the local Triton")
+    bench_inference.add_argument("--seconds", type=float, default=3.0, help="duration of each measurement")
+    bench_inference.set_defaults(run=_bench_inference)
+
+    triton = commands.add_parser("triton", help="a real Triton server on this machine (CPU)")
+    triton_commands = triton.add_subparsers(dest="triton_command", required=True)
+    triton_up = triton_commands.add_parser("up", help="derive the CPU repository and run tritonserver", add_help=False)
+    triton_up.add_argument("rest", nargs=argparse.REMAINDER)
+    triton_up.set_defaults(run=_triton_up)
 
     export = commands.add_parser("export", help="export the models to ONNX in model_repository/", add_help=False)
     export.add_argument("rest", nargs=argparse.REMAINDER)

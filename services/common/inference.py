@@ -54,8 +54,11 @@ class InferenceBackend(Protocol):
     def model_version(self, name: str) -> ModelVersion: ...
 
     async def infer(
-        self, name: str, inputs: Mapping[str, np.ndarray], outputs: Sequence[str]
-    ) -> dict[str, np.ndarray]: ...
+        self, name: str, inputs: Mapping[str, np.ndarray], outputs: Sequence[str], timeout: float | None = None
+    ) -> dict[str, np.ndarray]:
+        """`timeout` overrides the backend's default (bulk work such as catalogue encoding
+        needs longer than a query); in-process backends have nothing to time out."""
+        ...
 
     async def close(self) -> None: ...
 
@@ -106,7 +109,7 @@ class EmbeddedOnnxRuntime:
         return self.model_version(name)
 
     async def infer(
-        self, name: str, inputs: Mapping[str, np.ndarray], outputs: Sequence[str]
+        self, name: str, inputs: Mapping[str, np.ndarray], outputs: Sequence[str], timeout: float | None = None
     ) -> dict[str, np.ndarray]:
         session = self._session(name)
         results = await asyncio.to_thread(session.run, list(outputs), dict(inputs))

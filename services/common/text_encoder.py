@@ -73,8 +73,9 @@ class TextEncoder:
             attention_mask[row, :n] = 1
         return input_ids, attention_mask
 
-    async def encode(self, texts: Sequence[str]) -> np.ndarray:
-        """float32 [len(texts), dimension], unit length rows."""
+    async def encode(self, texts: Sequence[str], timeout: float | None = None) -> np.ndarray:
+        """float32 [len(texts), dimension], unit length rows. `timeout` applies per batch call
+        (default: the backend's, sized for queries; catalogue encoding passes a longer one)."""
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
         chunks = []
@@ -87,6 +88,7 @@ class TextEncoder:
                 MODEL_NAME,
                 {"input_ids": input_ids, "attention_mask": attention_mask},
                 ["sentence_embedding"],
+                timeout=timeout,
             )
             chunks.append(result["sentence_embedding"].astype(np.float32, copy=False))
         stacked = np.concatenate(chunks)

@@ -87,7 +87,7 @@ class TritonInference:
             await asyncio.sleep(0.5)
 
     async def infer(
-        self, name: str, inputs: Mapping[str, np.ndarray], outputs: Sequence[str]
+        self, name: str, inputs: Mapping[str, np.ndarray], outputs: Sequence[str], timeout: float | None = None
     ) -> dict[str, np.ndarray]:
         from tritonclient.grpc import InferInput, InferRequestedOutput
         from tritonclient.utils import np_to_triton_dtype
@@ -99,12 +99,13 @@ class TritonInference:
             tensor.set_data_from_numpy(np.ascontiguousarray(array))
             request_inputs.append(tensor)
         requested = [InferRequestedOutput(output) for output in outputs]
-        deadline = time.monotonic() + self._timeout
+        timeout = self._timeout if timeout is None else timeout
+        deadline = time.monotonic() + timeout
         attempt = 0
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
-                raise DeadlineExceeded(f"triton {name}: no answer within {self._timeout:.2f}s")
+                raise DeadlineExceeded(f"triton {name}: no answer within {timeout:.2f}s")
             try:
                 result = await self._client.infer(
                     model_name=name, inputs=request_inputs, outputs=requested, model_version=version,
@@ -113,7 +114,7 @@ class TritonInference:
                 return {output: result.as_numpy(output) for output in outputs}
             except Exception as error:
                 if "DEADLINE_EXCEEDED" in str(error) or "Deadline" in str(error):
-                    raise DeadlineExceeded(f"triton {name}: no answer within {self._timeout:.2f}s") from None
+                    raise DeadlineExceeded(f"triton {name}: no answer within {timeout:.2f}s") from None
                 if attempt >= self._retries or not _transient(error):
                     raise Unavailable(f"triton {name} at {self.url}: {str(error)[:200]}") from None
                 attempt += 1

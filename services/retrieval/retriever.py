@@ -29,6 +29,8 @@ _tracer = tracer(__name__)
 RRF_K = 60  # the constant of Cormack et al.'s reciprocal rank fusion; robust without tuning
 MAX_LIMIT = 2_000
 MAX_UPSERT = 1_000
+# Per batch of 64 texts when encoding products; query encoding keeps the backend's short default.
+BULK_ENCODE_TIMEOUT = 120.0
 
 
 @dataclass(frozen=True)
@@ -104,7 +106,9 @@ class CatalogIndex:
                 missing.append(row)
         if missing:
             log.info("encoding %d of %d products", len(missing), len(products))
-            encoded = await self._encoder.encode([products[row].embedding_text() for row in missing])
+            encoded = await self._encoder.encode(
+                [products[row].embedding_text() for row in missing], timeout=BULK_ENCODE_TIMEOUT
+            )
             vectors[missing] = encoded
             await self._store.save_embeddings([products[row] for row in missing], encoded, self.model_version)
         async with self._write_lock:
@@ -147,7 +151,7 @@ class CatalogIndex:
                 raise InvalidArgument(f"products[{index}].id", f"duplicates an earlier product id {product.id!r}")
             seen.add(product.id)
         with _tracer.start_as_current_span("retrieval.encode_products"):
-            vectors = await self._encoder.encode([p.embedding_text() for p in products])
+            vectors = await self._encoder.encode([p.embedding_text() for p in products], timeout=BULK_ENCODE_TIMEOUT)
         async with self._write_lock:
             inserted, updated = await self._store.upsert(products, vectors, self.model_version)
             self._apply_upsert(products, vectors)

@@ -26,7 +26,7 @@ class HashingEncoder:
     def __init__(self) -> None:
         self.down = False
 
-    async def encode(self, texts):
+    async def encode(self, texts, timeout=None):
         if self.down:
             raise Unavailable("text_encoder: model server unreachable")
         vectors = np.zeros((len(texts), DIMENSION), dtype=np.float32)

@@ -1,0 +1,68 @@
+"""Search with models served by a real Triton: the same answers as the embedded runtime, the
+stated degradation while Triton is down, and recovery when it returns."""
+
+from __future__ import annotations
+
+import asyncio
+
+from shelfwise.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+
+from services.common.channels import create_channel
+from services.common.inference import find_model
+from services.gateway.config import GatewaySettings
+from services.gateway.server import create_server as create_gateway
+from services.ranking.config import RankingSettings
+from services.ranking.server import create_server as create_ranking
+from services.retrieval.config import RetrievalSettings
+from services.retrieval.server import create_server as create_retrieval
+
+QUERIES = ("something to drink with steak", "red runing shoes under $50", "noise cancelling headphones")
+
+
+async def search(address: str, query: str) -> gateway_pb2.SearchResponse:
+    async with create_channel(address) as channel:
+        return await gateway_pb2_grpc.GatewayServiceStub(channel).Search(
+            gateway_pb2.SearchRequest(query=query, page_size=5), timeout=30
+        )
+
+
+async def test_triton_serves_search_like_embedded_then_degrades_and_recovers(system, triton_server, model_repository):
+    has_ctr_head = find_model(model_repository, "ctr_head") is not None
+    environ = dict(system.environ)
+    environ.update({
+        "SHELFWISE_INFERENCE": "triton",
+        "SHELFWISE_TRITON_URL": triton_server.grpc_url,
+        "SHELFWISE_TRITON_TIMEOUT_SECONDS": "5",
+    })
+    retrieval = await create_retrieval(RetrievalSettings.from_env(environ), port=0)
+    environ["SHELFWISE_RETRIEVAL_ADDRESS"] = f"127.0.0.1:{retrieval.port}"
+    ranking = await create_ranking(RankingSettings.from_env(environ), port=0)
+    environ["SHELFWISE_RANKING_ADDRESS"] = f"127.0.0.1:{ranking.port}"
+    gateway = await create_gateway(GatewaySettings.from_env(environ), port=0)
+    address = f"127.0.0.1:{gateway.port}"
+    try:
+        for query in QUERIES:
+            via_triton = await search(address, query)
+            embedded = await search(system.address("gateway"), query)
+            assert not via_triton.degraded_stages
+            assert [r.product.id for r in via_triton.results] == [r.product.id for r in embedded.results], query
+            assert via_triton.model_version == embedded.model_version
+
+        await asyncio.to_thread(triton_server.stop)
+        down = await search(address, QUERIES[1])
+        expected = {"retrieval.dense"} | ({"ranking.ctr_head"} if has_ctr_head else set())
+        assert set(down.degraded_stages) == expected
+        assert down.results and all(r.product.price <= 50 for r in down.results)
+
+        await asyncio.to_thread(triton_server.start)
+        for _ in range(60):  # clients reconnect with backoff
+            recovered = await search(address, QUERIES[1])
+            if not recovered.degraded_stages:
+                break
+            await asyncio.sleep(0.5)
+        assert not recovered.degraded_stages
+    finally:
+        if not triton_server.running:
+            await asyncio.to_thread(triton_server.start)
+        for server in (gateway, ranking, retrieval):
+            await server.stop()

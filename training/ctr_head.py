@@ -1,0 +1,531 @@
+"""The ranking CTR/CVR head: architecture, a first version distilled from the feature scoring,
+and its export to ONNX for Triton.
+
+Architecture (``CtrCvrHead``) is ESMM (Ma et al., "Entire Space Multi-Task Model", SIGIR 2018):
+a shared MLP over the 7 ranking features (``services.ranking.features.FEATURE_NAMES``, in that
+order) feeds a CTR tower and a CVR tower. The graph outputs
+
+    ctr   = sigmoid(ctr_logit)                       P(click | impression)
+    ctcvr = ctr * sigmoid(cvr_logit)                 P(click and purchase | impression)
+
+so conversion is modelled over the whole impression space, not only over clicked items: CVR
+labels exist only after a click, and a CVR model trained on clicks alone is biased on the
+impressions it actually scores. Both outputs are float32 [N, 1]; ``ctcvr <= ctr`` by
+construction.
+
+Version 1 is a *prior*: there is no behaviour data yet, so the head is distilled from the
+documented, transparent feature scoring (``services.ranking.scorers.FeatureScorer``,
+s = sum(weight_f * feature_f)). Its targets are monotone in s,
+
+    ctr* = sigmoid(8 s - 5)        (s = 0 -> 0.7 %, s = 0.5 -> 27 %, s = 1 -> 95 %)
+    cvr* = sigmoid(4 s - 4)        (s = 0 -> 1.8 %, s = 1 -> 50 %)
+
+so serving through the head ranks like the formula (the ranking service switches to the head
+automatically once ``model_repository/ctr_head/<version>/model.onnx`` exists) until a head
+trained on logged events replaces it, with calibrated-looking probabilities and the same
+graph signature the trained head will have. Training stops when, on a fresh held-out sample,
+the Spearman rank correlation between the head's ctr and s is >= 0.999 and
+max |ctr - ctr*| <= 0.01 (it fails loudly otherwise).
+
+Export writes, atomically (staging folder, then rename)::
+
+    model_repository/ctr_head/<version>/model.onnx      features float32[N, 7] -> ctr, ctcvr float32[N, 1]
+    model_repository/ctr_head/<version>/metadata.json   what the version is and how well it matches
+
+Usage: ``python -m training.export`` (also run by ``shelfwise export``) exports it together
+with the text encoder when it is missing or outdated.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from services.ranking.features import FEATURE_NAMES, RRF_MAX
+from services.ranking.scorers import CTR_HEAD_MODEL, FEATURE_WEIGHTS, FeatureScorer
+
+MODEL_NAME = CTR_HEAD_MODEL
+INPUT_NAME = "features"
+OUTPUT_NAMES: tuple[str, ...] = ("ctr", "ctcvr")
+NUM_FEATURES = len(FEATURE_NAMES)
+PRIOR_KIND = f"prior distilled from {FeatureScorer.version}"
+# Same opset as the text encoder: torch's ONNX function library is written in 18 (no version
+# conversion pass) and every Triton ONNX Runtime backend since 23.04 runs it.
+OPSET_VERSION = 18
+
+# Prior targets: logits linear in the formula score s (see the module docstring).
+CTR_SLOPE, CTR_INTERCEPT = 8.0, -5.0
+CVR_SLOPE, CVR_INTERCEPT = 4.0, -4.0
+
+# Quality gates of the distilled prior, measured on a fresh held-out sample.
+MIN_SPEARMAN = 0.999
+MAX_ABS_ERROR = 0.01
+# ONNX Runtime vs torch: the graph is a few small matmuls, so anything above float32 rounding
+# noise means the export changed the computation.
+MAX_EXPORT_DIFF = 1e-5
+# Batch sizes checked after export: 1 (a single candidate), an odd size the exporter never saw,
+# a typical page-sized batch and a full 2000-candidate list (ranking's MAX_CANDIDATES).
+VERIFY_BATCH_SIZES: tuple[int, ...] = (1, 7, 256, 2000)
+
+
+class ExportVerificationError(RuntimeError):
+    """The head misses its quality gates, or the exported graph does not reproduce it."""
+
+
+# --- the model ---------------------------------------------------------------------------------
+
+
+class CtrCvrHead(nn.Module):
+    """ESMM head: shared MLP (7 -> 64 -> 32) + CTR and CVR towers (32 -> 16 -> 1 each).
+
+    ``forward(features[N, 7])`` returns ``(ctr[N, 1], ctcvr[N, 1])``; :meth:`logits` gives the
+    two towers' raw logits, which is what training fits (MSE on logits keeps gradients alive
+    where the sigmoid saturates).
+    """
+
+    def __init__(self, num_features: int = NUM_FEATURES, shared: tuple[int, int] = (64, 32), tower: int = 16):
+        super().__init__()
+        # Sharing the bottom lets the sparse CVR signal (purchases are ~100x rarer than clicks)
+        # reuse the representation the abundant click signal trains: ESMM's second idea.
+        self.shared = nn.Sequential(
+            nn.Linear(num_features, shared[0]),
+            nn.ReLU(),
+            nn.Linear(shared[0], shared[1]),
+            nn.ReLU(),
+        )
+        self.ctr_tower = nn.Sequential(nn.Linear(shared[1], tower), nn.ReLU(), nn.Linear(tower, 1))
+        self.cvr_tower = nn.Sequential(nn.Linear(shared[1], tower), nn.ReLU(), nn.Linear(tower, 1))
+
+    def logits(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        hidden = self.shared(features)
+        return self.ctr_tower(hidden), self.cvr_tower(hidden)
+
+    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        ctr_logit, cvr_logit = self.logits(features)
+        ctr = torch.sigmoid(ctr_logit)
+        # pCTCVR = pCTR * pCVR over the entire impression space; the product (rather than a
+        # third tower) is what makes ctcvr <= ctr hold for every input.
+        return ctr, ctr * torch.sigmoid(cvr_logit)
+
+
+# --- the prior: samples, targets, distillation -------------------------------------------------
+
+
+def _column(name: str) -> int:
+    return FEATURE_NAMES.index(name)
+
+
+def formula_weights() -> np.ndarray:
+    """FEATURE_WEIGHTS in FEATURE_NAMES order (float64), i.e. what FeatureScorer multiplies by."""
+    return np.array([FEATURE_WEIGHTS[name] for name in FEATURE_NAMES], dtype=np.float64)
+
+
+def formula_scores(features: np.ndarray) -> np.ndarray:
+    """s = Σ weight_f · feature_f, the documented feature scoring (float64 [N])."""
+    return np.asarray(features, dtype=np.float64) @ formula_weights()
+
+
+def prior_logits(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Target (ctr logit, cvr logit) for formula scores s."""
+    scores = np.asarray(scores, dtype=np.float64)
+    return CTR_SLOPE * scores + CTR_INTERCEPT, CVR_SLOPE * scores + CVR_INTERCEPT
+
+
+def prior_ctr(scores: np.ndarray) -> np.ndarray:
+    """ctr* = sigmoid(8 s - 5)."""
+    return 1.0 / (1.0 + np.exp(-prior_logits(scores)[0]))
+
+
+def _fusion_from_ranks(ranks: np.ndarray) -> np.ndarray:
+    """fusion feature of an item at 1-based ``ranks`` in one list (RRF, k = 60) / RRF_MAX."""
+    return (1.0 / (60.0 + ranks)) / RRF_MAX
+
+
+def sample_features(n: int, rng: np.random.Generator) -> np.ndarray:
+    """float32 [n, 7] feature vectors shaped like what ranking sees (plus the whole cube).
+
+    The head only ever has to be right where the features actually land, but it must be right
+    *everywhere* there, so the sample mixes:
+
+    * realistic search rows: skewed cosine similarities, BM25 coverage that is often 0 (no
+      word matched) or 1 (full match), fusion values RRF can actually produce (one or both
+      lists), brand/category matches that are exactly 0 or 1 and mostly 0, attribute matches
+      that are shares k/m of 1-3 named values, popularity that is 0 for never-engaged items;
+    * browse rows (no text query): dense, BM25 and fusion all 0, ranking by what was named
+      and by popularity alone;
+    * near-tie clusters: 8 jittered copies (±0.005) of one realistic row, where small errors
+      would swap neighbours on a page;
+    * strong matches (every feature near 1): the top of the page, where the scores are
+      highest and the sigmoid steepest in probability, and which the other kinds rarely reach;
+    * cube corners (every feature 0 or 1) and uniform rows, so the head also stays linear-like
+      on combinations the realistic sampler rarely draws.
+    """
+    dense, bm25, fusion, brand, category, attribute, popularity = (_column(name) for name in FEATURE_NAMES)
+    out = np.empty((n, NUM_FEATURES), dtype=np.float64)
+    # Row kinds: 0 uniform, 1 realistic search, 2 browse, 3 near-tie cluster, 4 cube corner,
+    # 5 strong match.
+    kinds = rng.choice(6, size=n, p=(0.18, 0.36, 0.10, 0.18, 0.08, 0.10))
+
+    def realistic(m: int) -> np.ndarray:
+        rows = np.zeros((m, NUM_FEATURES))
+        # MiniLM cosines of related text sit mostly in 0.1-0.8; negatives are clipped to 0.
+        rows[:, dense] = np.where(rng.random(m) < 0.08, 0.0, np.clip(rng.beta(2.0, 2.2, m), 0.0, 1.0))
+        coverage = rng.random(m)
+        rows[:, bm25] = np.select([coverage < 0.30, coverage < 0.45], [0.0, 1.0], rng.random(m))
+        # Fusion: in one list at rank r -> 61 / (2 (60 + r)) <= 0.5; in both -> the sum, <= 1.
+        first = _fusion_from_ranks(np.floor(np.exp(rng.uniform(0.0, np.log(1000.0), m))))
+        second = _fusion_from_ranks(np.floor(np.exp(rng.uniform(0.0, np.log(1000.0), m))))
+        lists = rng.random(m)
+        rows[:, fusion] = np.clip(np.select([lists < 0.05, lists < 0.55], [0.0, first], first + second), 0.0, 1.0)
+        rows[:, brand] = (rng.random(m) < 0.30) & (rng.random(m) < 0.5)
+        rows[:, category] = (rng.random(m) < 0.40) & (rng.random(m) < 0.6)
+        named = rng.integers(1, 4, m)
+        matched = rng.binomial(named, 0.5)
+        rows[:, attribute] = np.where(rng.random(m) < 0.30, matched / named, 0.0)
+        engaged = rng.random(m)
+        rows[:, popularity] = np.select([engaged < 0.40, engaged < 0.45], [0.0, 1.0], rng.random(m))
+        return rows
+
+    index = np.flatnonzero(kinds == 0)
+    out[index] = rng.random((len(index), NUM_FEATURES))
+    index = np.flatnonzero(kinds == 1)
+    out[index] = realistic(len(index))
+    index = np.flatnonzero(kinds == 2)
+    rows = realistic(len(index))
+    rows[:, [dense, bm25, fusion]] = 0.0
+    # Browsing is mostly by category, so named-category matches are more frequent there.
+    rows[:, category] = rng.random(len(index)) < 0.7
+    out[index] = rows
+    index = np.flatnonzero(kinds == 3)
+    if len(index):
+        clusters = math.ceil(len(index) / 8)
+        bases = np.repeat(realistic(clusters), 8, axis=0)[: len(index)]
+        jitter = rng.uniform(-0.005, 0.005, bases.shape)
+        continuous = [dense, bm25, fusion, popularity]
+        bases[:, continuous] = np.clip(bases[:, continuous] + jitter[:, continuous], 0.0, 1.0)
+        out[index] = bases
+    index = np.flatnonzero(kinds == 4)
+    out[index] = rng.random((len(index), NUM_FEATURES)) < 0.5
+    index = np.flatnonzero(kinds == 5)
+    rows = rng.beta(4.0, 1.0, (len(index), NUM_FEATURES))
+    binary = [brand, category]
+    rows[:, binary] = rng.random((len(index), len(binary))) < 0.8
+    out[index] = rows
+    return out.astype(np.float32)
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """Hyper-parameters of the prior distillation (defaults: ~10 s on 2 CPU cores)."""
+
+    seed: int = 20240601
+    train_size: int = 200_000
+    holdout_size: int = 20_000
+    batch_size: int = 1024
+    max_steps: int = 12_000
+    # A large initial rate matters: the scarce high-score corner (s near 1, ctr* near 95 %) is
+    # where a cautious run is left with its largest errors.
+    learning_rate: float = 1e-2
+    final_learning_rate: float = 2e-5
+    eval_every: int = 500
+    # Training continues past the gates until this much stricter error (or max_steps), so the
+    # served version is comfortably inside them rather than on their edge.
+    target_max_abs_error: float = 0.002
+
+
+@dataclass(frozen=True)
+class DistillResult:
+    model: CtrCvrHead
+    spearman: float
+    max_abs_error: float
+    steps: int
+    seconds: float
+
+
+def distillation_loss(model: CtrCvrHead, features: torch.Tensor, ctr_logit: torch.Tensor, cvr_logit: torch.Tensor) -> torch.Tensor:
+    """MSE on both towers' logits. On logits (rather than BCE on probabilities) every score
+    range counts equally: the ranking at ctr 1 % matters as much as at 90 %."""
+    predicted_ctr, predicted_cvr = model.logits(features)
+    return nn.functional.mse_loss(predicted_ctr, ctr_logit) + nn.functional.mse_loss(predicted_cvr, cvr_logit)
+
+
+def prior_tensors(features: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(features, target ctr logit, target cvr logit) as float32 tensors [N, 7], [N, 1], [N, 1]."""
+    ctr_logit, cvr_logit = prior_logits(formula_scores(features))
+    return (
+        torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32)),
+        torch.from_numpy(ctr_logit.astype(np.float32)).unsqueeze(1),
+        torch.from_numpy(cvr_logit.astype(np.float32)).unsqueeze(1),
+    )
+
+
+def evaluate_prior(model: nn.Module, features: np.ndarray) -> tuple[float, float]:
+    """(Spearman of the head's ctr vs the formula score, max |ctr - ctr*|) on ``features``."""
+    from scipy.stats import spearmanr
+
+    model.eval()
+    with torch.no_grad():
+        ctr, _ = model(torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32)))
+    ctr = ctr.numpy().reshape(-1).astype(np.float64)
+    scores = formula_scores(features)
+    return float(spearmanr(ctr, scores).statistic), float(np.max(np.abs(ctr - prior_ctr(scores))))
+
+
+def train_prior(config: DistillConfig = DistillConfig(), progress: bool = True) -> DistillResult:
+    """Distil the feature scoring into a fresh :class:`CtrCvrHead` (seeded, deterministic).
+
+    Raises :class:`ExportVerificationError` when the held-out gates (Spearman >= 0.999,
+    max |ctr - ctr*| <= 0.01) are still missed after ``config.max_steps``.
+    """
+    from tqdm.auto import tqdm
+
+    start = time.perf_counter()
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    features, ctr_logit, cvr_logit = prior_tensors(sample_features(config.train_size, rng))
+    # A fresh sample from a different stream: the gates measure generalisation over the feature
+    # space, not memorisation of the training rows.
+    holdout = sample_features(config.holdout_size, np.random.default_rng(config.seed + 1))
+
+    model = CtrCvrHead()
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+    # Cosine decay to a small rate: the last steps polish the fit to ~1e-3 in probability,
+    # which a constant Adam step size would keep jittering around.
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, config.max_steps, eta_min=config.final_learning_rate)
+    generator = torch.Generator().manual_seed(config.seed)
+    spearman, max_error, step = -1.0, math.inf, 0
+    bar = tqdm(total=config.max_steps, desc="ctr_head prior", unit="step", disable=not progress, leave=False)
+    try:
+        for step in range(1, config.max_steps + 1):
+            model.train()
+            batch = torch.randint(0, len(features), (config.batch_size,), generator=generator)
+            loss = distillation_loss(model, features[batch], ctr_logit[batch], cvr_logit[batch])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            bar.update(1)
+            if step % config.eval_every == 0 or step == config.max_steps:
+                spearman, max_error = evaluate_prior(model, holdout)
+                bar.set_postfix(loss=f"{loss.item():.2e}", spearman=f"{spearman:.5f}", max_err=f"{max_error:.4f}")
+                if spearman >= MIN_SPEARMAN and max_error <= min(MAX_ABS_ERROR, config.target_max_abs_error):
+                    break
+    finally:
+        bar.close()
+    model.eval()
+    if spearman < MIN_SPEARMAN or max_error > MAX_ABS_ERROR:
+        raise ExportVerificationError(
+            f"ctr_head prior missed its gates after {step} steps: Spearman {spearman:.5f} "
+            f"(need >= {MIN_SPEARMAN}), max |ctr - ctr*| {max_error:.4f} (need <= {MAX_ABS_ERROR})"
+        )
+    return DistillResult(model, spearman, max_error, step, time.perf_counter() - start)
+
+
+# --- export ------------------------------------------------------------------------------------
+
+
+def version_dir(model_repository: Path, version: int) -> Path:
+    return Path(model_repository) / MODEL_NAME / str(version)
+
+
+def _static_metadata(version: int) -> dict[str, Any]:
+    """The metadata.json keys that identify this exporter's prior (the rest are measurements)."""
+    return {
+        "model": MODEL_NAME,
+        "version": version,
+        "features": list(FEATURE_NAMES),
+        "outputs": list(OUTPUT_NAMES),
+        "kind": PRIOR_KIND,
+        # The weights the prior was distilled from: changing FEATURE_WEIGHTS outdates the export
+        # even though the formula's version label stays the same.
+        "feature_weights": {name: FEATURE_WEIGHTS[name] for name in FEATURE_NAMES},
+    }
+
+
+def read_metadata(model_repository: Path, version: int = 1) -> dict[str, Any] | None:
+    try:
+        metadata = json.loads((version_dir(model_repository, version) / "metadata.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return metadata if isinstance(metadata, dict) else None
+
+
+def is_ctr_head_up_to_date(model_repository: Path, version: int = 1) -> bool:
+    """True when ``ctr_head/<version>/model.onnx`` exists and its metadata.json describes the
+    prior this module builds now (same features, outputs, formula weights) within its gates."""
+    model_file = version_dir(model_repository, version) / "model.onnx"
+    metadata = read_metadata(model_repository, version)
+    if not model_file.is_file() or model_file.stat().st_size == 0 or metadata is None:
+        return False
+    if any(metadata.get(key) != value for key, value in _static_metadata(version).items()):
+        return False
+    spearman, max_error = metadata.get("spearman_vs_formula"), metadata.get("max_abs_error")
+    return (
+        isinstance(spearman, (int, float))
+        and isinstance(max_error, (int, float))
+        and spearman >= MIN_SPEARMAN
+        and max_error <= MAX_ABS_ERROR
+    )
+
+
+def holds_other_model(model_repository: Path, version: int = 1) -> bool:
+    """True when ``ctr_head/<version>/`` holds a model that is not a distilled prior (e.g. a
+    head trained on events), which an export of the prior must not silently replace."""
+    if not (version_dir(model_repository, version) / "model.onnx").is_file():
+        return False
+    metadata = read_metadata(model_repository, version)
+    kind = metadata.get("kind") if metadata else None
+    return not (isinstance(kind, str) and kind.startswith("prior distilled from"))
+
+
+def _check_graph(onnx_path: Path) -> None:
+    import onnx
+
+    onnx.checker.check_model(str(onnx_path), full_check=True)
+    graph = onnx.load(str(onnx_path)).graph
+    initializers = {init.name for init in graph.initializer}
+    inputs = [value.name for value in graph.input if value.name not in initializers]
+    outputs = [value.name for value in graph.output]
+    if inputs != [INPUT_NAME] or outputs != list(OUTPUT_NAMES):
+        raise ExportVerificationError(f"unexpected graph signature: inputs={inputs} outputs={outputs}")
+    for value in list(graph.input) + list(graph.output):
+        dims = value.type.tensor_type.shape.dim
+        if value.type.tensor_type.elem_type != onnx.TensorProto.FLOAT:
+            raise ExportVerificationError(f"{value.name}: expected float32")
+        if len(dims) != 2 or dims[0].HasField("dim_value"):
+            raise ExportVerificationError(f"{value.name}: batch dim must be dynamic, got {dims}")
+        expected_width = NUM_FEATURES if value.name == INPUT_NAME else 1
+        if dims[1].dim_value != expected_width:
+            raise ExportVerificationError(f"{value.name}: expected width {expected_width}, got {dims[1]}")
+
+
+def _verify_against_torch(onnx_path: Path, model: nn.Module, seed: int) -> float:
+    """Max abs difference (both outputs) between ONNX Runtime and torch at VERIFY_BATCH_SIZES."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(seed)
+    worst = 0.0
+    for batch in VERIFY_BATCH_SIZES:
+        features = sample_features(batch, rng)
+        onnx_ctr, onnx_ctcvr = session.run(list(OUTPUT_NAMES), {INPUT_NAME: features})
+        with torch.no_grad():
+            torch_ctr, torch_ctcvr = (t.numpy() for t in model(torch.from_numpy(features)))
+        for name, got in (("ctr", onnx_ctr), ("ctcvr", onnx_ctcvr)):
+            if got.shape != (batch, 1) or got.dtype != np.float32:
+                raise ExportVerificationError(f"batch {batch}: {name} is {got.dtype}{list(got.shape)}, expected float32[{batch}, 1]")
+        diff = float(max(np.max(np.abs(onnx_ctr - torch_ctr)), np.max(np.abs(onnx_ctcvr - torch_ctcvr))))
+        worst = max(worst, diff)
+        print(f"  onnxruntime vs torch  batch={batch:<4d}  max|diff| = {diff:.3e}", flush=True)
+    if worst > MAX_EXPORT_DIFF:
+        raise ExportVerificationError(f"ONNX output differs from torch by {worst:.3e} (> {MAX_EXPORT_DIFF:g})")
+    return worst
+
+
+def _log(start: float, message: str) -> None:
+    print(f"[export ctr_head {time.perf_counter() - start:6.1f}s] {message}", flush=True)
+
+
+def export_ctr_head(
+    model_repository: Path,
+    version: int = 1,
+    verify: bool = True,
+    model: CtrCvrHead | None = None,
+    config: DistillConfig = DistillConfig(),
+    progress: bool = True,
+) -> Path:
+    """Export the CTR/CVR head into ``model_repository/ctr_head/<version>/`` and return model.onnx's path.
+
+    Distils the prior (:func:`train_prior`) unless ``model`` is given. Always exports (use
+    :func:`is_ctr_head_up_to_date` to skip). Raises :class:`ExportVerificationError`, leaving
+    any previous version untouched, when the head misses the prior's gates on the held-out
+    sample or (``verify``) ONNX Runtime differs from torch by more than 1e-5.
+    """
+    if version < 1:
+        raise ValueError(f"version must be a positive integer, got {version}")
+    start = time.perf_counter()
+    model_repository = Path(model_repository)
+    target = version_dir(model_repository, version)
+    model_dir = target.parent
+    model_dir.mkdir(parents=True, exist_ok=True)
+
+    if model is None:
+        _log(start, f"distilling the prior from {FeatureScorer.version} ({config.max_steps} steps at most)")
+        result = train_prior(config, progress=progress)
+        model, spearman, max_error = result.model, result.spearman, result.max_abs_error
+        _log(start, f"trained in {result.seconds:.1f}s ({result.steps} steps): Spearman {spearman:.5f}, max|ctr - ctr*| {max_error:.4f}")
+    else:
+        spearman, max_error = evaluate_prior(model, sample_features(config.holdout_size, np.random.default_rng(config.seed + 1)))
+        _log(start, f"given head: Spearman {spearman:.5f}, max|ctr - ctr*| {max_error:.4f}")
+        if spearman < MIN_SPEARMAN or max_error > MAX_ABS_ERROR:
+            raise ExportVerificationError(
+                f"the given head is not a faithful prior: Spearman {spearman:.5f} (need >= {MIN_SPEARMAN}), "
+                f"max |ctr - ctr*| {max_error:.4f} (need <= {MAX_ABS_ERROR})"
+            )
+    model = model.eval()
+
+    # Staging lives next to the version folders (same filesystem, so the renames are atomic);
+    # Triton ignores non-numeric folder names and .gitignore covers .export-*.
+    staging = Path(tempfile.mkdtemp(prefix=f".export-v{version}-", dir=model_dir))
+    retired: Path | None = None
+    try:
+        staged_model = staging / "model.onnx"
+        # No upper bound: ranking sends up to 2000 candidates, plus 7 occlusion copies of a page.
+        batch = torch.export.Dim("batch", min=1)
+        example = (torch.from_numpy(sample_features(16, np.random.default_rng(0))),)
+        _log(start, f"exporting with torch.onnx.export(dynamo=True, opset {OPSET_VERSION})")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", category=UserWarning)
+            warnings.simplefilter("ignore", category=DeprecationWarning)
+            torch.onnx.export(
+                model,
+                example,
+                str(staged_model),
+                dynamo=True,
+                dynamic_shapes={"features": {0: batch}},
+                external_data=False,
+                opset_version=OPSET_VERSION,
+                input_names=[INPUT_NAME],
+                output_names=list(OUTPUT_NAMES),
+                verbose=False,
+            )
+        _log(start, f"exported graph: {staged_model.stat().st_size / 1e3:.1f} kB; running onnx.checker")
+        _check_graph(staged_model)
+        if verify:
+            _log(start, "verifying onnxruntime against the torch model")
+            _verify_against_torch(staged_model, model, config.seed + 2)
+        else:
+            _log(start, "verification skipped (--no-verify)")
+
+        metadata = {
+            **_static_metadata(version),
+            "spearman_vs_formula": round(spearman, 6),
+            "max_abs_error": round(max_error, 6),
+        }
+        (staging / "metadata.json").write_text(json.dumps(metadata, indent=2) + "\n")
+
+        # Swap the whole version folder: the old one is renamed aside, the staged one renamed
+        # in, so Triton / the ranking service never see a model.onnx without its metadata.
+        _log(start, f"installing into {target}")
+        if target.exists():
+            retired = Path(tempfile.mkdtemp(prefix=f".export-v{version}-old-", dir=model_dir))
+            os.replace(target, retired / "previous")
+        os.replace(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        if retired is not None:
+            shutil.rmtree(retired, ignore_errors=True)
+    _log(start, f"done: {target / 'model.onnx'}")
+    return target / "model.onnx"
