@@ -23,14 +23,12 @@ from __future__ import annotations
 import argparse
 import atexit
 import fcntl
-import json
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
-import sysconfig
 import time
 from pathlib import Path
 
@@ -153,11 +151,8 @@ class TritonPythonModel:
                     # A malformed request must fail alone, not the requests it was merged with.
                     results = [self._run_alone(arrays[i]) for i in group]
                 for index, result in zip(group, results):
-                    responses[index] = result if isinstance(result, pb_utils.InferenceResponse) else (
-                        pb_utils.InferenceResponse(
-                            output_tensors=[pb_utils.Tensor(name, result[name]) for name, _ in self.outputs]
-                        )
-                    )
+                    failed = isinstance(result, pb_utils.InferenceResponse)
+                    responses[index] = result if failed else self._response(result)
             return responses
         except Exception as error:  # an exception here would take the stub down with the model
             return [_error_response(error) for _ in requests]
@@ -167,6 +162,11 @@ class TritonPythonModel:
             return self._run([request])[0]
         except Exception as error:
             return _error_response(error)
+
+    def _response(self, outputs):
+        return pb_utils.InferenceResponse(
+            output_tensors=[pb_utils.Tensor(name, outputs[name]) for name, _ in self.outputs]
+        )
 
     def _run(self, requests):
         """Runs ONNX Runtime once on all `requests` (dicts of input arrays), split back per request."""
@@ -275,7 +275,7 @@ def derive_cpu_repository(
         out_dir.mkdir()
         (out_dir / "config.pbtxt").write_text(
             f"# Derived by services/cli/triton_local.py from {model_dir / 'config.pbtxt'}: same tensors and\n"
-            "# batching, python backend on the CPU. Regenerated on every start; do not edit.\n"
+            "# batching, python backend on the CPU. Rewritten by every derive; do not edit.\n"
             + text_format.MessageToString(config),
             encoding="utf-8",
         )
@@ -359,10 +359,9 @@ class LocalTriton:
         for item in (dist / "backends" / "python").iterdir():
             if item.name != "__pycache__":
                 (python_backend / item.name).symlink_to(item)
-        # Copied, as PyTriton does: a symlinked stub would resolve its own location elsewhere.
-        shutil.copy2(
-            dist / "python_backend_stubs" / PYTHON_VERSION / "triton_python_backend_stub",
-            python_backend / "triton_python_backend_stub",
+        # The stub embeds libpython: its version must be the environment's (3.11).
+        (python_backend / "triton_python_backend_stub").symlink_to(
+            dist / "python_backend_stubs" / PYTHON_VERSION / "triton_python_backend_stub"
         )
 
     def _environment(self) -> dict[str, str]:
