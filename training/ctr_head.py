@@ -340,7 +340,7 @@ def version_dir(model_repository: Path, version: int) -> Path:
     return Path(model_repository) / MODEL_NAME / str(version)
 
 
-def _static_metadata(version: int) -> dict[str, Any]:
+def expected_metadata(version: int) -> dict[str, Any]:
     """The metadata.json keys that identify this exporter's prior (the rest are measurements)."""
     return {
         "model": MODEL_NAME,
@@ -369,7 +369,7 @@ def is_ctr_head_up_to_date(model_repository: Path, version: int = 1) -> bool:
     metadata = read_metadata(model_repository, version)
     if not model_file.is_file() or model_file.stat().st_size == 0 or metadata is None:
         return False
-    if any(metadata.get(key) != value for key, value in _static_metadata(version).items()):
+    if any(metadata.get(key) != value for key, value in expected_metadata(version).items()):
         return False
     spearman, max_error = metadata.get("spearman_vs_formula"), metadata.get("max_abs_error")
     return (
@@ -479,6 +479,11 @@ def export_ctr_head(
     # Staging lives next to the version folders (same filesystem, so the renames are atomic);
     # Triton ignores non-numeric folder names and .gitignore covers .export-*.
     staging = Path(tempfile.mkdtemp(prefix=f".export-v{version}-", dir=model_dir))
+    # mkdtemp creates the folder 0700; once renamed into place it must be as readable as any
+    # other version folder (Triton's container may run as another user).
+    umask = os.umask(0)
+    os.umask(umask)
+    staging.chmod(0o777 & ~umask)
     retired: Path | None = None
     try:
         staged_model = staging / "model.onnx"
@@ -489,6 +494,7 @@ def export_ctr_head(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", category=UserWarning)
             warnings.simplefilter("ignore", category=DeprecationWarning)
+            warnings.simplefilter("ignore", category=FutureWarning)
             torch.onnx.export(
                 model,
                 example,
@@ -510,7 +516,7 @@ def export_ctr_head(
             _log(start, "verification skipped (--no-verify)")
 
         metadata = {
-            **_static_metadata(version),
+            **expected_metadata(version),
             "spearman_vs_formula": round(spearman, 6),
             "max_abs_error": round(max_error, 6),
         }

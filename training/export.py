@@ -23,10 +23,14 @@ passed ``onnx.checker`` and (unless ``verify=False``) the numerical checks, so a
 wrong model is never left where Triton would load it. ``metadata.json`` is written last and
 doubles as the "export finished" marker.
 
+``main`` (``python -m training.export``, run by ``shelfwise export``) also exports the ranking
+CTR/CVR head (see ``training.ctr_head``) when it is missing or outdated; ``--force`` and
+``--no-verify`` apply to both models.
+
 Usage::
 
     python -m training.export [--model-repository model_repository] [--version 1]
-                              [--no-verify] [--force]
+                              [--ctr-head-version 1] [--no-verify] [--force]
 """
 
 from __future__ import annotations
@@ -364,9 +368,14 @@ def export_text_encoder(model_repository: Path, version: int = 1, verify: bool =
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Export every served model that is missing or outdated: the text encoder, then the
+    ranking CTR head (``training.ctr_head``; its prior version trains in seconds)."""
     parser = argparse.ArgumentParser(
         prog="python -m training.export",
-        description="Export the text encoder (all-MiniLM-L6-v2) to ONNX into a Triton model repository.",
+        description=(
+            "Export the served models to ONNX into a Triton model repository: the text encoder "
+            "(all-MiniLM-L6-v2) and the ranking CTR/CVR head (a prior distilled from the feature scoring)."
+        ),
     )
     parser.add_argument(
         "--model-repository",
@@ -374,12 +383,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=Path("model_repository"),
         help="Triton model repository folder (default: ./model_repository)",
     )
-    parser.add_argument("--version", type=int, default=1, help="model version folder to write (default: 1)")
+    parser.add_argument("--version", type=int, default=1, help="text encoder version folder to write (default: 1)")
+    parser.add_argument(
+        "--ctr-head-version", type=int, default=1, help="ctr_head version folder for the distilled prior (default: 1)"
+    )
     parser.add_argument("--no-verify", action="store_true", help="skip the onnxruntime numerical checks")
     parser.add_argument("--force", action="store_true", help="re-export even if an up-to-date export exists")
     args = parser.parse_args(argv)
     if args.version < 1:
         parser.error("--version must be a positive integer")
+    if args.ctr_head_version < 1:
+        parser.error("--ctr-head-version must be a positive integer")
 
     if not args.force and is_up_to_date(args.model_repository, args.version):
         print(
@@ -387,9 +401,30 @@ def main(argv: Sequence[str] | None = None) -> int:
             "skipping export (use --force to re-export)",
             flush=True,
         )
-        return 0
-    export_text_encoder(args.model_repository, version=args.version, verify=not args.no_verify)
+    else:
+        export_text_encoder(args.model_repository, version=args.version, verify=not args.no_verify)
+    _export_ctr_head(args.model_repository, args.ctr_head_version, force=args.force, verify=not args.no_verify)
     return 0
+
+
+def _export_ctr_head(model_repository: Path, version: int, force: bool, verify: bool) -> None:
+    """Export the CTR head's prior when it is missing or outdated (or ``force``)."""
+    from training import ctr_head
+
+    target = ctr_head.version_dir(model_repository, version) / "model.onnx"
+    if not force and ctr_head.is_ctr_head_up_to_date(model_repository, version):
+        print(f"{target} is up to date; skipping export (use --force to re-export)", flush=True)
+        return
+    if not force and ctr_head.holds_other_model(model_repository, version):
+        # A head trained on events (or a hand-placed model) is never replaced by the prior
+        # just because its metadata differs from what this exporter would write.
+        print(
+            f"{target} is not a distilled prior (see its metadata.json); leaving it in place "
+            "(use --force to replace it, or --ctr-head-version to export the prior elsewhere)",
+            flush=True,
+        )
+        return
+    ctr_head.export_ctr_head(model_repository, version=version, verify=verify)
 
 
 if __name__ == "__main__":

@@ -213,7 +213,9 @@ def test_every_model_of_the_repository_is_ready_with_the_source_configuration(tr
                 (t.name, t.data_type, list(t.dims)) for t in committed
             ]
         assert source.HasField("dynamic_batching"), f"{model}: the committed config has no dynamic_batching"
-        assert list(config.dynamic_batching.preferred_batch_size) == list(source.dynamic_batching.preferred_batch_size)
+        # Triton fills an empty preferred list with [max_batch_size], the GPU container too.
+        expected = list(source.dynamic_batching.preferred_batch_size) or [source.max_batch_size]
+        assert list(config.dynamic_batching.preferred_batch_size) == expected
         assert (
             config.dynamic_batching.max_queue_delay_microseconds
             == source.dynamic_batching.max_queue_delay_microseconds
