@@ -68,6 +68,11 @@ async def test_one_search_is_one_trace_across_all_services(gateway, system, span
         kinds = {s.kind.name for s in spans if s.name == method and s.context.trace_id == root.context.trace_id}
         assert kinds == {"CLIENT", "SERVER"}, (method, in_trace)
     assert {"retrieval.lexical", "retrieval.dense"} <= in_trace
+    database_spans = [
+        s for s in spans
+        if s.context.trace_id == root.context.trace_id and s.attributes.get("db.system") == "postgresql"
+    ]
+    assert database_spans, in_trace  # the impression's INSERT, under events' LogEvents
     assert response.request_id
 
 

@@ -26,7 +26,9 @@ async def search(address: str, query: str) -> gateway_pb2.SearchResponse:
         )
 
 
-async def test_triton_serves_search_like_embedded_then_degrades_and_recovers(system, triton_server, model_repository):
+async def test_triton_serves_search_like_embedded_then_degrades_and_recovers(
+    system, triton_server, model_repository, span_exporter
+):
     has_ctr_head = find_model(model_repository, "ctr_head") is not None
     environ = dict(system.environ)
     environ.update({
@@ -47,6 +49,12 @@ async def test_triton_serves_search_like_embedded_then_degrades_and_recovers(sys
             assert not via_triton.degraded_stages
             assert [r.product.id for r in via_triton.results] == [r.product.id for r in embedded.results], query
             assert via_triton.model_version == embedded.model_version
+        span_exporter.clear()
+        await search(address, QUERIES[0])
+        spans = span_exporter.get_finished_spans()
+        (root,) = [s for s in spans if s.name == "/shelfwise.gateway.v1.GatewayService/Search" and s.kind.name == "SERVER"]
+        infer = {s.name for s in spans if s.context.trace_id == root.context.trace_id and s.name.endswith("ModelInfer")}
+        assert infer, "Triton calls are spans of the Search's trace"
 
         await asyncio.to_thread(triton_server.stop)
         down = await search(address, QUERIES[1])
