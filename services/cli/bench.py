@@ -9,7 +9,6 @@ demo catalogue) and also reports how long that took to become ready.
 from __future__ import annotations
 
 import os
-import socket
 import statistics
 import tempfile
 import time
@@ -27,23 +26,12 @@ BENCH_QUERIES = (
     "stainless steel cookware set",
     "face moisturizer for dry skin",
 )
-SERVICES = ("gateway", "query_understanding", "retrieval", "ranking", "events")
 
 
 def percentile(values: list[float], share: float) -> float:
     ordered = sorted(values)
     index = min(len(ordered) - 1, max(0, round(share * (len(ordered) - 1))))
     return ordered[index]
-
-
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for sock in sockets:
-        sock.bind(("127.0.0.1", 0))
-    ports = [sock.getsockname()[1] for sock in sockets]
-    for sock in sockets:
-        sock.close()
-    return ports
 
 
 async def measure(address: str, calls: int, warmup: int) -> dict:
@@ -84,18 +72,14 @@ async def bench_search(address: str | None, calls: int, warmup: int, model_repos
     if address is not None:
         print(report(await measure(address, calls, warmup)))
         return
-    from services.cli.local_system import EmbeddedPostgres, LocalSystem
+    from services.cli.local_system import EmbeddedPostgres, LocalSystem, free_port_environment
     from services.cli.main import demo_catalog_path, import_catalog
 
     with tempfile.TemporaryDirectory(prefix="shelfwise-bench-") as directory:
         started = time.monotonic()
         postgres = EmbeddedPostgres(Path(directory) / "postgres")
         url = postgres.start()
-        environ = {}
-        for service, port in zip(SERVICES, _free_ports(len(SERVICES))):
-            environ[f"SHELFWISE_{service.upper()}_PORT"] = str(port)
-            environ[f"SHELFWISE_{service.upper()}_ADDRESS"] = f"127.0.0.1:{port}"
-        system = LocalSystem(url, model_repository.resolve(), Path(directory) / "logs", environ=environ)
+        system = LocalSystem(url, model_repository.resolve(), Path(directory) / "logs", environ=free_port_environment())
         try:
             await system.start()
             serving = time.monotonic() - started

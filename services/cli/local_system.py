@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -40,6 +41,26 @@ class EmbeddedPostgres:
         if self._server is not None:
             self._server.cleanup()
             self._server = None
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports free on the loopback right now (all bound at once, so they are distinct)."""
+    sockets = [socket.socket() for _ in range(count)]
+    for sock in sockets:
+        sock.bind(("127.0.0.1", 0))
+    ports = [sock.getsockname()[1] for sock in sockets]
+    for sock in sockets:
+        sock.close()
+    return ports
+
+
+def free_port_environment() -> dict[str, str]:
+    """Settings that put the five services on free ports and point them at each other."""
+    environ = {}
+    for service, port in zip(SERVICE_ORDER, free_ports(len(SERVICE_ORDER))):
+        environ[f"SHELFWISE_{service.upper()}_PORT"] = str(port)
+        environ[f"SHELFWISE_{service.upper()}_ADDRESS"] = f"127.0.0.1:{port}"
+    return environ
 
 
 @dataclass

@@ -26,11 +26,12 @@ import fcntl
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from services.cli.local_system import free_ports
 
 # Only what the server and its python-backend models import; kept apart from the main
 # environment because nvidia-pytriton's tritonclient pins protobuf<7.
@@ -288,12 +289,6 @@ def derive_cpu_repository(
     return derived
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _tail(path: Path, lines: int = 40) -> str:
     try:
         return "\n".join(path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
@@ -319,9 +314,10 @@ class LocalTriton:
         self.host = host
         self.env_dir = Path(env_dir).absolute()
         # Ports are fixed here, not at start, so `restart()` comes back on the same address.
-        self.grpc_port = grpc_port or _free_port()
-        self.http_port = http_port or _free_port()
-        self.metrics_port = metrics_port or _free_port()
+        picked = iter(free_ports(3))
+        self.grpc_port = grpc_port or next(picked)
+        self.http_port = http_port or next(picked)
+        self.metrics_port = metrics_port or next(picked)
         self.log_path = Path(log_path).absolute() if log_path else self.repository.parent / "tritonserver.log"
         self.backend_dir = self.repository.parent / "backends"
         self._process: subprocess.Popen | None = None

@@ -5,30 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 
+from services.cli.local_system import free_port_environment
 from tests.conftest import MODEL_REPOSITORY, ROOT
 
-SERVICES = ("gateway", "query_understanding", "retrieval", "ranking", "events")
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for sock in sockets:
-        sock.bind(("127.0.0.1", 0))
-    ports = [sock.getsockname()[1] for sock in sockets]
-    for sock in sockets:
-        sock.close()
-    return ports
-
-
 def test_shelfwise_up_starts_everything_prints_ranked_results_and_stops_cleanly(tmp_path):
-    env = dict(os.environ)
-    for service, port in zip(SERVICES, free_ports(len(SERVICES))):
-        env[f"SHELFWISE_{service.upper()}_PORT"] = str(port)
-        env[f"SHELFWISE_{service.upper()}_ADDRESS"] = f"127.0.0.1:{port}"
+    env = {**os.environ, **free_port_environment()}
     completed = subprocess.run(
         [sys.executable, "-m", "services.cli", "up", "--exit", "--data-dir", str(tmp_path),
          "--model-repository", str(MODEL_REPOSITORY), "--query", "red wine", "--query", "绿茶"],
