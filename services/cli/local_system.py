@@ -104,16 +104,20 @@ class LocalSystem:
                 raise RuntimeError(f"{service} did not start: {error}\n--- {service}.log ---\n{tail}") from error
 
     def stop(self, timeout: float = 15.0) -> dict[str, int]:
-        """SIGTERM to every service (they drain and exit); returns each exit code."""
-        for process in self.processes.values():
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
+        """SIGTERM (they drain and exit), the gateway first so that its last impressions still
+        reach a running events service; returns each exit code."""
         deadline = time.monotonic() + timeout
         codes = {}
-        for service, process in self.processes.items():
-            try:
-                codes[service] = process.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                process.kill()
-                codes[service] = process.wait()
+        front = [name for name in ("gateway",) if name in self.processes]
+        for group in (front, [name for name in self.processes if name not in front]):
+            for service in group:
+                if self.processes[service].poll() is None:
+                    self.processes[service].send_signal(signal.SIGTERM)
+            for service in group:
+                process = self.processes[service]
+                try:
+                    codes[service] = process.wait(max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    codes[service] = process.wait()
         return codes

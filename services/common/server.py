@@ -1,10 +1,10 @@
 """gRPC server bootstrap shared by every service.
 
 One function builds a grpc.aio server the same way everywhere: tracing instrumented first,
-message size limits, the error-mapping interceptor, standard health service and server
-reflection. `serve` runs it until SIGTERM/SIGINT and then shuts down gracefully: health goes
-NOT_SERVING first (load balancers stop sending), in-flight calls drain for the grace period,
-then the service's own resources close.
+message size limits, the error-mapping interceptor (which also counts and times every RPC),
+standard health service and server reflection. `serve` runs it until SIGTERM/SIGINT and then
+shuts down gracefully: health goes NOT_SERVING first (load balancers stop sending), in-flight
+calls drain for the grace period, then the service's own resources close.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import time
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable, Iterable
 
@@ -20,6 +21,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from services.common import errors
+from services.common.metrics import RpcMetrics
 from services.common.tracing import current_trace_id, instrument_libraries
 
 log = logging.getLogger(__name__)
@@ -51,7 +53,14 @@ def status_for(error: errors.ShelfwiseError) -> grpc.StatusCode:
 
 
 class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
-    """Turns every exception escaping a handler into a clear status; never a stack trace."""
+    """Turns every exception escaping a handler into a clear status; never a stack trace.
+
+    Knowing each call's final status, it also records the per-RPC request count and latency
+    (`RpcMetrics`) for every unary method except health checks.
+    """
+
+    def __init__(self, rpc_metrics: RpcMetrics | None = None) -> None:
+        self._metrics = rpc_metrics if rpc_metrics is not None else RpcMetrics()
 
     async def intercept_service(self, continuation, handler_call_details):
         handler = await continuation(handler_call_details)
@@ -59,21 +68,37 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
             return handler
         inner = handler.unary_unary
         method = handler_call_details.method
+        rpc_metrics = self._metrics if RpcMetrics.measured(method) else None
 
         async def guarded(request, context: grpc.aio.ServicerContext):
+            started = time.perf_counter()
+            code = grpc.StatusCode.UNKNOWN
             try:
-                return await inner(request, context)
+                response = await inner(request, context)
+                code = context.code() or grpc.StatusCode.OK
+                return response
             except errors.ShelfwiseError as error:
-                await context.abort(status_for(error), error.message)
+                code = status_for(error)
+                await context.abort(code, error.message)
             except grpc.aio.AioRpcError as error:
                 code = error.code() if error.code() in PASSED_THROUGH_CODES else grpc.StatusCode.UNAVAILABLE
                 await context.abort(code, error.details() or code.name)
-            except (asyncio.CancelledError, grpc.aio.AbortError):
+            except grpc.aio.AbortError:
+                code = context.code() or grpc.StatusCode.UNKNOWN
+                raise
+            except asyncio.CancelledError:
+                remaining = context.time_remaining()
+                expired = remaining is not None and remaining <= 0
+                code = grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED
                 raise
             except Exception:
+                code = grpc.StatusCode.INTERNAL
                 trace_id = current_trace_id()
                 log.exception("unhandled error in %s (trace id %s)", method, trace_id)
                 await context.abort(grpc.StatusCode.INTERNAL, f"internal error (trace id {trace_id or 'none'})")
+            finally:
+                if rpc_metrics is not None:
+                    rpc_metrics.record(method, code.value[0], (time.perf_counter() - started) * 1000.0)
 
         return grpc.unary_unary_rpc_method_handler(
             guarded,
@@ -162,17 +187,3 @@ async def serve(running: RunningServer, grace_seconds: float) -> None:
     await running.stop(grace_seconds)
     stop_requested.cancel()
     server_done.cancel()
-
-
-def setup_logging() -> None:
-    """Structured-enough logs: one line per record with the trace id when there is one."""
-
-    class TraceIdFilter(logging.Filter):
-        def filter(self, record: logging.LogRecord) -> bool:
-            record.trace_id = current_trace_id() or "-"
-            return True
-
-    handler = logging.StreamHandler()
-    handler.addFilter(TraceIdFilter())
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s trace_id=%(trace_id)s %(message)s"))
-    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)

@@ -21,6 +21,7 @@ import numpy as np
 
 from services.common.errors import DeadlineExceeded, Unavailable
 from services.common.inference import ModelVersion, find_model
+from services.common.metrics import TritonMetrics
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,7 @@ class TritonInference:
         self._timeout = timeout_seconds
         self._retries = retries
         self._versions: dict[str, ModelVersion] = {}
+        self._metrics = TritonMetrics()
 
     def has_model(self, name: str) -> bool:
         return find_model(self._repository, name, self._pinned.get(name)) is not None
@@ -106,19 +108,32 @@ class TritonInference:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise DeadlineExceeded(f"triton {name}: no answer within {timeout:.2f}s")
+            started = time.perf_counter()
             try:
                 result = await self._client.infer(
                     model_name=name, inputs=request_inputs, outputs=requested, model_version=version,
                     client_timeout=left,
                 )
-                return {output: result.as_numpy(output) for output in outputs}
             except Exception as error:
                 if "DEADLINE_EXCEEDED" in str(error) or "Deadline" in str(error):
+                    self._record(name, TritonMetrics.DEADLINE, started)
                     raise DeadlineExceeded(f"triton {name}: no answer within {timeout:.2f}s") from None
                 if attempt >= self._retries or not _transient(error):
+                    self._record(name, TritonMetrics.UNAVAILABLE, started)
                     raise Unavailable(f"triton {name} at {self.url}: {str(error)[:200]}") from None
                 attempt += 1
-                await asyncio.sleep(min(0.05 * 2**attempt, max(0.0, deadline - time.monotonic())))
+                pause = 0.05 * 2**attempt
+                if deadline - time.monotonic() <= pause:  # no time left for another attempt after the pause
+                    self._record(name, TritonMetrics.DEADLINE, started)
+                    raise DeadlineExceeded(f"triton {name}: no answer within {timeout:.2f}s") from None
+                self._record(name, TritonMetrics.RETRY, started)
+                await asyncio.sleep(pause)
+                continue
+            self._record(name, TritonMetrics.OK, started)
+            return {output: result.as_numpy(output) for output in outputs}
+
+    def _record(self, model: str, outcome: str, started: float) -> None:
+        self._metrics.record_attempt(model, outcome, (time.perf_counter() - started) * 1000.0)
 
     async def close(self) -> None:
         await self._client.close()

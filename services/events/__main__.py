@@ -2,7 +2,8 @@
 
 import asyncio
 
-from services.common.server import serve, setup_logging
+from services.common.logs import setup_logging
+from services.common.server import serve
 from services.common.tracing import configure_tracing
 from services.events.config import EventsSettings
 from services.events.server import create_server
@@ -15,6 +16,6 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    setup_logging()
+    setup_logging("events")
     configure_tracing("events")
     asyncio.run(main())

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, timezone
 
+import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 from shelfwise.events.v1 import events_pb2, events_pb2_grpc
 
-from services.common.errors import InvalidArgument
+from services.common.errors import InvalidArgument, ShelfwiseError
+from services.common.metrics import EventsMetrics
+from services.common.server import status_for
 from services.events.model import MAX_BATCH, Impression, Interaction, validate_impression, validate_interaction
 from services.events.store import EventStore
 
@@ -72,6 +76,15 @@ def interaction_from_pb(message: events_pb2.Interaction, where: str, now: dateti
     )
 
 
+def _status_name(error: BaseException) -> str:
+    """The gRPC status a caller gets for this failure (as ErrorMappingInterceptor maps it)."""
+    if isinstance(error, ShelfwiseError):
+        return status_for(error).name
+    if isinstance(error, asyncio.CancelledError):
+        return grpc.StatusCode.CANCELLED.name
+    return grpc.StatusCode.INTERNAL.name
+
+
 def _limit(request, default: int, maximum: int) -> int:
     limit = request.limit if request.HasField("limit") else default
     if not 1 <= limit <= maximum:
@@ -82,8 +95,18 @@ def _limit(request, default: int, maximum: int) -> int:
 class EventsServicer(events_pb2_grpc.EventsServiceServicer):
     def __init__(self, store: EventStore):
         self._store = store
+        self._metrics = EventsMetrics()
 
     async def LogEvents(self, request: events_pb2.LogEventsRequest, context) -> events_pb2.LogEventsResponse:
+        try:
+            return await self._log_events(request)
+        except (Exception, asyncio.CancelledError) as error:  # counted, then mapped by the interceptor
+            status = _status_name(error)
+            self._metrics.failed("impression", len(request.impressions), status)
+            self._metrics.failed("interaction", len(request.interactions), status)
+            raise
+
+    async def _log_events(self, request: events_pb2.LogEventsRequest) -> events_pb2.LogEventsResponse:
         total = len(request.impressions) + len(request.interactions)
         if total == 0:
             raise InvalidArgument("impressions", "a request must carry at least one impression or interaction")

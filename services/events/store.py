@@ -9,6 +9,7 @@ from typing import Sequence
 import asyncpg
 
 from services.common.errors import InvalidArgument, NotFound
+from services.common.metrics import EventsMetrics
 from services.events.model import Impression, Interaction
 
 _INSERT_IMPRESSIONS = """
@@ -94,12 +95,13 @@ class PopularProduct:
 class EventStore:
     def __init__(self, pool: asyncpg.Pool):
         self._pool = pool
+        self._metrics = EventsMetrics()
 
     async def write(self, impressions: Sequence[Impression], interactions: Sequence[Interaction]) -> tuple[int, int]:
         """Stores a batch atomically; returns (accepted, duplicates). Interactions must point at
         an impression (in this batch or stored earlier) that showed the product at that position."""
         async with self._pool.acquire() as connection, connection.transaction():
-            accepted = 0
+            accepted_impressions = accepted_interactions = 0
             if impressions:
                 rows = await connection.fetch(
                     _INSERT_IMPRESSIONS,
@@ -115,7 +117,7 @@ class EventStore:
                     [e.model_version for e in impressions],
                     [e.experiment_arm for e in impressions],
                 )
-                accepted += len(rows)
+                accepted_impressions = len(rows)
             if interactions:
                 await self._check_attribution(connection, interactions)
                 rows = await connection.fetch(
@@ -131,7 +133,11 @@ class EventStore:
                     [e.quantity for e in interactions],
                     [e.value for e in interactions],
                 )
-                accepted += len(rows)
+                accepted_interactions = len(rows)
+        # Committed: count what was stored and what was already there.
+        self._metrics.ingested("impression", accepted_impressions, len(impressions) - accepted_impressions)
+        self._metrics.ingested("interaction", accepted_interactions, len(interactions) - accepted_interactions)
+        accepted = accepted_impressions + accepted_interactions
         return accepted, len(impressions) + len(interactions) - accepted
 
     @staticmethod

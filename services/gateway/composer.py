@@ -19,7 +19,6 @@ import uuid
 from dataclasses import dataclass
 
 from google.protobuf.timestamp_pb2 import Timestamp
-from opentelemetry import metrics
 from shelfwise.common.v1 import common_pb2
 from shelfwise.events.v1 import events_pb2
 from shelfwise.gateway.v1 import gateway_pb2
@@ -28,6 +27,7 @@ from shelfwise.ranking.v1 import ranking_pb2
 from shelfwise.retrieval.v1 import retrieval_pb2
 
 from services.common.errors import DeadlineExceeded, InvalidArgument, NotFound, Unavailable
+from services.common.metrics import GatewayMetrics
 from services.gateway.config import StageDeadlines
 
 log = logging.getLogger(__name__)
@@ -133,14 +133,7 @@ class Composer:
         self._candidates = candidates
         self._pending_impressions: dict[str, asyncio.Task] = {}
         self.impressions_failed = 0
-        meter = metrics.get_meter("shelfwise.gateway")
-        self._degraded_counter = meter.create_counter(
-            "shelfwise.gateway.degraded_responses", unit="1",
-            description="Search/Recommend responses answered with a stage or part bypassed, by stage",
-        )
-        self._impressions_failed_counter = meter.create_counter(
-            "shelfwise.gateway.impressions_failed", unit="1", description="impressions that could not be logged"
-        )
+        self._metrics = GatewayMetrics()
 
     # --- Search -------------------------------------------------------------------------------
 
@@ -202,6 +195,7 @@ class Composer:
             degraded_stages=degraded,
         )
         self._count_degraded("search", degraded)
+        self._metrics.record_stages("search", timings)
         self._log_impression(request_id, request, events_pb2.SURFACE_SEARCH, query, page, offset)
         return response
 
@@ -258,6 +252,7 @@ class Composer:
             degraded_stages=degraded,
         )
         self._count_degraded("recommend", degraded)
+        self._metrics.record_stages("recommend", timings)
         self._log_impression(request_id, request, events_pb2.SURFACE_RECOMMEND, seed, page, offset)
         return response
 
@@ -323,7 +318,7 @@ class Composer:
 
     def _count_degraded(self, rpc: str, degraded: list[str]) -> None:
         for stage in degraded:
-            self._degraded_counter.add(1, {"rpc": rpc, "stage": stage})
+            self._metrics.degraded_responses.add(1, {"rpc": rpc, "stage": stage})
 
     # --- impressions and tracking ---------------------------------------------------------------
 
@@ -346,7 +341,12 @@ class Composer:
         )
         task = asyncio.create_task(self._send_impression(impression))
         self._pending_impressions[request_id] = task
-        task.add_done_callback(lambda _: self._pending_impressions.pop(request_id, None))
+        self._metrics.impressions_pending.add(1)
+        task.add_done_callback(lambda _: self._impression_done(request_id))
+
+    def _impression_done(self, request_id: str) -> None:
+        self._pending_impressions.pop(request_id, None)
+        self._metrics.impressions_pending.add(-1)
 
     async def _send_impression(self, impression: events_pb2.Impression) -> None:
         try:
@@ -358,7 +358,7 @@ class Composer:
             )
         except Exception as error:  # never fails the search that produced it
             self.impressions_failed += 1
-            self._impressions_failed_counter.add(1)
+            self._metrics.impressions_failed.add(1)
             log.warning("impression of request %s not logged: %s", impression.request_id, error)
 
     async def wait_for_impressions(self, request_ids=None, timeout: float = IMPRESSION_WAIT_SECONDS) -> None:

@@ -16,6 +16,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from services.common.errors import DeadlineExceeded, InvalidArgument, NotFound, Unavailable
+from services.common.metrics import RetrievalMetrics
 from services.common.text_encoder import TextEncoder
 from services.common.tracing import tracer
 from services.retrieval.catalog import Product, validate_product
@@ -83,6 +84,7 @@ class CatalogIndex:
         self._category = np.zeros(0, dtype=object)
         self._brand = np.zeros(0, dtype=object)
         self._write_lock = asyncio.Lock()
+        self._metrics = RetrievalMetrics()
 
     @property
     def model_version(self) -> str:
@@ -113,6 +115,7 @@ class CatalogIndex:
             await self._store.save_embeddings([products[row] for row in missing], encoded, self.model_version)
         async with self._write_lock:
             self._apply_upsert(products, vectors)
+            self._metrics.index_size(self.size)
         log.info("catalogue index ready: %d products", self.size)
 
     def _apply_upsert(self, products: Sequence[Product], vectors: np.ndarray) -> None:
@@ -155,6 +158,8 @@ class CatalogIndex:
         async with self._write_lock:
             inserted, updated = await self._store.upsert(products, vectors, self.model_version)
             self._apply_upsert(products, vectors)
+            self._metrics.index_size(self.size)
+        self._metrics.upserted(inserted, updated)
         return inserted, updated
 
     async def delete(self, product_ids: Sequence[str]) -> tuple[int, list[str]]:
@@ -170,6 +175,8 @@ class CatalogIndex:
                 for slot in slots:
                     self._products[slot] = None
             self._lexical.delete(deleted)
+            self._metrics.index_size(self.size)
+        self._metrics.deleted(len(deleted))
         deleted_set = set(deleted)
         return len(deleted), [product_id for product_id in dict.fromkeys(product_ids) if product_id not in deleted_set]
 
