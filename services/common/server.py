@@ -26,6 +26,9 @@ from services.common.tracing import current_trace_id, instrument_libraries
 
 log = logging.getLogger(__name__)
 
+# Health service name for liveness probes (readiness uses "" and the service names).
+LIVENESS_SERVICE = "liveness"
+
 # The one table from domain failures to gRPC status codes.
 STATUS_FOR_ERROR: dict[type[errors.ShelfwiseError], grpc.StatusCode] = {
     errors.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
@@ -171,6 +174,8 @@ async def start_server(
     await server.start()
     running = RunningServer(server=server, port=bound, service_names=names, health=health_servicer)
     await running.set_serving(False)
+    # Liveness is about the process, not its dependencies: SERVING until the server stops.
+    await health_servicer.set(LIVENESS_SERVICE, health_pb2.HealthCheckResponse.SERVING)
     return running
 
 

@@ -189,5 +189,10 @@ async def test_search_is_unavailable_with_a_clear_message_when_retrieval_is_down
         async with create_channel(f"127.0.0.1:{running.port}") as channel:
             health = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
         assert health.status == health_pb2.HealthCheckResponse.NOT_SERVING
+        async with create_channel(f"127.0.0.1:{running.port}") as channel:
+            alive = await health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service="liveness"), timeout=5
+            )
+        assert alive.status == health_pb2.HealthCheckResponse.SERVING  # not ready, but alive: no restart
     finally:
         await running.stop()
