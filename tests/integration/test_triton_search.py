@@ -1,5 +1,6 @@
-"""Search with models served by a real Triton: the same answers as the embedded runtime, the
-stated degradation while Triton is down, and recovery when it returns."""
+"""Search with models served by a real Triton: the same answers as the embedded runtime, one
+trace holding every service, Triton and PostgreSQL, the stated degradation while Triton is
+down, and recovery when it returns."""
 
 from __future__ import annotations
 
@@ -51,10 +52,22 @@ async def test_triton_serves_search_like_embedded_then_degrades_and_recovers(
             assert via_triton.model_version == embedded.model_version
         span_exporter.clear()
         await search(address, QUERIES[0])
+        await gateway.app.wait_for_impressions()
         spans = span_exporter.get_finished_spans()
         (root,) = [s for s in spans if s.name == "/shelfwise.gateway.v1.GatewayService/Search" and s.kind.name == "SERVER"]
-        infer = {s.name for s in spans if s.context.trace_id == root.context.trace_id and s.name.endswith("ModelInfer")}
-        assert infer, "Triton calls are spans of the Search's trace"
+        trace = [s for s in spans if s.context.trace_id == root.context.trace_id]
+        names = {s.name for s in trace}
+        for method in ("QueryUnderstandingService/Understand", "RetrievalService/Retrieve", "RankingService/Rank",
+                       "EventsService/LogEvents", "GRPCInferenceService/ModelInfer"):
+            assert any(n.endswith(method) for n in names), (method, names)
+        assert any(s.attributes.get("db.system") == "postgresql" for s in trace), names
+        # The stages run one after another inside the gateway's span.
+        stages = [
+            s for s in trace if s.kind.name == "CLIENT" and s.parent is not None and s.parent.span_id == root.context.span_id
+            and not s.name.endswith("LogEvents")
+        ]
+        assert len(stages) == 3, [s.name for s in stages]
+        assert sum(s.end_time - s.start_time for s in stages) <= root.end_time - root.start_time
 
         await asyncio.to_thread(triton_server.stop)
         down = await search(address, QUERIES[1])
