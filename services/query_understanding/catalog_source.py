@@ -13,6 +13,7 @@ import logging
 
 import asyncpg
 
+from services.common.background import Periodic
 from services.query_understanding.understanding import QueryUnderstander
 from services.query_understanding.vocabulary import CatalogVocabulary
 
@@ -22,10 +23,9 @@ log = logging.getLogger(__name__)
 class CatalogVocabularySource:
     def __init__(self, pool: asyncpg.Pool, refresh_seconds: float):
         self._pool = pool
-        self._refresh_seconds = refresh_seconds
         self._version: tuple | None = None
         self.understander = QueryUnderstander(CatalogVocabulary.empty())
-        self._task: asyncio.Task | None = None
+        self._refresher = Periodic("vocabulary refresh", self.refresh, refresh_seconds, run_first=False)
 
     async def refresh(self) -> bool:
         """Rebuilds when the catalogue changed; returns whether it did."""
@@ -46,17 +46,7 @@ class CatalogVocabularySource:
         return True
 
     def start(self) -> None:
-        async def loop() -> None:
-            while True:
-                await asyncio.sleep(self._refresh_seconds)
-                try:
-                    await self.refresh()
-                except Exception as error:  # database blip: keep the current vocabulary
-                    log.warning("vocabulary refresh failed: %s", error)
-
-        self._task = asyncio.create_task(loop())
+        self._refresher.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        await self._refresher.stop()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from dataclasses import dataclass
@@ -10,6 +9,7 @@ from typing import Awaitable, Callable, Mapping, Sequence
 
 import numpy as np
 
+from services.common.background import Periodic
 from services.common.errors import DeadlineExceeded, InvalidArgument, Unavailable
 from services.ranking.features import FEATURE_NAMES, QueryPreferences, RankingCandidate, feature_matrix
 from services.ranking.scorers import FeatureScorer, Scorer
@@ -42,10 +42,9 @@ class PopularityCache:
 
     def __init__(self, fetch: Callable[[], Awaitable[Mapping[str, float]]], refresh_seconds: float):
         self._fetch = fetch
-        self._refresh_seconds = refresh_seconds
         self.values: Mapping[str, float] = {}
         self.refreshed_at: float | None = None
-        self._task: asyncio.Task | None = None
+        self._refresher = Periodic("popularity refresh", self.refresh, refresh_seconds)
 
     async def refresh(self) -> None:
         try:
@@ -55,17 +54,10 @@ class PopularityCache:
             log.warning("popularity refresh failed, keeping %d cached values: %s", len(self.values), error)
 
     def start(self) -> None:
-        async def loop() -> None:
-            while True:
-                await self.refresh()
-                await asyncio.sleep(self._refresh_seconds)
-
-        self._task = asyncio.create_task(loop())
+        self._refresher.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        await self._refresher.stop()
 
 
 class Ranker:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Mapping
 
-from services.common.config import InferenceSettings, ServerSettings, database_url, env_int
+from services.common.config import InferenceSettings, ServerSettings, database_url, env_float, env_int
 
 
 @dataclass(frozen=True)
@@ -14,6 +14,7 @@ class RetrievalSettings:
     database_url: str
     inference: InferenceSettings
     default_limit: int
+    catalog_sync_seconds: float
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "RetrievalSettings":
@@ -22,4 +23,5 @@ class RetrievalSettings:
             database_url=database_url(environ),
             inference=InferenceSettings.from_env(environ),
             default_limit=env_int("SHELFWISE_RETRIEVAL_DEFAULT_LIMIT", 200, environ, minimum=1),
+            catalog_sync_seconds=env_float("SHELFWISE_CATALOG_SYNC_SECONDS", 2.0, environ, minimum=0.05),
         )

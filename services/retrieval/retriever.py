@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -32,6 +33,9 @@ MAX_LIMIT = 2_000
 MAX_UPSERT = 1_000
 # Per batch of 64 texts when encoding products; query encoding keeps the backend's short default.
 BULK_ENCODE_TIMEOUT = 120.0
+# Change times come from writers' transactions, which may commit a little after they are
+# stamped: each sync looks this far behind its watermark (unchanged products are skipped).
+SYNC_OVERLAP = timedelta(seconds=30)
 
 
 @dataclass(frozen=True)
@@ -84,6 +88,7 @@ class CatalogIndex:
         self._category = np.zeros(0, dtype=object)
         self._brand = np.zeros(0, dtype=object)
         self._write_lock = asyncio.Lock()
+        self._watermark = datetime.min.replace(tzinfo=timezone.utc) + SYNC_OVERLAP
         self._metrics = RetrievalMetrics()
 
     @property
@@ -96,6 +101,7 @@ class CatalogIndex:
 
     async def load(self) -> None:
         """Builds the indexes from PostgreSQL, encoding only products without a cached vector."""
+        self._watermark = await self._store.clock()
         products = await self._store.load_all()
         cached = await self._store.load_embeddings(self.model_version)
         vectors = np.zeros((len(products), self._encoder.dimension), dtype=np.float32)
@@ -169,16 +175,51 @@ class CatalogIndex:
             raise InvalidArgument("product_ids", f"must contain at most {MAX_UPSERT} ids per call")
         async with self._write_lock:
             deleted = await self._store.delete(product_ids)
-            slots = [self._slot_of.pop(product_id) for product_id in deleted if product_id in self._slot_of]
-            if slots:
-                self._dense.remove(np.array(slots))
-                for slot in slots:
-                    self._products[slot] = None
-            self._lexical.delete(deleted)
+            self._apply_delete(deleted)
             self._metrics.index_size(self.size)
         self._metrics.deleted(len(deleted))
         deleted_set = set(deleted)
         return len(deleted), [product_id for product_id in dict.fromkeys(product_ids) if product_id not in deleted_set]
+
+    def _apply_delete(self, product_ids: Sequence[str]) -> None:
+        slots = [self._slot_of.pop(product_id) for product_id in product_ids if product_id in self._slot_of]
+        if slots:
+            self._dense.remove(np.array(slots))
+            for slot in slots:
+                self._products[slot] = None
+        self._lexical.delete(list(product_ids))
+
+    async def sync(self) -> int:
+        """Applies the catalogue writes other replicas made since the last sync (their upserts
+        carry cached embeddings, so nothing is re-encoded); returns how many products changed."""
+        # Read under the write lock: a local upsert or delete landing between the read and the
+        # apply would otherwise be overwritten by the older state just read.
+        async with self._write_lock:
+            changed, deleted, latest = await self._store.changes_since(
+                self._watermark - SYNC_OVERLAP, self.model_version
+            )
+            upserts, vectors, missing = [], [], []
+            for product, content_hash, vector in changed:
+                slot = self._slot_of.get(product.id)
+                if slot is not None and self._products[slot] == product:
+                    continue
+                if vector is None or content_hash != product.content_hash():
+                    missing.append(len(upserts))
+                upserts.append(product)
+                vectors.append(vector)
+            if missing:
+                encoded = await self._encoder.encode([upserts[i].embedding_text() for i in missing], BULK_ENCODE_TIMEOUT)
+                for row, i in enumerate(missing):
+                    vectors[i] = encoded[row]
+            if upserts:
+                self._apply_upsert(upserts, np.stack(vectors).astype(np.float32))
+            still_there = {product.id for product, _, _ in changed}
+            gone = [pid for pid in dict.fromkeys(deleted) if pid in self._slot_of and pid not in still_there]
+            if gone:
+                self._apply_delete(gone)
+        if latest is not None:
+            self._watermark = max(self._watermark, latest)
+        return len(upserts) + len(gone)
 
     def get(self, product_ids: Sequence[str]) -> tuple[list[Product], list[str]]:
         found, missing = [], []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from shelfwise.retrieval.v1 import retrieval_pb2, retrieval_pb2_grpc
 
+from services.common.background import Periodic
 from services.common.database import create_pool
 from services.common.errors import Unavailable
 from services.common.inference import create_backend, wait_for_models
@@ -40,6 +41,10 @@ async def create_server(settings: RetrievalSettings, port: int | None = None) ->
         port=settings.server.port if port is None else port,
         max_message_bytes=settings.server.max_message_bytes,
     )
-    running.on_stop += [pool.close, backend.close]
+    # Other replicas' upserts and deletes reach this replica's indexes within a sync period.
+    sync = Periodic("catalog sync", index.sync, settings.catalog_sync_seconds, run_first=False)
+    sync.start()
+    running.on_stop += [pool.close, backend.close, sync.stop]
+    running.app = index
     await running.set_serving(True)
     return running

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Iterable, Sequence
 
 import asyncpg
@@ -51,6 +52,10 @@ def _row_to_product(row: asyncpg.Record) -> Product:
 class ProductStore:
     def __init__(self, pool: asyncpg.Pool):
         self._pool = pool
+
+    async def clock(self) -> datetime:
+        """The database's current time: change times are compared on its clock, not ours."""
+        return await self._pool.fetchval("SELECT clock_timestamp()")
 
     async def load_all(self) -> list[Product]:
         rows = await self._pool.fetch(
@@ -102,6 +107,42 @@ class ProductStore:
         )
 
     async def delete(self, product_ids: Iterable[str]) -> list[str]:
-        """Deletes; returns the ids that existed."""
-        rows = await self._pool.fetch("DELETE FROM products WHERE id = ANY($1::text[]) RETURNING id", list(product_ids))
-        return [row["id"] for row in rows]
+        """Deletes, recording each deletion for the other replicas; returns the ids that existed."""
+        async with self._pool.acquire() as connection, connection.transaction():
+            rows = await connection.fetch(
+                "DELETE FROM products WHERE id = ANY($1::text[]) RETURNING id", list(product_ids)
+            )
+            deleted = [row["id"] for row in rows]
+            if deleted:
+                await connection.execute(
+                    "INSERT INTO product_deletions (product_id) SELECT unnest($1::text[])", deleted
+                )
+        return deleted
+
+    async def changes_since(
+        self, since: datetime, model_version: str
+    ) -> tuple[list[tuple[Product, str | None, np.ndarray | None]], list[str], datetime | None]:
+        """Products written and ids deleted after `since` (with each product's cached embedding
+        for this encoder version, if any), and the latest change time seen."""
+        rows = await self._pool.fetch(
+            "SELECT p.id, p.title, p.description, p.brand, p.category, p.price, p.currency,"
+            " p.attributes::text AS attributes, p.locale, p.extra::text AS extra, p.updated_at,"
+            " e.content_hash, e.vector"
+            " FROM products p LEFT JOIN product_embeddings e ON e.product_id = p.id AND e.model_version = $2"
+            " WHERE p.updated_at > $1",
+            since,
+            model_version,
+        )
+        deletions = await self._pool.fetch(
+            "SELECT product_id, deleted_at FROM product_deletions WHERE deleted_at > $1", since
+        )
+        changed = [
+            (
+                _row_to_product(row),
+                row["content_hash"],
+                None if row["vector"] is None else np.frombuffer(row["vector"], dtype=np.float32),
+            )
+            for row in rows
+        ]
+        times = [row["updated_at"] for row in rows] + [row["deleted_at"] for row in deletions]
+        return changed, [row["product_id"] for row in deletions], max(times, default=None)

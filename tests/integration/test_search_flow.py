@@ -171,3 +171,41 @@ async def test_recommend_popular_in_category_follows_clicks(gateway, system):
     assert response.results[0].product.id == target.product.id
     assert all(r.product.category == "Board Games" for r in response.results)
     assert any(reason.feature == "popularity" for reason in response.results[0].reasons)
+
+
+async def test_a_second_retrieval_replica_follows_upserts_and_deletes_of_the_first(system):
+    """Replicas share PostgreSQL, not memory: each applies the others' writes on its next sync."""
+    from services.retrieval.config import RetrievalSettings
+    from services.retrieval.server import create_server as create_retrieval
+
+    replica = await create_retrieval(
+        RetrievalSettings.from_env({**system.environ, "SHELFWISE_CATALOG_SYNC_SECONDS": "0.2"}), port=0
+    )
+    product = common_pb2.Product(
+        id="test-replica-1", title="Quokka Plush Toy, 30 cm", description="Soft plush quokka from Rottnest.",
+        brand="Marsupial Friends", category="Toys", price=24.0, currency="USD", locale="en-US",
+    )
+    request = retrieval_pb2.RetrieveRequest(query_text="quokka plush", limit=5)
+    try:
+        async with create_channel(system.address("retrieval")) as first, create_channel(
+            f"127.0.0.1:{replica.port}"
+        ) as second:
+            writer = retrieval_pb2_grpc.RetrievalServiceStub(first)
+            reader = retrieval_pb2_grpc.RetrievalServiceStub(second)
+            await writer.UpsertProducts(retrieval_pb2.UpsertProductsRequest(products=[product]))
+            for _ in range(50):
+                found = await reader.Retrieve(request)
+                if found.candidates and found.candidates[0].product.id == product.id:
+                    break
+                await asyncio.sleep(0.1)
+            assert found.candidates[0].product.id == product.id
+
+            await writer.DeleteProducts(retrieval_pb2.DeleteProductsRequest(product_ids=[product.id]))
+            for _ in range(50):
+                found = await reader.Retrieve(request)
+                if product.id not in {c.product.id for c in found.candidates}:
+                    break
+                await asyncio.sleep(0.1)
+            assert product.id not in {c.product.id for c in found.candidates}
+    finally:
+        await replica.stop()
