@@ -91,8 +91,11 @@ class LocalSystem:
         env = self.service_environment()
         for service in SERVICE_ORDER:
             log_file = (self.log_dir / f"{service}.log").open("ab")
+            # Own session: a Ctrl-C in the terminal reaches `shelfwise up` alone, which then
+            # stops the services in order (gateway first) instead of all at once.
             process = subprocess.Popen(
-                [sys.executable, "-m", f"services.{service}"], env=env, stdout=log_file, stderr=subprocess.STDOUT
+                [sys.executable, "-m", f"services.{service}"], env=env, stdout=log_file, stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
             self.processes[service] = process
         for service in SERVICE_ORDER:
