@@ -166,3 +166,10 @@ def triton_server(tmp_path_factory, model_repository):
     server.start(timeout=120)
     yield server
     server.stop()
+
+
+def require_export(version_dir: Path, *files: str) -> None:
+    """Fails (never skips) when `shelfwise export` has not produced these files."""
+    missing = [version_dir / name for name in ("model.onnx", *files) if not (version_dir / name).is_file()]
+    if missing:
+        pytest.fail(f"{', '.join(map(str, missing))} missing: run `shelfwise export` first (or `python -m training.export`)")

@@ -3,12 +3,12 @@ without) answers its health check."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 from grpc_health.v1 import health_pb2_grpc
 from shelfwise.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 
+from services.common.background import Periodic
 from services.common.channels import create_channel, is_serving
 from services.common.server import RunningServer, start_server
 from services.gateway.composer import Composer
@@ -29,27 +29,21 @@ class RetrievalHealth:
         self._running = running
         self._channel = create_channel(retrieval_address)
         self._stub = health_pb2_grpc.HealthStub(self._channel)
-        self._interval = interval
-        self._task: asyncio.Task | None = None
+        self._serving: bool | None = None
+        self._checker = Periodic("retrieval health", self.check, interval)
+
+    async def check(self) -> None:
+        serving = await is_serving(self._stub)
+        if serving != self._serving:
+            log.info("retrieval %s: gateway %s", "up" if serving else "down", "SERVING" if serving else "NOT_SERVING")
+            await self._running.set_serving(serving)
+            self._serving = serving
 
     def start(self) -> None:
-        async def loop() -> None:
-            serving = None
-            while True:
-                now_serving = await is_serving(self._stub)
-                if now_serving != serving:
-                    log.info("retrieval %s: gateway %s", "up" if now_serving else "down",
-                             "SERVING" if now_serving else "NOT_SERVING")
-                    await self._running.set_serving(now_serving)
-                    serving = now_serving
-                await asyncio.sleep(self._interval)
-
-        self._task = asyncio.create_task(loop())
+        self._checker.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        await self._checker.stop()
         await self._channel.close()
 
 

@@ -20,6 +20,8 @@ from scipy.stats import spearmanr
 from services.ranking.features import FEATURE_NAMES
 from services.ranking.scorers import FEATURE_WEIGHTS, FeatureScorer
 
+from tests.conftest import require_export
+
 MODEL_REPOSITORY = Path(__file__).resolve().parents[2] / "model_repository"
 VERSION_DIR = MODEL_REPOSITORY / "ctr_head" / "1"
 COLUMN = {name: index for index, name in enumerate(FEATURE_NAMES)}
@@ -27,11 +29,7 @@ WEIGHTS = np.array([FEATURE_WEIGHTS[name] for name in FEATURE_NAMES], dtype=np.f
 
 
 def _require_export() -> None:
-    missing = [p for p in (VERSION_DIR / "model.onnx", VERSION_DIR / "metadata.json") if not p.is_file()]
-    if missing:
-        pytest.fail(
-            f"{', '.join(map(str, missing))} missing: run `shelfwise export` first (or `python -m training.export`)"
-        )
+    require_export(VERSION_DIR, "metadata.json")
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.conftest import require_export
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
@@ -39,11 +41,7 @@ SENTENCES = (
 
 
 def _require_export() -> None:
-    missing = [p for p in (VERSION_DIR / "model.onnx", VERSION_DIR / "tokenizer" / "tokenizer.json") if not p.is_file()]
-    if missing:
-        pytest.fail(
-            f"{', '.join(map(str, missing))} missing: run `shelfwise export` first (or `python -m training.export`)"
-        )
+    require_export(VERSION_DIR, "tokenizer/tokenizer.json")
 
 
 @pytest.fixture(scope="module")
