@@ -248,6 +248,24 @@ def _export(args) -> int:
     return export_main(args.rest)
 
 
+def _eval_search(args):
+    from training.eval_search import run_command
+
+    return run_command(args)
+
+
+def _eval_instacart(args):
+    from training.eval_search import instacart_command
+
+    return instacart_command(args)
+
+
+def _tune_fusion(args):
+    from training.eval_search import tune_fusion_command
+
+    return tune_fusion_command(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="shelfwise", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -323,6 +341,29 @@ def build_parser() -> argparse.ArgumentParser:
     triton_up = triton_commands.add_parser("up", help="derive the CPU repository and run tritonserver", add_help=False)
     triton_up.add_argument("rest", nargs=argparse.REMAINDER)
     triton_up.set_defaults(run=_triton_up)
+
+    from training.eval_search import add_arguments as add_eval_arguments, add_benchmark_arguments
+
+    evaluate = commands.add_parser("eval", help="evaluations on data, against baselines, with intervals")
+    eval_commands = evaluate.add_subparsers(dest="evaluation", required=True)
+    eval_search = eval_commands.add_parser(
+        "search", help="relevance of search pipelines on any catalogue, TSV queries and TREC qrels"
+    )
+    add_eval_arguments(eval_search)
+    eval_search.set_defaults(run=_eval_search)
+    eval_instacart = eval_commands.add_parser(
+        "instacart", help="build the Instacart aisle benchmark and evaluate every pipeline on one split"
+    )
+    add_benchmark_arguments(eval_instacart)
+    eval_instacart.add_argument("--split", choices=["train", "dev", "test"], default="test")
+    eval_instacart.add_argument("--pipeline", action="append", help="repeat to restrict (default: all available)")
+    eval_instacart.add_argument("--out", type=Path)
+    eval_instacart.add_argument("--plot", type=Path)
+    eval_instacart.add_argument("--runs", type=Path, help="also write TREC run files into this folder")
+    eval_instacart.set_defaults(run=_eval_instacart)
+    tune_fusion = eval_commands.add_parser("tune-fusion", help="tune lexical/dense fusion on the Instacart dev split")
+    add_benchmark_arguments(tune_fusion)
+    tune_fusion.set_defaults(run=_tune_fusion)
 
     export = commands.add_parser("export", help="export the models to ONNX in model_repository/", add_help=False)
     export.add_argument("rest", nargs=argparse.REMAINDER)

@@ -1,0 +1,72 @@
+"""The relevance evaluation's parts: input parsing, metrics over runs, intervals, fusion."""
+
+from __future__ import annotations
+
+import pytest
+
+from services.retrieval.fusion import Fusion
+from training.eval_search import bootstrap_interval, evaluate_run, read_qrels, read_queries
+
+
+def test_queries_file_is_qid_tab_query_and_names_bad_lines(tmp_path):
+    good = tmp_path / "dev.en.queries.tsv"
+    good.write_text("q1\tfresh fruits\n\nq2\t新鲜水果\n", encoding="utf-8")
+    query_set = read_queries(good)
+    assert query_set.name == "dev.en"
+    assert query_set.queries == {"q1": "fresh fruits", "q2": "新鲜水果"}
+
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("q1 fresh fruits\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="bad.tsv:1: expected 'qid<TAB>query'"):
+        read_queries(bad)
+    duplicate = tmp_path / "dup.tsv"
+    duplicate.write_text("q1\ta\nq1\tb\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="duplicate query id 'q1'"):
+        read_queries(duplicate)
+
+
+def test_qrels_are_trec_format_with_integer_grades(tmp_path):
+    qrels = tmp_path / "x.qrels"
+    qrels.write_text("q1 0 d1 1\nq1 0 d2 2\nq2 0 d3 1\n")
+    assert read_qrels(qrels) == {"q1": {"d1": 1, "d2": 2}, "q2": {"d3": 1}}
+    qrels.write_text("q1 0 d1 relevant\n")
+    with pytest.raises(ValueError, match="grade must be an integer"):
+        read_qrels(qrels)
+
+
+def test_metrics_reward_relevant_documents_at_the_top_and_count_empty_results_as_zero():
+    qrels = {"q1": {"d1": 1, "d2": 1}, "q2": {"d3": 1}, "q3": {"d4": 1}}
+    rankings = {
+        "q1": [("d1", 9.0), ("d2", 8.0), ("x", 7.0)],  # perfect
+        "q2": [("x", 9.0), ("d3", 1.0)],  # relevant at rank 2
+        "q3": [],  # nothing found
+    }
+    scores = evaluate_run(qrels, rankings).per_query
+    assert scores["nDCG@10"]["q1"] == pytest.approx(1.0)
+    assert scores["RR@10"]["q2"] == pytest.approx(0.5)
+    assert scores["nDCG@10"]["q2"] == pytest.approx(1 / 1.5849625, rel=1e-4)  # 1/log2(3)
+    assert scores["nDCG@10"]["q3"] == 0.0 and scores["R@100"]["q3"] == 0.0
+
+
+def test_bootstrap_interval_brackets_the_mean_and_narrows_with_more_queries():
+    mean, low, high = bootstrap_interval([0.0, 1.0] * 10)
+    assert mean == pytest.approx(0.5) and low < mean < high
+    _, wide_low, wide_high = bootstrap_interval([0.0, 1.0] * 5)
+    _, narrow_low, narrow_high = bootstrap_interval([0.0, 1.0] * 200)
+    assert narrow_high - narrow_low < wide_high - wide_low
+    assert bootstrap_interval([0.3] * 7) == pytest.approx((0.3, 0.3, 0.3))
+
+
+def test_fusion_adds_weighted_reciprocal_ranks_and_a_zero_weight_ignores_that_list():
+    lexical = [("a", 12.0), ("b", 7.0)]
+    dense = [("b", 0.9), ("c", 0.8)]
+    fused = Fusion(k=60, lexical_weight=1.0).fuse_rankings(lexical, dense)
+    assert [doc for doc, _ in fused] == ["b", "a", "c"]  # b is in both lists
+    assert dict(fused)["b"] == pytest.approx(1 / 62 + 1 / 61)
+    dense_only = Fusion(k=60, lexical_weight=0.0).fuse_rankings(lexical, dense)
+    assert [doc for doc, _ in dense_only][:2] == ["b", "c"]
+
+
+def test_fusion_settings_come_from_the_environment():
+    fusion = Fusion.from_env({"SHELFWISE_FUSION_K": "20", "SHELFWISE_FUSION_LEXICAL_WEIGHT": "0.5"})
+    assert (fusion.k, fusion.lexical_weight) == (20.0, 0.5)
