@@ -62,24 +62,30 @@ Ranking = list[tuple[str, float]]
 class QuerySet:
     name: str
     queries: dict[str, str]
+    languages: dict[str, str] = field(default_factory=dict)  # qid -> language, when the file says
 
 
 def read_queries(path: Path) -> QuerySet:
-    """``qid<TAB>query`` per line; blank lines skipped; a bad line is an error naming it."""
+    """``qid<TAB>query`` per line, optionally ``<TAB>language`` (else it is detected); blank
+    lines skipped; a bad line is an error naming it."""
     queries: dict[str, str] = {}
+    languages: dict[str, str] = {}
     for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
         if not line.strip():
             continue
-        qid, tab, text = line.partition("\t")
-        if not tab or not qid.strip() or not text.strip():
-            raise ValueError(f"{path}:{number}: expected 'qid<TAB>query'")
-        if qid.strip() in queries:
-            raise ValueError(f"{path}:{number}: duplicate query id {qid.strip()!r}")
-        queries[qid.strip()] = text.strip()
+        cells = line.split("\t")
+        if len(cells) not in (2, 3) or not cells[0].strip() or not cells[1].strip():
+            raise ValueError(f"{path}:{number}: expected 'qid<TAB>query' (optionally '<TAB>language')")
+        qid = cells[0].strip()
+        if qid in queries:
+            raise ValueError(f"{path}:{number}: duplicate query id {qid!r}")
+        queries[qid] = cells[1].strip()
+        if len(cells) == 3 and cells[2].strip():
+            languages[qid] = cells[2].strip()
     if not queries:
         raise ValueError(f"{path}: no queries")
     name = Path(path).name.removesuffix(".tsv").removesuffix(".queries")
-    return QuerySet(name, queries)
+    return QuerySet(name, queries, languages)
 
 
 def read_qrels(path: Path) -> dict[str, dict[str, int]]:
@@ -440,7 +446,8 @@ class Evaluation:
             languages: dict[str, list[str]] = {}
             for qid, text in query_set.queries.items():
                 if qid in self.qrels:
-                    languages.setdefault(query_language(text), []).append(qid)
+                    language = query_set.languages.get(qid) or query_language(text)
+                    languages.setdefault(language, []).append(qid)
             groups = [("all", [qid for qid in query_set.queries if qid in self.qrels])]
             if len(languages) > 1:
                 groups += sorted(languages.items())

@@ -19,8 +19,12 @@ the test files are for final reporting. Query sets per split, all judged by the 
 - ``{split}.en.queries.tsv``: the aisle's name as a query, and an English description of it
   (written by us, ``training/benchmarks/instacart_aisle_queries.tsv``);
 - ``{split}.zh.queries.tsv``: the same two queries written in Chinese (by us);
-- ``{split}.en-misspelled.queries.tsv``: the English queries with one seeded typo per word of
-  four letters or more (``training.misspell``), same query ids.
+- ``{split}.en-misspelled.queries.tsv``: the English queries with one seeded typo each (one
+  edit in one word of four letters or more, ``training.misspell``; most misspelt queries in
+  real logs carry one typo), same query ids.
+
+Query files carry the language as an optional third column, so per-language results do not
+depend on language detection of two-word, misspelt queries.
 
 Query ids are ``a{aisle_id}-{kind}`` with kind ``name`` or ``describe``.
 """
@@ -108,8 +112,7 @@ QUERY_SETS = ("en", "zh", "en-misspelled")
 
 def build(data_dir: Path, out_dir: Path) -> BenchmarkFiles:
     """Writes the catalogue, the query sets and the qrels of every split into ``out_dir``."""
-    from training.misspell import misspell
-
+    
     source = Path(data_dir) / "instacart"
     aisles = {int(r["aisle_id"]): r["aisle"].strip() for r in _read_csv(source / "aisles.csv")}
     departments = {int(r["department_id"]): r["department"].strip() for r in _read_csv(source / "departments.csv")}
@@ -143,13 +146,13 @@ def build(data_dir: Path, out_dir: Path) -> BenchmarkFiles:
         missing = [aisle_id for aisle_id in queried if aisle_id not in written]
         if missing:
             raise ValueError(f"{QUERIES_FILE}: no written queries for aisles {missing}")
-        sets: dict[str, list[tuple[str, str]]] = {name: [] for name in QUERY_SETS}
+        sets: dict[str, list[tuple[str, str, str]]] = {name: [] for name in QUERY_SETS}
         for aisle_id in queried:
             own = written[aisle_id]
             english = [(f"a{aisle_id}-name", aisles[aisle_id]), (f"a{aisle_id}-describe", own.en_describe)]
-            sets["en"] += english
-            sets["zh"] += [(f"a{aisle_id}-name", own.zh_name), (f"a{aisle_id}-describe", own.zh_describe)]
-            sets["en-misspelled"] += [(qid, misspell(text, rng)) for qid, text in english]
+            sets["en"] += [(qid, text, "en") for qid, text in english]
+            sets["zh"] += [(f"a{aisle_id}-name", own.zh_name, "zh"), (f"a{aisle_id}-describe", own.zh_describe, "zh")]
+            sets["en-misspelled"] += [(qid, one_typo(text, rng), "en") for qid, text in english]
         for name, rows in sets.items():
             _write_queries(files.queries(split, name), rows)
         with files.qrels(split).open("w", encoding="utf-8") as handle:
@@ -160,10 +163,23 @@ def build(data_dir: Path, out_dir: Path) -> BenchmarkFiles:
     return files
 
 
-def _write_queries(path: Path, rows: Iterable[tuple[str, str]]) -> None:
+def one_typo(text: str, rng: random.Random) -> str:
+    """``text`` with one keyboard typo in one of its words of 4+ letters (chosen by ``rng``)."""
+    from training.misspell import MIN_WORD_LETTERS, misspell_word
+
+    words = text.split(" ")
+    eligible = [i for i, word in enumerate(words) if word.isascii() and word.isalpha() and len(word) >= MIN_WORD_LETTERS]
+    if not eligible:
+        return text
+    i = eligible[rng.randrange(len(eligible))]
+    words[i] = misspell_word(words[i], rng)
+    return " ".join(words)
+
+
+def _write_queries(path: Path, rows: Iterable[tuple[str, str, str]]) -> None:
     with path.open("w", encoding="utf-8") as handle:
-        for qid, text in rows:
-            handle.write(f"{qid}\t{' '.join(text.split())}\n")
+        for qid, text, language in rows:
+            handle.write(f"{qid}\t{' '.join(text.split())}\t{language}\n")
 
 
 def split_summary(data_dir: Path) -> dict[str, int]:
