@@ -285,6 +285,28 @@ def _remove(text: str, start: int, end: int) -> str:
     return " ".join((text[:start] + " " + text[end:]).split())
 
 
+def _attribute_reading(
+    vocabulary: CatalogVocabulary, key: str, categories: Mapping[str, float]
+) -> tuple[str, str]:
+    """(attribute, value) that a value means in this query.
+
+    "black" is a colour in most of a catalogue but a tea type in "black tea"; "medium" a size
+    but a roast in "medium roast coffee". When the query names categories, the attribute whose
+    products in those categories carry the value most often wins (ties: the attribute carried
+    by more products overall); otherwise the catalogue-wide default.
+    """
+    default = vocabulary.attribute_values[key]
+    candidates = vocabulary.attribute_candidates.get(key, ())
+    if not categories or len(candidates) < 2:
+        return default
+    best, best_count = default, 0
+    for name, value, in_categories in candidates:
+        count = sum(n for category, n in in_categories if category in categories)
+        if count > best_count:
+            best, best_count = (name, value), count
+    return best
+
+
 def extract_filters(normalized: str, vocabulary: CatalogVocabulary) -> ExtractedFilters:
     """Price, brands, categories and attribute values mentioned in normalized query text.
 
@@ -295,8 +317,10 @@ def extract_filters(normalized: str, vocabulary: CatalogVocabulary) -> Extracted
     * categories: the full category name, or its singular form ("running shoe"), scores 1.0;
       then a remaining word that is the head (last) word of multi-word categories ("shoes" of
       "Running Shoes", "Dress Shoes") scores 0.6 for each of them (at most 5, alphabetical);
-    * attributes: known attribute values as whole words ("red" -> color=Red); when several
-      values of one attribute appear, the first in the query wins.
+    * attributes: known attribute values as whole words ("red" -> color=Red), or their plural
+      ("cats" -> animal=cat); a value several attributes share is read in the context of the
+      categories found ("black tea" -> type=black, not color=black); when several values of
+      one attribute appear, the first in the query wins.
 
     So "red wine" with a category "Red Wine" is that category, not colour red + "wine".
     """
@@ -332,7 +356,7 @@ def extract_filters(normalized: str, vocabulary: CatalogVocabulary) -> Extracted
     attributes: dict[str, str] = {}
     matches = vocabulary.attribute_matcher.find(remaining, spans, taken)
     for match in sorted(matches, key=lambda m: m.start):
-        name, value = vocabulary.attribute_values[match.key]
+        name, value = _attribute_reading(vocabulary, match.key, categories)
         attributes.setdefault(name, value)
 
     return ExtractedFilters(

@@ -15,14 +15,14 @@ import math
 import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
 from services.common.text import STOP_WORDS, contains_cjk, is_latin_word, normalize, words
 
-__all__ = ["CatalogVocabulary", "PhraseMatch", "PhraseMatcher", "singular"]
+__all__ = ["CatalogVocabulary", "PhraseMatch", "PhraseMatcher", "plural", "singular"]
 
 # Weight of a title word in `word_counts`: titles are short and carefully written, descriptions
 # long and noisy, so a title occurrence counts three times.
@@ -47,6 +47,11 @@ _GENERIC_VALUES = frozenset(
 # Numbers, number ranges and fractions ("42", "10.5", "42-44", "1/2", "100%").
 _NUMERIC_VALUE_RE = re.compile(r"[\d\s.,/\-+x×%]+")
 _PATH_SEPARATORS_RE = re.compile(r"\s*(?:>|/|\|)\s*")
+# "Laptops & Tablets", "Bath and Body", "Tops, Tees": a compound category is the union of its
+# parts, and a shopper names one part ("laptop under $1000").
+_COMPOUND_SEPARATORS_RE = re.compile(r"\s*(?:&|,|\+)\s*|\s+and\s+")
+# "men's" typed without its apostrophe: "mens clothing".
+_POSSESSIVE_RE = re.compile(r"(\w)['’]s\b")
 
 
 # "-ves" plurals are not regular ("gloves", "sleeves"), so the common irregular ones are listed.
@@ -83,6 +88,43 @@ def singular(word: str) -> str:
     return word
 
 
+# A number glued to its unit ("500ml", "100g", "65w") and the same written apart ("500 ml") are
+# one value: catalogues spell it both ways (this one has "500ml" and "500 ml"), and so do
+# shoppers. Phrases and query words are therefore compared split at digit/letter boundaries.
+_DIGIT_RUNS_RE = re.compile(r"\d+|[^\d]+")
+
+
+def _split_digit_runs(token: str) -> list[str]:
+    if not any(ch.isdigit() for ch in token) or token.isdigit():
+        return [token]
+    return _DIGIT_RUNS_RE.findall(token)
+
+
+def _match_spans(spans: Sequence[tuple[str, int, int]]) -> list[tuple[str, int, int]]:
+    """`word_spans` with every word split at digit/letter boundaries, offsets kept exact."""
+    split: list[tuple[str, int, int]] = []
+    for word, start, end in spans:
+        if not any(ch.isdigit() for ch in word) or word.isdigit():
+            split.append((word, start, end))
+            continue
+        for run in _DIGIT_RUNS_RE.finditer(word):
+            split.append((run.group(), start + run.start(), start + run.end()))
+    return split
+
+
+def plural(word: str) -> str | None:
+    """A naive English plural of a latin word ("cat" -> "cats", "berry" -> "berries"), or None
+    when the word already ends in "s" or is not a latin word. Also the apostrophe-less
+    possessive shoppers type: "men" -> "mens", "women" -> "womens"."""
+    if not is_latin_word(word) or word.endswith("s") or len(word) < 2:
+        return None
+    if word.endswith("y") and len(word) > 2 and word[-2] not in "aeiou":
+        return word[:-1] + "ies"
+    if word.endswith(("x", "z", "ch", "sh")):
+        return word + "es"
+    return word + "s"
+
+
 class PhraseMatch(NamedTuple):
     """One phrase found in a text: its normalized key and where it lies in the text."""
 
@@ -97,22 +139,30 @@ class PhraseMatcher:
     Phrases with Han/kana/hangul characters match as substrings (Chinese has no spaces and
     segmentation may differ between catalogue and query); all others match as whole-word
     sequences of `words`, so "red" never matches inside "redmi" and "h&m" matches "h & m".
+    Words are compared split at digit/letter boundaries, so "500ml" matches "500 ml".
+
+    A match reports the phrase itself as its key; `aliases` (other spelling -> phrase) adds
+    spellings reported as the phrase they stand for. Phrases with equal tokens ("500ml" and
+    "500 ml") report the one spelled as in the text, else the earliest entry (phrases before
+    aliases): filters carry catalogue spellings, and ranking compares them exactly.
     """
 
-    def __init__(self, phrases: Iterable[str]) -> None:
-        self._by_tokens: dict[tuple[str, ...], str] = {}
-        cjk: set[str] = set()
-        for phrase in phrases:
+    def __init__(self, phrases: Iterable[str], aliases: Mapping[str, str] | None = None) -> None:
+        entries = [(phrase, phrase) for phrase in phrases] + list((aliases or {}).items())
+        # tokens -> {phrase as written -> key}, first entry first
+        self._by_tokens: dict[tuple[str, ...], dict[str, str]] = {}
+        cjk: dict[str, str] = {}
+        for phrase, key in entries:
             if not phrase:
                 continue
             if contains_cjk(phrase):
-                cjk.add(phrase)
+                cjk.setdefault(phrase, key)
                 continue
-            tokens = tuple(words(phrase))
+            tokens = tuple(run for word in words(phrase) for run in _split_digit_runs(word))
             if tokens:
-                self._by_tokens.setdefault(tokens, phrase)
+                self._by_tokens.setdefault(tokens, {}).setdefault(phrase, key)
         self._max_tokens = max((len(t) for t in self._by_tokens), default=0)
-        self._cjk = sorted(cjk, key=lambda p: (-len(p), p))
+        self._cjk = sorted(cjk.items(), key=lambda item: (-len(item[0]), item[0]))
 
     def __len__(self) -> int:
         return len(self._by_tokens) + len(self._cjk)
@@ -131,17 +181,20 @@ class PhraseMatcher:
         """
         if taken is None:
             taken = bytearray(len(text))
+        spans = _match_spans(spans)
         candidates: list[PhraseMatch] = []
         for i in range(len(spans)):
             for n in range(1, min(self._max_tokens, len(spans) - i) + 1):
-                key = self._by_tokens.get(tuple(word for word, _, _ in spans[i : i + n]))
-                if key is not None:
-                    candidates.append(PhraseMatch(key, spans[i][1], spans[i + n - 1][2]))
+                keys = self._by_tokens.get(tuple(word for word, _, _ in spans[i : i + n]))
+                if keys is not None:
+                    start, end = spans[i][1], spans[i + n - 1][2]
+                    key = keys.get(text[start:end]) or next(iter(keys.values()))
+                    candidates.append(PhraseMatch(key, start, end))
         if self._cjk and contains_cjk(text):
-            for phrase in self._cjk:
+            for phrase, key in self._cjk:
                 at = text.find(phrase)
                 while at >= 0:
-                    candidates.append(PhraseMatch(phrase, at, at + len(phrase)))
+                    candidates.append(PhraseMatch(key, at, at + len(phrase)))
                     at = text.find(phrase, at + 1)
         candidates.sort(key=lambda m: (m.start - m.end, m.start, m.key))
         found: list[PhraseMatch] = []
@@ -169,10 +222,22 @@ def _category_keys(name: str) -> set[str]:
     if leaf:
         keys.add(leaf)
     for key in list(keys):
+        keys.add(_POSSESSIVE_RE.sub(r"\1s", key))
+    for key in list(keys):
         head = key.rsplit(" ", 1)
         head[-1] = singular(head[-1])
         keys.add(" ".join(head))
     return {key for key in keys if key}
+
+
+def _category_part_keys(name: str) -> set[str]:
+    """Keys of the parts of a compound category name ("laptops", "laptop", "tablets", "tablet"
+    for "Laptops & Tablets"); empty for a simple name."""
+    leaf = _PATH_SEPARATORS_RE.split(normalize(name))[-1]
+    parts = [part for part in _COMPOUND_SEPARATORS_RE.split(leaf) if part]
+    if len(parts) < 2:
+        return set()
+    return {key for part in parts for key in _category_keys(part)}
 
 
 def _is_filterable_value(key: str) -> bool:
@@ -201,6 +266,11 @@ class CatalogVocabulary:
     categories: normalized category name (and its singular/leaf variants) -> catalogue category.
     attribute_values: normalized value -> (attribute name, value as spelled in the catalogue),
         for short values of widely shared attributes only (see `from_products`).
+    attribute_candidates: normalized value -> every (attribute name, value as spelled,
+        ((category, products), ...)) that carries it, default (= `attribute_values`) first.
+        A value such as "black" can be a colour or a tea type; the categories a query names
+        decide which one it means (see `filters.extract_filters`). Optional: a vocabulary
+        without it always uses `attribute_values`.
 
     The mappings are read-only. Instances compare by value but are not hashable.
     """
@@ -209,9 +279,12 @@ class CatalogVocabulary:
     brands: Mapping[str, str]
     categories: Mapping[str, str]
     attribute_values: Mapping[str, tuple[str, str]]
+    attribute_candidates: Mapping[str, tuple[tuple[str, str, tuple[tuple[str, int], ...]], ...]] = field(
+        default_factory=dict
+    )
 
     def __post_init__(self) -> None:
-        for name in ("word_counts", "brands", "categories", "attribute_values"):
+        for name in ("word_counts", "brands", "categories", "attribute_values", "attribute_candidates"):
             object.__setattr__(self, name, MappingProxyType(dict(getattr(self, name))))
 
     @classmethod
@@ -233,8 +306,13 @@ class CatalogVocabulary:
         distinct values (or half its product count, if more) so identifiers and free text are
         left out; the value has 1 to `MAX_ATTRIBUTE_VALUE_WORDS` words, at least 2 characters,
         is not a number/size-number ("42", "10.5", "42-44") and is not a generic value such as
-        "yes", "none" or "other". A value shared by several attributes goes to the attribute
-        carried by more products.
+        "yes", "none" or "other". A value shared by several attributes goes by default to the
+        attribute carried by more products; all of them are kept in `attribute_candidates`
+        with the categories of the products carrying them.
+
+        Categories are recognised by their full name, its leaf when it is a path, the singular
+        of its last word, the possessive without apostrophe ("mens clothing"), and each part of
+        a compound name ("laptop" for "Laptops & Tablets") that no other category shares.
         """
         word_counts: Counter[str] = Counter()
         brand_spellings: dict[str, Counter[str]] = defaultdict(Counter)
@@ -243,6 +321,8 @@ class CatalogVocabulary:
         attr_products: Counter[str] = Counter()  # normalized attribute -> products carrying it
         # (normalized attribute, normalized value) -> spellings of the value
         value_spellings: dict[tuple[str, str], Counter[str]] = defaultdict(Counter)
+        # (normalized attribute, normalized value) -> products carrying it, per category
+        value_categories: dict[tuple[str, str], Counter[str]] = defaultdict(Counter)
         n_products = 0
 
         for product in products:
@@ -275,6 +355,8 @@ class CatalogVocabulary:
                     seen_attrs.add(attr)
                     attr_products[attr] += 1
                 value_spellings[(attr, normalize(value))][value] += 1
+                if category:
+                    value_categories[(attr, normalize(value))][category] += 1
 
         brands = {key: _most_common_first_seen(s) for key, s in sorted(brand_spellings.items())}
 
@@ -287,6 +369,15 @@ class CatalogVocabulary:
         for key, name in canonical.items():
             for variant in sorted(_category_keys(key)):
                 categories.setdefault(variant, name)
+        # A part of a compound name stands for its category only when no other category
+        # claims it (then it is ambiguous; the head-word rule may still score it lower).
+        part_owners: dict[str, set[str]] = defaultdict(set)
+        for key, name in canonical.items():
+            for part in _category_part_keys(key):
+                part_owners[part].add(name)
+        for part, owners in sorted(part_owners.items()):
+            if len(owners) == 1:
+                categories.setdefault(part, next(iter(owners)))
 
         min_products = max(MIN_ATTRIBUTE_PRODUCTS, math.ceil(MIN_ATTRIBUTE_SHARE * n_products))
         distinct: Counter[str] = Counter(attr for attr, _ in value_spellings)
@@ -297,20 +388,23 @@ class CatalogVocabulary:
             and distinct[attr] <= max(MAX_ATTRIBUTE_DISTINCT_VALUES, count // 2)
         }
         attribute_values: dict[str, tuple[str, str]] = {}
-        # Attributes carried by more products win a value they share with another attribute.
+        candidates: dict[str, list[tuple[str, str, tuple[tuple[str, int], ...]]]] = defaultdict(list)
+        # Attributes carried by more products win a value they share with another attribute
+        # (the default reading); the others stay as candidates for queries naming a category.
         ordered = sorted(value_spellings.items(), key=lambda kv: (-attr_products[kv[0][0]], kv[0]))
         for (attr, key), spellings in ordered:
-            if attr in eligible and key not in attribute_values and _is_filterable_value(key):
-                attribute_values[key] = (
-                    _most_common_first_seen(attr_names[attr]),
-                    _most_common_first_seen(spellings),
-                )
+            if attr in eligible and _is_filterable_value(key):
+                reading = (_most_common_first_seen(attr_names[attr]), _most_common_first_seen(spellings))
+                attribute_values.setdefault(key, reading)
+                in_categories = tuple(sorted(value_categories[(attr, key)].items()))
+                candidates[key].append((*reading, in_categories))
 
         return cls(
             word_counts=dict(sorted(word_counts.items())),
             brands=brands,
             categories=categories,
             attribute_values=dict(sorted(attribute_values.items())),
+            attribute_candidates={key: tuple(found) for key, found in sorted(candidates.items())},
         )
 
     # Lookup structures, built on first use and cached on the (immutable) instance.
@@ -327,8 +421,15 @@ class CatalogVocabulary:
 
     @cached_property
     def attribute_matcher(self) -> PhraseMatcher:
-        """Matches known attribute values in a query."""
-        return PhraseMatcher(self.attribute_values)
+        """Matches known attribute values in a query, and their plural/possessive form ("cats"
+        for "cat", "womens" for "women") unless that form is a value itself."""
+        aliases: dict[str, str] = {}
+        for key in self.attribute_values:
+            head, _, last = key.rpartition(" ")
+            form = plural(last)
+            if form is not None:
+                aliases.setdefault(f"{head} {form}" if head else form, key)
+        return PhraseMatcher(self.attribute_values, aliases)
 
     @cached_property
     def category_heads(self) -> Mapping[str, tuple[str, ...]]:

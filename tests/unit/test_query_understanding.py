@@ -551,3 +551,84 @@ def test_understand_never_raises_anything_but_invalid_argument_on_random_input(
         if u.price_min is not None and u.price_max is not None:
             assert u.price_min <= u.price_max
         assert all(tok for tok in u.tokens)
+
+
+# --- catalogue matching: units, possessives, compound categories, plurals, context ---------------
+
+MATCHING_PRODUCTS = [
+    {"title": "Oolong Tea", "category": "Tea", "attributes": {"type": "oolong", "weight": "100 g", "color": "green"}},
+    {"title": "Breakfast Tea", "category": "Tea", "attributes": {"type": "black", "weight": "250 g"}},
+    {"title": "Green Tea", "category": "Tea", "attributes": {"type": "green", "weight": "100 g"}},
+    {"title": "Sencha", "category": "Tea", "attributes": {"type": "green"}},
+    {"title": "Trail Runner", "category": "Running Shoes", "attributes": {"color": "black", "gender": "women"}},
+    {"title": "Road Runner", "category": "Running Shoes", "attributes": {"color": "green", "gender": "men"}},
+    {"title": "Oxford Shirt", "category": "Men's Clothing", "attributes": {"color": "black", "gender": "men"}},
+    {"title": "Silk Dress", "category": "Women's Clothing", "attributes": {"color": "black", "gender": "women"}},
+    {"title": "Ultrabook", "category": "Laptops & Tablets", "attributes": {"color": "black"}},
+    {"title": "Cat Tower", "category": "Pet Supplies", "attributes": {"animal": "cat"}},
+    {"title": "Dog Bed", "category": "Pet Supplies", "attributes": {"animal": "dog"}},
+    {"title": "Island Rum", "category": "Spirits", "attributes": {"volume": "500ml"}},
+    {"title": "Dry Gin", "category": "Spirits", "attributes": {"volume": "500ml"}},
+    {"title": "Soy Sauce", "category": "Pantry", "attributes": {"volume": "500 ml"}},
+]
+
+
+@pytest.fixture(scope="module")
+def matching() -> CatalogVocabulary:
+    return CatalogVocabulary.from_products(MATCHING_PRODUCTS)
+
+
+def test_a_number_glued_to_its_unit_matches_the_value_written_apart(matching: CatalogVocabulary) -> None:
+    assert dict(extract_filters("oolong tea 100g", matching).attributes) == {"type": "oolong", "weight": "100 g"}
+
+
+def test_a_value_spelled_both_ways_keeps_the_spelling_of_the_query(matching: CatalogVocabulary) -> None:
+    # Ranking compares attribute values exactly, so "500ml" must stay the catalogue's "500ml".
+    assert dict(extract_filters("rum 500ml", matching).attributes) == {"volume": "500ml"}
+    assert dict(extract_filters("sauce 500 ml", matching).attributes) == {"volume": "500 ml"}
+
+
+def test_possessive_without_apostrophe_names_one_category(matching: CatalogVocabulary) -> None:
+    assert extract_filters("mens clothing under $40", matching).categories == [("Men's Clothing", 1.0)]
+    assert extract_filters("womens clothing", matching).categories == [("Women's Clothing", 1.0)]
+    assert extract_filters("clothing", matching).categories == [
+        ("Men's Clothing", 0.6), ("Women's Clothing", 0.6)
+    ]
+
+
+def test_one_part_of_a_compound_category_names_it(matching: CatalogVocabulary) -> None:
+    assert extract_filters("laptop under $1000", matching).categories == [("Laptops & Tablets", 1.0)]
+    assert extract_filters("tablets", matching).categories == [("Laptops & Tablets", 1.0)]
+
+
+def test_a_part_shared_by_two_compound_categories_names_neither() -> None:
+    vocabulary = CatalogVocabulary.from_products(
+        [{"category": "Phone Cases & Accessories"}, {"category": "Bags & Accessories"}]
+    )
+    assert vocabulary.categories["phone cases"] == "Phone Cases & Accessories"
+    assert vocabulary.categories["bag"] == "Bags & Accessories"
+    assert "accessories" not in vocabulary.categories
+
+
+def test_plural_and_possessive_forms_of_attribute_values_match(matching: CatalogVocabulary) -> None:
+    assert dict(extract_filters("toys for cats", matching).attributes) == {"animal": "cat"}
+    found = extract_filters("womens running shoes", matching)
+    assert dict(found.attributes) == {"gender": "women"}
+    assert found.categories == [("Running Shoes", 1.0)]
+
+
+def test_a_shared_value_is_read_as_the_attribute_of_the_named_category(matching: CatalogVocabulary) -> None:
+    assert dict(extract_filters("black tea", matching).attributes) == {"type": "black"}
+    # "green" is also the colour of one tea; two teas are of type green.
+    assert dict(extract_filters("green tea", matching).attributes) == {"type": "green"}
+    assert dict(extract_filters("black running shoes", matching).attributes) == {"color": "black"}
+    assert dict(extract_filters("black", matching).attributes) == {"color": "black"}
+
+
+def test_vocabulary_keeps_every_reading_of_a_shared_value_with_its_categories(
+    matching: CatalogVocabulary,
+) -> None:
+    readings = {(name, value): dict(cats) for name, value, cats in matching.attribute_candidates["black"]}
+    assert list(readings)[0] == ("color", "black")  # the default reading comes first
+    assert readings[("type", "black")] == {"Tea": 1}
+    assert matching.attribute_values["black"] == ("color", "black")
