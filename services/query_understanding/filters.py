@@ -14,12 +14,13 @@ Price phrases (`extract_price`), English:
   range        "between 20 and 50", "from 20 to 50", "$20-$50", "$20 - 50", "20 to 50 dollars",
                "20-50 euros"
   optional lead-in "price", "priced", "prices", "costing" ("priced under $30").
-Chinese:
+Chinese (amounts in digits, Chinese numerals "一百元以下", or with 千/万 "1万以内"):
   upper bound  "50元以下", "50块以下", "100元以内", "100以内", "100元之内", "低于50元",
                "不超过100元", "不高于", "不到", "少于", "小于", "最多", "最高"
   lower bound  "50元以上", "50元起", "高于50", "超过50", "大于", "不低于", "不少于", "至少", "最低"
   range        "50到100元", "50-100元", "50至100块", "价格在50到100之间", "从50到100"
   optional lead-in "价格", "价位", "售价", "预算" (+ "在").
+Budget, an upper bound: "budget $50", "budget of 50", "预算80元".
 Currency: `$ € £ ¥ ₽ ₺ ₹`, "usd", "eur", "gbp", "chf", "rmb" before the number; those signs,
 "dollars", "bucks", "usd", "euros", "eur", "gbp", "chf", "kr", "sek", "nok", "dkk", "pln", "zł",
 "rub", "rmb", "yuan", "元", "块(钱)", "美元", "人民币" after it. The currency is
@@ -40,7 +41,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import NamedTuple
 
-from services.common.text import word_spans
+from services.common.text import HAN, word_spans
 from services.query_understanding.vocabulary import CatalogVocabulary
 
 __all__ = ["ExtractedFilters", "PriceFilter", "extract_filters", "extract_price"]
@@ -87,7 +88,23 @@ class ExtractedFilters:
 
 # --- price patterns -------------------------------------------------------------------------
 
-_NUM = r"(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?"
+_ARABIC_NUM = r"(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?"
+# Chinese numerals ("一百", "两千五", "十") and the multipliers written after Arabic digits
+# ("1万" = 10000, "5千" = 5000). Unlike digits, these characters also occur inside ordinary
+# words ("百搭" versatile, "一切", "千克" kilogram), so such an amount counts only when a
+# currency word or a price-bound word follows it, or no Han character does.
+_CN_DIGITS = {"零": 0, "〇": 0, "一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5, "六": 6,
+              "七": 7, "八": 8, "九": 9}
+_CN_MULTIPLIERS = {"十": 10, "百": 100, "千": 1000, "万": 10_000}
+_CN_NUMERAL_CHARS = "".join(_CN_DIGITS) + "".join(_CN_MULTIPLIERS)
+_CN_AMOUNT_END = (
+    r"(?=\s*(?:美元|人民币|块钱|块|元|以下|以内|之内|之下|封顶|以上|到|至|之间|区间|左右)"
+    rf"|\s|$|[^{HAN}])"
+)
+_NUM = (
+    rf"(?:{_ARABIC_NUM}(?:[千万]{_CN_AMOUNT_END})?"
+    rf"|(?<![{_CN_NUMERAL_CHARS}])[{_CN_NUMERAL_CHARS}]+{_CN_AMOUNT_END})"
+)
 _UNITS = (
     r"%|percent|off|kg|kgs|g|gr|grams?|mg|lbs?|oz|ml|l|cl|liters?|litres?|cm|mm|m|km|inch|"
     r"inches|ft|feet|foot|gb|tb|mb|mah|w|watts?|v|volts?|hz|mp|pcs|pieces?|pack|packs|pk|ct|"
@@ -153,6 +170,15 @@ _PRICE_PATTERNS: list[tuple[str, re.Pattern[str], bool]] = [
         ),
         False,
     ),
+    # A budget is what the shopper will spend at most: "budget $50", "预算80元". (With a
+    # bound word after it, "预算100元以上", the longer phrase wins.)
+    (
+        "max",
+        re.compile(
+            rf"{_START}(?:(?:my\s+|a\s+)?budget(?:\s+(?:of|is|:))?|预算\s*(?:是|为|在|:)?)\s*{_money('a')}"
+        ),
+        False,
+    ),
     # "from" alone is a lower bound only with a currency: "from 2020" is not a price.
     ("min", re.compile(rf"{_START}{_EN_LEAD}from\s*{_money('a')}"), True),
     (
@@ -212,10 +238,40 @@ class _PriceMatch(NamedTuple):
     max: float | None
 
 
+def _chinese_amount(text: str) -> float | None:
+    """Value of Chinese numerals: "一百" 100, "十五" 15, "两千五" 2500, "一万二千" 12000."""
+    total = section = 0
+    digit: int | None = None
+    last_multiplier = 0
+    for ch in text:
+        if ch in _CN_DIGITS:
+            # Digits written in a row ("一五零") are positional.
+            digit = _CN_DIGITS[ch] if digit is None else digit * 10 + _CN_DIGITS[ch]
+        elif ch == "万":
+            total += (section + (digit or 0)) * 10_000 or 10_000
+            section, digit, last_multiplier = 0, None, 10_000
+        else:
+            multiplier = _CN_MULTIPLIERS[ch]
+            section += (1 if digit is None else digit) * multiplier
+            digit, last_multiplier = None, multiplier
+    if digit is not None:
+        # "两千五" is 2500: a last digit after a multiplier counts one order of magnitude lower.
+        if last_multiplier >= 100 and text[-2] in _CN_MULTIPLIERS:
+            digit *= last_multiplier // 10
+        section += digit
+    value = float(total + section)
+    return value if value > 0 else None
+
+
 def _amount(text: str | None) -> float | None:
     if text is None:
         return None
-    value = float(text.replace(",", ""))
+    if text[-1] in _CN_MULTIPLIERS and text[0].isdigit():
+        value = float(text[:-1].replace(",", "")) * _CN_MULTIPLIERS[text[-1]]
+    elif not text[0].isdigit():
+        return _chinese_amount(text)
+    else:
+        value = float(text.replace(",", ""))
     return value if math.isfinite(value) else None
 
 

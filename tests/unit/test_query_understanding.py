@@ -632,3 +632,41 @@ def test_vocabulary_keeps_every_reading_of_a_shared_value_with_its_categories(
     assert list(readings)[0] == ("color", "black")  # the default reading comes first
     assert readings[("type", "black")] == {"Tea": 1}
     assert matching.attribute_values["black"] == ("color", "black")
+
+
+# --- price: Chinese numerals and budgets -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("query", "low", "high"),
+    [
+        ("桌游 一百元以下", None, 100),
+        ("十块钱以下的零食", None, 10),
+        ("十五元以下", None, 15),
+        ("两千五以内", None, 2500),
+        ("一千五百元以内", None, 1500),
+        ("一万二千元以下", None, 12000),
+        ("1万以内", None, 10000),
+        ("5千元以下", None, 5000),
+        ("1.5万以内", None, 15000),
+        ("一百到两百元", 100, 200),
+        ("预算80元", None, 80),
+        ("咖啡 预算 80", None, 80),
+        ("预算100元以上", 100, None),
+        ("预算在50到100元", 50, 100),
+        ("budget $50", None, 50),
+        ("headphones on a budget of 80 dollars", None, 80),
+    ],
+)
+def test_chinese_numerals_and_budgets_give_bounds(query: str, low: float | None, high: float | None) -> None:
+    price = extract_price(normalize(query))
+    assert price is not None
+    assert (price.min, price.max) == (low, high)
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["3千克 大米", "百搭 白色", "最多三件", "三岁以下 玩具", "高于一切", "十全十美", "2千米", "budget headphones"],
+)
+def test_chinese_numerals_inside_words_and_units_are_not_prices(query: str) -> None:
+    assert extract_price(normalize(query)) is None
