@@ -44,7 +44,7 @@ from typing import NamedTuple
 from services.common.text import HAN, word_spans
 from services.query_understanding.vocabulary import CatalogVocabulary
 
-__all__ = ["ExtractedFilters", "PriceFilter", "extract_filters", "extract_price"]
+__all__ = ["PRICE_WORDS", "ExtractedFilters", "PriceFilter", "extract_filters", "extract_price"]
 
 # Scores of category matches (see `extract_filters`).
 CATEGORY_FULL_MATCH_SCORE = 1.0
@@ -223,6 +223,17 @@ _PRICE_PATTERNS: list[tuple[str, re.Pattern[str], bool]] = [
         False,
     ),
 ]
+
+# The English words of the phrases above. Spelling correction restores typos of them ("undwr",
+# "dollasr") instead of bending them to the nearest catalogue word ("collar"), which would
+# also lose the price.
+PRICE_WORDS: frozenset[str] = frozenset(
+    """
+    under below less than cheaper lower maximum max most more over above greater higher least
+    minimum starting between from until till price prices priced costing cost costs budget
+    dollar dollars bucks buck euro euros pounds
+    """.split()
+)
 
 _AGE_BEFORE_RE = re.compile(
     r"(?<![a-z])(?:kids?|child|children|ages?|aged|bab(?:y|ies)|toddlers?|infants?|boys?|girls?|"

@@ -10,7 +10,9 @@ drink" must not become "soothing to drinks" just because the catalogue lacks "so
 
 A misspelt word of 4-5 letters may be corrected by one edit, a longer one by up to two. Among the
 closest candidates the most frequent catalogue word wins (ties: alphabetical, so results are
-deterministic).
+deterministic). The words of price phrases (`filters.PRICE_WORDS`: "under", "dollars", ...) are
+candidates too, ahead of catalogue words: a shopper's "dollasr" is "dollars", not the
+catalogue's "collar", and the price filter depends on it.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import threading
 from collections.abc import Sequence
 
 from services.common.text import is_latin_word, stem
+from services.query_understanding.filters import PRICE_WORDS
 from services.query_understanding.lexicon import english_words
 from services.query_understanding.vocabulary import CatalogVocabulary
 
@@ -100,6 +103,10 @@ class SpellingCorrector:
                         if len(word) >= 2 and count > 0 and is_latin_word(word):
                             symspell.create_dictionary_entry(word, count)
                             stems.add(stem(word))
+                    # Query grammar outranks any catalogue word at the same edit distance.
+                    top = max(self._vocabulary.word_counts.values(), default=0) + 1
+                    for word in PRICE_WORDS:
+                        symspell.create_dictionary_entry(word, top)
                     self._stems = frozenset(stems)
                     self._symspell = symspell
         return self._symspell

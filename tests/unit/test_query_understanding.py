@@ -670,3 +670,39 @@ def test_chinese_numerals_and_budgets_give_bounds(query: str, low: float | None,
 )
 def test_chinese_numerals_inside_words_and_units_are_not_prices(query: str) -> None:
     assert extract_price(normalize(query)) is None
+
+
+# --- spelling: price words and misspelt English that looks foreign -----------------------------
+
+TYPO_PRODUCTS = [
+    {"title": "Leather Dog Collar", "description": "A collar for doors and dogs.", "category": "Pet Supplies"},
+    {"title": "Stand Mixer", "description": "Kitchen appliances for bakers.", "category": "Kitchen Appliances"},
+    {"title": "Kettle", "description": "Kitchen appliances, stainless.", "category": "Kitchen Appliances"},
+]
+
+
+def test_typos_of_price_words_are_restored_not_bent_to_catalogue_words() -> None:
+    speller = SpellingCorrector(CatalogVocabulary.from_products(TYPO_PRODUCTS))
+    # Before, "dolars" became the catalogue's "doors" and "dollasr" its "collar".
+    assert speller.correct(["dolars", "undwr", "bwtween"])[0] == ["dollars", "under", "between"]
+    assert speller.correct(["dollasr"])[0][0] in {"dollar", "dollars"}
+
+
+def test_misspelt_english_that_looks_foreign_is_still_corrected() -> None:
+    understander = QueryUnderstander(CatalogVocabulary.from_products(TYPO_PRODUCTS))
+    query = "ktichen applianecs abpve $100"
+    assert detect_language(query)[0] != "en"  # py3langid: German, 0.9999
+    u = understander.understand(query)
+    assert u.corrected == "kitchen appliances above $100"
+    assert u.language == "en"
+    assert u.price_min == 100 and u.categories == (("Kitchen Appliances", 1.0),)
+
+
+@pytest.mark.parametrize(
+    "query", ["rotwein trocken unter 20 euro", "rote laufschuhe unter 50", "chaussures de course rouges"]
+)
+def test_confidently_foreign_queries_stay_uncorrected(query: str) -> None:
+    understander = QueryUnderstander(CatalogVocabulary.from_products(TYPO_PRODUCTS + PRODUCTS))
+    u = understander.understand(query)
+    assert u.corrections == () and u.corrected == u.normalized
+    assert u.language in {"de", "fr"}
