@@ -125,3 +125,48 @@ def test_lexical_classifier_beats_the_majority_class_on_separable_queries() -> N
     methods = result["methods"]
     assert methods["tf-idf + logreg"]["accuracy"] == 1.0
     assert methods["majority class"]["accuracy"] < 0.5
+
+
+class KeywordEncoder:
+    """A stand-in text encoder: one dimension per keyword, so similarity is keyword overlap."""
+
+    def __init__(self, keywords: list[str]) -> None:
+        self.keywords = keywords
+        self.kinds: list[str] = []
+
+    async def encode(self, texts, *, kind: str, timeout: float | None = None):
+        import numpy as np
+
+        self.kinds.append(kind)
+        vectors = np.array([[1.0 if k in t.lower() else 0.0 for k in self.keywords] for t in texts]) + 1e-6
+        return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def test_zero_shot_label_categories_scores_top1_against_the_labelled_set(tmp_path: Path) -> None:
+    from training.eval_query_understanding import zero_shot_label_categories
+
+    rows = read_labels(write_labels(tmp_path / "labels.jsonl", ROWS))  # "d" names no category
+    encoder = KeywordEncoder(["shoe", "headphone", "coffee"])
+    result = zero_shot_label_categories(rows, ["Coffee", "Headphones", "Running Shoes"], [("kw", encoder)])
+    accuracy = result["encoders"]["kw"]["accuracy"]
+    assert accuracy["overall"] == {"right": 3, "queries": 3, "accuracy": 1.0}
+    assert set(encoder.kinds) == {"query"}
+    wrong = zero_shot_label_categories(rows, ["Coffee", "Headphones", "Tea"], [("kw", encoder)])
+    assert wrong["encoders"]["kw"]["accuracy"]["overall"]["right"] == 2
+    assert [m["id"] for m in wrong["encoders"]["kw"]["misses"]] == ["a"]
+
+
+def test_embedding_classifiers_run_with_any_encoder_and_use_query_kind() -> None:
+    topics = {
+        "Sofas": ["grey sofa", "leather sofa", "sofa bed", "velvet sofa", "small sofa", "corner sofa"],
+        "Rugs": ["wool rug", "round rug", "shag rug", "runner rug", "blue rug", "outdoor rug"],
+        "Lamps": ["floor lamp", "desk lamp", "table lamp", "arc lamp", "brass lamp", "lamp shade"],
+    }
+    data = LabelledTexts("toy", [q for qs in topics.values() for q in qs],
+                         [c for c, qs in topics.items() for _ in qs], 0)
+    encoder = KeywordEncoder(["sofa", "rug", "lamp"])
+    result = run_classification(data, encoders=[("kw", encoder)], test_fraction=0.34, seed=0, bootstrap=50)
+    for method in ("zero-shot class name", "1-NN", "5-NN", "logreg", "logreg + class names"):
+        assert result["methods"][f"kw: {method}"]["accuracy"] == 1.0, method
+    assert set(encoder.kinds) == {"query"}
+    assert result["logreg_c"]["kw: logreg"] in (1.0, 10.0, 100.0, 1000.0, 10000.0)
