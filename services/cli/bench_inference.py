@@ -1,8 +1,9 @@
 """`shelfwise bench inference`: throughput and latency of each served model, side by side:
 Triton with dynamic batching, Triton without it, and the embedded ONNX Runtime.
 
-Requests look like the services' own: the text encoder gets one query per request, texts of
-mixed lengths (so requests land in different token buckets); the CTR head gets one whole
+Requests look like the services' own: each text encoder of the repository (MiniLM,
+multilingual-e5) gets one prefixed query per request, texts of mixed lengths (so requests land
+in different token buckets); the CTR head gets one whole
 candidate list per request (200 rows), as ranking sends it. Each cell runs a closed loop of
 `concurrency` clients for a fixed time and reports requests/s and p50/p99 latency; the last
 columns are the ratios of batched Triton to unbatched Triton and to embedded.
@@ -20,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from services.common.inference import EmbeddedOnnxRuntime, InferenceBackend, find_model
-from services.common.text_encoder import MODEL_NAME as TEXT_ENCODER, TextEncoder
+from services.common.text_encoder import TextEncoder, is_text_encoder
 
 CONCURRENCY = (1, 8, 32, 64)
 CANDIDATES_PER_RANK = 200
@@ -30,6 +31,7 @@ TEXTS = (
     "something to drink with steak",
     "lightweight waterproof hiking boots for women with ankle support and a wide toe box",
     "绿茶",
+    "有机全脂牛奶 1升 草饲",
     "gift for a coffee lover who already owns an espresso machine and a grinder",
     "2 person tent",
     "stainless steel cookware set induction compatible dishwasher safe with glass lids, 10 pieces "
@@ -40,11 +42,11 @@ TEXTS = (
 def request_factory(model: str, backend: InferenceBackend, repository: Path):
     """A function returning one request (inputs, outputs) shaped like the services send."""
     rng = random.Random(0)
-    if model == TEXT_ENCODER:
-        encoder = TextEncoder(backend)
+    if is_text_encoder(model):
+        encoder = TextEncoder(backend, model_name=model)
 
         def text_request():
-            input_ids, attention_mask = encoder.tokenize([rng.choice(TEXTS)])
+            input_ids, attention_mask = encoder.tokenize(encoder.prefixed([rng.choice(TEXTS)], "query"))
             return {"input_ids": input_ids, "attention_mask": attention_mask}, ["sentence_embedding"]
 
         return text_request
@@ -84,7 +86,10 @@ async def bench_inference(repository: Path, env_dir: Path, seconds: float, concu
 
     repository = repository.resolve()
     env_dir = ensure_triton_environment(env_dir)
-    models = [name for name in (TEXT_ENCODER, "ctr_head") if find_model(repository, name)]
+    text_encoders = sorted(
+        path.name for path in repository.iterdir() if is_text_encoder(path.name) and find_model(repository, path.name)
+    )
+    models = text_encoders + [name for name in ("ctr_head",) if find_model(repository, name)]
     results: dict[tuple[str, str, int], dict] = {}
     with tempfile.TemporaryDirectory(prefix="shelfwise-bench-triton-") as work:
         for mode, batching in (("triton-batched", True), ("triton-unbatched", False)):
@@ -98,7 +103,7 @@ async def bench_inference(repository: Path, env_dir: Path, seconds: float, concu
                         await run_cell(backend, model, make_request, 8, 1.0)  # warm-up
                         for clients in concurrency:
                             results[(model, mode, clients)] = await run_cell(backend, model, make_request, clients, seconds)
-                            print(f"  {model:<13} {mode:<17} c={clients:<3} {results[(model, mode, clients)]['rps']:8.1f} req/s",
+                            print(f"  {model:<25} {mode:<17} c={clients:<3} {results[(model, mode, clients)]['rps']:8.1f} req/s",
                                   flush=True)
                 finally:
                     await backend.close()
@@ -108,21 +113,21 @@ async def bench_inference(repository: Path, env_dir: Path, seconds: float, concu
             await run_cell(embedded, model, make_request, 8, 1.0)
             for clients in concurrency:
                 results[(model, "embedded", clients)] = await run_cell(embedded, model, make_request, clients, seconds)
-                print(f"  {model:<13} {'embedded':<17} c={clients:<3} {results[(model, 'embedded', clients)]['rps']:8.1f} req/s",
+                print(f"  {model:<25} {'embedded':<17} c={clients:<3} {results[(model, 'embedded', clients)]['rps']:8.1f} req/s",
                       flush=True)
     return table(results, models, concurrency)
 
 
 def table(results: dict, models: list[str], concurrency) -> str:
     modes = ("triton-batched", "triton-unbatched", "embedded")
-    header = f"{'model':<13} {'clients':>7} | " + " | ".join(f"{m + ' req/s p50/p99 ms':>36}" for m in modes)
+    header = f"{'model':<25} {'clients':>7} | " + " | ".join(f"{m + ' req/s p50/p99 ms':>36}" for m in modes)
     lines = [header + " | batched/unbatched | batched/embedded", "-" * (len(header) + 40)]
     for model in models:
         for clients in concurrency:
             cells = [results[(model, mode, clients)] for mode in modes]
             text = " | ".join(f"{c['rps']:>12.1f} {c['p50']:>10.1f} {c['p99']:>10.1f}" + " " * 1 for c in cells)
             lines.append(
-                f"{model:<13} {clients:>7} | {text} | {cells[0]['rps'] / cells[1]['rps']:>17.2f}x"
+                f"{model:<25} {clients:>7} | {text} | {cells[0]['rps'] / cells[1]['rps']:>17.2f}x"
                 f" | {cells[0]['rps'] / cells[2]['rps']:>15.2f}x"
             )
     return "\n".join(lines)

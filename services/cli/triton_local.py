@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 
 from services.cli.local_system import free_ports
+from services.common.config import text_encoder_model
 
 # Only what the server and its python-backend models import; kept apart from the main
 # environment because nvidia-pytriton's tritonclient pins protobuf<7.
@@ -221,10 +222,14 @@ def _exported_versions(model_dir: Path) -> list[str]:
 def derive_cpu_repository(
     source: Path, target: Path, dynamic_batching: bool = True, ragged_batching: bool = False
 ) -> list[str]:
-    """Write a python-backend CPU repository for every exported model of `source` into `target`.
+    """Write a python-backend CPU repository for every model of `source` into `target`.
 
-    Returns the names of the models derived. `target` is replaced as a whole, so models removed
-    from the source disappear; it must be empty, missing, or an earlier derived repository.
+    Returns the names of the models derived: every folder of `source` with a config.pbtxt (the
+    text encoders, MiniLM and multilingual, and the CTR head today), so whichever one the
+    services are set to use is there. A model with a config but no exported version raises
+    ValueError rather than being left out, which would only surface later as a service failing
+    to find its model. `target` is replaced as a whole, so models removed from the source
+    disappear; it must be empty, missing, or an earlier derived repository.
 
     `dynamic_batching=False` drops the source's dynamic batching (to measure what it buys).
     `ragged_batching=True` marks variable-size inputs `allow_ragged_batch`, so Triton merges
@@ -237,6 +242,12 @@ def derive_cpu_repository(
 
     source = Path(source).absolute()
     target = Path(target).absolute()
+    model_dirs = sorted(path for path in source.iterdir() if (path / "config.pbtxt").is_file())
+    unexported = [path.name for path in model_dirs if not _exported_versions(path)]
+    if unexported:
+        raise ValueError(
+            f"{', '.join(unexported)} in {source} has a config.pbtxt but no exported version: run `shelfwise export`"
+        )
     if target.exists():
         if any(target.iterdir()) and not (target / DERIVED_MARKER).is_file():
             raise ValueError(f"{target} is not a derived Triton repository; refusing to replace it")
@@ -245,10 +256,8 @@ def derive_cpu_repository(
     (target / DERIVED_MARKER).write_text(f"derived from {source}\n", encoding="utf-8")
 
     derived = []
-    for model_dir in sorted(path for path in source.iterdir() if (path / "config.pbtxt").is_file()):
+    for model_dir in model_dirs:
         versions = _exported_versions(model_dir)
-        if not versions:
-            continue
         original = text_format.Parse(
             (model_dir / "config.pbtxt").read_text(encoding="utf-8"), model_config_pb2.ModelConfig()
         )
@@ -521,14 +530,24 @@ def main(argv: list[str] | None = None) -> int:
 
     env_dir = ensure_triton_environment(args.env_dir)
     repository = args.work_dir.absolute() / "repository"
-    models = derive_cpu_repository(
-        args.model_repository,
-        repository,
-        dynamic_batching=not args.no_dynamic_batching,
-        ragged_batching=args.ragged_batching,
-    )
-    if not models:
-        print(f"no exported models in {args.model_repository}: run `shelfwise export` first", file=sys.stderr)
+    # The encoder the services will ask for (same setting, same default as retrieval's).
+    text_encoder = text_encoder_model()
+    try:
+        models = derive_cpu_repository(
+            args.model_repository,
+            repository,
+            dynamic_batching=not args.no_dynamic_batching,
+            ragged_batching=args.ragged_batching,
+        )
+    except ValueError as error:
+        print(error, file=sys.stderr)
+        return 1
+    if text_encoder not in models:
+        print(
+            f"SHELFWISE_TEXT_ENCODER={text_encoder} is not a model of {args.model_repository} "
+            f"(it has: {', '.join(models) or 'nothing'}); run `shelfwise export` or change the setting",
+            file=sys.stderr,
+        )
         return 1
     triton = LocalTriton(
         repository,
@@ -550,6 +569,7 @@ def main(argv: list[str] | None = None) -> int:
         triton.start(timeout=args.timeout)
         elapsed = time.monotonic() - started
         print(f"Triton ready in {elapsed:.1f} s at {triton.grpc_url} (gRPC), models: {', '.join(models)}")
+        print(f"services embed text with {text_encoder} (SHELFWISE_TEXT_ENCODER)")
         print(f"log: {triton.log_path}; Ctrl-C to stop", flush=True)
         while triton.running:
             time.sleep(0.5)

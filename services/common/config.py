@@ -96,6 +96,19 @@ def model_repository(environ: Mapping[str, str] | None = None) -> Path:
     return Path(env_str("SHELFWISE_MODEL_REPOSITORY", "model_repository", environ)).resolve()
 
 
+# Our shops sell in Chinese and English: multilingual-e5 by default; `text_encoder` is MiniLM
+# (English only).
+DEFAULT_TEXT_ENCODER = "text_encoder_multilingual"
+
+
+def text_encoder_model(environ: Mapping[str, str] | None = None) -> str:
+    """SHELFWISE_TEXT_ENCODER: the model of the repository that embeds queries and products."""
+    name = env_str("SHELFWISE_TEXT_ENCODER", DEFAULT_TEXT_ENCODER, environ)
+    if not name.replace("_", "").replace("-", "").isalnum():
+        raise ValueError(f"SHELFWISE_TEXT_ENCODER={name!r} is not a model name (e.g. {DEFAULT_TEXT_ENCODER})")
+    return name
+
+
 def parse_versions(raw: str, name: str = "SHELFWISE_MODEL_VERSIONS") -> dict[str, int]:
     """"text_encoder=1,ctr_head=2" → {"text_encoder": 1, "ctr_head": 2}."""
     versions = {}

@@ -1,6 +1,12 @@
-"""Text → unit-length embedding through the `text_encoder` model of the repository.
+"""Text → unit-length embedding through a text-encoder model of the repository.
 
-Tokenization happens here, with the tokenizer exported next to the model. Token inputs are
+Which model is a setting (`SHELFWISE_TEXT_ENCODER`, default `text_encoder_multilingual`); every
+text encoder takes the same tensors (`training.export`), and its metadata.json says what differs:
+the dimension, the length buckets, and the prefixes its texts need (e5 was trained on
+"query: ..." for search text and "passage: ..." for documents; MiniLM on bare text). Callers say
+which kind of text they encode and the prefix is added here, so no caller has to know the model.
+
+Tokenization happens here too, with the tokenizer exported next to the model. Token inputs are
 padded to a few fixed length buckets so that requests of different lengths can merge into one
 dynamic batch on Triton; padding is masked, so the bucket does not change the embedding.
 """
@@ -10,14 +16,25 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Literal, Sequence
 
 import numpy as np
 
+from services.common.config import DEFAULT_TEXT_ENCODER
 from services.common.inference import InferenceBackend
 
+# The MiniLM (English) encoder; the default one (SHELFWISE_TEXT_ENCODER) is multilingual-e5.
 MODEL_NAME = "text_encoder"
+DEFAULT_MODEL_NAME = DEFAULT_TEXT_ENCODER
 DEFAULT_BUCKETS = (16, 32, 64, 128)
+OUTPUT_NAME = "sentence_embedding"
+TextKind = Literal["query", "passage"]
+TEXT_KINDS: tuple[str, ...] = ("query", "passage")
+
+
+def is_text_encoder(model_name: str) -> bool:
+    """Text encoders share a naming scheme (`text_encoder`, `text_encoder_<variant>`)."""
+    return model_name == MODEL_NAME or model_name.startswith(MODEL_NAME + "_")
 
 
 @dataclass(frozen=True)
@@ -25,6 +42,8 @@ class EncoderMetadata:
     dimension: int
     max_sequence_length: int
     length_buckets: tuple[int, ...]
+    query_prefix: str = ""
+    passage_prefix: str = ""
 
     @classmethod
     def read(cls, version_dir: Path) -> "EncoderMetadata":
@@ -33,19 +52,31 @@ class EncoderMetadata:
             dimension=int(data["dimension"]),
             max_sequence_length=int(data["max_sequence_length"]),
             length_buckets=tuple(int(b) for b in data.get("length_buckets", DEFAULT_BUCKETS)),
+            # Exports from before prefixes were recorded are MiniLM's, which uses none.
+            query_prefix=str(data.get("query_prefix", "")),
+            passage_prefix=str(data.get("passage_prefix", "")),
         )
+
+    def prefix(self, kind: str) -> str:
+        if kind == "query":
+            return self.query_prefix
+        if kind == "passage":
+            return self.passage_prefix
+        raise ValueError(f"kind must be one of {TEXT_KINDS}, got {kind!r}")
 
 
 class TextEncoder:
     """Encodes texts in batches of at most `max_batch_size` (the model's Triton limit)."""
 
-    def __init__(self, backend: InferenceBackend, max_batch_size: int = 64):
+    def __init__(self, backend: InferenceBackend, model_name: str = DEFAULT_MODEL_NAME, max_batch_size: int = 64):
         from tokenizers import Tokenizer
 
         self._backend = backend
-        model = backend.model_version(MODEL_NAME)
+        self.model_name = model_name
+        model = backend.model_version(model_name)
         version_dir = model.path.parent
         self.metadata = EncoderMetadata.read(version_dir)
+        # "<model>/<version>": embeddings cached under it (PostgreSQL) never mix two encoders.
         self.version = model.label
         self._tokenizer = Tokenizer.from_file(str(version_dir / "tokenizer" / "tokenizer.json"))
         self._tokenizer.enable_truncation(self.metadata.max_sequence_length)
@@ -62,7 +93,13 @@ class TextEncoder:
                 return bucket
         return self.metadata.max_sequence_length
 
+    def prefixed(self, texts: Sequence[str], kind: TextKind) -> list[str]:
+        """`texts` as the model reads them: with the model's prefix for this kind of text."""
+        prefix = self.metadata.prefix(kind)
+        return [prefix + text for text in texts]
+
     def tokenize(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Token ids and mask of texts that already carry their prefix (see `prefixed`)."""
         encodings = self._tokenizer.encode_batch(list(texts))
         width = self._bucket(max(len(e.ids) for e in encodings))
         input_ids = np.zeros((len(texts), width), dtype=np.int64)
@@ -73,24 +110,26 @@ class TextEncoder:
             attention_mask[row, :n] = 1
         return input_ids, attention_mask
 
-    async def encode(self, texts: Sequence[str], timeout: float | None = None) -> np.ndarray:
-        """float32 [len(texts), dimension], unit length rows. `timeout` applies per batch call
-        (default: the backend's, sized for queries; catalogue encoding passes a longer one)."""
+    async def encode(self, texts: Sequence[str], *, kind: TextKind, timeout: float | None = None) -> np.ndarray:
+        """float32 [len(texts), dimension], unit length rows. `kind` is "query" (what a shopper
+        typed) or "passage" (product text). `timeout` applies per batch call (default: the
+        backend's, sized for queries; catalogue encoding passes a longer one)."""
+        prefix = self.metadata.prefix(kind)
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
         chunks = []
         # Sorting by length keeps each chunk in the smallest bucket that fits it.
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         for start in range(0, len(order), self._max_batch_size):
-            batch = [texts[i] for i in order[start : start + self._max_batch_size]]
+            batch = [prefix + texts[i] for i in order[start : start + self._max_batch_size]]
             input_ids, attention_mask = self.tokenize(batch)
             result = await self._backend.infer(
-                MODEL_NAME,
+                self.model_name,
                 {"input_ids": input_ids, "attention_mask": attention_mask},
-                ["sentence_embedding"],
+                [OUTPUT_NAME],
                 timeout=timeout,
             )
-            chunks.append(result["sentence_embedding"].astype(np.float32, copy=False))
+            chunks.append(result[OUTPUT_NAME].astype(np.float32, copy=False))
         stacked = np.concatenate(chunks)
         vectors = np.empty_like(stacked)
         vectors[np.array(order)] = stacked

@@ -5,7 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Mapping
 
-from services.common.config import InferenceSettings, ServerSettings, database_url, env_float, env_int
+from services.common.config import (
+    InferenceSettings,
+    ServerSettings,
+    database_url,
+    env_float,
+    env_int,
+    text_encoder_model,
+)
 
 
 @dataclass(frozen=True)
@@ -13,6 +20,8 @@ class RetrievalSettings:
     server: ServerSettings
     database_url: str
     inference: InferenceSettings
+    # The repository model that embeds products (as passages) and search text (as queries).
+    text_encoder: str
     default_limit: int
     catalog_sync_seconds: float
 
@@ -22,6 +31,7 @@ class RetrievalSettings:
             server=ServerSettings.from_env("retrieval", environ),
             database_url=database_url(environ),
             inference=InferenceSettings.from_env(environ),
+            text_encoder=text_encoder_model(environ),
             default_limit=env_int("SHELFWISE_RETRIEVAL_DEFAULT_LIMIT", 200, environ, minimum=1),
             catalog_sync_seconds=env_float("SHELFWISE_CATALOG_SYNC_SECONDS", 2.0, environ, minimum=0.05),
         )

@@ -76,6 +76,10 @@ class RetrievalResult:
 
 
 class CatalogIndex:
+    """The catalogue's lexical and dense indexes. Products are embedded as passages and search
+    text as a query: the encoder adds whatever its model expects for each ("passage: " /
+    "query: " for e5)."""
+
     def __init__(self, store: ProductStore, encoder: TextEncoder):
         self._store = store
         self._encoder = encoder
@@ -115,7 +119,7 @@ class CatalogIndex:
         if missing:
             log.info("encoding %d of %d products", len(missing), len(products))
             encoded = await self._encoder.encode(
-                [products[row].embedding_text() for row in missing], timeout=BULK_ENCODE_TIMEOUT
+                [products[row].embedding_text() for row in missing], kind="passage", timeout=BULK_ENCODE_TIMEOUT
             )
             vectors[missing] = encoded
             await self._store.save_embeddings([products[row] for row in missing], encoded, self.model_version)
@@ -160,7 +164,9 @@ class CatalogIndex:
                 raise InvalidArgument(f"products[{index}].id", f"duplicates an earlier product id {product.id!r}")
             seen.add(product.id)
         with _tracer.start_as_current_span("retrieval.encode_products"):
-            vectors = await self._encoder.encode([p.embedding_text() for p in products], timeout=BULK_ENCODE_TIMEOUT)
+            vectors = await self._encoder.encode(
+                [p.embedding_text() for p in products], kind="passage", timeout=BULK_ENCODE_TIMEOUT
+            )
         async with self._write_lock:
             inserted, updated = await self._store.upsert(products, vectors, self.model_version)
             self._apply_upsert(products, vectors)
@@ -208,7 +214,9 @@ class CatalogIndex:
                 upserts.append(product)
                 vectors.append(vector)
             if missing:
-                encoded = await self._encoder.encode([upserts[i].embedding_text() for i in missing], BULK_ENCODE_TIMEOUT)
+                encoded = await self._encoder.encode(
+                    [upserts[i].embedding_text() for i in missing], kind="passage", timeout=BULK_ENCODE_TIMEOUT
+                )
                 for row, i in enumerate(missing):
                     vectors[i] = encoded[row]
             if upserts:
@@ -252,7 +260,7 @@ class CatalogIndex:
         allowed = self._allowed(filters)
         try:
             with _tracer.start_as_current_span("retrieval.encode_query"):
-                query_vector = (await self._encoder.encode([query_text]))[0]
+                query_vector = (await self._encoder.encode([query_text], kind="query"))[0]
         except (Unavailable, DeadlineExceeded) as error:
             log.warning("dense retrieval skipped: %s", error)
             query_vector = None

@@ -8,7 +8,6 @@ from services.common.background import Periodic
 from services.common.database import create_pool
 from services.common.errors import Unavailable
 from services.common.inference import create_backend, wait_for_models
-from services.common.text_encoder import MODEL_NAME as TEXT_ENCODER
 from services.common.server import RunningServer, start_server
 from services.common.text_encoder import TextEncoder
 from services.retrieval.config import RetrievalSettings
@@ -25,9 +24,10 @@ async def create_server(settings: RetrievalSettings, port: int | None = None) ->
     backend = create_backend(settings.inference)
     try:
         # The catalogue is encoded at start-up, so the encoder must be reachable now.
-        if not await wait_for_models(backend, [TEXT_ENCODER], settings.inference.triton_startup_seconds):
-            raise Unavailable(f"{TEXT_ENCODER} is not served by Triton at {settings.inference.triton_url}")
-        index = CatalogIndex(ProductStore(pool), TextEncoder(backend))
+        encoder_name = settings.text_encoder
+        if not await wait_for_models(backend, [encoder_name], settings.inference.triton_startup_seconds):
+            raise Unavailable(f"{encoder_name} is not served by Triton at {settings.inference.triton_url}")
+        index = CatalogIndex(ProductStore(pool), TextEncoder(backend, model_name=encoder_name))
         await index.load()
     except BaseException:
         await pool.close()

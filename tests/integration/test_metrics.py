@@ -195,7 +195,7 @@ async def test_upserts_deletes_and_index_size_are_measured(system):
 
 
 async def test_triton_attempts_are_timed_by_outcome_and_retries_counted(triton_server, model_repository):
-    from services.common.text_encoder import MODEL_NAME, TextEncoder
+    from services.common.text_encoder import DEFAULT_MODEL_NAME as MODEL_NAME, TextEncoder
     from services.common.triton import TritonInference
 
     keys = {
@@ -207,14 +207,14 @@ async def test_triton_attempts_are_timed_by_outcome_and_retries_counted(triton_s
     before = Snapshot(keys)
     served = TritonInference(triton_server.grpc_url, model_repository, timeout_seconds=30)
     try:
-        await TextEncoder(served).encode(["red wine"])
+        await TextEncoder(served, model_name=MODEL_NAME).encode(["red wine"], kind="query")
     finally:
         await served.close()
     # Nothing listens on port 1: refused connections are transient, retried twice, then given up.
     unreachable = TritonInference("127.0.0.1:1", model_repository, timeout_seconds=30, retries=2)
     try:
         with pytest.raises(Unavailable):
-            await TextEncoder(unreachable).encode(["red wine"])
+            await TextEncoder(unreachable, model_name=MODEL_NAME).encode(["red wine"], kind="query")
     finally:
         await unreachable.close()
     assert Snapshot(keys) - before == {"ok": 1, "retry": 2, "unavailable": 1, "retries": 2}

@@ -209,6 +209,15 @@ def test_model_repository_is_resolved_absolute_path(tmp_path) -> None:
     assert default == Path("model_repository").resolve()
 
 
+def test_retrieval_embeds_with_the_multilingual_encoder_unless_told_otherwise() -> None:
+    from services.retrieval.config import RetrievalSettings
+
+    environ = {"SHELFWISE_DATABASE_URL": "postgresql://localhost/shelfwise"}
+    assert RetrievalSettings.from_env(environ).text_encoder == "text_encoder_multilingual"
+    chosen = RetrievalSettings.from_env({**environ, "SHELFWISE_TEXT_ENCODER": "text_encoder"})
+    assert chosen.text_encoder == "text_encoder"
+
+
 # --- database: redact and migrations ---------------------------------------------------------
 
 

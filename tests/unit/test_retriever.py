@@ -25,8 +25,11 @@ class HashingEncoder:
 
     def __init__(self) -> None:
         self.down = False
+        self.calls: list[tuple[str, list[str]]] = []
 
-    async def encode(self, texts, timeout=None):
+    async def encode(self, texts, *, kind, timeout=None):
+        assert kind in ("query", "passage")
+        self.calls.append((kind, list(texts)))
         if self.down:
             raise Unavailable("text_encoder: model server unreachable")
         vectors = np.zeros((len(texts), DIMENSION), dtype=np.float32)
@@ -48,8 +51,29 @@ PRODUCTS = [
 async def index() -> tuple[CatalogIndex, HashingEncoder]:
     encoder = HashingEncoder()
     catalog = CatalogIndex(store=None, encoder=encoder)
-    catalog._apply_upsert(PRODUCTS, await encoder.encode([p.embedding_text() for p in PRODUCTS]))
+    catalog._apply_upsert(PRODUCTS, await encoder.encode([p.embedding_text() for p in PRODUCTS], kind="passage"))
+    encoder.calls.clear()
     return catalog, encoder
+
+
+async def test_search_text_is_encoded_as_a_query(index):
+    catalog, encoder = index
+    await catalog.retrieve("red wine", CandidateFilters(), limit=10)
+    assert encoder.calls == [("query", ["red wine"])]
+
+
+class RecordingStore:
+    """The slice of ProductStore that an upsert touches."""
+
+    async def upsert(self, products, vectors, model_version):
+        return len(products), 0
+
+
+async def test_products_are_encoded_as_passages():
+    encoder = HashingEncoder()
+    catalog = CatalogIndex(store=RecordingStore(), encoder=encoder)
+    await catalog.upsert(PRODUCTS[:1])
+    assert encoder.calls == [("passage", [PRODUCTS[0].embedding_text()])]
 
 
 async def test_healthy_retrieval_fuses_both_lists(index):
@@ -76,3 +100,4 @@ async def test_filters_hold_in_the_degraded_path_too(index):
     encoder.down = True
     result = await catalog.retrieve("red", CandidateFilters(categories=("Running Shoes",)), limit=10)
     assert [c.product.id for c in result.candidates] == ["shoe-1"]
+
