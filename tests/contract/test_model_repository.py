@@ -90,6 +90,44 @@ def test_model_repository_holds_the_text_encoder_config(model_repository: Path) 
     assert (model_repository / "text_encoder" / "config.pbtxt") in CONFIG_PATHS
 
 
+def test_model_repository_holds_the_multilingual_text_encoder_config(model_repository: Path) -> None:
+    assert (model_repository / "text_encoder_multilingual" / "config.pbtxt") in CONFIG_PATHS
+
+
+def test_the_default_text_encoder_setting_names_a_model_of_the_repository(model_repository: Path) -> None:
+    from services.common.config import DEFAULT_TEXT_ENCODER
+
+    assert (model_repository / DEFAULT_TEXT_ENCODER / "config.pbtxt") in CONFIG_PATHS
+
+
+TEXT_ENCODER_CONFIGS = [p for p in CONFIG_PATHS if p.parent.name.startswith("text_encoder")]
+
+
+@pytest.mark.parametrize("config_path", TEXT_ENCODER_CONFIGS, ids=_config_id)
+def test_text_encoder_config_takes_what_the_text_encoder_client_sends(config_path: Path) -> None:
+    """services.common.text_encoder sends int64 input_ids and attention_mask [batch, tokens] to
+    any text encoder and reads float32 sentence_embedding [batch, dimension], the dimension its
+    metadata.json states; the metadata also carries the prefixes the client adds."""
+    import json
+
+    config = _parse(config_path)
+    assert [(t.name, model_config_pb2.DataType.Name(t.data_type), list(t.dims)) for t in config.input] == [
+        ("input_ids", "TYPE_INT64", [-1]),
+        ("attention_mask", "TYPE_INT64", [-1]),
+    ]
+    [output] = config.output
+    assert (output.name, model_config_pb2.DataType.Name(output.data_type)) == ("sentence_embedding", "TYPE_FP32")
+    for model_file in _exported_onnx_models(config_path, config):
+        metadata_file = model_file.parent / "metadata.json"
+        if not metadata_file.is_file():
+            pytest.fail(f"{metadata_file} missing: run `shelfwise export` first (or `python -m training.export`)")
+        metadata = json.loads(metadata_file.read_text())
+        assert metadata["model"] == config.name
+        assert list(output.dims) == [metadata["dimension"]]
+        assert isinstance(metadata.get("query_prefix"), str) and isinstance(metadata.get("passage_prefix"), str)
+        assert max(metadata["length_buckets"]) <= metadata["max_sequence_length"]
+
+
 @pytest.mark.parametrize("config_path", CONFIG_PATHS, ids=_config_id)
 def test_config_parses_as_triton_model_config_named_after_its_folder(config_path: Path) -> None:
     config = _parse(config_path)

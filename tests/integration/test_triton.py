@@ -22,12 +22,14 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
 from services.cli.triton_local import LocalTriton, derive_cpu_repository, ensure_triton_environment
+from services.common.text_encoder import MODEL_NAME as MINILM, is_text_encoder
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL_REPOSITORY = ROOT / "model_repository"
 # Every committed config is a model Triton must serve; a missing export fails its tests.
 MODELS = sorted(path.parent.name for path in MODEL_REPOSITORY.glob("*/config.pbtxt"))
-TOKENIZER = MODEL_REPOSITORY / "text_encoder" / "1" / "tokenizer" / "tokenizer.json"
+# Text encoders get real token ids from their own tokenizers; other models random inputs.
+TEXT_ENCODERS = [model for model in MODELS if is_text_encoder(model)]
 TOLERANCE = 1e-4
 CONCURRENT_REQUESTS = 64
 
@@ -89,12 +91,22 @@ def client(triton):
 
 
 @pytest.fixture(scope="module")
-def tokenizer():
+def tokenizers() -> dict:
     from tokenizers import Tokenizer
 
-    if not TOKENIZER.is_file():
-        pytest.fail(f"{TOKENIZER} missing: run `python -m training.export`")
-    return Tokenizer.from_file(str(TOKENIZER))
+    loaded = {}
+    for model in TEXT_ENCODERS:
+        path = onnx_path(model).parent / "tokenizer" / "tokenizer.json"
+        if not path.is_file():
+            pytest.fail(f"{path} missing: run `python -m training.export`")
+        loaded[model] = Tokenizer.from_file(str(path))
+    return loaded
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tokenizers):
+    """MiniLM's: the tests of Triton's own machinery below use the smaller encoder."""
+    return tokenizers[MINILM]
 
 
 @pytest.fixture(scope="module")
@@ -132,11 +144,11 @@ def random_inputs(model: str, batch: int, rng: np.random.Generator) -> dict[str,
     return inputs
 
 
-def request_inputs(model: str, index: int, tokenizer, rng: np.random.Generator, run: int) -> dict[str, np.ndarray]:
-    """One request of batch size 1. The text encoder's cycle through the length buckets,
+def request_inputs(model: str, index: int, tokenizers: dict, rng: np.random.Generator, run: int) -> dict[str, np.ndarray]:
+    """One request of batch size 1. The text encoders' cycle through the length buckets,
     changing bucket every `run` requests."""
-    if model == "text_encoder":
-        return tokens(tokenizer, [TEXTS[index % len(TEXTS)]], (16, 64, 32)[(index // run) % 3])
+    if model in tokenizers:
+        return tokens(tokenizers[model], [TEXTS[index % len(TEXTS)]], (16, 64, 32)[(index // run) % 3])
     return random_inputs(model, 1, rng)
 
 
@@ -226,10 +238,12 @@ def test_every_model_of_the_repository_is_ready_with_the_source_configuration(tr
 
 
 @pytest.mark.parametrize("model", MODELS)
-def test_triton_computes_what_embedded_onnx_runtime_computes(model, client, sessions, tokenizer):
-    if model == "text_encoder":
+def test_triton_computes_what_embedded_onnx_runtime_computes(model, client, sessions, tokenizers):
+    if model in tokenizers:
         # Separate requests at two length buckets: real token ids, real padding.
-        requests = {f"{len(TEXTS)} texts padded to {length}": tokens(tokenizer, TEXTS, length) for length in (16, 64)}
+        requests = {
+            f"{len(TEXTS)} texts padded to {length}": tokens(tokenizers[model], TEXTS, length) for length in (16, 64)
+        }
     else:
         rng = np.random.default_rng(7)
         requests = {f"random batch of {n}": random_inputs(model, n, rng) for n in (1, 5)}
@@ -275,11 +289,11 @@ def assert_merged(model: str, before, after, requests: int) -> None:
 
 
 @pytest.mark.parametrize("model", MODELS)
-async def test_concurrent_requests_merge_into_dynamic_batches(model, triton, sessions, tokenizer):
+async def test_concurrent_requests_merge_into_dynamic_batches(model, triton, sessions, tokenizers):
     # Mixed lengths in runs of 8 per bucket: like Triton on the GPU, the batcher merges only
     # neighbouring requests of equal shape.
     rng = np.random.default_rng(11)
-    requests = [request_inputs(model, index, tokenizer, rng, run=8) for index in range(CONCURRENT_REQUESTS)]
+    requests = [request_inputs(model, index, tokenizers, rng, run=8) for index in range(CONCURRENT_REQUESTS)]
     results, before, after = await run_concurrently(triton.grpc_url, model, requests)
     assert_merged(model, before, after, CONCURRENT_REQUESTS)
     for index, (inputs, result) in enumerate(zip(requests, results)):
@@ -297,7 +311,7 @@ def ragged_triton(triton, tmp_path_factory) -> LocalTriton:
 
 
 async def test_with_ragged_batching_every_length_bucket_merges_and_padding_changes_nothing(
-    ragged_triton, sessions, tokenizer
+    ragged_triton, sessions, tokenizers
 ):
     import tritonclient.grpc as grpcclient
 
@@ -306,7 +320,7 @@ async def test_with_ragged_batching_every_length_bucket_merges_and_padding_chang
     assert all(tensor.allow_ragged_batch for tensor in config.input)
     # Every request a different bucket from its neighbours: only ragged batching merges them,
     # and the model zero-pads them to the longest in the batch.
-    requests = [request_inputs("text_encoder", index, tokenizer, None, run=1) for index in range(CONCURRENT_REQUESTS)]
+    requests = [request_inputs("text_encoder", index, tokenizers, None, run=1) for index in range(CONCURRENT_REQUESTS)]
     results, before, after = await run_concurrently(ragged_triton.grpc_url, "text_encoder", requests)
     assert_merged("text_encoder", before, after, CONCURRENT_REQUESTS)
     for index, (inputs, result) in enumerate(zip(requests, results)):
