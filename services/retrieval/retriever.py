@@ -257,13 +257,15 @@ class CatalogIndex:
     async def retrieve(self, query_text: str, filters: CandidateFilters, limit: int) -> RetrievalResult:
         """Text query: BM25 and dense lists, fused by reciprocal rank. If the text encoder is
         unreachable the answer is lexical only, and says so (`degraded`)."""
-        allowed = self._allowed(filters)
         try:
             with _tracer.start_as_current_span("retrieval.encode_query"):
                 query_vector = (await self._encoder.encode([query_text], kind="query"))[0]
         except (Unavailable, DeadlineExceeded) as error:
             log.warning("dense retrieval skipped: %s", error)
             query_vector = None
+        # Only now, with no await left before the answer: a catalogue sync or delete landing
+        # while the query was being encoded would otherwise leave deleted slots allowed.
+        allowed = self._allowed(filters)
         with _tracer.start_as_current_span("retrieval.lexical"):
             lexical, ceiling = self._lexical.search(
                 query_text, limit, filters.categories, filters.brands, filters.price_min, filters.price_max,

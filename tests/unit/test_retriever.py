@@ -101,3 +101,16 @@ async def test_filters_hold_in_the_degraded_path_too(index):
     result = await catalog.retrieve("red", CandidateFilters(categories=("Running Shoes",)), limit=10)
     assert [c.product.id for c in result.candidates] == ["shoe-1"]
 
+
+async def test_a_product_deleted_while_the_query_is_encoded_is_not_returned(index):
+    catalog, encoder = index
+    encode = encoder.encode
+
+    async def encode_then_lose_a_product(texts, *, kind, timeout=None):
+        vectors = await encode(texts, kind=kind, timeout=timeout)
+        catalog._apply_delete(["wine-1"])  # what a catalogue sync applying another replica's delete does
+        return vectors
+
+    encoder.encode = encode_then_lose_a_product
+    result = await catalog.retrieve("red wine", CandidateFilters(), limit=10)
+    assert "wine-1" not in [c.product.id for c in result.candidates]
