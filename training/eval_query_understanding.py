@@ -585,7 +585,8 @@ def _choose_c(model, x, y, seed: int, parameter: str = "C") -> float:
         {parameter: list(LOGREG_CS)},
         cv=KFold(CV_FOLDS, shuffle=True, random_state=seed),
         scoring="accuracy",
-        n_jobs=min(CV_FOLDS, os.cpu_count() or 1),
+        # Worker processes take a second or two to start: not worth it for a few hundred rows.
+        n_jobs=1 if len(y) < 1000 else min(CV_FOLDS, os.cpu_count() or 1),
     )
     search.fit(x, y)
     return float(search.best_params_[parameter])
