@@ -375,7 +375,7 @@ def evaluate_spelling(
         corrected = understander.understand(row.clean).corrected
         if corrected != normalize(row.clean):
             changed.append((row.clean, corrected))
-    restored = noisy = unchanged_by_typos = typo_words = 0
+    restored = noisy = unchanged_by_typos = typo_words = detected_english = 0
     per_seed_f1: dict[str, list[float]] = defaultdict(list)
     examples: list[dict[str, str]] = []
     for seed in range(seeds):
@@ -387,7 +387,9 @@ def evaluate_spelling(
                 continue
             noisy += 1
             typo_words += _words_changed(normalize(row.clean), normalize(text))
-            corrected = understander.understand(text).corrected
+            understanding = understander.understand(text)
+            corrected = understanding.corrected
+            detected_english += understanding.language == "en"
             if corrected == normalize(row.clean):
                 restored += 1
             elif len(examples) < 25:
@@ -413,6 +415,7 @@ def evaluate_spelling(
         "queries_without_eligible_words": unchanged_by_typos,
         "restored": restored,
         "restored_rate": round(restored / noisy, 4) if noisy else None,
+        "misspelt_detected_english": detected_english,
         "not_restored_examples": examples,
         "extraction_f1_clean": {name: round(clean_scores[name].f1, 4) for name in FIELDS},
         "extraction_f1_misspelt": {
@@ -751,6 +754,8 @@ def print_spelling(report: dict[str, Any]) -> None:
         [f"misspelt queries restored exactly ({report['seeds']} seeds, rate {report['rate']})",
          f"{report['restored']}/{report['misspelt_queries']} = {report['restored_rate']:.3f}"],
         ["misspelt words", str(report["misspelt_words"])],
+        ["misspelt queries reported as English",
+         f"{report['misspelt_detected_english']}/{report['misspelt_queries']}"],
     ]
     if report["foreign_queries"]:
         rows.append(["non-English queries changed (false corrections)",
