@@ -31,7 +31,7 @@ FEATURE_NAMES = (
     "attribute_match",
     "popularity",
 )
-RRF_MAX = 2.0 / 61.0  # rank 1 in both lists with k = 60
+RRF_MAX = 2.0 / 61.0  # rank 1 in both lists; retrieval rescales its fusion settings to this scale
 
 
 @dataclass(frozen=True)

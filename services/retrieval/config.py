@@ -13,6 +13,7 @@ from services.common.config import (
     env_int,
     text_encoder_model,
 )
+from services.retrieval.fusion import Fusion
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,7 @@ class RetrievalSettings:
     text_encoder: str
     default_limit: int
     catalog_sync_seconds: float
+    fusion: Fusion
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "RetrievalSettings":
@@ -34,4 +36,5 @@ class RetrievalSettings:
             text_encoder=text_encoder_model(environ),
             default_limit=env_int("SHELFWISE_RETRIEVAL_DEFAULT_LIMIT", 200, environ, minimum=1),
             catalog_sync_seconds=env_float("SHELFWISE_CATALOG_SYNC_SECONDS", 2.0, environ, minimum=0.05),
+            fusion=Fusion.from_env(environ),
         )

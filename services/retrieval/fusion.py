@@ -16,6 +16,9 @@ from services.common.config import env_float
 
 DEFAULT_K = 60.0
 DEFAULT_LEXICAL_WEIGHT = 1.0
+# Ranking reads the fused score as a feature on the scale of plain RRF (k = 60, both weights 1):
+# rank 1 in both lists = 2/61. Scores handed on are rescaled to it, whatever the settings.
+REFERENCE_MAX = 2.0 / 61.0
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,11 @@ class Fusion:
         return (self.lexical_weight / (self.k + lexical_rank) if lexical_rank else 0.0) + (
             self.dense_weight / (self.k + dense_rank) if dense_rank else 0.0
         )
+
+    def scaled(self, lexical_rank: int, dense_rank: int) -> float:
+        """`contribution` rescaled so that rank 1 in both lists is REFERENCE_MAX."""
+        best = (self.lexical_weight + self.dense_weight) / (self.k + 1)
+        return self.contribution(lexical_rank, dense_rank) * (REFERENCE_MAX / best) if best > 0 else 0.0
 
     def fuse_rankings(
         self, lexical: Sequence[tuple[str, float]], dense: Sequence[tuple[str, float]]

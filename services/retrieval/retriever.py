@@ -22,13 +22,13 @@ from services.common.text_encoder import TextEncoder
 from services.common.tracing import tracer
 from services.retrieval.catalog import Product, validate_product
 from services.retrieval.dense import DenseIndex
+from services.retrieval.fusion import Fusion
 from services.retrieval.lexical import LexicalIndex
 from services.retrieval.store import ProductStore
 
 log = logging.getLogger(__name__)
 _tracer = tracer(__name__)
 
-RRF_K = 60  # the constant of Cormack et al.'s reciprocal rank fusion; robust without tuning
 MAX_LIMIT = 2_000
 MAX_UPSERT = 1_000
 # Per batch of 64 texts when encoding products; query encoding keeps the backend's short default.
@@ -80,9 +80,10 @@ class CatalogIndex:
     text as a query: the encoder adds whatever its model expects for each ("passage: " /
     "query: " for e5)."""
 
-    def __init__(self, store: ProductStore, encoder: TextEncoder):
+    def __init__(self, store: ProductStore, encoder: TextEncoder, fusion: Fusion | None = None):
         self._store = store
         self._encoder = encoder
+        self._fusion = fusion or Fusion()
         self._lexical = LexicalIndex()
         self._dense = DenseIndex(encoder.dimension)
         self._slot_of: dict[str, int] = {}
@@ -255,7 +256,7 @@ class CatalogIndex:
         return allowed
 
     async def retrieve(self, query_text: str, filters: CandidateFilters, limit: int) -> RetrievalResult:
-        """Text query: BM25 and dense lists, fused by reciprocal rank. If the text encoder is
+        """Text query: BM25 and dense lists, fused by weighted reciprocal rank (`services.retrieval.fusion`). If the text encoder is
         unreachable the answer is lexical only, and says so (`degraded`)."""
         try:
             with _tracer.start_as_current_span("retrieval.encode_query"):
@@ -309,7 +310,7 @@ class CatalogIndex:
         candidates = []
         for product_id, slot, similarity in zip(ids, slots.tolist(), cosine.tolist()):
             l_rank, d_rank = lexical_rank.get(product_id, 0), dense_rank.get(product_id, 0)
-            fused = (1.0 / (RRF_K + l_rank) if l_rank else 0.0) + (1.0 / (RRF_K + d_rank) if d_rank else 0.0)
+            fused = self._fusion.scaled(l_rank, d_rank)
             bm25 = lexical_score.get(product_id, 0.0)
             coverage = bm25 / ceiling if ceiling > 0 else 0.0
             candidates.append(Candidate(self._products[slot], bm25, float(similarity), fused, l_rank, d_rank, coverage))

@@ -27,7 +27,7 @@ async def create_server(settings: RetrievalSettings, port: int | None = None) ->
         encoder_name = settings.text_encoder
         if not await wait_for_models(backend, [encoder_name], settings.inference.triton_startup_seconds):
             raise Unavailable(f"{encoder_name} is not served by Triton at {settings.inference.triton_url}")
-        index = CatalogIndex(ProductStore(pool), TextEncoder(backend, model_name=encoder_name))
+        index = CatalogIndex(ProductStore(pool), TextEncoder(backend, model_name=encoder_name), settings.fusion)
         await index.load()
     except BaseException:
         await pool.close()

@@ -70,3 +70,13 @@ def test_fusion_adds_weighted_reciprocal_ranks_and_a_zero_weight_ignores_that_li
 def test_fusion_settings_come_from_the_environment():
     fusion = Fusion.from_env({"SHELFWISE_FUSION_K": "20", "SHELFWISE_FUSION_LEXICAL_WEIGHT": "0.5"})
     assert (fusion.k, fusion.lexical_weight) == (20.0, 0.5)
+
+
+def test_fused_scores_reach_ranking_on_one_scale_whatever_the_fusion_settings():
+    from services.ranking.features import RRF_MAX
+    from services.retrieval.fusion import REFERENCE_MAX
+
+    assert RRF_MAX == REFERENCE_MAX
+    for fusion in (Fusion(), Fusion(k=10, lexical_weight=0.25), Fusion(k=100, lexical_weight=2.0)):
+        assert fusion.scaled(1, 1) == pytest.approx(REFERENCE_MAX)
+        assert fusion.scaled(3, 0) < fusion.scaled(1, 0) < fusion.scaled(1, 1)
