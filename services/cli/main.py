@@ -1,5 +1,5 @@
 """`shelfwise`: start the system locally (`up`) and talk to it (`search`, `recommend`, `track`,
-`import-catalog`), and build its models (`export`)."""
+`import-catalog`), build its models (`export`, `train`), measure it (`eval`, `bench`)."""
 
 from __future__ import annotations
 
@@ -260,6 +260,18 @@ def _eval_instacart(args):
     return instacart_command(args)
 
 
+def _eval_query_understanding(args) -> int:
+    from training.eval_query_understanding import main as evaluate
+
+    return evaluate(args.rest)
+
+
+def _train_encoder(args) -> int:
+    from training.train_encoder import main as train
+
+    return train(args.rest)
+
+
 def _tune_fusion(args):
     from training.eval_search import tune_fusion_command
 
@@ -361,9 +373,22 @@ def build_parser() -> argparse.ArgumentParser:
     eval_instacart.add_argument("--plot", type=Path)
     eval_instacart.add_argument("--runs", type=Path, help="also write TREC run files into this folder")
     eval_instacart.set_defaults(run=_eval_instacart)
+    eval_qu = eval_commands.add_parser(
+        "query-understanding", help="extraction, spelling and query->category accuracy", add_help=False
+    )
+    eval_qu.add_argument("rest", nargs=argparse.REMAINDER)
+    eval_qu.set_defaults(run=_eval_query_understanding)
     tune_fusion = eval_commands.add_parser("tune-fusion", help="tune lexical/dense fusion on the Instacart dev split")
     add_benchmark_arguments(tune_fusion)
     tune_fusion.set_defaults(run=_tune_fusion)
+
+    train = commands.add_parser("train", help="train models on the shop's data and export them")
+    train_commands = train.add_subparsers(dest="model", required=True)
+    train_encoder = train_commands.add_parser(
+        "encoder", help="fine-tune the multilingual text encoder on catalogue-derived pairs", add_help=False
+    )
+    train_encoder.add_argument("rest", nargs=argparse.REMAINDER)
+    train_encoder.set_defaults(run=_train_encoder)
 
     export = commands.add_parser("export", help="export the models to ONNX in model_repository/", add_help=False)
     export.add_argument("rest", nargs=argparse.REMAINDER)
@@ -372,7 +397,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    # Commands that hand their options to another module's parser (export, train, triton up,
+    # eval query-understanding) take everything after their name, "--help" included; argparse's
+    # REMAINDER alone drops a first argument that starts with "-".
+    args, unknown = parser.parse_known_args(argv)
+    if hasattr(args, "rest"):
+        # Leading options land in `unknown`, REMAINDER takes over from the first other token.
+        args.rest = [*unknown, *(args.rest or [])]
+    elif unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     result = args.run(args)
     if asyncio.iscoroutine(result):
         import grpc

@@ -248,3 +248,21 @@ def test_migrations_lists_0001_and_0002_in_order() -> None:
     versions = [version for version, _, _ in found]
     assert versions == sorted(versions) and len(set(versions)) == len(versions)
     assert all(sql.strip() for _, _, sql in found)
+
+
+def test_pass_through_commands_hand_every_option_on_including_help(capsys):
+    from services.cli.main import main
+
+    for argv, usage in (
+        (["export", "--help"], "python -m training.export"),
+        (["train", "encoder", "--help"], "shelfwise train encoder"),
+        (["eval", "query-understanding", "--help"], "shelfwise eval query-understanding"),
+    ):
+        with pytest.raises(SystemExit) as exited:
+            main(argv)
+        assert exited.value.code == 0
+        assert usage in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exited:
+        main(["search", "tea", "--bogus"])
+    assert exited.value.code == 2
+    assert "unrecognized arguments: --bogus" in capsys.readouterr().err
