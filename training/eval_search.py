@@ -202,12 +202,15 @@ class FullPipeline(Pipeline):
 
     def __init__(self, system, postgres, scratch):
         self._system, self._postgres, self._scratch = system, postgres, scratch
+        # Stage -> number of responses that bypassed it; reported, since a degraded stage
+        # would otherwise silently lower (or flatter) the figures.
+        self.degraded: dict[str, int] = {}
         self.encoder_model = system.environ.get("SHELFWISE_TEXT_ENCODER", "")
 
     @classmethod
     async def start(cls, catalog: Path, model_repository: Path, cache: Path, environ: dict[str, str]) -> "FullPipeline":
         from services.cli.local_system import EmbeddedPostgres, LocalSystem, free_port_environment
-        from services.cli.main import import_catalog
+        from services.cli.main import import_products
 
         # One PostgreSQL per catalogue, kept between runs: products and their embeddings (cached
         # per encoder version) survive, so the next run does not re-encode the catalogue.
@@ -224,9 +227,11 @@ class FullPipeline(Pipeline):
         try:
             await system.start(timeout=600)
             started = time.monotonic()
-            inserted, updated = await import_catalog(catalog, system.address("retrieval"), batch_size=500)
-            print(f"  full: catalogue imported ({inserted} new, {updated} updated) in "
-                  f"{time.monotonic() - started:.0f}s", file=sys.stderr, flush=True)
+            changed = await cls._changed_products(catalog, system.address("retrieval"))
+            if changed:
+                inserted, updated = await import_products(changed, system.address("retrieval"), batch_size=500)
+                print(f"  full: catalogue imported ({inserted} new, {updated} updated) in "
+                      f"{time.monotonic() - started:.0f}s", file=sys.stderr, flush=True)
             await asyncio.sleep(float(env["SHELFWISE_VOCABULARY_REFRESH_SECONDS"]) * 2 + 1)
         except BaseException:
             system.stop()
@@ -234,6 +239,28 @@ class FullPipeline(Pipeline):
             scratch.cleanup()
             raise
         return cls(system, postgres, scratch)
+
+    @staticmethod
+    async def _changed_products(catalog: Path, retrieval_address: str) -> list:
+        """Catalogue products that retrieval does not hold as they are. Upserts re-encode
+        their products, so a second run against the kept database skips the unchanged ones."""
+        from shelfwise.retrieval.v1 import retrieval_pb2, retrieval_pb2_grpc
+
+        from services.common.channels import create_channel
+        from services.retrieval.catalog import chunked, read_catalog
+        from services.retrieval.servicer import product_to_pb
+
+        products, _ = read_catalog(catalog)
+        changed = []
+        async with create_channel(retrieval_address, 64 * 1024 * 1024) as channel:
+            stub = retrieval_pb2_grpc.RetrievalServiceStub(channel)
+            for batch in chunked(products, 1000):
+                response = await stub.GetProducts(
+                    retrieval_pb2.GetProductsRequest(product_ids=[p.id for p in batch]), timeout=60
+                )
+                held = {message.id: message for message in response.products}
+                changed += [p for p in batch if held.get(p.id) != product_to_pb(p)]
+        return changed
 
     async def search(self, texts):
         from shelfwise.gateway.v1 import gateway_pb2, gateway_pb2_grpc
@@ -248,7 +275,9 @@ class FullPipeline(Pipeline):
                     gateway_pb2.SearchRequest(query=text, page_size=DEPTH, user_id="eval", session_id="eval"),
                     timeout=30,
                 )
-                results.append([(item.product.id, float(item.score)) for item in response.items])
+                results.append([(item.product.id, float(item.score)) for item in response.results])
+                for stage in response.degraded_stages:
+                    self.degraded[stage] = self.degraded.get(stage, 0) + 1
         return results
 
     async def close(self):
@@ -391,6 +420,9 @@ class Evaluation:
         finally:
             for pipeline in built.values():
                 await pipeline.close()
+        degraded = getattr(built.get("full"), "degraded", None)
+        if degraded:
+            self.notes["full"] += "; DEGRADED responses: " + ", ".join(f"{k} x{v}" for k, v in sorted(degraded.items()))
         return self.report()
 
     async def _build(self, products, ids) -> dict[str, Pipeline]:

@@ -137,6 +137,18 @@ async def import_catalog(path: Path, retrieval_address: str, batch_size: int = 2
         listed = "\n".join(f"  {e.message}" for e in errors[:20])
         more = f"\n  ... and {len(errors) - 20} more" if len(errors) > 20 else ""
         raise ValueError(f"{path}: {len(errors)} invalid rows, nothing imported:\n{listed}{more}")
+    return await import_products(products, retrieval_address, batch_size, progress)
+
+
+async def import_products(products, retrieval_address: str, batch_size: int = 200, progress: bool = True) -> tuple[int, int]:
+    """Upserts validated products through the retrieval service; returns (inserted, updated)."""
+    from shelfwise.retrieval.v1 import retrieval_pb2, retrieval_pb2_grpc
+    from tqdm import tqdm
+
+    from services.common.channels import create_channel
+    from services.retrieval.catalog import chunked
+    from services.retrieval.servicer import product_to_pb
+
     inserted = updated = 0
     async with create_channel(retrieval_address, 64 * 1024 * 1024) as channel:
         stub = retrieval_pb2_grpc.RetrievalServiceStub(channel)
