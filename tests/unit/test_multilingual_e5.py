@@ -181,3 +181,12 @@ def test_every_tensor_lands_in_the_bert_model(tmp_path) -> None:
     assert torch.equal(params["embeddings.word_embeddings.weight"], torch.from_numpy(expected["emb.word"]))
     assert torch.equal(params["encoder.layer.0.output.dense.weight"], torch.from_numpy(expected["l0.fo.w"]))
     assert torch.equal(params["encoder.layer.0.attention.output.LayerNorm.bias"], torch.from_numpy(expected["l0.aln.b"]))
+
+
+def test_the_converted_directory_is_cached_under_build_unless_told_otherwise(monkeypatch, tmp_path) -> None:
+    from training import multilingual_e5
+
+    monkeypatch.delenv("SHELFWISE_BUILD_DIR", raising=False)
+    assert multilingual_e5.cache_dir() == multilingual_e5.ROOT / "build" / "multilingual-e5-small"
+    monkeypatch.setenv("SHELFWISE_BUILD_DIR", str(tmp_path))
+    assert multilingual_e5.cache_dir() == tmp_path / "multilingual-e5-small"
