@@ -629,6 +629,7 @@ def default_inputs(data_dir: Path, benchmark_dir: Path) -> Inputs:
     from training import instacart
 
     files = instacart.build(data_dir, benchmark_dir)
+    print(f"Instacart benchmark built in {files.folder} from {Path(data_dir) / 'instacart'}", file=sys.stderr, flush=True)
     return Inputs(
         catalog=files.catalog,
         queries=[files.queries("train", "en"), files.queries("train", "zh")],
