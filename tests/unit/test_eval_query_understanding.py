@@ -112,14 +112,18 @@ def test_classification_report_gives_point_estimates_inside_sane_intervals() -> 
     assert half["macro_f1"] == pytest.approx((2 / 3 + 0) / 2, abs=1e-4)
 
 
-def test_lexical_classifier_beats_the_majority_class_on_separable_queries() -> None:
+def furniture_queries() -> LabelledTexts:
+    """Three separable classes of six furniture queries each."""
     topics = {
         "Sofas": ["grey sofa", "leather sofa", "sofa bed", "velvet sofa", "small sofa", "corner sofa"],
         "Rugs": ["wool rug", "round rug", "shag rug", "runner rug", "blue rug", "outdoor rug"],
         "Lamps": ["floor lamp", "desk lamp", "table lamp", "arc lamp", "brass lamp", "lamp shade"],
     }
-    data = LabelledTexts("toy", [q for qs in topics.values() for q in qs],
-                         [c for c, qs in topics.items() for _ in qs], 0)
+    return LabelledTexts("toy", [q for qs in topics.values() for q in qs], [c for c, qs in topics.items() for _ in qs], 0)
+
+
+def test_lexical_classifier_beats_the_majority_class_on_separable_queries() -> None:
+    data = furniture_queries()
     result = run_classification(data, encoders=[], test_fraction=0.34, seed=0, bootstrap=50)
     assert result["test"] == 6 and result["classes"] == 3
     methods = result["methods"]
@@ -157,13 +161,7 @@ def test_zero_shot_label_categories_scores_top1_against_the_labelled_set(tmp_pat
 
 
 def test_embedding_classifiers_run_with_any_encoder_and_use_query_kind() -> None:
-    topics = {
-        "Sofas": ["grey sofa", "leather sofa", "sofa bed", "velvet sofa", "small sofa", "corner sofa"],
-        "Rugs": ["wool rug", "round rug", "shag rug", "runner rug", "blue rug", "outdoor rug"],
-        "Lamps": ["floor lamp", "desk lamp", "table lamp", "arc lamp", "brass lamp", "lamp shade"],
-    }
-    data = LabelledTexts("toy", [q for qs in topics.values() for q in qs],
-                         [c for c, qs in topics.items() for _ in qs], 0)
+    data = furniture_queries()
     encoder = KeywordEncoder(["sofa", "rug", "lamp"])
     result = run_classification(data, encoders=[("kw", encoder)], test_fraction=0.34, seed=0, bootstrap=50)
     for method in ("zero-shot class name", "1-NN", "5-NN", "logreg", "logreg + class names"):
