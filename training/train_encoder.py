@@ -106,6 +106,10 @@ class TrainingSettings:
     lora_alpha: int = 32
     lora_dropout: float = 0.1
     max_grad_norm: float = 1.0
+    # Per query and step, this many extra negatives drawn from BM25's top results that the
+    # qrels do not judge relevant ("Root Beer" for "beers coolers"): the lexical look-alikes
+    # that random in-batch negatives almost never show the model.
+    hard_negatives: int = 0
 
     @property
     def lr(self) -> float:
@@ -117,7 +121,8 @@ class TrainingSettings:
     def describe(self) -> str:
         method = (f"LoRA r={self.lora_rank} alpha={self.lora_alpha} on query/key/value/dense"
                   if self.lora else "full fine-tuning, word embeddings frozen")
-        return (f"InfoNCE in-batch negatives (relevant ones masked), t={self.temperature:g}, "
+        hard = f" + {self.hard_negatives} BM25 hard negative(s) per query" if self.hard_negatives else ""
+        return (f"InfoNCE in-batch negatives{hard} (relevant ones masked), t={self.temperature:g}, "
                 f"batch {self.batch_size}, max {self.steps} steps, lr {self.lr:g} AdamW "
                 f"warm-up {self.warmup_fraction:g} linear decay, {method}, max_length {self.max_length}, "
                 f"seed {self.seed}")
@@ -157,6 +162,7 @@ class PairData:
     queries: list[JudgedQuery]
     relevant: dict[str, frozenset[str]]  # qid -> relevant product ids (in the catalogue)
     skipped: int = 0  # queries without judgments or without a relevant catalogue product
+    hard_negatives: dict[str, list[str]] = field(default_factory=dict)  # qid -> mined negatives
 
     def positives(self, query: JudgedQuery) -> list[str]:
         return sorted(self.relevant[query.qid])
@@ -202,12 +208,29 @@ def judged_pairs(query_files: Sequence[Path], qrels_file: Path, product_ids: set
     return PairData(queries, {q.qid: relevant[q.qid] for q in queries}, skipped)
 
 
+def mine_hard_negatives(data: PairData, products, depth: int = 50) -> dict[str, list[str]]:
+    """qid -> products in BM25's top ``depth`` for any text of that query id (an English and
+    a Chinese query judged alike share their id, so the Chinese one gets the English one's
+    look-alikes) that the qrels do not call relevant, best first."""
+    from services.retrieval.lexical import LexicalIndex
+
+    index = LexicalIndex()
+    index.upsert(products)
+    mined: dict[str, list[str]] = {}
+    for query in data.queries:
+        hits, _ = index.search(query.text, depth)
+        negatives = mined.setdefault(query.qid, [])
+        negatives += [doc for doc, _ in hits if doc not in data.relevant[query.qid] and doc not in negatives]
+    return {qid: negatives for qid, negatives in mined.items() if negatives}
+
+
 # ------------------------------------------------------------------------------ sampling
 
 
 @dataclass(frozen=True)
 class Batch:
     queries: list[JudgedQuery]
+    # One positive per query, in query order, then any hard negatives.
     product_ids: list[str]
 
 
@@ -215,13 +238,14 @@ class BatchSampler:
     """Batches of distinct queries, each query once per pass over the data (in a seeded
     order), each with one relevant product drawn at random."""
 
-    def __init__(self, data: PairData, batch_size: int, seed: int):
+    def __init__(self, data: PairData, batch_size: int, seed: int, hard_negatives: int = 0):
         if batch_size < 2:
             raise ValueError("batch size must be at least 2 (in-batch negatives)")
         self._data = data
         self._batch_size = min(batch_size, len(data.queries))
         self._rng = random.Random(seed)
         self._queue: list[int] = []
+        self._hard_negatives = hard_negatives
 
     @property
     def batch_size(self) -> int:
@@ -241,17 +265,21 @@ class BatchSampler:
         self._queue.extend(deferred)
         queries = [self._data.queries[i] for i in chosen]
         products = [self._rng.choice(self._data.positives(q)) for q in queries]
+        for query in queries:
+            pool = self._data.hard_negatives.get(query.qid, [])
+            products += self._rng.sample(pool, min(self._hard_negatives, len(pool)))
         return Batch(queries, products)
 
 
 def false_negative_mask(batch: Batch, relevant: dict[str, frozenset[str]]) -> "torch.Tensor":
-    """Bool [B, B]: True where product j is relevant to query i although it is not i's own
-    positive; those logits are removed from query i's softmax. Covers the same product drawn
-    twice and two queries of the same aisle (name and description, English and Chinese)."""
+    """Bool [B, P] (P products: B positives, then hard negatives): True where product j is
+    relevant to query i although it is not i's own positive; those logits are removed from
+    query i's softmax. Covers the same product drawn twice, two queries of the same aisle
+    (name and description, English and Chinese), and a mined negative another query's
+    judgments call relevant."""
     import torch
 
-    size = len(batch.queries)
-    mask = torch.zeros((size, size), dtype=torch.bool)
+    mask = torch.zeros((len(batch.queries), len(batch.product_ids)), dtype=torch.bool)
     for i, query in enumerate(batch.queries):
         own = relevant[query.qid]
         for j, product_id in enumerate(batch.product_ids):
@@ -484,7 +512,7 @@ def train(encoder: Encoder, data: PairData, texts: dict[str, str], dev: DevSet |
     random.seed(settings.seed)
     torch.manual_seed(settings.seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
-    sampler = BatchSampler(data, settings.batch_size, settings.seed)
+    sampler = BatchSampler(data, settings.batch_size, settings.seed, settings.hard_negatives)
     probe = fixed_batch(data)
 
     started = time.perf_counter()
@@ -676,6 +704,8 @@ def build_parser() -> argparse.ArgumentParser:
     training = parser.add_argument_group("training")
     training.add_argument("--steps", type=int, default=defaults.steps, help="maximum steps (default: %(default)s)")
     training.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    training.add_argument("--hard-negatives", type=int, default=defaults.hard_negatives,
+                          help="BM25-mined negatives per query and step (default: %(default)s)")
     training.add_argument("--lr", type=float, help="learning rate (default: 3e-5, or 5e-4 with --lora)")
     training.add_argument("--warmup", type=float, default=defaults.warmup_fraction, help="warm-up fraction of the steps")
     training.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
@@ -705,7 +735,7 @@ def settings_from(args) -> TrainingSettings:
         steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr, warmup_fraction=args.warmup,
         weight_decay=args.weight_decay, temperature=args.temperature, max_length=args.max_length,
         eval_every=args.eval_every, patience=args.patience, pool_others=args.pool_others, seed=args.seed,
-        lora=args.lora, lora_rank=args.lora_rank, lora_alpha=args.lora_alpha,
+        lora=args.lora, lora_rank=args.lora_rank, lora_alpha=args.lora_alpha, hard_negatives=args.hard_negatives,
     )
 
 
@@ -749,6 +779,10 @@ def run(args, parser: argparse.ArgumentParser) -> int:
     products = read_products(inputs.catalog)
     texts = {p.id: p.embedding_text() for p in products}
     data = judged_pairs(inputs.queries, inputs.qrels, set(texts))
+    if settings.hard_negatives < 0:
+        parser.error("--hard-negatives must be >= 0")
+    if settings.hard_negatives:
+        data.hard_negatives = mine_hard_negatives(data, products)
     dev = None
     if inputs.dev_qrels is not None:
         dev = build_dev_set(products, inputs.dev_queries, inputs.dev_qrels, settings.pool_others, settings.seed)

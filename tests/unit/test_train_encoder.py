@@ -18,6 +18,7 @@ from training.train_encoder import (
     HeldOutSplitError,
     false_negative_mask,
     info_nce,
+    mine_hard_negatives,
     main,
     next_version,
     refuse_test_files,
@@ -157,3 +158,33 @@ def test_next_version_follows_the_highest_existing_version(tmp_path) -> None:
     (tmp_path / "text_encoder_multilingual" / "3").mkdir()
     (tmp_path / "text_encoder_multilingual" / ".export-v4-tmp").mkdir()
     assert next_version(tmp_path, "text_encoder_multilingual") == 4
+
+
+def test_hard_negatives_follow_the_positives_and_relevant_ones_are_masked() -> None:
+    data = PairData(QUERIES[2:], {q.qid: RELEVANT[q.qid] for q in QUERIES[2:]},
+                    hard_negatives={"dairy-name": ["oat milk"], "cleaning-name": ["milk"]})
+    batch = BatchSampler(data, batch_size=2, seed=1, hard_negatives=1).next_batch()
+    assert len(batch.product_ids) == 4
+    positives, negatives = batch.product_ids[:2], batch.product_ids[2:]
+    for query, positive in zip(batch.queries, positives):
+        assert positive in RELEVANT[query.qid]
+    assert sorted(negatives) == ["milk", "oat milk"]
+    mask = false_negative_mask(batch, RELEVANT)
+    assert mask.shape == (2, 4)
+    dairy = [q.qid for q in batch.queries].index("dairy-name")
+    # "milk", mined as a look-alike for the cleaning query, is relevant to the dairy query.
+    assert mask[dairy, 2 + negatives.index("milk")]
+    assert not mask[dairy, 2 + negatives.index("oat milk")]
+    loss = info_nce(torch.eye(2, 4), torch.eye(4), mask, temperature=0.05)
+    assert torch.isfinite(loss)
+
+
+def test_mined_hard_negatives_are_lexical_look_alikes_the_qrels_do_not_judge_relevant() -> None:
+    from services.retrieval.catalog import Product
+
+    products = [Product(id=i, title=t, price=1.0) for i, t in (
+        ("b1", "Pale Ale Beer"), ("b2", "Lager Beer"), ("r1", "Root Beer Soda"), ("g1", "Ginger Beer"), ("x", "Dish Soap"))]
+    query = JudgedQuery("beer", "beer", "en")
+    data = PairData([query], {"beer": frozenset({"b1", "b2"})})
+    mined = mine_hard_negatives(data, products)
+    assert set(mined["beer"]) == {"r1", "g1"}
