@@ -54,6 +54,7 @@ from typing import Any
 
 import numpy as np
 
+from services.common.config import model_repository, shared_data_dir
 from services.common.text import normalize
 from services.query_understanding.understanding import QueryUnderstander, Understanding
 from services.query_understanding.vocabulary import CatalogVocabulary
@@ -804,10 +805,10 @@ def build_parser() -> argparse.ArgumentParser:
                         choices=["extraction", "spelling", "wands", "bestbuy", "label-categories"],
                         help="what to measure (default: extraction spelling wands); label-categories: "
                              "zero-shot nearest catalogue category of the labelled queries, per encoder")
-    parser.add_argument("--data-dir", type=Path, default=Path(os.environ.get("SHELFWISE_DATA_DIR", "../shared/data")),
+    parser.add_argument("--data-dir", type=Path, default=shared_data_dir(),
                         help="folder holding wands/ and algolia_bestbuy/ (default: $SHELFWISE_DATA_DIR or ../shared/data)")
     parser.add_argument("--model-repository", type=Path,
-                        default=Path(os.environ.get("SHELFWISE_MODEL_REPOSITORY", "model_repository")))
+                        default=model_repository())
     parser.add_argument("--encoder", action="append", dest="encoders", metavar="MODEL",
                         help=f"text encoder model(s) for classification (repeatable; default: those of "
                              f"{', '.join(ENCODER_MODELS)} present)")

@@ -44,6 +44,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from services.common.config import model_repository, shared_data_dir
+
 DEPTH = 100
 BOOTSTRAP_SAMPLES = 10_000
 BOOTSTRAP_SEED = 7
@@ -208,7 +210,7 @@ class FullPipeline(Pipeline):
         self.encoder_model = system.environ.get("SHELFWISE_TEXT_ENCODER", "")
 
     @classmethod
-    async def start(cls, catalog: Path, model_repository: Path, cache: Path, environ: dict[str, str]) -> "FullPipeline":
+    async def start(cls, catalog: Path, products, model_repository: Path, cache: Path) -> "FullPipeline":
         from services.cli.local_system import EmbeddedPostgres, LocalSystem, free_port_environment
         from services.cli.main import import_products
 
@@ -219,7 +221,6 @@ class FullPipeline(Pipeline):
         url = postgres.start()
         scratch = tempfile.TemporaryDirectory(prefix="shelfwise-eval-")
         env = free_port_environment()
-        env.update(environ)
         # Query understanding reloads the catalogue vocabulary on this period; the eval waits
         # one period after the import so every query sees the whole catalogue.
         env.setdefault("SHELFWISE_VOCABULARY_REFRESH_SECONDS", "2")
@@ -227,7 +228,7 @@ class FullPipeline(Pipeline):
         try:
             await system.start(timeout=600)
             started = time.monotonic()
-            changed = await cls._changed_products(catalog, system.address("retrieval"))
+            changed = await cls._changed_products(products, system.address("retrieval"))
             if changed:
                 inserted, updated = await import_products(changed, system.address("retrieval"), batch_size=500)
                 print(f"  full: catalogue imported ({inserted} new, {updated} updated) in "
@@ -241,16 +242,15 @@ class FullPipeline(Pipeline):
         return cls(system, postgres, scratch)
 
     @staticmethod
-    async def _changed_products(catalog: Path, retrieval_address: str) -> list:
+    async def _changed_products(products, retrieval_address: str) -> list:
         """Catalogue products that retrieval does not hold as they are. Upserts re-encode
         their products, so a second run against the kept database skips the unchanged ones."""
         from shelfwise.retrieval.v1 import retrieval_pb2, retrieval_pb2_grpc
 
         from services.common.channels import create_channel
-        from services.retrieval.catalog import chunked, read_catalog
+        from services.retrieval.catalog import chunked
         from services.retrieval.servicer import product_to_pb
 
-        products, _ = read_catalog(catalog)
         changed = []
         async with create_channel(retrieval_address, 64 * 1024 * 1024) as channel:
             stub = retrieval_pb2_grpc.RetrievalServiceStub(channel)
@@ -382,7 +382,6 @@ class Evaluation:
     pipelines: list[str]
     model_repository: Path
     cache: Path
-    environ: dict[str, str] = field(default_factory=dict)
     results: dict = field(default_factory=dict)
     rankings: dict = field(default_factory=dict)
     notes: dict[str, str] = field(default_factory=dict)
@@ -442,12 +441,12 @@ class Evaluation:
             "dense-multilingual": ("text_encoder_multilingual", 1),
             "dense-finetuned": ("text_encoder_multilingual", None),
         }
-        finetuned = find_model(self.model_repository, "text_encoder_multilingual")
-        if finetuned is None or finetuned.version < 2:
-            if "dense-finetuned" in wanted:
-                raise ValueError("dense-finetuned needs a fine-tuned text_encoder_multilingual (version >= 2): "
-                                 "run `shelfwise train encoder` first")
-        hybrid_dense = "dense-finetuned" if finetuned is not None and finetuned.version >= 2 else "dense-multilingual"
+        finetuned = finetuned_encoder(self.model_repository)
+        if finetuned is None and "dense-finetuned" in wanted:
+            raise ValueError("dense-finetuned needs a fine-tuned text_encoder_multilingual (version >= 2): "
+                             "run `shelfwise train encoder` first")
+        dense_models["dense-finetuned"] = ("text_encoder_multilingual", finetuned.version if finetuned else None)
+        hybrid_dense = "dense-finetuned" if finetuned is not None else "dense-multilingual"
         needed = [name for name in dense_models if name in wanted or (name == hybrid_dense and "hybrid" in wanted)]
         for name in needed:
             model, version = dense_models[name]
@@ -461,14 +460,12 @@ class Evaluation:
             built[name] = DensePipeline(name, encoder, vectors, ids)
             self.notes[name] = f"{model} v{found.version}"
         if "hybrid" in wanted:
-            fuse = Fusion.from_env(self.environ or None)
+            fuse = Fusion.from_env()
             built["hybrid"] = HybridPipeline(built["bm25"], built[hybrid_dense], fuse.fuse_rankings)
             self.notes["hybrid"] = f"bm25 + {hybrid_dense}, {fuse.describe()}"
         if "full" in wanted:
-            environ = dict(self.environ)
-            built["full"] = await FullPipeline.start(self.catalog, self.model_repository, self.cache, environ)
-            self.notes["full"] = "gateway.Search over the five services (" + ", ".join(
-                f"{k}={v}" for k, v in sorted(environ.items())) + ")" if environ else "gateway.Search over the five services"
+            built["full"] = await FullPipeline.start(self.catalog, products, self.model_repository, self.cache)
+            self.notes["full"] = "gateway.Search over the five services"
         return {name: built[name] for name in built}
 
     def report(self) -> dict:
@@ -571,18 +568,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--qrels", required=True, type=Path, help="TREC qrels: qid 0 docid grade")
     parser.add_argument("--pipeline", action="append", choices=PIPELINES,
                         help=f"repeat to compare (default: all available of {', '.join(PIPELINES)})")
-    parser.add_argument("--model-repository", type=Path, default=Path(os.environ.get("SHELFWISE_MODEL_REPOSITORY", "model_repository")))
+    parser.add_argument("--model-repository", type=Path, default=model_repository())
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="embedding and system cache folder")
     parser.add_argument("--out", type=Path, help="write the report as JSON")
     parser.add_argument("--plot", type=Path, help="write an NDCG@10 bar chart (PNG)")
     parser.add_argument("--runs", type=Path, help="also write every ranking as a TREC run file into this folder")
 
 
-def default_pipelines(model_repository: Path) -> list[str]:
+def finetuned_encoder(repository: Path):
+    """The fine-tuned multilingual encoder the services would serve: the version pinned in
+    SHELFWISE_MODEL_VERSIONS, else the latest; None when that is the zero-shot version 1."""
+    from services.common.config import parse_versions
     from services.common.inference import find_model
 
-    finetuned = find_model(model_repository, "text_encoder_multilingual")
-    return [p for p in PIPELINES if p != "dense-finetuned" or (finetuned is not None and finetuned.version >= 2)]
+    pinned = parse_versions(os.environ.get("SHELFWISE_MODEL_VERSIONS", "")).get("text_encoder_multilingual")
+    found = find_model(repository, "text_encoder_multilingual", pinned)
+    return found if found is not None and found.version >= 2 else None
+
+
+def default_pipelines(repository: Path) -> list[str]:
+    return [p for p in PIPELINES if p != "dense-finetuned" or finetuned_encoder(repository) is not None]
 
 
 async def run_command(args) -> int:
@@ -623,16 +628,12 @@ def write_runs(rankings: dict, folder: Path) -> None:
 # ------------------------------------------------------------ Instacart and tuning
 
 
-def data_dir_default() -> Path:
-    return Path(os.environ.get("SHELFWISE_DATA_DIR", "../shared/data"))
-
-
 def add_benchmark_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data-dir", type=Path, default=data_dir_default(),
+    parser.add_argument("--data-dir", type=Path, default=shared_data_dir(),
                         help="folder holding instacart/ (default: $SHELFWISE_DATA_DIR or ../shared/data)")
     parser.add_argument("--benchmark-dir", type=Path, default=Path("build") / "benchmarks" / "instacart",
                         help="where the built catalogue, queries and qrels go (not committed: data licence)")
-    parser.add_argument("--model-repository", type=Path, default=Path(os.environ.get("SHELFWISE_MODEL_REPOSITORY", "model_repository")))
+    parser.add_argument("--model-repository", type=Path, default=model_repository())
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
 
 
@@ -668,13 +669,10 @@ async def instacart_command(args) -> int:
 
 async def tune_fusion_command(args) -> int:
     """Grid-search the fusion settings on the dev split (never the test split)."""
-    from services.common.inference import find_model
     from services.retrieval.fusion import Fusion
-    from training import instacart
 
     files = build_benchmark(args)
-    finetuned = find_model(args.model_repository, "text_encoder_multilingual")
-    dense = "dense-finetuned" if finetuned is not None and finetuned.version >= 2 else "dense-multilingual"
+    dense = "dense-finetuned" if finetuned_encoder(args.model_repository) is not None else "dense-multilingual"
     evaluation = Evaluation(
         catalog=files.catalog,
         query_sets=[read_queries(files.queries("dev", name)) for name in ("en", "zh")],

@@ -688,9 +688,9 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--dev-qrels", type=Path, help="dev judgments for early stopping")
     data.add_argument("--allow-test", action="store_true",
                       help="accept input files whose name says 'test' (only if they are not a held-out test split)")
-    from training.eval_search import data_dir_default
+    from services.common.config import shared_data_dir
 
-    data.add_argument("--data-dir", type=Path, default=data_dir_default(),
+    data.add_argument("--data-dir", type=Path, default=shared_data_dir(),
                       help="folder holding instacart/ (default: $SHELFWISE_DATA_DIR or ../shared/data)")
     data.add_argument("--benchmark-dir", type=Path, default=Path("build") / "benchmarks" / "instacart")
 

@@ -92,6 +92,11 @@ def database_url(environ: Mapping[str, str] | None = None) -> str:
     return url
 
 
+def shared_data_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """Where the offline commands (evaluation, training) read the data sets, in place."""
+    return Path(env_str("SHELFWISE_DATA_DIR", "../shared/data", environ))
+
+
 def model_repository(environ: Mapping[str, str] | None = None) -> Path:
     return Path(env_str("SHELFWISE_MODEL_REPOSITORY", "model_repository", environ)).resolve()
 

@@ -10,9 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from services.common.config import shared_data_dir
 from training import instacart
 
-DATA_DIR = Path(os.environ.get("SHELFWISE_DATA_DIR", Path(__file__).resolve().parents[2] / ".." / "shared" / "data"))
+DATA_DIR = shared_data_dir({"SHELFWISE_DATA_DIR": os.environ.get(
+    "SHELFWISE_DATA_DIR", str(Path(__file__).resolve().parents[2] / ".." / "shared" / "data"))})
 needs_data = pytest.mark.skipif(
     not (DATA_DIR / "instacart" / "products.csv").is_file(),
     reason=f"Instacart data not found under {DATA_DIR} (set SHELFWISE_DATA_DIR)",
