@@ -49,6 +49,11 @@ class EventsServiceStub:
                 request_serializer=shelfwise_dot_events_dot_v1_dot_events__pb2.ListPopularProductsRequest.SerializeToString,
                 response_deserializer=shelfwise_dot_events_dot_v1_dot_events__pb2.ListPopularProductsResponse.FromString,
                 _registered_method=True)
+        self.ListUserHistory = channel.unary_unary(
+                '/shelfwise.events.v1.EventsService/ListUserHistory',
+                request_serializer=shelfwise_dot_events_dot_v1_dot_events__pb2.ListUserHistoryRequest.SerializeToString,
+                response_deserializer=shelfwise_dot_events_dot_v1_dot_events__pb2.ListUserHistoryResponse.FromString,
+                _registered_method=True)
 
 
 class EventsServiceServicer:
@@ -77,6 +82,14 @@ class EventsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListUserHistory(self, request, context):
+        """A shopper's recent clicks, add-to-carts and purchases, oldest first: the history that
+        personal recommendations and personal ranking read at request time.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EventsServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -94,6 +107,11 @@ def add_EventsServiceServicer_to_server(servicer, server):
                     servicer.ListPopularProducts,
                     request_deserializer=shelfwise_dot_events_dot_v1_dot_events__pb2.ListPopularProductsRequest.FromString,
                     response_serializer=shelfwise_dot_events_dot_v1_dot_events__pb2.ListPopularProductsResponse.SerializeToString,
+            ),
+            'ListUserHistory': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListUserHistory,
+                    request_deserializer=shelfwise_dot_events_dot_v1_dot_events__pb2.ListUserHistoryRequest.FromString,
+                    response_serializer=shelfwise_dot_events_dot_v1_dot_events__pb2.ListUserHistoryResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -177,6 +195,33 @@ class EventsService:
             '/shelfwise.events.v1.EventsService/ListPopularProducts',
             shelfwise_dot_events_dot_v1_dot_events__pb2.ListPopularProductsRequest.SerializeToString,
             shelfwise_dot_events_dot_v1_dot_events__pb2.ListPopularProductsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListUserHistory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shelfwise.events.v1.EventsService/ListUserHistory',
+            shelfwise_dot_events_dot_v1_dot_events__pb2.ListUserHistoryRequest.SerializeToString,
+            shelfwise_dot_events_dot_v1_dot_events__pb2.ListUserHistoryResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -14,9 +14,13 @@ class RecommendMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     RECOMMEND_MODE_UNSPECIFIED: _ClassVar[RecommendMode]
     RECOMMEND_MODE_SIMILAR_ITEMS: _ClassVar[RecommendMode]
     RECOMMEND_MODE_POPULAR_IN_CATEGORY: _ClassVar[RecommendMode]
+    RECOMMEND_MODE_FOR_USER: _ClassVar[RecommendMode]
+    RECOMMEND_MODE_COMPLETE_CART: _ClassVar[RecommendMode]
 RECOMMEND_MODE_UNSPECIFIED: RecommendMode
 RECOMMEND_MODE_SIMILAR_ITEMS: RecommendMode
 RECOMMEND_MODE_POPULAR_IN_CATEGORY: RecommendMode
+RECOMMEND_MODE_FOR_USER: RecommendMode
+RECOMMEND_MODE_COMPLETE_CART: RecommendMode
 
 class SearchRequest(_message.Message):
     __slots__ = ("query", "page_size", "page_token", "filters", "user_id", "session_id", "request_id", "locale")
@@ -91,7 +95,7 @@ class SearchResponse(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., results: _Optional[_Iterable[_Union[SearchResult, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., total_size: _Optional[int] = ..., interpretation: _Optional[_Union[QueryInterpretation, _Mapping]] = ..., model_version: _Optional[str] = ..., timings: _Optional[_Iterable[_Union[StageTiming, _Mapping]]] = ..., degraded_stages: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class RecommendRequest(_message.Message):
-    __slots__ = ("mode", "product_id", "category", "page_size", "page_token", "filters", "user_id", "session_id", "request_id")
+    __slots__ = ("mode", "product_id", "category", "page_size", "page_token", "filters", "user_id", "session_id", "request_id", "history_product_ids", "cart_product_ids")
     MODE_FIELD_NUMBER: _ClassVar[int]
     PRODUCT_ID_FIELD_NUMBER: _ClassVar[int]
     CATEGORY_FIELD_NUMBER: _ClassVar[int]
@@ -101,6 +105,8 @@ class RecommendRequest(_message.Message):
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_PRODUCT_IDS_FIELD_NUMBER: _ClassVar[int]
+    CART_PRODUCT_IDS_FIELD_NUMBER: _ClassVar[int]
     mode: RecommendMode
     product_id: str
     category: str
@@ -110,7 +116,9 @@ class RecommendRequest(_message.Message):
     user_id: str
     session_id: str
     request_id: str
-    def __init__(self, mode: _Optional[_Union[RecommendMode, str]] = ..., product_id: _Optional[str] = ..., category: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., filters: _Optional[_Union[_common_pb2.Filters, _Mapping]] = ..., user_id: _Optional[str] = ..., session_id: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
+    history_product_ids: _containers.RepeatedScalarFieldContainer[str]
+    cart_product_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, mode: _Optional[_Union[RecommendMode, str]] = ..., product_id: _Optional[str] = ..., category: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., filters: _Optional[_Union[_common_pb2.Filters, _Mapping]] = ..., user_id: _Optional[str] = ..., session_id: _Optional[str] = ..., request_id: _Optional[str] = ..., history_product_ids: _Optional[_Iterable[str]] = ..., cart_product_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class RecommendResponse(_message.Message):
     __slots__ = ("request_id", "results", "next_page_token", "total_size", "model_version", "timings", "degraded_stages")

@@ -8,23 +8,29 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class RetrieveRequest(_message.Message):
-    __slots__ = ("request_id", "query_text", "similar_to_product_id", "filters", "limit", "language")
+    __slots__ = ("request_id", "query_text", "similar_to_product_id", "filters", "limit", "language", "history_product_ids", "exclude_product_ids", "preferred_product_ids")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     QUERY_TEXT_FIELD_NUMBER: _ClassVar[int]
     SIMILAR_TO_PRODUCT_ID_FIELD_NUMBER: _ClassVar[int]
     FILTERS_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
     LANGUAGE_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_PRODUCT_IDS_FIELD_NUMBER: _ClassVar[int]
+    EXCLUDE_PRODUCT_IDS_FIELD_NUMBER: _ClassVar[int]
+    PREFERRED_PRODUCT_IDS_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     query_text: str
     similar_to_product_id: str
     filters: _common_pb2.Filters
     limit: int
     language: str
-    def __init__(self, request_id: _Optional[str] = ..., query_text: _Optional[str] = ..., similar_to_product_id: _Optional[str] = ..., filters: _Optional[_Union[_common_pb2.Filters, _Mapping]] = ..., limit: _Optional[int] = ..., language: _Optional[str] = ...) -> None: ...
+    history_product_ids: _containers.RepeatedScalarFieldContainer[str]
+    exclude_product_ids: _containers.RepeatedScalarFieldContainer[str]
+    preferred_product_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, request_id: _Optional[str] = ..., query_text: _Optional[str] = ..., similar_to_product_id: _Optional[str] = ..., filters: _Optional[_Union[_common_pb2.Filters, _Mapping]] = ..., limit: _Optional[int] = ..., language: _Optional[str] = ..., history_product_ids: _Optional[_Iterable[str]] = ..., exclude_product_ids: _Optional[_Iterable[str]] = ..., preferred_product_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Candidate(_message.Message):
-    __slots__ = ("product", "lexical_score", "dense_score", "fused_score", "lexical_rank", "dense_rank", "lexical_coverage")
+    __slots__ = ("product", "lexical_score", "dense_score", "fused_score", "lexical_rank", "dense_rank", "lexical_coverage", "personal_score", "personal_rank")
     PRODUCT_FIELD_NUMBER: _ClassVar[int]
     LEXICAL_SCORE_FIELD_NUMBER: _ClassVar[int]
     DENSE_SCORE_FIELD_NUMBER: _ClassVar[int]
@@ -32,6 +38,8 @@ class Candidate(_message.Message):
     LEXICAL_RANK_FIELD_NUMBER: _ClassVar[int]
     DENSE_RANK_FIELD_NUMBER: _ClassVar[int]
     LEXICAL_COVERAGE_FIELD_NUMBER: _ClassVar[int]
+    PERSONAL_SCORE_FIELD_NUMBER: _ClassVar[int]
+    PERSONAL_RANK_FIELD_NUMBER: _ClassVar[int]
     product: _common_pb2.Product
     lexical_score: float
     dense_score: float
@@ -39,19 +47,23 @@ class Candidate(_message.Message):
     lexical_rank: int
     dense_rank: int
     lexical_coverage: float
-    def __init__(self, product: _Optional[_Union[_common_pb2.Product, _Mapping]] = ..., lexical_score: _Optional[float] = ..., dense_score: _Optional[float] = ..., fused_score: _Optional[float] = ..., lexical_rank: _Optional[int] = ..., dense_rank: _Optional[int] = ..., lexical_coverage: _Optional[float] = ...) -> None: ...
+    personal_score: float
+    personal_rank: int
+    def __init__(self, product: _Optional[_Union[_common_pb2.Product, _Mapping]] = ..., lexical_score: _Optional[float] = ..., dense_score: _Optional[float] = ..., fused_score: _Optional[float] = ..., lexical_rank: _Optional[int] = ..., dense_rank: _Optional[int] = ..., lexical_coverage: _Optional[float] = ..., personal_score: _Optional[float] = ..., personal_rank: _Optional[int] = ...) -> None: ...
 
 class RetrieveResponse(_message.Message):
-    __slots__ = ("candidates", "total_matching", "model_version", "degraded_components")
+    __slots__ = ("candidates", "total_matching", "model_version", "degraded_components", "personal_model_version")
     CANDIDATES_FIELD_NUMBER: _ClassVar[int]
     TOTAL_MATCHING_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     DEGRADED_COMPONENTS_FIELD_NUMBER: _ClassVar[int]
+    PERSONAL_MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     candidates: _containers.RepeatedCompositeFieldContainer[Candidate]
     total_matching: int
     model_version: str
     degraded_components: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., total_matching: _Optional[int] = ..., model_version: _Optional[str] = ..., degraded_components: _Optional[_Iterable[str]] = ...) -> None: ...
+    personal_model_version: str
+    def __init__(self, candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., total_matching: _Optional[int] = ..., model_version: _Optional[str] = ..., degraded_components: _Optional[_Iterable[str]] = ..., personal_model_version: _Optional[str] = ...) -> None: ...
 
 class UpsertProductsRequest(_message.Message):
     __slots__ = ("products",)

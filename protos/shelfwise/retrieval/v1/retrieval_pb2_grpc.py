@@ -60,8 +60,9 @@ class RetrievalServiceServicer:
     """Missing associated documentation comment in .proto file."""
 
     def Retrieve(self, request, context):
-        """Candidates for a text query, for the neighbours of a product, or (neither set) all
-        products matching the filters ("browse").
+        """Candidates for a text query, for the neighbours of a product, for a shopper's history
+        ("for this user": no seed, history set), or (none of these) all products matching the
+        filters ("browse").
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
