@@ -2,7 +2,7 @@
 and its export to ONNX for Triton.
 
 Architecture (``CtrCvrHead``) is ESMM (Ma et al., "Entire Space Multi-Task Model", SIGIR 2018):
-a shared MLP over the 7 ranking features (``services.ranking.features.FEATURE_NAMES``, in that
+a shared MLP over the 8 ranking features (``services.ranking.features.FEATURE_NAMES``, in that
 order) feeds a CTR tower and a CVR tower. The graph outputs
 
     ctr   = sigmoid(ctr_logit)                       P(click | impression)
@@ -29,7 +29,7 @@ max |ctr - ctr*| <= 0.01 (it fails loudly otherwise).
 
 Export writes, atomically (staging folder, then rename)::
 
-    model_repository/ctr_head/<version>/model.onnx      features float32[N, 7] -> ctr, ctcvr float32[N, 1]
+    model_repository/ctr_head/<version>/model.onnx      features float32[N, 8] -> ctr, ctcvr float32[N, 1]
     model_repository/ctr_head/<version>/metadata.json   what the version is and how well it matches
 
 Usage: ``python -m training.export`` (also run by ``shelfwise export``) exports it together
@@ -88,9 +88,9 @@ class ExportVerificationError(RuntimeError):
 
 
 class CtrCvrHead(nn.Module):
-    """ESMM head: shared MLP (7 -> 64 -> 32) + CTR and CVR towers (32 -> 16 -> 1 each).
+    """ESMM head: shared MLP (8 -> 64 -> 32) + CTR and CVR towers (32 -> 16 -> 1 each).
 
-    ``forward(features[N, 7])`` returns ``(ctr[N, 1], ctcvr[N, 1])``; :meth:`logits` gives the
+    ``forward(features[N, 8])`` returns ``(ctr[N, 1], ctcvr[N, 1])``; :meth:`logits` gives the
     two towers' raw logits, which is what training fits (MSE on logits keeps gradients alive
     where the sigmoid saturates).
     """
@@ -154,7 +154,7 @@ def _fusion_from_ranks(ranks: np.ndarray) -> np.ndarray:
 
 
 def sample_features(n: int, rng: np.random.Generator) -> np.ndarray:
-    """float32 [n, 7] feature vectors shaped like what ranking sees (plus the whole cube).
+    """float32 [n, 8] feature vectors shaped like what ranking sees (plus the whole cube).
 
     The head only ever has to be right where the features actually land, but it must be right
     *everywhere* there, so the sample mixes:
@@ -162,7 +162,8 @@ def sample_features(n: int, rng: np.random.Generator) -> np.ndarray:
     * realistic search rows: skewed cosine similarities, BM25 coverage that is often 0 (no
       word matched) or 1 (full match), fusion values RRF can actually produce (one or both
       lists), brand/category matches that are exactly 0 or 1 and mostly 0, attribute matches
-      that are shares k/m of 1-3 named values, popularity that is 0 for never-engaged items;
+      that are shares k/m of 1-3 named values, popularity that is 0 for never-engaged items,
+      personal affinity that is 0 for shoppers without history;
     * browse rows (no text query): dense, BM25 and fusion all 0, ranking by what was named
       and by popularity alone;
     * near-tie clusters: 8 jittered copies (±0.005) of one realistic row, where small errors
@@ -172,7 +173,7 @@ def sample_features(n: int, rng: np.random.Generator) -> np.ndarray:
     * cube corners (every feature 0 or 1) and uniform rows, so the head also stays linear-like
       on combinations the realistic sampler rarely draws.
     """
-    dense, bm25, fusion, brand, category, attribute, popularity = (_column(name) for name in FEATURE_NAMES)
+    dense, bm25, fusion, brand, category, attribute, popularity, personal = (_column(name) for name in FEATURE_NAMES)
     out = np.empty((n, NUM_FEATURES), dtype=np.float64)
     # Row kinds: 0 uniform, 1 realistic search, 2 browse, 3 near-tie cluster, 4 cube corner,
     # 5 strong match.
@@ -196,6 +197,9 @@ def sample_features(n: int, rng: np.random.Generator) -> np.ndarray:
         rows[:, attribute] = np.where(rng.random(m) < 0.30, matched / named, 0.0)
         engaged = rng.random(m)
         rows[:, popularity] = np.select([engaged < 0.40, engaged < 0.45], [0.0, 1.0], rng.random(m))
+        # Anonymous or new shoppers have no history (0); cosines of shopper and item vectors
+        # otherwise spread over the whole range.
+        rows[:, personal] = np.where(rng.random(m) < 0.5, 0.0, rng.beta(2.0, 2.0, m))
         return rows
 
     index = np.flatnonzero(kinds == 0)
@@ -213,7 +217,7 @@ def sample_features(n: int, rng: np.random.Generator) -> np.ndarray:
         clusters = math.ceil(len(index) / 8)
         bases = np.repeat(realistic(clusters), 8, axis=0)[: len(index)]
         jitter = rng.uniform(-0.005, 0.005, bases.shape)
-        continuous = [dense, bm25, fusion, popularity]
+        continuous = [dense, bm25, fusion, popularity, personal]
         bases[:, continuous] = np.clip(bases[:, continuous] + jitter[:, continuous], 0.0, 1.0)
         out[index] = bases
     index = np.flatnonzero(kinds == 4)
@@ -262,7 +266,7 @@ def distillation_loss(model: CtrCvrHead, features: torch.Tensor, ctr_logit: torc
 
 
 def prior_tensors(features: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(features, target ctr logit, target cvr logit) as float32 tensors [N, 7], [N, 1], [N, 1]."""
+    """(features, target ctr logit, target cvr logit) as float32 tensors [N, 8], [N, 1], [N, 1]."""
     ctr_logit, cvr_logit = prior_logits(formula_scores(features))
     return (
         torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32)),

@@ -22,6 +22,7 @@ import numpy as np
 
 from services.common.inference import EmbeddedOnnxRuntime, InferenceBackend, find_model
 from services.common.text_encoder import TextEncoder, is_text_encoder
+from services.ranking.features import FEATURE_NAMES
 
 CONCURRENCY = (1, 8, 32, 64)
 CANDIDATES_PER_RANK = 200
@@ -50,7 +51,7 @@ def request_factory(model: str, backend: InferenceBackend, repository: Path):
             return {"input_ids": input_ids, "attention_mask": attention_mask}, ["sentence_embedding"]
 
         return text_request
-    features = np.random.default_rng(0).random((CANDIDATES_PER_RANK, 7), dtype=np.float32)
+    features = np.random.default_rng(0).random((CANDIDATES_PER_RANK, len(FEATURE_NAMES)), dtype=np.float32)
 
     def rank_request():
         return {"features": features}, ["ctr"]

@@ -16,11 +16,13 @@ from services.events.model import MAX_BATCH, Impression, Interaction, validate_i
 from services.events.store import EventStore
 
 SURFACE_NAMES = {events_pb2.SURFACE_SEARCH: "search", events_pb2.SURFACE_RECOMMEND: "recommend"}
+MAX_HISTORY = 200
 INTERACTION_NAMES = {
     events_pb2.INTERACTION_TYPE_CLICK: "click",
     events_pb2.INTERACTION_TYPE_ADD_TO_CART: "add_to_cart",
     events_pb2.INTERACTION_TYPE_PURCHASE: "purchase",
 }
+INTERACTION_TYPES_PB = {name: value for value, name in INTERACTION_NAMES.items()}
 GROUPINGS = {
     events_pb2.METRICS_GROUPING_REQUEST: "request",
     events_pb2.METRICS_GROUPING_EXPERIMENT_ARM: "experiment_arm",
@@ -161,3 +163,16 @@ class EventsServicer(events_pb2_grpc.EventsServiceServicer):
                 for p in products
             ]
         )
+
+    async def ListUserHistory(self, request, context) -> events_pb2.ListUserHistoryResponse:
+        if not request.user_id and not request.session_id:
+            raise InvalidArgument("user_id", "or session_id is required (1-128 characters)")
+        for name in ("user_id", "session_id"):
+            if len(getattr(request, name)) > 128:
+                raise InvalidArgument(name, "must be at most 128 characters")
+        entries = await self._store.history(request.user_id, request.session_id, _limit(request, 50, MAX_HISTORY))
+        response = events_pb2.ListUserHistoryResponse()
+        for entry in entries:
+            message = response.entries.add(product_id=entry.product_id, type=INTERACTION_TYPES_PB[entry.type])
+            message.occurred_at.FromDatetime(entry.occurred_at)
+        return response

@@ -81,6 +81,31 @@ class MetricsRow:
 
 
 @dataclass(frozen=True)
+class HistoryEntry:
+    product_id: str
+    type: str
+    occurred_at: datetime
+
+
+# Which of several interactions with one product in a row describes the step.
+_STRENGTH = {"click": 0, "add_to_cart": 1, "purchase": 2}
+
+
+def collapse_history(newest_first: Sequence[HistoryEntry], limit: int) -> list[HistoryEntry]:
+    """Oldest-first history with runs of the same product (click, add-to-cart, purchase of one
+    item) merged into one entry of the strongest type; the most recent `limit` entries."""
+    steps: list[HistoryEntry] = []
+    for entry in reversed(newest_first):
+        if steps and steps[-1].product_id == entry.product_id:
+            previous = steps[-1]
+            strongest = max(previous.type, entry.type, key=_STRENGTH.__getitem__)
+            steps[-1] = HistoryEntry(entry.product_id, strongest, max(previous.occurred_at, entry.occurred_at))
+        else:
+            steps.append(entry)
+    return steps[-limit:]
+
+
+@dataclass(frozen=True)
 class PopularProduct:
     product_id: str
     clicks: int
@@ -181,6 +206,22 @@ class EventStore:
             )
             for row in rows
         ]
+
+    async def history(self, user_id: str, session_id: str, limit: int) -> list[HistoryEntry]:
+        """The shopper's recent interactions by user id or session id, oldest first (see
+        `collapse_history`). Reads a few times `limit` rows so that merged runs still fill it."""
+        rows = await self._pool.fetch(
+            """
+            SELECT product_id, type, occurred_at FROM interactions
+            WHERE ($1 <> '' AND user_id = $1) OR ($2 <> '' AND session_id = $2)
+            ORDER BY occurred_at DESC, received_at DESC, event_id DESC
+            LIMIT $3
+            """,
+            user_id,
+            session_id,
+            limit * 4,
+        )
+        return collapse_history([HistoryEntry(r["product_id"], r["type"], r["occurred_at"]) for r in rows], limit)
 
     async def popular(self, window_days: int, limit: int) -> list[PopularProduct]:
         rows = await self._pool.fetch(

@@ -10,6 +10,8 @@
 | category_match     | 1 if the product's category is one the query named                    |
 | attribute_match    | share of the query's attribute values (e.g. color=red) it has         |
 | popularity         | log(1 + engagement) / log(1 + best engagement), from events           |
+| personal_affinity  | cosine of the shopper's vector (from their history) and the product's, |
+|                    | clipped to [0, 1]; 0 when the request has no shopper history          |
 
 The order of FEATURE_NAMES is the input layout of the ONNX CTR head (`features` tensor).
 """
@@ -30,6 +32,7 @@ FEATURE_NAMES = (
     "category_match",
     "attribute_match",
     "popularity",
+    "personal_affinity",
 )
 RRF_MAX = 2.0 / 61.0  # rank 1 in both lists; retrieval rescales its fusion settings to this scale
 
@@ -44,6 +47,7 @@ class RankingCandidate:
     dense_score: float
     fused_score: float
     lexical_coverage: float = 0.0
+    personal_score: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -83,4 +87,5 @@ def feature_matrix(
             features[row, 5] = sum(have.get(k) == v for k, v in wanted.items()) / len(wanted)
         if best_engagement > 0:
             features[row, 6] = math.log1p(engagement[row]) / math.log1p(best_engagement)
+        features[row, 7] = min(max(candidate.personal_score, 0.0), 1.0)
     return features

@@ -1,10 +1,12 @@
 """Scorers: a learned CTR head (ONNX, from the model repository) when one is deployed, else a
 transparent weighted sum of the features. Both explain each score as per-feature parts.
 
-The feature-scoring weights (sum 1.0) encode what matters before any behaviour is learned:
-text relevance first (dense 0.40, BM25 0.15, fusion 0.10), then what the shopper named
-(category 0.10, brand 0.07, attributes 0.08), then popularity (0.10). A product that matches
-the query's meaning, words and named attributes scores near 1.
+The feature-scoring weights encode what matters before any behaviour is learned: text
+relevance first (dense 0.40, BM25 0.15, fusion 0.10), then what the shopper named (category
+0.10, brand 0.07, attributes 0.08), then popularity (0.10). Those sum to 1.0: a product that
+matches the query's meaning, words and named attributes scores near 1. Personal affinity
+(0.10) comes on top, so that for a shopper with no history (affinity 0 everywhere) the order is
+exactly the non-personal one, and with a history it breaks near-ties towards their taste.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ FEATURE_WEIGHTS = {
     "category_match": 0.10,
     "attribute_match": 0.08,
     "popularity": 0.10,
+    "personal_affinity": 0.10,
 }
 
 

@@ -24,6 +24,7 @@ class RankingServicer(ranking_pb2_grpc.RankingServiceServicer):
                 dense_score=c.dense_score,
                 fused_score=c.fused_score,
                 lexical_coverage=c.lexical_coverage,
+                personal_score=c.personal_score,
             )
             for c in request.candidates
         ]

@@ -1,6 +1,11 @@
 """The retrieval domain: keeps the lexical and dense indexes and the product table in step,
 and answers candidate queries by fusing both lists (reciprocal rank fusion) under filters.
 
+Personal retrieval (`services.retrieval.personal`): when a sequence model is deployed, every
+product also has an item vector in a third index kept in step with the other two (same slots);
+a shopper's history becomes a shopper vector, whose nearest items are the "for this user"
+candidates, and whose cosine with any candidate is its `personal_score`.
+
 Filters are hard: every candidate matches every filter that is set. Upserts and deletes change
 the indexes in place (no rebuild); PostgreSQL stays the system of record and the indexes are
 rebuilt from it at start-up.
@@ -10,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from typing import Mapping, Sequence
 
@@ -24,6 +29,7 @@ from services.retrieval.catalog import Product, validate_product
 from services.retrieval.dense import DenseIndex
 from services.retrieval.fusion import Fusion
 from services.retrieval.lexical import LexicalIndex
+from services.retrieval.personal import MAX_HISTORY, TEXT_HISTORY, SequenceModel, cosine, text_history_vector
 from services.retrieval.store import ProductStore
 
 log = logging.getLogger(__name__)
@@ -66,6 +72,8 @@ class Candidate:
     lexical_rank: int
     dense_rank: int
     lexical_coverage: float = 0.0
+    personal_score: float = 0.0
+    personal_rank: int = 0
 
 
 @dataclass(frozen=True)
@@ -73,6 +81,17 @@ class RetrievalResult:
     candidates: list[Candidate]
     total_matching: int
     degraded: tuple[str, ...] = ()
+    # What produced personal scores ("" when the request had no history).
+    personal_model_version: str = ""
+
+
+@dataclass(frozen=True)
+class Shopper:
+    """A shopper vector and the slots of the history it came from."""
+
+    vector: np.ndarray
+    history_slots: np.ndarray
+    model_version: str
 
 
 class CatalogIndex:
@@ -80,12 +99,23 @@ class CatalogIndex:
     text as a query: the encoder adds whatever its model expects for each ("passage: " /
     "query: " for e5)."""
 
-    def __init__(self, store: ProductStore, encoder: TextEncoder, fusion: Fusion | None = None):
+    def __init__(
+        self,
+        store: ProductStore,
+        encoder: TextEncoder,
+        fusion: Fusion | None = None,
+        sequence_model: SequenceModel | None = None,
+    ):
         self._store = store
         self._encoder = encoder
         self._fusion = fusion or Fusion()
         self._lexical = LexicalIndex()
         self._dense = DenseIndex(encoder.dimension)
+        self._sequence_model = sequence_model
+        # Item vectors of the sequence model, slot for slot with `_dense`; `_has_item_vector` is
+        # False for products the model cannot place (new ones, when the text encoder differs).
+        self._items = DenseIndex(sequence_model.dimension) if sequence_model else None
+        self._has_item_vector = np.zeros(0, dtype=bool)
         self._slot_of: dict[str, int] = {}
         self._products: list[Product | None] = []
         # Columns for vectorised filtering, one entry per slot.
@@ -99,6 +129,10 @@ class CatalogIndex:
     @property
     def model_version(self) -> str:
         return self._encoder.version
+
+    @property
+    def personal_model_version(self) -> str:
+        return self._sequence_model.version if self._sequence_model else TEXT_HISTORY
 
     @property
     def size(self) -> int:
@@ -132,10 +166,12 @@ class CatalogIndex:
     def _apply_upsert(self, products: Sequence[Product], vectors: np.ndarray) -> None:
         old_slots = [self._slot_of[p.id] for p in products if p.id in self._slot_of]
         if old_slots:
-            self._dense.remove(np.array(old_slots))
-            for slot in old_slots:
-                self._products[slot] = None
+            self._remove_slots(np.array(old_slots))
         slots = self._dense.add(vectors)
+        if self._items is not None:
+            item_vectors, has_vector = self._sequence_model.item_vectors([p.id for p in products], vectors)
+            self._items.add(item_vectors)
+            self._has_item_vector = np.concatenate([self._has_item_vector, has_vector])
         for product, slot in zip(products, slots):
             self._slot_of[product.id] = int(slot)
         self._products.extend(products)
@@ -151,6 +187,9 @@ class CatalogIndex:
         live = np.flatnonzero(mapping >= 0)
         self._products = [self._products[slot] for slot in live]
         self._price, self._category, self._brand = self._price[live], self._category[live], self._brand[live]
+        if self._items is not None:
+            self._items.compact()  # same live slots as `_dense`, so the same mapping
+            self._has_item_vector = self._has_item_vector[live]
         self._slot_of = {product_id: int(mapping[slot]) for product_id, slot in self._slot_of.items()}
 
     async def upsert(self, products: Sequence[Product]) -> tuple[int, int]:
@@ -191,10 +230,15 @@ class CatalogIndex:
     def _apply_delete(self, product_ids: Sequence[str]) -> None:
         slots = [self._slot_of.pop(product_id) for product_id in product_ids if product_id in self._slot_of]
         if slots:
-            self._dense.remove(np.array(slots))
-            for slot in slots:
-                self._products[slot] = None
+            self._remove_slots(np.array(slots))
         self._lexical.delete(list(product_ids))
+
+    def _remove_slots(self, slots: np.ndarray) -> None:
+        self._dense.remove(slots)
+        if self._items is not None:
+            self._items.remove(slots)
+        for slot in slots.tolist():
+            self._products[slot] = None
 
     async def sync(self) -> int:
         """Applies the catalogue writes other replicas made since the last sync (their upserts
@@ -237,8 +281,11 @@ class CatalogIndex:
             (found.append(self._products[slot]) if slot is not None else missing.append(product_id))
         return found, missing
 
-    def _allowed(self, filters: CandidateFilters) -> np.ndarray:
+    def _allowed(self, filters: CandidateFilters, exclude: Sequence[str] = ()) -> np.ndarray:
         allowed = self._dense.alive.copy()
+        excluded = [self._slot_of[p] for p in exclude if p in self._slot_of]
+        if excluded:
+            allowed[excluded] = False
         if filters.categories:
             allowed &= np.isin(self._category, list(filters.categories))
         if filters.brands:
@@ -255,9 +302,22 @@ class CatalogIndex:
                     allowed[slot] = False
         return allowed
 
-    async def retrieve(self, query_text: str, filters: CandidateFilters, limit: int) -> RetrievalResult:
+    async def retrieve(
+        self,
+        query_text: str,
+        filters: CandidateFilters,
+        limit: int,
+        history: Sequence[str] = (),
+        exclude: Sequence[str] = (),
+    ) -> RetrievalResult:
         """Text query: BM25 and dense lists, fused by weighted reciprocal rank (`services.retrieval.fusion`). If the text encoder is
-        unreachable the answer is lexical only, and says so (`degraded`)."""
+        unreachable the answer is lexical only, and says so (`degraded`). With a history, every
+        candidate also gets its personal score."""
+        shopper = await self._shopper(history)
+        result = await self._retrieve_text(query_text, filters, limit)
+        return self._personalised(result, shopper, exclude)
+
+    async def _retrieve_text(self, query_text: str, filters: CandidateFilters, limit: int) -> RetrievalResult:
         try:
             with _tracer.start_as_current_span("retrieval.encode_query"):
                 query_vector = (await self._encoder.encode([query_text], kind="query"))[0]
@@ -281,22 +341,96 @@ class CatalogIndex:
         candidates = self._fuse(query_vector, lexical, dense_slots, dense_scores, limit, ceiling)
         return RetrievalResult(candidates, int(allowed.sum()))
 
-    async def similar(self, product_id: str, filters: CandidateFilters, limit: int) -> RetrievalResult:
+    async def similar(
+        self,
+        product_id: str,
+        filters: CandidateFilters,
+        limit: int,
+        history: Sequence[str] = (),
+        exclude: Sequence[str] = (),
+    ) -> RetrievalResult:
         slot = self._slot_of.get(product_id)
         if slot is None:
             raise NotFound(f"similar_to_product_id: no product with id {product_id!r}")
-        allowed = self._allowed(filters)
+        shopper = await self._shopper(history)
+        allowed = self._allowed(filters, exclude)
         allowed[slot] = False
         vector = self._dense.vectors[slot]
         dense_slots, dense_scores = self._dense.search(vector, limit, allowed)
-        return RetrievalResult(self._fuse(vector, [], dense_slots, dense_scores, limit), int(allowed.sum()))
+        result = RetrievalResult(self._fuse(vector, [], dense_slots, dense_scores, limit), int(allowed.sum()))
+        return self._personalised(result, shopper, exclude)
 
-    def browse(self, filters: CandidateFilters, limit: int) -> RetrievalResult:
-        """No text: the products matching the filters (ranking orders them)."""
-        allowed = self._allowed(filters)
-        slots = np.flatnonzero(allowed)[:limit]
+    def browse(
+        self, filters: CandidateFilters, limit: int, exclude: Sequence[str] = (), preferred: Sequence[str] = ()
+    ) -> RetrievalResult:
+        """No text: the products matching the filters, `preferred` ones first in their order
+        (e.g. the most popular), then the others (ranking orders them)."""
+        allowed = self._allowed(filters, exclude)
+        first = [self._slot_of[p] for p in dict.fromkeys(preferred) if p in self._slot_of]
+        first = [slot for slot in first if allowed[slot]][:limit]
+        rest = allowed.copy()
+        rest[first] = False
+        slots = first + np.flatnonzero(rest)[: limit - len(first)].tolist()
         candidates = [Candidate(self._products[slot], 0.0, 0.0, 0.0, 0, 0) for slot in slots]
         return RetrievalResult(candidates, int(allowed.sum()))
+
+    async def personal(
+        self, history: Sequence[str], filters: CandidateFilters, limit: int, exclude: Sequence[str] = ()
+    ) -> RetrievalResult:
+        """"For this user": the products nearest the shopper vector, never the history itself
+        (as the sequence model is trained and evaluated) nor `exclude`. No known product in the
+        history: no candidates (the caller falls back to popular products)."""
+        shopper = await self._shopper(history)
+        if shopper is None:
+            return RetrievalResult([], 0, personal_model_version=self.personal_model_version)
+        allowed = self._allowed(filters, exclude)
+        allowed[shopper.history_slots] = False
+        if self._items is not None:
+            allowed &= self._has_item_vector
+            slots, scores = self._items.search(shopper.vector, limit, allowed)
+        else:
+            slots, scores = self._dense.search(shopper.vector, limit, allowed)
+        personal = self._personal_scores(shopper, slots)
+        candidates = [
+            Candidate(self._products[slot], 0.0, 0.0, self._fusion.scaled(0, rank), 0, 0,
+                      personal_score=float(score), personal_rank=rank)
+            for rank, (slot, score) in enumerate(zip(slots.tolist(), personal.tolist()), start=1)
+        ]
+        return RetrievalResult(candidates, int(allowed.sum()), personal_model_version=shopper.model_version)
+
+    async def _shopper(self, history: Sequence[str]) -> Shopper | None:
+        """The shopper vector of a history (unknown ids skipped), or None when nothing is known."""
+        if len(history) > MAX_HISTORY:
+            raise InvalidArgument("history_product_ids", f"must list at most {MAX_HISTORY} products, got {len(history)}")
+        slots = np.array([self._slot_of[p] for p in history if p in self._slot_of], dtype=np.int64)
+        if self._items is not None:
+            slots = slots[self._has_item_vector[slots]] if len(slots) else slots
+            if len(slots) == 0:
+                return None
+            vector = await self._sequence_model.user_vector(self._items.vectors[slots])
+            return Shopper(vector, slots, self._sequence_model.version)
+        if len(slots) == 0:
+            return None
+        return Shopper(text_history_vector(self._dense.vectors[slots]), slots, TEXT_HISTORY)
+
+    def _personal_scores(self, shopper: Shopper, slots: np.ndarray) -> np.ndarray:
+        """Cosine of the shopper vector with these products' vectors (0 when a product has none)."""
+        if len(slots) == 0:
+            return np.zeros(0, dtype=np.float32)
+        if self._items is not None:
+            return cosine(shopper.vector, self._items.vectors[slots]) * self._has_item_vector[slots]
+        return cosine(shopper.vector, self._dense.vectors[slots])
+
+    def _personalised(self, result: RetrievalResult, shopper: Shopper | None, exclude: Sequence[str]) -> RetrievalResult:
+        """Drops excluded products; adds personal scores when there is a shopper vector."""
+        excluded = set(exclude)
+        candidates = [c for c in result.candidates if c.product.id not in excluded]
+        if shopper is None:
+            return RetrievalResult(candidates, result.total_matching, result.degraded)
+        slots = np.array([self._slot_of[c.product.id] for c in candidates], dtype=np.int64)
+        scores = self._personal_scores(shopper, slots)
+        candidates = [replace(c, personal_score=float(score)) for c, score in zip(candidates, scores.tolist())]
+        return RetrievalResult(candidates, result.total_matching, result.degraded, shopper.model_version)
 
     def _fuse(self, query_vector, lexical, dense_slots, dense_scores, limit, ceiling: float = 0.0) -> list[Candidate]:
         lexical_rank = {product_id: rank for rank, (product_id, _) in enumerate(lexical, start=1)}

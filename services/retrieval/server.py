@@ -11,6 +11,7 @@ from services.common.inference import create_backend, wait_for_models
 from services.common.server import RunningServer, start_server
 from services.common.text_encoder import TextEncoder
 from services.retrieval.config import RetrievalSettings
+from services.retrieval.personal import USER_SEQUENCE_ENCODER, SequenceModel
 from services.retrieval.retriever import CatalogIndex
 from services.retrieval.servicer import RetrievalServicer
 from services.retrieval.store import ProductStore
@@ -25,9 +26,16 @@ async def create_server(settings: RetrievalSettings, port: int | None = None) ->
     try:
         # The catalogue is encoded at start-up, so the encoder must be reachable now.
         encoder_name = settings.text_encoder
-        if not await wait_for_models(backend, [encoder_name], settings.inference.triton_startup_seconds):
-            raise Unavailable(f"{encoder_name} is not served by Triton at {settings.inference.triton_url}")
-        index = CatalogIndex(ProductStore(pool), TextEncoder(backend, model_name=encoder_name), settings.fusion)
+        models = [encoder_name]
+        # Personal retrieval uses the sequence model when one has been trained and exported;
+        # without it, "for this user" works from the history's text embeddings.
+        if backend.has_model(USER_SEQUENCE_ENCODER):
+            models.append(USER_SEQUENCE_ENCODER)
+        if not await wait_for_models(backend, models, settings.inference.triton_startup_seconds):
+            raise Unavailable(f"{', '.join(models)} not served by Triton at {settings.inference.triton_url}")
+        encoder = TextEncoder(backend, model_name=encoder_name)
+        sequence_model = SequenceModel(backend, encoder.version) if USER_SEQUENCE_ENCODER in models else None
+        index = CatalogIndex(ProductStore(pool), encoder, settings.fusion, sequence_model)
         await index.load()
     except BaseException:
         await pool.close()

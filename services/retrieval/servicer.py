@@ -7,7 +7,10 @@ from shelfwise.retrieval.v1 import retrieval_pb2, retrieval_pb2_grpc
 
 from services.common.errors import InvalidArgument
 from services.retrieval.catalog import Product
+from services.retrieval.personal import MAX_HISTORY
 from services.retrieval.retriever import MAX_LIMIT, CandidateFilters, CatalogIndex
+
+MAX_EXCLUDED = 1_000
 
 
 def product_from_pb(message: common_pb2.Product) -> Product:
@@ -51,8 +54,10 @@ def filters_from_pb(message: common_pb2.Filters) -> CandidateFilters:
     ).validate()
 
 
-def _ids(values, field: str) -> list[str]:
+def _ids(values, field: str, maximum: int | None = None) -> list[str]:
     ids = list(values)
+    if maximum is not None and len(ids) > maximum:
+        raise InvalidArgument(field, f"must list at most {maximum} products, got {len(ids)}")
     for index, value in enumerate(ids):
         if not value or len(value) > 128:
             raise InvalidArgument(f"{field}[{index}]", "must be 1-128 characters")
@@ -69,15 +74,20 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
         if not 1 <= limit <= MAX_LIMIT:
             raise InvalidArgument("limit", f"must be between 1 and {MAX_LIMIT}, got {limit}")
         filters = filters_from_pb(request.filters)
+        history = _ids(request.history_product_ids, "history_product_ids", MAX_HISTORY)
+        exclude = _ids(request.exclude_product_ids, "exclude_product_ids", MAX_EXCLUDED)
+        preferred = _ids(request.preferred_product_ids, "preferred_product_ids", MAX_LIMIT)
         seed = request.WhichOneof("seed")
         if seed == "similar_to_product_id":
-            result = await self._index.similar(request.similar_to_product_id, filters, limit)
+            result = await self._index.similar(request.similar_to_product_id, filters, limit, history, exclude)
         elif seed == "query_text" and request.query_text.strip():
             if len(request.query_text) > 1_000:
                 raise InvalidArgument("query_text", "must be at most 1000 characters")
-            result = await self._index.retrieve(request.query_text, filters, limit)
+            result = await self._index.retrieve(request.query_text, filters, limit, history, exclude)
+        elif history:
+            result = await self._index.personal(history, filters, limit, exclude)
         else:
-            result = self._index.browse(filters, limit)
+            result = self._index.browse(filters, limit, exclude, preferred)
         return retrieval_pb2.RetrieveResponse(
             candidates=[
                 retrieval_pb2.Candidate(
@@ -88,12 +98,15 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
                     lexical_rank=c.lexical_rank,
                     dense_rank=c.dense_rank,
                     lexical_coverage=c.lexical_coverage,
+                    personal_score=c.personal_score,
+                    personal_rank=c.personal_rank,
                 )
                 for c in result.candidates
             ],
             total_matching=result.total_matching,
             model_version=self._index.model_version,
             degraded_components=list(result.degraded),
+            personal_model_version=result.personal_model_version,
         )
 
     async def UpsertProducts(self, request, context) -> retrieval_pb2.UpsertProductsResponse:

@@ -79,7 +79,7 @@ def test_metadata_describes_the_prior() -> None:
 
 def test_outputs_are_probabilities_and_ctcvr_never_exceeds_ctr(session) -> None:
     features = np.concatenate(
-        [feature_vectors(2000, seed=1), np.zeros((1, 7), np.float32), np.ones((1, 7), np.float32)]
+        [feature_vectors(2000, seed=1), np.zeros((1, len(FEATURE_NAMES)), np.float32), np.ones((1, len(FEATURE_NAMES)), np.float32)]
     )
     ctr, ctcvr = run(session, features)
     assert ctr.shape == ctcvr.shape == (len(features), 1)

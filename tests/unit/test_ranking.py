@@ -153,9 +153,24 @@ def test_popularity_is_log_scaled_against_best_engagement() -> None:
 # --- FeatureScorer ---------------------------------------------------------------------------
 
 
-def test_feature_weights_sum_to_one_and_cover_every_feature() -> None:
+def test_feature_weights_cover_every_feature_and_non_personal_ones_sum_to_one() -> None:
     assert set(FEATURE_WEIGHTS) == set(FEATURE_NAMES)
-    assert math.isclose(sum(FEATURE_WEIGHTS.values()), 1.0)
+    non_personal = {name: weight for name, weight in FEATURE_WEIGHTS.items() if name != "personal_affinity"}
+    assert math.isclose(sum(non_personal.values()), 1.0)
+
+
+async def test_personal_affinity_breaks_ties_towards_the_shoppers_taste_and_is_clipped() -> None:
+    def candidate(product_id: str, personal: float) -> RankingCandidate:
+        return RankingCandidate(product_id, "", "", {}, 0.0, 0.5, 0.01, personal_score=personal)
+
+    candidates = [candidate("far", 0.1), candidate("near", 0.9), candidate("opposite", -0.4)]
+    features = feature_matrix(candidates, QueryPreferences(), {})
+    column = features[:, COLUMN["personal_affinity"]]
+    np.testing.assert_allclose(column, [0.1, 0.9, 0.0], rtol=1e-6)
+    scores = await FeatureScorer().score(features)
+    assert [c.product_id for _, c in sorted(zip(-scores, candidates), key=lambda pair: pair[0])] == [
+        "near", "far", "opposite",
+    ]
 
 
 async def test_feature_scorer_contributions_sum_to_score() -> None:
@@ -167,8 +182,10 @@ async def test_feature_scorer_contributions_sum_to_score() -> None:
     np.testing.assert_allclose(contributions.sum(axis=1), scores, rtol=1e-5)
 
 
-async def test_feature_scorer_gives_one_for_all_features_one() -> None:
-    scores = await FeatureScorer().score(np.ones((1, len(FEATURE_NAMES)), dtype=np.float32))
+async def test_feature_scorer_gives_one_for_all_non_personal_features_one() -> None:
+    features = np.ones((1, len(FEATURE_NAMES)), dtype=np.float32)
+    features[0, COLUMN["personal_affinity"]] = 0.0
+    scores = await FeatureScorer().score(features)
     assert scores[0] == pytest.approx(1.0, abs=1e-6)
 
 
@@ -320,7 +337,7 @@ async def test_popularity_start_and_stop_run_the_refresh_loop() -> None:
 
 # --- ONNX CTR head ---------------------------------------------------------------------------
 
-CTR_WEIGHTS = np.array([1.5, -0.7, 0.9, 0.4, -1.2, 2.0, 0.3], dtype=np.float32)
+CTR_WEIGHTS = np.array([1.5, -0.7, 0.9, 0.4, -1.2, 2.0, 0.3, 0.8], dtype=np.float32)
 CTR_BIAS = np.float32(-0.6)
 
 

@@ -1,0 +1,141 @@
+"""Personal retrieval: from a shopper's history (product ids, oldest first) to a shopper vector,
+and the item vectors it is compared with.
+
+With a sequence model deployed (`user_sequence_encoder` in the model repository, trained by
+`shelfwise train rec`), the history's item vectors go through the model's ONNX encoder and the
+shopper vector is scored against every product's item vector by dot product, as in training.
+The version folder holds, next to `model.onnx`:
+
+- `items.npz`: `product_ids` and `vectors` [n, dim] of the products seen in training, and the
+  content projection `content_weight` [text_dim, dim], `content_bias` [dim] that maps a text
+  embedding into the item space. Products added to the catalogue after training get
+  `text_vector @ content_weight + content_bias` (the model was trained with ID dropout so that
+  this content part alone is a usable item vector): new products are recommendable without a
+  retrain.
+- `metadata.json`: `max_length`, `dim`, and `text_encoder` (the "<model>/<version>" whose
+  embeddings the projection reads; with any other text encoder new products get no item vector
+  until the next training, rather than a vector from the wrong space).
+
+Without a sequence model, the shopper vector is the recency-weighted mean of the history's
+text embeddings ("text-history"): content-based, but personal and fresh from the first click.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from services.common.inference import InferenceBackend
+
+log = logging.getLogger(__name__)
+
+USER_SEQUENCE_ENCODER = "user_sequence_encoder"
+TEXT_HISTORY = "text-history"
+MAX_HISTORY = 200
+# Text-history: each older step counts this much less than the next one.
+RECENCY_DECAY = 0.8
+
+
+@dataclass(frozen=True)
+class ItemTable:
+    """The exported item side of a sequence model (see the module docstring)."""
+
+    product_ids: tuple[str, ...]
+    vectors: np.ndarray
+    content_weight: np.ndarray
+    content_bias: np.ndarray
+    text_encoder: str
+    max_length: int
+
+    @property
+    def dimension(self) -> int:
+        return int(self.vectors.shape[1])
+
+    @classmethod
+    def read(cls, version_dir: Path) -> "ItemTable":
+        metadata = json.loads((version_dir / "metadata.json").read_text())
+        with np.load(version_dir / "items.npz", allow_pickle=False) as data:
+            return cls(
+                product_ids=tuple(str(p) for p in data["product_ids"]),
+                vectors=np.asarray(data["vectors"], dtype=np.float32),
+                content_weight=np.asarray(data["content_weight"], dtype=np.float32),
+                content_bias=np.asarray(data["content_bias"], dtype=np.float32),
+                text_encoder=str(metadata["text_encoder"]),
+                max_length=int(metadata["max_length"]),
+            )
+
+
+class SequenceModel:
+    """The deployed sequence model: item vectors for catalogue products, and shopper vectors
+    from histories of item vectors (through the inference backend: embedded ONNX Runtime or
+    Triton, the same ONNX file)."""
+
+    def __init__(self, backend: InferenceBackend, text_encoder_version: str):
+        self._backend = backend
+        model = backend.model_version(USER_SEQUENCE_ENCODER)
+        self.version = model.label
+        self.table = ItemTable.read(model.path.parent)
+        self._row_of = {product_id: row for row, product_id in enumerate(self.table.product_ids)}
+        self._projects_content = self.table.text_encoder == text_encoder_version
+        if not self._projects_content:
+            log.warning(
+                "%s was trained on %s embeddings but the catalogue uses %s: products added since "
+                "training get no item vector until the next `shelfwise train rec`",
+                self.version, self.table.text_encoder, text_encoder_version,
+            )
+
+    @property
+    def dimension(self) -> int:
+        return self.table.dimension
+
+    def item_vectors(self, product_ids: Sequence[str], text_vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(vectors [n, dim], has_vector [n]): trained vectors for products seen in training,
+        projected text embeddings for the others (when the text encoder matches)."""
+        vectors = np.zeros((len(product_ids), self.dimension), dtype=np.float32)
+        known = np.zeros(len(product_ids), dtype=bool)
+        new = []
+        for index, product_id in enumerate(product_ids):
+            row = self._row_of.get(product_id)
+            if row is None:
+                new.append(index)
+            else:
+                vectors[index] = self.table.vectors[row]
+                known[index] = True
+        if new and self._projects_content:
+            vectors[new] = np.asarray(text_vectors, dtype=np.float32)[new] @ self.table.content_weight + self.table.content_bias
+            known[new] = True
+        return vectors, known
+
+    async def user_vector(self, history_vectors: np.ndarray) -> np.ndarray:
+        """Shopper vector [dim] from the item vectors of the history, oldest first: the most
+        recent `max_length` steps, right-aligned as in training."""
+        length = self.table.max_length
+        recent = history_vectors[-length:]
+        history = np.zeros((1, length, self.dimension), dtype=np.float32)
+        mask = np.zeros((1, length), dtype=np.float32)
+        history[0, length - len(recent):] = recent
+        mask[0, length - len(recent):] = 1.0
+        result = await self._backend.infer(
+            USER_SEQUENCE_ENCODER, {"history": history, "history_mask": mask}, ["user_vector"]
+        )
+        return result["user_vector"].reshape(self.dimension)
+
+
+def text_history_vector(text_vectors: np.ndarray) -> np.ndarray:
+    """Recency-weighted mean of unit text embeddings (oldest first), unit length."""
+    weights = RECENCY_DECAY ** np.arange(len(text_vectors) - 1, -1, -1, dtype=np.float32)
+    mean = (weights[:, None] * text_vectors).sum(axis=0)
+    norm = float(np.linalg.norm(mean))
+    return mean / norm if norm > 0 else mean
+
+
+def cosine(vector: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """Cosine of one vector with each row (0 for zero rows)."""
+    norms = np.linalg.norm(matrix, axis=1) * float(np.linalg.norm(vector))
+    dots = matrix @ vector
+    return np.divide(dots, norms, out=np.zeros_like(dots), where=norms > 0)
