@@ -1,0 +1,348 @@
+"""`shelfwise eval rec`: next-item recommendation on the Amazon benchmark, our sequential model
+side by side with RecBole's SASRec and a popularity baseline, in one run per dataset.
+
+Protocol (the one the published full-ranking figures use, see the shared data README):
+
+- leave-one-out per user (``training.sequential_data``): the last item is the test target, the
+  second-last the validation target, the rest trains; the history of the test target is
+  everything before it (the validation item included);
+- the target is ranked against ALL items (no sampled negatives);
+- items already in the user's history are excluded from the ranking (as the full-ranking code
+  of S3-Rec and RecBole does); a target that is itself in the history therefore counts as a
+  miss (no such user in the three benchmark files);
+- ties are counted pessimistically: rank = number of other candidate items whose score is >=
+  the target's (matters for popularity, whose scores are counts; never for a learned model);
+- Recall@10/20 and NDCG@10/20 (one relevant item: 1/log2(rank + 2) inside the cut-off)
+  averaged over all users; a 95% percentile-bootstrap interval over users for NDCG@10 of ours
+  and of popularity.
+
+Rows:
+
+- ours: ``build/rec/<dataset>/model.pt`` from ``shelfwise train rec --dataset <dataset>``;
+  model selection used the validation item only, the test item is scored here, once;
+- RecBole SASRec: ``training.recbole_baseline.run_sasrec`` (trains or reuses its cache under
+  ``build/rec/<dataset>/recbole/``, the same split, RecBole's own full-ranking evaluator);
+  ``--skip-recbole`` leaves it out;
+- popularity: training-split item counts (each user's last two items left out), same exclusion
+  and tie rules;
+- published Beauty figures (Recall@10 / NDCG@10), printed for reference and labelled as not
+  re-run.
+
+Output: a table per dataset on stdout and ``build/reports/rec-<dataset>.json``.
+
+Usage::
+
+    shelfwise eval rec                                  # beauty, sports and toys
+    shelfwise eval rec --dataset beauty [--skip-recbole]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Sequence
+
+import numpy as np
+
+from training.sequential_data import (
+    DATASETS,
+    EvalSet,
+    dataset_key,
+    eval_split,
+    item_counts,
+    load_amazon,
+    right_aligned,
+    training_sequences,
+)
+
+if TYPE_CHECKING:
+    import torch
+
+    from training.sequential_model import SequentialRecommender
+
+CUTOFFS = (10, 20)
+METRICS = ("recall@10", "ndcg@10", "recall@20", "ndcg@20")
+CHUNK_USERS = 512   # [512, 18k] float32 scores = 38 MB per chunk on Sports
+BOOTSTRAP_SAMPLES = 1000
+PROTOCOL = ("leave-one-out, full ranking over all items, items in the user's history excluded, "
+            "ties counted pessimistically")
+# Beauty, full ranking, as published (Recall@10, NDCG@10): the S3-Rec paper's table for SASRec,
+# BERT4Rec and S3-Rec, the TIGER paper for TIGER. Not re-run here.
+PUBLISHED_BEAUTY = {
+    "SASRec": (0.0605, 0.0318),
+    "BERT4Rec": (0.0347, 0.0170),
+    "S3-Rec": (0.0647, 0.0327),
+    "TIGER": (0.0648, 0.0384),
+}
+
+
+# ------------------------------------------------------------------------------ ranking
+
+
+def target_ranks(score_chunk: Callable[[np.ndarray], "torch.Tensor"], split: EvalSet,
+                 chunk_users: int = CHUNK_USERS) -> np.ndarray:
+    """0-based rank of each user's target among all items except padding (id 0) and the items
+    of the user's history; ties pessimistic. A target inside the history gets rank inf.
+    `score_chunk(indices)` returns scores [len(indices), num_items + 1] for those users."""
+    import torch
+
+    ranks = np.empty(len(split.targets), dtype=np.float64)
+    # Users in order of history length: chunks of similar lengths (a model trims its window).
+    order = np.argsort([len(h) for h in split.histories], kind="stable")
+    for start in range(0, len(order), chunk_users):
+        index = order[start:start + chunk_users]
+        scores = score_chunk(index).to(torch.float32)
+        targets = torch.from_numpy(split.targets[index]).view(-1, 1)
+        target_scores = scores.gather(1, targets)
+        # Count every item scoring >= the target, then take the excluded ones back out (item 0
+        # and the distinct history items): one pass over the scores, no masked copy.
+        unique = [sorted(set(split.histories[i])) for i in index]
+        history = torch.from_numpy(right_aligned(unique, max(1, max(len(u) for u in unique))))
+        real = history > 0
+        at_least = (scores >= target_scores).sum(1) - 1   # the target itself is >= itself
+        excluded = ((scores.gather(1, history) >= target_scores) & real).sum(1)
+        excluded += (scores[:, :1] >= target_scores).view(-1).long()
+        chunk_ranks = (at_least - excluded).to(torch.float64)
+        chunk_ranks[((history == targets) & real).any(1)] = np.inf
+        ranks[index] = chunk_ranks.numpy()
+    return ranks
+
+
+def per_user_metrics(ranks: np.ndarray) -> dict[str, np.ndarray]:
+    out = {}
+    with np.errstate(divide="ignore", invalid="ignore"):
+        gain = np.where(np.isfinite(ranks), 1.0 / np.log2(np.where(np.isfinite(ranks), ranks, 0) + 2.0), 0.0)
+    for k in CUTOFFS:
+        hit = ranks < k
+        out[f"recall@{k}"] = hit.astype(np.float64)
+        out[f"ndcg@{k}"] = np.where(hit, gain, 0.0)
+    return out
+
+
+def summarize(ranks: np.ndarray) -> dict[str, float]:
+    per_user = per_user_metrics(ranks)
+    return {name: float(per_user[name].mean()) for name in METRICS}
+
+
+def bootstrap(values: np.ndarray, samples: int = BOOTSTRAP_SAMPLES, seed: int = 7) -> tuple[float, float]:
+    """95% percentile-bootstrap interval of the mean over users."""
+    from training.eval_search import bootstrap_interval
+
+    _, low, high = bootstrap_interval(values, samples=samples, seed=seed)
+    return low, high
+
+
+def evaluate_model(model: "SequentialRecommender", split: EvalSet, num_items: int, max_length: int | None = None,
+                   chunk_users: int = CHUNK_USERS) -> dict:
+    """Full-ranking metrics of the model's scores on one split (histories truncated to the
+    model's window)."""
+    import torch
+
+    max_length = max_length or model.config.max_length
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            table = model.item_vectors()
+            if table.shape[0] != num_items + 1:
+                raise ValueError(f"the model knows {table.shape[0] - 1} items, the data has {num_items}")
+
+            def scores(index: np.ndarray) -> torch.Tensor:
+                histories = [split.histories[i] for i in index]
+                width = min(max_length, max(1, max(len(h) for h in histories)))
+                ids = torch.from_numpy(right_aligned(histories, max_length, width))
+                return model.encode_ids(ids, table) @ table.T
+
+            ranks = target_ranks(scores, split, chunk_users)
+    finally:
+        model.train(was_training)
+    return {"metrics": summarize(ranks), "ranks": ranks}
+
+
+def evaluate_popularity(counts: np.ndarray, split: EvalSet, chunk_users: int = CHUNK_USERS) -> dict:
+    import torch
+
+    table = torch.from_numpy(counts.astype(np.float32))
+    ranks = target_ranks(lambda index: table.expand(len(index), -1), split, chunk_users)
+    return {"metrics": summarize(ranks), "ranks": ranks}
+
+
+# ------------------------------------------------------------------------------ command
+
+
+def run_recbole(name: str, sequences: list[list[int]], work_dir: Path, epochs: int | None, threads: int,
+                fresh: bool) -> dict:
+    """RecBole SASRec through the baseline module, or a dict with `unavailable` saying why."""
+    try:
+        from training.recbole_baseline import run_sasrec
+    except Exception as error:  # the module, RecBole or one of its dependencies is missing
+        return {"unavailable": f"training.recbole_baseline not importable: {type(error).__name__}: {error}"}
+    try:
+        return run_sasrec(name, sequences, work_dir, epochs=epochs, seed=2020, threads=threads, fresh=fresh)
+    except Exception as error:
+        return {"unavailable": f"run_sasrec failed: {type(error).__name__}: {error}"}
+
+
+def _fmt(value) -> str:
+    return "     -" if value is None else f"{value:.4f}"
+
+
+def print_table(report: dict, file=None) -> None:
+    file = sys.stdout if file is None else file
+    rows = report["rows"]
+    print(f"\n{report['dataset']} — {report['split']} item, {report['users']:,} users, {report['items']:,} items",
+          file=file)
+    print(f"  protocol: {report['protocol']}", file=file)
+    header = f"  {'model':<36} {'Recall@10':>9} {'NDCG@10':>8} {'Recall@20':>9} {'NDCG@20':>8}  NDCG@10 95% CI"
+    print(header, file=file)
+    print("  " + "-" * (len(header) - 2), file=file)
+    for row in rows:
+        if row.get("unavailable"):
+            print(f"  {row['label']:<36} not available ({row['unavailable']})", file=file)
+            continue
+        m = row["metrics"]
+        ci = row.get("ndcg@10_ci")
+        ci_text = f"[{ci[0]:.4f}, {ci[1]:.4f}]" if ci else ""
+        print(f"  {row['label']:<36} {m['recall@10']:>9.4f} {m['ndcg@10']:>8.4f} {m['recall@20']:>9.4f} "
+              f"{m['ndcg@20']:>8.4f}  {ci_text}", file=file)
+    if report.get("published"):
+        print("  published, not re-run (Beauty, full ranking; S3-Rec paper, TIGER paper):", file=file)
+        for name, (recall, ndcg) in report["published"].items():
+            print(f"  {'  ' + name:<36} {recall:>9.4f} {ndcg:>8.4f} {'-':>9} {'-':>8}", file=file)
+    for note in report.get("notes", []):
+        print(f"  note: {note}", file=file)
+
+
+def evaluate_dataset(key: str, args) -> tuple[int, dict | None]:
+    import torch
+
+    from training.sequential_model import load_model
+
+    model_dir = args.models_dir / key
+    model_path = model_dir / "model.pt"
+    if not model_path.exists():
+        print(f"error: {model_path} not found: run `shelfwise train rec --dataset {key}` first", file=sys.stderr)
+        return 2, None
+    data = load_amazon(key, args.data_dir, with_attributes=True)
+    split = eval_split(data.sequences, args.split)
+    started = time.monotonic()
+    rows = []
+
+    model = load_model(model_path)
+    ours = evaluate_model(model, split, data.num_items)
+    training = {}
+    report_path = model_dir / "training_report.json"
+    if report_path.exists():
+        training = json.loads(report_path.read_text(encoding="utf-8"))
+    ours_row = {
+        "label": "Shelfwise sequential (ours)", "metrics": ours["metrics"],
+        "ndcg@10_ci": bootstrap(per_user_metrics(ours["ranks"])["ndcg@10"], args.bootstrap),
+        "model": str(model_path), "config": model.config.to_json(),
+        "training": {k: training.get(k) for k in ("training_seconds", "epochs_run", "best_epoch", "best_valid",
+                                                  "settings", "machine", "command")},
+    }
+    rows.append(ours_row)
+
+    if args.skip_recbole:
+        rows.append({"label": "RecBole SASRec (re-run)", "unavailable": "skipped with --skip-recbole"})
+    else:
+        print(f"{data.name}: RecBole SASRec ...", file=sys.stderr, flush=True)
+        recbole = run_recbole(data.name, data.sequences, model_dir / "recbole", args.recbole_epochs,
+                              args.threads, args.recbole_fresh)
+        if "unavailable" in recbole:
+            rows.append({"label": "RecBole SASRec (re-run)", "unavailable": recbole["unavailable"]})
+        else:
+            rows.append({
+                "label": "RecBole SASRec (re-run)",
+                "metrics": {name: float(recbole[name]) for name in METRICS},
+                "train_seconds": recbole.get("train_seconds"), "epochs_run": recbole.get("epochs_run"),
+                "cached": recbole.get("cached"), "config": recbole.get("config"),
+            })
+
+    counts = item_counts(training_sequences(data.sequences, validate=True), data.num_items)
+    popularity = evaluate_popularity(counts, split)
+    rows.append({"label": "Popularity (training-split counts)", "metrics": popularity["metrics"],
+                 "ndcg@10_ci": bootstrap(per_user_metrics(popularity["ranks"])["ndcg@10"], args.bootstrap)})
+
+    notes = []
+    recbole_row = rows[1]
+    if "metrics" in recbole_row:
+        diff = ours["metrics"]["ndcg@10"] - recbole_row["metrics"]["ndcg@10"]
+        notes.append(f"ours - RecBole SASRec NDCG@10 = {diff:+.4f}")
+    if training:
+        best = training.get("best_valid") or {}
+        notes.append(f"ours: validation NDCG@10 {best.get('ndcg@10', float('nan')):.4f} (the item used for early "
+                     f"stopping); trained {training.get('training_seconds')}s, {training.get('epochs_run')} epochs "
+                     f"(best {training.get('best_epoch')}), "
+                     f"{(training.get('machine') or {}).get('torch_threads')} torch thread(s)")
+    if "metrics" in recbole_row:
+        notes.append(f"RecBole SASRec: {recbole_row.get('epochs_run')} epochs, {recbole_row.get('train_seconds')}s "
+                     f"training{' (cached result)' if recbole_row.get('cached') else ''}")
+    report = {
+        "dataset": data.name, "split": args.split, "users": len(split.targets), "items": data.num_items,
+        "protocol": PROTOCOL, "metrics": list(METRICS), "bootstrap_samples": args.bootstrap,
+        "rows": rows, "published": PUBLISHED_BEAUTY if data.name == "Beauty" else None,
+        "published_note": "published full-ranking figures, not re-run" if data.name == "Beauty" else None,
+        "notes": notes, "seconds": round(time.monotonic() - started, 1),
+        "machine": {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads()},
+    }
+    return 0, report
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from services.common.config import shared_data_dir
+
+    parser = argparse.ArgumentParser(
+        prog="shelfwise eval rec", description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--dataset", action="append", help="beauty, sports, toys or a file stem (repeatable; "
+                                                           "default: all three)")
+    parser.add_argument("--data-dir", type=Path, default=shared_data_dir(), help="shared data folder")
+    parser.add_argument("--models-dir", type=Path, default=Path("build") / "rec",
+                        help="where `shelfwise train rec` saved the models (default: %(default)s)")
+    parser.add_argument("--split", choices=["test", "valid"], default="test",
+                        help="the held-out item to score (default: %(default)s)")
+    parser.add_argument("--skip-recbole", action="store_true", help="leave the RecBole SASRec row out")
+    parser.add_argument("--recbole-epochs", type=int, help="RecBole training epochs (default: the baseline's own)")
+    parser.add_argument("--recbole-fresh", action="store_true", help="retrain RecBole instead of using its cache")
+    parser.add_argument("--bootstrap", type=int, default=BOOTSTRAP_SAMPLES, help="bootstrap resamples")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default: %(default)s)")
+    parser.add_argument("--reports-dir", type=Path, default=Path("build") / "reports")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import torch
+
+    args = build_parser().parse_args(argv)
+    torch.set_num_threads(max(1, args.threads))
+    try:
+        keys = [dataset_key(name) for name in (args.dataset or list(DATASETS))]
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    status = 0
+    for key in keys:
+        try:
+            code, report = evaluate_dataset(key, args)
+        except (ValueError, FileNotFoundError) as error:
+            print(f"error: {error}", file=sys.stderr)
+            code, report = 2, None
+        status = max(status, code)
+        if report is None:
+            continue
+        print_table(report)
+        args.reports_dir.mkdir(parents=True, exist_ok=True)
+        path = args.reports_dir / f"rec-{key}{'' if args.split == 'test' else '-' + args.split}.json"
+        path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        print(f"  report: {path}")
+    return status
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,363 @@
+"""`shelfwise train rec`: train the sequential recommender (``training.sequential_model``) on
+purchase sequences, with early stopping on the validation item.
+
+Data: one of the Amazon benchmark files (``--dataset beauty|sports|toys`` or the file stem,
+read from ``amazon_seq/`` in the shared data folder) with its brand/category attributes.
+Leave-one-out (``training.sequential_data``): the model learns from each user's sequence
+without its last two items; the second-last item (validation) decides early stopping and
+every choice made on this command's settings; the last item (test) is never read here — it is
+scored once, by ``shelfwise eval rec``, per final model.
+
+Training, the recipe that makes SASRec strong on these files:
+
+- full softmax cross-entropy over ALL items at EVERY position of the sequence (the original
+  SASRec samples one negative with a binary loss; scoring against the whole catalogue is both
+  the evaluation protocol and a much better training signal);
+- batches of users bucketed by length and trimmed to their longest sequence; the loss only
+  at real positions (no logits computed for padding);
+- AdamW, dropout on inputs, attention and feed-forward layers; ID dropout (see the model);
+- optionally a contrastive regulariser (``--cl-weight``, DuoRec/CL4SRec style): two dropout
+  views of the same histories, InfoNCE between their user vectors, in-batch negatives;
+- validation NDCG@10 (full ranking, history items excluded, exactly as ``shelfwise eval rec``
+  computes it) after every epoch; the best state is kept and training stops after
+  ``--patience`` epochs without improvement.
+
+For a shop's own (small) logs, ``train_model(..., RecSettings(validate=False, epochs=N))``
+trains on every item for a fixed number of epochs, with no hold-out.
+
+Output (default ``build/rec/<dataset>/``): ``model.pt`` (config + weights of the best epoch),
+``config.json`` (model config, settings, dataset) and ``training_report.json`` (seconds, epochs,
+best validation metrics, per-epoch curve, machine). The log of a background run goes wherever
+its caller sends it (the figures in the README came from ``build/rec/<dataset>/train.log``).
+
+Usage::
+
+    shelfwise train rec --dataset beauty [--epochs 200] [--patience 10] [--threads 1] [--seed 42]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
+
+from training.sequential_data import (
+    SequenceData,
+    dataset_key,
+    eval_split,
+    load_amazon,
+    training_batches,
+    training_pairs,
+    training_sequences,
+)
+
+if TYPE_CHECKING:  # torch is imported lazily: `--help` stays instant
+    from training.sequential_model import SequentialRecommender
+
+# Validation NDCG@10 has to beat the best so far by more than this to count as progress.
+MIN_IMPROVEMENT = 1e-5
+
+
+@dataclass(frozen=True)
+class RecSettings:
+    dim: int = 64
+    max_length: int = 50
+    num_layers: int = 2
+    num_heads: int = 2
+    dropout: float = 0.5
+    attention_dropout: float = 0.5
+    id_dropout: float = 0.1
+    use_attributes: bool = True
+    epochs: int = 200
+    patience: int = 10
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    max_grad_norm: float = 5.0
+    # Items scored per position in the loss: 0 (or >= the catalogue) = the full softmax over
+    # all items; otherwise this many uniform draws per batch (see softmax_loss).
+    negatives: int = 2048
+    cl_weight: float = 0.0
+    cl_temperature: float = 1.0
+    validate: bool = True
+    seed: int = 42
+
+
+@dataclass
+class EpochRecord:
+    epoch: int
+    loss: float
+    seconds: float
+    valid: dict | None = None
+
+    def to_json(self) -> dict:
+        return {"epoch": self.epoch, "loss": round(self.loss, 5), "seconds": round(self.seconds, 2),
+                **({"valid": self.valid} if self.valid else {})}
+
+
+def seed_everything(seed: int) -> None:
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def build_model(data: SequenceData, settings: RecSettings) -> "SequentialRecommender":
+    from training.sequential_model import ModelConfig, SequentialRecommender
+
+    use_attributes = settings.use_attributes and data.attributes is not None and data.num_attributes > 0
+    config = ModelConfig(
+        num_items=data.num_items,
+        num_attributes=data.num_attributes if use_attributes else 0,
+        content_dim=0 if data.content is None else int(data.content.shape[1]),
+        dim=settings.dim, max_length=settings.max_length, num_layers=settings.num_layers,
+        num_heads=settings.num_heads, dropout=settings.dropout, attention_dropout=settings.attention_dropout,
+        id_dropout=settings.id_dropout,
+    )
+    return SequentialRecommender(config, data.attributes if use_attributes else None, data.content)
+
+
+def _info_nce(first, second, temperature: float):
+    import torch
+    from torch.nn import functional as F
+
+    first, second = F.normalize(first, dim=-1), F.normalize(second, dim=-1)
+    logits = first @ second.T / temperature
+    labels = torch.arange(len(first), device=first.device)
+    return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels))
+
+
+def softmax_loss(hidden, targets, table, negatives: int = 0):
+    """Cross-entropy of each position's next item against all items, or, with `negatives`
+    smaller than the catalogue, against that many items drawn uniformly per batch (shared by
+    every position; a draw equal to a position's target is masked). Uniform draws need no
+    log-Q correction, so this is the standard sampled estimate of the full softmax."""
+    import torch
+    from torch.nn import functional as F
+
+    num_items = table.shape[0] - 1
+    if negatives <= 0 or negatives >= num_items:
+        return F.cross_entropy(hidden @ table[1:].T, targets - 1)
+    drawn = torch.randint(1, num_items + 1, (negatives,), device=hidden.device)
+    positive = (hidden * table[targets]).sum(-1, keepdim=True)
+    negative = (hidden @ table[drawn].T).masked_fill(drawn[None, :] == targets[:, None], float("-inf"))
+    logits = torch.cat([positive, negative], dim=1)
+    return F.cross_entropy(logits, torch.zeros(len(targets), dtype=torch.long, device=hidden.device))
+
+
+def train_epoch(model, train_seqs: list[list[int]], settings: RecSettings, optimizer, rng: random.Random,
+                bar=None) -> float:
+    import torch
+    from torch.nn import functional as F
+
+    model.train()
+    total, count = 0.0, 0
+    for inputs, targets in training_batches(train_seqs, settings.batch_size, settings.max_length, rng):
+        inputs_t, targets_t = torch.from_numpy(inputs), torch.from_numpy(targets)
+        table = model.item_vectors(model.sample_id_keep())
+        mask = (inputs_t > 0).float()
+        output = model.sequence_output(table[inputs_t], mask)
+        real = targets_t > 0
+        loss = softmax_loss(output[real], targets_t[real], table, settings.negatives)
+        if settings.cl_weight > 0:
+            # A second dropout view of the same histories; the first view's user vector is
+            # its last slot.
+            second = model.sequence_output(table[inputs_t], mask)[:, -1]
+            loss = loss + settings.cl_weight * _info_nce(output[:, -1], second, settings.cl_temperature)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if settings.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
+        optimizer.step()
+        total += loss.item() * len(inputs)
+        count += len(inputs)
+        if bar is not None:
+            bar.update(len(inputs))
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+    return total / max(count, 1)
+
+
+def train_model(data: SequenceData, settings: RecSettings, progress: bool = True) -> tuple["SequentialRecommender", dict]:
+    """Trains on `data` and returns (the best model in eval mode, a report). With
+    `settings.validate` the last two items per user are held out, the second-last stops
+    training; without, every item trains for `settings.epochs` epochs."""
+    import torch
+    from tqdm import tqdm
+
+    from training.eval_rec import evaluate_model
+
+    seed_everything(settings.seed)
+    rng = random.Random(settings.seed)
+    model = build_model(data, settings)
+    train_seqs = training_pairs(training_sequences(data.sequences, settings.validate))
+    if not train_seqs:
+        raise ValueError(f"{data.name}: no user has enough items to train on")
+    valid = eval_split(data.sequences, "valid") if settings.validate else None
+    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+
+    records: list[EpochRecord] = []
+    best_ndcg, best_epoch, best_state, best_valid = -1.0, 0, None, None
+    waited = 0
+    eval_seconds = 0.0
+    started = time.monotonic()
+    epochs_bar = tqdm(total=settings.epochs, desc=f"train rec {data.name}", unit="epoch", file=sys.stderr,
+                      disable=not progress, position=0)
+    stopped_early = False
+    try:
+        for epoch in range(1, settings.epochs + 1):
+            epoch_started = time.monotonic()
+            with tqdm(total=len(train_seqs), desc=f"epoch {epoch}", unit="user", file=sys.stderr, leave=False,
+                      disable=not progress, position=1) as bar:
+                loss = train_epoch(model, train_seqs, settings, optimizer, rng, bar)
+            record = EpochRecord(epoch, loss, time.monotonic() - epoch_started)
+            if valid is not None:
+                eval_started = time.monotonic()
+                metrics = evaluate_model(model, valid, data.num_items, settings.max_length)["metrics"]
+                eval_seconds += time.monotonic() - eval_started
+                record.valid = {k: round(v, 5) for k, v in metrics.items()}
+                if metrics["ndcg@10"] > best_ndcg + MIN_IMPROVEMENT:
+                    best_ndcg, best_epoch, best_valid, waited = metrics["ndcg@10"], epoch, record.valid, 0
+                    best_state = copy.deepcopy(model.state_dict())
+                else:
+                    waited += 1
+            records.append(record)
+            epochs_bar.update(1)
+            postfix = {"loss": f"{loss:.3f}"}
+            if record.valid:
+                postfix.update(val_ndcg10=f"{record.valid['ndcg@10']:.4f}", best=f"{best_ndcg:.4f}@{best_epoch}")
+            epochs_bar.set_postfix(postfix)
+            if not progress:
+                print(f"epoch {epoch}: loss {loss:.4f} {json.dumps(record.valid) if record.valid else ''} "
+                      f"({record.seconds:.1f}s)", file=sys.stderr, flush=True)
+            if valid is not None and waited >= settings.patience:
+                stopped_early = True
+                break
+    finally:
+        epochs_bar.close()
+    seconds = time.monotonic() - started
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    report = {
+        "dataset": data.name,
+        "users": len(data.sequences),
+        "items": data.num_items,
+        "attributes": model.config.num_attributes,
+        "content_dim": model.config.content_dim,
+        "training_users": len(train_seqs),
+        "settings": asdict(settings),
+        "training_seconds": round(seconds, 1),
+        "validation_seconds": round(eval_seconds, 1),
+        "epochs_run": len(records),
+        "best_epoch": best_epoch if valid is not None else len(records),
+        "stopped_early": stopped_early,
+        "best_valid": best_valid,
+        "epochs": [r.to_json() for r in records],
+    }
+    return model, report
+
+
+# ------------------------------------------------------------------------------ command
+
+
+def default_out(dataset: str) -> Path:
+    return Path("build") / "rec" / dataset_key(dataset)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from services.common.config import shared_data_dir
+
+    defaults = RecSettings()
+    parser = argparse.ArgumentParser(
+        prog="shelfwise train rec", description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--dataset", required=True, help="beauty, sports, toys (or the file stem)")
+    parser.add_argument("--data-dir", type=Path, default=shared_data_dir(), help="shared data folder")
+    parser.add_argument("--out", type=Path, help="output folder (default: build/rec/<dataset>/)")
+    parser.add_argument("--epochs", type=int, default=defaults.epochs, help="maximum epochs (default: %(default)s)")
+    parser.add_argument("--patience", type=int, default=defaults.patience,
+                        help="epochs without a better validation NDCG@10 before stopping (default: %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    parser.add_argument("--lr", type=float, default=defaults.lr)
+    parser.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
+    parser.add_argument("--dropout", type=float, default=defaults.dropout)
+    parser.add_argument("--attention-dropout", type=float, default=defaults.attention_dropout)
+    parser.add_argument("--id-dropout", type=float, default=defaults.id_dropout)
+    parser.add_argument("--layers", type=int, default=defaults.num_layers)
+    parser.add_argument("--heads", type=int, default=defaults.num_heads)
+    parser.add_argument("--negatives", type=int, default=defaults.negatives,
+                        help="uniformly drawn items per batch in the loss; 0 = full softmax over all items "
+                             "(default: %(default)s; a smaller catalogue always gets the full softmax)")
+    parser.add_argument("--no-attributes", action="store_true", help="ID embeddings only")
+    parser.add_argument("--cl-weight", type=float, default=defaults.cl_weight,
+                        help="weight of the contrastive regulariser (0 = off)")
+    parser.add_argument("--cl-temperature", type=float, default=defaults.cl_temperature)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--no-progress", action="store_true", help="one line per epoch instead of progress bars")
+    return parser
+
+
+def run(args) -> int:
+    import torch
+
+    from training.sequential_model import save_model
+
+    torch.set_num_threads(max(1, args.threads))
+    settings = RecSettings(
+        epochs=args.epochs, patience=args.patience, batch_size=args.batch_size, lr=args.lr,
+        weight_decay=args.weight_decay, dropout=args.dropout, attention_dropout=args.attention_dropout,
+        id_dropout=args.id_dropout, negatives=args.negatives, num_layers=args.layers, num_heads=args.heads,
+        use_attributes=not args.no_attributes, cl_weight=args.cl_weight, cl_temperature=args.cl_temperature,
+        seed=args.seed, validate=True,
+    )
+    data = load_amazon(args.dataset, args.data_dir, with_attributes=settings.use_attributes)
+    out = args.out or default_out(args.dataset)
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"{data.name}: {len(data.sequences)} users, {data.num_items} items, {data.num_attributes} attributes; "
+          f"output {out}", file=sys.stderr, flush=True)
+    model, report = train_model(data, settings, progress=not args.no_progress)
+    save_model(model, out / "model.pt")
+    (out / "config.json").write_text(json.dumps({
+        "dataset": data.name, "model": model.config.to_json(), "settings": asdict(settings),
+    }, indent=2) + "\n", encoding="utf-8")
+    report["machine"] = {
+        "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__, "python": platform.python_version(), "platform": platform.platform(),
+    }
+    report["command"] = "shelfwise train rec " + " ".join(args.argv)
+    (out / "training_report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    best = report["best_valid"] or {}
+    print(f"{data.name}: best validation NDCG@10 {best.get('ndcg@10', float('nan')):.4f} "
+          f"Recall@10 {best.get('recall@10', float('nan')):.4f} at epoch {report['best_epoch']} of "
+          f"{report['epochs_run']} ({report['training_seconds']:.0f}s, {torch.get_num_threads()} threads); "
+          f"saved {out / 'model.pt'}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(argv)
+    args.argv = argv
+    try:
+        return run(args)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
