@@ -284,6 +284,18 @@ def _train_encoder(args) -> int:
     return train(args.rest)
 
 
+def _train_rec(args) -> int:
+    from training.train_rec import main as train
+
+    return train(args.rest)
+
+
+def _eval_rec(args) -> int:
+    from training.eval_rec import main as evaluate
+
+    return evaluate(args.rest)
+
+
 def _tune_fusion(args):
     from training.eval_search import tune_fusion_command
 
@@ -390,6 +402,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     eval_qu.add_argument("rest", nargs=argparse.REMAINDER)
     eval_qu.set_defaults(run=_eval_query_understanding)
+    eval_rec = eval_commands.add_parser(
+        "rec", help="next-item recommendation on Amazon Beauty/Sports/Toys: ours, RecBole SASRec, popularity",
+        add_help=False,
+    )
+    eval_rec.add_argument("rest", nargs=argparse.REMAINDER)
+    eval_rec.set_defaults(run=_eval_rec)
     tune_fusion = eval_commands.add_parser("tune-fusion", help="tune lexical/dense fusion on the Instacart dev split")
     add_benchmark_arguments(tune_fusion)
     tune_fusion.set_defaults(run=_tune_fusion)
@@ -401,6 +419,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train_encoder.add_argument("rest", nargs=argparse.REMAINDER)
     train_encoder.set_defaults(run=_train_encoder)
+    train_rec = train_commands.add_parser(
+        "rec", help="train the sequential recommender on purchase sequences", add_help=False
+    )
+    train_rec.add_argument("rest", nargs=argparse.REMAINDER)
+    train_rec.set_defaults(run=_train_rec)
 
     export = commands.add_parser("export", help="export the models to ONNX in model_repository/", add_help=False)
     export.add_argument("rest", nargs=argparse.REMAINDER)
