@@ -20,9 +20,11 @@ Rows:
 
 - ours: ``build/rec/<dataset>/model.pt`` from ``shelfwise train rec --dataset <dataset>``;
   model selection used the validation item only, the test item is scored here, once;
+- ours again under RecBole's rule (history items NOT excluded), the like-for-like comparison;
 - RecBole SASRec: ``training.recbole_baseline.run_sasrec`` (trains or reuses its cache under
-  ``build/rec/<dataset>/recbole/``, the same split, RecBole's own full-ranking evaluator);
-  ``--skip-recbole`` leaves it out;
+  ``build/recbole/<file stem>/``, the same split, RecBole's own full-ranking evaluator, which
+  does not exclude history items for sequential models); ``--skip-recbole`` leaves it out,
+  ``--recbole-cached-only`` never trains it;
 - popularity: training-split item counts (each user's last two items left out), same exclusion
   and tie rules;
 - published Beauty figures (Recall@10 / NDCG@10), printed for reference and labelled as not
@@ -84,10 +86,11 @@ PUBLISHED_BEAUTY = {
 
 
 def target_ranks(score_chunk: Callable[[np.ndarray], "torch.Tensor"], split: EvalSet,
-                 chunk_users: int = CHUNK_USERS) -> np.ndarray:
+                 chunk_users: int = CHUNK_USERS, exclude_history: bool = True) -> np.ndarray:
     """0-based rank of each user's target among all items except padding (id 0) and the items
     of the user's history; ties pessimistic. A target inside the history gets rank inf.
-    `score_chunk(indices)` returns scores [len(indices), num_items + 1] for those users."""
+    `score_chunk(indices)` returns scores [len(indices), num_items + 1] for those users.
+    `exclude_history=False` ranks against every item (RecBole's rule for sequential models)."""
     import torch
 
     ranks = np.empty(len(split.targets), dtype=np.float64)
@@ -100,7 +103,7 @@ def target_ranks(score_chunk: Callable[[np.ndarray], "torch.Tensor"], split: Eva
         target_scores = scores.gather(1, targets)
         # Count every item scoring >= the target, then take the excluded ones back out (item 0
         # and the distinct history items): one pass over the scores, no masked copy.
-        unique = [sorted(set(split.histories[i])) for i in index]
+        unique = [sorted(set(split.histories[i])) if exclude_history else [] for i in index]
         history = torch.from_numpy(right_aligned(unique, max(1, max(len(u) for u in unique))))
         real = history > 0
         at_least = (scores >= target_scores).sum(1) - 1   # the target itself is >= itself
@@ -137,7 +140,7 @@ def bootstrap(values: np.ndarray, samples: int = BOOTSTRAP_SAMPLES, seed: int = 
 
 
 def evaluate_model(model: "SequentialRecommender", split: EvalSet, num_items: int, max_length: int | None = None,
-                   chunk_users: int = CHUNK_USERS) -> dict:
+                   chunk_users: int = CHUNK_USERS, exclude_history: bool = True) -> dict:
     """Full-ranking metrics of the model's scores on one split (histories truncated to the
     model's window)."""
     import torch
@@ -157,7 +160,7 @@ def evaluate_model(model: "SequentialRecommender", split: EvalSet, num_items: in
                 ids = torch.from_numpy(right_aligned(histories, max_length, width))
                 return model.encode_ids(ids, table) @ table.T
 
-            ranks = target_ranks(scores, split, chunk_users)
+            ranks = target_ranks(scores, split, chunk_users, exclude_history)
     finally:
         model.train(was_training)
     return {"metrics": summarize(ranks), "ranks": ranks}
@@ -175,14 +178,31 @@ def evaluate_popularity(counts: np.ndarray, split: EvalSet, chunk_users: int = C
 
 
 def run_recbole(name: str, sequences: list[list[int]], work_dir: Path, epochs: int | None, threads: int,
-                fresh: bool) -> dict:
-    """RecBole SASRec through the baseline module, or a dict with `unavailable` saying why."""
+                fresh: bool, cached_only: bool = False) -> dict:
+    """RecBole SASRec through the baseline module, or a dict with `unavailable` saying why.
+    `cached_only`: return the baseline's cached result for exactly these data and settings,
+    never train (a full RecBole run takes hours on a CPU)."""
     try:
-        from training.recbole_baseline import run_sasrec
+        from training import recbole_baseline
     except Exception as error:  # the module, RecBole or one of its dependencies is missing
         return {"unavailable": f"training.recbole_baseline not importable: {type(error).__name__}: {error}"}
+    if cached_only:
+        try:
+            import importlib.metadata
+
+            key = recbole_baseline.cache_key(sequences, recbole_baseline.sasrec_settings(epochs=epochs, seed=2020),
+                                             importlib.metadata.version("recbole"))
+            path = Path(work_dir) / recbole_baseline.RESULT_FILE
+            cached = json.loads(path.read_text()) if path.exists() else {}
+        except Exception as error:
+            return {"unavailable": f"cannot read the RecBole cache: {type(error).__name__}: {error}"}
+        if key not in cached:
+            return {"unavailable": f"no cached result in {path} for these settings; run "
+                                   f"`python -m training.recbole_baseline {name}` or drop --recbole-cached-only"}
+        return {**cached[key], "cached": True}
     try:
-        return run_sasrec(name, sequences, work_dir, epochs=epochs, seed=2020, threads=threads, fresh=fresh)
+        return recbole_baseline.run_sasrec(name, sequences, work_dir, epochs=epochs, seed=2020, threads=threads,
+                                           fresh=fresh)
     except Exception as error:
         return {"unavailable": f"run_sasrec failed: {type(error).__name__}: {error}"}
 
@@ -197,22 +217,24 @@ def print_table(report: dict, file=None) -> None:
     print(f"\n{report['dataset']} — {report['split']} item, {report['users']:,} users, {report['items']:,} items",
           file=file)
     print(f"  protocol: {report['protocol']}", file=file)
-    header = f"  {'model':<36} {'Recall@10':>9} {'NDCG@10':>8} {'Recall@20':>9} {'NDCG@20':>8}  NDCG@10 95% CI"
+    header = (f"  {'model':<44} {'history':<8} {'Recall@10':>9} {'NDCG@10':>8} {'Recall@20':>9} {'NDCG@20':>8}"
+              f"  NDCG@10 95% CI")
     print(header, file=file)
     print("  " + "-" * (len(header) - 2), file=file)
     for row in rows:
         if row.get("unavailable"):
-            print(f"  {row['label']:<36} not available ({row['unavailable']})", file=file)
+            print(f"  {row['label']:<44} not available ({row['unavailable']})", file=file)
             continue
         m = row["metrics"]
         ci = row.get("ndcg@10_ci")
         ci_text = f"[{ci[0]:.4f}, {ci[1]:.4f}]" if ci else ""
-        print(f"  {row['label']:<36} {m['recall@10']:>9.4f} {m['ndcg@10']:>8.4f} {m['recall@20']:>9.4f} "
+        history = "excluded" if row.get("history_excluded") else "kept"
+        print(f"  {row['label']:<44} {history:<8} {m['recall@10']:>9.4f} {m['ndcg@10']:>8.4f} {m['recall@20']:>9.4f} "
               f"{m['ndcg@20']:>8.4f}  {ci_text}", file=file)
     if report.get("published"):
         print("  published, not re-run (Beauty, full ranking; S3-Rec paper, TIGER paper):", file=file)
         for name, (recall, ndcg) in report["published"].items():
-            print(f"  {'  ' + name:<36} {recall:>9.4f} {ndcg:>8.4f} {'-':>9} {'-':>8}", file=file)
+            print(f"  {'  ' + name:<44} {'':<8} {recall:>9.4f} {ndcg:>8.4f} {'-':>9} {'-':>8}", file=file)
     for note in report.get("notes", []):
         print(f"  note: {note}", file=file)
 
@@ -234,54 +256,64 @@ def evaluate_dataset(key: str, args) -> tuple[int, dict | None]:
 
     model = load_model(model_path)
     ours = evaluate_model(model, split, data.num_items)
+    ours_kept = evaluate_model(model, split, data.num_items, exclude_history=False)
     training = {}
     report_path = model_dir / "training_report.json"
     if report_path.exists():
         training = json.loads(report_path.read_text(encoding="utf-8"))
-    ours_row = {
-        "label": "Shelfwise sequential (ours)", "metrics": ours["metrics"],
+    rows.append({
+        "label": "Shelfwise sequential (ours)", "history_excluded": True, "metrics": ours["metrics"],
         "ndcg@10_ci": bootstrap(per_user_metrics(ours["ranks"])["ndcg@10"], args.bootstrap),
         "model": str(model_path), "config": model.config.to_json(),
         "training": {k: training.get(k) for k in ("training_seconds", "epochs_run", "best_epoch", "best_valid",
                                                   "settings", "machine", "command")},
-    }
-    rows.append(ours_row)
+    })
+    # RecBole's evaluator does not exclude the history for sequential models: ours under the
+    # same rule is the like-for-like comparison.
+    rows.append({
+        "label": "Shelfwise sequential (ours), RecBole's rule", "history_excluded": False,
+        "metrics": ours_kept["metrics"],
+        "ndcg@10_ci": bootstrap(per_user_metrics(ours_kept["ranks"])["ndcg@10"], args.bootstrap),
+    })
 
+    recbole_label = "RecBole SASRec (re-run, RecBole's evaluator)"
     if args.skip_recbole:
-        rows.append({"label": "RecBole SASRec (re-run)", "unavailable": "skipped with --skip-recbole"})
+        recbole_row = {"label": recbole_label, "unavailable": "skipped with --skip-recbole"}
     else:
         print(f"{data.name}: RecBole SASRec ...", file=sys.stderr, flush=True)
-        recbole = run_recbole(data.name, data.sequences, model_dir / "recbole", args.recbole_epochs,
-                              args.threads, args.recbole_fresh)
+        recbole = run_recbole(data.name, data.sequences, args.recbole_dir / data.name, args.recbole_epochs,
+                              args.threads, args.recbole_fresh, args.recbole_cached_only)
         if "unavailable" in recbole:
-            rows.append({"label": "RecBole SASRec (re-run)", "unavailable": recbole["unavailable"]})
+            recbole_row = {"label": recbole_label, "unavailable": recbole["unavailable"]}
         else:
-            rows.append({
-                "label": "RecBole SASRec (re-run)",
+            recbole_row = {
+                "label": recbole_label, "history_excluded": False,
                 "metrics": {name: float(recbole[name]) for name in METRICS},
-                "train_seconds": recbole.get("train_seconds"), "epochs_run": recbole.get("epochs_run"),
-                "cached": recbole.get("cached"), "config": recbole.get("config"),
-            })
+                **{k: recbole.get(k) for k in ("train_seconds", "epochs_run", "best_epoch", "stopped_early", "users",
+                                               "cached", "config", "recbole_version")},
+            }
+    rows.append(recbole_row)
 
     counts = item_counts(training_sequences(data.sequences, validate=True), data.num_items)
     popularity = evaluate_popularity(counts, split)
-    rows.append({"label": "Popularity (training-split counts)", "metrics": popularity["metrics"],
+    rows.append({"label": "Popularity (training-split counts)", "history_excluded": True,
+                 "metrics": popularity["metrics"],
                  "ndcg@10_ci": bootstrap(per_user_metrics(popularity["ranks"])["ndcg@10"], args.bootstrap)})
 
     notes = []
-    recbole_row = rows[1]
     if "metrics" in recbole_row:
-        diff = ours["metrics"]["ndcg@10"] - recbole_row["metrics"]["ndcg@10"]
-        notes.append(f"ours - RecBole SASRec NDCG@10 = {diff:+.4f}")
+        diff = ours_kept["metrics"]["ndcg@10"] - recbole_row["metrics"]["ndcg@10"]
+        notes.append(f"ours - RecBole SASRec NDCG@10 under the same rule (history kept) = {diff:+.4f}")
+        notes.append(f"RecBole SASRec: {recbole_row.get('epochs_run')} epochs, {recbole_row.get('train_seconds')}s "
+                     f"training{' (cached result)' if recbole_row.get('cached') else ''}")
     if training:
         best = training.get("best_valid") or {}
         notes.append(f"ours: validation NDCG@10 {best.get('ndcg@10', float('nan')):.4f} (the item used for early "
                      f"stopping); trained {training.get('training_seconds')}s, {training.get('epochs_run')} epochs "
                      f"(best {training.get('best_epoch')}), "
                      f"{(training.get('machine') or {}).get('torch_threads')} torch thread(s)")
-    if "metrics" in recbole_row:
-        notes.append(f"RecBole SASRec: {recbole_row.get('epochs_run')} epochs, {recbole_row.get('train_seconds')}s "
-                     f"training{' (cached result)' if recbole_row.get('cached') else ''}")
+    in_history = sum(1 for h, t in zip(split.histories, split.targets) if t in set(h))
+    notes.append(f"targets already in the user's history (a miss when excluded): {in_history}")
     report = {
         "dataset": data.name, "split": args.split, "users": len(split.targets), "items": data.num_items,
         "protocol": PROTOCOL, "metrics": list(METRICS), "bootstrap_samples": args.bootstrap,
@@ -310,6 +342,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--skip-recbole", action="store_true", help="leave the RecBole SASRec row out")
     parser.add_argument("--recbole-epochs", type=int, help="RecBole training epochs (default: the baseline's own)")
     parser.add_argument("--recbole-fresh", action="store_true", help="retrain RecBole instead of using its cache")
+    parser.add_argument("--recbole-cached-only", action="store_true",
+                        help="use RecBole's cached result only, never train it (hours on a CPU)")
+    parser.add_argument("--recbole-dir", type=Path, default=Path("build") / "recbole",
+                        help="RecBole work folders, one per file stem (default: %(default)s, as "
+                             "`python -m training.recbole_baseline`)")
     parser.add_argument("--bootstrap", type=int, default=BOOTSTRAP_SAMPLES, help="bootstrap resamples")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default: %(default)s)")
     parser.add_argument("--reports-dir", type=Path, default=Path("build") / "reports")

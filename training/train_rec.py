@@ -27,8 +27,8 @@ trains on every item for a fixed number of epochs, with no hold-out.
 
 Output (default ``build/rec/<dataset>/``): ``model.pt`` (config + weights of the best epoch),
 ``config.json`` (model config, settings, dataset) and ``training_report.json`` (seconds, epochs,
-best validation metrics, per-epoch curve, machine). The log of a background run goes wherever
-its caller sends it (the figures in the README came from ``build/rec/<dataset>/train.log``).
+best validation metrics, per-epoch curve, machine). ``--no-progress`` prints one line per epoch
+instead of progress bars, for a log file (``build/rec/<dataset>/train.log`` by convention).
 
 Usage::
 

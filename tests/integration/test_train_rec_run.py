@@ -102,7 +102,9 @@ def test_train_and_eval_commands_write_model_reports_and_table(tmp_path, capsys)
     assert "not available (skipped with --skip-recbole)" in printed
     assert "published, not re-run" in printed and "history excluded" in printed
     result = json.loads((reports / "rec-beauty.json").read_text())
-    ours, _, popularity = result["rows"]
+    ours, ours_kept, _, popularity = result["rows"]
+    assert ours["history_excluded"] and not ours_kept["history_excluded"]
+    assert ours["metrics"]["ndcg@10"] >= ours_kept["metrics"]["ndcg@10"]
     assert set(ours["metrics"]) == {"recall@10", "ndcg@10", "recall@20", "ndcg@20"}
     low, high = ours["ndcg@10_ci"]
     assert low <= ours["metrics"]["ndcg@10"] <= high
