@@ -4,6 +4,13 @@ Search: query understanding → retrieval → ranking → (in the background) im
 Each stage runs under its own deadline, capped by what is left of the caller's. A failed query
 understanding or ranking stage degrades the answer (raw text / retrieval order) and says so in
 `degraded_stages`; retrieval is the one stage without which there is nothing to show.
+
+Personalisation reads the shopper's history from events at request time (in parallel with
+query understanding), so a click logged through Track shapes the very next response without a
+retrain. Search uses it for the personal_affinity ranking feature; Recommend FOR_USER and
+COMPLETE_CART use it as the sequence the model continues. With no history, or with events
+unreachable ("events.history" in `degraded_stages`), recommendations fall back to what is
+popular (in the requested category) and search to non-personal ranking.
 Impression logging never blocks or fails a search; Track waits briefly for the impression of
 the request it refers to, so a fast click is not rejected as unknown.
 """
@@ -36,6 +43,9 @@ MAX_QUERY_CHARS = 512
 DEFAULT_PAGE_SIZE = 10
 MAX_PAGE_SIZE = 100
 MAX_TRACK_EVENTS = 500
+# History read per request: the sequence model looks at the last 50 steps.
+HISTORY_LIMIT = 50
+MAX_HISTORY_IDS = 200
 # Deeper than any candidate list (retrieval returns at most 2000); also keeps offsets in int32.
 MAX_OFFSET = 100_000
 MAX_ID_CHARS = 128
@@ -96,6 +106,25 @@ def request_id_of(request) -> str:
     return request.request_id
 
 
+def shopper_ids_of(request) -> None:
+    for name in ("user_id", "session_id"):
+        value = getattr(request, name)
+        if len(value) > MAX_ID_CHARS or (value and not value.isprintable()):
+            raise InvalidArgument(name, f"must be at most {MAX_ID_CHARS} printable characters")
+
+
+def product_ids_of(values, field: str, maximum: int, required: bool = False) -> list[str]:
+    ids = list(values)
+    if required and not ids:
+        raise InvalidArgument(field, f"must list 1-{maximum} product ids")
+    if len(ids) > maximum:
+        raise InvalidArgument(field, f"must list at most {maximum} product ids, got {len(ids)}")
+    for index, product_id in enumerate(ids):
+        if not product_id or len(product_id) > MAX_ID_CHARS:
+            raise InvalidArgument(f"{field}[{index}]", f"must be 1-{MAX_ID_CHARS} characters")
+    return ids
+
+
 def validate_filters(filters: common_pb2.Filters, where: str = "filters") -> None:
     for bound in ("min", "max"):
         if filters.price.HasField(bound):
@@ -147,27 +176,25 @@ class Composer:
         offset = decode_page_token(request.page_token)
         request_id = request_id_of(request)
         validate_filters(request.filters)
+        shopper_ids_of(request)
         budget = Budget.from_remaining(remaining)
         timings: list[gateway_pb2.StageTiming] = []
         degraded: list[str] = []
 
         started = time.perf_counter()
-        try:
-            understood = await self._downstream.call(
-                "query_understanding",
-                self._downstream.query_understanding.Understand,
-                qu_pb2.UnderstandRequest(query=query, locale=request.locale, request_id=request_id),
-                budget.timeout(self._deadlines.query_understanding, "query_understanding"),
-            )
-        except (Unavailable, DeadlineExceeded) as error:
-            log.warning("query understanding degraded: %s", error)
-            degraded.append("query_understanding")
-            understood = fallback_understanding(query)
+        understood, history = await asyncio.gather(
+            self._understand(query, request, request_id, budget, degraded),
+            self._history(request.user_id, request.session_id, budget, degraded),
+        )
         timings.append(gateway_pb2.StageTiming(stage="query_understanding", milliseconds=_ms(started)))
 
         filters = merged_filters(request.filters, understood.filters)
         retrieve = retrieval_pb2.RetrieveRequest(
-            request_id=request_id, filters=filters, limit=self._candidates, language=understood.language
+            request_id=request_id,
+            filters=filters,
+            limit=self._candidates,
+            language=understood.language,
+            history_product_ids=history,
         )
         if understood.search_text:
             retrieve.query_text = understood.search_text
@@ -199,6 +226,37 @@ class Composer:
         self._log_impression(request_id, request, events_pb2.SURFACE_SEARCH, query, page, offset)
         return response
 
+    async def _understand(self, query, request, request_id, budget, degraded) -> qu_pb2.UnderstandResponse:
+        try:
+            return await self._downstream.call(
+                "query_understanding",
+                self._downstream.query_understanding.Understand,
+                qu_pb2.UnderstandRequest(query=query, locale=request.locale, request_id=request_id),
+                budget.timeout(self._deadlines.query_understanding, "query_understanding"),
+            )
+        except (Unavailable, DeadlineExceeded) as error:
+            log.warning("query understanding degraded: %s", error)
+            degraded.append("query_understanding")
+            return fallback_understanding(query)
+
+    async def _history(self, user_id: str, session_id: str, budget: Budget, degraded: list[str]) -> list[str]:
+        """The shopper's recent products (oldest first) from events; [] for an anonymous
+        request, or when events cannot answer in time (then marked degraded)."""
+        if not user_id and not session_id:
+            return []
+        try:
+            response = await self._downstream.call(
+                "events",
+                self._downstream.events.ListUserHistory,
+                events_pb2.ListUserHistoryRequest(user_id=user_id, session_id=session_id, limit=HISTORY_LIMIT),
+                budget.timeout(self._deadlines.events, "events"),
+            )
+        except (Unavailable, DeadlineExceeded) as error:
+            log.warning("shopper history unavailable, answering without it: %s", error)
+            degraded.append("events.history")
+            return []
+        return [entry.product_id for entry in response.entries]
+
     # --- Recommend ----------------------------------------------------------------------------
 
     async def recommend(
@@ -208,10 +266,18 @@ class Composer:
         offset = decode_page_token(request.page_token)
         request_id = request_id_of(request)
         validate_filters(request.filters)
+        shopper_ids_of(request)
+        supplied_history = product_ids_of(request.history_product_ids, "history_product_ids", MAX_HISTORY_IDS)
         budget = Budget.from_remaining(remaining)
         filters = common_pb2.Filters()
         filters.CopyFrom(request.filters)
         retrieve = retrieval_pb2.RetrieveRequest(request_id=request_id, limit=self._candidates)
+        timings: list[gateway_pb2.StageTiming] = []
+        degraded: list[str] = []
+        if request.mode in (gateway_pb2.RECOMMEND_MODE_FOR_USER, gateway_pb2.RECOMMEND_MODE_COMPLETE_CART):
+            return await self._recommend_personal(
+                request, request_id, supplied_history, filters, offset, page_size, budget, timings, degraded
+            )
         if request.mode == gateway_pb2.RECOMMEND_MODE_SIMILAR_ITEMS:
             if not request.product_id or len(request.product_id) > MAX_ID_CHARS:
                 raise InvalidArgument("product_id", "is required (1-128 characters) for RECOMMEND_MODE_SIMILAR_ITEMS")
@@ -235,13 +301,79 @@ class Composer:
             seed = request.category
             preferences = {}
         else:
-            raise InvalidArgument("mode", "must be RECOMMEND_MODE_SIMILAR_ITEMS or RECOMMEND_MODE_POPULAR_IN_CATEGORY")
+            raise InvalidArgument(
+                "mode",
+                "must be RECOMMEND_MODE_SIMILAR_ITEMS, RECOMMEND_MODE_POPULAR_IN_CATEGORY, "
+                "RECOMMEND_MODE_FOR_USER or RECOMMEND_MODE_COMPLETE_CART",
+            )
         retrieve.filters.CopyFrom(filters)
-        timings: list[gateway_pb2.StageTiming] = []
-        degraded: list[str] = []
         page = await self._retrieve_and_rank(
             retrieve, preferences, offset, page_size, request.user_id, budget, timings, degraded, query=""
         )
+        return self._recommend_response(request, request_id, seed, page, offset, timings, degraded)
+
+    async def _recommend_personal(
+        self, request, request_id, supplied_history, filters, offset, page_size, budget, timings, degraded
+    ) -> gateway_pb2.RecommendResponse:
+        """FOR_USER and COMPLETE_CART: the history (supplied, else from events) followed by the
+        cart is the sequence the model continues; cart products are never recommended. When
+        nothing in it is known (cold start), the most popular products (in `category`)."""
+        cart: list[str] = []
+        if request.mode == gateway_pb2.RECOMMEND_MODE_COMPLETE_CART:
+            cart = product_ids_of(request.cart_product_ids, "cart_product_ids", MAX_HISTORY_IDS, required=True)
+        if request.category:
+            if len(request.category) > 200:
+                raise InvalidArgument("category", "must be at most 200 characters")
+            filters.categories[:] = [request.category]
+        started = time.perf_counter()
+        history = supplied_history or await self._history(request.user_id, request.session_id, budget, degraded)
+        timings.append(gateway_pb2.StageTiming(stage="history", milliseconds=_ms(started)))
+        sequence = (history + cart)[-MAX_HISTORY_IDS:]
+        seed = "cart" if cart else "user"
+        page = None
+        if sequence:
+            retrieve = retrieval_pb2.RetrieveRequest(
+                request_id=request_id,
+                filters=filters,
+                limit=self._candidates,
+                history_product_ids=sequence,
+                exclude_product_ids=cart,
+            )
+            page = await self._retrieve_and_rank(
+                retrieve, {}, offset, page_size, request.user_id, budget, timings, degraded, query=""
+            )
+        if page is None or page.total == 0:
+            seed = "popular"
+            page = await self._recommend_popular(request_id, filters, cart, offset, page_size, request.user_id, budget, timings, degraded)
+        return self._recommend_response(request, request_id, seed, page, offset, timings, degraded)
+
+    async def _recommend_popular(
+        self, request_id, filters, exclude, offset, page_size, user_id, budget, timings, degraded
+    ) -> "_Page":
+        """Cold start: the most engaged-with products first (from events), then the rest of the
+        catalogue matching the filters; ranking orders them (popularity is one of its features)."""
+        try:
+            popular = await self._downstream.call(
+                "events",
+                self._downstream.events.ListPopularProducts,
+                events_pb2.ListPopularProductsRequest(limit=self._candidates),
+                budget.timeout(self._deadlines.events, "events"),
+            )
+            preferred = [p.product_id for p in popular.products]
+        except (Unavailable, DeadlineExceeded) as error:
+            log.warning("popular products unavailable, browsing the catalogue: %s", error)
+            degraded.append("events.popular")
+            preferred = []
+        retrieve = retrieval_pb2.RetrieveRequest(
+            request_id=request_id,
+            filters=filters,
+            limit=self._candidates,
+            exclude_product_ids=exclude,
+            preferred_product_ids=preferred,
+        )
+        return await self._retrieve_and_rank(retrieve, {}, offset, page_size, user_id, budget, timings, degraded, query="")
+
+    def _recommend_response(self, request, request_id, seed, page, offset, timings, degraded) -> gateway_pb2.RecommendResponse:
         response = gateway_pb2.RecommendResponse(
             request_id=request_id,
             results=page.results,
@@ -313,7 +445,8 @@ class Composer:
             results=results,
             total=total,
             next_token=encode_page_token(next_offset) if next_offset < total else "",
-            model_version=f"text_encoder={retrieved.model_version},ranker={ranker_version}",
+            model_version=f"text_encoder={retrieved.model_version},ranker={ranker_version}"
+            + (f",personal={retrieved.personal_model_version}" if retrieved.personal_model_version else ""),
         )
 
     def _count_degraded(self, rpc: str, degraded: list[str]) -> None:

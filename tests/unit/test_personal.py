@@ -1,0 +1,104 @@
+"""Shopper vectors and item vectors for personal retrieval, and the history events return."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+import pytest
+
+from services.events.store import HistoryEntry, collapse_history
+from services.retrieval.personal import ItemTable, SequenceModel, cosine, text_history_vector
+
+
+def test_text_history_vector_weights_recent_steps_more_and_is_unit_length() -> None:
+    old, recent = np.array([1.0, 0.0], np.float32), np.array([0.0, 1.0], np.float32)
+    vector = text_history_vector(np.stack([old, recent]))
+    assert np.linalg.norm(vector) == pytest.approx(1.0)
+    assert vector[1] > vector[0] > 0
+
+
+def test_cosine_is_zero_for_zero_rows() -> None:
+    scores = cosine(np.array([1.0, 0.0], np.float32), np.array([[2.0, 0.0], [0.0, 0.0], [-1.0, 0.0]], np.float32))
+    np.testing.assert_allclose(scores, [1.0, 0.0, -1.0])
+
+
+def test_history_runs_of_one_product_become_one_step_of_the_strongest_type() -> None:
+    start = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    events = [("a", "click"), ("b", "click"), ("b", "add_to_cart"), ("b", "purchase"), ("a", "click"), ("c", "click")]
+    newest_first = [HistoryEntry(p, t, start + timedelta(minutes=i)) for i, (p, t) in enumerate(events)][::-1]
+    steps = collapse_history(newest_first, limit=10)
+    assert [(s.product_id, s.type) for s in steps] == [("a", "click"), ("b", "purchase"), ("a", "click"), ("c", "click")]
+    assert steps[1].occurred_at == start + timedelta(minutes=3)
+    assert [s.product_id for s in collapse_history(newest_first, limit=2)] == ["a", "c"]
+
+
+class RecordingBackend:
+    """An inference backend over a real version folder whose encoder returns the mean of the
+    unmasked history vectors (enough to check what the service sends)."""
+
+    def __init__(self, repository):
+        from services.common.inference import ModelVersion
+
+        self._version = ModelVersion("user_sequence_encoder", 4, repository / "user_sequence_encoder" / "4" / "model.onnx")
+        self.sent = []
+
+    def has_model(self, name):
+        return name == "user_sequence_encoder"
+
+    def model_version(self, name):
+        return self._version
+
+    async def infer(self, name, inputs, outputs, timeout=None):
+        self.sent.append(inputs)
+        mask = inputs["history_mask"][..., None]
+        return {"user_vector": (inputs["history"] * mask).sum(axis=1) / mask.sum(axis=1)}
+
+
+@pytest.fixture
+def sequence_repository(tmp_path):
+    folder = tmp_path / "user_sequence_encoder" / "4"
+    folder.mkdir(parents=True)
+    np.savez(
+        folder / "items.npz",
+        product_ids=np.array(["p1", "p2"]),
+        vectors=np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], np.float32),
+        content_weight=np.array([[0.0, 0.0, 2.0], [0.0, 0.0, 0.0]], np.float32),
+        content_bias=np.array([0.0, 0.0, 0.5], np.float32),
+    )
+    (folder / "metadata.json").write_text(json.dumps({"max_length": 3, "dim": 3, "text_encoder": "text_encoder/1"}))
+    return tmp_path
+
+
+def test_item_table_reads_the_exported_files(sequence_repository) -> None:
+    table = ItemTable.read(sequence_repository / "user_sequence_encoder" / "4")
+    assert table.product_ids == ("p1", "p2") and table.dimension == 3 and table.max_length == 3
+
+
+def test_products_new_since_training_get_projected_text_vectors_when_the_encoder_matches(sequence_repository) -> None:
+    model = SequenceModel(RecordingBackend(sequence_repository), "text_encoder/1")
+    text = np.array([[0.3, 0.7], [1.0, 0.0]], np.float32)
+    vectors, known = model.item_vectors(["p2", "new"], text)
+    np.testing.assert_allclose(vectors, [[0.0, 1.0, 0.0], [0.0, 0.0, 2.5]])
+    assert known.tolist() == [True, True]
+
+
+def test_with_another_text_encoder_new_products_get_no_item_vector(sequence_repository) -> None:
+    model = SequenceModel(RecordingBackend(sequence_repository), "text_encoder_multilingual/3")
+    vectors, known = model.item_vectors(["p1", "new"], np.ones((2, 2), np.float32))
+    assert known.tolist() == [True, False]
+    assert not vectors[1].any()
+
+
+async def test_user_vector_sends_the_most_recent_steps_right_aligned(sequence_repository) -> None:
+    backend = RecordingBackend(sequence_repository)
+    model = SequenceModel(backend, "text_encoder/1")
+    history = np.arange(4 * 3, dtype=np.float32).reshape(4, 3)
+    await model.user_vector(history[:2])
+    sent = backend.sent[-1]
+    np.testing.assert_array_equal(sent["history_mask"], [[0.0, 1.0, 1.0]])
+    np.testing.assert_array_equal(sent["history"][0, 1:], history[:2])
+    assert not sent["history"][0, 0].any()
+    await model.user_vector(history)
+    np.testing.assert_array_equal(backend.sent[-1]["history"][0], history[1:])
