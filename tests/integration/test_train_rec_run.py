@@ -72,7 +72,7 @@ def test_training_without_hold_out_runs_the_fixed_number_of_epochs():
     assert np.isfinite(model.item_vectors().detach().numpy()).all()
 
 
-def test_train_and_eval_commands_write_model_reports_and_table(tmp_path, capsys):
+def test_train_and_eval_commands_write_model_reports_and_table(tmp_path, capsys, monkeypatch):
     data = synthetic_shop()
     folder = tmp_path / "data" / "amazon_seq"
     folder.mkdir(parents=True)
@@ -109,6 +109,22 @@ def test_train_and_eval_commands_write_model_reports_and_table(tmp_path, capsys)
     low, high = ours["ndcg@10_ci"]
     assert low <= ours["metrics"]["ndcg@10"] <= high
     assert result["users"] == 200
+
+    # A RecBole result (stubbed: the real run takes hours) lands in its row and in the comparison.
+    import training.eval_rec as eval_rec
+
+    def fake_recbole(name, sequences, work_dir, epochs, threads, fresh, cached_only=False):
+        assert name == "Beauty" and len(sequences) == 200 and work_dir.name == "Beauty"
+        return {"recall@10": 0.5, "ndcg@10": 0.25, "recall@20": 0.6, "ndcg@20": 0.3, "train_seconds": 1.0,
+                "epochs_run": 3, "cached": True, "config": {}}
+
+    monkeypatch.setattr(eval_rec, "run_recbole", fake_recbole)
+    assert eval_main(["--dataset", "beauty", "--data-dir", str(tmp_path / "data"), "--models-dir",
+                      str(tmp_path / "rec"), "--reports-dir", str(reports), "--bootstrap", "100"]) == 0
+    printed = capsys.readouterr().out
+    assert "RecBole SASRec" in printed and "ours - RecBole SASRec NDCG@10" in printed
+    recbole = json.loads((reports / "rec-beauty.json").read_text())["rows"][2]
+    assert recbole["metrics"]["ndcg@10"] == 0.25 and recbole["history_excluded"] is False
 
 
 def test_eval_without_a_trained_model_says_which_command_to_run(tmp_path, capsys):
