@@ -33,6 +33,7 @@ from pathlib import Path
 
 from services.cli.local_system import free_ports
 from services.common.config import text_encoder_model
+from services.common.inference import TRAINED_ON_SHOP_DATA
 
 # Only what the server and its python-backend models import; kept apart from the main
 # environment because nvidia-pytriton's tritonclient pins protobuf<7.
@@ -225,8 +226,9 @@ def derive_cpu_repository(
     """Write a python-backend CPU repository for every model of `source` into `target`.
 
     Returns the names of the models derived: every folder of `source` with a config.pbtxt (the
-    text encoders, MiniLM and multilingual, and the CTR head today), so whichever one the
-    services are set to use is there. A model with a config but no exported version raises
+    text encoders, MiniLM and multilingual, the CTR head, and the user-sequence encoder once it
+    has been trained), so whichever one the services are set to use is there. A model with a
+    config but no exported version (other than one trained on the shop's events) raises
     ValueError rather than being left out, which would only surface later as a service failing
     to find its model. `target` is replaced as a whole, so models removed from the source
     disappear; it must be empty, missing, or an earlier derived repository.
@@ -243,6 +245,8 @@ def derive_cpu_repository(
     source = Path(source).absolute()
     target = Path(target).absolute()
     model_dirs = sorted(path for path in source.iterdir() if (path / "config.pbtxt").is_file())
+    # Not yet trained on this shop's events: nothing to serve, and the services do without it.
+    model_dirs = [path for path in model_dirs if _exported_versions(path) or path.name not in TRAINED_ON_SHOP_DATA]
     unexported = [path.name for path in model_dirs if not _exported_versions(path)]
     if unexported:
         raise ValueError(

@@ -22,6 +22,11 @@ if TYPE_CHECKING:
     from services.common.config import InferenceSettings
 
 
+# Models trained on the shop's own events (`shelfwise train rec --events`), not by `shelfwise
+# export`: a fresh system has no version of them, and the services work without them.
+TRAINED_ON_SHOP_DATA = ("user_sequence_encoder",)
+
+
 @dataclass(frozen=True)
 class ModelVersion:
     name: str

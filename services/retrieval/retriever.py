@@ -414,12 +414,20 @@ class CatalogIndex:
         return Shopper(text_history_vector(self._dense.vectors[slots]), slots, TEXT_HISTORY)
 
     def _personal_scores(self, shopper: Shopper, slots: np.ndarray) -> np.ndarray:
-        """Cosine of the shopper vector with these products' vectors (0 when a product has none)."""
+        """The shopper's affinity for these products, in [0, 1]. Sequence model: its probability
+        of each product relative to the most likely one among them, exp(logit - best logit), so
+        the model's order is kept (cosine would not keep it: item vector norms carry part of
+        what the model learned). Text-history: the cosine of the text embeddings. 0 for a
+        product without a vector."""
         if len(slots) == 0:
             return np.zeros(0, dtype=np.float32)
-        if self._items is not None:
-            return cosine(shopper.vector, self._items.vectors[slots]) * self._has_item_vector[slots]
-        return cosine(shopper.vector, self._dense.vectors[slots])
+        if self._items is None:
+            return np.clip(cosine(shopper.vector, self._dense.vectors[slots]), 0.0, 1.0)
+        has_vector = self._has_item_vector[slots]
+        if not has_vector.any():
+            return np.zeros(len(slots), dtype=np.float32)
+        logits = self._items.vectors[slots] @ shopper.vector
+        return np.exp(logits - logits[has_vector].max()) * has_vector
 
     def _personalised(self, result: RetrievalResult, shopper: Shopper | None, exclude: Sequence[str]) -> RetrievalResult:
         """Drops excluded products; adds personal scores when there is a shopper vector."""

@@ -16,6 +16,8 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
+from services.common.inference import TRAINED_ON_SHOP_DATA
+
 MODEL_REPOSITORY = Path(__file__).resolve().parents[2] / "model_repository"
 CONFIG_PATHS = sorted(MODEL_REPOSITORY.glob("*/config.pbtxt"))
 ONNX_PLATFORMS = {"onnxruntime_onnx"}
@@ -65,11 +67,32 @@ def _is_onnx_config(path: Path) -> bool:
         return True
 
 
-def _exported_onnx_models(config_path: Path, config: model_config_pb2.ModelConfig) -> list[Path]:
+def _sequence_encoder_export(folder: Path) -> Path:
+    """A freshly initialised user-sequence encoder through the real export function: that model
+    is trained on a shop's events (`shelfwise train rec --events`), so a fresh clone has no
+    version of it, yet its config must still match what the export writes."""
+    from training.sequential_model import ModelConfig, SequentialRecommender, export_user_encoder
+
+    path = folder / "model.onnx"
+    export_user_encoder(SequentialRecommender(ModelConfig(num_items=12), content=None), path)
+    return path
+
+
+# How to get a graph of each model that `shelfwise export` cannot produce.
+FRESH_EXPORTS = {"user_sequence_encoder": _sequence_encoder_export}
+
+
+def test_every_model_trained_on_shop_data_has_a_fresh_export_to_check_its_config() -> None:
+    assert set(FRESH_EXPORTS) == set(TRAINED_ON_SHOP_DATA)
+
+
+def _exported_onnx_models(config_path: Path, config: model_config_pb2.ModelConfig, tmp_path: Path) -> list[Path]:
     """The model file of every numeric version folder; fails when nothing has been exported."""
     model_dir = config_path.parent
     filename = config.default_model_filename or "model.onnx"
     versions = sorted((p for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name))
+    if not versions and model_dir.name in TRAINED_ON_SHOP_DATA:
+        return [FRESH_EXPORTS[model_dir.name](tmp_path)]
     if not versions:
         pytest.fail(
             f"{model_dir / '1' / filename} is missing: run `shelfwise export` first "
@@ -104,7 +127,7 @@ TEXT_ENCODER_CONFIGS = [p for p in CONFIG_PATHS if p.parent.name.startswith("tex
 
 
 @pytest.mark.parametrize("config_path", TEXT_ENCODER_CONFIGS, ids=_config_id)
-def test_text_encoder_config_takes_what_the_text_encoder_client_sends(config_path: Path) -> None:
+def test_text_encoder_config_takes_what_the_text_encoder_client_sends(config_path: Path, tmp_path: Path) -> None:
     """services.common.text_encoder sends int64 input_ids and attention_mask [batch, tokens] to
     any text encoder and reads float32 sentence_embedding [batch, dimension], the dimension its
     metadata.json states; the metadata also carries the prefixes the client adds."""
@@ -117,7 +140,7 @@ def test_text_encoder_config_takes_what_the_text_encoder_client_sends(config_pat
     ]
     [output] = config.output
     assert (output.name, model_config_pb2.DataType.Name(output.data_type)) == ("sentence_embedding", "TYPE_FP32")
-    for model_file in _exported_onnx_models(config_path, config):
+    for model_file in _exported_onnx_models(config_path, config, tmp_path):
         metadata_file = model_file.parent / "metadata.json"
         if not metadata_file.is_file():
             pytest.fail(f"{metadata_file} missing: run `shelfwise export` first (or `python -m training.export`)")
@@ -157,9 +180,9 @@ def test_config_runs_every_instance_group_on_gpu(config_path: Path) -> None:
     [p for p in CONFIG_PATHS if _is_onnx_config(p)],
     ids=_config_id,
 )
-def test_onnx_config_inputs_and_outputs_match_the_exported_graph(config_path: Path) -> None:
+def test_onnx_config_inputs_and_outputs_match_the_exported_graph(config_path: Path, tmp_path: Path) -> None:
     config = _parse(config_path)
-    for model_file in _exported_onnx_models(config_path, config):
+    for model_file in _exported_onnx_models(config_path, config, tmp_path):
         graph = onnx.load(str(model_file), load_external_data=False).graph
         initializers = {init.name for init in graph.initializer}
         graph_inputs = {v.name: v for v in graph.input if v.name not in initializers}
