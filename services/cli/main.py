@@ -80,23 +80,40 @@ async def _search(args) -> int:
     return 0
 
 
+def recommend_mode(args):
+    """The Recommend mode the options ask for, or None when they are contradictory."""
+    from shelfwise.gateway.v1 import gateway_pb2
+
+    if args.cart:
+        return None if args.product_id or args.for_user else gateway_pb2.RECOMMEND_MODE_COMPLETE_CART
+    if args.for_user or args.history:
+        return None if args.product_id else gateway_pb2.RECOMMEND_MODE_FOR_USER
+    if bool(args.product_id) == bool(args.category):
+        return None
+    return gateway_pb2.RECOMMEND_MODE_SIMILAR_ITEMS if args.product_id else gateway_pb2.RECOMMEND_MODE_POPULAR_IN_CATEGORY
+
+
 async def _recommend(args) -> int:
     from shelfwise.gateway.v1 import gateway_pb2
 
-    if bool(args.product_id) == bool(args.category):
-        print("give exactly one of --product-id (similar items) or --category (popular in category)", file=sys.stderr)
+    mode = recommend_mode(args)
+    if mode is None:
+        print("give one of: --product-id (similar items), --category alone (popular in category), --for-user "
+              "[--history ID ...] (next for this shopper), --cart ID ... (complete the cart)", file=sys.stderr)
         return 2
-    mode = gateway_pb2.RECOMMEND_MODE_SIMILAR_ITEMS if args.product_id else gateway_pb2.RECOMMEND_MODE_POPULAR_IN_CATEGORY
     channel, stub = _gateway_stub(args.address)
     async with channel:
         response = await stub.Recommend(
             gateway_pb2.RecommendRequest(
                 mode=mode, product_id=args.product_id or "", category=args.category or "",
-                page_size=args.page_size, user_id=args.user_id or "",
+                page_size=args.page_size, user_id=args.user_id or "", session_id=args.session_id or "",
+                history_product_ids=args.history or [], cart_product_ids=args.cart or [],
             ),
             timeout=args.timeout,
         )
-    _print_results(f"recommend {args.product_id or args.category!r}", response)
+    what = gateway_pb2.RecommendMode.Name(mode).removeprefix("RECOMMEND_MODE_").lower()
+    seed = args.product_id or args.category or ",".join(args.cart or args.history or []) or args.user_id or args.session_id
+    _print_results(f"recommend {what} {seed or ''}".rstrip(), response)
     return 0
 
 
@@ -220,6 +237,7 @@ async def _up(args) -> int:
                 address=gateway, query=query, page_size=5, page_token="", category=None, brand=None,
                 min_price=None, max_price=None, user_id="demo-user", session_id="demo", timeout=10.0,
             ))
+        await _demo_recommendations(gateway)
         if args.exit:
             return 0
         print(f"\nShelfwise is running: gateway at {gateway}. Try `shelfwise search \"red wine\"`. Ctrl-C stops.", flush=True)
@@ -232,6 +250,15 @@ async def _up(args) -> int:
         postgres.stop()
         unclean = {service: code for service, code in codes.items() if code != 0}
         print(f"stopped: {'all services exited cleanly' if not unclean else f'unclean exits {unclean}'}", flush=True)
+
+
+async def _demo_recommendations(gateway: str) -> None:
+    """Recommend on the demo catalogue: what completes a cart, and a first-time shopper (cold
+    start: popular products, or the session's clicks once there are some)."""
+    base = dict(address=gateway, product_id=None, category=None, for_user=False, history=None, cart=None,
+                user_id=None, session_id=None, page_size=5, timeout=10.0)
+    await _recommend(argparse.Namespace(**dict(base, cart=["sku-redwine-0001"])))
+    await _recommend(argparse.Namespace(**dict(base, for_user=True, user_id=f"new-shopper-{uuid.uuid4().hex[:6]}")))
 
 
 async def _bench_inference(args) -> int:
@@ -285,6 +312,10 @@ def _train_encoder(args) -> int:
 
 
 def _train_rec(args) -> int:
+    if "--events" in args.rest:  # the served model, on this shop's logged interactions
+        from training.rec_catalog import main as train_on_events
+
+        return train_on_events(args.rest)
     from training.train_rec import main as train
 
     return train(args.rest)
@@ -334,9 +365,16 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--session-id")
     search.set_defaults(run=_search)
 
-    recommend = client("recommend", "products similar to a product, or popular in a category")
-    recommend.add_argument("--product-id")
-    recommend.add_argument("--category")
+    recommend = client(
+        "recommend", "similar products, popular in a category, next for a shopper, or what completes a cart"
+    )
+    recommend.add_argument("--product-id", help="similar to this product")
+    recommend.add_argument("--category", help="popular in this category (alone), or the context of --for-user")
+    recommend.add_argument("--for-user", action="store_true",
+                           help="next for the shopper: --history, else the events of --user-id / --session-id")
+    recommend.add_argument("--history", nargs="+", metavar="PRODUCT_ID", help="the shopper's products, oldest first")
+    recommend.add_argument("--cart", nargs="+", metavar="PRODUCT_ID", help="complete this cart")
+    recommend.add_argument("--session-id")
     recommend.add_argument("--page-size", type=int, default=10)
     recommend.set_defaults(run=_recommend)
 
