@@ -1,0 +1,317 @@
+"""RecBole's SASRec as the reference baseline of the sequential-recommendation benchmark.
+
+`run_sasrec` trains and evaluates RecBole's own SASRec, with RecBole's own default settings, on
+exactly the leave-one-out split that `shelfwise eval rec` uses for our models, so the report can
+put a published, well-kept implementation next to ours. The result is cached as JSON under the
+work directory, keyed by the data, the settings and the RecBole version, because a full run
+takes hours on CPU.
+
+RecBole 1.2.1 assumes it owns the process; `_recbole_process` confines what it touches:
+- it reads `--key=value` arguments from `sys.argv` and lets them override the settings given in
+  code, so `sys.argv` is emptied while the settings are read;
+- it sets `CUDA_VISIBLE_DEVICES` from `gpu_id` (empty here, for the CPU), which is restored;
+- it logs through the root logger, and writes `log/`, `log_tensorboard/` and `saved/` relative to
+  the working directory: the run happens inside `work_dir`, with the root logger writing only to
+  `work_dir/recbole.log`, and `checkpoint_dir` is set there too;
+- importing its sequential models runs `sine.py`, which switches autograd's anomaly detection
+  on for the whole process (`torch.autograd.set_detect_anomaly(True)` at import time); every
+  backward pass then checks each gradient for NaNs, which made SASRec's epochs about 1.3x
+  slower here and would slow any later training in the caller's process. It is kept off while
+  RecBole runs and the caller's setting is restored afterwards;
+- torch >= 2.6 loads checkpoints with `weights_only=True`, and RecBole's checkpoint holds its
+  `Config` object, so `Trainer.evaluate(load_best_model=True)` fails. We load the best checkpoint
+  ourselves, the file this same call has just written, with `weights_only=False`, and then
+  evaluate with `load_best_model=False`; nothing in torch or RecBole is patched.
+(Its `Config` also re-creates numpy's removed aliases such as `np.float`; that is harmless.)
+
+Run it for the benchmark's data sets (capped at BENCHMARK_EPOCHS, results in
+build/recbole/<name>/) with
+`python -m training.recbole_baseline Beauty Sports_and_Outdoors Toys_and_Games`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import importlib.metadata
+import json
+import logging
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+
+# RecBole 1.2.1's defaults for SASRec (its properties/overall.yaml and model/SASRec.yaml), written
+# out so that the cache key and the report show them; the evaluation settings are our protocol.
+SASREC_SETTINGS: dict[str, Any] = {
+    "loss_type": "CE",
+    # CE scores every item, so RecBole requires no sampled negatives for it.
+    "train_neg_sample_args": None,
+    "n_layers": 2,
+    "n_heads": 2,
+    "hidden_size": 64,
+    "inner_size": 256,
+    "hidden_dropout_prob": 0.5,
+    "attn_dropout_prob": 0.5,
+    "hidden_act": "gelu",
+    "layer_norm_eps": 1e-12,
+    "initializer_range": 0.02,
+    "MAX_ITEM_LIST_LENGTH": 50,
+    "learner": "adam",
+    "learning_rate": 0.001,
+    "weight_decay": 0.0,
+    "train_batch_size": 2048,
+    "eval_batch_size": 4096,
+    "stopping_step": 10,
+    "eval_step": 1,
+    "reproducibility": True,
+    # Leave-one-out by time order per user: last item test, second-last validation.
+    "eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "group_by": "user", "mode": "full"},
+    "topk": [10, 20],
+    "metrics": ["Recall", "NDCG"],
+    "valid_metric": "NDCG@10",
+    # Our sequences are already the split's input: no k-core filtering, no de-duplication.
+    "user_inter_num_interval": "[0,inf)",
+    "item_inter_num_interval": "[0,inf)",
+    "rm_dup_inter": None,
+    "load_col": {"inter": ["user_id", "item_id", "timestamp"]},
+}
+RECBOLE_DEFAULT_EPOCHS = 300
+# The cap of the benchmark's runs. With one torch thread on our 2-core machines an epoch takes
+# about 5 min on Beauty, 4 on Toys_and_Games and 8 on Sports_and_Outdoors, so RecBole's 300
+# epochs could take a day or more per data set (early stopping ends it sooner only once
+# validation stops improving). 5 epochs each fit the ~90 min budget; every data set gets the same number of passes over its training
+# samples, and early stopping and testing the best validation epoch are unchanged. SASRec is far
+# from converged after 5 epochs: compare it with our models trained on the same budget, never
+# with published (converged) figures.
+BENCHMARK_EPOCHS = 5
+# A user needs 4 items for RecBole to put one sample each in training, validation and test
+# (it splits the per-prefix samples, of which a user of n items has n-1); with 3 items it would
+# train on our validation target instead.
+MIN_SEQUENCE_LENGTH = 4
+RESULT_FILE = "result.json"
+BEST_CHECKPOINT = "SASRec-best.pth"
+
+
+def run_sasrec(
+    name: str,
+    sequences: list[list[int]],
+    work_dir: Path,
+    *,
+    epochs: int | None = None,
+    seed: int = 2020,
+    threads: int = 1,
+    fresh: bool = False,
+) -> dict:
+    """Trains and evaluates RecBole's SASRec on exactly our leave-one-out split of `sequences`
+    (one list per user, item ids 1..N in time order): last item = test, second-last = validation,
+    rest = training; full ranking against all items; returns
+    {"recall@10","recall@20","ndcg@10","ndcg@20","train_seconds","epochs_run","cached","config","recbole_version"}
+    and also "best_epoch" (0-based), "stopped_early" (False when the epoch cap ended training)
+    and "users" (users evaluated on the test item).
+
+    Ranking: RecBole scores every item for each test user and masks only its padding id. For
+    sequential models it does NOT exclude the user's history items (its `FullSortEvalDataLoader`
+    passes no history for them, unlike for general recommenders), so an item the user already
+    had competes with the target. Item ids are remapped by RecBole (tokens are our ids); an item
+    id that occurs in no sequence is not a candidate.
+
+    `epochs` caps training (None: RecBole's default of 300; the benchmark uses
+    BENCHMARK_EPOCHS); either way training stops early after 11 validations in a row without a
+    better NDCG@10 (RecBole's stopping_step 10), and the best validation epoch is tested.
+    Training happens in `work_dir` (atomic file, checkpoint, `recbole.log`, tensorboard events)
+    and the result is cached in `work_dir/result.json`; a later call with the same data and
+    settings returns it with "cached": True unless `fresh`. `threads` is not part of the cache
+    key: it changes only the order of floating-point sums.
+    """
+    work_dir = Path(work_dir).resolve()
+    short = [i for i, seq in enumerate(sequences) if len(seq) < MIN_SEQUENCE_LENGTH]
+    if short:
+        raise ValueError(
+            f"{len(short)} sequences (the first at index {short[0]}) have fewer than {MIN_SEQUENCE_LENGTH} "
+            "items; RecBole's leave-one-out would then differ from ours"
+        )
+    version = importlib.metadata.version("recbole")
+    settings = sasrec_settings(epochs=epochs, seed=seed)
+    key = cache_key(sequences, settings, version)
+    results_path = work_dir / RESULT_FILE
+    results = json.loads(results_path.read_text()) if results_path.exists() else {}
+    if key in results and not fresh:
+        return {**results[key], "cached": True}
+
+    result = _train_and_test(name, sequences, work_dir, settings, threads)
+    result.update(config={**settings, "threads": threads}, recbole_version=version)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    results[key] = result
+    results_path.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    return {**result, "cached": False}
+
+
+def sasrec_settings(*, epochs: int | None, seed: int) -> dict[str, Any]:
+    """The settings given to RecBole: its SASRec defaults, our split, the epoch cap and seed."""
+    return {**SASREC_SETTINGS, "epochs": RECBOLE_DEFAULT_EPOCHS if epochs is None else epochs, "seed": seed}
+
+
+def cache_key(sequences: list[list[int]], settings: dict[str, Any], recbole_version: str) -> str:
+    payload = json.dumps([sequences, settings, recbole_version], sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def write_atomic_file(name: str, sequences: list[list[int]], data_dir: Path) -> Path:
+    """`data_dir/<name>/<name>.inter`: one row per interaction, the position in the user's
+    sequence as timestamp (RecBole orders by it), user ids 1.. by list order."""
+    path = data_dir / name / f"{name}.inter"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as out:
+        out.write("user_id:token\titem_id:token\ttimestamp:float\n")
+        for user, seq in enumerate(sequences, start=1):
+            for position, item in enumerate(seq):
+                out.write(f"{user}\t{item}\t{position}\n")
+    return path
+
+
+def prepare(name: str, sequences: list[list[int]], work_dir: Path, settings: dict[str, Any]):
+    """RecBole's config, dataset and train/valid/test loaders for `sequences`; call it inside
+    `_recbole_process(work_dir, ...)`."""
+    from recbole.config import Config
+    from recbole.data import create_dataset, data_preparation
+    from recbole.utils import init_seed
+
+    data_dir = work_dir / "data"
+    write_atomic_file(name, sequences, data_dir)
+    config = Config(
+        model="SASRec",
+        dataset=name,
+        config_dict={
+            **settings,
+            "data_path": str(data_dir),
+            "checkpoint_dir": str(work_dir / "saved"),
+            "gpu_id": "",
+            "use_gpu": False,
+            "worker": 0,
+            "show_progress": False,
+            # Off: RecBole reloads such pickles from checkpoint_dir without checking the data.
+            "save_dataset": False,
+            "save_dataloaders": False,
+        },
+    )
+    init_seed(config["seed"], config["reproducibility"])
+    dataset = create_dataset(config)
+    train_data, valid_data, test_data = data_preparation(config, dataset)
+    return config, dataset, train_data, valid_data, test_data
+
+
+@contextlib.contextmanager
+def _recbole_process(work_dir: Path, threads: int) -> Iterator[None]:
+    """Runs RecBole inside `work_dir` with `threads` torch threads, no command-line arguments for
+    it to read, and its root-logger output going only to `work_dir/recbole.log`; restores the
+    caller's cwd, sys.argv, threads, logging, CUDA_VISIBLE_DEVICES and anomaly detection."""
+    from recbole.utils.logger import RemoveColorFilter
+
+    anomaly = torch.is_anomaly_enabled(), torch.is_anomaly_check_nan_enabled()
+    import recbole.model.sequential_recommender  # noqa: F401  (the import that switches it on)
+
+    torch.autograd.set_detect_anomaly(False)
+
+    work_dir.mkdir(parents=True, exist_ok=True)
+    root = logging.getLogger()
+    saved_handlers, saved_level = root.handlers[:], root.level
+    saved_threads = torch.get_num_threads()
+    saved_cuda = os.environ.get("CUDA_VISIBLE_DEVICES")
+    saved_argv = sys.argv
+    handler = logging.FileHandler(work_dir / "recbole.log")
+    handler.addFilter(RemoveColorFilter())
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    root.handlers = [handler]
+    root.setLevel(logging.INFO)
+    torch.set_num_threads(threads)
+    sys.argv = saved_argv[:1]
+    try:
+        with contextlib.chdir(work_dir), warnings.catch_warnings():
+            # pandas 2.x warns that RecBole's chained fillna(inplace=True) stops working in pandas
+            # 3; it only fills missing values, and our atomic files have none.
+            warnings.filterwarnings("ignore", category=FutureWarning, module=r"recbole\.")
+            yield
+    finally:
+        handler.close()
+        torch.set_anomaly_enabled(*anomaly)
+        sys.argv = saved_argv
+        root.handlers = saved_handlers
+        root.setLevel(saved_level)
+        torch.set_num_threads(saved_threads)
+        if saved_cuda is None:
+            os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+        else:
+            os.environ["CUDA_VISIBLE_DEVICES"] = saved_cuda
+
+
+def _train_and_test(
+    name: str, sequences: list[list[int]], work_dir: Path, settings: dict[str, Any], threads: int
+) -> dict[str, Any]:
+    from recbole.model.sequential_recommender import SASRec
+    from recbole.trainer import Trainer
+    from recbole.utils import init_seed
+
+    with _recbole_process(work_dir, threads):
+        config, _, train_data, valid_data, test_data = prepare(name, sequences, work_dir, settings)
+        logging.getLogger().info(config)
+        init_seed(config["seed"], config["reproducibility"])
+        model = SASRec(config, train_data._dataset).to(config["device"])
+        trainer = Trainer(config, model)
+        # A fixed name, so that reruns replace the checkpoint instead of piling up timestamped ones.
+        trainer.saved_model_file = str(work_dir / "saved" / BEST_CHECKPOINT)
+        started = time.perf_counter()
+        trainer.fit(train_data, valid_data, saved=True, show_progress=False)
+        train_seconds = time.perf_counter() - started
+        # Our own file from a few lines up, so unpickling RecBole's Config in it is safe.
+        checkpoint = torch.load(trainer.saved_model_file, map_location=config["device"], weights_only=False)
+        model.load_state_dict(checkpoint["state_dict"])
+        model.load_other_parameter(checkpoint.get("other_parameter"))
+        test = trainer.evaluate(test_data, load_best_model=False, show_progress=False)
+        logging.getLogger().info(f"test result: {dict(test)}")
+        trainer.tensorboard.close()
+    return {
+        **{metric: float(test[metric]) for metric in ("recall@10", "recall@20", "ndcg@10", "ndcg@20")},
+        "train_seconds": round(train_seconds, 1),
+        "epochs_run": len(trainer.train_loss_dict),
+        "best_epoch": int(checkpoint["epoch"]),
+        "stopped_early": trainer.cur_step > trainer.stopping_step,
+        "users": len(test_data._dataset),
+    }
+
+
+def read_sequences(path: Path) -> list[list[int]]:
+    """An amazon_seq file (`user_id item item ...` per line, in time order) as item lists."""
+    return [[int(item) for item in line.split()[1:]] for line in path.read_text().splitlines() if line.strip()]
+
+
+def main(argv: list[str] | None = None) -> None:
+    from services.common.config import shared_data_dir
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("datasets", nargs="+", help="amazon_seq names, e.g. Beauty")
+    parser.add_argument(
+        "--epochs", type=int, default=BENCHMARK_EPOCHS,
+        help=f"epoch cap (default {BENCHMARK_EPOCHS}, the benchmark's; {RECBOLE_DEFAULT_EPOCHS} is RecBole's default)",
+    )
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=2020)
+    parser.add_argument("--fresh", action="store_true", help="retrain even if a cached result exists")
+    parser.add_argument("--build-dir", type=Path, default=Path("build/recbole"))
+    args = parser.parse_args(argv)
+    for name in args.datasets:
+        sequences = read_sequences(shared_data_dir() / "amazon_seq" / f"{name}.txt")
+        result = run_sasrec(
+            name, sequences, args.build_dir / name,
+            epochs=args.epochs, seed=args.seed, threads=args.threads, fresh=args.fresh,
+        )
+        print(name, json.dumps({k: v for k, v in result.items() if k != "config"}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
