@@ -285,13 +285,9 @@ def _train_and_test(
     }
 
 
-def read_sequences(path: Path) -> list[list[int]]:
-    """An amazon_seq file (`user_id item item ...` per line, in time order) as item lists."""
-    return [[int(item) for item in line.split()[1:]] for line in path.read_text().splitlines() if line.strip()]
-
-
 def main(argv: list[str] | None = None) -> None:
-    from services.common.config import shared_data_dir
+    # The reader of `shelfwise eval rec`: the same sequences give the same cache key.
+    from training.sequential_data import amazon_seq_dir, read_sequences
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("datasets", nargs="+", help="amazon_seq names, e.g. Beauty")
@@ -305,7 +301,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--build-dir", type=Path, default=Path("build/recbole"))
     args = parser.parse_args(argv)
     for name in args.datasets:
-        sequences = read_sequences(shared_data_dir() / "amazon_seq" / f"{name}.txt")
+        sequences = read_sequences(amazon_seq_dir() / f"{name}.txt")
         result = run_sasrec(
             name, sequences, args.build_dir / name,
             epochs=args.epochs, seed=args.seed, threads=args.threads, fresh=args.fresh,
