@@ -174,3 +174,28 @@ def test_onnx_user_encoder_matches_torch(tmp_path):
             assert onnx_out.shape == (batch, 64)
             assert np.isfinite(onnx_out).all()
             assert np.abs(onnx_out - torch_out).max() < 1e-4, (batch, length)
+
+
+def test_history_negatives_cover_each_positions_own_earlier_items_only():
+    from training.train_rec import history_negative_logits, softmax_loss
+
+    table = torch.randn(NUM_ITEMS + 1, 8)
+    table[0] = 0
+    inputs = torch.tensor([[0, 0, 3, 4, 5], [6, 7, 8, 9, 6]])
+    targets = torch.tensor([[0, 0, 4, 5, 10], [7, 8, 9, 6, 11]])
+    output = torch.randn(2, 5, 8)
+    logits = history_negative_logits(output, inputs, targets, table)
+    finite = torch.isfinite(logits)
+    # Row 0, slot 3 (input 4, target 5): its history is items 3 and 4 (slots 2, 3).
+    assert finite[0, 3].tolist() == [False, False, True, True, False]
+    # Row 1, slot 2 (target 9): items 6, 7, 8; slot 3 (target 6): item 6 itself is masked.
+    assert finite[1, 2].tolist() == [True, True, True, False, False]
+    assert finite[1, 3].tolist() == [False, True, True, True, False]
+    torch.testing.assert_close(logits[0, 3, 2], output[0, 3] @ table[3])
+    # Positions with no history negatives still get a finite loss.
+    real = targets > 0
+    loss = softmax_loss(output[real], targets[real], table, negatives=5, history_logits=logits[real])
+    assert torch.isfinite(loss)
+    full = softmax_loss(output[real], targets[real], table, negatives=0)
+    expected = torch.nn.functional.cross_entropy(output[real] @ table[1:].T, targets[real] - 1)
+    torch.testing.assert_close(full, expected)
