@@ -181,6 +181,20 @@ class SequentialRecommender(nn.Module):
         weight, bias = self.content_projection()
         return (np.asarray(content, dtype=np.float32) @ weight + bias).astype(np.float32)
 
+    def attribute_vectors(self, attributes: list[list[int]]) -> np.ndarray:
+        """Vectors for items known only by their attribute ids (new items without content):
+        the mean of their attribute embeddings, zeros for an item without known attributes.
+        Ids outside 1..num_attributes are ignored."""
+        vectors = np.zeros((len(attributes), self.config.dim), dtype=np.float32)
+        if self.attribute_embedding is None:
+            return vectors
+        table = self.attribute_embedding.weight.detach().cpu().numpy()
+        for row, values in enumerate(attributes):
+            known = [v for v in set(values) if 1 <= v <= self.config.num_attributes]
+            if known:
+                vectors[row] = table[known].mean(axis=0)
+        return vectors
+
     # --------------------------------------------------------------- sequence encoder
 
     def sequence_output(self, history_vectors: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -78,6 +78,13 @@ def test_content_vectors_are_the_linear_projection_only():
         make_model().content_projection()
 
 
+def test_attribute_vectors_of_new_items_match_the_side_part_of_known_items():
+    model = make_model()
+    vectors = model.attribute_vectors([[1 + 3 % 4, 5 + 3 % 3], [], [99]])
+    np.testing.assert_allclose(vectors[0], model.side_vectors()[3].detach().numpy(), atol=1e-6)
+    assert not vectors[1].any() and not vectors[2].any()
+
+
 @pytest.mark.parametrize("training", [False, True])
 def test_a_history_of_one_item_or_none_gives_a_finite_user_vector(training):
     model = make_model()
