@@ -116,13 +116,13 @@ def test_train_and_eval_commands_write_model_reports_and_table(tmp_path, capsys,
     def fake_recbole(name, sequences, work_dir, epochs, threads, fresh, cached_only=False):
         assert name == "Beauty" and len(sequences) == 200 and work_dir.name == "Beauty"
         return {"recall@10": 0.5, "ndcg@10": 0.25, "recall@20": 0.6, "ndcg@20": 0.3, "train_seconds": 1.0,
-                "epochs_run": 3, "cached": True, "config": {}}
+                "epochs_run": 3, "cached": True, "config": {"epochs": 3}}
 
     monkeypatch.setattr(eval_rec, "run_recbole", fake_recbole)
     assert eval_main(["--dataset", "beauty", "--data-dir", str(tmp_path / "data"), "--models-dir",
                       str(tmp_path / "rec"), "--reports-dir", str(reports), "--bootstrap", "100"]) == 0
     printed = capsys.readouterr().out
-    assert "RecBole SASRec" in printed and "ours - RecBole SASRec NDCG@10" in printed
+    assert "RecBole SASRec (3-epoch cap" in printed and "ours - RecBole SASRec NDCG@10" in printed
     recbole = json.loads((reports / "rec-beauty.json").read_text())["rows"][2]
     assert recbole["metrics"]["ndcg@10"] == 0.25 and recbole["history_excluded"] is False
 
