@@ -82,10 +82,11 @@ SASREC_SETTINGS: dict[str, Any] = {
     "load_col": {"inter": ["user_id", "item_id", "timestamp"]},
 }
 RECBOLE_DEFAULT_EPOCHS = 300
-# The cap of the benchmark's runs. With one torch thread on our 2-core machines an epoch takes
-# about 5 min on Beauty, 4 on Toys_and_Games and 8 on Sports_and_Outdoors, so RecBole's 300
-# epochs could take a day or more per data set (early stopping ends it sooner only once
-# validation stops improving). 5 epochs each fit the ~90 min budget; every data set gets the same number of passes over its training
+# The cap of the benchmark's runs. With one torch thread on our shared 2-core machines an epoch
+# (training and validation) took 3.7-5 min on Beauty, 3 on Toys_and_Games and 5.4 on
+# Sports_and_Outdoors, so RecBole's 300 epochs could take a day or more per data set (early
+# stopping ends it sooner only once validation stops improving). 5 epochs each fit the ~90 min
+# budget (64 min measured for all three, 85 min extrapolated from the busier first epoch); every data set gets the same number of passes over its training
 # samples, and early stopping and testing the best validation epoch are unchanged. SASRec is far
 # from converged after 5 epochs: compare it with our models trained on the same budget, never
 # with published (converged) figures.
