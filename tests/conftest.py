@@ -173,3 +173,41 @@ def require_export(version_dir: Path, *files: str) -> None:
     missing = [version_dir / name for name in ("model.onnx", *files) if not (version_dir / name).is_file()]
     if missing:
         pytest.fail(f"{', '.join(map(str, missing))} missing: run `shelfwise export` first (or `python -m training.export`)")
+
+
+def _untrained_user_sequence_encoder(folder: Path) -> Path:
+    from training.sequential_model import ModelConfig, SequentialRecommender, export_user_encoder
+
+    path = folder / "model.onnx"
+    export_user_encoder(SequentialRecommender(ModelConfig(num_items=12), content=None), path)
+    return path
+
+
+# How to get a graph of each model that `shelfwise export` cannot produce: it is trained on a
+# shop's events (`shelfwise train rec --events`), so a fresh clone has no version of it.
+UNTRAINED_EXPORTS = {"user_sequence_encoder": _untrained_user_sequence_encoder}
+
+
+def export_untrained(model: str, folder: Path) -> Path:
+    """`folder/model.onnx`: a freshly initialised `model` through its real export function, to
+    check its config and serving on a clone where nothing has been trained on events yet."""
+    folder.mkdir(parents=True, exist_ok=True)
+    return UNTRAINED_EXPORTS[model](folder)
+
+
+def complete_model_repository(source: Path, target: Path) -> Path:
+    """`source` with a version of every model it configures: exported models are linked as they
+    are; a model trained on shop data that has no version yet gets version 1, freshly
+    initialised. Triton tests serve this, so that they cover every config on a fresh clone."""
+    from services.common.inference import TRAINED_ON_SHOP_DATA
+
+    target.mkdir(parents=True)
+    for model_dir in sorted(path.parent for path in source.glob("*/config.pbtxt")):
+        exported = any(p.name.isdigit() and (p / "model.onnx").is_file() for p in model_dir.iterdir())
+        if exported or model_dir.name not in TRAINED_ON_SHOP_DATA:
+            (target / model_dir.name).symlink_to(model_dir, target_is_directory=True)
+            continue
+        (target / model_dir.name).mkdir()
+        (target / model_dir.name / "config.pbtxt").write_bytes((model_dir / "config.pbtxt").read_bytes())
+        export_untrained(model_dir.name, target / model_dir.name / "1")
+    return target

@@ -197,9 +197,10 @@ def sample_features(n: int, rng: np.random.Generator) -> np.ndarray:
         rows[:, attribute] = np.where(rng.random(m) < 0.30, matched / named, 0.0)
         engaged = rng.random(m)
         rows[:, popularity] = np.select([engaged < 0.40, engaged < 0.45], [0.0, 1.0], rng.random(m))
-        # Anonymous or new shoppers have no history (0); cosines of shopper and item vectors
-        # otherwise spread over the whole range.
-        rows[:, personal] = np.where(rng.random(m) < 0.5, 0.0, rng.beta(2.0, 2.0, m))
+        # Anonymous or new shoppers have no history (0); otherwise the affinity is relative to
+        # the best candidate: exactly 1 for it, spread over (0, 1) below.
+        history = rng.random(m)
+        rows[:, personal] = np.select([history < 0.5, history < 0.6], [0.0, 1.0], rng.beta(1.5, 2.0, m))
         return rows
 
     index = np.flatnonzero(kinds == 0)

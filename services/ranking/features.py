@@ -10,8 +10,8 @@
 | category_match     | 1 if the product's category is one the query named                    |
 | attribute_match    | share of the query's attribute values (e.g. color=red) it has         |
 | popularity         | log(1 + engagement) / log(1 + best engagement), from events           |
-| personal_affinity  | retrieval's personal_score: the sequence model's probability relative |
-|                    | to the best candidate, or the text-history cosine; 0 with no history  |
+| personal_affinity  | retrieval's personal_score: the product's probability relative to the |
+|                    | best candidate (sequence model or text history); 0 with no history    |
 
 The order of FEATURE_NAMES is the input layout of the ONNX CTR head (`features` tensor).
 """

@@ -5,8 +5,11 @@ The feature-scoring weights encode what matters before any behaviour is learned:
 relevance first (dense 0.40, BM25 0.15, fusion 0.10), then what the shopper named (category
 0.10, brand 0.07, attributes 0.08), then popularity (0.10). Those sum to 1.0: a product that
 matches the query's meaning, words and named attributes scores near 1. Personal affinity
-(0.10) comes on top, so that for a shopper with no history (affinity 0 everywhere) the order is
-exactly the non-personal one, and with a history it breaks near-ties towards their taste.
+(0.20) comes on top, so that for a shopper with no history (affinity 0 everywhere) the order is
+exactly the non-personal one. With a history it reorders results of similar relevance towards
+their taste, and in recommendations without a query (where text relevance is 0 for every
+candidate) taste outweighs popularity: twice its weight, so a product the shopper is half as
+likely to want needs to be clearly more popular to come first.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ FEATURE_WEIGHTS = {
     "category_match": 0.10,
     "attribute_match": 0.08,
     "popularity": 0.10,
-    "personal_affinity": 0.10,
+    "personal_affinity": 0.20,
 }
 
 

@@ -39,6 +39,11 @@ TEXT_HISTORY = "text-history"
 MAX_HISTORY = 200
 # Text-history: each older step counts this much less than the next one.
 RECENCY_DECAY = 0.8
+# Text-history affinity treats cosine / temperature as a logit, like the sequence model's. The
+# encoders were trained contrastively at about this temperature (sentence-transformers' scale
+# 20); raw cosines would not do: e5's sit within a few hundredths of each other for most of a
+# catalogue, so a taste signal of 0.80 vs 0.75 would lose to any popularity difference.
+TEXT_HISTORY_TEMPERATURE = 0.05
 
 
 @dataclass(frozen=True)
@@ -132,6 +137,15 @@ def text_history_vector(text_vectors: np.ndarray) -> np.ndarray:
     mean = (weights[:, None] * text_vectors).sum(axis=0)
     norm = float(np.linalg.norm(mean))
     return mean / norm if norm > 0 else mean
+
+
+def relative_probability(logits: np.ndarray, known: np.ndarray | None = None) -> np.ndarray:
+    """exp(logit - best logit): each item's probability relative to the most likely one (1 for
+    it), keeping the order. Rows not `known` get 0 and do not count for the best."""
+    known = np.ones(len(logits), dtype=bool) if known is None else known
+    if not known.any():
+        return np.zeros(len(logits), dtype=np.float32)
+    return (np.exp(logits - logits[known].max()) * known).astype(np.float32)
 
 
 def cosine(vector: np.ndarray, matrix: np.ndarray) -> np.ndarray:

@@ -29,7 +29,15 @@ from services.retrieval.catalog import Product, validate_product
 from services.retrieval.dense import DenseIndex
 from services.retrieval.fusion import Fusion
 from services.retrieval.lexical import LexicalIndex
-from services.retrieval.personal import MAX_HISTORY, TEXT_HISTORY, SequenceModel, cosine, text_history_vector
+from services.retrieval.personal import (
+    MAX_HISTORY,
+    TEXT_HISTORY,
+    TEXT_HISTORY_TEMPERATURE,
+    SequenceModel,
+    cosine,
+    relative_probability,
+    text_history_vector,
+)
 from services.retrieval.store import ProductStore
 
 log = logging.getLogger(__name__)
@@ -414,20 +422,18 @@ class CatalogIndex:
         return Shopper(text_history_vector(self._dense.vectors[slots]), slots, TEXT_HISTORY)
 
     def _personal_scores(self, shopper: Shopper, slots: np.ndarray) -> np.ndarray:
-        """The shopper's affinity for these products, in [0, 1]. Sequence model: its probability
-        of each product relative to the most likely one among them, exp(logit - best logit), so
-        the model's order is kept (cosine would not keep it: item vector norms carry part of
-        what the model learned). Text-history: the cosine of the text embeddings. 0 for a
+        """The shopper's affinity for these products, in [0, 1]: the probability of each product
+        relative to the most likely one among them, exp(logit - best logit), so the order is
+        kept (cosine would not keep the sequence model's: item vector norms carry part of what
+        it learned). Sequence model: its logits; text-history: cosine / temperature. 0 for a
         product without a vector."""
         if len(slots) == 0:
             return np.zeros(0, dtype=np.float32)
         if self._items is None:
-            return np.clip(cosine(shopper.vector, self._dense.vectors[slots]), 0.0, 1.0)
-        has_vector = self._has_item_vector[slots]
-        if not has_vector.any():
-            return np.zeros(len(slots), dtype=np.float32)
+            cosines = cosine(shopper.vector, self._dense.vectors[slots])
+            return relative_probability(cosines / TEXT_HISTORY_TEMPERATURE)
         logits = self._items.vectors[slots] @ shopper.vector
-        return np.exp(logits - logits[has_vector].max()) * has_vector
+        return relative_probability(logits, self._has_item_vector[slots])
 
     def _personalised(self, result: RetrievalResult, shopper: Shopper | None, exclude: Sequence[str]) -> RetrievalResult:
         """Drops excluded products; adds personal scores when there is a shopper vector."""

@@ -17,6 +17,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
 from services.common.inference import TRAINED_ON_SHOP_DATA
+from tests.conftest import UNTRAINED_EXPORTS, export_untrained
 
 MODEL_REPOSITORY = Path(__file__).resolve().parents[2] / "model_repository"
 CONFIG_PATHS = sorted(MODEL_REPOSITORY.glob("*/config.pbtxt"))
@@ -67,23 +68,8 @@ def _is_onnx_config(path: Path) -> bool:
         return True
 
 
-def _sequence_encoder_export(folder: Path) -> Path:
-    """A freshly initialised user-sequence encoder through the real export function: that model
-    is trained on a shop's events (`shelfwise train rec --events`), so a fresh clone has no
-    version of it, yet its config must still match what the export writes."""
-    from training.sequential_model import ModelConfig, SequentialRecommender, export_user_encoder
-
-    path = folder / "model.onnx"
-    export_user_encoder(SequentialRecommender(ModelConfig(num_items=12), content=None), path)
-    return path
-
-
-# How to get a graph of each model that `shelfwise export` cannot produce.
-FRESH_EXPORTS = {"user_sequence_encoder": _sequence_encoder_export}
-
-
-def test_every_model_trained_on_shop_data_has_a_fresh_export_to_check_its_config() -> None:
-    assert set(FRESH_EXPORTS) == set(TRAINED_ON_SHOP_DATA)
+def test_every_model_trained_on_shop_data_has_an_untrained_export_to_check_its_config() -> None:
+    assert set(UNTRAINED_EXPORTS) == set(TRAINED_ON_SHOP_DATA)
 
 
 def _exported_onnx_models(config_path: Path, config: model_config_pb2.ModelConfig, tmp_path: Path) -> list[Path]:
@@ -92,7 +78,7 @@ def _exported_onnx_models(config_path: Path, config: model_config_pb2.ModelConfi
     filename = config.default_model_filename or "model.onnx"
     versions = sorted((p for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name))
     if not versions and model_dir.name in TRAINED_ON_SHOP_DATA:
-        return [FRESH_EXPORTS[model_dir.name](tmp_path)]
+        return [export_untrained(model_dir.name, tmp_path)]
     if not versions:
         pytest.fail(
             f"{model_dir / '1' / filename} is missing: run `shelfwise export` first "

@@ -23,6 +23,7 @@ from tritonclient.grpc import model_config_pb2
 
 from services.cli.triton_local import LocalTriton, derive_cpu_repository, ensure_triton_environment
 from services.common.text_encoder import MODEL_NAME as MINILM, is_text_encoder
+from tests.conftest import complete_model_repository
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL_REPOSITORY = ROOT / "model_repository"
@@ -56,23 +57,31 @@ def source_config(model: str) -> model_config_pb2.ModelConfig:
     return text_format.Parse(path.read_text(encoding="utf-8"), model_config_pb2.ModelConfig())
 
 
-def onnx_path(model: str) -> Path:
+def onnx_path(repository: Path, model: str) -> Path:
     versions = sorted(
-        (int(p.name) for p in (MODEL_REPOSITORY / model).iterdir() if p.name.isdigit() and (p / "model.onnx").is_file())
+        (int(p.name) for p in (repository / model).iterdir() if p.name.isdigit() and (p / "model.onnx").is_file())
     )
     if not versions:
         pytest.fail(f"{model} has a config.pbtxt but no exported model.onnx: run `python -m training.export`")
-    return MODEL_REPOSITORY / model / str(versions[-1]) / "model.onnx"
+    return repository / model / str(versions[-1]) / "model.onnx"
 
 
 @pytest.fixture(scope="module")
-def triton(tmp_path_factory) -> LocalTriton:
+def repository(tmp_path_factory) -> Path:
+    """model_repository/ with every configured model: one trained on shop data that a fresh
+    clone has no version of yet is served freshly initialised (the services do without it, but
+    its config must still serve)."""
     assert MODELS, f"no config.pbtxt under {MODEL_REPOSITORY}"
+    return complete_model_repository(MODEL_REPOSITORY, tmp_path_factory.mktemp("source") / "model_repository")
+
+
+@pytest.fixture(scope="module")
+def triton(tmp_path_factory, repository) -> LocalTriton:
     for model in MODELS:
-        onnx_path(model)
+        onnx_path(repository, model)
     env_dir = ensure_triton_environment(Path(os.environ.get("SHELFWISE_TRITON_ENV", ROOT / ".venv-triton")))
     work = tmp_path_factory.mktemp("triton")
-    derived = derive_cpu_repository(MODEL_REPOSITORY, work / "repository")
+    derived = derive_cpu_repository(repository, work / "repository")
     assert derived == MODELS
     server = LocalTriton(work / "repository", env_dir, log_path=work / "tritonserver.log")
     started = time.monotonic()
@@ -91,12 +100,12 @@ def client(triton):
 
 
 @pytest.fixture(scope="module")
-def tokenizers() -> dict:
+def tokenizers(repository) -> dict:
     from tokenizers import Tokenizer
 
     loaded = {}
     for model in TEXT_ENCODERS:
-        path = onnx_path(model).parent / "tokenizer" / "tokenizer.json"
+        path = onnx_path(repository, model).parent / "tokenizer" / "tokenizer.json"
         if not path.is_file():
             pytest.fail(f"{path} missing: run `python -m training.export`")
         loaded[model] = Tokenizer.from_file(str(path))
@@ -110,11 +119,12 @@ def tokenizer(tokenizers):
 
 
 @pytest.fixture(scope="module")
-def sessions():
+def sessions(repository):
     import onnxruntime as ort
 
     return {
-        model: ort.InferenceSession(str(onnx_path(model)), providers=["CPUExecutionProvider"]) for model in MODELS
+        model: ort.InferenceSession(str(onnx_path(repository, model)), providers=["CPUExecutionProvider"])
+        for model in MODELS
     }
 
 
@@ -193,8 +203,8 @@ def batch_counts(statistics) -> dict[int, int]:
     return {entry.batch_size: entry.compute_infer.count for entry in statistics.batch_stats}
 
 
-def test_cpu_repository_keeps_tensors_and_can_drop_dynamic_batching(tmp_path):
-    derived = derive_cpu_repository(MODEL_REPOSITORY, tmp_path / "repository", dynamic_batching=False)
+def test_cpu_repository_keeps_tensors_and_can_drop_dynamic_batching(tmp_path, repository):
+    derived = derive_cpu_repository(repository, tmp_path / "repository", dynamic_batching=False)
     assert derived == MODELS
     for model in MODELS:
         config = text_format.Parse(
@@ -205,7 +215,7 @@ def test_cpu_repository_keeps_tensors_and_can_drop_dynamic_batching(tmp_path):
         assert list(config.input) == list(source_config(model).input)
         assert list(config.output) == list(source_config(model).output)
         assert [(g.kind, g.count) for g in config.instance_group] == [(model_config_pb2.ModelInstanceGroup.KIND_CPU, 1)]
-        assert (tmp_path / "repository" / model / onnx_path(model).parent.name / "model.py").is_file()
+        assert (tmp_path / "repository" / model / onnx_path(repository, model).parent.name / "model.py").is_file()
 
 
 def test_every_model_of_the_repository_is_ready_with_the_source_configuration(triton, client):
@@ -301,9 +311,9 @@ async def test_concurrent_requests_merge_into_dynamic_batches(model, triton, ses
 
 
 @pytest.fixture(scope="module")
-def ragged_triton(triton, tmp_path_factory) -> LocalTriton:
+def ragged_triton(triton, repository, tmp_path_factory) -> LocalTriton:
     work = tmp_path_factory.mktemp("triton-ragged")
-    derive_cpu_repository(MODEL_REPOSITORY, work / "repository", ragged_batching=True)
+    derive_cpu_repository(repository, work / "repository", ragged_batching=True)
     server = LocalTriton(work / "repository", triton.env_dir, log_path=work / "tritonserver.log")
     server.start(timeout=120)
     yield server

@@ -9,7 +9,14 @@ import numpy as np
 import pytest
 
 from services.events.store import HistoryEntry, collapse_history
-from services.retrieval.personal import ItemTable, SequenceModel, cosine, text_history_vector
+from services.retrieval.personal import (
+    TEXT_HISTORY_TEMPERATURE,
+    ItemTable,
+    SequenceModel,
+    cosine,
+    relative_probability,
+    text_history_vector,
+)
 
 
 def test_text_history_vector_weights_recent_steps_more_and_is_unit_length() -> None:
@@ -22,6 +29,23 @@ def test_text_history_vector_weights_recent_steps_more_and_is_unit_length() -> N
 def test_cosine_is_zero_for_zero_rows() -> None:
     scores = cosine(np.array([1.0, 0.0], np.float32), np.array([[2.0, 0.0], [0.0, 0.0], [-1.0, 0.0]], np.float32))
     np.testing.assert_allclose(scores, [1.0, 0.0, -1.0])
+
+
+def test_relative_probability_is_one_for_the_best_keeps_the_order_and_ignores_unknown_rows() -> None:
+    logits = np.array([2.0, 5.0, 4.0, 9.0], dtype=np.float32)
+    known = np.array([True, True, True, False])
+    affinity = relative_probability(logits, known)
+    np.testing.assert_allclose(affinity, [np.exp(-3.0), 1.0, np.exp(-1.0), 0.0], rtol=1e-6)
+    assert relative_probability(logits, np.zeros(4, dtype=bool)).tolist() == [0.0] * 4
+
+
+def test_text_history_affinity_separates_cosines_a_few_hundredths_apart() -> None:
+    # e5-like cosines: every product within 0.1 of the best. Raw cosine would give 0.80 vs
+    # 0.75; as logits over the temperature the gap is wide enough to outweigh popularity.
+    cosines = np.array([0.80, 0.75, 0.70], dtype=np.float32)
+    affinity = relative_probability(cosines / TEXT_HISTORY_TEMPERATURE)
+    assert affinity[0] == 1.0
+    assert affinity[1] < 0.5 and affinity[2] < 0.5 * affinity[1]
 
 
 def test_history_runs_of_one_product_become_one_step_of_the_strongest_type() -> None:
