@@ -1,12 +1,15 @@
-"""Gateway settings, from the environment: where the other services are and how long each
-stage may take."""
+"""Gateway settings, from the environment: where the other services are, how long each
+stage may take, and the experiments to run (``SHELFWISE_EXPERIMENTS``: a JSON or TOML file,
+see ``services.gateway.experiments``; unset = none). The experiments file is read and checked
+here, at start-up, so a bad file stops the gateway instead of failing requests."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Mapping
 
-from services.common.config import ServerSettings, env_float, env_int, service_address
+from services.common.config import ServerSettings, env_float, env_int, env_str, model_repository, service_address
+from services.gateway.experiments import Experiments, check_pinned_models, load_experiments
 
 
 @dataclass(frozen=True)
@@ -28,6 +31,7 @@ class GatewaySettings:
     events_address: str
     deadlines: StageDeadlines
     candidates: int
+    experiments: Experiments = field(default_factory=Experiments)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "GatewaySettings":
@@ -44,4 +48,15 @@ class GatewaySettings:
                 events=env_float("SHELFWISE_DEADLINE_EVENTS_SECONDS", 2.0, environ, 0.001),
             ),
             candidates=env_int("SHELFWISE_GATEWAY_CANDIDATES", 200, environ, minimum=1),
+            experiments=experiments_from_env(environ),
         )
+
+
+def experiments_from_env(environ: Mapping[str, str] | None = None) -> Experiments:
+    experiments = load_experiments(env_str("SHELFWISE_EXPERIMENTS", "", environ))
+    # The gateway runs no model, but where it sees the model repository (one machine, or a
+    # shared volume) a pinned CTR head that is not there is caught now rather than per request.
+    repository = model_repository(environ)
+    if experiments.pinned_ctr_head_versions() and repository.is_dir():
+        check_pinned_models(experiments, repository)
+    return experiments

@@ -10,7 +10,7 @@ from typing import Awaitable, Callable, Mapping, Sequence
 import numpy as np
 
 from services.common.background import Periodic
-from services.common.errors import DeadlineExceeded, InvalidArgument, Unavailable
+from services.common.errors import DeadlineExceeded, InvalidArgument, NotFound, Unavailable
 from services.ranking.features import FEATURE_NAMES, QueryPreferences, RankingCandidate, feature_matrix
 from services.ranking.scorers import FeatureScorer, Scorer
 
@@ -18,6 +18,11 @@ log = logging.getLogger(__name__)
 
 MAX_CANDIDATES = 2_000
 MAX_PAGE = 100
+# Ranking policies (RankRequest.policy), compared by experiments: the deployed scorer (default),
+# the documented formula whatever is deployed, or retrieval's order kept as it came.
+MODEL, FORMULA, RETRIEVAL_ORDER = "model", "formula", "retrieval"
+POLICIES = (MODEL, FORMULA, RETRIEVAL_ORDER)
+RETRIEVAL_ORDER_VERSION = "retrieval-order"
 
 
 @dataclass(frozen=True)
@@ -64,17 +69,44 @@ class Ranker:
     """Scores with the deployed scorer; if it is unreachable (a CTR head on a Triton that is
     down), falls back to the documented feature scoring for that request and says so."""
 
-    def __init__(self, scorer: Scorer, popularity: PopularityCache, fallback: Scorer | None = None):
+    def __init__(
+        self,
+        scorer: Scorer,
+        popularity: PopularityCache,
+        fallback: Scorer | None = None,
+        versions: Callable[[int], Scorer] | None = None,
+    ):
         self._scorer = scorer
         self._popularity = popularity
         self._fallback = fallback or FeatureScorer()
+        # Pinned CTR head versions (experiments): version -> its scorer; raises NotFound.
+        self._versions = versions
 
     @property
     def model_version(self) -> str:
         return self._scorer.version
 
+    def _scorer_for(self, policy: str, ctr_head_version: int | None) -> Scorer:
+        if policy not in POLICIES:
+            raise InvalidArgument("policy", f"must be one of {', '.join(POLICIES)}, got {policy!r}")
+        if ctr_head_version is not None:
+            if policy != MODEL:
+                raise InvalidArgument("ctr_head_version", "only applies to the model policy")
+            if ctr_head_version < 1:
+                raise InvalidArgument("ctr_head_version", f"must be >= 1 (0 = the deployed head), got {ctr_head_version}")
+            if self._versions is None:
+                raise NotFound(f"ctr_head_version: no model repository to load ctr_head/{ctr_head_version} from")
+            return self._versions(ctr_head_version)
+        return self._fallback if policy == FORMULA else self._scorer
+
     async def rank(
-        self, candidates: Sequence[RankingCandidate], preferences: QueryPreferences, offset: int, limit: int
+        self,
+        candidates: Sequence[RankingCandidate],
+        preferences: QueryPreferences,
+        offset: int,
+        limit: int,
+        policy: str = MODEL,
+        ctr_head_version: int | None = None,
     ) -> Ranking:
         if len(candidates) > MAX_CANDIDATES:
             raise InvalidArgument("candidates", f"must be at most {MAX_CANDIDATES}, got {len(candidates)}")
@@ -89,7 +121,9 @@ class Ranker:
                 seen.add(candidate.product_id)
                 unique.append(candidate)
         features = feature_matrix(unique, preferences, self._popularity.values)
-        scorer, degraded = self._scorer, ()
+        if policy == RETRIEVAL_ORDER:
+            return await self._retrieval_order(unique, features, offset, limit)
+        scorer, degraded = self._scorer_for(policy, ctr_head_version), ()
         try:
             scores = await scorer.score(features)
         except (Unavailable, DeadlineExceeded) as error:
@@ -114,3 +148,18 @@ class Ranker:
             )
             items.append(RankedItem(unique[index].product_id, float(scores[index]), offset + row + 1, reasons))
         return Ranking(items, len(unique), scorer.version, degraded)
+
+    async def _retrieval_order(self, unique, features: np.ndarray, offset: int, limit: int) -> Ranking:
+        """Candidates in the order retrieval sent them; the score is a rank score (1 for the
+        first, falling linearly), and the reasons still list the features, so that logged
+        impressions carry the same features whatever the policy."""
+        n = len(unique)
+        items = []
+        for index in range(offset, min(offset + limit, n)):
+            reasons = tuple(
+                (name, float(features[index, column]), 0.0)
+                for column, name in enumerate(FEATURE_NAMES)
+                if features[index, column] != 0.0
+            )
+            items.append(RankedItem(unique[index].product_id, 1.0 - index / n, index + 1, reasons))
+        return Ranking(items, n, RETRIEVAL_ORDER_VERSION)

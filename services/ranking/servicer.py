@@ -6,7 +6,15 @@ from shelfwise.common.v1 import common_pb2
 from shelfwise.ranking.v1 import ranking_pb2, ranking_pb2_grpc
 
 from services.ranking.features import QueryPreferences, RankingCandidate
-from services.ranking.ranker import Ranker
+from services.common.errors import InvalidArgument
+from services.ranking.ranker import FORMULA, MODEL, RETRIEVAL_ORDER, Ranker
+
+POLICIES = {
+    ranking_pb2.RANKING_POLICY_UNSPECIFIED: MODEL,
+    ranking_pb2.RANKING_POLICY_MODEL: MODEL,
+    ranking_pb2.RANKING_POLICY_FORMULA: FORMULA,
+    ranking_pb2.RANKING_POLICY_RETRIEVAL_ORDER: RETRIEVAL_ORDER,
+}
 
 
 class RankingServicer(ranking_pb2_grpc.RankingServiceServicer):
@@ -34,7 +42,11 @@ class RankingServicer(ranking_pb2_grpc.RankingServiceServicer):
             attributes=dict(request.preferred_attributes),
         )
         limit = request.limit if request.HasField("limit") else 10
-        ranking = await self._ranker.rank(candidates, preferences, request.offset, limit)
+        if request.policy not in POLICIES:
+            raise InvalidArgument("policy", f"must be a RankingPolicy, got {request.policy}")
+        ranking = await self._ranker.rank(
+            candidates, preferences, request.offset, limit, POLICIES[request.policy], request.ctr_head_version or None
+        )
         return ranking_pb2.RankResponse(
             items=[
                 ranking_pb2.RankedItem(

@@ -50,6 +50,9 @@ BULK_ENCODE_TIMEOUT = 120.0
 # Change times come from writers' transactions, which may commit a little after they are
 # stamped: each sync looks this far behind its watermark (unchanged products are skipped).
 SYNC_OVERLAP = timedelta(seconds=30)
+# Which lists a text query draws from (RetrieveRequest.mode): both fused (the default), or one.
+HYBRID, LEXICAL, DENSE = "hybrid", "lexical", "dense"
+RETRIEVAL_MODES = (HYBRID, LEXICAL, DENSE)
 
 
 @dataclass(frozen=True)
@@ -317,29 +320,42 @@ class CatalogIndex:
         limit: int,
         history: Sequence[str] = (),
         exclude: Sequence[str] = (),
+        mode: str = HYBRID,
     ) -> RetrievalResult:
         """Text query: BM25 and dense lists, fused by weighted reciprocal rank (`services.retrieval.fusion`). If the text encoder is
         unreachable the answer is lexical only, and says so (`degraded`). With a history, every
-        candidate also gets its personal score."""
+        candidate also gets its personal score. `mode` (experiments) keeps one list only:
+        LEXICAL never encodes the query (dense_score 0), DENSE skips BM25."""
+        if mode not in RETRIEVAL_MODES:
+            raise InvalidArgument("mode", f"must be one of {', '.join(RETRIEVAL_MODES)}, got {mode!r}")
         shopper = await self._shopper(history)
-        result = await self._retrieve_text(query_text, filters, limit)
+        result = await self._retrieve_text(query_text, filters, limit, mode)
         return self._personalised(result, shopper, exclude)
 
-    async def _retrieve_text(self, query_text: str, filters: CandidateFilters, limit: int) -> RetrievalResult:
-        try:
-            with _tracer.start_as_current_span("retrieval.encode_query"):
-                query_vector = (await self._encoder.encode([query_text], kind="query"))[0]
-        except (Unavailable, DeadlineExceeded) as error:
-            log.warning("dense retrieval skipped: %s", error)
-            query_vector = None
+    async def _retrieve_text(
+        self, query_text: str, filters: CandidateFilters, limit: int, mode: str = HYBRID
+    ) -> RetrievalResult:
+        query_vector = None
+        if mode != LEXICAL:
+            try:
+                with _tracer.start_as_current_span("retrieval.encode_query"):
+                    query_vector = (await self._encoder.encode([query_text], kind="query"))[0]
+            except (Unavailable, DeadlineExceeded) as error:
+                log.warning("dense retrieval skipped: %s", error)
         # Only now, with no await left before the answer: a catalogue sync or delete landing
         # while the query was being encoded would otherwise leave deleted slots allowed.
         allowed = self._allowed(filters)
-        with _tracer.start_as_current_span("retrieval.lexical"):
-            lexical, ceiling = self._lexical.search(
-                query_text, limit, filters.categories, filters.brands, filters.price_min, filters.price_max,
-                dict(filters.attributes),
-            )
+        lexical, ceiling = [], 0.0
+        if mode != DENSE or query_vector is None:  # dense-only with no encoder: BM25 rather than nothing
+            with _tracer.start_as_current_span("retrieval.lexical"):
+                lexical, ceiling = self._lexical.search(
+                    query_text, limit, filters.categories, filters.brands, filters.price_min, filters.price_max,
+                    dict(filters.attributes),
+                )
+        if mode == LEXICAL:
+            no_slots = np.zeros(0, dtype=np.int64)
+            candidates = self._fuse(None, lexical, no_slots, np.zeros(0, dtype=np.float32), limit, ceiling)
+            return RetrievalResult(candidates, int(allowed.sum()))
         if query_vector is None:
             no_slots = np.zeros(0, dtype=np.int64)
             candidates = self._fuse(None, lexical, no_slots, np.zeros(0, dtype=np.float32), limit, ceiling)

@@ -8,9 +8,15 @@ from shelfwise.retrieval.v1 import retrieval_pb2, retrieval_pb2_grpc
 from services.common.errors import InvalidArgument
 from services.retrieval.catalog import Product
 from services.retrieval.personal import MAX_HISTORY
-from services.retrieval.retriever import MAX_LIMIT, CandidateFilters, CatalogIndex
+from services.retrieval.retriever import DENSE, HYBRID, LEXICAL, MAX_LIMIT, CandidateFilters, CatalogIndex
 
 MAX_EXCLUDED = 1_000
+MODES = {
+    retrieval_pb2.RETRIEVAL_MODE_UNSPECIFIED: HYBRID,
+    retrieval_pb2.RETRIEVAL_MODE_HYBRID: HYBRID,
+    retrieval_pb2.RETRIEVAL_MODE_LEXICAL: LEXICAL,
+    retrieval_pb2.RETRIEVAL_MODE_DENSE: DENSE,
+}
 
 
 def product_from_pb(message: common_pb2.Product) -> Product:
@@ -83,7 +89,10 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
         elif seed == "query_text" and request.query_text.strip():
             if len(request.query_text) > 1_000:
                 raise InvalidArgument("query_text", "must be at most 1000 characters")
-            result = await self._index.retrieve(request.query_text, filters, limit, history, exclude)
+            if request.mode not in MODES:
+                raise InvalidArgument("mode", f"must be a RetrievalMode, got {request.mode}")
+            mode = MODES[request.mode]
+            result = await self._index.retrieve(request.query_text, filters, limit, history, exclude, mode)
         elif history:
             result = await self._index.personal(history, filters, limit, exclude)
         else:

@@ -1,6 +1,7 @@
 from shelfwise.common.v1 import common_pb2 as _common_pb2
 from shelfwise.retrieval.v1 import retrieval_pb2 as _retrieval_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
@@ -8,8 +9,19 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class RankingPolicy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    RANKING_POLICY_UNSPECIFIED: _ClassVar[RankingPolicy]
+    RANKING_POLICY_MODEL: _ClassVar[RankingPolicy]
+    RANKING_POLICY_FORMULA: _ClassVar[RankingPolicy]
+    RANKING_POLICY_RETRIEVAL_ORDER: _ClassVar[RankingPolicy]
+RANKING_POLICY_UNSPECIFIED: RankingPolicy
+RANKING_POLICY_MODEL: RankingPolicy
+RANKING_POLICY_FORMULA: RankingPolicy
+RANKING_POLICY_RETRIEVAL_ORDER: RankingPolicy
+
 class RankRequest(_message.Message):
-    __slots__ = ("request_id", "query", "candidates", "preferred_brands", "preferred_categories", "preferred_attributes", "offset", "limit", "user_id")
+    __slots__ = ("request_id", "query", "candidates", "preferred_brands", "preferred_categories", "preferred_attributes", "offset", "limit", "user_id", "policy", "ctr_head_version")
     class PreferredAttributesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -26,6 +38,8 @@ class RankRequest(_message.Message):
     OFFSET_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    CTR_HEAD_VERSION_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     query: str
     candidates: _containers.RepeatedCompositeFieldContainer[_retrieval_pb2.Candidate]
@@ -35,7 +49,9 @@ class RankRequest(_message.Message):
     offset: int
     limit: int
     user_id: str
-    def __init__(self, request_id: _Optional[str] = ..., query: _Optional[str] = ..., candidates: _Optional[_Iterable[_Union[_retrieval_pb2.Candidate, _Mapping]]] = ..., preferred_brands: _Optional[_Iterable[str]] = ..., preferred_categories: _Optional[_Iterable[str]] = ..., preferred_attributes: _Optional[_Mapping[str, str]] = ..., offset: _Optional[int] = ..., limit: _Optional[int] = ..., user_id: _Optional[str] = ...) -> None: ...
+    policy: RankingPolicy
+    ctr_head_version: int
+    def __init__(self, request_id: _Optional[str] = ..., query: _Optional[str] = ..., candidates: _Optional[_Iterable[_Union[_retrieval_pb2.Candidate, _Mapping]]] = ..., preferred_brands: _Optional[_Iterable[str]] = ..., preferred_categories: _Optional[_Iterable[str]] = ..., preferred_attributes: _Optional[_Mapping[str, str]] = ..., offset: _Optional[int] = ..., limit: _Optional[int] = ..., user_id: _Optional[str] = ..., policy: _Optional[_Union[RankingPolicy, str]] = ..., ctr_head_version: _Optional[int] = ...) -> None: ...
 
 class RankedItem(_message.Message):
     __slots__ = ("product_id", "score", "position", "reasons")

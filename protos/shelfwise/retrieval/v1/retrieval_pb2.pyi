@@ -1,5 +1,6 @@
 from shelfwise.common.v1 import common_pb2 as _common_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
@@ -7,8 +8,19 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class RetrievalMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    RETRIEVAL_MODE_UNSPECIFIED: _ClassVar[RetrievalMode]
+    RETRIEVAL_MODE_HYBRID: _ClassVar[RetrievalMode]
+    RETRIEVAL_MODE_LEXICAL: _ClassVar[RetrievalMode]
+    RETRIEVAL_MODE_DENSE: _ClassVar[RetrievalMode]
+RETRIEVAL_MODE_UNSPECIFIED: RetrievalMode
+RETRIEVAL_MODE_HYBRID: RetrievalMode
+RETRIEVAL_MODE_LEXICAL: RetrievalMode
+RETRIEVAL_MODE_DENSE: RetrievalMode
+
 class RetrieveRequest(_message.Message):
-    __slots__ = ("request_id", "query_text", "similar_to_product_id", "filters", "limit", "language", "history_product_ids", "exclude_product_ids", "preferred_product_ids")
+    __slots__ = ("request_id", "query_text", "similar_to_product_id", "filters", "limit", "language", "history_product_ids", "exclude_product_ids", "preferred_product_ids", "mode")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     QUERY_TEXT_FIELD_NUMBER: _ClassVar[int]
     SIMILAR_TO_PRODUCT_ID_FIELD_NUMBER: _ClassVar[int]
@@ -18,6 +30,7 @@ class RetrieveRequest(_message.Message):
     HISTORY_PRODUCT_IDS_FIELD_NUMBER: _ClassVar[int]
     EXCLUDE_PRODUCT_IDS_FIELD_NUMBER: _ClassVar[int]
     PREFERRED_PRODUCT_IDS_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     query_text: str
     similar_to_product_id: str
@@ -27,7 +40,8 @@ class RetrieveRequest(_message.Message):
     history_product_ids: _containers.RepeatedScalarFieldContainer[str]
     exclude_product_ids: _containers.RepeatedScalarFieldContainer[str]
     preferred_product_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, request_id: _Optional[str] = ..., query_text: _Optional[str] = ..., similar_to_product_id: _Optional[str] = ..., filters: _Optional[_Union[_common_pb2.Filters, _Mapping]] = ..., limit: _Optional[int] = ..., language: _Optional[str] = ..., history_product_ids: _Optional[_Iterable[str]] = ..., exclude_product_ids: _Optional[_Iterable[str]] = ..., preferred_product_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    mode: RetrievalMode
+    def __init__(self, request_id: _Optional[str] = ..., query_text: _Optional[str] = ..., similar_to_product_id: _Optional[str] = ..., filters: _Optional[_Union[_common_pb2.Filters, _Mapping]] = ..., limit: _Optional[int] = ..., language: _Optional[str] = ..., history_product_ids: _Optional[_Iterable[str]] = ..., exclude_product_ids: _Optional[_Iterable[str]] = ..., preferred_product_ids: _Optional[_Iterable[str]] = ..., mode: _Optional[_Union[RetrievalMode, str]] = ...) -> None: ...
 
 class Candidate(_message.Message):
     __slots__ = ("product", "lexical_score", "dense_score", "fused_score", "lexical_rank", "dense_rank", "lexical_coverage", "personal_score", "personal_rank")
