@@ -11,6 +11,10 @@ from services.common.errors import InvalidArgument
 MAX_ID_CHARS = 128
 MAX_BATCH = 1_000
 MAX_PRODUCTS_PER_IMPRESSION = 1_000
+# Logged ranking features: a CTR head has tens of features, not hundreds; names are short keys.
+MAX_FEATURES_PER_PRODUCT = 64
+MAX_FEATURE_NAME_CHARS = 64
+MAX_ARM_CHARS = 64
 INTERACTION_TYPES = ("click", "add_to_cart", "purchase")
 SURFACES = ("search", "recommend")
 # Clients' clocks drift; an event more than a day in the future is a bug, not drift.
@@ -30,6 +34,10 @@ class Impression:
     query: str = ""
     model_version: str = ""
     experiment_arm: str = ""
+    # Aligned with product_ids, or empty (not logged): ranking feature name -> value, absent = 0.
+    features: tuple[dict[str, float], ...] = ()
+    # Aligned with product_ids, or empty (not interleaved): the arm that contributed each product.
+    interleaving_arms: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -77,7 +85,37 @@ def validate_impression(event: Impression, where: str, now: datetime | None = No
     if event.first_position < 1:
         raise InvalidArgument(f"{where}.first_position", f"must be >= 1, got {event.first_position}")
     _check_time(event.occurred_at, f"{where}.occurred_at", now)
+    _check_features(event, where)
+    _check_interleaving_arms(event, where)
     return event
+
+
+def _check_aligned(values: tuple, event: Impression, field: str) -> None:
+    if values and len(values) != len(event.product_ids):
+        raise InvalidArgument(
+            field,
+            f"must be empty or have one entry per product ({len(event.product_ids)}), got {len(values)}",
+        )
+
+
+def _check_features(event: Impression, where: str) -> None:
+    _check_aligned(event.features, event, f"{where}.features")
+    for index, values in enumerate(event.features):
+        field = f"{where}.features[{index}]"
+        if len(values) > MAX_FEATURES_PER_PRODUCT:
+            raise InvalidArgument(field, f"must have at most {MAX_FEATURES_PER_PRODUCT} features, got {len(values)}")
+        for name, value in values.items():
+            if not 1 <= len(name) <= MAX_FEATURE_NAME_CHARS:
+                raise InvalidArgument(f"{field}.values", f"feature names must be 1-{MAX_FEATURE_NAME_CHARS} characters")
+            if not math.isfinite(value):
+                raise InvalidArgument(f"{field}.values[{name!r}]", f"must be a finite number, got {value}")
+
+
+def _check_interleaving_arms(event: Impression, where: str) -> None:
+    _check_aligned(event.interleaving_arms, event, f"{where}.interleaving_arms")
+    for index, arm in enumerate(event.interleaving_arms):
+        if not 1 <= len(arm) <= MAX_ARM_CHARS:
+            raise InvalidArgument(f"{where}.interleaving_arms[{index}]", f"must be 1-{MAX_ARM_CHARS} characters")
 
 
 def validate_interaction(event: Interaction, where: str, now: datetime | None = None) -> Interaction:

@@ -53,6 +53,8 @@ def impression_from_pb(message: events_pb2.Impression, where: str, now: datetime
             query=message.query,
             model_version=message.model_version,
             experiment_arm=message.experiment_arm,
+            features=tuple(dict(product.values) for product in message.features),
+            interleaving_arms=tuple(message.interleaving_arms),
         ),
         where,
         now,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Sequence
@@ -14,13 +15,14 @@ from services.events.model import Impression, Interaction
 
 _INSERT_IMPRESSIONS = """
 INSERT INTO impressions (event_id, request_id, occurred_at, user_id, session_id, surface, query, product_ids,
-                         first_position, model_version, experiment_arm)
+                         first_position, model_version, experiment_arm, features, interleaving_arms)
 SELECT e.event_id, e.request_id, e.occurred_at, e.user_id, e.session_id, e.surface, e.query,
-       string_to_array(e.product_ids, chr(31)), e.first_position, e.model_version, e.experiment_arm
+       string_to_array(e.product_ids, chr(31)), e.first_position, e.model_version, e.experiment_arm,
+       e.features::jsonb, string_to_array(e.interleaving_arms, chr(31))
 FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
-            $9::int[], $10::text[], $11::text[])
+            $9::int[], $10::text[], $11::text[], $12::text[], $13::text[])
      AS e(event_id, request_id, occurred_at, user_id, session_id, surface, query, product_ids, first_position,
-          model_version, experiment_arm)
+          model_version, experiment_arm, features, interleaving_arms)
 ON CONFLICT DO NOTHING
 RETURNING event_id
 """
@@ -141,6 +143,9 @@ class EventStore:
                     [e.first_position for e in impressions],
                     [e.model_version for e in impressions],
                     [e.experiment_arm for e in impressions],
+                    [json.dumps(list(e.features)) for e in impressions],
+                    # Arrays of arrays do not unnest row by row: joined here, split in SQL.
+                    ["\x1f".join(e.interleaving_arms) for e in impressions],
                 )
                 accepted_impressions = len(rows)
             if interactions:

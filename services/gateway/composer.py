@@ -470,7 +470,10 @@ class Composer:
             product_ids=[r.product.id for r in page.results],
             first_position=offset + 1,
             model_version=page.model_version[:128],
+            experiment_arm=page.experiment_arm,
             occurred_at=occurred_at,
+            features=_served_features(page.results),
+            interleaving_arms=list(page.interleaving_arms),
         )
         task = asyncio.create_task(self._send_impression(impression))
         self._pending_impressions[request_id] = task
@@ -525,6 +528,22 @@ class _Page:
     total: int
     next_token: str
     model_version: str
+    # The experiment arm that served the request ("" = none), logged with the impression.
+    experiment_arm: str = ""
+    # Team-draft interleaving: the arm that contributed each result (empty = not interleaved).
+    interleaving_arms: tuple[str, ...] = ()
+
+
+def _served_features(results) -> list[events_pb2.ProductFeatures]:
+    """The ranking features of each result, aligned with the results, from its reasons (the
+    features ranking used; it leaves out zeros, which the log reads as 0). When no result has
+    reasons, ranking was bypassed and no features were served: nothing is logged."""
+    if not any(result.reasons for result in results):
+        return []
+    return [
+        events_pb2.ProductFeatures(values={reason.feature: reason.value for reason in result.reasons})
+        for result in results
+    ]
 
 
 def _ms(started: float) -> float:

@@ -10,6 +10,7 @@ import pytest
 
 from services.common.errors import InvalidArgument
 from services.events.model import (
+    MAX_FEATURES_PER_PRODUCT,
     MAX_PRODUCTS_PER_IMPRESSION,
     Impression,
     Interaction,
@@ -121,6 +122,46 @@ def test_impression_accepts_clock_skew_up_to_one_day() -> None:
 def test_impression_accepts_old_events() -> None:
     event = impression(occurred_at=NOW - timedelta(days=365))
     assert validate_impression(event, "impressions[0]", now=NOW) is event
+
+
+# --- logged features and interleaving arms ---------------------------------------------------
+
+
+def test_impression_with_features_and_arms_for_every_product_is_valid() -> None:
+    event = impression(
+        features=({"bm25": 1.5}, {}, {f"f{i}": float(i) for i in range(MAX_FEATURES_PER_PRODUCT)}),
+        interleaving_arms=("control", "treatment", "a" * 64),
+    )
+    assert validate_impression(event, "impressions[0]", now=NOW) is event
+
+
+@pytest.mark.parametrize(
+    "overrides, field",
+    [
+        ({"features": ({"bm25": 1.0},)}, "impressions[0].features"),
+        ({"features": ({}, {}, {}, {})}, "impressions[0].features"),
+        (
+            {"features": ({}, {f"f{i}": 1.0 for i in range(MAX_FEATURES_PER_PRODUCT + 1)}, {})},
+            "impressions[0].features[1]",
+        ),
+        ({"features": ({}, {}, {"": 1.0})}, "impressions[0].features[2].values"),
+        ({"features": ({}, {}, {"f" * 65: 1.0})}, "impressions[0].features[2].values"),
+        ({"features": ({"bm25": float("nan")}, {}, {})}, "impressions[0].features[0].values['bm25']"),
+        ({"features": ({"bm25": float("inf")}, {}, {})}, "impressions[0].features[0].values['bm25']"),
+        ({"interleaving_arms": ("a", "b")}, "impressions[0].interleaving_arms"),
+        ({"interleaving_arms": ("a", "b", "c", "d")}, "impressions[0].interleaving_arms"),
+        ({"interleaving_arms": ("a", "", "c")}, "impressions[0].interleaving_arms[1]"),
+        ({"interleaving_arms": ("a", "b", "c" * 65)}, "impressions[0].interleaving_arms[2]"),
+    ],
+)
+def test_impression_rejects_features_or_arms_that_break_a_rule(overrides, field) -> None:
+    assert rejected_field(validate_impression, impression(**overrides)) == field
+
+
+def test_misaligned_features_error_states_the_product_count() -> None:
+    with pytest.raises(InvalidArgument) as caught:
+        validate_impression(impression(features=({},)), "impressions[0]", now=NOW)
+    assert "one entry per product (3), got 1" in caught.value.rule
 
 
 # --- interactions ----------------------------------------------------------------------------

@@ -42,7 +42,7 @@ METRICS_GROUPING_EXPERIMENT_ARM: MetricsGrouping
 METRICS_GROUPING_MODEL_VERSION: MetricsGrouping
 
 class Impression(_message.Message):
-    __slots__ = ("event_id", "request_id", "user_id", "session_id", "surface", "query", "product_ids", "first_position", "model_version", "experiment_arm", "occurred_at")
+    __slots__ = ("event_id", "request_id", "user_id", "session_id", "surface", "query", "product_ids", "first_position", "model_version", "experiment_arm", "occurred_at", "features", "interleaving_arms")
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
@@ -54,6 +54,8 @@ class Impression(_message.Message):
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     EXPERIMENT_ARM_FIELD_NUMBER: _ClassVar[int]
     OCCURRED_AT_FIELD_NUMBER: _ClassVar[int]
+    FEATURES_FIELD_NUMBER: _ClassVar[int]
+    INTERLEAVING_ARMS_FIELD_NUMBER: _ClassVar[int]
     event_id: str
     request_id: str
     user_id: str
@@ -65,7 +67,22 @@ class Impression(_message.Message):
     model_version: str
     experiment_arm: str
     occurred_at: _timestamp_pb2.Timestamp
-    def __init__(self, event_id: _Optional[str] = ..., request_id: _Optional[str] = ..., user_id: _Optional[str] = ..., session_id: _Optional[str] = ..., surface: _Optional[_Union[Surface, str]] = ..., query: _Optional[str] = ..., product_ids: _Optional[_Iterable[str]] = ..., first_position: _Optional[int] = ..., model_version: _Optional[str] = ..., experiment_arm: _Optional[str] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    features: _containers.RepeatedCompositeFieldContainer[ProductFeatures]
+    interleaving_arms: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, event_id: _Optional[str] = ..., request_id: _Optional[str] = ..., user_id: _Optional[str] = ..., session_id: _Optional[str] = ..., surface: _Optional[_Union[Surface, str]] = ..., query: _Optional[str] = ..., product_ids: _Optional[_Iterable[str]] = ..., first_position: _Optional[int] = ..., model_version: _Optional[str] = ..., experiment_arm: _Optional[str] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., features: _Optional[_Iterable[_Union[ProductFeatures, _Mapping]]] = ..., interleaving_arms: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ProductFeatures(_message.Message):
+    __slots__ = ("values",)
+    class ValuesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    values: _containers.ScalarMap[str, float]
+    def __init__(self, values: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class Interaction(_message.Message):
     __slots__ = ("event_id", "type", "request_id", "product_id", "position", "user_id", "session_id", "quantity", "value", "occurred_at")
