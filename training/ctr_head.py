@@ -34,6 +34,14 @@ Export writes, atomically (staging folder, then rename)::
 
 Usage: ``python -m training.export`` (also run by ``shelfwise export``) exports it together
 with the text encoder when it is missing or outdated.
+
+Heads trained on logged events (``shelfwise train ctr``, ``training.train_ctr``) train
+:class:`PositionBiasedHead`: the same ESMM head times a PAL position-bias tower (Guo et al.,
+RecSys 2019), P(click | x, position) = P(seen | position) · P(click | seen, x), so that what the
+slot alone explains is not learned as relevance. Only the position-free part is exported
+(:class:`ServingHead`, same graph signature), as a new version >= 2 with metadata kind
+"trained on events" (:func:`export_trained_head`); version 1 stays the prior's, so neither
+export replaces the other, and ranking serves the highest version.
 """
 
 from __future__ import annotations
@@ -462,9 +470,6 @@ def export_ctr_head(
         raise ValueError(f"version must be a positive integer, got {version}")
     start = time.perf_counter()
     model_repository = Path(model_repository)
-    target = version_dir(model_repository, version)
-    model_dir = target.parent
-    model_dir.mkdir(parents=True, exist_ok=True)
 
     if model is None:
         _log(start, f"distilling the prior from {FeatureScorer.version} ({config.max_steps} steps at most)")
@@ -480,7 +485,35 @@ def export_ctr_head(
                 f"max |ctr - ctr*| {max_error:.4f} (need <= {MAX_ABS_ERROR})"
             )
     model = model.eval()
+    metadata = {
+        **expected_metadata(version),
+        "spearman_vs_formula": round(spearman, 6),
+        "max_abs_error": round(max_error, 6),
+    }
+    return install_version(model, model_repository, version, metadata, verify=verify, seed=config.seed + 2, start=start)
 
+
+def install_version(
+    model: nn.Module,
+    model_repository: Path,
+    version: int,
+    metadata: dict[str, Any],
+    verify: bool = True,
+    seed: int = 0,
+    start: float | None = None,
+) -> Path:
+    """Export ``model`` (features[N, 8] -> ctr, ctcvr [N, 1]) to ONNX, check its graph and (``verify``)
+    ONNX Runtime against torch, and install it with ``metadata`` as ``ctr_head/<version>/``.
+
+    All of it happens in a staging folder renamed into place at the end, so Triton and the
+    ranking service never see a half-written version; on any error the previous content of
+    the version folder is left untouched.
+    """
+    start = time.perf_counter() if start is None else start
+    model = model.eval()
+    target = version_dir(model_repository, version)
+    model_dir = target.parent
+    model_dir.mkdir(parents=True, exist_ok=True)
     # Staging lives next to the version folders (same filesystem, so the renames are atomic);
     # Triton ignores non-numeric folder names and .gitignore covers .export-*.
     staging = Path(tempfile.mkdtemp(prefix=f".export-v{version}-", dir=model_dir))
@@ -516,15 +549,10 @@ def export_ctr_head(
         _check_graph(staged_model)
         if verify:
             _log(start, "verifying onnxruntime against the torch model")
-            _verify_against_torch(staged_model, model, config.seed + 2)
+            metadata = {**metadata, "onnx_vs_torch_max_abs_diff": float(f"{_verify_against_torch(staged_model, model, seed):.3e}")}
         else:
             _log(start, "verification skipped (--no-verify)")
 
-        metadata = {
-            **expected_metadata(version),
-            "spearman_vs_formula": round(spearman, 6),
-            "max_abs_error": round(max_error, 6),
-        }
         (staging / "metadata.json").write_text(json.dumps(metadata, indent=2) + "\n")
 
         # Swap the whole version folder: the old one is renamed aside, the staged one renamed
@@ -540,3 +568,161 @@ def export_ctr_head(
             shutil.rmtree(retired, ignore_errors=True)
     _log(start, f"done: {target / 'model.onnx'}")
     return target / "model.onnx"
+
+
+# --- heads trained on logged events: position bias (PAL) + ESMM --------------------------------
+
+TRAINED_KIND = "trained on events"
+# Position buckets for the position-bias tower: one per slot on the first pages (where the
+# examination probability changes fastest), then wider ones. Bucket b holds positions
+# [POSITION_EDGES[b], POSITION_EDGES[b + 1]); the last one is open-ended.
+POSITION_EDGES: tuple[int, ...] = (
+    *range(1, 21), 25, 30, 40, 50, 75, 100, 150, 200, 300, 500, 1000,
+)
+
+
+def position_buckets(positions: np.ndarray) -> np.ndarray:
+    """1-based positions -> int64 bucket indices into POSITION_EDGES."""
+    positions = np.maximum(np.asarray(positions, dtype=np.int64), 1)
+    return np.searchsorted(np.asarray(POSITION_EDGES), positions, side="right") - 1
+
+
+class PositionBiasedHead(nn.Module):
+    """Training-time model: an ESMM :class:`CtrCvrHead` (the relevance part, what is exported)
+    times a position-bias tower (PAL, Guo et al., RecSys 2019)::
+
+        P(click | x, pos)           = P(seen | pos) · P(click | seen, x)
+        P(click, purchase | x, pos) = P(seen | pos) · P(click | seen, x) · P(purchase | click, x)
+
+    Jointly trained, the position tower absorbs what the slot alone explains (top slots are
+    examined more, whatever is shown there), so the relevance towers learn the click
+    probability of an item once seen, free of the logging policy's ordering. At serving there
+    is no position yet (ranking decides it), and only ``relevance`` is exported.
+
+    ``position_tower=False`` gives plain ESMM on the biased labels (the ablation).
+    """
+
+    def __init__(self, relevance: CtrCvrHead | None = None, position_tower: bool = True):
+        super().__init__()
+        self.relevance = relevance or CtrCvrHead()
+        # One logit per bucket, no features: PAL's position module. Starting at 0 (seen = 0.5)
+        # leaves the split between the towers to the data.
+        self.seen_logit = nn.Embedding(len(POSITION_EDGES), 1) if position_tower else None
+        if self.seen_logit is not None:
+            nn.init.zeros_(self.seen_logit.weight)
+
+    def log_seen(self, buckets: torch.Tensor) -> torch.Tensor:
+        """log P(seen | position bucket), [N, 1] (0 without a position tower)."""
+        if self.seen_logit is None:
+            return torch.zeros((len(buckets), 1))
+        return nn.functional.logsigmoid(self.seen_logit(buckets))
+
+    def log_probabilities(self, features: torch.Tensor, buckets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(log P(click), log P(click and purchase)), each [N, 1], at the positions shown.
+
+        Logs of products of sigmoids are sums of logsigmoids, which stays finite where the
+        probabilities underflow (purchases at low slots are ~1e-4)."""
+        ctr_logit, cvr_logit = self.relevance.logits(features)
+        log_click = self.log_seen(buckets) + nn.functional.logsigmoid(ctr_logit)
+        return log_click, log_click + nn.functional.logsigmoid(cvr_logit)
+
+    def seen_probabilities(self) -> np.ndarray:
+        """P(seen | bucket) for every bucket of POSITION_EDGES (ones without a position tower)."""
+        if self.seen_logit is None:
+            return np.ones(len(POSITION_EDGES))
+        with torch.no_grad():
+            return torch.sigmoid(self.seen_logit.weight).reshape(-1).numpy().astype(np.float64)
+
+
+def bernoulli_nll(log_p: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean binary cross-entropy given log p (not logits): the PAL/ESMM probabilities are
+    products, whose logs are what the model computes stably."""
+    # log(1 - p) = log(-expm1(log p)); p is kept below 1 so the log stays finite.
+    log_p = log_p.clamp(max=-1e-7)
+    loss = -(labels * log_p + (1.0 - labels) * torch.log(-torch.expm1(log_p)))
+    if weights is None:
+        return loss.mean()
+    return (loss * weights).sum() / weights.sum()
+
+
+class ServingHead(nn.Module):
+    """What is exported from a trained :class:`PositionBiasedHead`: the relevance towers with
+    the same graph signature as the prior (features[N, 8] -> ctr, ctcvr [N, 1]).
+
+    ``ctr = scale · P(click | seen, x)`` where ``scale`` is the mean P(seen | position) over the
+    training impressions: a constant, so it never changes the order, but it calibrates the
+    served ctr to the shop's average slot (as a position-free model trained on the same
+    impressions would be) instead of to an always-examined slot. ``ctcvr = ctr · P(purchase |
+    click, x)`` keeps ctcvr <= ctr.
+    """
+
+    def __init__(self, relevance: CtrCvrHead, scale: float = 1.0):
+        super().__init__()
+        self.relevance = relevance
+        self.register_buffer("scale", torch.tensor([[float(scale)]], dtype=torch.float32))
+
+    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        ctr_logit, cvr_logit = self.relevance.logits(features)
+        ctr = self.scale * torch.sigmoid(ctr_logit)
+        return ctr, ctr * torch.sigmoid(cvr_logit)
+
+
+def version_numbers(model_repository: Path) -> list[int]:
+    """Numbered version folders of ctr_head (with or without a model in them), ascending."""
+    model_dir = Path(model_repository) / MODEL_NAME
+    if not model_dir.is_dir():
+        return []
+    return sorted(int(path.name) for path in model_dir.iterdir() if path.is_dir() and path.name.isdigit())
+
+
+def next_trained_version(model_repository: Path) -> int:
+    """The version a newly trained head gets: after every existing folder, and never 1, which
+    ``shelfwise export`` keeps for the distilled prior (so neither replaces the other)."""
+    return max([1, *version_numbers(model_repository)]) + 1
+
+
+def latest_trained_version(model_repository: Path) -> int | None:
+    """Highest version holding a head trained on events (not a distilled prior), if any."""
+    for version in reversed(version_numbers(model_repository)):
+        metadata = read_metadata(model_repository, version)
+        if metadata and metadata.get("kind") == TRAINED_KIND and (version_dir(model_repository, version) / "model.onnx").is_file():
+            return version
+    return None
+
+
+def export_trained_head(
+    model: PositionBiasedHead,
+    model_repository: Path,
+    report: dict[str, Any],
+    version: int | None = None,
+    verify: bool = True,
+    serving_scale: float = 1.0,
+) -> Path:
+    """Install the relevance part of a trained head as a new ctr_head version (default: the
+    next one) and return its model.onnx. metadata.json carries the kind "trained on events",
+    the position-bias tower's P(seen | bucket) (so evaluation can put position back) and
+    ``report`` (window, row counts, metrics)."""
+    model_repository = Path(model_repository)
+    version = next_trained_version(model_repository) if version is None else version
+    # Rounded once, so the graph and the metadata (which evaluation reads) hold the same number.
+    serving_scale = round(float(serving_scale), 6)
+    if version < 2:
+        raise ValueError("version 1 is the distilled prior's; a trained head needs version >= 2")
+    if (version_dir(model_repository, version) / "model.onnx").exists():
+        raise FileExistsError(f"{version_dir(model_repository, version)} already holds a model; trained heads never replace one")
+    metadata = {
+        "model": MODEL_NAME,
+        "version": version,
+        "features": list(FEATURE_NAMES),
+        "outputs": list(OUTPUT_NAMES),
+        "kind": TRAINED_KIND,
+        "position_bias": {
+            "tower": model.seen_logit is not None,
+            "position_edges": list(POSITION_EDGES),
+            "seen_probability": [round(float(p), 6) for p in model.seen_probabilities()],
+            "serving_scale": serving_scale,
+        },
+        **report,
+    }
+    serving = ServingHead(model.relevance, serving_scale)
+    return install_version(serving, model_repository, version, metadata, verify=verify, seed=version)

@@ -327,6 +327,18 @@ def _eval_rec(args) -> int:
     return evaluate(args.rest)
 
 
+def _train_ctr(args) -> int:
+    from training.train_ctr import main as train
+
+    return train(args.rest)
+
+
+def _eval_ctr(args) -> int:
+    from training.eval_ctr import main as evaluate
+
+    return evaluate(args.rest)
+
+
 def _tune_fusion(args):
     from training.eval_search import tune_fusion_command
 
@@ -446,6 +458,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     eval_rec.add_argument("rest", nargs=argparse.REMAINDER)
     eval_rec.set_defaults(run=_eval_rec)
+    eval_ctr = eval_commands.add_parser(
+        "ctr", help="the trained CTR/CVR head vs logistic regression and LightGBM on a later window (AUC, log-loss)",
+        add_help=False,
+    )
+    eval_ctr.add_argument("rest", nargs=argparse.REMAINDER)
+    eval_ctr.set_defaults(run=_eval_ctr)
     tune_fusion = eval_commands.add_parser("tune-fusion", help="tune lexical/dense fusion on the Instacart dev split")
     add_benchmark_arguments(tune_fusion)
     tune_fusion.set_defaults(run=_tune_fusion)
@@ -462,6 +480,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train_rec.add_argument("rest", nargs=argparse.REMAINDER)
     train_rec.set_defaults(run=_train_rec)
+    train_ctr = train_commands.add_parser(
+        "ctr", help="train the CTR/CVR head (ESMM + position bias) on logged impressions", add_help=False
+    )
+    train_ctr.add_argument("rest", nargs=argparse.REMAINDER)
+    train_ctr.set_defaults(run=_train_ctr)
 
     export = commands.add_parser("export", help="export the models to ONNX in model_repository/", add_help=False)
     export.add_argument("rest", nargs=argparse.REMAINDER)
