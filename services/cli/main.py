@@ -339,6 +339,12 @@ def _eval_ctr(args) -> int:
     return evaluate(args.rest)
 
 
+def _report_experiment(args):
+    from training.experiment_report import run_command
+
+    return run_command(args)
+
+
 def _tune_fusion(args):
     from training.eval_search import tune_fusion_command
 
@@ -485,6 +491,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train_ctr.add_argument("rest", nargs=argparse.REMAINDER)
     train_ctr.set_defaults(run=_train_ctr)
+
+    report = commands.add_parser("report", help="reports on logged traffic")
+    report_commands = report.add_subparsers(dest="report", required=True)
+    from training.experiment_report import add_arguments as add_report_arguments
+
+    report_experiment = report_commands.add_parser(
+        "experiment", help="CTR, add-to-cart rate, CVR and revenue per search per arm, with 95% intervals and lifts"
+    )
+    add_report_arguments(report_experiment)
+    report_experiment.set_defaults(run=_report_experiment)
 
     export = commands.add_parser("export", help="export the models to ONNX in model_repository/", add_help=False)
     export.add_argument("rest", nargs=argparse.REMAINDER)

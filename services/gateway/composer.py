@@ -13,6 +13,13 @@ unreachable ("events.history" in `degraded_stages`), recommendations fall back t
 popular (in the requested category) and search to non-personal ranking.
 Impression logging never blocks or fails a search; Track waits briefly for the impression of
 the request it refers to, so a fast click is not rejected as unknown.
+
+Experiments (`services.gateway.experiments`, from SHELFWISE_EXPERIMENTS) apply to Search: the
+request's arm sets the stage policies (query understanding on/off, retrieval mode, ranking
+policy, pinned CTR head), or, for an interleaved experiment, both arms run and their rankings
+are merged by team draft. The impression records the arm (and, interleaved, the arm of every
+position); the response's model_version ends with `experiment=<experiment>/<arm>`.
+Recommend is not under experiment.
 """
 
 from __future__ import annotations
@@ -20,10 +27,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import random
 import time
 import unicodedata
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from google.protobuf.timestamp_pb2 import Timestamp
 from shelfwise.common.v1 import common_pb2
@@ -36,6 +44,7 @@ from shelfwise.retrieval.v1 import retrieval_pb2
 from services.common.errors import DeadlineExceeded, InvalidArgument, NotFound, Unavailable
 from services.common.metrics import GatewayMetrics
 from services.gateway.config import StageDeadlines
+from services.gateway.experiments import ArmPolicy, Assignment, Experiments, interleaving_seed, team_draft
 
 log = logging.getLogger(__name__)
 
@@ -155,11 +164,24 @@ def fallback_understanding(query: str) -> qu_pb2.UnderstandResponse:
     )
 
 
+RETRIEVAL_MODES = {
+    "hybrid": retrieval_pb2.RETRIEVAL_MODE_HYBRID,
+    "lexical": retrieval_pb2.RETRIEVAL_MODE_LEXICAL,
+    "dense": retrieval_pb2.RETRIEVAL_MODE_DENSE,
+}
+RANKING_POLICIES = {
+    "model": ranking_pb2.RANKING_POLICY_MODEL,
+    "formula": ranking_pb2.RANKING_POLICY_FORMULA,
+    "retrieval": ranking_pb2.RANKING_POLICY_RETRIEVAL_ORDER,
+}
+
+
 class Composer:
-    def __init__(self, downstream, deadlines: StageDeadlines, candidates: int):
+    def __init__(self, downstream, deadlines: StageDeadlines, candidates: int, experiments: Experiments | None = None):
         self._downstream = downstream
         self._deadlines = deadlines
         self._candidates = candidates
+        self._experiments = experiments or Experiments()
         self._pending_impressions: dict[str, asyncio.Task] = {}
         self.impressions_failed = 0
         self._metrics = GatewayMetrics()
@@ -180,32 +202,51 @@ class Composer:
         budget = Budget.from_remaining(remaining)
         timings: list[gateway_pb2.StageTiming] = []
         degraded: list[str] = []
+        assignment = self._experiments.assign(request.user_id, request.session_id, request_id)
+        arms = _arm_policies(assignment)
 
         started = time.perf_counter()
+        if any(policy.query_understanding for _, policy in arms):
+            understanding = self._understand(query, request, request_id, budget, degraded)
+        else:  # no arm of this request uses it: not called, and not degraded either
+            understanding = _ready(fallback_understanding(query))
         understood, history = await asyncio.gather(
-            self._understand(query, request, request_id, budget, degraded),
-            self._history(request.user_id, request.session_id, budget, degraded),
+            understanding, self._history(request.user_id, request.session_id, budget, degraded)
         )
         timings.append(gateway_pb2.StageTiming(stage="query_understanding", milliseconds=_ms(started)))
 
-        filters = merged_filters(request.filters, understood.filters)
-        retrieve = retrieval_pb2.RetrieveRequest(
-            request_id=request_id,
-            filters=filters,
-            limit=self._candidates,
-            language=understood.language,
-            history_product_ids=history,
-        )
-        if understood.search_text:
-            retrieve.query_text = understood.search_text
-        preferences = dict(
-            preferred_brands=understood.filters.brands,
-            preferred_categories=understood.filters.categories,
-            preferred_attributes=understood.filters.attributes,
-        )
-        page = await self._retrieve_and_rank(
-            retrieve, preferences, offset, page_size, request.user_id, budget, timings, degraded, query=understood.corrected_query
-        )
+        def stage_inputs(policy: ArmPolicy):
+            own = understood if policy.query_understanding else fallback_understanding(query)
+            retrieve = retrieval_pb2.RetrieveRequest(
+                request_id=request_id,
+                filters=merged_filters(request.filters, own.filters),
+                limit=self._candidates,
+                language=own.language,
+                history_product_ids=history,
+            )
+            if own.search_text:
+                retrieve.query_text = own.search_text
+            preferences = dict(
+                preferred_brands=own.filters.brands,
+                preferred_categories=own.filters.categories,
+                preferred_attributes=own.filters.attributes,
+            )
+            return own, retrieve, preferences
+
+        if assignment is not None and assignment.interleaved:
+            understood, page = await self._interleaved(
+                assignment, arms, stage_inputs, offset, page_size, request.user_id, budget, timings, degraded, query
+            )
+        else:
+            _, policy = arms[0]
+            understood, retrieve, preferences = stage_inputs(policy)
+            page = await self._retrieve_and_rank(
+                retrieve, preferences, offset, page_size, request.user_id, budget, timings, degraded,
+                query=understood.corrected_query, policy=policy if assignment else None,
+            )
+            if assignment is not None:
+                page = replace(page, experiment_arm=assignment.label)
+        experiment = f",experiment={assignment.label}" if assignment is not None else ""
         response = gateway_pb2.SearchResponse(
             request_id=request_id,
             results=page.results,
@@ -217,7 +258,8 @@ class Composer:
                 extracted_filters=understood.filters,
                 search_text=understood.search_text,
             ),
-            model_version=f"{page.model_version},query_understanding={understood.model_version or 'fallback'}",
+            model_version=f"{page.model_version},query_understanding={understood.model_version or 'fallback'}"
+            + experiment,
             timings=timings,
             degraded_stages=degraded,
         )
@@ -225,6 +267,61 @@ class Composer:
         self._metrics.record_stages("search", timings)
         self._log_impression(request_id, request, events_pb2.SURFACE_SEARCH, query, page, offset)
         return response
+
+    async def _interleaved(
+        self, assignment: Assignment, arms, stage_inputs, offset, page_size, user_id, budget, timings, degraded, query
+    ) -> tuple[qu_pb2.UnderstandResponse, "_Page"]:
+        """Both arms rank the top offset + page_size; team draft merges them (seeded by the
+        unit and the query, so every page of one shopper's result list comes from the same
+        merged list) and the requested page is cut from the merge. Past the deepest page
+        ranking returns, only the control arm is served, recorded as that arm."""
+        depth = offset + page_size
+        experiment = assignment.experiment
+        if depth > MAX_PAGE_SIZE:
+            policy = experiment.arm(experiment.control).policy
+            understood, retrieve, preferences = stage_inputs(policy)
+            page = await self._retrieve_and_rank(
+                retrieve, preferences, offset, page_size, user_id, budget, timings, degraded,
+                query=understood.corrected_query, policy=policy,
+            )
+            return understood, replace(page, experiment_arm=experiment.label(experiment.control))
+        inputs = {name: stage_inputs(policy) for name, policy in arms}
+        arm_timings = {name: [] for name, _ in arms}
+        pages = await asyncio.gather(*(
+            self._retrieve_and_rank(
+                retrieve, preferences, 0, depth, user_id, budget, arm_timings[name], degraded,
+                query=understood.corrected_query, policy=policy,
+            )
+            for (name, policy), (understood, retrieve, preferences) in zip(arms, inputs.values())
+        ))
+        for name, _ in arms:
+            timings.extend(gateway_pb2.StageTiming(stage=f"{t.stage}[{name}]", milliseconds=t.milliseconds)
+                           for t in arm_timings[name])
+        by_arm = dict(zip((name for name, _ in arms), pages))
+        rng = random.Random(interleaving_seed(experiment, assignment.unit, query))
+        merged = team_draft({name: [r.product.id for r in page.results] for name, page in by_arm.items()}, depth, rng)
+        found = {name: {r.product.id: r for r in page.results} for name, page in by_arm.items()}
+        results, contributors = [], []
+        for n, (product_id, arm) in enumerate(merged[offset:depth]):
+            result = gateway_pb2.SearchResult()
+            result.CopyFrom(found[arm][product_id])
+            result.position = offset + n + 1
+            results.append(result)
+            contributors.append(arm)
+        total = max(page.total for page in pages)
+        next_offset = offset + page_size
+        version = ";".join(f"{name}:{page.model_version}" for name, page in by_arm.items())
+        page = _Page(
+            results=results,
+            total=total,
+            next_token=encode_page_token(next_offset) if next_offset < total else "",
+            model_version=f"interleaved({version})",
+            experiment_arm=assignment.label,
+            interleaving_arms=tuple(contributors),
+        )
+        # What the shopper's query was understood as: the first arm that understands it.
+        shown = next((inputs[name][0] for name, policy in arms if policy.query_understanding), inputs[arms[0][0]][0])
+        return shown, page
 
     async def _understand(self, query, request, request_id, budget, degraded) -> qu_pb2.UnderstandResponse:
         try:
@@ -391,8 +488,14 @@ class Composer:
     # --- shared: retrieval + ranking ------------------------------------------------------------
 
     async def _retrieve_and_rank(
-        self, retrieve, preferences, offset, page_size, user_id, budget, timings, degraded, query
+        self, retrieve, preferences, offset, page_size, user_id, budget, timings, degraded, query,
+        policy: ArmPolicy | None = None,
     ) -> "_Page":
+        """`policy`: an experiment arm's retrieval mode and ranking policy (None = defaults)."""
+        rank_policy = {}
+        if policy is not None:
+            retrieve.mode = RETRIEVAL_MODES[policy.retrieval]
+            rank_policy = dict(policy=RANKING_POLICIES[policy.ranking], ctr_head_version=policy.ctr_head_version or 0)
         started = time.perf_counter()
         retrieved = await self._downstream.call(
             "retrieval",
@@ -418,6 +521,7 @@ class Composer:
                     limit=page_size,
                     user_id=user_id,
                     **preferences,
+                    **rank_policy,
                 ),
                 budget.timeout(self._deadlines.ranking, "ranking"),
             )
@@ -544,6 +648,20 @@ def _served_features(results) -> list[events_pb2.ProductFeatures]:
         events_pb2.ProductFeatures(values={reason.feature: reason.value for reason in result.reasons})
         for result in results
     ]
+
+
+def _arm_policies(assignment: Assignment | None) -> list[tuple[str, ArmPolicy]]:
+    """(arm name, policy) of each arm that serves the request: one, or two when interleaved;
+    the defaults when the request is in no experiment."""
+    if assignment is None:
+        return [("", ArmPolicy())]
+    if assignment.interleaved:
+        return [(arm.name, arm.policy) for arm in assignment.experiment.arms]
+    return [(assignment.arm.name, assignment.arm.policy)]
+
+
+async def _ready(value):
+    return value
 
 
 def _ms(started: float) -> float:
