@@ -53,6 +53,9 @@ WITH shown AS (
            array_agg(DISTINCT x.product_id) FILTER (WHERE x.type = 'purchase') AS purchased_ids
     FROM interactions x JOIN shown s ON s.request_id = x.request_id
     WHERE x.type IN ('click', 'purchase') AND x.occurred_at < s.occurred_at + $3::interval
+      -- Redundant bounds on the interactions' own time, so a table partitioned by occurred_at
+      -- scans only the partitions that can hold labels of this window (a day of clock skew).
+      AND x.occurred_at >= $1::timestamptz - interval '1 day' AND x.occurred_at < $2::timestamptz + $3::interval
     GROUP BY x.request_id
 )
 SELECT s.request_id, s.occurred_at, s.first_position, s.product_ids, s.features::text AS features,
