@@ -7,7 +7,8 @@ Data: the events tables. A search belongs to experiment NAME when its impression
 request id. Only search impressions count.
 
 Definitions, per arm (a "search" is one logged search impression, i.e. one result page):
-- CTR = clicks / products shown;
+- CTR = clicks / products shown; search CTR = share of searches with at least one click (CTR
+  alone favours an arm that shows fewer products, e.g. a lexical arm with short result lists);
 - add-to-cart rate = add-to-carts / searches;
 - CVR (conversion rate) = purchases / searches (the events service's definition);
 - revenue per search = purchase value / searches.
@@ -25,6 +26,11 @@ Interleaving: for each interleaved impression, clicks are credited to the arm th
 the clicked position (``impressions.interleaving_arms``); the arm with more clicks wins the
 impression, equal counts are a tie. Reported: wins, ties, each arm's share of the decided
 impressions with a Wilson 95% interval and a two-sided sign (binomial) test against 50%.
+
+Limitation: a search that showed no results has no impression (events stores an impression
+only with products), so it is missing from these tables; an arm that finds nothing more often
+then looks better per search than it is. Callers that know such searches (the simulator)
+add them as records with nothing shown.
 """
 
 from __future__ import annotations
@@ -43,17 +49,19 @@ import numpy as np
 
 from services.gateway.experiments import INTERLEAVED, credit_clicks
 
-METRICS = ("ctr", "add_to_cart_rate", "cvr", "revenue_per_search")
+METRICS = ("ctr", "search_ctr", "add_to_cart_rate", "cvr", "revenue_per_search")
 METRIC_LABELS = {
     "ctr": "CTR (clicks / products shown)",
+    "search_ctr": "searches with a click",
     "add_to_cart_rate": "add-to-cart rate (per search)",
     "cvr": "CVR (purchases per search)",
     "revenue_per_search": "revenue per search",
 }
 # Columns of the per-unit sums: numerator/denominator pairs of the metrics.
-COLUMNS = ("searches", "shown", "clicks", "add_to_carts", "purchases", "revenue")
+COLUMNS = ("searches", "shown", "clicks", "clicked_searches", "add_to_carts", "purchases", "revenue")
 RATIOS = {
     "ctr": ("clicks", "shown"),
+    "search_ctr": ("clicked_searches", "searches"),
     "add_to_cart_rate": ("add_to_carts", "searches"),
     "cvr": ("purchases", "searches"),
     "revenue_per_search": ("revenue", "searches"),
@@ -144,7 +152,8 @@ def unit_sums(records: Sequence[SearchRecord]) -> np.ndarray:
     by_unit: dict[str, list[float]] = {}
     for r in records:
         sums = by_unit.setdefault(r.unit, [0.0] * len(COLUMNS))
-        for column, value in enumerate((1, r.shown, r.clicks, r.add_to_carts, r.purchases, r.revenue)):
+        values = (1, r.shown, r.clicks, 1 if r.clicks else 0, r.add_to_carts, r.purchases, r.revenue)
+        for column, value in enumerate(values):
             sums[column] += value
     return np.array(list(by_unit.values()), dtype=np.float64).reshape(-1, len(COLUMNS))
 

@@ -345,6 +345,12 @@ def _report_experiment(args):
     return run_command(args)
 
 
+def _simulate(args):
+    from training.simulator import simulate
+
+    return simulate(args)
+
+
 def _tune_fusion(args):
     from training.eval_search import tune_fusion_command
 
@@ -501,6 +507,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_report_arguments(report_experiment)
     report_experiment.set_defaults(run=_report_experiment)
+
+    simulate = commands.add_parser(
+        "simulate", help="SIMULATED A/B test: Instacart-grounded shoppers search and buy through the real stack",
+        description="A simulated A/B test (see training/simulator.py for the shopper model and its assumptions).",
+    )
+    from training.simulator import add_arguments as add_simulate_arguments
+
+    add_simulate_arguments(simulate)
+    simulate.set_defaults(run=_simulate)
 
     export = commands.add_parser("export", help="export the models to ONNX in model_repository/", add_help=False)
     export.add_argument("rest", nargs=argparse.REMAINDER)

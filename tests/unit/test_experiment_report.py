@@ -25,6 +25,7 @@ def test_per_arm_metrics_are_ratios_of_sums():
     a, b = report["arms"]
     assert (a["searches"], a["units"], a["shown"], a["clicks"], a["purchases"]) == (3, 2, 30, 3, 1)
     assert a["metrics"]["ctr"]["value"] == pytest.approx(3 / 30)
+    assert a["metrics"]["search_ctr"]["value"] == pytest.approx(2 / 3)
     assert a["metrics"]["add_to_cart_rate"]["value"] == pytest.approx(1 / 3)
     assert a["metrics"]["cvr"]["value"] == pytest.approx(1 / 3)
     assert a["metrics"]["revenue_per_search"]["value"] == pytest.approx(5 / 3)

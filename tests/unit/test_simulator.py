@@ -1,0 +1,169 @@
+"""The shopper simulator's pure parts: a world read from Instacart-format files (a small
+fixture written here, not the shared data), deterministic shoppers, match levels, the click
+model's position bias and intent dependence, synthetic prices and the arms' configuration."""
+
+from __future__ import annotations
+
+import csv
+import random
+from pathlib import Path
+
+import pytest
+
+from services.gateway.experiments import parse_experiments
+from training.simulator import (
+    EXAMINATION,
+    Intent,
+    experiment_config,
+    load_world,
+    match_level,
+    parse_language_mix,
+    plan_shoppers,
+    react,
+    synthetic_price,
+)
+
+AISLES = {24: "fresh fruits", 83: "fresh vegetables", 84: "milk", 120: "yogurt", 21: "packaged cheese"}
+DEPARTMENTS = {4: "produce", 16: "dairy eggs"}
+PRODUCTS = [
+    (1, "Banana", 24, 4), (2, "Organic Hass Avocado", 24, 4), (3, "Honeycrisp Apple", 24, 4),
+    (4, "Organic Strawberries", 24, 4), (5, "Seedless Red Grapes", 24, 4), (6, "Large Lemon", 24, 4),
+    (7, "Organic Yellow Onion", 83, 4), (8, "Broccoli Crown", 83, 4), (9, "Organic Baby Spinach", 83, 4),
+    (10, "Red Bell Pepper", 83, 4), (11, "Organic Garlic", 83, 4), (12, "Cucumber Kirby", 83, 4),
+    (13, "Organic Whole Milk", 84, 16), (14, "Reduced Fat 2% Milk", 84, 16), (15, "Unsweetened Almond Milk", 84, 16),
+    (16, "Fat Free Skim Milk", 84, 16), (17, "Greek Plain Nonfat Yogurt", 120, 16),
+    (18, "Strawberry Lowfat Yogurt", 120, 16), (19, "Vanilla Skyr Yogurt", 120, 16), (20, "Plain Kefir", 120, 16),
+    (21, "Sharp Cheddar Cheese Slices", 21, 16), (22, "Shredded Mozzarella Cheese", 21, 16),
+    (23, "Swiss Cheese Slices", 21, 16), (24, "Colby Jack Cheese Stick", 21, 16),
+]
+ORDERS = {
+    101: [1, 13, 17, 7], 102: [2, 9, 21], 103: [3, 4, 18, 14], 104: [8, 10, 22, 5], 105: [11, 12, 19, 15],
+    106: [1, 2, 3, 16], 107: [20, 23, 24, 6], 108: [13, 9, 4], 109: [17, 18, 8, 12], 110: [7, 14, 21, 5],
+    111: [1, 4, 9, 19], 112: [2, 10, 22], 113: [3, 11, 23, 13], 114: [6, 12, 24, 17], 115: [5, 8, 15, 20],
+    116: [1, 7, 14], 117: [4, 10, 18, 21], 118: [2, 11, 16, 22], 119: [3, 12, 19, 23], 120: [6, 9, 20, 24],
+}
+
+
+def write_instacart(folder: Path) -> Path:
+    """An Instacart-format data folder (``<folder>/instacart/*.csv``) of 24 products, 20 orders."""
+    source = folder / "instacart"
+    source.mkdir(parents=True, exist_ok=True)
+
+    def write(name: str, header: list[str], rows) -> None:
+        with (source / name).open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(header)
+            writer.writerows(rows)
+
+    write("aisles.csv", ["aisle_id", "aisle"], AISLES.items())
+    write("departments.csv", ["department_id", "department"], DEPARTMENTS.items())
+    write("products.csv", ["product_id", "product_name", "aisle_id", "department_id"], PRODUCTS)
+    write("orders.csv", ["order_id", "user_id", "eval_set", "order_number", "order_dow", "order_hour_of_day",
+                         "days_since_prior_order"], [(o, o + 1000, "prior", 1, 0, "10", "") for o in ORDERS])
+    write("order_products__prior.csv", ["order_id", "product_id", "add_to_cart_order", "reordered"],
+          [(o, p, n, 0) for o, items in ORDERS.items() for n, p in enumerate(items, start=1)])
+    return folder
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    return load_world(write_instacart(tmp_path_factory.mktemp("data")))
+
+
+def test_the_world_holds_real_format_products_orders_and_synthetic_prices(world):
+    assert len(world.products) == 24 and len(world.orders) == 20
+    assert world.products["1"].price == synthetic_price("1") > 0
+    catalog = {p.id: p for p in world.catalog()}
+    assert catalog["13"].title == "Organic Whole Milk" and catalog["13"].category == "dairy eggs"
+
+
+def test_synthetic_prices_are_deterministic_and_plausible():
+    prices = [synthetic_price(str(i)) for i in range(2_000)]
+    assert prices == [synthetic_price(str(i)) for i in range(2_000)]
+    assert all(0.5 <= p <= 60 for p in prices)
+    assert 3.0 <= sorted(prices)[1_000] <= 5.0  # median about $4
+
+
+def test_shoppers_are_deterministic_given_the_seed_and_differ_across_seeds(world):
+    mix = parse_language_mix("en:0.5,zh:0.5")
+    first = plan_shoppers(world, 30, 7, "test", mix, aisles="all")
+    assert first == plan_shoppers(world, 30, 7, "test", mix, aisles="all")
+    assert first != plan_shoppers(world, 30, 8, "test", mix, aisles="all")
+    assert {s.language for s in first} == {"en", "zh"}
+    for shopper in first:
+        basket = dict(world.orders)[shopper.order_id]
+        for search in shopper.searches:
+            assert search.query.strip()
+            assert search.intent.basket == frozenset(basket)
+            if search.intent.kind == "product":
+                assert search.intent.product_id in basket
+
+
+def test_warm_up_and_test_shoppers_use_disjoint_orders(world):
+    mix = parse_language_mix("en:1")
+    warmup = {s.order_id for s in plan_shoppers(world, 60, 1, "warmup", mix, aisles="all")}
+    test = {s.order_id for s in plan_shoppers(world, 60, 1, "test", mix, aisles="all")}
+    assert warmup and test and not warmup & test
+
+
+def test_chinese_shoppers_type_chinese_aisle_queries(world):
+    shoppers = plan_shoppers(world, 20, 3, "test", parse_language_mix("zh:1"), aisles="all")
+    assert all(any("\u4e00" <= ch <= "\u9fff" for ch in s.query) for shopper in shoppers for s in shopper.searches)
+
+
+def test_match_levels_rank_product_over_basket_over_aisle_over_department(world):
+    p = world.products
+    intent = Intent("product", aisle_id=84, department_id=16, product_id="13", basket=frozenset({"13", "1", "17"}))
+    assert match_level(intent, p["13"]) == "product"
+    assert match_level(intent, p["1"]) == "basket"
+    assert match_level(intent, p["14"]) == "aisle"
+    assert match_level(intent, p["21"]) == "department"
+    assert match_level(intent, p["8"]) == "none"
+    assert match_level(intent, None) == "none"
+
+
+def test_clicks_fall_with_position_and_depend_on_the_match(world):
+    # The intended product at every position of a page of copies: clicks per position follow
+    # the examination curve; a page of unrelated products gets far fewer clicks.
+    intent = Intent("product", 84, 16, "13", frozenset({"13"}))
+    rng = random.Random(0)
+    clicks = [0] * 10
+    for _ in range(3_000):
+        for action in react(intent, ["13"] * 10, world, rng):
+            if action.kind == "click":
+                clicks[action.position - 1] += 1
+    assert clicks[0] > clicks[4] > clicks[9]
+    assert clicks[0] / 3_000 == pytest.approx(EXAMINATION[0] * 0.85, abs=0.03)
+    unrelated = sum(a.kind == "click" for _ in range(3_000) for a in react(intent, ["8"] * 10, world, rng))
+    assert unrelated < sum(clicks) / 10
+
+
+def test_purchases_follow_add_to_carts_which_follow_clicks_with_the_price_as_value(world):
+    intent = Intent("aisle", 84, 16, "", frozenset())
+    rng = random.Random(1)
+    for _ in range(500):
+        actions = react(intent, ["13", "14", "15", "16", "8"], world, rng)
+        for n, action in enumerate(actions):
+            if action.kind == "add_to_cart":
+                assert actions[n - 1].kind == "click" and actions[n - 1].product_id == action.product_id
+            if action.kind == "purchase":
+                assert actions[n - 1].kind == "add_to_cart"
+                assert action.value == pytest.approx(world.products[action.product_id].price * action.quantity)
+
+
+def test_arm_presets_make_a_valid_experiment_with_the_first_arm_as_control():
+    experiments = parse_experiments(experiment_config("sim", ["bm25", "full"]))
+    experiment = experiments.get("sim")
+    assert experiment.control == "bm25"
+    bm25 = experiment.arm("bm25").policy
+    assert (bm25.retrieval, bm25.ranking, bm25.query_understanding) == ("lexical", "retrieval", False)
+    with pytest.raises(ValueError, match="--arms"):
+        experiment_config("sim", ["bm25", "magic"])
+    with pytest.raises(ValueError, match="--arms"):
+        experiment_config("sim", ["full"])
+
+
+def test_a_bad_language_mix_names_the_option():
+    with pytest.raises(ValueError, match="--language-mix"):
+        parse_language_mix("fr:1")
+    assert parse_language_mix("en:3,zh:1") == {"en": 0.75, "zh": 0.25}
