@@ -46,7 +46,10 @@ _QUERY = """
 WITH shown AS (
     SELECT request_id, occurred_at, first_position, product_ids, features
     FROM impressions
-    WHERE occurred_at >= $1 AND occurred_at < $2
+    -- An inequality, not jsonb_array_length(...) > 0: PostgreSQL estimates it from the column's
+    -- statistics, where a function call got a guess of a few rows and a nested-loop plan that
+    -- took 30 s for 14k impressions (a hash join takes well under one).
+    WHERE occurred_at >= $1 AND occurred_at < $2 AND features <> '[]'::jsonb
 ), acted AS (
     SELECT x.request_id,
            array_agg(DISTINCT x.position) FILTER (WHERE x.type = 'click') AS clicked_positions,
@@ -62,12 +65,11 @@ SELECT s.request_id, s.occurred_at, s.first_position, s.product_ids, s.features:
        coalesce(a.clicked_positions, '{}') AS clicked_positions,
        coalesce(a.purchased_ids, '{}') AS purchased_ids
 FROM shown s LEFT JOIN acted a USING (request_id)
-WHERE jsonb_typeof(s.features) = 'array' AND jsonb_array_length(s.features) > 0
 ORDER BY s.occurred_at, s.request_id
 """
 _COUNT = """
-SELECT count(*) FILTER (WHERE jsonb_array_length(features) > 0) AS with_features,
-       count(*) FILTER (WHERE jsonb_array_length(features) = 0) AS without_features
+SELECT count(*) FILTER (WHERE features <> '[]'::jsonb) AS with_features,
+       count(*) FILTER (WHERE features = '[]'::jsonb) AS without_features
 FROM impressions WHERE occurred_at >= $1 AND occurred_at < $2
 """
 

@@ -17,11 +17,12 @@ over every impression, scored by ctcvr):
 * ``prior`` : ctr_head version 1, distilled from the feature scoring, not trained on events;
 * logistic regression and LightGBM on the same 8 features, and on the features + position.
 
-Columns: AUC with a 95 % bootstrap interval (impressions resampled, so the rows of one page
-stay together; the same resamples for every row, so differences are paired), the AUC
-difference to LightGBM on the same features with its interval, the position-stratified AUC
-(AUC within each position bucket, averaged with weights = positives: it compares products only
-against others shown at the same slot, so the logging policy's ordering cannot inflate it) and
+Columns: AUC and the position-stratified AUC (the AUC within each position bucket, averaged
+with the bucket's positives as weights: it compares products only with others shown at the
+same slot, so the logging policy's ordering cannot inflate it), each with a 95 % bootstrap
+interval (impressions resampled, so the rows of one page stay together) and its difference to
+the like-for-like LightGBM (on the features for position-free rows, on features + position
+for rows that use position) with a paired interval (the same resamples for every row); and
 log-loss.
 
 On labels logged under position bias, plain AUC rewards a position-free model for learning the
@@ -51,7 +52,7 @@ import numpy as np
 from training import ctr_data, ctr_head
 from training.ctr_data import CtrRows
 
-REFERENCE = "LightGBM (features)"
+LIGHTGBM = "LightGBM"
 DEFAULT_BOOTSTRAP = 200
 TASKS = (("click", "clicks", "ctr"), ("purchase", "purchases", "ctcvr"))
 
@@ -94,19 +95,31 @@ def bootstrap_weights(impression: np.ndarray, resamples: int, seed: int):
         yield np.bincount(rng.integers(0, count, size=count), minlength=count)[impression].astype(np.float64)
 
 
+class StratifiedScores:
+    """Position-stratified AUC: the AUC within each position bucket, averaged with the
+    bucket's (weighted) positives as weights; buckets without both classes are left out."""
+
+    def __init__(self, labels: np.ndarray, scores: np.ndarray, positions: np.ndarray):
+        buckets = ctr_head.position_buckets(positions)
+        self._parts = []
+        for bucket in np.unique(buckets):
+            rows = np.flatnonzero(buckets == bucket)
+            self._parts.append((rows, RankedScores.of(labels[rows], scores[rows]), labels[rows]))
+
+    def auc(self, weights: np.ndarray | None = None) -> float:
+        total = weight = 0.0
+        for rows, ranked, labels in self._parts:
+            w = np.ones(len(rows)) if weights is None else weights[rows]
+            positives, negatives = float((w * labels).sum()), float((w * (1.0 - labels)).sum())
+            if positives > 0 and negatives > 0:
+                total += positives * ranked.auc(w)
+                weight += positives
+        return total / weight if weight else float("nan")
+
+
 def stratified_auc(labels: np.ndarray, scores: np.ndarray, positions: np.ndarray) -> float:
     """AUC within each position bucket, averaged with the bucket's positives as weights."""
-    from sklearn.metrics import roc_auc_score
-
-    buckets = ctr_head.position_buckets(positions)
-    total = weight = 0.0
-    for bucket in np.unique(buckets):
-        mask = buckets == bucket
-        positives = float(labels[mask].sum())
-        if 0 < positives < mask.sum():
-            total += positives * roc_auc_score(labels[mask], scores[mask])
-            weight += positives
-    return total / weight if weight else float("nan")
+    return StratifiedScores(np.asarray(labels, dtype=np.float64), np.asarray(scores), np.asarray(positions)).auc()
 
 
 def log_loss(labels: np.ndarray, probabilities: np.ndarray) -> float:
@@ -116,50 +129,85 @@ def log_loss(labels: np.ndarray, probabilities: np.ndarray) -> float:
     return float(sklearn_log_loss(labels, clipped, labels=[0, 1]))
 
 
+@dataclass(frozen=True)
+class Scored:
+    """One model's probabilities on the evaluation rows; ``reference`` names the row it is
+    compared with like for like (the LightGBM on the same inputs), None for a reference."""
+
+    model: str
+    probabilities: np.ndarray
+    note: str = ""
+    reference: str | None = None
+
+
+@dataclass
+class Metric:
+    value: float
+    interval: tuple[float, float]
+    # Minus the reference's value, on the same resamples (paired); None for a reference row.
+    delta: float | None = None
+    delta_interval: tuple[float, float] | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "value": self.value, "95": list(self.interval),
+            "minus_reference": self.delta,
+            "minus_reference_95": list(self.delta_interval) if self.delta_interval else None,
+        }
+
+
 @dataclass
 class Row:
     task: str
     model: str
-    auc: float
-    auc_interval: tuple[float, float]
-    delta_vs_reference: float | None
-    delta_interval: tuple[float, float] | None
-    stratified_auc: float
+    reference: str | None
+    auc: Metric
+    stratified_auc: Metric
     log_loss: float
     note: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "task": self.task, "model": self.model, "auc": self.auc, "auc_95": list(self.auc_interval),
-            f"auc_minus_{REFERENCE}": self.delta_vs_reference,
-            "auc_minus_reference_95": list(self.delta_interval) if self.delta_interval else None,
-            "position_stratified_auc": self.stratified_auc, "log_loss": self.log_loss, "note": self.note,
+            "task": self.task, "model": self.model, "reference": self.reference, "auc": self.auc.as_dict(),
+            "position_stratified_auc": self.stratified_auc.as_dict(), "log_loss": self.log_loss, "note": self.note,
         }
 
 
 def score_rows(
     task: str, labels: np.ndarray, positions: np.ndarray, impression: np.ndarray,
-    scored: Sequence[tuple[str, np.ndarray, str]], resamples: int, seed: int,
+    scored: Sequence[Scored], resamples: int, seed: int,
 ) -> list[Row]:
-    """One Row per (model name, probabilities, note), paired bootstrap against REFERENCE."""
-    ranked = {name: RankedScores.of(labels, scores) for name, scores, _ in scored}
-    # The same resamples for every model: the differences below are paired.
-    draws = [[r.auc(weights) for r in ranked.values()] for weights in bootstrap_weights(impression, resamples, seed)]
-    samples = {name: np.array([draw[i] for draw in draws]) for i, name in enumerate(ranked)}
-    rows = []
-    for name, scores, note in scored:
-        delta = interval = None
-        if REFERENCE in samples and name != REFERENCE:
-            delta = ranked[name].auc() - ranked[REFERENCE].auc()
-            interval = _interval(samples[name] - samples[REFERENCE])
-        rows.append(Row(
-            task, name, ranked[name].auc(), _interval(samples[name]), delta, interval,
-            stratified_auc(labels, scores, positions), log_loss(labels, scores), note,
-        ))
-    return rows
+    """One Row per scored model: AUC and position-stratified AUC with clustered-bootstrap
+    intervals, their paired differences to the row's reference, and log-loss."""
+    labels = np.asarray(labels, dtype=np.float64)
+    metrics = {
+        "auc": {s.model: RankedScores.of(labels, s.probabilities) for s in scored},
+        "stratified": {s.model: StratifiedScores(labels, s.probabilities, positions) for s in scored},
+    }
+    # The same resamples for every model and metric: the differences below are paired.
+    draws: dict[str, dict[str, list[float]]] = {kind: {s.model: [] for s in scored} for kind in metrics}
+    for weights in bootstrap_weights(impression, resamples, seed):
+        for kind, by_model in metrics.items():
+            for model, computer in by_model.items():
+                draws[kind][model].append(computer.auc(weights))
+
+    def metric(kind: str, item: Scored) -> Metric:
+        value = metrics[kind][item.model].auc()
+        result = Metric(value, _interval(np.array(draws[kind][item.model])))
+        if item.reference is not None and item.reference in metrics[kind]:
+            result.delta = value - metrics[kind][item.reference].auc()
+            result.delta_interval = _interval(np.array(draws[kind][item.model]) - np.array(draws[kind][item.reference]))
+        return result
+
+    return [
+        Row(task, item.model, item.reference, metric("auc", item), metric("stratified", item),
+            log_loss(labels, item.probabilities), item.note)
+        for item in scored
+    ]
 
 
 def _interval(values: np.ndarray) -> tuple[float, float]:
+    values = values[np.isfinite(values)]
     if len(values) == 0:
         return (float("nan"), float("nan"))
     low, high = np.percentile(values, [2.5, 97.5])
@@ -271,37 +319,48 @@ def evaluate(
         if not 0 < labels.sum() < len(labels) or not 0 < train_labels.sum() < len(train_labels):
             skipped.append(f"{task}: no positives (or no negatives) in the training or evaluation window")
             continue
-        scored: list[tuple[str, np.ndarray, str]] = [
-            (f"ours: ctr_head v{version} {output} (position removed, as served)", served[output], "ONNX Runtime, as ranking runs it"),
-        ]
+        like_for_like = f"{LIGHTGBM} (features)", f"{LIGHTGBM} (features + position)"
+        scored = [Scored(f"ours: ctr_head v{version} {output} (position removed, as served)", served[output],
+                         "ONNX Runtime, as ranking runs it", like_for_like[0])]
         positioned = with_position(metadata, served[output], test.positions)
         if positioned is not None:
-            scored.append((f"ours: ctr_head v{version} {output} x position tower", positioned,
-                           "served score x P(seen | position) from metadata.json"))
+            scored.append(Scored(f"ours: ctr_head v{version} {output} x position tower", positioned,
+                                 "served score x P(seen | position) from metadata.json", like_for_like[1]))
         if prior is not None:
-            scored.append((f"prior: ctr_head v1 {output} (distilled from feature scoring)", prior[output],
-                           "not trained on events; log-loss not calibrated to this shop"))
+            scored.append(Scored(f"prior: ctr_head v1 {output} (distilled from feature scoring)", prior[output],
+                                 "not trained on events; log-loss not calibrated to this shop", like_for_like[0]))
         for name, predict in fit_baselines(train, validation_fraction, label, threads, seed).items():
-            scored.append((name, predict(test), "fitted on the head's training window"))
+            reference = None if name in like_for_like else like_for_like["position" in name]
+            scored.append(Scored(name, predict(test), "fitted on the head's training window", reference))
         rows += score_rows(task, labels, test.positions, test.impression, scored, resamples, seed)
     report = {
         "model": ctr_head.MODEL_NAME, "version": version, "bootstrap_resamples": resamples,
-        "reference": REFERENCE, "skipped_tasks": skipped,
-        "rows": [row.as_dict() for row in rows],
+        "skipped_tasks": skipped, "rows": [row.as_dict() for row in rows],
     }
     return Evaluation(rows, report)
 
 
 def format_table(rows: Sequence[Row]) -> str:
-    header = f"{'task':<9} {'model':<66} {'AUC [95% CI]':<24} {'AUC - ' + REFERENCE + ' [95% CI]':<40} {'pos-strat AUC':>13} {'log-loss':>9}"
+    """One line per row; differences are to the row's like-for-like LightGBM (marked in "vs")."""
+    tags = {f"{LIGHTGBM} (features)": "F", f"{LIGHTGBM} (features + position)": "F+P"}
+
+    def cell(metric: Metric) -> str:
+        return f"{metric.value:.4f} [{metric.interval[0]:.4f}, {metric.interval[1]:.4f}]"
+
+    def delta(metric: Metric) -> str:
+        if metric.delta is None:
+            return "(reference)"
+        return f"{metric.delta:+.4f} [{metric.delta_interval[0]:+.4f}, {metric.delta_interval[1]:+.4f}]"
+
+    header = (f"{'task':<9} {'model':<62} {'vs':<4} {'AUC [95% CI]':<24} {'AUC - vs [95% CI]':<27} "
+              f"{'pos-strat AUC [95% CI]':<24} {'pos-strat - vs [95% CI]':<27} {'log-loss':>8}")
     lines = [header, "-" * len(header)]
     for row in rows:
-        delta = (f"{row.delta_vs_reference:+.4f} [{row.delta_interval[0]:+.4f}, {row.delta_interval[1]:+.4f}]"
-                 if row.delta_vs_reference is not None else "(reference)" if row.model == REFERENCE else "")
         lines.append(
-            f"{row.task:<9} {row.model:<66} {row.auc:.4f} [{row.auc_interval[0]:.4f}, {row.auc_interval[1]:.4f}]  "
-            f"{delta:<40} {row.stratified_auc:>13.4f} {row.log_loss:>9.4f}"
+            f"{row.task:<9} {row.model:<62} {tags.get(row.reference, ''):<4} {cell(row.auc):<24} {delta(row.auc):<27} "
+            f"{cell(row.stratified_auc):<24} {delta(row.stratified_auc):<27} {row.log_loss:>8.4f}"
         )
+    lines.append('vs: F = LightGBM (features), F+P = LightGBM (features + position), on the same resamples (paired).')
     return "\n".join(lines)
 
 

@@ -202,8 +202,13 @@ def test_eval_ctr_prints_every_row_for_both_tasks_and_writes_the_report(trained,
     assert [row["task"] for row in report["rows"]].count("click") == 7
     assert [row["task"] for row in report["rows"]].count("purchase") == 7
     for row in report["rows"]:
-        assert 0.0 <= row["auc_95"][0] <= row["auc"] <= row["auc_95"][1] <= 1.0
+        for metric in ("auc", "position_stratified_auc"):
+            low, high = row[metric]["95"]
+            assert 0.0 <= low <= row[metric]["value"] <= high <= 1.0
         assert row["log_loss"] > 0
+    references = {row["model"]: row["reference"] for row in report["rows"] if row["task"] == "click"}
+    assert references["ours: ctr_head v2 ctr (position removed, as served)"] == "LightGBM (features)"
+    assert references["ours: ctr_head v2 ctr x position tower"] == "LightGBM (features + position)"
     assert report["evaluation_rows"]["first_impression_at"] >= "2021-03-04T00:00:00Z"
 
 
