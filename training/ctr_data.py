@@ -154,48 +154,59 @@ def feature_vector(values: Mapping[str, float]) -> np.ndarray:
     return vector
 
 
-def rows_from_impressions(records: Iterable[Mapping[str, Any]], skipped: int = 0) -> CtrRows:
-    """Expand impression records (as the query returns them: request_id, occurred_at,
-    first_position, product_ids, features as JSON text or a list, clicked_positions,
-    purchased_ids) into one row per product shown. Records whose features are empty or not
-    aligned with product_ids are skipped and counted."""
-    features: list[np.ndarray] = []
-    positions: list[int] = []
-    clicks: list[float] = []
-    purchases: list[float] = []
-    times: list[datetime] = []
-    impression: list[int] = []
-    count = 0
-    for record in records:
+class RowBuilder:
+    """Turns impression records into rows one record at a time, so a streamed read holds
+    compact per-page arrays rather than every database record until the end."""
+
+    def __init__(self, skipped: int = 0):
+        self.skipped = skipped
+        self._pages: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, datetime]] = []
+
+    def add(self, record: Mapping[str, Any]) -> None:
+        """One impression record (as the query returns it: occurred_at, first_position,
+        product_ids, features as JSON text or a list, clicked_positions, purchased_ids).
+        Records whose features are empty or not aligned with product_ids are skipped and counted."""
         logged = record["features"]
         if isinstance(logged, str):
             logged = json.loads(logged)
         product_ids = list(record["product_ids"])
         if not logged or len(logged) != len(product_ids):
-            skipped += 1
-            continue
+            self.skipped += 1
+            return
         clicked = set(record["clicked_positions"] or ())
         purchased = set(record["purchased_ids"] or ())
-        occurred_at = _naive_utc(record["occurred_at"])
-        for offset, (product_id, values) in enumerate(zip(product_ids, logged)):
-            position = record["first_position"] + offset
-            bought = product_id in purchased
-            features.append(feature_vector(values or {}))
-            positions.append(position)
-            purchases.append(float(bought))
-            clicks.append(float(bought or position in clicked))
-            times.append(occurred_at)
-            impression.append(count)
-        count += 1
-    return CtrRows(
-        features=np.stack(features) if features else np.zeros((0, len(FEATURE_NAMES)), dtype=np.float32),
-        positions=np.asarray(positions, dtype=np.int64),
-        clicks=np.asarray(clicks, dtype=np.float32),
-        purchases=np.asarray(purchases, dtype=np.float32),
-        occurred_at=np.asarray(times, dtype="datetime64[us]"),
-        impression=np.asarray(impression, dtype=np.int64),
-        skipped_impressions=skipped,
-    )
+        positions = record["first_position"] + np.arange(len(product_ids), dtype=np.int64)
+        bought = np.array([product_id in purchased for product_id in product_ids], dtype=np.float32)
+        clicks = np.maximum(bought, np.array([int(p) in clicked for p in positions], dtype=np.float32))
+        features = np.stack([feature_vector(values or {}) for values in logged])
+        self._pages.append((features, positions, clicks, bought, _naive_utc(record["occurred_at"])))
+
+    def build(self) -> CtrRows:
+        pages = self._pages
+        if not pages:
+            return CtrRows(
+                np.zeros((0, len(FEATURE_NAMES)), dtype=np.float32), np.zeros(0, dtype=np.int64),
+                np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.float32), np.zeros(0, dtype="datetime64[us]"),
+                np.zeros(0, dtype=np.int64), self.skipped,
+            )
+        sizes = [len(page[1]) for page in pages]
+        return CtrRows(
+            features=np.concatenate([page[0] for page in pages]),
+            positions=np.concatenate([page[1] for page in pages]),
+            clicks=np.concatenate([page[2] for page in pages]),
+            purchases=np.concatenate([page[3] for page in pages]),
+            occurred_at=np.repeat(np.array([page[4] for page in pages], dtype="datetime64[us]"), sizes),
+            impression=np.repeat(np.arange(len(pages), dtype=np.int64), sizes),
+            skipped_impressions=self.skipped,
+        )
+
+
+def rows_from_impressions(records: Iterable[Mapping[str, Any]], skipped: int = 0) -> CtrRows:
+    """Expand impression records (see :meth:`RowBuilder.add`) into one row per product shown."""
+    builder = RowBuilder(skipped)
+    for record in records:
+        builder.add(record)
+    return builder.build()
 
 
 async def read_rows(
@@ -215,20 +226,21 @@ async def read_rows(
     until = until or datetime.now(timezone.utc)
     connection = await asyncpg.connect(dsn)
     try:
-        counts = await connection.fetchrow(_COUNT, since, until)
-        records: list[Mapping[str, Any]] = []
-        bar = tqdm(total=counts["with_features"], desc=description, unit="imp", disable=not progress, leave=False)
-        try:
-            # A cursor needs a transaction; read-only, so it never blocks the services' writes.
-            async with connection.transaction(readonly=True, isolation="repeatable_read"):
+        # A cursor needs a transaction; read-only, so it never blocks the services' writes, and
+        # one snapshot, so the count (progress bar, skipped impressions) matches the rows read.
+        async with connection.transaction(readonly=True, isolation="repeatable_read"):
+            counts = await connection.fetchrow(_COUNT, since, until)
+            builder = RowBuilder(skipped=counts["without_features"])
+            bar = tqdm(total=counts["with_features"], desc=description, unit="imp", disable=not progress, leave=False)
+            try:
                 async for record in connection.cursor(_QUERY, since, until, attribution, prefetch=2_000):
-                    records.append(record)
+                    builder.add(record)
                     bar.update(1)
-        finally:
-            bar.close()
+            finally:
+                bar.close()
     finally:
         await connection.close()
-    return rows_from_impressions(records, skipped=counts["without_features"])
+    return builder.build()
 
 
 def parse_time(text: str) -> datetime:
