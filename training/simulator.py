@@ -240,6 +240,7 @@ def shopper_seed(seed: int, period: str, index: int) -> int:
     return int.from_bytes(digest[:8], "big")
 
 
+_RANKER = re.compile(r"ranker=([^,;)]+)")
 _WORD = re.compile(r"[A-Za-z][A-Za-z'&-]*")
 
 
@@ -377,6 +378,8 @@ class PeriodStats:
     # report read from the database cannot see them; they are added to it as searches with
     # nothing shown (leaving them out would flatter the arm that finds nothing more often).
     empty: list = field(default_factory=list)
+    # Arm label -> the rankers that served it ("ctr_head/2", "retrieval-order", ...).
+    rankers: dict[str, set] = field(default_factory=dict)
 
 
 async def run_shoppers(gateway_address: str, shoppers: Sequence[Shopper], world: World, concurrency: int = 4,
@@ -421,6 +424,7 @@ async def run_shoppers(gateway_address: str, shoppers: Sequence[Shopper], world:
                     stats.searches += 1
                     label = response.model_version.rpartition("experiment=")[2]
                     stats.arms[label] = stats.arms.get(label, 0) + 1
+                    stats.rankers.setdefault(label, set()).update(_RANKER.findall(response.model_version))
                     if not response.results:
                         stats.empty.append(SearchRecord(
                             response.request_id, f"user:{shopper.user_id}", label.partition("/")[2], shown=0
@@ -503,6 +507,20 @@ def experiment_config(name: str, arms: Sequence[str], control: str | None = None
     }]}
 
 
+async def train_ctr_head(url: str, since: datetime, until: datetime, repository: Path) -> str:
+    """`shelfwise train ctr` on the warm-up window; returns the new version's folder."""
+    from services.common.inference import find_model
+    from training.train_ctr import main as train_ctr
+
+    argv = ["--database-url", url, "--since", since.isoformat(), "--until", until.isoformat(),
+            "--out", str(repository), "--threads", "1", "--quiet"]
+    print(f"training the CTR head on the warm-up window: shelfwise train ctr {' '.join(argv[2:])}", file=sys.stderr)
+    code = await asyncio.to_thread(train_ctr, argv)  # it runs its own event loop
+    if code != 0:
+        raise RuntimeError(f"shelfwise train ctr failed (exit {code}); the test period would not use a trained head")
+    return find_model(repository, "ctr_head").label
+
+
 def simulation_header(args, periods: dict) -> str:
     lines = ["=" * 100, "SIMULATION: simulated shoppers on the real Shelfwise stack (not real traffic)", "=" * 100]
     lines.append(f"arms: {args.arms}  seed: {args.seed}  language mix: {args.language_mix}  intents in "
@@ -513,6 +531,10 @@ def simulation_header(args, periods: dict) -> str:
         lines.append(f"{period}: experiment {info['experiment']!r}, {info['shoppers']} shoppers, {stats.searches} "
                      f"searches ({stats.failed_searches} failed), {stats.events} events ({stats.failed_tracks} Track calls failed), window "
                      f"{info['since']} .. {info['until']}; degraded responses: {degraded}")
+        rankers = "; ".join(f"{label}: {', '.join(sorted(names))}" for label, names in sorted(stats.rankers.items()))
+        lines.append(f"  rankers served: {rankers}")
+        if info.get("ctr_head_trained"):
+            lines.append(f"  CTR head trained on this period's events: {info['ctr_head_trained']}")
     lines.append("assumptions:")
     lines += [f"  - {assumption}" for assumption in ASSUMPTIONS]
     return "\n".join(lines)
@@ -528,6 +550,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup-shoppers", type=int, default=0,
                         help="warm-up shoppers first, as experiment NAME-warmup (train the CTR head on them "
                              "between runs; see the module docs)")
+    parser.add_argument("--train-ctr", action="store_true",
+                        help="after the warm-up, train the CTR head on its events (shelfwise train ctr, into the "
+                             "model repository) so the test period's full arm serves it")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--experiment", default="sim", help="experiment name of the test period")
     parser.add_argument("--language-mix", default=DEFAULT_LANGUAGE_MIX, help="e.g. en:0.7,zh:0.3")
@@ -608,16 +633,21 @@ async def simulate(args) -> int:
             until = _now()
             periods[period] = {"experiment": name, "shoppers": len(shoppers), "stats": stats,
                                "since": since.isoformat(), "until": until.isoformat()}
+            if period == "warm-up" and args.train_ctr:
+                periods[period]["ctr_head_trained"] = await train_ctr_head(url, since, until, repository)
         header = simulation_header(args, periods)
         print(header)
         result = {"simulation": True, "assumptions": list(ASSUMPTIONS), "arms": arms, "seed": args.seed,
                   "language_mix": language_mix, "periods": {
-                      p: {k: v for k, v in info.items() if k != "stats"} | {"searches": info["stats"].searches}
+                      p: {k: v for k, v in info.items() if k != "stats"}
+                      | {"searches": info["stats"].searches,
+                         "rankers": {label: sorted(names) for label, names in info["stats"].rankers.items()}}
                       for p, info in periods.items()}}
-        if "warm-up" in periods:
+        if "warm-up" in periods and not args.train_ctr:
             info = periods["warm-up"]
-            print(f"\nwarm-up logged: train the CTR head on it before the test period, e.g.\n"
-                  f"  SHELFWISE_DATABASE_URL={url} shelfwise train ctr --since {info['since']} --until {info['until']}")
+            print(f"\nwarm-up logged (PostgreSQL data in {state / 'postgres'}): train the CTR head on the window\n"
+                  f"  --since {info['since']} --until {info['until']}\n"
+                  "before the test period, or run both periods with --train-ctr, which does it in between.")
         if "test" in periods:
             info = periods["test"]
             records = await read_searches(url, info["experiment"], datetime.fromisoformat(info["since"]),
