@@ -494,17 +494,26 @@ async def warm_up(gateway_address: str, config: dict) -> None:
                 await stub.Search(gateway_pb2.SearchRequest(query=query, page_size=PAGE_SIZE, user_id=user), timeout=60)
 
 
+def arm_setting(spec: str) -> dict:
+    """An arm of the experiments file from a preset name, or ``full@N`` (``model``-ranked presets
+    only): that preset with ctr_head version N pinned, named ``full-ctrN`` (to compare heads)."""
+    preset, _, version = spec.partition("@")
+    if preset not in ARM_PRESETS:
+        raise ValueError(f"--arms: unknown arm {spec!r}; known: {', '.join(ARM_PRESETS)} (or full@N)")
+    setting = {"name": preset, **ARM_PRESETS[preset]}
+    if version:
+        if not version.isdigit() or int(version) < 1 or setting.get("ranking", "model") != "model":
+            raise ValueError(f"--arms: {spec!r}: @N pins ctr_head version N (>= 1) of a model-ranked arm such as full")
+        setting.update(name=f"{preset}-ctr{int(version)}", ctr_head_version=int(version))
+    return setting
+
+
 def experiment_config(name: str, arms: Sequence[str], control: str | None = None) -> dict:
-    unknown = [arm for arm in arms if arm not in ARM_PRESETS]
-    if unknown:
-        raise ValueError(f"--arms: unknown arm {unknown[0]!r}; known: {', '.join(ARM_PRESETS)}")
-    if len(arms) < 2 or len(set(arms)) != len(arms):
+    settings = [arm_setting(arm) for arm in arms]
+    names = [setting["name"] for setting in settings]
+    if len(names) < 2 or len(set(names)) != len(names):
         raise ValueError(f"--arms: give two or more different arms, got {','.join(arms)}")
-    return {"experiments": [{
-        "name": name,
-        "control": control or arms[0],
-        "arms": [{"name": arm, **ARM_PRESETS[arm]} for arm in arms],
-    }]}
+    return {"experiments": [{"name": name, "control": control or names[0], "arms": settings}]}
 
 
 async def train_ctr_head(url: str, since: datetime, until: datetime, repository: Path) -> str:
@@ -545,7 +554,7 @@ def simulation_header(args, periods: dict) -> str:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--arms", default="bm25,full", help=f"comma-separated arms, the first is the control "
-                        f"(presets: {', '.join(ARM_PRESETS)})")
+                        f"(presets: {', '.join(ARM_PRESETS)}; full@N pins ctr_head version N, e.g. full@1,full@2)")
     parser.add_argument("--shoppers", type=int, default=500, help="test-period shoppers (0 = warm-up only)")
     parser.add_argument("--warmup-shoppers", type=int, default=0,
                         help="warm-up shoppers first, as experiment NAME-warmup (train the CTR head on them "
@@ -656,7 +665,7 @@ async def simulate(args) -> int:
             print(f"\n{len(empty)} searches showed no results (events logs no impression without products); "
                   "they are counted as searches with nothing shown")
             records = records + empty
-            report = analyse(records, info["experiment"], arms[0], args.samples)
+            report = analyse(records, info["experiment"], config["experiments"][0]["control"], args.samples)
             print("\n" + format_report(report))
             print("\n(SIMULATION: see the assumptions above)")
             result["report"] = report

@@ -163,6 +163,14 @@ def test_arm_presets_make_a_valid_experiment_with_the_first_arm_as_control():
         experiment_config("sim", ["full"])
 
 
+def test_full_at_a_version_pins_that_ctr_head_to_compare_heads():
+    experiment = parse_experiments(experiment_config("heads", ["full@1", "full@2"])).get("heads")
+    assert [arm.name for arm in experiment.arms] == ["full-ctr1", "full-ctr2"] and experiment.control == "full-ctr1"
+    assert [arm.policy.ctr_head_version for arm in experiment.arms] == [1, 2]
+    with pytest.raises(ValueError, match="--arms"):
+        experiment_config("heads", ["bm25@2", "full"])  # bm25 keeps retrieval order: no head to pin
+
+
 def test_a_bad_language_mix_names_the_option():
     with pytest.raises(ValueError, match="--language-mix"):
         parse_language_mix("fr:1")
