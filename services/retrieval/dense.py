@@ -78,5 +78,22 @@ class DenseIndex:
         keep = slots[0] >= 0
         return slots[0][keep].astype(np.int64), scores[0][keep]
 
+    def search_many(self, queries: np.ndarray, limit: int, allowed: np.ndarray) -> np.ndarray:
+        """The union of each query's `limit` nearest slots where `allowed` holds (unordered);
+        one matrix product (or one batched HNSW search) for all queries."""
+        queries = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.dimension)
+        allowed_slots = np.flatnonzero(allowed)
+        if len(allowed_slots) == 0 or limit <= 0 or len(queries) == 0:
+            return np.zeros(0, dtype=np.int64)
+        if len(allowed_slots) <= self.exact_threshold:
+            scores = self.vectors[allowed_slots] @ queries.T
+            k = min(limit, len(allowed_slots))
+            top = np.argpartition(-scores, k - 1, axis=0)[:k]
+            return allowed_slots[np.unique(top)]
+        selector = faiss.IDSelectorBitmap(np.packbits(allowed, bitorder="little"))
+        params = faiss.SearchParametersHNSW(sel=selector, efSearch=max(self._ef_search, limit))
+        _, slots = self._hnsw.search(queries, limit, params=params)
+        return np.unique(slots[slots >= 0]).astype(np.int64)
+
     def similarity(self, query: np.ndarray, slots: np.ndarray) -> np.ndarray:
         return self.vectors[slots] @ np.asarray(query, dtype=np.float32).reshape(self.dimension)

@@ -16,8 +16,14 @@ The version folder holds, next to `model.onnx`:
   embeddings the projection reads; with any other text encoder new products get no item vector
   until the next training, rather than a vector from the wrong space).
 
-Without a sequence model, the shopper vector is the recency-weighted mean of the history's
-text embeddings ("text-history"): content-based, but personal and fresh from the first click.
+Without a sequence model ("text-history"), the shopper is a mixture of their recent interests:
+the next product is near one of the last `MAX_INTERESTS` steps, a recent one more likely,
+
+    P(product) ∝ Σ_h w_h · exp(cos(product, h) / T),   w_h = RECENCY_DECAY ** age(h)
+
+Content-based, but personal and fresh from the first click. A mixture, not the mean of the
+history's embeddings: a shopper who bought shoes and then tea wants shoes or tea, and the
+mean of the two lands on whatever sits between them (coffee, snacks) in the text space.
 """
 
 from __future__ import annotations
@@ -37,8 +43,10 @@ log = logging.getLogger(__name__)
 USER_SEQUENCE_ENCODER = "user_sequence_encoder"
 TEXT_HISTORY = "text-history"
 MAX_HISTORY = 200
-# Text-history: each older step counts this much less than the next one.
+# Text-history: each older step counts this much less than the next one, and only the most
+# recent steps are interests (older ones weigh under 1% of the latest at this decay anyway).
 RECENCY_DECAY = 0.8
+MAX_INTERESTS = 20
 # Text-history affinity treats cosine / temperature as a logit, like the sequence model's. The
 # encoders were trained contrastively at about this temperature (sentence-transformers' scale
 # 20); raw cosines would not do: e5's sit within a few hundredths of each other for most of a
@@ -131,12 +139,22 @@ class SequenceModel:
         return result["user_vector"].reshape(self.dimension)
 
 
-def text_history_vector(text_vectors: np.ndarray) -> np.ndarray:
-    """Recency-weighted mean of unit text embeddings (oldest first), unit length."""
-    weights = RECENCY_DECAY ** np.arange(len(text_vectors) - 1, -1, -1, dtype=np.float32)
-    mean = (weights[:, None] * text_vectors).sum(axis=0)
-    norm = float(np.linalg.norm(mean))
-    return mean / norm if norm > 0 else mean
+def text_history_interests(text_vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The interests of a history (unit text embeddings, oldest first): its most recent
+    `MAX_INTERESTS` vectors and their log recency weights (0 for the latest step)."""
+    interests = np.asarray(text_vectors, dtype=np.float32)[-MAX_INTERESTS:]
+    ages = np.arange(len(interests) - 1, -1, -1, dtype=np.float32)
+    return interests, ages * np.float32(np.log(RECENCY_DECAY))
+
+
+def text_history_logits(interests: np.ndarray, log_weights: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+    """log Σ_h w_h exp(cos(candidate, h) / T) for each candidate row (unit vectors): the
+    mixture's log-probability up to a constant (see the module docstring)."""
+    if len(candidates) == 0:
+        return np.zeros(0, dtype=np.float32)
+    terms = (candidates @ interests.T) / TEXT_HISTORY_TEMPERATURE + log_weights
+    best = terms.max(axis=1, keepdims=True)
+    return (best[:, 0] + np.log(np.exp(terms - best).sum(axis=1))).astype(np.float32)
 
 
 def relative_probability(logits: np.ndarray, known: np.ndarray | None = None) -> np.ndarray:

@@ -4,7 +4,9 @@ and answers candidate queries by fusing both lists (reciprocal rank fusion) unde
 Personal retrieval (`services.retrieval.personal`): when a sequence model is deployed, every
 product also has an item vector in a third index kept in step with the other two (same slots);
 a shopper's history becomes a shopper vector, whose nearest items are the "for this user"
-candidates, and whose cosine with any candidate is its `personal_score`.
+candidates. Without one, the history's recent text embeddings are the shopper's interests and
+each interest's nearest products are the candidates. Either way `personal_score` is the
+product's probability relative to the best candidate.
 
 Filters are hard: every candidate matches every filter that is set. Upserts and deletes change
 the indexes in place (no rebuild); PostgreSQL stays the system of record and the indexes are
@@ -32,11 +34,10 @@ from services.retrieval.lexical import LexicalIndex
 from services.retrieval.personal import (
     MAX_HISTORY,
     TEXT_HISTORY,
-    TEXT_HISTORY_TEMPERATURE,
     SequenceModel,
-    cosine,
     relative_probability,
-    text_history_vector,
+    text_history_interests,
+    text_history_logits,
 )
 from services.retrieval.store import ProductStore
 
@@ -98,11 +99,14 @@ class RetrievalResult:
 
 @dataclass(frozen=True)
 class Shopper:
-    """A shopper vector and the slots of the history it came from."""
+    """What personal retrieval knows of a shopper: the slots of their history, and either the
+    sequence model's user vector or (text-history) their interests with recency log-weights."""
 
-    vector: np.ndarray
     history_slots: np.ndarray
     model_version: str
+    vector: np.ndarray | None = None
+    interests: np.ndarray | None = None
+    interest_log_weights: np.ndarray | None = None
 
 
 class CatalogIndex:
@@ -401,9 +405,9 @@ class CatalogIndex:
     async def personal(
         self, history: Sequence[str], filters: CandidateFilters, limit: int, exclude: Sequence[str] = ()
     ) -> RetrievalResult:
-        """"For this user": the products nearest the shopper vector, never the history itself
-        (as the sequence model is trained and evaluated) nor `exclude`. No known product in the
-        history: no candidates (the caller falls back to popular products)."""
+        """"For this user": the products the shopper most likely wants next, never the history
+        itself (as the sequence model is trained and evaluated) nor `exclude`. No known product
+        in the history: no candidates (the caller falls back to popular products)."""
         shopper = await self._shopper(history)
         if shopper is None:
             return RetrievalResult([], 0, personal_model_version=self.personal_model_version)
@@ -411,10 +415,14 @@ class CatalogIndex:
         allowed[shopper.history_slots] = False
         if self._items is not None:
             allowed &= self._has_item_vector
-            slots, scores = self._items.search(shopper.vector, limit, allowed)
+            slots, _ = self._items.search(shopper.vector, limit, allowed)
         else:
-            slots, scores = self._dense.search(shopper.vector, limit, allowed)
-        personal = self._personal_scores(shopper, slots)
+            # Each interest's nearest products, then the mixture decides among them all.
+            slots = self._dense.search_many(shopper.interests, limit, allowed)
+        logits = self._personal_logits(shopper, slots)
+        order = np.argsort(-logits, kind="stable")[:limit]
+        slots, logits = slots[order], logits[order]
+        personal = relative_probability(logits, np.isfinite(logits))
         candidates = [
             Candidate(self._products[slot], 0.0, 0.0, self._fusion.scaled(0, rank), 0, 0,
                       personal_score=float(score), personal_rank=rank)
@@ -423,7 +431,7 @@ class CatalogIndex:
         return RetrievalResult(candidates, int(allowed.sum()), personal_model_version=shopper.model_version)
 
     async def _shopper(self, history: Sequence[str]) -> Shopper | None:
-        """The shopper vector of a history (unknown ids skipped), or None when nothing is known."""
+        """The shopper of a history (unknown ids skipped), or None when nothing is known."""
         if len(history) > MAX_HISTORY:
             raise InvalidArgument("history_product_ids", f"must list at most {MAX_HISTORY} products, got {len(history)}")
         slots = np.array([self._slot_of[p] for p in history if p in self._slot_of], dtype=np.int64)
@@ -432,24 +440,27 @@ class CatalogIndex:
             if len(slots) == 0:
                 return None
             vector = await self._sequence_model.user_vector(self._items.vectors[slots])
-            return Shopper(vector, slots, self._sequence_model.version)
+            return Shopper(slots, self._sequence_model.version, vector=vector)
         if len(slots) == 0:
             return None
-        return Shopper(text_history_vector(self._dense.vectors[slots]), slots, TEXT_HISTORY)
+        interests, log_weights = text_history_interests(self._dense.vectors[slots])
+        return Shopper(slots, TEXT_HISTORY, interests=interests, interest_log_weights=log_weights)
+
+    def _personal_logits(self, shopper: Shopper, slots: np.ndarray) -> np.ndarray:
+        """The shopper's log-probability (up to a constant) of each product: the sequence
+        model's logit, or the text-history mixture's. -inf for a product without a vector."""
+        if self._items is None:
+            return text_history_logits(shopper.interests, shopper.interest_log_weights, self._dense.vectors[slots])
+        logits = self._items.vectors[slots] @ shopper.vector if len(slots) else np.zeros(0, dtype=np.float32)
+        return np.where(self._has_item_vector[slots], logits, -np.inf).astype(np.float32)
 
     def _personal_scores(self, shopper: Shopper, slots: np.ndarray) -> np.ndarray:
         """The shopper's affinity for these products, in [0, 1]: the probability of each product
-        relative to the most likely one among them, exp(logit - best logit), so the order is
-        kept (cosine would not keep the sequence model's: item vector norms carry part of what
-        it learned). Sequence model: its logits; text-history: cosine / temperature. 0 for a
-        product without a vector."""
-        if len(slots) == 0:
-            return np.zeros(0, dtype=np.float32)
-        if self._items is None:
-            cosines = cosine(shopper.vector, self._dense.vectors[slots])
-            return relative_probability(cosines / TEXT_HISTORY_TEMPERATURE)
-        logits = self._items.vectors[slots] @ shopper.vector
-        return relative_probability(logits, self._has_item_vector[slots])
+        relative to the most likely one among them, exp(logit - best logit), so the model's
+        order is kept (cosine would not keep the sequence model's: item vector norms carry part
+        of what it learned). 0 for a product without a vector."""
+        logits = self._personal_logits(shopper, slots)
+        return relative_probability(logits, np.isfinite(logits))
 
     def _personalised(self, result: RetrievalResult, shopper: Shopper | None, exclude: Sequence[str]) -> RetrievalResult:
         """Drops excluded products; adds personal scores when there is a shopper vector."""

@@ -10,20 +10,48 @@ import pytest
 
 from services.events.store import HistoryEntry, collapse_history
 from services.retrieval.personal import (
-    TEXT_HISTORY_TEMPERATURE,
     ItemTable,
     SequenceModel,
     cosine,
+    MAX_INTERESTS,
+    RECENCY_DECAY,
     relative_probability,
-    text_history_vector,
+    text_history_interests,
+    text_history_logits,
 )
+from services.retrieval.dense import DenseIndex
 
 
-def test_text_history_vector_weights_recent_steps_more_and_is_unit_length() -> None:
-    old, recent = np.array([1.0, 0.0], np.float32), np.array([0.0, 1.0], np.float32)
-    vector = text_history_vector(np.stack([old, recent]))
-    assert np.linalg.norm(vector) == pytest.approx(1.0)
-    assert vector[1] > vector[0] > 0
+def test_text_history_keeps_the_most_recent_interests_with_recency_log_weights() -> None:
+    vectors = np.eye(32, dtype=np.float32)[:25]
+    interests, log_weights = text_history_interests(vectors)
+    assert len(interests) == MAX_INTERESTS
+    np.testing.assert_array_equal(interests[-1], vectors[-1])
+    assert log_weights[-1] == 0.0
+    assert log_weights[-2] == pytest.approx(np.log(RECENCY_DECAY))
+
+
+def _unit(*values: float) -> np.ndarray:
+    vector = np.array(values, dtype=np.float32)
+    return vector / np.linalg.norm(vector)
+
+
+def test_text_history_mixture_prefers_either_interest_to_what_lies_between_them() -> None:
+    shoes, tea = _unit(1, 0, 0), _unit(0, 1, 0)
+    interests, log_weights = text_history_interests(np.stack([shoes, tea]))
+    # The mean of shoes and tea is nearest to `between`; the shopper wants shoes or tea.
+    candidates = np.stack([_unit(0.1, 1, 0), _unit(1, 0.1, 0), _unit(1, 1, 0.3)])
+    logits = text_history_logits(interests, log_weights, candidates)
+    assert logits[0] > logits[1] > logits[2]  # tea (latest) > shoes (older) > between
+
+
+def test_search_many_returns_each_querys_nearest_among_allowed_slots() -> None:
+    index = DenseIndex(3)
+    index.add(np.stack([_unit(1, 0, 0), _unit(0.9, 0.1, 0), _unit(0, 1, 0), _unit(0, 0.9, 0.1), _unit(0, 0, 1)]))
+    allowed = np.array([True, False, True, True, True])
+    slots = index.search_many(np.stack([_unit(1, 0, 0), _unit(0, 1, 0)]), 1, allowed)
+    assert sorted(slots.tolist()) == [0, 2]
+    assert index.search_many(np.zeros((0, 3), np.float32), 1, allowed).tolist() == []
 
 
 def test_cosine_is_zero_for_zero_rows() -> None:
@@ -37,15 +65,6 @@ def test_relative_probability_is_one_for_the_best_keeps_the_order_and_ignores_un
     affinity = relative_probability(logits, known)
     np.testing.assert_allclose(affinity, [np.exp(-3.0), 1.0, np.exp(-1.0), 0.0], rtol=1e-6)
     assert relative_probability(logits, np.zeros(4, dtype=bool)).tolist() == [0.0] * 4
-
-
-def test_text_history_affinity_separates_cosines_a_few_hundredths_apart() -> None:
-    # e5-like cosines: every product within 0.1 of the best. Raw cosine would give 0.80 vs
-    # 0.75; as logits over the temperature the gap is wide enough to outweigh popularity.
-    cosines = np.array([0.80, 0.75, 0.70], dtype=np.float32)
-    affinity = relative_probability(cosines / TEXT_HISTORY_TEMPERATURE)
-    assert affinity[0] == 1.0
-    assert affinity[1] < 0.5 and affinity[2] < 0.5 * affinity[1]
 
 
 def test_history_runs_of_one_product_become_one_step_of_the_strongest_type() -> None:
