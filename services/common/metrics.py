@@ -134,6 +134,7 @@ class EventsMetrics:
 
     shelfwise.events.ingested  counter  {event}  kind (impression | interaction), duplicate (true | false)
     shelfwise.events.failed    counter  {event}  kind, status (the gRPC status name the caller got)
+    shelfwise.events.write.retries  counter  {retry}  error (why the attempt failed: the exception type)
     """
 
     def __init__(self) -> None:
@@ -145,6 +146,10 @@ class EventsMetrics:
         self._failed = meter.create_counter(
             "shelfwise.events.failed", unit="{event}", description="events of rejected batches, by kind and status"
         )
+        self._write_retries = meter.create_counter(
+            "shelfwise.events.write.retries", unit="{retry}",
+            description="batch writes retried after losing the database connection, by error type",
+        )
 
     def ingested(self, kind: str, accepted: int, duplicates: int) -> None:
         if accepted:
@@ -155,6 +160,9 @@ class EventsMetrics:
     def failed(self, kind: str, count: int, status: str) -> None:
         if count:
             self._failed.add(count, {"kind": kind, "status": status})
+
+    def write_retried(self, error: str) -> None:
+        self._write_retries.add(1, {"error": error})
 
 
 class RetrievalMetrics:

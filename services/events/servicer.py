@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from datetime import datetime, timezone
 
 import grpc
@@ -12,9 +13,14 @@ from shelfwise.events.v1 import events_pb2, events_pb2_grpc
 from services.common.errors import InvalidArgument, ShelfwiseError
 from services.common.metrics import EventsMetrics
 from services.common.server import status_for
+from services.common.tracing import current_trace_id
 from services.events.model import MAX_BATCH, Impression, Interaction, validate_impression, validate_interaction
 from services.events.store import EventStore
 
+log = logging.getLogger(__name__)
+
+# Left of the caller's deadline after the last write retry, to answer UNAVAILABLE in time.
+DEADLINE_RESERVE_SECONDS = 0.05
 SURFACE_NAMES = {events_pb2.SURFACE_SEARCH: "search", events_pb2.SURFACE_RECOMMEND: "recommend"}
 MAX_HISTORY = 200
 INTERACTION_NAMES = {
@@ -97,30 +103,60 @@ def _limit(request, default: int, maximum: int) -> int:
 
 
 class EventsServicer(events_pb2_grpc.EventsServiceServicer):
-    def __init__(self, store: EventStore):
+    def __init__(self, store: EventStore, write_retry_seconds: float = 30.0):
         self._store = store
         self._metrics = EventsMetrics()
+        self._write_retry_seconds = write_retry_seconds
+
+    def _retry_until(self, context) -> float:
+        """Event-loop time until which a failed write may be retried: the store's retry window,
+        cut to leave a little of the caller's deadline for the answer."""
+        window = self._write_retry_seconds
+        remaining = context.time_remaining()
+        if remaining is not None:
+            window = min(window, remaining - DEADLINE_RESERVE_SECONDS)
+        return asyncio.get_running_loop().time() + window
 
     async def LogEvents(self, request: events_pb2.LogEventsRequest, context) -> events_pb2.LogEventsResponse:
-        try:
-            return await self._log_events(request)
-        except (Exception, asyncio.CancelledError) as error:  # counted, then mapped by the interceptor
-            status = _status_name(error)
-            self._metrics.failed("impression", len(request.impressions), status)
-            self._metrics.failed("interaction", len(request.interactions), status)
-            raise
-
-    async def _log_events(self, request: events_pb2.LogEventsRequest) -> events_pb2.LogEventsResponse:
-        total = len(request.impressions) + len(request.interactions)
-        if total == 0:
-            raise InvalidArgument("impressions", "a request must carry at least one impression or interaction")
-        if total > MAX_BATCH:
-            raise InvalidArgument("interactions", f"at most {MAX_BATCH} events per call, got {total}")
-        now = datetime.now(timezone.utc)
-        impressions = [impression_from_pb(m, f"impressions[{i}]", now) for i, m in enumerate(request.impressions)]
-        interactions = [interaction_from_pb(m, f"interactions[{i}]", now) for i, m in enumerate(request.interactions)]
-        accepted, duplicates = await self._store.write(impressions, interactions)
+        accepted, duplicates = await self._write(request.impressions, request.interactions, self._retry_until(context))
         return events_pb2.LogEventsResponse(accepted=accepted, duplicates=duplicates)
+
+    async def StreamEvents(self, requests, context):
+        """One acknowledgement per batch, after its commit. The shared interceptor maps errors of
+        unary calls only, so this handler maps its own (same table, never a stack trace)."""
+        sequence = None
+        try:
+            async for request in requests:
+                sequence = request.sequence
+                accepted, duplicates = await self._write(
+                    request.impressions, request.interactions, self._retry_until(context)
+                )
+                yield events_pb2.StreamEventsResponse(sequence=sequence, accepted=accepted, duplicates=duplicates)
+        except ShelfwiseError as error:
+            await context.abort(status_for(error), f"{error.message} (batch sequence {sequence})")
+        except grpc.aio.AbortError:
+            raise
+        except Exception:
+            trace_id = current_trace_id()
+            log.exception("unhandled error in StreamEvents (trace id %s)", trace_id)
+            await context.abort(grpc.StatusCode.INTERNAL, f"internal error (trace id {trace_id or 'none'})")
+
+    async def _write(self, impressions_pb, interactions_pb, retry_until: float) -> tuple[int, int]:
+        try:
+            total = len(impressions_pb) + len(interactions_pb)
+            if total == 0:
+                raise InvalidArgument("impressions", "a request must carry at least one impression or interaction")
+            if total > MAX_BATCH:
+                raise InvalidArgument("interactions", f"at most {MAX_BATCH} events per call, got {total}")
+            now = datetime.now(timezone.utc)
+            impressions = [impression_from_pb(m, f"impressions[{i}]", now) for i, m in enumerate(impressions_pb)]
+            interactions = [interaction_from_pb(m, f"interactions[{i}]", now) for i, m in enumerate(interactions_pb)]
+            return await self._store.write(impressions, interactions, retry_until)
+        except (Exception, asyncio.CancelledError) as error:  # counted, then mapped to a status
+            status = _status_name(error)
+            self._metrics.failed("impression", len(impressions_pb), status)
+            self._metrics.failed("interaction", len(interactions_pb), status)
+            raise
 
     async def GetMetrics(self, request: events_pb2.GetMetricsRequest, context) -> events_pb2.GetMetricsResponse:
         group_by = GROUPINGS.get(request.group_by)

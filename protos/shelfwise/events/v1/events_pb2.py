@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n shelfwise/events/v1/events.proto\x12\x13shelfwise.events.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf5\x02\n\nImpression\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12\x12\n\nsession_id\x18\x04 \x01(\t\x12-\n\x07surface\x18\x05 \x01(\x0e\x32\x1c.shelfwise.events.v1.Surface\x12\r\n\x05query\x18\x06 \x01(\t\x12\x13\n\x0bproduct_ids\x18\x07 \x03(\t\x12\x16\n\x0e\x66irst_position\x18\x08 \x01(\x05\x12\x15\n\rmodel_version\x18\t \x01(\t\x12\x16\n\x0e\x65xperiment_arm\x18\n \x01(\t\x12/\n\x0boccurred_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x36\n\x08\x66\x65\x61tures\x18\x0c \x03(\x0b\x32$.shelfwise.events.v1.ProductFeatures\x12\x19\n\x11interleaving_arms\x18\r \x03(\t\"\x82\x01\n\x0fProductFeatures\x12@\n\x06values\x18\x01 \x03(\x0b\x32\x30.shelfwise.events.v1.ProductFeatures.ValuesEntry\x1a-\n\x0bValuesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x84\x02\n\x0bInteraction\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x32\n\x04type\x18\x02 \x01(\x0e\x32$.shelfwise.events.v1.InteractionType\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\x12\n\nproduct_id\x18\x04 \x01(\t\x12\x10\n\x08position\x18\x05 \x01(\x05\x12\x0f\n\x07user_id\x18\x06 \x01(\t\x12\x12\n\nsession_id\x18\x07 \x01(\t\x12\x10\n\x08quantity\x18\x08 \x01(\x05\x12\r\n\x05value\x18\t \x01(\x01\x12/\n\x0boccurred_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x80\x01\n\x10LogEventsRequest\x12\x34\n\x0bimpressions\x18\x01 \x03(\x0b\x32\x1f.shelfwise.events.v1.Impression\x12\x36\n\x0cinteractions\x18\x02 \x03(\x0b\x32 .shelfwise.events.v1.Interaction\"9\n\x11LogEventsResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x05\x12\x12\n\nduplicates\x18\x02 \x01(\x05\"\xd3\x01\n\x11GetMetricsRequest\x12\x36\n\x08group_by\x18\x01 \x01(\x0e\x32$.shelfwise.events.v1.MetricsGrouping\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12)\n\x05since\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x05until\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\x05limit\x18\x05 \x01(\x05H\x00\x88\x01\x01\x42\x08\n\x06_limit\"\xb0\x01\n\nMetricsRow\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x10\n\x08requests\x18\x02 \x01(\x03\x12\x13\n\x0bimpressions\x18\x03 \x01(\x03\x12\x0e\n\x06\x63licks\x18\x04 \x01(\x03\x12\x14\n\x0c\x61\x64\x64_to_carts\x18\x05 \x01(\x03\x12\x11\n\tpurchases\x18\x06 \x01(\x03\x12\x0f\n\x07revenue\x18\x07 \x01(\x01\x12\x0b\n\x03\x63tr\x18\x08 \x01(\x01\x12\x17\n\x0f\x63onversion_rate\x18\t \x01(\x01\"C\n\x12GetMetricsResponse\x12-\n\x04rows\x18\x01 \x03(\x0b\x32\x1f.shelfwise.events.v1.MetricsRow\"d\n\x1aListPopularProductsRequest\x12\x18\n\x0bwindow_days\x18\x01 \x01(\x05H\x00\x88\x01\x01\x12\x12\n\x05limit\x18\x02 \x01(\x05H\x01\x88\x01\x01\x42\x0e\n\x0c_window_daysB\x08\n\x06_limit\"l\n\x0ePopularProduct\x12\x12\n\nproduct_id\x18\x01 \x01(\t\x12\x0e\n\x06\x63licks\x18\x02 \x01(\x03\x12\x14\n\x0c\x61\x64\x64_to_carts\x18\x03 \x01(\x03\x12\x11\n\tpurchases\x18\x04 \x01(\x03\x12\r\n\x05score\x18\x05 \x01(\x01\"T\n\x1bListPopularProductsResponse\x12\x35\n\x08products\x18\x01 \x03(\x0b\x32#.shelfwise.events.v1.PopularProduct\"[\n\x16ListUserHistoryRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x12\n\x05limit\x18\x03 \x01(\x05H\x00\x88\x01\x01\x42\x08\n\x06_limit\"\x87\x01\n\x0cHistoryEntry\x12\x12\n\nproduct_id\x18\x01 \x01(\t\x12\x32\n\x04type\x18\x02 \x01(\x0e\x32$.shelfwise.events.v1.InteractionType\x12/\n\x0boccurred_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"M\n\x17ListUserHistoryResponse\x12\x32\n\x07\x65ntries\x18\x01 \x03(\x0b\x32!.shelfwise.events.v1.HistoryEntry*M\n\x07Surface\x12\x17\n\x13SURFACE_UNSPECIFIED\x10\x00\x12\x12\n\x0eSURFACE_SEARCH\x10\x01\x12\x15\n\x11SURFACE_RECOMMEND\x10\x02*\x90\x01\n\x0fInteractionType\x12 \n\x1cINTERACTION_TYPE_UNSPECIFIED\x10\x00\x12\x1a\n\x16INTERACTION_TYPE_CLICK\x10\x01\x12 \n\x1cINTERACTION_TYPE_ADD_TO_CART\x10\x02\x12\x1d\n\x19INTERACTION_TYPE_PURCHASE\x10\x03*\x9a\x01\n\x0fMetricsGrouping\x12 \n\x1cMETRICS_GROUPING_UNSPECIFIED\x10\x00\x12\x1c\n\x18METRICS_GROUPING_REQUEST\x10\x01\x12#\n\x1fMETRICS_GROUPING_EXPERIMENT_ARM\x10\x02\x12\"\n\x1eMETRICS_GROUPING_MODEL_VERSION\x10\x03\x32\xb2\x03\n\rEventsService\x12Z\n\tLogEvents\x12%.shelfwise.events.v1.LogEventsRequest\x1a&.shelfwise.events.v1.LogEventsResponse\x12]\n\nGetMetrics\x12&.shelfwise.events.v1.GetMetricsRequest\x1a\'.shelfwise.events.v1.GetMetricsResponse\x12x\n\x13ListPopularProducts\x12/.shelfwise.events.v1.ListPopularProductsRequest\x1a\x30.shelfwise.events.v1.ListPopularProductsResponse\x12l\n\x0fListUserHistory\x12+.shelfwise.events.v1.ListUserHistoryRequest\x1a,.shelfwise.events.v1.ListUserHistoryResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n shelfwise/events/v1/events.proto\x12\x13shelfwise.events.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf5\x02\n\nImpression\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12\x12\n\nsession_id\x18\x04 \x01(\t\x12-\n\x07surface\x18\x05 \x01(\x0e\x32\x1c.shelfwise.events.v1.Surface\x12\r\n\x05query\x18\x06 \x01(\t\x12\x13\n\x0bproduct_ids\x18\x07 \x03(\t\x12\x16\n\x0e\x66irst_position\x18\x08 \x01(\x05\x12\x15\n\rmodel_version\x18\t \x01(\t\x12\x16\n\x0e\x65xperiment_arm\x18\n \x01(\t\x12/\n\x0boccurred_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x36\n\x08\x66\x65\x61tures\x18\x0c \x03(\x0b\x32$.shelfwise.events.v1.ProductFeatures\x12\x19\n\x11interleaving_arms\x18\r \x03(\t\"\x82\x01\n\x0fProductFeatures\x12@\n\x06values\x18\x01 \x03(\x0b\x32\x30.shelfwise.events.v1.ProductFeatures.ValuesEntry\x1a-\n\x0bValuesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x84\x02\n\x0bInteraction\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x32\n\x04type\x18\x02 \x01(\x0e\x32$.shelfwise.events.v1.InteractionType\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\x12\n\nproduct_id\x18\x04 \x01(\t\x12\x10\n\x08position\x18\x05 \x01(\x05\x12\x0f\n\x07user_id\x18\x06 \x01(\t\x12\x12\n\nsession_id\x18\x07 \x01(\t\x12\x10\n\x08quantity\x18\x08 \x01(\x05\x12\r\n\x05value\x18\t \x01(\x01\x12/\n\x0boccurred_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x80\x01\n\x10LogEventsRequest\x12\x34\n\x0bimpressions\x18\x01 \x03(\x0b\x32\x1f.shelfwise.events.v1.Impression\x12\x36\n\x0cinteractions\x18\x02 \x03(\x0b\x32 .shelfwise.events.v1.Interaction\"9\n\x11LogEventsResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x05\x12\x12\n\nduplicates\x18\x02 \x01(\x05\"\x95\x01\n\x13StreamEventsRequest\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12\x34\n\x0bimpressions\x18\x02 \x03(\x0b\x32\x1f.shelfwise.events.v1.Impression\x12\x36\n\x0cinteractions\x18\x03 \x03(\x0b\x32 .shelfwise.events.v1.Interaction\"N\n\x14StreamEventsResponse\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x02 \x01(\x05\x12\x12\n\nduplicates\x18\x03 \x01(\x05\"\xd3\x01\n\x11GetMetricsRequest\x12\x36\n\x08group_by\x18\x01 \x01(\x0e\x32$.shelfwise.events.v1.MetricsGrouping\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12)\n\x05since\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x05until\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\x05limit\x18\x05 \x01(\x05H\x00\x88\x01\x01\x42\x08\n\x06_limit\"\xb0\x01\n\nMetricsRow\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x10\n\x08requests\x18\x02 \x01(\x03\x12\x13\n\x0bimpressions\x18\x03 \x01(\x03\x12\x0e\n\x06\x63licks\x18\x04 \x01(\x03\x12\x14\n\x0c\x61\x64\x64_to_carts\x18\x05 \x01(\x03\x12\x11\n\tpurchases\x18\x06 \x01(\x03\x12\x0f\n\x07revenue\x18\x07 \x01(\x01\x12\x0b\n\x03\x63tr\x18\x08 \x01(\x01\x12\x17\n\x0f\x63onversion_rate\x18\t \x01(\x01\"C\n\x12GetMetricsResponse\x12-\n\x04rows\x18\x01 \x03(\x0b\x32\x1f.shelfwise.events.v1.MetricsRow\"d\n\x1aListPopularProductsRequest\x12\x18\n\x0bwindow_days\x18\x01 \x01(\x05H\x00\x88\x01\x01\x12\x12\n\x05limit\x18\x02 \x01(\x05H\x01\x88\x01\x01\x42\x0e\n\x0c_window_daysB\x08\n\x06_limit\"l\n\x0ePopularProduct\x12\x12\n\nproduct_id\x18\x01 \x01(\t\x12\x0e\n\x06\x63licks\x18\x02 \x01(\x03\x12\x14\n\x0c\x61\x64\x64_to_carts\x18\x03 \x01(\x03\x12\x11\n\tpurchases\x18\x04 \x01(\x03\x12\r\n\x05score\x18\x05 \x01(\x01\"T\n\x1bListPopularProductsResponse\x12\x35\n\x08products\x18\x01 \x03(\x0b\x32#.shelfwise.events.v1.PopularProduct\"[\n\x16ListUserHistoryRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x12\n\x05limit\x18\x03 \x01(\x05H\x00\x88\x01\x01\x42\x08\n\x06_limit\"\x87\x01\n\x0cHistoryEntry\x12\x12\n\nproduct_id\x18\x01 \x01(\t\x12\x32\n\x04type\x18\x02 \x01(\x0e\x32$.shelfwise.events.v1.InteractionType\x12/\n\x0boccurred_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"M\n\x17ListUserHistoryResponse\x12\x32\n\x07\x65ntries\x18\x01 \x03(\x0b\x32!.shelfwise.events.v1.HistoryEntry*M\n\x07Surface\x12\x17\n\x13SURFACE_UNSPECIFIED\x10\x00\x12\x12\n\x0eSURFACE_SEARCH\x10\x01\x12\x15\n\x11SURFACE_RECOMMEND\x10\x02*\x90\x01\n\x0fInteractionType\x12 \n\x1cINTERACTION_TYPE_UNSPECIFIED\x10\x00\x12\x1a\n\x16INTERACTION_TYPE_CLICK\x10\x01\x12 \n\x1cINTERACTION_TYPE_ADD_TO_CART\x10\x02\x12\x1d\n\x19INTERACTION_TYPE_PURCHASE\x10\x03*\x9a\x01\n\x0fMetricsGrouping\x12 \n\x1cMETRICS_GROUPING_UNSPECIFIED\x10\x00\x12\x1c\n\x18METRICS_GROUPING_REQUEST\x10\x01\x12#\n\x1fMETRICS_GROUPING_EXPERIMENT_ARM\x10\x02\x12\"\n\x1eMETRICS_GROUPING_MODEL_VERSION\x10\x03\x32\x9b\x04\n\rEventsService\x12Z\n\tLogEvents\x12%.shelfwise.events.v1.LogEventsRequest\x1a&.shelfwise.events.v1.LogEventsResponse\x12g\n\x0cStreamEvents\x12(.shelfwise.events.v1.StreamEventsRequest\x1a).shelfwise.events.v1.StreamEventsResponse(\x01\x30\x01\x12]\n\nGetMetrics\x12&.shelfwise.events.v1.GetMetricsRequest\x1a\'.shelfwise.events.v1.GetMetricsResponse\x12x\n\x13ListPopularProducts\x12/.shelfwise.events.v1.ListPopularProductsRequest\x1a\x30.shelfwise.events.v1.ListPopularProductsResponse\x12l\n\x0fListUserHistory\x12+.shelfwise.events.v1.ListUserHistoryRequest\x1a,.shelfwise.events.v1.ListUserHistoryResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,12 +34,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_PRODUCTFEATURES_VALUESENTRY']._loaded_options = None
   _globals['_PRODUCTFEATURES_VALUESENTRY']._serialized_options = b'8\001'
-  _globals['_SURFACE']._serialized_start=2122
-  _globals['_SURFACE']._serialized_end=2199
-  _globals['_INTERACTIONTYPE']._serialized_start=2202
-  _globals['_INTERACTIONTYPE']._serialized_end=2346
-  _globals['_METRICSGROUPING']._serialized_start=2349
-  _globals['_METRICSGROUPING']._serialized_end=2503
+  _globals['_SURFACE']._serialized_start=2354
+  _globals['_SURFACE']._serialized_end=2431
+  _globals['_INTERACTIONTYPE']._serialized_start=2434
+  _globals['_INTERACTIONTYPE']._serialized_end=2578
+  _globals['_METRICSGROUPING']._serialized_start=2581
+  _globals['_METRICSGROUPING']._serialized_end=2735
   _globals['_IMPRESSION']._serialized_start=91
   _globals['_IMPRESSION']._serialized_end=464
   _globals['_PRODUCTFEATURES']._serialized_start=467
@@ -52,24 +52,28 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LOGEVENTSREQUEST']._serialized_end=991
   _globals['_LOGEVENTSRESPONSE']._serialized_start=993
   _globals['_LOGEVENTSRESPONSE']._serialized_end=1050
-  _globals['_GETMETRICSREQUEST']._serialized_start=1053
-  _globals['_GETMETRICSREQUEST']._serialized_end=1264
-  _globals['_METRICSROW']._serialized_start=1267
-  _globals['_METRICSROW']._serialized_end=1443
-  _globals['_GETMETRICSRESPONSE']._serialized_start=1445
-  _globals['_GETMETRICSRESPONSE']._serialized_end=1512
-  _globals['_LISTPOPULARPRODUCTSREQUEST']._serialized_start=1514
-  _globals['_LISTPOPULARPRODUCTSREQUEST']._serialized_end=1614
-  _globals['_POPULARPRODUCT']._serialized_start=1616
-  _globals['_POPULARPRODUCT']._serialized_end=1724
-  _globals['_LISTPOPULARPRODUCTSRESPONSE']._serialized_start=1726
-  _globals['_LISTPOPULARPRODUCTSRESPONSE']._serialized_end=1810
-  _globals['_LISTUSERHISTORYREQUEST']._serialized_start=1812
-  _globals['_LISTUSERHISTORYREQUEST']._serialized_end=1903
-  _globals['_HISTORYENTRY']._serialized_start=1906
-  _globals['_HISTORYENTRY']._serialized_end=2041
-  _globals['_LISTUSERHISTORYRESPONSE']._serialized_start=2043
-  _globals['_LISTUSERHISTORYRESPONSE']._serialized_end=2120
-  _globals['_EVENTSSERVICE']._serialized_start=2506
-  _globals['_EVENTSSERVICE']._serialized_end=2940
+  _globals['_STREAMEVENTSREQUEST']._serialized_start=1053
+  _globals['_STREAMEVENTSREQUEST']._serialized_end=1202
+  _globals['_STREAMEVENTSRESPONSE']._serialized_start=1204
+  _globals['_STREAMEVENTSRESPONSE']._serialized_end=1282
+  _globals['_GETMETRICSREQUEST']._serialized_start=1285
+  _globals['_GETMETRICSREQUEST']._serialized_end=1496
+  _globals['_METRICSROW']._serialized_start=1499
+  _globals['_METRICSROW']._serialized_end=1675
+  _globals['_GETMETRICSRESPONSE']._serialized_start=1677
+  _globals['_GETMETRICSRESPONSE']._serialized_end=1744
+  _globals['_LISTPOPULARPRODUCTSREQUEST']._serialized_start=1746
+  _globals['_LISTPOPULARPRODUCTSREQUEST']._serialized_end=1846
+  _globals['_POPULARPRODUCT']._serialized_start=1848
+  _globals['_POPULARPRODUCT']._serialized_end=1956
+  _globals['_LISTPOPULARPRODUCTSRESPONSE']._serialized_start=1958
+  _globals['_LISTPOPULARPRODUCTSRESPONSE']._serialized_end=2042
+  _globals['_LISTUSERHISTORYREQUEST']._serialized_start=2044
+  _globals['_LISTUSERHISTORYREQUEST']._serialized_end=2135
+  _globals['_HISTORYENTRY']._serialized_start=2138
+  _globals['_HISTORYENTRY']._serialized_end=2273
+  _globals['_LISTUSERHISTORYRESPONSE']._serialized_start=2275
+  _globals['_LISTUSERHISTORYRESPONSE']._serialized_end=2352
+  _globals['_EVENTSSERVICE']._serialized_start=2738
+  _globals['_EVENTSSERVICE']._serialized_end=3277
 # @@protoc_insertion_point(module_scope)

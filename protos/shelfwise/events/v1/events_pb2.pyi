@@ -124,6 +124,26 @@ class LogEventsResponse(_message.Message):
     duplicates: int
     def __init__(self, accepted: _Optional[int] = ..., duplicates: _Optional[int] = ...) -> None: ...
 
+class StreamEventsRequest(_message.Message):
+    __slots__ = ("sequence", "impressions", "interactions")
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    IMPRESSIONS_FIELD_NUMBER: _ClassVar[int]
+    INTERACTIONS_FIELD_NUMBER: _ClassVar[int]
+    sequence: int
+    impressions: _containers.RepeatedCompositeFieldContainer[Impression]
+    interactions: _containers.RepeatedCompositeFieldContainer[Interaction]
+    def __init__(self, sequence: _Optional[int] = ..., impressions: _Optional[_Iterable[_Union[Impression, _Mapping]]] = ..., interactions: _Optional[_Iterable[_Union[Interaction, _Mapping]]] = ...) -> None: ...
+
+class StreamEventsResponse(_message.Message):
+    __slots__ = ("sequence", "accepted", "duplicates")
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATES_FIELD_NUMBER: _ClassVar[int]
+    sequence: int
+    accepted: int
+    duplicates: int
+    def __init__(self, sequence: _Optional[int] = ..., accepted: _Optional[int] = ..., duplicates: _Optional[int] = ...) -> None: ...
+
 class GetMetricsRequest(_message.Message):
     __slots__ = ("group_by", "request_id", "since", "until", "limit")
     GROUP_BY_FIELD_NUMBER: _ClassVar[int]

@@ -39,6 +39,11 @@ class EventsServiceStub:
                 request_serializer=shelfwise_dot_events_dot_v1_dot_events__pb2.LogEventsRequest.SerializeToString,
                 response_deserializer=shelfwise_dot_events_dot_v1_dot_events__pb2.LogEventsResponse.FromString,
                 _registered_method=True)
+        self.StreamEvents = channel.stream_stream(
+                '/shelfwise.events.v1.EventsService/StreamEvents',
+                request_serializer=shelfwise_dot_events_dot_v1_dot_events__pb2.StreamEventsRequest.SerializeToString,
+                response_deserializer=shelfwise_dot_events_dot_v1_dot_events__pb2.StreamEventsResponse.FromString,
+                _registered_method=True)
         self.GetMetrics = channel.unary_unary(
                 '/shelfwise.events.v1.EventsService/GetMetrics',
                 request_serializer=shelfwise_dot_events_dot_v1_dot_events__pb2.GetMetricsRequest.SerializeToString,
@@ -62,6 +67,17 @@ class EventsServiceServicer:
     def LogEvents(self, request, context):
         """Stores impressions and interactions. Repeated event ids are stored once (counted as
         duplicates). INVALID_ARGUMENT / NOT_FOUND reject the whole batch, naming the event.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StreamEvents(self, request_iterator, context):
+        """Continuous ingestion: each request is one batch (as in LogEvents), each response
+        acknowledges one batch, in order, once it is committed. A bad batch ends the stream with
+        INVALID_ARGUMENT / NOT_FOUND naming its sequence and the event; a database that stays
+        unreachable ends it with UNAVAILABLE. Batches acknowledged before that are stored; the
+        others may be sent again on a new stream (event ids make repeats harmless).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -97,6 +113,11 @@ def add_EventsServiceServicer_to_server(servicer, server):
                     servicer.LogEvents,
                     request_deserializer=shelfwise_dot_events_dot_v1_dot_events__pb2.LogEventsRequest.FromString,
                     response_serializer=shelfwise_dot_events_dot_v1_dot_events__pb2.LogEventsResponse.SerializeToString,
+            ),
+            'StreamEvents': grpc.stream_stream_rpc_method_handler(
+                    servicer.StreamEvents,
+                    request_deserializer=shelfwise_dot_events_dot_v1_dot_events__pb2.StreamEventsRequest.FromString,
+                    response_serializer=shelfwise_dot_events_dot_v1_dot_events__pb2.StreamEventsResponse.SerializeToString,
             ),
             'GetMetrics': grpc.unary_unary_rpc_method_handler(
                     servicer.GetMetrics,
@@ -141,6 +162,33 @@ class EventsService:
             '/shelfwise.events.v1.EventsService/LogEvents',
             shelfwise_dot_events_dot_v1_dot_events__pb2.LogEventsRequest.SerializeToString,
             shelfwise_dot_events_dot_v1_dot_events__pb2.LogEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamEvents(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/shelfwise.events.v1.EventsService/StreamEvents',
+            shelfwise_dot_events_dot_v1_dot_events__pb2.StreamEventsRequest.SerializeToString,
+            shelfwise_dot_events_dot_v1_dot_events__pb2.StreamEventsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,387 @@
+"""Events at scale, against real PostgreSQL servers: monthly partitions (and the migration of a
+database that already holds events), idempotent COPY and unnest writes, StreamEvents, and no
+acknowledged event lost while PostgreSQL restarts in the middle of ingestion.
+
+Tests that stop PostgreSQL or migrate an old schema get their own server (`own_postgres`);
+the others use the session's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import subprocess
+import tempfile
+import uuid
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import asyncpg
+import grpc
+import pytest
+from shelfwise.events.v1 import events_pb2, events_pb2_grpc
+
+from services.common.channels import create_channel
+from services.common.database import apply_migrations, migrations
+from services.events.config import EventsSettings
+from services.events.model import Impression, Interaction
+from services.events.partitions import months_from
+from services.events.server import create_server
+from services.events.store import EventStore
+from tests.conftest import metric_points
+
+UTC = timezone.utc
+
+
+class OwnPostgres:
+    """A pgserver PostgreSQL of one test, which the test stops and starts again.
+
+    pg_ctl runs through `runuser` rather than subprocess's `user=`: with `user=` Python forks
+    (not vfork), which runs gRPC's fork handlers in the child, and that child crashes while
+    the test's gRPC threads are busy."""
+
+    def __init__(self, data_dir) -> None:
+        import pgserver
+
+        self._server = pgserver.get_server(data_dir, cleanup_mode="stop")
+        self.url = self._server.get_uri()
+
+    def _pg_ctl(self, *args: str) -> None:
+        from pgserver._commands import POSTGRES_BIN_PATH
+
+        command = [str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(self._server.pgdata), "-w", *args]
+        if self._server.system_user is not None:
+            command = ["runuser", "-u", self._server.system_user, "--", *command]
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
+
+    def stop(self) -> None:
+        self._pg_ctl("-m", "fast", "stop")
+
+    def start(self) -> None:
+        socket_dir = parse_qs(urlsplit(self.url).query)["host"][0]
+        self._pg_ctl("-o", '-h ""', "-o", f"-k {socket_dir}", "-l", str(self._server.log), "start")
+
+    def cleanup(self) -> None:
+        self._server.cleanup()
+
+
+@pytest.fixture
+def own_postgres():
+    # Not under pytest's tmp_path: any pytest session that starts (another run on the same
+    # machine) resets /tmp/pytest-of-<user> to mode 0700, locking the postgres user out.
+    data_dir = Path(tempfile.mkdtemp(prefix="shelfwise-events-pg-"))
+    server = OwnPostgres(data_dir / "postgres")
+    yield server
+    server.cleanup()
+    shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def settings(url: str, **overrides) -> EventsSettings:
+    return EventsSettings.from_env({"SHELFWISE_DATABASE_URL": url, **overrides})
+
+
+def impression_pb(request_id: str | None = None, occurred_at: datetime | None = None, **fields) -> events_pb2.Impression:
+    request_id = request_id or uuid.uuid4().hex
+    message = events_pb2.Impression(
+        event_id=f"impression-{request_id}",
+        request_id=request_id,
+        surface=events_pb2.SURFACE_SEARCH,
+        product_ids=["p1", "p2"],
+        **fields,
+    )
+    if occurred_at is not None:
+        message.occurred_at.FromDatetime(occurred_at)
+    return message
+
+
+def click_pb(request_id: str, event_id: str | None = None) -> events_pb2.Interaction:
+    return events_pb2.Interaction(
+        event_id=event_id or f"click-{request_id}",
+        type=events_pb2.INTERACTION_TYPE_CLICK,
+        request_id=request_id,
+        product_id="p2",
+        position=2,
+    )
+
+
+def retries() -> float:
+    return sum(point.value for point in metric_points("shelfwise.events.write.retries"))
+
+
+async def partition_of(connection, table: str, event_id: str) -> str:
+    return await connection.fetchval(f"SELECT tableoid::regclass::text FROM {table} WHERE event_id = $1", event_id)
+
+
+# --- migration of a database that already holds events ------------------------------------------
+
+
+async def test_old_schema_database_with_rows_migrates_to_partitions_keeping_every_row(own_postgres):
+    old_months = [datetime(2024, 1, 15, 8, tzinfo=UTC), datetime(2025, 6, 30, 23, 59, tzinfo=UTC)]
+    now = datetime.now(UTC).replace(microsecond=0)
+    connection = await asyncpg.connect(own_postgres.url)
+    try:
+        await connection.execute(
+            "CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL,"
+            " applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        for version, name, sql in migrations():
+            if version <= 5:  # the schema before partitioning
+                await connection.execute(sql)
+                await connection.execute("INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", version, name)
+        times = [*old_months, now]
+        for index, occurred_at in enumerate(times):
+            await connection.execute(
+                "INSERT INTO impressions (event_id, request_id, occurred_at, surface, product_ids, first_position,"
+                " features, interleaving_arms) VALUES ($1, $2, $3, 'search', $4, 1, $5, $6)",
+                f"impression-{index}", f"request-{index}", occurred_at, ["a", "b"],
+                json.dumps([{"bm25": float(index)}, {}]), ["control", "treatment"],
+            )
+            await connection.execute(
+                "INSERT INTO interactions (event_id, type, request_id, product_id, position, occurred_at, user_id)"
+                " VALUES ($1, 'click', $2, 'b', 2, $3, 'u1')",
+                f"click-{index}", f"request-{index}", occurred_at + timedelta(seconds=5),
+            )
+        before = {
+            table: await connection.fetch(f"SELECT * FROM {table} ORDER BY event_id")
+            for table in ("impressions", "interactions")
+        }
+    finally:
+        await connection.close()
+
+    pool = await asyncpg.create_pool(own_postgres.url, min_size=1, max_size=2)
+    try:
+        assert await apply_migrations(pool) == ["0006_event_partitions.sql"]
+        for table in ("impressions", "interactions"):
+            after = await pool.fetch(f"SELECT * FROM {table} ORDER BY event_id")
+            assert [dict(row) for row in after] == [dict(row) for row in before[table]]
+            assert await pool.fetchval(
+                "SELECT partstrat::text FROM pg_partitioned_table WHERE partrelid = $1::regclass", table
+            ) == "r"
+            # Every month of the old rows, and this month and the next two, got a partition: DEFAULT is empty.
+            assert await pool.fetchval(f"SELECT count(*) FROM {table}_default") == 0
+            for month in [date(t.year, t.month, 1) for t in old_months] + months_from(now.date(), 2):
+                assert await pool.fetchval("SELECT to_regclass($1)::text", f"{table}_{month:%Y_%m}")
+        assert await partition_of(pool, "impressions", "impression-0") == "impressions_2024_01"
+        assert await partition_of(pool, "interactions", "click-1") == "interactions_2025_06"
+        assert await pool.fetchval("SELECT count(*) FROM impression_keys") == 3
+        assert await pool.fetchval("SELECT count(*) FROM interaction_keys") == 3
+
+        # The moved events keep their idempotency keys: sending them again stores nothing.
+        store = EventStore(pool)
+        again = Impression("impression-1", "request-1", "search", ("a", "b"), 1, old_months[1])
+        other_id_same_request = Impression("impression-x", "request-2", "search", ("a", "b"), 1, now)
+        click = Interaction("click-0", "click", "request-0", "b", 2, old_months[0])
+        assert await store.write([again, other_id_same_request], [click]) == (0, 3)
+        assert await pool.fetchval("SELECT count(*) FROM impressions") == 3
+    finally:
+        await pool.close()
+
+
+# --- partitions ---------------------------------------------------------------------------------
+
+
+async def test_events_service_creates_partitions_ahead_at_start(postgres_url, database):
+    running = await create_server(settings(postgres_url, SHELFWISE_EVENTS_PARTITION_MONTHS_AHEAD="3"), port=0)
+    try:
+        for table in ("impressions", "interactions"):
+            for month in months_from(datetime.now(UTC).date(), 3):
+                assert await database.fetchval("SELECT to_regclass($1)::text", f"{table}_{month:%Y_%m}")
+    finally:
+        await running.stop()
+
+
+async def test_event_of_a_month_without_partition_lands_in_default_and_moves_when_its_partition_is_made(
+    system, database
+):
+    long_ago = datetime(2003, 2, 10, 12, tzinfo=UTC)
+    shown = impression_pb(occurred_at=long_ago)
+    clicked = click_pb(shown.request_id)
+    clicked.occurred_at.FromDatetime(long_ago + timedelta(minutes=1))
+    async with create_channel(system.address("events")) as channel:
+        response = await events_pb2_grpc.EventsServiceStub(channel).LogEvents(
+            events_pb2.LogEventsRequest(impressions=[shown], interactions=[clicked])
+        )
+    assert (response.accepted, response.duplicates) == (2, 0)
+    assert await partition_of(database, "impressions", shown.event_id) == "impressions_default"
+    assert await partition_of(database, "interactions", clicked.event_id) == "interactions_default"
+
+    async with database.acquire() as connection, connection.transaction():
+        for table in ("impressions", "interactions"):
+            assert await connection.fetchval("SELECT shelfwise_event_partition($1, $2)", table, date(2003, 2, 1))
+    assert await partition_of(database, "impressions", shown.event_id) == "impressions_2003_02"
+    assert await partition_of(database, "interactions", clicked.event_id) == "interactions_2003_02"
+    async with database.acquire() as connection, connection.transaction():
+        assert not await connection.fetchval("SELECT shelfwise_event_partition('impressions', '2003-02-20')")
+
+
+# --- idempotent writes, COPY and unnest -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("write_method", ["copy", "unnest"])
+async def test_write_stores_each_event_once_and_counts_repeats_as_duplicates(postgres_url, database, write_method):
+    pool = await asyncpg.create_pool(postgres_url, min_size=1, max_size=2)
+    try:
+        store = EventStore(pool, write_method)
+        now = datetime.now(UTC)
+        tag = uuid.uuid4().hex
+        first = Impression(
+            f"i-{tag}", f"r-{tag}", "search", ("a", "b"), 1, now, query="tea",
+            features=({"bm25": 1.25}, {}), interleaving_arms=("x", "y"),
+        )
+        second = Impression(f"i2-{tag}", f"r2-{tag}", "recommend", ("c",), 11, now)
+        same_request_other_id = Impression(f"i3-{tag}", f"r-{tag}", "search", ("z",), 1, now)
+        click = Interaction(f"c-{tag}", "click", f"r-{tag}", "b", 2, now, quantity=1)
+        purchase = Interaction(f"p-{tag}", "purchase", f"r2-{tag}", "c", 11, now, quantity=2, value=9.5)
+        # Repeats inside one batch and across batches, and a second impression for a logged request.
+        assert await store.write([first, first, second], [click, click]) == (3, 2)
+        assert await store.write([first, same_request_other_id], [click, purchase]) == (1, 3)
+
+        rows = await database.fetch(
+            "SELECT event_id, request_id, query, product_ids, first_position, features, interleaving_arms"
+            " FROM impressions WHERE request_id = ANY($1::text[]) ORDER BY event_id",
+            [f"r-{tag}", f"r2-{tag}"],
+        )
+        assert [(r["event_id"], r["product_ids"], r["first_position"]) for r in rows] == [
+            (f"i-{tag}", ["a", "b"], 1),
+            (f"i2-{tag}", ["c"], 11),
+        ]
+        assert json.loads(rows[0]["features"]) == [{"bm25": 1.25}, {}] and rows[0]["interleaving_arms"] == ["x", "y"]
+        assert json.loads(rows[1]["features"]) == [] and rows[1]["interleaving_arms"] == []
+        interactions = await database.fetch(
+            "SELECT event_id, type, quantity, value FROM interactions WHERE event_id = ANY($1::text[]) ORDER BY 1",
+            [f"c-{tag}", f"p-{tag}"],
+        )
+        assert [tuple(r) for r in interactions] == [(f"c-{tag}", "click", 1, 0.0), (f"p-{tag}", "purchase", 2, 9.5)]
+    finally:
+        await pool.close()
+
+
+# --- StreamEvents ---------------------------------------------------------------------------------
+
+
+async def test_stream_events_acknowledges_each_committed_batch_in_order(system, database):
+    shown = [impression_pb() for _ in range(3)]
+    batches = [
+        events_pb2.StreamEventsRequest(sequence=1, impressions=shown[:2]),
+        events_pb2.StreamEventsRequest(sequence=2, impressions=[shown[2]], interactions=[click_pb(shown[0].request_id)]),
+        events_pb2.StreamEventsRequest(sequence=3, impressions=[shown[1]]),  # sent again: a duplicate
+    ]
+    async with create_channel(system.address("events")) as channel:
+        acknowledged = [
+            (ack.sequence, ack.accepted, ack.duplicates)
+            async for ack in events_pb2_grpc.EventsServiceStub(channel).StreamEvents(iter(batches))
+        ]
+    assert acknowledged == [(1, 2, 0), (2, 2, 0), (3, 0, 1)]
+    ids = [m.event_id for m in shown]
+    assert await database.fetchval("SELECT count(*) FROM impressions WHERE event_id = ANY($1::text[])", ids) == 3
+
+
+async def test_stream_events_ends_with_invalid_argument_naming_the_field_and_keeps_earlier_batches(system, database):
+    good, bad = impression_pb(), impression_pb(interleaving_arms=["only-one"])
+    batches = [
+        events_pb2.StreamEventsRequest(sequence=7, impressions=[good]),
+        events_pb2.StreamEventsRequest(sequence=8, impressions=[bad]),
+        events_pb2.StreamEventsRequest(sequence=9, impressions=[impression_pb()]),
+    ]
+    acknowledged = []
+    async with create_channel(system.address("events")) as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            async for ack in events_pb2_grpc.EventsServiceStub(channel).StreamEvents(iter(batches)):
+                acknowledged.append(ack.sequence)
+    assert acknowledged == [7]
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert caught.value.details().startswith("impressions[0].interleaving_arms: ")
+    assert "batch sequence 8" in caught.value.details()
+    assert await database.fetchval("SELECT count(*) FROM impressions WHERE event_id = $1", good.event_id) == 1
+    assert await database.fetchval("SELECT count(*) FROM impressions WHERE event_id = $1", bad.event_id) == 0
+
+
+# --- durability across a database restart -----------------------------------------------------------
+
+
+async def test_no_acknowledged_event_is_lost_when_postgres_restarts_during_ingestion(own_postgres):
+    running = await create_server(settings(own_postgres.url, SHELFWISE_EVENTS_WRITE_RETRY_SECONDS="60"), port=0)
+    acknowledged: list[str] = []  # event ids of batches answered OK
+    outcomes: list[str] = []
+    stop_sending = asyncio.Event()
+    restarted = asyncio.Event()
+    retries_before = retries()
+
+    async def send_unary(stub, worker: int) -> None:
+        batch = 0
+        while not stop_sending.is_set():
+            batch += 1
+            shown = [impression_pb(f"u{worker}-{batch}-{k}") for k in range(5)]
+            # Every batch repeats the previous batch's last impression: stored once all the same.
+            if batch > 1:
+                shown.append(impression_pb(f"u{worker}-{batch - 1}-4"))
+            try:
+                await stub.LogEvents(events_pb2.LogEventsRequest(impressions=shown), timeout=60)
+            except grpc.aio.AioRpcError as error:
+                outcomes.append(error.code().name)
+                continue
+            outcomes.append("OK")
+            acknowledged.extend(m.event_id for m in shown)
+
+    async def send_stream(stub) -> None:
+        sent: dict[int, list[str]] = {}
+        # At most 4 batches in flight, as a real client would keep: an unbounded generator would
+        # queue thousands of batches in the stream for the server to drain after the restart.
+        in_flight = asyncio.Semaphore(4)
+
+        async def batches():
+            sequence = 0
+            while not stop_sending.is_set():
+                await in_flight.acquire()
+                sequence += 1
+                shown = [impression_pb(f"s-{sequence}-{k}") for k in range(5)]
+                sent[sequence] = [m.event_id for m in shown]
+                yield events_pb2.StreamEventsRequest(sequence=sequence, impressions=shown)
+
+        try:
+            async for ack in stub.StreamEvents(batches(), timeout=120):
+                in_flight.release()
+                outcomes.append("OK")
+                acknowledged.extend(sent[ack.sequence])
+        except grpc.aio.AioRpcError as error:
+            outcomes.append(error.code().name)
+
+    async def restart_postgres() -> None:
+        while len(acknowledged) < 50:  # ingestion is under way
+            await asyncio.sleep(0.05)
+        await asyncio.to_thread(own_postgres.stop)
+        # Down until writes have failed and are being retried.
+        for _ in range(600):
+            if retries() > retries_before:
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.to_thread(own_postgres.start)
+        restarted.set()
+        after_restart = len(acknowledged)
+        while len(acknowledged) < after_restart + 100:  # and goes on after the restart
+            await asyncio.sleep(0.05)
+        stop_sending.set()
+
+    try:
+        async with create_channel(f"127.0.0.1:{running.port}") as channel:
+            stub = events_pb2_grpc.EventsServiceStub(channel)
+            await asyncio.gather(
+                restart_postgres(), send_stream(stub), *(send_unary(stub, worker) for worker in range(3))
+            )
+    finally:
+        await running.stop()
+
+    assert restarted.is_set() and retries() > retries_before, "no write was ever retried: the restart was not seen"
+    assert set(outcomes) <= {"OK", "UNAVAILABLE"}, outcomes
+    assert outcomes.count("OK") > 10
+    connection = await asyncpg.connect(own_postgres.url)
+    try:
+        stored = await connection.fetch("SELECT event_id, count(*) AS copies FROM impressions GROUP BY event_id")
+    finally:
+        await connection.close()
+    copies = {row["event_id"]: row["copies"] for row in stored}
+    missing = set(acknowledged) - set(copies)
+    assert not missing, f"{len(missing)} acknowledged events are not stored"
+    assert set(copies.values()) == {1}
