@@ -325,6 +325,9 @@ def plot(report: dict, path: Path, title: str | None = None) -> None:
     import matplotlib.pyplot as plt
 
     arms = report["arms"]
+    if not arms and report.get("interleaving"):
+        _plot_interleaving(report, path, title, plt)
+        return
     figure, axes = plt.subplots(1, len(METRICS), figsize=(4 * len(METRICS), 3.8))
     for axis, metric in zip(axes, METRICS):
         values = [a["metrics"][metric]["value"] for a in arms]
@@ -335,6 +338,25 @@ def plot(report: dict, path: Path, title: str | None = None) -> None:
         axis.set_xticks(range(len(arms)), [a["arm"] for a in arms])
         axis.set_title(METRIC_LABELS[metric], fontsize=9)
     figure.suptitle(title or f"experiment {report['experiment']} (95% bootstrap intervals over users)", fontsize=10)
+    figure.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def _plot_interleaving(report: dict, path: Path, title: str | None, plt) -> None:
+    """Interleaved experiments: each arm's share of the decided impressions, Wilson intervals."""
+    arms = report["interleaving"]["arms"]
+    figure, axis = plt.subplots(figsize=(5, 3.8))
+    shares = [a["win_share"] for a in arms]
+    axis.bar(range(len(arms)), shares, yerr=[[s - a["low"] for s, a in zip(shares, arms)],
+                                               [a["high"] - s for s, a in zip(shares, arms)]], capsize=6, color="#2b7bb9")
+    axis.axhline(0.5, color="#9aa5b1", linestyle="--", linewidth=1)
+    axis.set_xticks(range(len(arms)), [a["arm"] for a in arms])
+    axis.set_ylim(0, 1)
+    axis.set_ylabel("share of decided impressions won")
+    figure.suptitle(title or f"interleaved experiment {report['experiment']} (Wilson 95%)", fontsize=10)
     figure.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -482,10 +482,11 @@ async def warm_up(gateway_address: str, config: dict) -> None:
     experiments = parse_experiments(config)
     experiment = experiments.experiments[0]
     users = {}
+    wanted = 1 if experiment.interleaving else len(experiment.arms)  # interleaved: every search runs both
     for n in range(10_000):
-        arm = experiments.assign(f"warm-up-{n}", "", "").arm.name
-        users.setdefault(arm, f"warm-up-{n}")
-        if len(users) == len(experiment.arms):
+        assignment = experiments.assign(f"warm-up-{n}", "", "")
+        users.setdefault(assignment.label, f"warm-up-{n}")
+        if len(users) == wanted:
             break
     async with create_channel(gateway_address) as channel:
         stub = gateway_pb2_grpc.GatewayServiceStub(channel)
@@ -508,12 +509,17 @@ def arm_setting(spec: str) -> dict:
     return setting
 
 
-def experiment_config(name: str, arms: Sequence[str], control: str | None = None) -> dict:
+def experiment_config(name: str, arms: Sequence[str], control: str | None = None, interleaving: bool = False) -> dict:
     settings = [arm_setting(arm) for arm in arms]
     names = [setting["name"] for setting in settings]
     if len(names) < 2 or len(set(names)) != len(names):
         raise ValueError(f"--arms: give two or more different arms, got {','.join(arms)}")
-    return {"experiments": [{"name": name, "control": control or names[0], "arms": settings}]}
+    if interleaving and len(names) != 2:
+        raise ValueError(f"--arms: --interleaving compares exactly two arms, got {','.join(arms)}")
+    experiment = {"name": name, "control": control or names[0], "arms": settings}
+    if interleaving:
+        experiment["interleaving"] = True
+    return {"experiments": [experiment]}
 
 
 async def train_ctr_head(url: str, since: datetime, until: datetime, repository: Path) -> str:
@@ -559,6 +565,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup-shoppers", type=int, default=0,
                         help="warm-up shoppers first, as experiment NAME-warmup (train the CTR head on them "
                              "between runs; see the module docs)")
+    parser.add_argument("--interleaving", action="store_true",
+                        help="test period: team-draft interleave the two arms on every search instead of splitting "
+                             "shoppers (the report gives each arm's share of wins)")
     parser.add_argument("--train-ctr", action="store_true",
                         help="after the warm-up, train the CTR head on its events (shelfwise train ctr, into the "
                              "model repository) so the test period's full arm serves it")
@@ -595,7 +604,8 @@ async def simulate(args) -> int:
         return 2
     try:
         language_mix = parse_language_mix(args.language_mix)
-        config = experiment_config(args.experiment, arms)
+        config = experiment_config(args.experiment, arms, interleaving=args.interleaving)
+        # The warm-up logs traffic for training: each shopper on one arm's ranking, never merged.
         warmup_config = experiment_config(f"{args.experiment}-warmup", arms)
     except ValueError as error:
         print(error, file=sys.stderr)

@@ -90,6 +90,15 @@ def test_interleaved_impressions_are_won_by_the_arm_with_more_credited_clicks():
     assert by_arm["B"]["sign_test_p"] == pytest.approx(1.0)
 
 
+def test_an_interleaved_experiment_plots_the_win_shares(tmp_path):
+    records = [SearchRecord(f"i{n}", f"user:{n}", "interleaved", 2, interleaving_arms=("A", "B"),
+                            clicked_positions=(1 + n % 3 // 2,)) for n in range(30)]
+    report = analyse(records, "exp")
+    assert report["arms"] == [] and report["interleaving"]["decided"] == 30
+    plot(report, tmp_path / "il.png")
+    assert (tmp_path / "il.png").stat().st_size > 1000
+
+
 def test_wilson_interval_matches_the_textbook_value():
     low, high = wilson_interval(8, 10)
     assert (round(low, 4), round(high, 4)) == (0.4902, 0.9433)

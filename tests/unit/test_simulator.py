@@ -175,3 +175,10 @@ def test_a_bad_language_mix_names_the_option():
     with pytest.raises(ValueError, match="--language-mix"):
         parse_language_mix("fr:1")
     assert parse_language_mix("en:3,zh:1") == {"en": 0.75, "zh": 0.25}
+
+
+def test_interleaving_makes_an_interleaved_experiment_of_exactly_two_arms():
+    experiment = parse_experiments(experiment_config("il", ["bm25", "full"], interleaving=True)).get("il")
+    assert experiment.interleaving
+    with pytest.raises(ValueError, match="--interleaving"):
+        experiment_config("il", ["bm25", "dense", "full"], interleaving=True)
