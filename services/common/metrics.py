@@ -77,6 +77,8 @@ class GatewayMetrics:
     shelfwise.gateway.degraded_responses  counter        1             rpc, stage
     shelfwise.gateway.impressions_failed  counter        1             -
     shelfwise.gateway.impressions_pending up-down count  {impression}  -   (background sends in flight)
+    shelfwise.gateway.impressions_buffered up-down count {impression}  -   (waiting to be sent again)
+    shelfwise.gateway.impressions_dropped counter        {impression}  reason (buffer_full | rejected | shutdown)
     shelfwise.gateway.stage.duration      histogram      ms            rpc, stage
     """
 
@@ -92,6 +94,14 @@ class GatewayMetrics:
         self.impressions_pending = meter.create_up_down_counter(
             "shelfwise.gateway.impressions_pending", unit="{impression}",
             description="impressions handed to background sending and not yet sent or given up",
+        )
+        self.impressions_buffered = meter.create_up_down_counter(
+            "shelfwise.gateway.impressions_buffered", unit="{impression}",
+            description="impressions whose send failed transiently, waiting in the gateway to be sent again",
+        )
+        self.impressions_dropped = meter.create_counter(
+            "shelfwise.gateway.impressions_dropped", unit="{impression}",
+            description="impressions given up: resend buffer full, refused by the events service, or left at shutdown",
         )
         self._stage_duration = _duration_histogram(
             meter, "shelfwise.gateway.stage.duration",

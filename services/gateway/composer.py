@@ -44,6 +44,7 @@ from shelfwise.retrieval.v1 import retrieval_pb2
 from services.common.errors import DeadlineExceeded, InvalidArgument, NotFound, Unavailable
 from services.common.metrics import GatewayMetrics
 from services.gateway.config import StageDeadlines
+from services.gateway.event_buffer import ImpressionBuffer
 from services.gateway.experiments import ArmPolicy, Assignment, Experiments, interleaving_seed, team_draft
 
 log = logging.getLogger(__name__)
@@ -185,6 +186,15 @@ class Composer:
         self._pending_impressions: dict[str, asyncio.Task] = {}
         self.impressions_failed = 0
         self._metrics = GatewayMetrics()
+        self._impression_buffer = ImpressionBuffer(
+            lambda impressions: self._downstream.call(
+                "events",
+                self._downstream.events.LogEvents,
+                events_pb2.LogEventsRequest(impressions=impressions),
+                self._deadlines.events,
+            ),
+            self._metrics,
+        )
 
     # --- Search -------------------------------------------------------------------------------
 
@@ -596,6 +606,9 @@ class Composer:
                 events_pb2.LogEventsRequest(impressions=[impression]),
                 self._deadlines.events,
             )
+        except (Unavailable, DeadlineExceeded) as error:  # events (or its database) down: send again later
+            self._impression_buffer.add(impression)
+            log.warning("impression of request %s not logged yet, buffered: %s", impression.request_id, error)
         except Exception as error:  # never fails the search that produced it
             self.impressions_failed += 1
             self._metrics.impressions_failed.add(1)

@@ -385,3 +385,97 @@ async def test_no_acknowledged_event_is_lost_when_postgres_restarts_during_inges
     missing = set(acknowledged) - set(copies)
     assert not missing, f"{len(missing)} acknowledged events are not stored"
     assert set(copies.values()) == {1}
+
+
+# --- the gateway's buffer of impressions not sent yet -----------------------------------------------
+
+
+def gateway_downstream(events_address: str):
+    from services.gateway.config import GatewaySettings
+    from services.gateway.downstream import Downstream
+
+    return Downstream(GatewaySettings.from_env({"SHELFWISE_EVENTS_ADDRESS": events_address}))
+
+
+def buffer_metric(name: str, attributes: dict | None = None) -> float:
+    wanted = (attributes or {}).items()
+    return sum(
+        point.value for point in metric_points(f"shelfwise.gateway.{name}") if wanted <= dict(point.attributes).items()
+    )
+
+
+async def test_gateway_keeps_impressions_while_events_cannot_store_them_and_stores_each_once_later(own_postgres):
+    from shelfwise.common.v1 import common_pb2
+    from shelfwise.gateway.v1 import gateway_pb2
+
+    from services.gateway.composer import Composer, _Page
+    from services.gateway.config import StageDeadlines
+
+    # The events service gives up on its database quickly, so the gateway hears UNAVAILABLE.
+    events = await create_server(settings(own_postgres.url, SHELFWISE_EVENTS_WRITE_RETRY_SECONDS="0.3"), port=0)
+    downstream = gateway_downstream(f"127.0.0.1:{events.port}")
+    composer = Composer(downstream, StageDeadlines(1.0, 1.0, 1.0, 5.0), candidates=10)
+    page = _Page(
+        results=[gateway_pb2.SearchResult(product=common_pb2.Product(id=f"p-{i}"), position=i + 1) for i in range(3)],
+        total=3, next_token="", model_version="test",
+    )
+    request_ids = [f"buffered-{uuid.uuid4().hex[:8]}" for _ in range(5)]
+    buffered_before = buffer_metric("impressions_buffered")
+    try:
+        await asyncio.to_thread(own_postgres.stop)
+        for request_id in request_ids:
+            composer._log_impression(request_id, gateway_pb2.SearchRequest(query="x"), events_pb2.SURFACE_SEARCH, "x", page, 0)
+        await composer.wait_for_impressions(timeout=30)
+        assert len(composer._impression_buffer) == 5
+        assert buffer_metric("impressions_buffered") == buffered_before + 5
+
+        await asyncio.to_thread(own_postgres.start)
+        assert await composer._impression_buffer.wait_until_empty(timeout=120)
+        assert buffer_metric("impressions_buffered") == buffered_before
+        assert composer.impressions_failed == 0 and composer._impression_buffer.dropped == 0
+        connection = await asyncpg.connect(own_postgres.url)
+        try:
+            rows = await connection.fetch(
+                "SELECT request_id, count(*) AS copies FROM impressions WHERE request_id = ANY($1::text[]) GROUP BY 1",
+                request_ids,
+            )
+        finally:
+            await connection.close()
+        assert {row["request_id"]: row["copies"] for row in rows} == {request_id: 1 for request_id in request_ids}
+    finally:
+        await composer._impression_buffer.close()
+        await downstream.close()
+        await events.stop()
+
+
+async def test_full_impression_buffer_drops_the_oldest_and_counts_them():
+    from services.cli.local_system import free_ports
+    from services.common.metrics import GatewayMetrics
+    from services.gateway.event_buffer import ImpressionBuffer
+
+    (port,) = free_ports(1)  # nothing listens there: every send is UNAVAILABLE
+    downstream = gateway_downstream(f"127.0.0.1:{port}")
+    buffer = ImpressionBuffer(
+        lambda batch: downstream.call(
+            "events", downstream.events.LogEvents, events_pb2.LogEventsRequest(impressions=batch), 1.0
+        ),
+        GatewayMetrics(),
+        capacity=3,
+        first_delay=60.0,  # no resend during the test
+    )
+    dropped_before = buffer_metric("impressions_dropped", {"reason": "buffer_full"})
+    buffered_before = buffer_metric("impressions_buffered")
+    shown = [impression_pb(f"full-{uuid.uuid4().hex[:8]}-{i}") for i in range(5)]
+    try:
+        for impression in shown:
+            buffer.add(impression)
+        assert len(buffer) == 3 and buffer.dropped == 2
+        assert [m.request_id for m in buffer._waiting] == [m.request_id for m in shown[2:]]
+        assert buffer_metric("impressions_dropped", {"reason": "buffer_full"}) == dropped_before + 2
+        assert buffer_metric("impressions_buffered") == buffered_before + 3
+        await buffer.close()
+        assert len(buffer) == 0 and buffer_metric("impressions_buffered") == buffered_before
+        assert buffer_metric("impressions_dropped", {"reason": "shutdown"}) >= 3
+    finally:
+        await buffer.close()
+        await downstream.close()
