@@ -33,6 +33,8 @@ period, shopper), so the shoppers, their intents, queries and reactions to a giv
 same on every run. The pages themselves can differ slightly between runs with shoppers in
 flight concurrently, because ranking's popularity feature learns from the events as they
 arrive; ``--concurrency 1`` on a fresh ``--state-dir`` makes a run repeatable end to end.
+Request and event ids are deterministic too, so one ``--state-dir`` holds an experiment name
+once: a second run of the same name is refused (its events would be dropped as duplicates).
 
 Periods: a warm-up (``--warmup-shoppers``, experiment ``<name>-warmup``) logs traffic to train
 the CTR head on; the test period (``--shoppers``, experiment ``<name>``) is the A/B test. They
@@ -57,7 +59,6 @@ import re
 import statistics
 import sys
 import time
-import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -279,9 +280,11 @@ def intent_aisles(world: World, which: str) -> set[int]:
 
 
 def plan_shoppers(
-    world: World, count: int, seed: int, period: str, language_mix: dict[str, float], aisles: str = "test"
+    world: World, count: int, seed: int, period: str, language_mix: dict[str, float], aisles: str = "test",
+    experiment: str = "sim",
 ) -> list[Shopper]:
-    """The shoppers of a period, deterministic given the seed."""
+    """The shoppers of a period, deterministic given the seed. Their user ids name the
+    experiment, so two experiments never share a shopper (nor their event histories)."""
     from training.instacart import one_typo
 
     queryable = intent_aisles(world, aisles)
@@ -312,7 +315,7 @@ def plan_shoppers(
             if language == "en" and rng.random() < TYPO_RATE:
                 query = one_typo(query, rng)
             searches.append(PlannedSearch(intent, query, language))
-        shoppers.append(Shopper(f"sim-{period}-{seed}-{index}", order_id, language, tuple(searches), own_seed))
+        shoppers.append(Shopper(f"sim-{experiment}-{seed}-{index}", order_id, language, tuple(searches), own_seed))
     return shoppers
 
 
@@ -408,7 +411,7 @@ async def run_shoppers(gateway_address: str, shoppers: Sequence[Shopper], world:
             rng = random.Random(shopper.seed ^ 0x5EED)  # reactions: a stream of their own
             async with limit:
                 for number, search in enumerate(shopper.searches):
-                    request_id = f"{shopper.user_id}-q{number}-{uuid.UUID(int=rng.getrandbits(128)).hex[:12]}"
+                    request_id = "sim-" + hashlib.sha256(f"{shopper.user_id}:{number}".encode()).hexdigest()[:32]
                     try:
                         response = await stub.Search(
                             gateway_pb2.SearchRequest(
@@ -522,6 +525,20 @@ def experiment_config(name: str, arms: Sequence[str], control: str | None = None
     return {"experiments": [experiment]}
 
 
+async def logged_searches(url: str, experiment: str) -> int:
+    import asyncpg
+
+    connection = await asyncpg.connect(url)
+    try:
+        return await connection.fetchval(
+            "SELECT count(*) FROM impressions WHERE split_part(experiment_arm, '/', 1) = $1", experiment
+        )
+    except asyncpg.UndefinedTableError:  # a fresh database: the events service has not migrated it yet
+        return 0
+    finally:
+        await connection.close()
+
+
 async def train_ctr_head(url: str, since: datetime, until: datetime, repository: Path) -> str:
     """`shelfwise train ctr` on the warm-up window; returns the new version's folder."""
     from services.common.inference import find_model
@@ -612,8 +629,12 @@ async def simulate(args) -> int:
         return 2
     world = load_world(args.data_dir or shared_data_dir())
     plans = {
-        "warm-up": (f"{args.experiment}-warmup", plan_shoppers(world, args.warmup_shoppers, args.seed, "warmup", language_mix, args.intent_aisles)),
-        "test": (args.experiment, plan_shoppers(world, args.shoppers, args.seed, "test", language_mix, args.intent_aisles)),
+        "warm-up": (f"{args.experiment}-warmup", plan_shoppers(
+            world, args.warmup_shoppers, args.seed, "warmup", language_mix, args.intent_aisles, f"{args.experiment}-warmup"
+        )),
+        "test": (args.experiment, plan_shoppers(
+            world, args.shoppers, args.seed, "test", language_mix, args.intent_aisles, args.experiment
+        )),
     }
     state = Path(args.state_dir).resolve()
     state.mkdir(parents=True, exist_ok=True)
@@ -625,6 +646,13 @@ async def simulate(args) -> int:
     url = postgres.start()
     periods = {}
     try:
+        for name, shoppers in plans.values():
+            # Request and event ids are deterministic: a second run of the same experiment into
+            # the same database would be stored as duplicates (dropped) and report nothing new.
+            if shoppers and await logged_searches(url, name):
+                print(f"--experiment: {name!r} already has searches in {state / 'postgres'}; choose another "
+                      "experiment name or a fresh --state-dir", file=sys.stderr)
+                return 2
         for period, (name, shoppers) in plans.items():
             if not shoppers:
                 continue

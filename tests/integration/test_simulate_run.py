@@ -36,12 +36,13 @@ def test_a_tiny_simulated_ab_test_with_a_warm_up_trained_head_runs_end_to_end(tm
     repository = linked_repository(model_repository, tmp_path / "repository")
     before = find_model(repository, "ctr_head").version
     out = tmp_path / "report.json"
-    code = main([
+    argv = [
         "simulate", "--warmup-shoppers", "30", "--train-ctr", "--shoppers", "24", "--arms", "bm25,full",
         "--seed", "5", "--experiment", "tiny", "--data-dir", str(data), "--state-dir", str(tmp_path / "state"),
         "--model-repository", str(repository), "--intent-aisles", "all", "--language-mix", "en:0.6,zh:0.4",
         "--samples", "200", "--quiet", "--out", str(out), "--plot", str(tmp_path / "plot.png"),
-    ])
+    ]
+    code = main(argv)
     printed = capsys.readouterr().out
     assert code == 0
     assert "SIMULATION" in printed and "assumptions:" in printed and "SYNTHETIC" in printed
@@ -64,3 +65,7 @@ def test_a_tiny_simulated_ab_test_with_a_warm_up_trained_head_runs_end_to_end(tm
         for interval in arm["metrics"].values():
             assert interval["low"] <= interval["value"] <= interval["high"]
     assert (tmp_path / "plot.png").stat().st_size > 1000
+
+    # The same experiment again into the same database would only log duplicates: refused.
+    assert main(argv) == 2
+    assert "already has searches" in capsys.readouterr().err

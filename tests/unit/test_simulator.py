@@ -99,6 +99,14 @@ def test_shoppers_are_deterministic_given_the_seed_and_differ_across_seeds(world
                 assert search.intent.product_id in basket
 
 
+def test_shoppers_of_different_experiments_are_different_users(world):
+    mix = parse_language_mix("en:1")
+    a = plan_shoppers(world, 5, 1, "test", mix, aisles="all", experiment="exp-a")
+    b = plan_shoppers(world, 5, 1, "test", mix, aisles="all", experiment="exp-b")
+    assert [s.searches for s in a] == [s.searches for s in b]  # same seed: the same shoppers' plans
+    assert not {s.user_id for s in a} & {s.user_id for s in b}
+
+
 def test_warm_up_and_test_shoppers_use_disjoint_orders(world):
     mix = parse_language_mix("en:1")
     warmup = {s.order_id for s in plan_shoppers(world, 60, 1, "warmup", mix, aisles="all")}
