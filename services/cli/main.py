@@ -268,6 +268,14 @@ async def _bench_inference(args) -> int:
     return 0
 
 
+async def _bench_events(args) -> int:
+    from services.cli.bench_events import bench_events
+
+    batch_sizes = [int(size) for size in args.batch_sizes.split(",")]
+    print(await bench_events(args.database_url, args.events, batch_sizes, args.concurrency, args.rounds))
+    return 0
+
+
 def _triton_up(args) -> int:
     from services.cli.triton_local import main as triton_main
 
@@ -433,6 +441,13 @@ def build_parser() -> argparse.ArgumentParser:
     bench_inference.add_argument("--env-dir", default=".venv-triton", help="virtual environment of the local Triton")
     bench_inference.add_argument("--seconds", type=float, default=3.0, help="duration of each measurement")
     bench_inference.set_defaults(run=_bench_inference)
+    bench_events = bench_commands.add_parser("events", help="events/s through the events service: COPY vs unnest INSERT")
+    bench_events.add_argument("--database-url", help="a PostgreSQL to write to (default: an embedded one for the run)")
+    bench_events.add_argument("--events", type=int, default=5000, help="impressions per measurement")
+    bench_events.add_argument("--batch-sizes", default="10,100,1000", help="events per call, comma-separated")
+    bench_events.add_argument("--concurrency", type=int, default=4, help="concurrent clients")
+    bench_events.add_argument("--rounds", type=int, default=3, help="alternating rounds per cell (median)")
+    bench_events.set_defaults(run=_bench_events)
 
     triton = commands.add_parser("triton", help="a real Triton server on this machine (CPU)")
     triton_commands = triton.add_subparsers(dest="triton_command", required=True)

@@ -479,3 +479,21 @@ async def test_full_impression_buffer_drops_the_oldest_and_counts_them():
     finally:
         await buffer.close()
         await downstream.close()
+
+
+# --- the bench command ----------------------------------------------------------------------------
+
+
+async def test_bench_events_prints_copy_and_unnest_rates_side_by_side(own_postgres):
+    from services.cli.bench_events import bench_events
+
+    report = await bench_events(own_postgres.url, events=40, batch_sizes=[10], concurrency=2, rounds=1)
+    lines = report.splitlines()
+    assert "unnest INSERT ev/s" in lines[1] and "COPY ev/s" in lines[1]
+    assert [line.split()[:2] for line in lines[2:]] == [["LogEvents", "10"], ["StreamEvents", "10"]]
+    connection = await asyncpg.connect(own_postgres.url)
+    try:
+        # Warm-up (200 per path) and 40 per path for each of the two RPCs, every one stored once.
+        assert await connection.fetchval("SELECT count(*) FROM impressions") == 2 * 200 + 2 * 2 * 40
+    finally:
+        await connection.close()
