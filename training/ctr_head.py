@@ -103,12 +103,21 @@ class CtrCvrHead(nn.Module):
     where the sigmoid saturates).
     """
 
-    def __init__(self, num_features: int = NUM_FEATURES, shared: tuple[int, int] = (64, 32), tower: int = 16):
+    def __init__(
+        self,
+        num_features: int = NUM_FEATURES,
+        shared: tuple[int, int] = (64, 32),
+        tower: int = 16,
+        encoder: "PiecewiseLinearEncoding | None" = None,
+    ):
         super().__init__()
+        # Optional input encoding inside the graph (heads trained on events use one; the prior
+        # does not), so serving still sends the raw features.
+        self.encoder = encoder
         # Sharing the bottom lets the sparse CVR signal (purchases are ~100x rarer than clicks)
         # reuse the representation the abundant click signal trains: ESMM's second idea.
         self.shared = nn.Sequential(
-            nn.Linear(num_features, shared[0]),
+            nn.Linear(encoder.out_features if encoder is not None else num_features, shared[0]),
             nn.ReLU(),
             nn.Linear(shared[0], shared[1]),
             nn.ReLU(),
@@ -117,7 +126,7 @@ class CtrCvrHead(nn.Module):
         self.cvr_tower = nn.Sequential(nn.Linear(shared[1], tower), nn.ReLU(), nn.Linear(tower, 1))
 
     def logits(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        hidden = self.shared(features)
+        hidden = self.shared(self.encoder(features) if self.encoder is not None else features)
         return self.ctr_tower(hidden), self.cvr_tower(hidden)
 
     def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -571,6 +580,36 @@ def install_version(
 
 
 # --- heads trained on logged events: position bias (PAL) + ESMM --------------------------------
+
+class PiecewiseLinearEncoding(nn.Module):
+    """Each feature, plus its piecewise-linear encoding over quantile bins of the training data
+    (Gorishniy et al., "On Embeddings for Numerical Features in Tabular Deep Learning", NeurIPS
+    2022): bin t of feature f is clamp((x_f - lower_ft) / width_ft, 0, 1).
+
+    Why: logged ranking features have sharp structure (BM25 coverage exactly 1 for a full match,
+    affinity exactly 1 for the best candidate, popularity steps), which gradient-boosted trees
+    split on at once and a ReLU MLP on raw [0, 1] inputs learns slowly; measured on simulated
+    shop traffic, the raw-input head's validation AUC stayed well below LightGBM's. Bins where
+    the data has a point mass (binary features, exact zeros) get a tiny width, i.e. become
+    steps. Edges are buffers, so they are constants of the exported graph.
+    """
+
+    def __init__(self, lower: torch.Tensor, width: torch.Tensor):
+        super().__init__()
+        self.register_buffer("lower", lower.to(torch.float32))  # [F, T]
+        self.register_buffer("width", width.to(torch.float32))  # [F, T]
+        self.out_features = int(lower.shape[0] * (lower.shape[1] + 1))
+
+    @classmethod
+    def from_data(cls, features: np.ndarray, bins: int = 16) -> "PiecewiseLinearEncoding":
+        quantiles = np.quantile(np.asarray(features, dtype=np.float64), np.linspace(0.0, 1.0, bins + 1), axis=0).T
+        lower, upper = quantiles[:, :-1], quantiles[:, 1:]
+        return cls(torch.from_numpy(lower), torch.from_numpy(np.maximum(upper - lower, 1e-6)))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        encoded = ((features.unsqueeze(-1) - self.lower) / self.width).clamp(0.0, 1.0)
+        return torch.cat([features, encoded.flatten(1)], dim=1)
+
 
 TRAINED_KIND = "trained on events"
 # Position buckets for the position-bias tower: one per slot on the first pages (where the

@@ -45,6 +45,7 @@ from training import ctr_data
 from training.ctr_data import CtrRows
 from training.ctr_head import (
     CtrCvrHead,
+    PiecewiseLinearEncoding,
     PositionBiasedHead,
     ServingHead,
     bernoulli_nll,
@@ -65,6 +66,8 @@ class TrainSettings:
     patience: int = 4
     validation_fraction: float = 0.1
     position_tower: bool = True
+    # Quantile bins of the piecewise-linear input encoding (0: raw features only).
+    bins: int = 16
     seed: int = 20241130
 
 
@@ -116,7 +119,9 @@ def train_head(rows: CtrRows, settings: TrainSettings = TrainSettings(), progres
     _check_trainable(fit, "training")
     _check_trainable(held_out, "validation")
     torch.manual_seed(settings.seed)
-    model = PositionBiasedHead(CtrCvrHead(), position_tower=settings.position_tower)
+    # Bin edges from the training rows only: the validation slice stays unseen.
+    encoder = PiecewiseLinearEncoding.from_data(fit.features, settings.bins) if settings.bins else None
+    model = PositionBiasedHead(CtrCvrHead(encoder=encoder), position_tower=settings.position_tower)
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
     train_tensors, validation_tensors = tensors(fit), tensors(held_out)
     generator = torch.Generator().manual_seed(settings.seed)

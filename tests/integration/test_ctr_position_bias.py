@@ -60,12 +60,13 @@ def test_exported_head_with_position_tower_ranks_by_true_relevance_better_than_w
 def test_position_tower_learns_examination_falling_with_position(exported) -> None:
     repository, _ = exported["with_tower"]
     seen = json.loads((repository / "ctr_head" / "2" / "metadata.json").read_text())["position_bias"]["seen_probability"]
-    # True examination is 1/p (slot 1 is pinned at 1). On this small fixture the estimate sits a
-    # little above the truth at the lower slots (0.30 for slot 5 where the truth is 0.2; with
-    # 12k impressions it came out 0.23), so the bounds are about the shape, not the last digit.
+    # True examination is 1/p (slot 1 is pinned at 1). On this small fixture the estimate sits
+    # above the truth at the lower slots (slot 5: 0.43 with the default piecewise-linear input
+    # encoding, 0.30 with raw inputs, truth 0.2; raw inputs with 12k impressions gave 0.23), so
+    # the bounds are about the shape, not the last digit.
     assert seen[0] == 1.0
     assert all(later < earlier for earlier, later in zip(seen[:5], seen[1:5])), seen[:5]
-    assert 0.4 < seen[1] < 0.65 and 0.12 < seen[4] < 0.4, seen[:5]
+    assert 0.4 < seen[1] < 0.7 and 0.12 < seen[4] < 0.5, seen[:5]
 
 
 def test_served_score_with_position_put_back_is_the_trained_model_at_that_position(exported, rows) -> None:

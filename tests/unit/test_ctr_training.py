@@ -84,3 +84,19 @@ def test_a_trained_head_is_never_written_over_an_existing_model(tmp_path) -> Non
         export_trained_head(PositionBiasedHead(), tmp_path, {}, version=2)
     assert (folder / "model.onnx").read_bytes() == b"a trained head"
     assert latest_trained_version(tmp_path) == 2
+
+
+def test_piecewise_linear_encoding_keeps_the_raw_feature_and_turns_point_masses_into_steps() -> None:
+    from training.ctr_head import PiecewiseLinearEncoding
+
+    rng = np.random.default_rng(0)
+    data = np.column_stack([rng.random(1000), (rng.random(1000) < 0.3).astype(float)]).astype(np.float32)
+    encoding = PiecewiseLinearEncoding.from_data(data, bins=4)
+    assert encoding.out_features == 2 * 5
+    out = encoding(torch.tensor([[0.5, 0.0], [0.5, 1.0]]))
+    assert out.shape == (2, 10)
+    np.testing.assert_allclose(out[:, :2].numpy(), [[0.5, 0.0], [0.5, 1.0]])
+    binary_bins = out[:, 2 + 4:].numpy()  # the binary feature's 4 bins
+    assert set(np.unique(binary_bins[1])) <= {0.0, 1.0} and binary_bins[1].sum() > binary_bins[0].sum()
+    uniform_bins = out[0, 2:6].numpy()  # 0.5 is about halfway: two bins full, two empty
+    assert uniform_bins.sum() == pytest.approx(2.0, abs=0.15)
