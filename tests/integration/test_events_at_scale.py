@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
+import stat
 import subprocess
 import tempfile
 import uuid
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
 
 import asyncpg
 import grpc
@@ -36,46 +37,66 @@ UTC = timezone.utc
 
 
 class OwnPostgres:
-    """A pgserver PostgreSQL of one test, which the test stops and starts again.
+    """A PostgreSQL (pgserver's binaries) of one test, which the test stops and starts again.
 
-    pg_ctl runs through `runuser` rather than subprocess's `user=`: with `user=` Python forks
-    (not vfork), which runs gRPC's fork handlers in the child, and that child crashes while
-    the test's gRPC threads are busy."""
+    Every step runs in a thread (`asyncio.to_thread`) so the session's event loop, which also
+    runs the shared servers and their health checks, never stalls. initdb and pg_ctl run
+    through `runuser` rather than subprocess's `user=` (which is what pgserver uses): with
+    `user=` Python forks instead of vforking, the child runs gRPC's fork handlers, and it
+    crashes while gRPC threads are busy."""
 
-    def __init__(self, data_dir) -> None:
-        import pgserver
-
-        self._server = pgserver.get_server(data_dir, cleanup_mode="stop")
-        self.url = self._server.get_uri()
-
-    def _pg_ctl(self, *args: str) -> None:
+    def __init__(self, root: Path) -> None:
         from pgserver._commands import POSTGRES_BIN_PATH
 
-        command = [str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(self._server.pgdata), "-w", *args]
-        if self._server.system_user is not None:
-            command = ["runuser", "-u", self._server.system_user, "--", *command]
-        subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
+        self._bin = POSTGRES_BIN_PATH
+        self._root = root
+        self._data = root / "data"
+        self._log = root / "postgres.log"
+        self.url = f"postgresql://postgres:@/postgres?host={root}"
+        # PostgreSQL refuses to run as root: as root, run it as pgserver's own system user.
+        self._user = "pgserver" if os.geteuid() == 0 else None
 
-    def stop(self) -> None:
-        self._pg_ctl("-m", "fast", "stop")
+    def _run(self, program: str, *args: str) -> None:
+        command = [str(self._bin / program), *args]
+        if self._user is not None:
+            command = ["runuser", "-u", self._user, "--", *command]
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120)
+
+    def init(self) -> None:
+        if self._user is not None:
+            from pgserver.utils import ensure_folder_permissions, ensure_prefix_permissions, ensure_user_exists
+
+            entry = ensure_user_exists(self._user)
+            ensure_prefix_permissions(self._root)
+            ensure_prefix_permissions(self._bin)
+            ensure_folder_permissions(self._bin, stat.S_IXGRP | stat.S_IXOTH | stat.S_IRGRP | stat.S_IROTH)
+            ensure_folder_permissions(self._bin.parent / "lib", stat.S_IRGRP | stat.S_IROTH)
+            self._root.chmod(0o755)
+            os.chown(self._root, entry.pw_uid, entry.pw_gid)
+        self._run("initdb", "-D", str(self._data), "--auth=trust", "--encoding=utf8", "-U", "postgres")
+        self.start()
 
     def start(self) -> None:
-        socket_dir = parse_qs(urlsplit(self.url).query)["host"][0]
-        self._pg_ctl("-o", '-h ""', "-o", f"-k {socket_dir}", "-l", str(self._server.log), "start")
+        self._run(
+            "pg_ctl", "-D", str(self._data), "-w", "-o", '-h ""', "-o", f"-k {self._root}", "-l", str(self._log), "start"
+        )
 
-    def cleanup(self) -> None:
-        self._server.cleanup()
+    def stop(self) -> None:
+        self._run("pg_ctl", "-D", str(self._data), "-w", "-m", "fast", "stop")
 
 
 @pytest.fixture
-def own_postgres():
+async def own_postgres():
     # Not under pytest's tmp_path: any pytest session that starts (another run on the same
     # machine) resets /tmp/pytest-of-<user> to mode 0700, locking the postgres user out.
-    data_dir = Path(tempfile.mkdtemp(prefix="shelfwise-events-pg-"))
-    server = OwnPostgres(data_dir / "postgres")
+    root = Path(tempfile.mkdtemp(prefix="shelfwise-events-pg-"))
+    server = OwnPostgres(root)
+    await asyncio.to_thread(server.init)
     yield server
-    server.cleanup()
-    shutil.rmtree(data_dir, ignore_errors=True)
+    try:
+        await asyncio.to_thread(server.stop)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def settings(url: str, **overrides) -> EventsSettings:
