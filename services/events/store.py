@@ -121,6 +121,7 @@ RETRYABLE_ERRORS: tuple[type[BaseException], ...] = (
 )
 RETRY_FIRST_DELAY = 0.05
 ACQUIRE_TIMEOUT_SECONDS = 2.0
+MIN_ATTEMPT_SECONDS = 1.0
 RETRY_MAX_DELAY = 2.0
 
 
@@ -236,11 +237,13 @@ class EventStore:
         attempt = 0
         while True:
             try:
-                # Bounded by what is left of the window, so the caller hears UNAVAILABLE in time
-                # rather than DEADLINE_EXCEEDED; a cancelled attempt has not committed, or
-                # committed events that a retry finds as duplicates.
+                # Bounded by what is left of the window (so the caller hears UNAVAILABLE in time
+                # rather than DEADLINE_EXCEEDED), but never below a floor: a short window must not
+                # cut a healthy write short. A cancelled attempt has not committed, or committed
+                # events that a retry finds as duplicates.
                 return await asyncio.wait_for(
-                    self._write_once(impressions, interactions), timeout=max(0.001, retry_until - loop.time())
+                    self._write_once(impressions, interactions),
+                    timeout=max(MIN_ATTEMPT_SECONDS, retry_until - loop.time()),
                 )
             except RETRYABLE_ERRORS as error:
                 attempt += 1

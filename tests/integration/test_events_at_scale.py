@@ -518,3 +518,15 @@ async def test_bench_events_prints_copy_and_unnest_rates_side_by_side(own_postgr
         assert await connection.fetchval("SELECT count(*) FROM impressions") == 2 * 200 + 2 * 2 * 40
     finally:
         await connection.close()
+
+
+async def test_a_write_is_attempted_once_even_when_its_retry_window_is_already_over(postgres_url, database):
+    pool = await asyncpg.create_pool(postgres_url, min_size=1, max_size=1)
+    try:
+        tag = uuid.uuid4().hex
+        event = Impression(f"i-{tag}", f"r-{tag}", "search", ("a",), 1, datetime.now(UTC))
+        window_over = asyncio.get_running_loop().time() - 1.0
+        assert await EventStore(pool).write([event], [], retry_until=window_over) == (1, 0)
+        assert await database.fetchval("SELECT count(*) FROM impressions WHERE event_id = $1", event.event_id) == 1
+    finally:
+        await pool.close()
