@@ -624,11 +624,21 @@ class Composer:
         if tasks:
             await asyncio.wait(tasks, timeout=timeout)
 
+    async def close(self, timeout: float) -> None:
+        """At shutdown: waits (bounded) for impressions in flight and for the buffer to drain,
+        then stops resending; what still waits is lost with this process and counted as
+        dropped (reason "shutdown")."""
+        await self.wait_for_impressions(timeout=timeout)
+        await self._impression_buffer.wait_until_empty(timeout)
+        await self._impression_buffer.close()
+
     async def track(self, request: gateway_pb2.TrackRequest, remaining: float | None) -> gateway_pb2.TrackResponse:
         count = len(request.interactions)
         if not 1 <= count <= MAX_TRACK_EVENTS:
             raise InvalidArgument("interactions", f"must contain 1-{MAX_TRACK_EVENTS} events, got {count}")
-        await self.wait_for_impressions({i.request_id for i in request.interactions})
+        shown = {i.request_id for i in request.interactions}
+        await self.wait_for_impressions(shown)
+        await self._impression_buffer.send_waiting(shown)
         budget = Budget.from_remaining(remaining)
         response = await self._downstream.call(
             "events",

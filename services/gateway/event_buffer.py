@@ -9,8 +9,9 @@ duplicate.
 
 The buffer is bounded (memory is the limit, not the events service's patience): when it is
 full, the oldest impression is dropped — recent impressions are the ones clicks still arrive
-for. It lives in the gateway's memory, so impressions still waiting when the gateway stops are
-lost; the metrics say how many.
+for. A Track pointing at a waiting impression sends it first (`send_waiting`). The buffer lives
+in the gateway's memory: at shutdown the gateway gives it the events deadline to drain, and
+what still waits then is lost; the metrics say how many.
 
   shelfwise.gateway.impressions_buffered  up-down counter  {impression}  (waiting for a resend)
   shelfwise.gateway.impressions_dropped   counter          {impression}  reason (buffer_full | rejected | shutdown)
@@ -74,6 +75,16 @@ class ImpressionBuffer:
         if self._task is None or self._task.done():
             # Runs only while something waits, so an idle gateway holds no task.
             self._task = asyncio.create_task(self._resend_until_empty(), name="impression resend")
+
+    async def send_waiting(self, request_ids: set[str]) -> None:
+        """Sends the waiting impressions of these requests now: a Track for them is about to
+        point at them, and events refuses interactions whose impression it has not stored. A
+        transient failure leaves them waiting and is raised (that Track would fail against the
+        same events service anyway); a concurrent resend only makes a harmless duplicate."""
+        batch = [impression for impression in self._waiting if impression.request_id in request_ids]
+        if batch:
+            await self._send(batch)
+            self._remove(batch)
 
     async def wait_until_empty(self, timeout: float) -> bool:
         """Waits (bounded) for the waiting impressions to be sent; True if none is left."""

@@ -63,7 +63,7 @@ async def create_server(settings: GatewaySettings, port: int | None = None) -> R
     health.start()
 
     async def flush_impressions() -> None:
-        await composer.wait_for_impressions(timeout=settings.deadlines.events)
+        await composer.close(timeout=settings.deadlines.events)
 
     running.on_stop += [downstream.close, flush_impressions, health.stop]
     return running

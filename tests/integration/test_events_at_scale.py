@@ -469,6 +469,37 @@ async def test_gateway_keeps_impressions_while_events_cannot_store_them_and_stor
         await events.stop()
 
 
+async def test_track_sends_the_buffered_impression_it_points_at_before_its_interactions(system, database):
+    from shelfwise.gateway.v1 import gateway_pb2
+
+    from services.common.metrics import GatewayMetrics
+    from services.gateway.composer import Composer
+    from services.gateway.config import StageDeadlines
+    from services.gateway.event_buffer import ImpressionBuffer
+
+    downstream = gateway_downstream(system.address("events"))
+    composer = Composer(downstream, StageDeadlines(1.0, 1.0, 1.0, 5.0), candidates=10)
+    # The same sender, but no resend during the test: only Track can store what it points at.
+    composer._impression_buffer = ImpressionBuffer(composer._impression_buffer._send, GatewayMetrics(), first_delay=60.0)
+    # As if their first sends had failed while events was down.
+    waiting = [impression_pb(f"waiting-{uuid.uuid4().hex[:8]}") for _ in range(2)]
+    for impression in waiting:
+        composer._impression_buffer.add(impression)
+    try:
+        response = await composer.track(
+            gateway_pb2.TrackRequest(interactions=[click_pb(waiting[0].request_id)]), remaining=5.0
+        )
+        assert response.accepted == 1
+        assert [m.request_id for m in composer._impression_buffer._waiting] == [waiting[1].request_id]
+        stored = await database.fetch(
+            "SELECT request_id FROM impressions WHERE request_id = ANY($1::text[])", [m.request_id for m in waiting]
+        )
+        assert [row["request_id"] for row in stored] == [waiting[0].request_id]
+    finally:
+        await composer._impression_buffer.close()
+        await downstream.close()
+
+
 async def test_full_impression_buffer_drops_the_oldest_and_counts_them():
     from services.cli.local_system import free_ports
     from services.common.metrics import GatewayMetrics
