@@ -141,11 +141,7 @@ class Ranker:
             degraded = ("ctr_head",)
         items = []
         for row, index in enumerate(page.tolist()):
-            reasons = tuple(
-                (name, float(features[index, column]), float(contributions[row, column]))
-                for column, name in enumerate(FEATURE_NAMES)
-                if features[index, column] != 0.0
-            )
+            reasons = _reasons(features[index], contributions[row])
             items.append(RankedItem(unique[index].product_id, float(scores[index]), offset + row + 1, reasons))
         return Ranking(items, len(unique), scorer.version, degraded)
 
@@ -156,10 +152,16 @@ class Ranker:
         n = len(unique)
         items = []
         for index in range(offset, min(offset + limit, n)):
-            reasons = tuple(
-                (name, float(features[index, column]), 0.0)
-                for column, name in enumerate(FEATURE_NAMES)
-                if features[index, column] != 0.0
-            )
+            reasons = _reasons(features[index], np.zeros(len(FEATURE_NAMES)))
             items.append(RankedItem(unique[index].product_id, 1.0 - index / n, index + 1, reasons))
         return Ranking(items, n, RETRIEVAL_ORDER_VERSION)
+
+
+def _reasons(feature_row: np.ndarray, contribution_row: np.ndarray) -> tuple[tuple[str, float, float], ...]:
+    """(feature, value, contribution) of each non-zero feature: what the response explains and
+    what the gateway logs with the impression (an absent feature means 0)."""
+    return tuple(
+        (name, float(feature_row[column]), float(contribution_row[column]))
+        for column, name in enumerate(FEATURE_NAMES)
+        if feature_row[column] != 0.0
+    )

@@ -10,18 +10,9 @@ from services.common.errors import InvalidArgument, NotFound
 from services.ranking.features import QueryPreferences
 from services.ranking.ranker import FORMULA, MODEL, RETRIEVAL_ORDER, RETRIEVAL_ORDER_VERSION, Ranker
 from services.ranking.scorers import FeatureScorer
-from services.retrieval.retriever import DENSE, LEXICAL, CandidateFilters, CatalogIndex
+from services.retrieval.retriever import DENSE, LEXICAL, CandidateFilters
 from tests.unit.test_ranking import popularity, varied_candidates
-from tests.unit.test_retriever import PRODUCTS, HashingEncoder
-
-
-@pytest.fixture
-async def index() -> tuple[CatalogIndex, HashingEncoder]:
-    encoder = HashingEncoder()
-    catalog = CatalogIndex(store=None, encoder=encoder)
-    catalog._apply_upsert(PRODUCTS, await encoder.encode([p.embedding_text() for p in PRODUCTS], kind="passage"))
-    encoder.calls.clear()
-    return catalog, encoder
+from tests.unit.test_retriever import index  # noqa: F401  (the retriever tests' catalogue fixture)
 
 
 async def test_lexical_mode_never_encodes_the_query_and_returns_bm25_order(index):
