@@ -2,7 +2,7 @@
 
 Each component builds its own small holder when it is constructed (never at import time):
 `RpcMetrics` (every server, through the shared interceptor), `GatewayMetrics`, `TritonMetrics`,
-`EventsMetrics` and `RetrievalMetrics`. Instruments come from the process-wide OpenTelemetry
+`EventsMetrics`, `RetrievalMetrics` and `CircuitMetrics`. Instruments come from the process-wide OpenTelemetry
 meter provider (`services.common.tracing` installs one that exports over OTLP when
 OTEL_EXPORTER_OTLP_ENDPOINT is set; tests install an in-memory reader; otherwise the API's
 no-op). Creating the same instrument twice returns the one already registered, so several
@@ -207,3 +207,29 @@ class RetrievalMetrics:
     def deleted(self, count: int) -> None:
         if count:
             self._deleted.add(count)
+
+
+class CircuitMetrics:
+    """Circuit breakers (`services.common.circuit`): the gateway's per downstream service, the
+    Triton client's per model ("triton:<model>").
+
+    shelfwise.circuit.state        gauge    1               circuit   (0 closed, 1 half-open, 2 open)
+    shelfwise.circuit.transitions  counter  {transition}    circuit, state (the state entered)
+    """
+
+    STATE_VALUES = {"closed": 0, "half_open": 1, "open": 2}
+
+    def __init__(self) -> None:
+        meter = metrics.get_meter("shelfwise.circuit")
+        self._state = meter.create_gauge(
+            "shelfwise.circuit.state", unit="1",
+            description="state of each circuit breaker: 0 closed (calls go), 1 half-open (one probe), 2 open (failing fast)",
+        )
+        self._transitions = meter.create_counter(
+            "shelfwise.circuit.transitions", unit="{transition}",
+            description="circuit breaker state changes, by breaker and the state entered",
+        )
+
+    def transition(self, circuit: str, state: str) -> None:
+        self._state.set(self.STATE_VALUES[state], {"circuit": circuit})
+        self._transitions.add(1, {"circuit": circuit, "state": state})
