@@ -7,6 +7,12 @@ what a model is. Every call has a timeout; transient failures (Triton restarting
 connection) are retried a bounded number of times within that timeout; anything else becomes
 `Unavailable` / `DeadlineExceeded`, which the services turn into their stated degradations
 (lexical-only retrieval, feature-only ranking) instead of failing the request.
+
+Each model has a circuit breaker ("triton:<model>", `services.common.circuit`): once calls
+have failed a few times in a row (retries exhausted), the client stops sending for a while and
+raises `CircuitOpen` (an `Unavailable`) at once, so a dead Triton is not hammered with
+reconnects and retries, and every request degrades immediately instead of after its retries.
+One probe per open period notices when Triton is back; then calls flow again by themselves.
 """
 
 from __future__ import annotations
@@ -19,9 +25,10 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from services.common.circuit import Breakers, CircuitSettings
 from services.common.errors import DeadlineExceeded, Unavailable
 from services.common.inference import ModelVersion, find_model
-from services.common.metrics import TritonMetrics
+from services.common.metrics import CircuitMetrics, TritonMetrics
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +49,7 @@ class TritonInference:
         pinned_versions: Mapping[str, int] | None = None,
         timeout_seconds: float = 1.0,
         retries: int = 2,
+        circuit: CircuitSettings | None = None,
     ):
         import tritonclient.grpc.aio as triton_aio
 
@@ -56,6 +64,7 @@ class TritonInference:
         self._retries = retries
         self._versions: dict[str, ModelVersion] = {}
         self._metrics = TritonMetrics()
+        self._breakers = Breakers(circuit or CircuitSettings(), CircuitMetrics().transition, prefix="triton:")
 
     def has_model(self, name: str) -> bool:
         return find_model(self._repository, name, self._pinned.get(name)) is not None
@@ -90,6 +99,12 @@ class TritonInference:
 
     async def infer(
         self, name: str, inputs: Mapping[str, np.ndarray], outputs: Sequence[str], timeout: float | None = None
+    ) -> dict[str, np.ndarray]:
+        # One breaker verdict per call, after its retries: a retry is not another failure.
+        return await self._breakers[name].call(lambda: self._infer(name, inputs, outputs, timeout))
+
+    async def _infer(
+        self, name: str, inputs: Mapping[str, np.ndarray], outputs: Sequence[str], timeout: float | None
     ) -> dict[str, np.ndarray]:
         from tritonclient.grpc import InferInput, InferRequestedOutput
         from tritonclient.utils import np_to_triton_dtype

@@ -3,7 +3,13 @@
 Search: query understanding → retrieval → ranking → (in the background) impression logging.
 Each stage runs under its own deadline, capped by what is left of the caller's. A failed query
 understanding or ranking stage degrades the answer (raw text / retrieval order) and says so in
-`degraded_stages`; retrieval is the one stage without which there is nothing to show.
+`degraded_stages`; retrieval is the one stage without which there is nothing to show: when
+it is down the request fails with UNAVAILABLE ("retrieval: ...") and when it is too slow with
+DEADLINE_EXCEEDED, both before the caller's deadline (the retrieval stage deadline caps the
+wait). No honest fallback exists for it: the gateway holds no catalogue, and a cached or
+popular page would not answer the query. Every stage goes through a circuit breaker
+(downstream.py): after repeated failures a dead stage fails at once ("<stage>: circuit open"),
+so a degraded answer, or retrieval's UNAVAILABLE, comes without waiting out the stage deadline.
 
 Personalisation reads the shopper's history from events at request time (in parallel with
 query understanding), so a click logged through Track shapes the very next response without a

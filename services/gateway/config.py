@@ -1,6 +1,8 @@
 """Gateway settings, from the environment: where the other services are, how long each
-stage may take, and the experiments to run (``SHELFWISE_EXPERIMENTS``: a JSON or TOML file,
-see ``services.gateway.experiments``; unset = none). The experiments file is read and checked
+stage may take, when to stop calling a failing one (``SHELFWISE_CIRCUIT_FAILURES``,
+``SHELFWISE_CIRCUIT_OPEN_SECONDS``, see ``services.common.circuit``), and the experiments to
+run (``SHELFWISE_EXPERIMENTS``: a JSON or TOML file, see ``services.gateway.experiments``;
+unset = none). The experiments file is read and checked
 here, at start-up, so a bad file stops the gateway instead of failing requests."""
 
 from __future__ import annotations
@@ -8,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Mapping
 
+from services.common.circuit import CircuitSettings
 from services.common.config import ServerSettings, env_float, env_int, env_str, model_repository, service_address
 from services.gateway.experiments import Experiments, check_pinned_models, load_experiments
 
@@ -32,6 +35,8 @@ class GatewaySettings:
     deadlines: StageDeadlines
     candidates: int
     experiments: Experiments = field(default_factory=Experiments)
+    # Per downstream service: when to stop calling it and fail the stage fast (circuit.py).
+    circuit: CircuitSettings = field(default_factory=CircuitSettings)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "GatewaySettings":
@@ -49,6 +54,7 @@ class GatewaySettings:
             ),
             candidates=env_int("SHELFWISE_GATEWAY_CANDIDATES", 200, environ, minimum=1),
             experiments=experiments_from_env(environ),
+            circuit=CircuitSettings.from_env(environ),
         )
 
 
