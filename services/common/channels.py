@@ -1,5 +1,9 @@
 """Client channels to other Shelfwise services, created the same way everywhere, and the
-health check that tells whether a service is ready."""
+health check that tells whether a service is ready.
+
+A channel carries the process's own credentials: its token (SHELFWISE_AUTH_TOKEN[_FILE]) on
+every call, and TLS with its certificate when SHELFWISE_TLS_CA_FILE is set, so that calls
+between services authenticate like any caller's."""
 
 from __future__ import annotations
 
@@ -9,19 +13,29 @@ import time
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from services.common.auth import TokenInterceptor, channel_credentials
+from services.common.config import DEFAULT_MAX_MESSAGE_BYTES, SecuritySettings
 from services.common.server import grpc_options
 from services.common.tracing import instrument_libraries
 
 
-def create_channel(address: str, max_message_bytes: int = 4 * 1024 * 1024) -> grpc.aio.Channel:
-    """An insecure aio channel with tracing (instrumented before creation) and size limits."""
+def create_channel(
+    address: str, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, security: SecuritySettings | None = None
+) -> grpc.aio.Channel:
+    """An aio channel with tracing (instrumented before creation), size limits and this
+    process's credentials (`security` defaults to SecuritySettings.from_env())."""
     instrument_libraries()
+    security = SecuritySettings.from_env() if security is None else security
     options = grpc_options(max_message_bytes) + [
         # Reconnect quickly after a downstream restart instead of backing off for minutes.
         ("grpc.initial_reconnect_backoff_ms", 200),
         ("grpc.max_reconnect_backoff_ms", 2000),
     ]
-    return grpc.aio.insecure_channel(address, options=options)
+    interceptors = [TokenInterceptor(security.own_token)] if security.own_token else None
+    credentials = channel_credentials(security)
+    if credentials is None:
+        return grpc.aio.insecure_channel(address, options=options, interceptors=interceptors)
+    return grpc.aio.secure_channel(address, credentials, options=options, interceptors=interceptors)
 
 
 async def is_serving(stub: health_pb2_grpc.HealthStub, timeout: float = 1.0) -> bool:

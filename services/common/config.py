@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
+DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+
 DEFAULT_PORTS = {
     "gateway": 50051,
     "query_understanding": 50052,
@@ -75,9 +77,117 @@ class ServerSettings:
             service=service,
             host=env_str(f"{prefix}_HOST", env_str("SHELFWISE_HOST", "127.0.0.1", environ), environ),
             port=env_int(f"{prefix}_PORT", DEFAULT_PORTS[service], environ, minimum=0),
-            max_message_bytes=env_int("SHELFWISE_MAX_MESSAGE_BYTES", 4 * 1024 * 1024, environ, minimum=1024),
+            # One limit for every service, overridable per service (e.g. retrieval takes large
+            # catalogue upserts, the gateway small queries).
+            max_message_bytes=env_int(
+                f"{prefix}_MAX_MESSAGE_BYTES",
+                env_int("SHELFWISE_MAX_MESSAGE_BYTES", DEFAULT_MAX_MESSAGE_BYTES, environ, minimum=1024),
+                environ,
+                minimum=1024,
+            ),
             shutdown_grace_seconds=env_float("SHELFWISE_SHUTDOWN_GRACE_SECONDS", 5.0, environ, minimum=0.0),
         )
+
+
+def read_secret(name: str, environ: Mapping[str, str] | None = None) -> str:
+    """A secret from `<name>_FILE` (a mounted Kubernetes Secret; preferred) or from `<name>`.
+
+    Both set is a mistake worth stopping for: which one wins would be a guess.
+    """
+    environ = os.environ if environ is None else environ
+    path = env_str(f"{name}_FILE", "", environ)
+    value = env_str(name, "", environ)
+    if path and value:
+        raise ValueError(f"set {name} or {name}_FILE, not both")
+    if path:
+        try:
+            return Path(path).read_text(encoding="utf-8").strip()
+        except OSError as error:
+            # The error names the path and the reason, never the content.
+            raise ValueError(f"{name}_FILE={path!r} cannot be read: {error.strerror}") from None
+    return value
+
+
+AUTH_MODES = ("off", "token", "mtls")
+
+
+@dataclass(frozen=True, repr=False)
+class SecuritySettings:
+    """Who may call a service and how a service identifies itself to the others.
+
+    auth          off (default locally), token (`authorization: Bearer <token>` on every call
+                  but health checks) or mtls (a client certificate signed by the CA; the
+                  principal is its common name). The Kubernetes overlays turn token on.
+    caller_tokens the accepted tokens, lines `principal token` (SHELFWISE_AUTH_TOKENS_FILE or
+                  SHELFWISE_AUTH_TOKENS; in the env, entries may also be separated by commas).
+    own_token     the token this process sends on its own calls (SHELFWISE_AUTH_TOKEN[_FILE]);
+                  the server accepts it too, as principal `self`, so one token is enough for
+                  `shelfwise up`.
+    tls_*         PEM files: the server's (and client's) certificate and key, and the CA that
+                  signs peers (SHELFWISE_TLS_CERT_FILE, SHELFWISE_TLS_KEY_FILE, SHELFWISE_TLS_CA_FILE).
+    rate_limit_*  per caller (principal, or client host when auth is off) token bucket:
+                  requests per second (0 = no limit, the default) and burst; exempt principals
+                  are never limited (SHELFWISE_RATE_LIMIT_RPS, _BURST, _EXEMPT).
+    """
+
+    auth: str = "off"
+    caller_tokens: str = ""
+    own_token: str = ""
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    tls_ca_file: str = ""
+    rate_limit_rps: float = 0.0
+    rate_limit_burst: int = 0
+    rate_limit_exempt: tuple[str, ...] = ()
+
+    def __repr__(self) -> str:  # never print the tokens (settings end up in logs and tracebacks)
+        return (
+            f"SecuritySettings(auth={self.auth!r}, caller_tokens={'<set>' if self.caller_tokens else '<unset>'}, "
+            f"own_token={'<set>' if self.own_token else '<unset>'}, tls_cert_file={self.tls_cert_file!r}, "
+            f"tls_key_file={self.tls_key_file!r}, tls_ca_file={self.tls_ca_file!r}, "
+            f"rate_limit_rps={self.rate_limit_rps}, rate_limit_burst={self.rate_limit_burst}, "
+            f"rate_limit_exempt={self.rate_limit_exempt!r})"
+        )
+
+    __str__ = __repr__
+
+    @property
+    def tls(self) -> bool:
+        return bool(self.tls_cert_file and self.tls_key_file)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> "SecuritySettings":
+        raw_auth = env_str("SHELFWISE_AUTH", "off", environ).lower()
+        auth = {"true": "token", "on": "token", "1": "token", "false": "off", "0": "off", "none": "off"}.get(raw_auth, raw_auth)
+        if auth not in AUTH_MODES:
+            raise ValueError(f"SHELFWISE_AUTH={raw_auth!r} must be one of {', '.join(AUTH_MODES)}")
+        rps = env_float("SHELFWISE_RATE_LIMIT_RPS", 0.0, environ, minimum=0.0)
+        settings = cls(
+            auth=auth,
+            caller_tokens=read_secret("SHELFWISE_AUTH_TOKENS", environ),
+            own_token=read_secret("SHELFWISE_AUTH_TOKEN", environ),
+            tls_cert_file=env_str("SHELFWISE_TLS_CERT_FILE", "", environ),
+            tls_key_file=env_str("SHELFWISE_TLS_KEY_FILE", "", environ),
+            tls_ca_file=env_str("SHELFWISE_TLS_CA_FILE", "", environ),
+            rate_limit_rps=rps,
+            # Default burst: one second's worth, at least 1.
+            rate_limit_burst=env_int("SHELFWISE_RATE_LIMIT_BURST", max(1, int(rps)), environ, minimum=1),
+            rate_limit_exempt=tuple(
+                sorted(filter(None, (p.strip() for p in env_str("SHELFWISE_RATE_LIMIT_EXEMPT", "", environ).split(","))))
+            ),
+        )
+        if bool(settings.tls_cert_file) != bool(settings.tls_key_file):
+            raise ValueError("SHELFWISE_TLS_CERT_FILE and SHELFWISE_TLS_KEY_FILE go together")
+        if auth == "mtls" and not (settings.tls and settings.tls_ca_file):
+            raise ValueError(
+                "SHELFWISE_AUTH=mtls needs SHELFWISE_TLS_CERT_FILE, SHELFWISE_TLS_KEY_FILE and SHELFWISE_TLS_CA_FILE"
+            )
+        if auth == "token" and not (settings.caller_tokens or settings.own_token):
+            raise ValueError(
+                "SHELFWISE_AUTH=token needs the accepted tokens: SHELFWISE_AUTH_TOKENS_FILE (lines `principal token`), "
+                "SHELFWISE_AUTH_TOKENS or at least SHELFWISE_AUTH_TOKEN"
+            )
+        return settings
 
 
 def service_address(service: str, environ: Mapping[str, str] | None = None) -> str:

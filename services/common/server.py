@@ -2,7 +2,9 @@
 
 One function builds a grpc.aio server the same way everywhere: tracing instrumented first,
 message size limits, the error-mapping interceptor (which also counts and times every RPC),
-standard health service and server reflection. `serve` runs it until SIGTERM/SIGINT and then
+caller authentication and per-caller rate limits when configured (`services.common.auth`;
+off unless SHELFWISE_AUTH / SHELFWISE_RATE_LIMIT_RPS say otherwise), TLS when a certificate is
+configured, standard health service and server reflection. `serve` runs it until SIGTERM/SIGINT and then
 shuts down gracefully: health goes NOT_SERVING first (load balancers stop sending), in-flight
 calls drain for the grace period, then the service's own resources close.
 """
@@ -21,6 +23,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from services.common import errors
+from services.common.auth import CallerInterceptor, server_credentials
+from services.common.config import DEFAULT_MAX_MESSAGE_BYTES, SecuritySettings
 from services.common.metrics import RpcMetrics
 from services.common.tracing import current_trace_id, instrument_libraries
 
@@ -155,25 +159,40 @@ async def start_server(
     service_names: Iterable[str],
     host: str = "127.0.0.1",
     port: int = 0,
-    max_message_bytes: int = 4 * 1024 * 1024,
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    security: SecuritySettings | None = None,
 ) -> RunningServer:
-    """Builds, binds and starts a server; health starts NOT_SERVING until the caller is ready."""
+    """Builds, binds and starts a server; health starts NOT_SERVING until the caller is ready.
+
+    `security` defaults to SecuritySettings.from_env() (authentication, rate limits, TLS)."""
     instrument_libraries()
-    server = grpc.aio.server(
-        interceptors=[ErrorMappingInterceptor()],
-        options=grpc_options(max_message_bytes),
-    )
+    security = SecuritySettings.from_env() if security is None else security
+    # Error mapping outermost, so refused calls are counted in the RPC metrics with their status.
+    interceptors: list[grpc.aio.ServerInterceptor] = [ErrorMappingInterceptor()]
+    caller_interceptor = CallerInterceptor.from_settings(security)
+    if caller_interceptor is not None:
+        interceptors.append(caller_interceptor)
+    server = grpc.aio.server(interceptors=interceptors, options=grpc_options(max_message_bytes))
     register(server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = tuple(service_names)
     reflection.enable_server_reflection((*names, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
-    bound = server.add_insecure_port(f"{host}:{port}")
+    credentials = server_credentials(security)
+    if credentials is None:
+        bound = server.add_insecure_port(f"{host}:{port}")
+    else:
+        bound = server.add_secure_port(f"{host}:{port}", credentials)
     if bound == 0:
         raise OSError(f"could not bind {host}:{port}")
     await server.start()
     running = RunningServer(server=server, port=bound, service_names=names, health=health_servicer)
     await running.set_serving(False)
+    log.info(
+        "listening on %s:%d (auth %s%s, TLS %s)", host, bound, security.auth,
+        f", rate limit {security.rate_limit_rps:g}/s burst {security.rate_limit_burst}" if security.rate_limit_rps else "",
+        "on" if credentials is not None else "off",
+    )
     # Liveness is about the process, not its dependencies: SERVING until the server stops.
     await health_servicer.set(LIVENESS_SERVICE, health_pb2.HealthCheckResponse.SERVING)
     return running

@@ -1,0 +1,200 @@
+"""Caller authentication and per-caller rate limits on a real server (the events service over
+the session's PostgreSQL): with auth on, unauthenticated calls are refused, health checks
+stay open, the service's own channels authenticate, mTLS works, and no token reaches a log
+record or a span."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import uuid
+from contextlib import asynccontextmanager
+from pathlib import Path
+from unittest import mock
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from shelfwise.events.v1 import events_pb2, events_pb2_grpc
+
+from services.common.channels import create_channel
+from services.common.config import SecuritySettings
+from services.events.config import EventsSettings
+from services.events.server import create_server
+from tests.conftest import metric_points
+
+SHOP_TOKEN = f"shop-{uuid.uuid4().hex}"
+GATEWAY_TOKEN = f"gateway-{uuid.uuid4().hex}"
+NO_CREDENTIALS = SecuritySettings()
+
+
+@asynccontextmanager
+async def events_server(postgres_url: str, **environ: str):
+    """The events service, its security read from `environ` as in a deployed pod."""
+    with mock.patch.dict(os.environ, environ):
+        running = await create_server(EventsSettings.from_env({"SHELFWISE_DATABASE_URL": postgres_url}), port=0)
+    try:
+        yield running
+    finally:
+        await running.stop()
+
+
+def token_environ(tmp_path: Path, **extra: str) -> dict[str, str]:
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"# principal token\nshop {SHOP_TOKEN}\ngateway {GATEWAY_TOKEN}\n")
+    return {"SHELFWISE_AUTH": "token", "SHELFWISE_AUTH_TOKENS_FILE": str(tokens), **extra}
+
+
+def metrics_request() -> events_pb2.GetMetricsRequest:
+    return events_pb2.GetMetricsRequest(group_by=events_pb2.METRICS_GROUPING_REQUEST, request_id="none")
+
+
+def client(token: str | None) -> SecuritySettings:
+    return SecuritySettings(own_token=token) if token else NO_CREDENTIALS
+
+
+async def test_unauthenticated_calls_are_refused_when_auth_is_on(postgres_url, tmp_path):
+    async with events_server(postgres_url, **token_environ(tmp_path)) as running:
+        address = f"127.0.0.1:{running.port}"
+        async with create_channel(address, security=NO_CREDENTIALS) as channel:
+            stub = events_pb2_grpc.EventsServiceStub(channel)
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await stub.GetMetrics(metrics_request())
+            assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            assert "authorization: Bearer <token>" in refused.value.details()
+            # Streaming RPCs too, before the first message is read.
+            with pytest.raises(grpc.aio.AioRpcError) as refused_stream:
+                async for _ in stub.StreamEvents(iter([events_pb2.StreamEventsRequest(sequence=1)])):
+                    pass
+            assert refused_stream.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            # Reflection describes the whole API: for authenticated operators only.
+            reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
+            with pytest.raises(grpc.aio.AioRpcError) as refused_reflection:
+                async for _ in reflection.ServerReflectionInfo(
+                    iter([reflection_pb2.ServerReflectionRequest(list_services="")])
+                ):
+                    pass
+            assert refused_reflection.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            # Kubelet's gRPC probes send no token: health stays open.
+            health = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
+            assert health.status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_unknown_token_is_refused_without_echoing_it(postgres_url, tmp_path):
+    wrong = f"wrong-{uuid.uuid4().hex}"
+    async with events_server(postgres_url, **token_environ(tmp_path)) as running:
+        async with create_channel(f"127.0.0.1:{running.port}", security=client(wrong)) as channel:
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await events_pb2_grpc.EventsServiceStub(channel).GetMetrics(metrics_request())
+    assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert wrong not in refused.value.details() and "not valid" in refused.value.details()
+
+
+async def test_configured_callers_and_the_services_own_channels_authenticate(postgres_url, tmp_path):
+    async with events_server(postgres_url, **token_environ(tmp_path)) as running:
+        address = f"127.0.0.1:{running.port}"
+        for token in (SHOP_TOKEN, GATEWAY_TOKEN):
+            async with create_channel(address, security=client(token)) as channel:
+                await events_pb2_grpc.EventsServiceStub(channel).GetMetrics(metrics_request())
+        # A service's channel (the gateway's downstream ones) takes its token from the environment.
+        with mock.patch.dict(os.environ, {"SHELFWISE_AUTH_TOKEN": GATEWAY_TOKEN}):
+            channel = create_channel(address)
+        async with channel:
+            await events_pb2_grpc.EventsServiceStub(channel).GetMetrics(metrics_request())
+
+
+async def test_no_token_reaches_a_log_record_or_a_span(postgres_url, tmp_path, span_exporter, caplog):
+    wrong = f"wrong-{uuid.uuid4().hex}"
+    caplog.set_level(logging.DEBUG)
+    span_exporter.clear()
+    async with events_server(postgres_url, **token_environ(tmp_path)) as running:
+        address = f"127.0.0.1:{running.port}"
+        for token in (SHOP_TOKEN, wrong):
+            async with create_channel(address, security=client(token)) as channel:
+                try:
+                    await events_pb2_grpc.EventsServiceStub(channel).GetMetrics(metrics_request())
+                except grpc.aio.AioRpcError:
+                    pass
+    spans = span_exporter.get_finished_spans()
+    assert any(span.attributes.get("shelfwise.principal") == "shop" for span in spans), "the server span names the caller"
+    recorded = [span.to_json() for span in spans]
+    recorded += [record.getMessage() + repr(record.args) + repr(record.__dict__) for record in caplog.records]
+    for token in (SHOP_TOKEN, wrong):
+        assert not [text for text in recorded if token in text]
+
+
+async def test_callers_over_their_rate_are_refused_and_counted_and_exempt_services_are_not(postgres_url, tmp_path):
+    environ = token_environ(
+        tmp_path, SHELFWISE_RATE_LIMIT_RPS="0.01", SHELFWISE_RATE_LIMIT_BURST="2", SHELFWISE_RATE_LIMIT_EXEMPT="gateway"
+    )
+    async with events_server(postgres_url, **environ) as running:
+        address = f"127.0.0.1:{running.port}"
+        async with create_channel(address, security=client(SHOP_TOKEN)) as channel:
+            stub = events_pb2_grpc.EventsServiceStub(channel)
+            await stub.GetMetrics(metrics_request())
+            await stub.GetMetrics(metrics_request())
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await stub.GetMetrics(metrics_request())
+        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "0.01 calls per second per caller, bursts of up to 2" in refused.value.details()
+        assert any(p.attributes.get("shelfwise.principal") == "shop" for p in metric_points("shelfwise.rpc.rate_limited"))
+        async with create_channel(address, security=client(GATEWAY_TOKEN)) as channel:
+            for _ in range(5):
+                await events_pb2_grpc.EventsServiceStub(channel).GetMetrics(metrics_request())
+
+
+# --- mTLS ------------------------------------------------------------------------------------------
+
+
+def _certificates(folder: Path) -> dict[str, Path]:
+    """A CA, a server certificate for 127.0.0.1/localhost and a client certificate with CN
+    `shop`, made with the openssl command (no Python crypto library in the venv)."""
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=folder, timeout=60)
+
+    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "1",
+            "-subj", "/CN=shelfwise-test-ca", "-keyout", "ca.key", "-out", "ca.crt")
+    for name, extension in (("server", "subjectAltName=DNS:localhost,IP:127.0.0.1"), ("shop", "basicConstraints=CA:FALSE")):
+        openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-subj", f"/CN={name}",
+                "-keyout", f"{name}.key", "-out", f"{name}.csr")
+        (folder / f"{name}.ext").write_text(extension + "\n")
+        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+                "-days", "1", "-extfile", f"{name}.ext", "-out", f"{name}.crt")
+    return {name: folder / name for name in ("ca.crt", "server.crt", "server.key", "shop.crt", "shop.key")}
+
+
+async def test_mtls_admits_clients_with_a_certificate_of_the_ca_and_names_them(postgres_url, tmp_path, span_exporter):
+    files = _certificates(tmp_path)
+    environ = {
+        "SHELFWISE_AUTH": "mtls",
+        "SHELFWISE_TLS_CERT_FILE": str(files["server.crt"]),
+        "SHELFWISE_TLS_KEY_FILE": str(files["server.key"]),
+        "SHELFWISE_TLS_CA_FILE": str(files["ca.crt"]),
+    }
+    span_exporter.clear()
+    async with events_server(postgres_url, **environ) as running:
+        address = f"127.0.0.1:{running.port}"
+        shop = SecuritySettings(
+            tls_cert_file=str(files["shop.crt"]), tls_key_file=str(files["shop.key"]), tls_ca_file=str(files["ca.crt"])
+        )
+        async with create_channel(address, security=shop) as channel:
+            await events_pb2_grpc.EventsServiceStub(channel).GetMetrics(metrics_request(), timeout=10)
+        # TLS without a client certificate: the handshake fails.
+        async with create_channel(address, security=SecuritySettings(tls_ca_file=str(files["ca.crt"]))) as channel:
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await events_pb2_grpc.EventsServiceStub(channel).GetMetrics(metrics_request(), timeout=10)
+            assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+        # Plain text: refused as well.
+        async with create_channel(address, security=NO_CREDENTIALS) as channel:
+            with pytest.raises(grpc.aio.AioRpcError):
+                await events_pb2_grpc.EventsServiceStub(channel).GetMetrics(metrics_request(), timeout=10)
+    assert any(span.attributes.get("shelfwise.principal") == "shop" for span in span_exporter.get_finished_spans())
+
+
+async def test_auth_is_off_by_default_locally(postgres_url):
+    async with events_server(postgres_url) as running:
+        async with create_channel(f"127.0.0.1:{running.port}", security=NO_CREDENTIALS) as channel:
+            await events_pb2_grpc.EventsServiceStub(channel).GetMetrics(metrics_request())
