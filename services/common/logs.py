@@ -1,15 +1,34 @@
 """Structured logs: one JSON object per line with the trace and span ids of the request being
 served, so a log line leads to its trace (and back). SHELFWISE_LOG_FORMAT=text gives the same
-fields as plain text for reading on a terminal."""
+fields as plain text for reading on a terminal.
+
+Secrets never reach a log line: whatever a message or a traceback holds, bearer tokens and the
+passwords of URLs (`scheme://user:password@host`, `password=` parameters) are replaced with
+`***` by the formatters, the last step before a line is written."""
 
 from __future__ import annotations
 
 import json
 import logging
 import os
+import re
 from datetime import datetime, timezone
 
 from opentelemetry import trace
+
+
+_SECRETS = (
+    (re.compile(r"(?i)\b(bearer\s+)[^\s'\",;]+"), r"\1***"),
+    (re.compile(r"(\b[a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@\s]+@", re.IGNORECASE), r"\1***@"),
+    (re.compile(r"(?i)\b(password|passwd|token|secret)=[^&\s'\"]+"), r"\1=***"),
+)
+
+
+def redact_secrets(text: str) -> str:
+    """`text` with bearer tokens and URL/parameter passwords replaced by ***."""
+    for pattern, replacement in _SECRETS:
+        text = pattern.sub(replacement, text)
+    return text
 
 
 def _ids() -> tuple[str, str]:
@@ -31,12 +50,12 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname,
             "service": self._service,
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": redact_secrets(record.getMessage()),
         }
         if trace_id:
             entry["trace_id"], entry["span_id"] = trace_id, span_id
         if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
+            entry["exception"] = redact_secrets(self.formatException(record.exc_info))
         return json.dumps(entry, ensure_ascii=False)
 
 
@@ -46,7 +65,7 @@ class TextFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         record.trace_id = _ids()[0] or "-"
-        return super().format(record)
+        return redact_secrets(super().format(record))
 
 
 def setup_logging(service: str) -> None:

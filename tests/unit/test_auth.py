@@ -92,3 +92,19 @@ def test_auth_is_off_and_unlimited_by_default():
 def test_incomplete_security_settings_fail_at_start_up_naming_the_variable(environ, message):
     with pytest.raises(ValueError, match=message):
         SecuritySettings.from_env(environ)
+
+
+def test_log_lines_never_carry_bearer_tokens_or_url_passwords():
+    import json
+    import logging
+
+    from services.common.logs import JsonFormatter, TextFormatter
+
+    record = logging.LogRecord(
+        "shelfwise.test", logging.ERROR, __file__, 1, "call with %s to %s failed", (
+            ("authorization", f"Bearer {SHOP}"), "postgresql://shelfwise:hunter2hunter2@postgres:5432/shelfwise?password=p4ss"
+        ), None,
+    )
+    for line in (json.loads(JsonFormatter("events").format(record))["message"], TextFormatter("events").format(record)):
+        assert SHOP not in line and "hunter2" not in line and "p4ss" not in line
+        assert "Bearer ***" in line and "shelfwise:***@postgres" in line
