@@ -108,6 +108,7 @@ def run_sasrec(
     seed: int = 2020,
     threads: int = 1,
     fresh: bool = False,
+    resume: bool = False,
 ) -> dict:
     """Trains and evaluates RecBole's SASRec on exactly our leave-one-out split of `sequences`
     (one list per user, item ids 1..N in time order): last item = test, second-last = validation,
@@ -142,10 +143,10 @@ def run_sasrec(
     key = cache_key(sequences, settings, version)
     results_path = work_dir / RESULT_FILE
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
-    if key in results and not fresh:
+    if key in results and not fresh and not resume:
         return {**results[key], "cached": True}
 
-    result = _train_and_test(name, sequences, work_dir, settings, threads)
+    result = _train_and_test(name, sequences, work_dir, settings, threads, resume=resume)
     result.update(config={**settings, "threads": threads}, recbole_version=version)
     work_dir.mkdir(parents=True, exist_ok=True)
     results[key] = result
@@ -252,37 +253,139 @@ def _recbole_process(work_dir: Path, threads: int) -> Iterator[None]:
 
 
 def _train_and_test(
-    name: str, sequences: list[list[int]], work_dir: Path, settings: dict[str, Any], threads: int
+    name: str, sequences: list[list[int]], work_dir: Path, settings: dict[str, Any], threads: int,
+    resume: bool = False,
 ) -> dict[str, Any]:
     from recbole.model.sequential_recommender import SASRec
     from recbole.trainer import Trainer
     from recbole.utils import init_seed
 
     with _recbole_process(work_dir, threads):
-        config, _, train_data, valid_data, test_data = prepare(name, sequences, work_dir, settings)
+        config, dataset, train_data, valid_data, test_data = prepare(name, sequences, work_dir, settings)
         logging.getLogger().info(config)
         init_seed(config["seed"], config["reproducibility"])
         model = SASRec(config, train_data._dataset).to(config["device"])
         trainer = Trainer(config, model)
         # A fixed name, so that reruns replace the checkpoint instead of piling up timestamped ones.
         trainer.saved_model_file = str(work_dir / "saved" / BEST_CHECKPOINT)
+        resumed_from = _resume(trainer, model, config) if resume else None
         started = time.perf_counter()
         trainer.fit(train_data, valid_data, saved=True, show_progress=False)
         train_seconds = time.perf_counter() - started
-        # Our own file from a few lines up, so unpickling RecBole's Config in it is safe.
-        checkpoint = torch.load(trainer.saved_model_file, map_location=config["device"], weights_only=False)
-        model.load_state_dict(checkpoint["state_dict"])
-        model.load_other_parameter(checkpoint.get("other_parameter"))
+        checkpoint = _load_checkpoint(trainer.saved_model_file, model, config)
         test = trainer.evaluate(test_data, load_best_model=False, show_progress=False)
         logging.getLogger().info(f"test result: {dict(test)}")
         trainer.tensorboard.close()
+        ours = score_with_our_evaluator(model, dataset, sequences, config)
+    # Epoch indices of this call's training (a resumed run starts after the checkpoint's).
+    last_epoch = max(trainer.train_loss_dict, default=(resumed_from if resumed_from is not None else -1))
     return {
         **{metric: float(test[metric]) for metric in ("recall@10", "recall@20", "ndcg@10", "ndcg@20")},
+        **ours,
         "train_seconds": round(train_seconds, 1),
-        "epochs_run": len(trainer.train_loss_dict),
+        "epochs_run": last_epoch + 1,
         "best_epoch": int(checkpoint["epoch"]),
         "stopped_early": trainer.cur_step > trainer.stopping_step,
         "users": len(test_data._dataset),
+        "resumed_from_epoch": resumed_from,
+    }
+
+
+def _load_checkpoint(path: str, model, config) -> dict[str, Any]:
+    """Loads the best checkpoint into `model`. torch >= 2.6 refuses RecBole's pickled Config with
+    weights_only=True; the file is our own (written by this module), so unpickling it is safe."""
+    checkpoint = torch.load(path, map_location=config["device"], weights_only=False)
+    model.load_state_dict(checkpoint["state_dict"])
+    model.load_other_parameter(checkpoint.get("other_parameter"))
+    return checkpoint
+
+
+def _resume(trainer, model, config) -> int:
+    """RecBole's `Trainer.resume_checkpoint`, with the checkpoint loaded as `_load_checkpoint`
+    does; returns the epoch the checkpoint was saved at."""
+    path = Path(trainer.saved_model_file)
+    if not path.is_file():
+        raise FileNotFoundError(f"nothing to resume: {path} does not exist (run without --resume first)")
+    checkpoint = _load_checkpoint(str(path), model, config)
+    saved_config = checkpoint["config"]
+    for setting in ("model", "dataset", "hidden_size", "n_layers", "MAX_ITEM_LIST_LENGTH", "learning_rate"):
+        if saved_config[setting] != config[setting]:
+            raise ValueError(f"{path} was trained with {setting}={saved_config[setting]!r}, not {config[setting]!r}")
+    trainer.start_epoch = checkpoint["epoch"] + 1
+    trainer.cur_step = checkpoint["cur_step"]
+    trainer.best_valid_score = checkpoint["best_valid_score"]
+    trainer.optimizer.load_state_dict(checkpoint["optimizer"])
+    logging.getLogger().info(f"resumed from {path} at epoch {trainer.start_epoch}")
+    return int(checkpoint["epoch"])
+
+
+def score_with_our_evaluator(model, dataset, sequences: list[list[int]], config) -> dict[str, Any]:
+    """Test metrics of a trained RecBole sequential model from `training.eval_rec`'s own ranking
+    code, under both rules: "history_excluded" (the user's history items removed from the
+    ranking, as our models are reported) and "history_kept_our_evaluator" (RecBole's rule).
+
+    The model scores RecBole's internal item ids; they are mapped back to our ids (tokens), and
+    items RecBole never saw score -inf (they are not candidates in its evaluator either). Each
+    user's input is the last MAX_ITEM_LIST_LENGTH items before the test item, oldest first and
+    padded at the end, the way RecBole builds its own test samples."""
+    import numpy as np
+    from recbole.data.interaction import Interaction
+
+    from training.eval_rec import summarize, target_ranks
+    from training.sequential_data import eval_split
+
+    split = eval_split(sequences, "test")
+    num_items = max(max(seq) for seq in sequences)
+    tokens = dataset.field2id_token[config["ITEM_ID_FIELD"]]
+    ours_of_internal = np.asarray([int(token) for token in tokens[1:]], dtype=np.int64)  # internal id i+1
+    internal_of_ours = np.zeros(num_items + 1, dtype=np.int64)
+    internal_of_ours[ours_of_internal] = np.arange(1, len(tokens), dtype=np.int64)
+    columns = torch.from_numpy(ours_of_internal)
+    width = config["MAX_ITEM_LIST_LENGTH"]
+
+    def scores(index: np.ndarray) -> torch.Tensor:
+        ids = np.zeros((len(index), width), dtype=np.int64)
+        lengths = np.zeros(len(index), dtype=np.int64)
+        for row, user in enumerate(index):
+            history = internal_of_ours[np.asarray(split.histories[user][-width:], dtype=np.int64)]
+            ids[row, :len(history)] = history
+            lengths[row] = len(history)
+        batch = Interaction({model.ITEM_SEQ: torch.from_numpy(ids), model.ITEM_SEQ_LEN: torch.from_numpy(lengths)})
+        internal = model.full_sort_predict(batch.to(config["device"])).view(len(index), -1).cpu()
+        out = torch.full((len(index), num_items + 1), float("-inf"))
+        out[:, columns] = internal[:, 1:]
+        return out
+
+    model.eval()
+    with torch.no_grad():
+        excluded = target_ranks(scores, split, exclude_history=True)
+        kept = target_ranks(scores, split, exclude_history=False)
+    return {"history_excluded": summarize(excluded), "history_kept_our_evaluator": summarize(kept)}
+
+
+def rescore(name: str, sequences: list[list[int]], work_dir: Path, *, seed: int = 2020, threads: int = 1) -> dict:
+    """Test metrics (RecBole's evaluator and ours, both rules) of the best checkpoint already in
+    `work_dir/saved/`, without training: e.g. for a run that was stopped before it finished."""
+    from recbole.model.sequential_recommender import SASRec
+    from recbole.trainer import Trainer
+
+    work_dir = Path(work_dir).resolve()
+    path = work_dir / "saved" / BEST_CHECKPOINT
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    with _recbole_process(work_dir, threads):
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+        config, dataset, train_data, _, test_data = prepare(name, sequences, work_dir, sasrec_settings(epochs=None, seed=seed))
+        model = SASRec(config, train_data._dataset).to(config["device"])
+        _load_checkpoint(str(path), model, config)
+        test = Trainer(config, model).evaluate(test_data, load_best_model=False, show_progress=False)
+        ours = score_with_our_evaluator(model, dataset, sequences, config)
+    return {
+        **{metric: float(test[metric]) for metric in ("recall@10", "recall@20", "ndcg@10", "ndcg@20")},
+        **ours,
+        "checkpoint_epoch": int(checkpoint["epoch"]),
+        "best_valid_ndcg@10": float(checkpoint["best_valid_score"]),
+        "checkpoint_epoch_cap": checkpoint["config"]["epochs"],
     }
 
 
@@ -299,13 +402,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=2020)
     parser.add_argument("--fresh", action="store_true", help="retrain even if a cached result exists")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from the best checkpoint in the build dir (up to --epochs) instead of starting over")
+    parser.add_argument("--rescore", action="store_true",
+                        help="no training: test the best checkpoint in the build dir under both history rules")
     parser.add_argument("--build-dir", type=Path, default=Path("build/recbole"))
     args = parser.parse_args(argv)
     for name in args.datasets:
         sequences = read_sequences(amazon_seq_dir() / f"{name}.txt")
+        if args.rescore:
+            print(name, json.dumps(rescore(name, sequences, args.build_dir / name, seed=args.seed, threads=args.threads)),
+                  flush=True)
+            continue
         result = run_sasrec(
             name, sequences, args.build_dir / name,
-            epochs=args.epochs, seed=args.seed, threads=args.threads, fresh=args.fresh,
+            epochs=args.epochs, seed=args.seed, threads=args.threads, fresh=args.fresh, resume=args.resume,
         )
         print(name, json.dumps({k: v for k, v in result.items() if k != "config"}), flush=True)
 

@@ -19,6 +19,7 @@ from training.recbole_baseline import (  # noqa: E402
     _recbole_process,
     cache_key,
     prepare,
+    rescore,
     run_sasrec,
     sasrec_settings,
 )
@@ -117,6 +118,27 @@ def test_a_second_run_is_read_from_the_cache_unless_fresh_and_the_process_is_lef
     again = run_sasrec("fixture", SEQUENCES, work_dir, epochs=1, seed=7)
     assert again == {**first, "cached": True}
     assert run_sasrec("fixture", SEQUENCES, work_dir, epochs=1, seed=7, fresh=True)["cached"] is False
+
+
+def test_our_evaluator_ranks_recboles_model_as_recbole_does_and_a_resumed_run_continues_from_the_checkpoint(tmp_path):
+    work_dir = tmp_path / "fixture"
+    first = run_sasrec("fixture", SEQUENCES, work_dir, epochs=1, seed=7)
+    # RecBole prints its metrics to 4 decimal places.
+    for metric in ("recall@10", "ndcg@10", "recall@20", "ndcg@20"):
+        assert first["history_kept_our_evaluator"][metric] == pytest.approx(first[metric], abs=5.1e-5)
+    # The last user's test target is already in its history: a miss once history is excluded.
+    assert first["history_excluded"]["recall@20"] <= 5 / 6
+
+    resumed = run_sasrec("fixture", SEQUENCES, work_dir, epochs=3, seed=7, resume=True)
+    assert resumed["cached"] is False and resumed["resumed_from_epoch"] == 0 and resumed["epochs_run"] == 3
+    again = rescore("fixture", SEQUENCES, work_dir, seed=7)
+    assert again["checkpoint_epoch"] == resumed["best_epoch"]
+    assert again["history_excluded"] == pytest.approx(resumed["history_excluded"])
+
+
+def test_resuming_without_a_checkpoint_says_what_to_run_first(tmp_path):
+    with pytest.raises(FileNotFoundError, match="run without --resume first"):
+        run_sasrec("fixture", SEQUENCES, tmp_path / "empty", epochs=2, seed=7, resume=True)
 
 
 def test_sequences_too_short_for_the_same_split_are_refused(tmp_path):
