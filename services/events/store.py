@@ -1,12 +1,22 @@
 """Events in PostgreSQL: idempotent bulk writes (COPY through a staging table), retried across
-lost connections, attribution checks and metrics queries."""
+lost connections, attribution checks and metrics queries.
+
+User ids never reach the tables in clear: the store keeps a keyed hash of each
+(`UserIdPseudonyms`, HMAC-SHA256 with SHELFWISE_USER_ID_KEY) and hashes the id a history read
+asks for the same way, so a shopper's events still group together while the analytics tables
+hold no id that leads back to the shop's customer records without the key. Rows stored
+before pseudonyms existed are hashed in place by `pseudonymise_stored_user_ids`
+(migration 0007 explains why not in SQL)."""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import json
 import logging
 import random
+import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Sequence
@@ -28,6 +38,9 @@ _IMPRESSION_COLUMNS = (
     "event_id", "request_id", "occurred_at", "user_id", "session_id", "surface", "query", "product_ids",
     "first_position", "model_version", "experiment_arm", "features", "interleaving_arms",
 )
+# The idempotency keys carry occurred_at so that retention can prune them with their events.
+_IMPRESSION_KEY_COLUMNS = ("event_id", "request_id", "occurred_at")
+_INTERACTION_KEY_COLUMNS = ("event_id", "occurred_at")
 _INTERACTION_COLUMNS = (
     "event_id", "type", "request_id", "product_id", "position", "occurred_at", "user_id", "session_id", "quantity",
     "value",
@@ -70,6 +83,34 @@ _UNNEST_INTERACTIONS = """(
 )"""
 
 
+PSEUDONYM_PREFIX = "pseudo:"
+_PSEUDONYM = re.compile(r"^pseudo:[0-9a-f]{64}$")
+
+
+class UserIdPseudonyms:
+    """user id -> 'pseudo:' + hex HMAC-SHA256(key, user id); the empty id (anonymous) stays empty.
+
+    Every id is hashed, even one that already looks like a pseudonym: otherwise a caller that
+    saw a pseudonym in the analytics tables could read that shopper's history with it."""
+
+    def __init__(self, key: bytes) -> None:
+        if len(key) < 16:
+            raise ValueError("the user id key must be at least 16 bytes")
+        self._key = key
+
+    def __repr__(self) -> str:
+        return "UserIdPseudonyms(<key>)"
+
+    def __call__(self, user_id: str) -> str:
+        if not user_id:
+            return ""
+        return PSEUDONYM_PREFIX + hmac.new(self._key, user_id.encode("utf-8"), hashlib.sha256).hexdigest()
+
+    @staticmethod
+    def is_pseudonym(value: str) -> bool:
+        return bool(_PSEUDONYM.match(value))
+
+
 def _store_new(table: str, key_table: str, key_columns: tuple[str, ...], columns: tuple[str, ...], source: str) -> str:
     listed = ", ".join(columns)
     return f"""
@@ -89,13 +130,35 @@ RETURNING event_id
 
 
 _INSERT_IMPRESSIONS = {
-    "copy": _store_new("impressions", "impression_keys", ("event_id", "request_id"), _IMPRESSION_COLUMNS, "impressions_in"),
-    "unnest": _store_new("impressions", "impression_keys", ("event_id", "request_id"), _IMPRESSION_COLUMNS, _UNNEST_IMPRESSIONS),
+    "copy": _store_new("impressions", "impression_keys", _IMPRESSION_KEY_COLUMNS, _IMPRESSION_COLUMNS, "impressions_in"),
+    "unnest": _store_new("impressions", "impression_keys", _IMPRESSION_KEY_COLUMNS, _IMPRESSION_COLUMNS, _UNNEST_IMPRESSIONS),
 }
 _INSERT_INTERACTIONS = {
-    "copy": _store_new("interactions", "interaction_keys", ("event_id",), _INTERACTION_COLUMNS, "interactions_in"),
-    "unnest": _store_new("interactions", "interaction_keys", ("event_id",), _INTERACTION_COLUMNS, _UNNEST_INTERACTIONS),
+    "copy": _store_new("interactions", "interaction_keys", _INTERACTION_KEY_COLUMNS, _INTERACTION_COLUMNS, "interactions_in"),
+    "unnest": _store_new("interactions", "interaction_keys", _INTERACTION_KEY_COLUMNS, _INTERACTION_COLUMNS, _UNNEST_INTERACTIONS),
 }
+
+# Pseudonymising rows stored in clear (see migration 0007): the distinct clear ids of a table
+# since a time, and the update from a staged (raw, pseudonym) mapping.
+_CLEAR_USER_IDS = {
+    table: f"""
+    SELECT DISTINCT user_id FROM {table}
+    WHERE user_id <> '' AND user_id !~ '^pseudo:[0-9a-f]{{64}}$' AND occurred_at >= $1
+    """
+    for table in ("impressions", "interactions")
+}
+_PSEUDONYMISE = {
+    table: f"""
+    UPDATE {table} AS t SET user_id = m.pseudonym FROM user_pseudonyms_in AS m
+    WHERE t.user_id = m.raw AND t.occurred_at >= $1
+    """
+    for table in ("impressions", "interactions")
+}
+_STAGE_PSEUDONYMS = "CREATE TEMPORARY TABLE user_pseudonyms_in (raw text PRIMARY KEY, pseudonym text) ON COMMIT DROP"
+PSEUDONYMISE_TASK = "pseudonymise-user-ids"
+# Later passes look this far behind the previous one: events of pods still on the previous
+# version during a rolling update, with clients' clock skew.
+PSEUDONYMISE_OVERLAP = timedelta(days=2)
 
 class ConnectionLost(Exception):
     """A write failed on a connection that is now closed (whatever error asyncpg raised)."""
@@ -150,6 +213,8 @@ LIMIT $4
 """
 
 GROUP_KEYS = {"request": "request_id", "experiment_arm": "experiment_arm", "model_version": "model_version"}
+# One query per grouping, built from the fixed table above: no query text comes from input.
+_METRICS_BY_GROUP = {group: _METRICS.format(key=key, key_i=f"i.{key}") for group, key in GROUP_KEYS.items()}
 
 
 @dataclass(frozen=True)
@@ -209,9 +274,20 @@ class PopularProduct:
 
 
 class EventStore:
-    def __init__(self, pool: asyncpg.Pool, write_method: str = "copy", retry_seconds: float = 30.0):
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        write_method: str = "copy",
+        retry_seconds: float = 30.0,
+        pseudonyms: UserIdPseudonyms | None = None,
+    ):
         if write_method not in _INSERT_IMPRESSIONS:
             raise ValueError(f"write_method must be one of {', '.join(_INSERT_IMPRESSIONS)}, got {write_method!r}")
+        if pseudonyms is None:
+            from services.events.config import user_id_key
+
+            pseudonyms = UserIdPseudonyms(user_id_key())
+        self._pseudonym = pseudonyms
         self._pool = pool
         self._write_method = write_method
         self._retry_seconds = retry_seconds
@@ -293,7 +369,7 @@ class EventStore:
                 columns=("ordinal", *_IMPRESSION_COLUMNS),
                 records=[
                     (
-                        ordinal, e.event_id, e.request_id, e.occurred_at, e.user_id, e.session_id, e.surface,
+                        ordinal, e.event_id, e.request_id, e.occurred_at, self._pseudonym(e.user_id), e.session_id, e.surface,
                         e.query, list(e.product_ids), e.first_position, e.model_version, e.experiment_arm,
                         json.dumps(list(e.features)), list(e.interleaving_arms),
                     )
@@ -307,7 +383,7 @@ class EventStore:
                 [e.event_id for e in events],
                 [e.request_id for e in events],
                 [e.occurred_at for e in events],
-                [e.user_id for e in events],
+                [self._pseudonym(e.user_id) for e in events],
                 [e.session_id for e in events],
                 [e.surface for e in events],
                 [e.query for e in events],
@@ -329,7 +405,7 @@ class EventStore:
                 records=[
                     (
                         ordinal, e.event_id, e.type, e.request_id, e.product_id, e.position, e.occurred_at,
-                        e.user_id, e.session_id, e.quantity, e.value,
+                        self._pseudonym(e.user_id), e.session_id, e.quantity, e.value,
                     )
                     for ordinal, e in enumerate(events)
                 ],
@@ -344,7 +420,7 @@ class EventStore:
                 [e.product_id for e in events],
                 [e.position for e in events],
                 [e.occurred_at for e in events],
-                [e.user_id for e in events],
+                [self._pseudonym(e.user_id) for e in events],
                 [e.session_id for e in events],
                 [e.quantity for e in events],
                 [e.value for e in events],
@@ -375,8 +451,7 @@ class EventStore:
     async def metrics(
         self, group_by: str, request_id: str, since: datetime | None, until: datetime | None, limit: int
     ) -> list[MetricsRow]:
-        key = GROUP_KEYS[group_by]  # from a fixed table, never from input
-        sql = _METRICS.format(key=key, key_i=f"i.{key}")
+        sql = _METRICS_BY_GROUP[group_by]
         since = since or datetime(1970, 1, 1, tzinfo=timezone.utc)
         until = until or datetime.now(timezone.utc) + timedelta(days=1)
         rows = await self._pool.fetch(sql, since, until, request_id, limit)
@@ -403,7 +478,7 @@ class EventStore:
             ORDER BY occurred_at DESC, received_at DESC, event_id DESC
             LIMIT $3
             """,
-            user_id,
+            self._pseudonym(user_id),
             session_id,
             limit * 4,
         )
@@ -427,3 +502,35 @@ class EventStore:
             limit,
         )
         return [PopularProduct(r["product_id"], r["clicks"], r["add_to_carts"], r["purchases"]) for r in rows]
+
+
+async def pseudonymise_stored_user_ids(pool: asyncpg.Pool, pseudonyms: UserIdPseudonyms) -> int:
+    """Replaces user ids stored in clear with their pseudonyms; returns how many distinct ids.
+
+    The first run covers every row; later ones the rows since the previous run minus
+    PSEUDONYMISE_OVERLAP (a partition-pruned scan of recent months). One transaction, under an
+    advisory lock so that replicas starting together do the work once."""
+    async with pool.acquire() as connection, connection.transaction():
+        await connection.execute("SELECT pg_advisory_xact_lock(hashtext('shelfwise_pseudonymise_user_ids'))")
+        previous = await connection.fetchval("SELECT done_at FROM event_maintenance WHERE task = $1", PSEUDONYMISE_TASK)
+        since = previous - PSEUDONYMISE_OVERLAP if previous else datetime(1, 1, 1, tzinfo=timezone.utc)
+        hashed = 0
+        for table in ("impressions", "interactions"):
+            clear = [row["user_id"] for row in await connection.fetch(_CLEAR_USER_IDS[table], since)]
+            if not clear:
+                continue
+            await connection.execute(_STAGE_PSEUDONYMS)
+            await connection.copy_records_to_table(
+                "user_pseudonyms_in", columns=("raw", "pseudonym"), records=[(raw, pseudonyms(raw)) for raw in clear]
+            )
+            await connection.execute(_PSEUDONYMISE[table], since)
+            await connection.execute("DROP TABLE user_pseudonyms_in")
+            hashed += len(clear)
+        await connection.execute(
+            "INSERT INTO event_maintenance (task, done_at) VALUES ($1, now())"
+            " ON CONFLICT (task) DO UPDATE SET done_at = excluded.done_at",
+            PSEUDONYMISE_TASK,
+        )
+    if hashed:
+        log.info("pseudonymised %d user id(s) stored in clear", hashed)
+    return hashed
