@@ -45,7 +45,16 @@ SERVICES = {name.replace("_", "-"): name for name in DEFAULT_PORTS}
 SCALABLE = {"gateway", "query-understanding", "retrieval", "ranking"}
 DATABASE_CLIENTS = {"query-understanding", "retrieval", "events"}
 MODEL_READERS = {"retrieval", "ranking"}
-SECRET_LIKE = re.compile(r"PASSWORD|SECRET|TOKEN|DATABASE_URL|API_KEY|CREDENTIAL", re.IGNORECASE)
+SECRET_LIKE = re.compile(r"PASSWORD|SECRET|TOKEN|DATABASE_URL|API_KEY|CREDENTIAL|_KEY(_FILE)?$", re.IGNORECASE)
+# Text that looks like a secret value anywhere in a rendered manifest: long hex or base64 runs
+# (tokens, keys), credentials in a URL, a bearer token, a PEM block.
+SECRET_LITERALS = re.compile(
+    r"\b[0-9a-fA-F]{32,}\b|[A-Za-z0-9+/]{40,}={0,2}|://[^/\s:@]+:[^@\s/]+@|\bBearer\s+\S+|-----BEGIN [A-Z ]*PRIVATE KEY"
+)
+# Caller authentication (services/common/auth.py): every service reads the accepted tokens from
+# the Secret `shelfwise-auth`; the services that call others also their own token there.
+AUTH_SECRET = "shelfwise-auth"
+CALLERS = {"gateway", "ranking"}
 # Each accepted checkov finding, and why, is in deploy/.checkov.yaml or in a
 # `checkov.io/skip<N>` annotation; a new skip must be added here on purpose.
 ACCEPTED_CHECKOV_SKIPS = {"CKV_K8S_43", "CKV_K8S_35", "CKV_K8S_15"}
@@ -363,7 +372,10 @@ def test_each_service_has_a_cluster_ip_service_and_its_own_service_account(rende
 def settings_the_code_reads() -> set[str]:
     names = set()
     for source in (REPO / "services").rglob("*.py"):
-        names |= set(re.findall(r"\"(SHELFWISE_[A-Z_]+|OTEL_[A-Z_]+)\"", source.read_text()))
+        text = source.read_text()
+        names |= set(re.findall(r"\"(SHELFWISE_[A-Z_]+|OTEL_[A-Z_]+)\"", text))
+        # read_secret(NAME) reads NAME or NAME_FILE (a mounted Secret).
+        names |= {f"{name}_FILE" for name in re.findall(r"read_secret\(\s*\"(SHELFWISE_[A-Z_]+)\"", text)}
     for module in DEFAULT_PORTS:
         names |= {f"SHELFWISE_{module.upper()}_{suffix}" for suffix in ("HOST", "PORT", "ADDRESS")}
     return names
@@ -455,14 +467,72 @@ def secret_keys(docs: list[dict]) -> set[tuple[str, str]]:
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_readme_creates_the_secret_keys_the_overlay_reads(rendered, overlay):
+    """One `kubectl create secret` command per Secret, creating exactly the keys the overlay reads."""
     commands = [line for line in (DEPLOY / "README.md").read_text().splitlines() if "create secret generic" in line]
     keys = secret_keys(rendered[overlay])
     assert keys, overlay
-    assert any(
-        all(f"secret generic {name} " in command and f"--from-literal={key}=" in command for name, key in keys)
-        and command.count("--from-literal=") == len(keys)
-        for command in commands
-    ), f"deploy/README.md has no single `kubectl create secret` command for {overlay}'s keys {sorted(keys)}"
+    for secret in sorted({name for name, _ in keys}):
+        wanted = {key for name, key in keys if name == secret}
+        assert any(
+            f"secret generic {secret} " in command
+            and all(f"--from-literal={key}=" in command for key in wanted)
+            and command.count("--from-literal=") == len(wanted)
+            for command in commands
+        ), f"deploy/README.md has no single `kubectl create secret` command for {overlay}'s {secret} keys {sorted(wanted)}"
+
+
+def mounted_secret_file(workload: dict, path: str) -> tuple[str, str]:
+    """(Secret name, key) of the file at `path` in the server container, from its volumes."""
+    spec = pod_spec(workload)
+    (server,) = [c for c in spec["containers"] if c["name"] == "server"]
+    volumes = {v["name"]: v for v in spec.get("volumes", [])}
+    for mount in server.get("volumeMounts", []):
+        folder = mount["mountPath"].rstrip("/") + "/"
+        if path.startswith(folder) and "secret" in volumes[mount["name"]]:
+            assert mount.get("readOnly") is True, mount
+            secret = volumes[mount["name"]]["secret"]
+            for item in secret["items"]:
+                if item["path"] == path[len(folder):]:
+                    return secret["secretName"], item["key"]
+    raise AssertionError(f"{path} is not a file of a mounted Secret")
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_callers_must_authenticate_in_every_overlay_with_tokens_from_the_secret(rendered, overlay):
+    docs = rendered[overlay]
+    for name in SERVICES:
+        workload = named(docs, "Deployment", name)
+        env = service_env(workload, docs)
+        assert env["SHELFWISE_AUTH"] == "token", f"{overlay} {name}: authentication must be on"
+        assert mounted_secret_file(workload, env["SHELFWISE_AUTH_TOKENS_FILE"]) == (AUTH_SECRET, "tokens"), name
+        if name in CALLERS:  # calls other services: sends its own token
+            assert mounted_secret_file(workload, env["SHELFWISE_AUTH_TOKEN_FILE"]) == (AUTH_SECRET, f"{name}-token")
+        else:
+            assert "SHELFWISE_AUTH_TOKEN_FILE" not in env and "SHELFWISE_AUTH_TOKEN" not in env, name
+        assert "SHELFWISE_AUTH_TOKENS" not in env, f"{overlay} {name}: tokens as a file, never an env value"
+        # Native gRPC probes need no token: health is the one open service.
+        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+            assert "grpc" in pod_spec(workload)["containers"][0][probe]
+    events = named(docs, "Deployment", "events")
+    assert mounted_secret_file(events, service_env(events, docs)["SHELFWISE_USER_ID_KEY_FILE"]) == (AUTH_SECRET, "user-id-key")
+    assert int(shelfwise_config(docs)["SHELFWISE_EVENTS_RETENTION_MONTHS"]) > 0, "raw events are not kept for ever"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_no_secret_literal_anywhere_in_the_rendered_manifests(rendered_dir, overlay):
+    text = (rendered_dir / f"{overlay}.yaml").read_text()
+    found = [line.strip() for line in text.splitlines() if SECRET_LITERALS.search(line) and "sha256:" not in line]
+    assert not found, f"{overlay}: secret-like values in the manifests: {found}"
+
+
+def test_the_secret_literal_check_would_catch_one():
+    for line in (
+        "value: 3f9a1c0e7b2d4a6f8e1c3b5d7f9a2c4e",
+        "value: postgresql://shelfwise:hunter2@postgres:5432/shelfwise",
+        "authorization: Bearer abc",
+        "-----BEGIN EC PRIVATE KEY-----",
+    ):
+        assert SECRET_LITERALS.search(line), line
 
 
 # --------------------------------------------------------------------------------------------
