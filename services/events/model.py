@@ -54,11 +54,18 @@ class Interaction:
     value: float = 0.0
 
 
+def check_storable(value: str, field: str) -> None:
+    """PostgreSQL text cannot hold NUL: refuse it here, as bad input, rather than fail the write."""
+    if "\x00" in value:
+        raise InvalidArgument(field, "must not contain NUL characters")
+
+
 def _check_id(value: str, field: str, required: bool = True) -> None:
     if required and not value:
         raise InvalidArgument(field, "is required")
     if len(value) > MAX_ID_CHARS:
         raise InvalidArgument(field, f"must be at most {MAX_ID_CHARS} characters")
+    check_storable(value, field)
 
 
 def _check_time(value: datetime, field: str, now: datetime) -> None:
@@ -74,6 +81,7 @@ def validate_impression(event: Impression, where: str, now: datetime | None = No
         _check_id(getattr(event, name), f"{where}.{name}", required=False)
     if len(event.query) > 2_000:
         raise InvalidArgument(f"{where}.query", "must be at most 2000 characters")
+    check_storable(event.query, f"{where}.query")
     if event.surface not in SURFACES:
         raise InvalidArgument(f"{where}.surface", f"must be one of {', '.join(SURFACES)}")
     if not event.product_ids:
@@ -107,6 +115,7 @@ def _check_features(event: Impression, where: str) -> None:
         for name, value in values.items():
             if not 1 <= len(name) <= MAX_FEATURE_NAME_CHARS:
                 raise InvalidArgument(f"{field}.values", f"feature names must be 1-{MAX_FEATURE_NAME_CHARS} characters")
+            check_storable(name, f"{field}.values")
             if not math.isfinite(value):
                 raise InvalidArgument(f"{field}.values[{name!r}]", f"must be a finite number, got {value}")
 
@@ -116,6 +125,7 @@ def _check_interleaving_arms(event: Impression, where: str) -> None:
     for index, arm in enumerate(event.interleaving_arms):
         if not 1 <= len(arm) <= MAX_ARM_CHARS:
             raise InvalidArgument(f"{where}.interleaving_arms[{index}]", f"must be 1-{MAX_ARM_CHARS} characters")
+        check_storable(arm, f"{where}.interleaving_arms[{index}]")
 
 
 def validate_interaction(event: Interaction, where: str, now: datetime | None = None) -> Interaction:

@@ -7,6 +7,7 @@ import logging
 from datetime import datetime, timezone
 
 import grpc
+from google.protobuf.message import DecodeError
 from google.protobuf.timestamp_pb2 import Timestamp
 from shelfwise.events.v1 import events_pb2, events_pb2_grpc
 
@@ -14,7 +15,15 @@ from services.common.errors import InvalidArgument, ShelfwiseError
 from services.common.metrics import EventsMetrics
 from services.common.server import status_for
 from services.common.tracing import current_trace_id
-from services.events.model import MAX_BATCH, Impression, Interaction, validate_impression, validate_interaction
+from services.events.model import (
+    MAX_BATCH,
+    MAX_ID_CHARS,
+    Impression,
+    Interaction,
+    check_storable,
+    validate_impression,
+    validate_interaction,
+)
 from services.events.store import EventStore
 
 log = logging.getLogger(__name__)
@@ -134,6 +143,14 @@ class EventsServicer(events_pb2_grpc.EventsServiceServicer):
                 yield events_pb2.StreamEventsResponse(sequence=sequence, accepted=accepted, duplicates=duplicates)
         except ShelfwiseError as error:
             await context.abort(status_for(error), f"{error.message} (batch sequence {sequence})")
+        except DecodeError as error:
+            # Streams deserialize inside the handler: a message that is not a StreamEventsRequest
+            # (e.g. invalid UTF-8 in a string field) is the caller's error, not ours.
+            after = f"after batch sequence {sequence}" if sequence is not None else "first message"
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"request: must be a valid StreamEventsRequest ({after}): {str(error)[-80:]}",
+            )
         except grpc.aio.AbortError:
             raise
         except Exception:
@@ -162,10 +179,13 @@ class EventsServicer(events_pb2_grpc.EventsServiceServicer):
         group_by = GROUPINGS.get(request.group_by)
         if group_by is None:
             raise InvalidArgument("group_by", "must be REQUEST, EXPERIMENT_ARM or MODEL_VERSION")
-        if len(request.request_id) > 128:
-            raise InvalidArgument("request_id", "must be at most 128 characters")
+        if len(request.request_id) > MAX_ID_CHARS:
+            raise InvalidArgument("request_id", f"must be at most {MAX_ID_CHARS} characters")
+        check_storable(request.request_id, "request_id")
         since = _time(request.since, "since", None) if request.HasField("since") else None
         until = _time(request.until, "until", None) if request.HasField("until") else None
+        if since is not None and until is not None and since > until:
+            raise InvalidArgument("since", f"must not be after until ({since.isoformat()} > {until.isoformat()})")
         rows = await self._store.metrics(group_by, request.request_id, since, until, _limit(request, 100, 1000))
         return events_pb2.GetMetricsResponse(
             rows=[
@@ -206,8 +226,9 @@ class EventsServicer(events_pb2_grpc.EventsServiceServicer):
         if not request.user_id and not request.session_id:
             raise InvalidArgument("user_id", "or session_id is required (1-128 characters)")
         for name in ("user_id", "session_id"):
-            if len(getattr(request, name)) > 128:
-                raise InvalidArgument(name, "must be at most 128 characters")
+            if len(getattr(request, name)) > MAX_ID_CHARS:
+                raise InvalidArgument(name, f"must be at most {MAX_ID_CHARS} characters")
+            check_storable(getattr(request, name), name)
         entries = await self._store.history(request.user_id, request.session_id, _limit(request, 50, MAX_HISTORY))
         response = events_pb2.ListUserHistoryResponse()
         for entry in entries:

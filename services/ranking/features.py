@@ -14,6 +14,9 @@
 |                    | best candidate (sequence model or text history); 0 with no history    |
 
 The order of FEATURE_NAMES is the input layout of the ONNX CTR head (`features` tensor).
+`validate_candidate` and `validate_preferences` are the input rules of a ranking request: a
+NaN or infinite retrieval score would otherwise become a NaN feature, and a NaN score the
+sort cannot order.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
 import numpy as np
+
+from services.common.errors import InvalidArgument
 
 FEATURE_NAMES = (
     "dense_similarity",
@@ -35,6 +40,13 @@ FEATURE_NAMES = (
     "personal_affinity",
 )
 RRF_MAX = 2.0 / 61.0  # rank 1 in both lists; retrieval rescales its fusion settings to this scale
+MAX_ID_CHARS = 128
+# Preferences come from one query's understanding; a query of at most 512 characters cannot
+# name more than 256 distinct brands, categories or attributes (one letter and a space each).
+MAX_PREFERRED = 256
+MAX_PREFERRED_ATTRIBUTES = 256
+MAX_PREFERENCE_CHARS = 200
+SCORE_FIELDS = ("lexical_score", "dense_score", "fused_score", "lexical_coverage", "personal_score")
 
 
 @dataclass(frozen=True)
@@ -55,6 +67,38 @@ class QueryPreferences:
     brands: tuple[str, ...] = ()
     categories: tuple[str, ...] = ()
     attributes: Mapping[str, str] = field(default_factory=dict)
+
+
+def validate_candidate(candidate: RankingCandidate, where: str) -> RankingCandidate:
+    """Raises InvalidArgument naming `where.<field>`; returns the candidate."""
+    if not 1 <= len(candidate.product_id) <= MAX_ID_CHARS:
+        raise InvalidArgument(f"{where}.product.id", f"must be 1-{MAX_ID_CHARS} characters")
+    for name in SCORE_FIELDS:
+        value = getattr(candidate, name)
+        if not math.isfinite(value):
+            raise InvalidArgument(f"{where}.{name}", f"must be a finite number, got {value}")
+    return candidate
+
+
+def validate_preferences(preferences: QueryPreferences) -> QueryPreferences:
+    """Raises InvalidArgument naming `preferred_<field>`; returns the preferences."""
+    for name, values in (("preferred_brands", preferences.brands), ("preferred_categories", preferences.categories)):
+        if len(values) > MAX_PREFERRED:
+            raise InvalidArgument(name, f"must list at most {MAX_PREFERRED} values, got {len(values)}")
+        for index, value in enumerate(values):
+            if len(value) > MAX_PREFERENCE_CHARS:
+                raise InvalidArgument(f"{name}[{index}]", f"must be at most {MAX_PREFERENCE_CHARS} characters")
+    if len(preferences.attributes) > MAX_PREFERRED_ATTRIBUTES:
+        raise InvalidArgument(
+            "preferred_attributes",
+            f"must have at most {MAX_PREFERRED_ATTRIBUTES} entries, got {len(preferences.attributes)}",
+        )
+    for key, value in preferences.attributes.items():
+        if len(key) > MAX_PREFERENCE_CHARS or len(value) > MAX_PREFERENCE_CHARS:
+            raise InvalidArgument(
+                f"preferred_attributes[{key[:40]!r}]", f"names and values must be at most {MAX_PREFERENCE_CHARS} characters"
+            )
+    return preferences
 
 
 def feature_matrix(

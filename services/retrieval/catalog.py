@@ -12,6 +12,7 @@ import csv
 import hashlib
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
@@ -23,6 +24,13 @@ MAX_TITLE_CHARS = 1_000
 MAX_DESCRIPTION_CHARS = 20_000
 MAX_SHORT_FIELD_CHARS = 200
 MAX_ATTRIBUTES = 64
+# Extra columns are kept as they come (a shop feed may carry many, some long), so their limits
+# are generous: they only stop a row from carrying megabytes into every read of the catalogue.
+MAX_EXTRA_FIELDS = 200
+MAX_EXTRA_VALUE_CHARS = MAX_DESCRIPTION_CHARS
+# A lone surrogate (JSON "\ud800" decodes to one) is not Unicode text: UTF-8 cannot encode it,
+# so neither PostgreSQL nor the content hash can take it.
+_SURROGATE = re.compile("[\ud800-\udfff]")
 KNOWN_FIELDS = ("id", "title", "description", "brand", "category", "price", "currency", "attributes", "locale")
 
 
@@ -59,6 +67,8 @@ def validate_product(product: Product, where: str = "product") -> Product:
             raise InvalidArgument(f"{where}.{name}", f"must be at most {limit} characters, got {len(value)}")
         if "\x00" in value:
             raise InvalidArgument(f"{where}.{name}", "must not contain NUL characters")
+        if _SURROGATE.search(value):
+            raise InvalidArgument(f"{where}.{name}", "must be valid Unicode text (it has a lone surrogate)")
 
     check_text("id", product.id, MAX_ID_CHARS, required=True)
     if product.id != product.id.strip():
@@ -74,6 +84,11 @@ def validate_product(product: Product, where: str = "product") -> Product:
     for key, value in product.attributes.items():
         check_text(f"attributes[{key[:40]!r}]", key, MAX_SHORT_FIELD_CHARS, required=True)
         check_text(f"attributes[{key[:40]!r}]", value, MAX_SHORT_FIELD_CHARS)
+    if len(product.extra) > MAX_EXTRA_FIELDS:
+        raise InvalidArgument(f"{where}.extra", f"must have at most {MAX_EXTRA_FIELDS} fields, got {len(product.extra)}")
+    for key, value in product.extra.items():
+        check_text(f"extra[{key[:40]!r}]", key, MAX_SHORT_FIELD_CHARS)
+        check_text(f"extra[{key[:40]!r}]", value, MAX_EXTRA_VALUE_CHARS)
     return product
 
 

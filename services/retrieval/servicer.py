@@ -6,11 +6,14 @@ from shelfwise.common.v1 import common_pb2
 from shelfwise.retrieval.v1 import retrieval_pb2, retrieval_pb2_grpc
 
 from services.common.errors import InvalidArgument
-from services.retrieval.catalog import Product
+from services.retrieval.catalog import MAX_ID_CHARS, MAX_SHORT_FIELD_CHARS, Product
 from services.retrieval.personal import MAX_HISTORY
 from services.retrieval.retriever import DENSE, HYBRID, LEXICAL, MAX_LIMIT, CandidateFilters, CatalogIndex
 
 MAX_EXCLUDED = 1_000
+MAX_QUERY_CHARS = 1_000
+# A BCP 47 language tag ("zh-Hans", "en") fits in 35 characters (RFC 5646's advice).
+MAX_LANGUAGE_CHARS = 35
 MODES = {
     retrieval_pb2.RETRIEVAL_MODE_UNSPECIFIED: HYBRID,
     retrieval_pb2.RETRIEVAL_MODE_HYBRID: HYBRID,
@@ -49,7 +52,22 @@ def product_to_pb(product: Product) -> common_pb2.Product:
     )
 
 
+def _check_filter_strings(message: common_pb2.Filters, where: str = "filters") -> None:
+    """Filter values are catalogue values (categories, brands, attribute names and values), so
+    they obey the catalogue's length limit; a longer one could match nothing anyway."""
+    for name in ("categories", "brands"):
+        for index, value in enumerate(getattr(message, name)):
+            if len(value) > MAX_SHORT_FIELD_CHARS:
+                raise InvalidArgument(f"{where}.{name}[{index}]", f"must be at most {MAX_SHORT_FIELD_CHARS} characters")
+    for key, value in message.attributes.items():
+        if len(key) > MAX_SHORT_FIELD_CHARS or len(value) > MAX_SHORT_FIELD_CHARS:
+            raise InvalidArgument(
+                f"{where}.attributes[{key[:40]!r}]", f"names and values must be at most {MAX_SHORT_FIELD_CHARS} characters"
+            )
+
+
 def filters_from_pb(message: common_pb2.Filters) -> CandidateFilters:
+    _check_filter_strings(message)
     price = message.price
     return CandidateFilters(
         categories=tuple(c for c in message.categories if c),
@@ -65,9 +83,24 @@ def _ids(values, field: str, maximum: int | None = None) -> list[str]:
     if maximum is not None and len(ids) > maximum:
         raise InvalidArgument(field, f"must list at most {maximum} products, got {len(ids)}")
     for index, value in enumerate(ids):
-        if not value or len(value) > 128:
-            raise InvalidArgument(f"{field}[{index}]", "must be 1-128 characters")
+        if not value or len(value) > MAX_ID_CHARS:
+            raise InvalidArgument(f"{field}[{index}]", f"must be 1-{MAX_ID_CHARS} characters")
     return ids
+
+
+def _check_request(request: retrieval_pb2.RetrieveRequest) -> None:
+    """Fields checked whatever the seed, so a bad one is reported even where it is unused."""
+    if len(request.request_id) > MAX_ID_CHARS or not request.request_id.isprintable():
+        raise InvalidArgument("request_id", f"must be at most {MAX_ID_CHARS} printable characters")
+    if len(request.language) > MAX_LANGUAGE_CHARS or not request.language.isprintable():
+        raise InvalidArgument("language", f"must be a language tag such as en: at most {MAX_LANGUAGE_CHARS} printable characters")
+    if request.mode not in MODES:
+        raise InvalidArgument("mode", f"must be a RetrievalMode, got {request.mode}")
+    seed = request.WhichOneof("seed")
+    if seed == "similar_to_product_id" and not 1 <= len(request.similar_to_product_id) <= MAX_ID_CHARS:
+        raise InvalidArgument("similar_to_product_id", f"must be 1-{MAX_ID_CHARS} characters")
+    if seed == "query_text" and len(request.query_text) > MAX_QUERY_CHARS:
+        raise InvalidArgument("query_text", f"must be at most {MAX_QUERY_CHARS} characters")
 
 
 class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
@@ -79,6 +112,7 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
         limit = request.limit if request.HasField("limit") else self._default_limit
         if not 1 <= limit <= MAX_LIMIT:
             raise InvalidArgument("limit", f"must be between 1 and {MAX_LIMIT}, got {limit}")
+        _check_request(request)
         filters = filters_from_pb(request.filters)
         history = _ids(request.history_product_ids, "history_product_ids", MAX_HISTORY)
         exclude = _ids(request.exclude_product_ids, "exclude_product_ids", MAX_EXCLUDED)
@@ -87,12 +121,7 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
         if seed == "similar_to_product_id":
             result = await self._index.similar(request.similar_to_product_id, filters, limit, history, exclude)
         elif seed == "query_text" and request.query_text.strip():
-            if len(request.query_text) > 1_000:
-                raise InvalidArgument("query_text", "must be at most 1000 characters")
-            if request.mode not in MODES:
-                raise InvalidArgument("mode", f"must be a RetrievalMode, got {request.mode}")
-            mode = MODES[request.mode]
-            result = await self._index.retrieve(request.query_text, filters, limit, history, exclude, mode)
+            result = await self._index.retrieve(request.query_text, filters, limit, history, exclude, MODES[request.mode])
         elif history:
             result = await self._index.personal(history, filters, limit, exclude)
         else:
