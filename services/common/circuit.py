@@ -12,7 +12,8 @@ server). States:
 
 Only what says "the dependency is down or too slow" counts as a failure (`Unavailable`,
 `DeadlineExceeded`); any other answer, an error about the request included, proves the
-dependency alive. Each transition is logged once and reported to an optional observer (the
+dependency alive, and so does a success that arrives while the breaker is open (a call let
+through before it opened): it closes the breaker at once. Each transition is logged once and reported to an optional observer (the
 metrics). The clock is injected so tests need no sleeping.
 
 Hand-written rather than a library: aiobreaker was last released in 2021, purgatory offers no
