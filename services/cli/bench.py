@@ -1,92 +1,579 @@
-"""`shelfwise bench search`: latency of Search through the whole stack.
+"""`shelfwise bench search`: an open-loop load generator for Search, full pipeline against a
+BM25-only reference on the same services, in one run.
 
-Closed loop, one call at a time, cycling through a fixed set of shopper queries; prints
-p50/p95/p99 of the end-to-end latency and the median of each stage as the gateway timed it.
-Without --address it starts its own system (embedded PostgreSQL, five services on free ports,
-demo catalogue) and also reports how long that took to become ready.
+Open loop. Requests are scheduled at fixed arrival times (``rate`` per second for ``duration``
+seconds) and each one is sent at its time whether or not the earlier ones have answered, so a
+slow system faces the same arrival rate a shop's traffic would give it. Latency is measured from
+the *scheduled* send time, not from when the client got round to sending: if the client (or
+the machine) falls behind, that delay counts, so coordinated omission cannot hide a stall. Each
+call has a deadline; at most ``max_in_flight`` calls are outstanding, and an arrival beyond that
+is counted as an error (``CLIENT_OVERFLOW``) rather than queued, since queuing it would quietly
+turn the test back into a closed loop. The report gives, per configuration: achieved QPS (OK
+answers per second of the phase), p50/p95/p99/max latency of the OK answers, errors per gRPC
+status code, the gateway's ``degraded_stages`` counts, and how late the client itself sent
+(its own lag, to tell a saturated client from a saturated system).
+
+The BM25-only reference. The gateway already serves experiment arms with their own policies
+(`services.gateway.experiments`): an arm can use lexical retrieval only, keep retrieval's order
+instead of ranking with the model, and skip query understanding. The bench starts the gateway
+with a two-arm experiment (`BENCH_EXPERIMENT`: ``full`` = the default policies, ``bm25`` =
+lexical, retrieval order, no query understanding) and puts each request in the arm it measures
+by its ``request_id``: requests carry no user or session id, so the gateway assigns them by
+request id, a pure SHA-256 function the bench evaluates itself (`request_id_for_arm`), and every
+answer's ``model_version`` names the arm that served it, which the bench checks. So both
+configurations run through the same gateway, retrieval, ranking and events processes and the
+same indexes: the only difference is the per-request policy. The alternative, a second gateway
+with other settings, would add a process competing for the two cores and has no setting for
+these policies anyway. The two phases run one after the other (full first), each at the full
+rate, so the figures for each are the system's at that rate, not at half of it. The ``bm25``
+arm still calls ranking (with the retrieval-order policy, so no model runs) and logs
+impressions: it is the same services configured down, not a different system. Without query
+understanding the ``bm25`` arm also reads no price from the text, so "under $50" is not a
+filter there.
+
+Without ``--address`` the bench starts its own system (embedded PostgreSQL, the five services
+as processes on free ports) and imports a synthetic catalogue (`services.cli.synthetic_catalog`,
+``--items`` products; the report says it is synthetic). The index build (import through
+retrieval's UpsertProducts: embedding, PostgreSQL, BM25 and ANN updates) is timed on its own,
+before query understanding starts and reads the catalogue vocabulary once (also timed). The
+per-service CPU time of each phase is read from /proc, and ``--profile DIR`` runs every service
+under cProfile. Only loopback addresses are accepted: this is a load generator.
 """
 
 from __future__ import annotations
 
+import asyncio
+import ipaddress
+import json
+import math
 import os
-import statistics
+import sys
 import tempfile
 import time
+import uuid
+from collections import Counter
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Awaitable, Callable, Iterable, Sequence
 
-BENCH_QUERIES = (
-    "red running shoes under $50",
-    "something to drink with steak",
-    "noise cancelling headphones",
-    "dark roast coffee",
-    "绿茶",
-    "2 person tent",
-    "gift for a coffee lover",
-    "wireles earbuds",
-    "stainless steel cookware set",
-    "face moisturizer for dry skin",
-)
+from services.gateway.experiments import parse_experiments
+
+EXPERIMENT_NAME = "bench"
+FULL, BM25 = "full", "bm25"
+CONFIGURATIONS = (FULL, BM25)
+BENCH_EXPERIMENT = {
+    "experiments": [{
+        "name": EXPERIMENT_NAME,
+        "control": FULL,
+        "arms": [
+            {"name": FULL},
+            {"name": BM25, "retrieval": "lexical", "ranking": "retrieval", "query_understanding": False},
+        ],
+    }]
+}
+LABELS = {FULL: "full pipeline", BM25: "BM25-only"}
+OK = "OK"
+OVERFLOW = "CLIENT_OVERFLOW"  # arrival while max_in_flight calls were outstanding: not sent
+WRONG_ARM = "WRONG_ARM"  # answered by another arm than the one asked for (gateway misconfigured)
+# Settings of the services the bench starts for itself (its own system only).
+IMPORT_BATCH = 500
+IMPORT_CONCURRENCY = 2  # one batch encodes while the previous one is written
 
 
-def percentile(values: list[float], share: float) -> float:
+class NotLoopback(ValueError):
+    pass
+
+
+def check_loopback(address: str) -> str:
+    """The address if its host is a loopback one (127.0.0.0/8, ::1, localhost); else NotLoopback."""
+    host = address.rsplit(":", 1)[0] if ":" in address else address
+    host = host.strip("[]")
+    if host == "localhost":
+        return address
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise NotLoopback(
+            f"--address: bench search only targets loopback addresses (127.0.0.1, ::1, localhost), got {address!r}; "
+            "it generates load and must not be pointed at a shared or production gateway"
+        )
+    return address
+
+
+# --------------------------------------------------------------------------- schedule and run
+
+
+def arrival_offsets(rate: float, duration: float) -> list[float]:
+    """Seconds from the start at which each request is due: evenly spaced, `rate` per second."""
+    if rate <= 0 or duration <= 0:
+        raise ValueError("rate and duration must be > 0")
+    return [n / rate for n in range(int(round(rate * duration)))]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: str
+    degraded: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Sample:
+    due: float  # seconds from the phase start the request was scheduled at
+    latency_ms: float  # completion - scheduled time (0 for an overflow: never sent)
+    status: str
+    degraded: tuple[str, ...] = ()
+    send_lag_ms: float = 0.0  # how late the client sent it
+
+
+@dataclass
+class PhaseResult:
+    samples: list[Sample]
+    elapsed: float  # phase start to the last completion
+    rate: float
+    duration: float
+
+
+async def run_open_loop(
+    call: Callable[[int], Awaitable[Outcome]],
+    rate: float,
+    duration: float,
+    max_in_flight: int,
+    clock: Callable[[], float] = time.perf_counter,
+) -> PhaseResult:
+    """Calls `call(n)` at each arrival time, never waiting for earlier calls; an arrival that
+    finds `max_in_flight` calls outstanding is recorded as OVERFLOW and not sent."""
+    samples: list[Sample] = []
+    tasks: set[asyncio.Task] = set()
+    in_flight = 0
+    start = clock()
+
+    async def one(number: int, due: float) -> None:
+        nonlocal in_flight
+        lag = clock() - (start + due)
+        try:
+            outcome = await call(number)
+        except Exception as error:  # a bug in the call must not stop the schedule
+            outcome = Outcome(f"CLIENT_ERROR:{type(error).__name__}")
+        finally:
+            in_flight -= 1
+        samples.append(Sample(due, (clock() - (start + due)) * 1000, outcome.status, outcome.degraded, lag * 1000))
+
+    for number, due in enumerate(arrival_offsets(rate, duration)):
+        delay = start + due - clock()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        if in_flight >= max_in_flight:
+            samples.append(Sample(due, 0.0, OVERFLOW, (), (clock() - start - due) * 1000))
+            continue
+        in_flight += 1  # counted now: tasks created in one burst must see each other
+        task = asyncio.create_task(one(number, due))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+    while tasks:
+        await asyncio.gather(*list(tasks))
+    return PhaseResult(sorted(samples, key=lambda s: s.due), clock() - start, rate, duration)
+
+
+# --------------------------------------------------------------------------- figures
+
+
+def percentile(values: Sequence[float], share: float) -> float:
+    """Nearest-rank percentile: the smallest value with at least `share` of all at or below
+    it (p99 of 3000 values is the 2970th smallest). NaN for no values."""
+    if not values:
+        return float("nan")
     ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(share * (len(ordered) - 1))))
-    return ordered[index]
+    rank = max(1, math.ceil(share * len(ordered)))
+    return ordered[min(rank, len(ordered)) - 1]
 
 
-async def measure(address: str, calls: int, warmup: int) -> dict:
-    from shelfwise.gateway.v1 import gateway_pb2, gateway_pb2_grpc
-
-    from services.common.channels import create_channel
-
-    latencies: list[float] = []
-    stages: dict[str, list[float]] = {}
-    async with create_channel(address) as channel:
-        stub = gateway_pb2_grpc.GatewayServiceStub(channel)
-        for number in range(warmup + calls):
-            query = BENCH_QUERIES[number % len(BENCH_QUERIES)]
-            started = time.perf_counter()
-            response = await stub.Search(gateway_pb2.SearchRequest(query=query, page_size=10), timeout=10)
-            elapsed = (time.perf_counter() - started) * 1000
-            if number >= warmup:
-                latencies.append(elapsed)
-                for timing in response.timings:
-                    stages.setdefault(timing.stage, []).append(timing.milliseconds)
-    return {"latencies": latencies, "stages": stages}
+@dataclass
+class Summary:
+    configuration: str
+    scheduled: int
+    ok: int
+    achieved_qps: float
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    max_ms: float
+    mean_ms: float
+    errors: dict[str, int]
+    degraded: dict[str, int]
+    send_lag_p99_ms: float
+    send_lag_max_ms: float
+    elapsed_s: float
+    cpu_ms_per_request: dict[str, float] = field(default_factory=dict)
 
 
-def report(result: dict) -> str:
-    latencies = result["latencies"]
-    lines = [
-        f"Search end to end over {len(latencies)} calls (closed loop, concurrency 1):",
-        f"  p50 {percentile(latencies, 0.50):.1f} ms   p95 {percentile(latencies, 0.95):.1f} ms   "
-        f"p99 {percentile(latencies, 0.99):.1f} ms   mean {statistics.fmean(latencies):.1f} ms   "
-        f"max {max(latencies):.1f} ms",
-        "  median per stage (gateway's view): "
-        + ", ".join(f"{stage} {statistics.median(values):.1f} ms" for stage, values in result["stages"].items()),
-    ]
+def summarize(configuration: str, result: PhaseResult, cpu_seconds: dict[str, float] | None = None) -> Summary:
+    ok = [s.latency_ms for s in result.samples if s.status == OK]
+    errors = Counter(s.status for s in result.samples if s.status != OK)
+    degraded = Counter(stage for s in result.samples for stage in s.degraded)
+    lags = [s.send_lag_ms for s in result.samples if s.status != OVERFLOW]
+    scheduled = len(result.samples)
+    return Summary(
+        configuration=configuration,
+        scheduled=scheduled,
+        ok=len(ok),
+        achieved_qps=len(ok) / result.elapsed if result.elapsed > 0 else 0.0,
+        p50_ms=percentile(ok, 0.50),
+        p95_ms=percentile(ok, 0.95),
+        p99_ms=percentile(ok, 0.99),
+        max_ms=max(ok, default=float("nan")),
+        mean_ms=sum(ok) / len(ok) if ok else float("nan"),
+        errors=dict(sorted(errors.items())),
+        degraded=dict(sorted(degraded.items())),
+        send_lag_p99_ms=percentile(lags, 0.99),
+        send_lag_max_ms=max(lags, default=float("nan")),
+        elapsed_s=result.elapsed,
+        cpu_ms_per_request={
+            service: 1000 * seconds / scheduled for service, seconds in sorted((cpu_seconds or {}).items())
+        } if scheduled else {},
+    )
+
+
+def _ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}x" if b and not math.isnan(a) and not math.isnan(b) else "-"
+
+
+def report(summaries: Sequence[Summary], header: Sequence[str] = ()) -> str:
+    """The phases side by side (full / BM25-only ratio in the last column when both ran)."""
+    names = [LABELS.get(s.configuration, s.configuration) for s in summaries]
+    both = len(summaries) == 2
+    width = 16
+    lines = list(header)
+    lines.append(f"{'':<26}" + "".join(f"{name:>{width}}" for name in names) + (f"{'full / bm25':>{width}}" if both else ""))
+
+    def row(label: str, values: list[float], fmt: str = "{:.1f}", ratio: bool = True) -> None:
+        cells = "".join(f"{fmt.format(v):>{width}}" for v in values)
+        extra = f"{_ratio(values[0], values[1]):>{width}}" if both and ratio else ""
+        lines.append(f"{label:<26}{cells}{extra}")
+
+    row("requests scheduled", [s.scheduled for s in summaries], "{:d}", ratio=False)
+    row("answered OK", [s.ok for s in summaries], "{:d}", ratio=False)
+    row("achieved QPS", [s.achieved_qps for s in summaries])
+    for label, key in (("p50 ms", "p50_ms"), ("p95 ms", "p95_ms"), ("p99 ms", "p99_ms"), ("max ms", "max_ms"),
+                       ("mean ms", "mean_ms")):
+        row(label, [getattr(s, key) for s in summaries])
+    codes = sorted({code for s in summaries for code in s.errors})
+    row("errors", [sum(s.errors.values()) for s in summaries], "{:d}", ratio=False)
+    for code in codes:
+        row(f"  {code}", [s.errors.get(code, 0) for s in summaries], "{:d}", ratio=False)
+    stages = sorted({stage for s in summaries for stage in s.degraded})
+    row("degraded answers", [sum(s.degraded.values()) for s in summaries], "{:d}", ratio=False)
+    for stage in stages:
+        row(f"  {stage}", [s.degraded.get(stage, 0) for s in summaries], "{:d}", ratio=False)
+    row("client send lag p99 ms", [s.send_lag_p99_ms for s in summaries], ratio=False)
+    row("client send lag max ms", [s.send_lag_max_ms for s in summaries], ratio=False)
+    services = sorted({service for s in summaries for service in s.cpu_ms_per_request})
+    if services:
+        lines.append("CPU ms per request (all threads of each service process, from /proc):")
+        for service in services:
+            row(f"  {service}", [s.cpu_ms_per_request.get(service, float("nan")) for s in summaries])
+        row("  total", [sum(s.cpu_ms_per_request.values()) for s in summaries])
     return "\n".join(lines)
 
 
-async def bench_search(address: str | None, calls: int, warmup: int, model_repository: Path) -> None:
-    if address is not None:
-        print(report(await measure(address, calls, warmup)))
-        return
-    from services.cli.local_system import EmbeddedPostgres, LocalSystem, free_port_environment
-    from services.cli.main import demo_catalog_path, import_catalog
+# --------------------------------------------------------------------------- requests
 
-    with tempfile.TemporaryDirectory(prefix="shelfwise-bench-") as directory:
-        started = time.monotonic()
-        postgres = EmbeddedPostgres(Path(directory) / "postgres")
-        url = postgres.start()
-        system = LocalSystem(url, model_repository.resolve(), Path(directory) / "logs", environ=free_port_environment())
+
+def request_id_for_arm(arm: str, prefix: str, number: int, experiments=None) -> str:
+    """A request id that the bench experiment assigns to `arm` (the gateway assigns requests
+    without user or session id by their request id, with the same function)."""
+    experiments = experiments or parse_experiments(BENCH_EXPERIMENT)
+    for attempt in range(1000):
+        request_id = f"{prefix}-{number}-{attempt}"
+        assignment = experiments.assign("", "", request_id)
+        if assignment is not None and assignment.arm is not None and assignment.arm.name == arm:
+            return request_id
+    raise RuntimeError(f"no request id for arm {arm!r} in 1000 tries")  # p = 2**-1000
+
+
+def served_arm(model_version: str) -> str:
+    """The arm named in a Search answer's model_version (``...,experiment=bench/<arm>``), or ""."""
+    marker = f"experiment={EXPERIMENT_NAME}/"
+    return model_version.rpartition(marker)[2] if marker in model_version else ""
+
+
+def search_caller(stub, queries: Sequence[str], arm: str, deadline: float, page_size: int = 10, offset: int = 0):
+    """call(n) for `run_open_loop`: Search with query `offset + n` of the stream (cycled) in `arm`."""
+    import grpc
+    from shelfwise.gateway.v1 import gateway_pb2
+
+    prefix = f"bench-{uuid.uuid4().hex[:8]}-{arm}"
+    experiments = parse_experiments(BENCH_EXPERIMENT)
+
+    async def call(number: int) -> Outcome:
+        request = gateway_pb2.SearchRequest(
+            query=queries[(offset + number) % len(queries)],
+            page_size=page_size,
+            request_id=request_id_for_arm(arm, prefix, number, experiments),
+        )
         try:
-            await system.start()
-            serving = time.monotonic() - started
-            await import_catalog(demo_catalog_path(), system.address("retrieval"), progress=False)
-            print(f"system SERVING in {serving:.1f}s; demo catalogue imported at {time.monotonic() - started:.1f}s "
-                  f"({os.cpu_count()} CPUs)")
-            print(report(await measure(system.address("gateway"), calls, warmup)))
-        finally:
-            system.stop()
-            postgres.stop()
+            response = await stub.Search(request, timeout=deadline)
+        except grpc.aio.AioRpcError as error:
+            return Outcome(error.code().name)
+        if served_arm(response.model_version) != arm:
+            return Outcome(WRONG_ARM, tuple(response.degraded_stages))
+        return Outcome(OK, tuple(response.degraded_stages))
+
+    return call
+
+
+async def check_arms(stub, deadline: float) -> list[str]:
+    """Which bench arms the gateway serves (one probe each); a gateway started without
+    BENCH_EXPERIMENT serves none and answers without an experiment in model_version."""
+    import grpc
+    from shelfwise.gateway.v1 import gateway_pb2
+
+    served = []
+    for arm in CONFIGURATIONS:
+        request_id = request_id_for_arm(arm, f"bench-probe-{uuid.uuid4().hex[:8]}", 0)
+        try:
+            response = await stub.Search(
+                gateway_pb2.SearchRequest(query="probe", page_size=1, request_id=request_id), timeout=max(deadline, 10.0)
+            )
+        except grpc.aio.AioRpcError:
+            continue
+        if served_arm(response.model_version) == arm:
+            served.append(arm)
+    return served
+
+
+def warmup_requests(settings: "BenchSettings") -> int:
+    return len(arrival_offsets(settings.rate, settings.warmup)) if settings.warmup > 0 else 0
+
+
+def repeated_share(queries: Sequence[str], first: int) -> float:
+    """Share of the queries from index `first` on that already occurred earlier in the stream:
+    the most a query cache could answer (shop traffic repeats its head queries)."""
+    seen = set(queries[:first])
+    repeats = 0
+    for query in queries[first:]:
+        repeats += query in seen
+        seen.add(query)
+    return repeats / max(1, len(queries) - first)
+
+
+@dataclass
+class BenchSettings:
+    rate: float = 50.0
+    duration: float = 60.0
+    warmup: float = 5.0
+    deadline: float = 2.0
+    max_in_flight: int = 64
+    configurations: tuple[str, ...] = CONFIGURATIONS
+
+
+async def measure(
+    address: str,
+    queries: Sequence[str],
+    settings: BenchSettings,
+    cpu_seconds: Callable[[], dict[str, float]] | None = None,
+    log: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True),
+) -> tuple[list[Summary], list[str]]:
+    """Runs each configuration the gateway serves (warm-up, then the measured phase) and
+    returns their summaries, plus notes (e.g. an arm the gateway does not serve)."""
+    from shelfwise.gateway.v1 import gateway_pb2_grpc
+
+    from services.common.channels import create_channel
+
+    check_loopback(address)
+    notes = []
+    summaries = []
+    async with create_channel(address, 16 * 1024 * 1024) as channel:
+        stub = gateway_pb2_grpc.GatewayServiceStub(channel)
+        served = await check_arms(stub, settings.deadline)
+        for configuration in settings.configurations:
+            if configuration not in served:
+                notes.append(
+                    f"{LABELS[configuration]} not measured: the gateway at {address} does not serve the arm "
+                    f"{EXPERIMENT_NAME}/{configuration}; start it with SHELFWISE_EXPERIMENTS naming a file holding "
+                    f"{json.dumps(BENCH_EXPERIMENT)}"
+                )
+                continue
+            # The same query stream for every configuration: warm-up first, then the measured part.
+            warm = warmup_requests(settings)
+            if warm:
+                log(f"{LABELS[configuration]}: warm-up {settings.warmup:g}s at {settings.rate:g}/s")
+                call = search_caller(stub, queries, configuration, settings.deadline)
+                await run_open_loop(call, settings.rate, settings.warmup, settings.max_in_flight)
+            log(f"{LABELS[configuration]}: {settings.duration:g}s at {settings.rate:g}/s")
+            call = search_caller(stub, queries, configuration, settings.deadline, offset=warm)
+            before = cpu_seconds() if cpu_seconds else {}
+            result = await run_open_loop(call, settings.rate, settings.duration, settings.max_in_flight)
+            after = cpu_seconds() if cpu_seconds else {}
+            used = {service: after[service] - before[service] for service in after if service in before}
+            summaries.append(summarize(configuration, result, used))
+    return summaries, notes
+
+
+# --------------------------------------------------------------------------- own system
+
+
+async def import_synthetic(retrieval_address: str, items: int, seed: int, progress: bool = True) -> float:
+    """Upserts the synthetic catalogue through retrieval, IMPORT_CONCURRENCY batches in flight
+    (products are generated as they are sent, never all held); returns the seconds it took."""
+    from shelfwise.retrieval.v1 import retrieval_pb2, retrieval_pb2_grpc
+
+    from services.cli.synthetic_catalog import generate_products
+    from services.common.channels import create_channel
+    from services.retrieval.catalog import chunked
+    from services.retrieval.servicer import product_to_pb
+
+    started = time.perf_counter()
+    done = 0
+    last_report = started
+    async with create_channel(retrieval_address, 64 * 1024 * 1024) as channel:
+        stub = retrieval_pb2_grpc.RetrievalServiceStub(channel)
+        pending: set[asyncio.Task] = set()
+
+        async def send(batch) -> int:
+            await stub.UpsertProducts(
+                retrieval_pb2.UpsertProductsRequest(products=[product_to_pb(p) for p in batch]), timeout=600
+            )
+            return len(batch)
+
+        for batch in chunked(generate_products(items, seed), IMPORT_BATCH):
+            if len(pending) >= IMPORT_CONCURRENCY:
+                finished, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                done += sum(task.result() for task in finished)
+            pending.add(asyncio.create_task(send(batch)))
+            now = time.perf_counter()
+            if progress and now - last_report > 30:
+                last_report = now
+                rate = done / (now - started)
+                left = (items - done) / rate if rate else float("nan")
+                print(f"  imported {done:,}/{items:,} ({rate:.0f}/s, about {left / 60:.0f} min left)",
+                      file=sys.stderr, flush=True)
+        if pending:
+            done += sum(task.result() for task in (await asyncio.wait(pending))[0])
+    return time.perf_counter() - started
+
+
+def peak_rss_mib(pids: Iterable[int]) -> dict[int, float]:
+    """Peak resident memory (VmHWM) of processes, MiB, from /proc."""
+    peaks = {}
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    peaks[pid] = int(line.split()[1]) / 1024
+        except OSError:
+            pass
+    return peaks
+
+
+async def bench_search(
+    address: str | None,
+    settings: BenchSettings,
+    model_repository: Path,
+    items: int = 10_000,
+    seed: int = 7,
+    json_path: Path | None = None,
+    profile_dir: Path | None = None,
+    data_dir: Path | None = None,
+) -> dict:
+    """The whole command: own system (unless `address`), import, both phases, the report."""
+    from services.cli.synthetic_catalog import DESCRIPTION, generate_queries
+
+    # One query per request, drawn independently from the vocabulary's templates (the head
+    # queries such as "tent" recur by themselves, the long tail mostly does not).
+    warm = warmup_requests(settings)
+    query_list = generate_queries(warm + len(arrival_offsets(settings.rate, settings.duration)), seed)
+    queries = (f"{len(query_list):,} synthetic queries (seed {seed}), one per request, the same stream for each "
+               f"configuration; {repeated_share(query_list, warm):.0%} of the measured ones occurred earlier")
+    header = [
+        f"Search, open loop: {settings.rate:g} requests/s for {settings.duration:g}s per configuration "
+        f"(after {settings.warmup:g}s warm-up), deadline {settings.deadline:g}s, at most {settings.max_in_flight} in flight; "
+        f"latency from each request's scheduled send time; {os.cpu_count()} CPUs"
+    ]
+    record: dict = {"settings": asdict(settings), "cpus": os.cpu_count(), "queries": queries}
+    if address is not None:
+        check_loopback(address)
+        header.append(f"gateway {address} (its catalogue as it is); queries: {queries}, from the {DESCRIPTION}")
+        summaries, notes = await measure(address, query_list, settings)
+    else:
+        summaries, notes, build = await _bench_own_system(
+            settings, model_repository, items, seed, query_list, profile_dir, data_dir
+        )
+        record["build"] = build
+        header.append(
+            f"catalogue: {items:,} products, {DESCRIPTION}, seed {seed}; queries: {queries}"
+        )
+        reused = (f" (built by an earlier run in {data_dir}; this run's retrieval rebuilt the indexes from "
+                  f"PostgreSQL's cached vectors in {build['retrieval_start_s']:.1f}s)") if build["reused"] else ""
+        header.append(
+            f"index build (import through retrieval: embedding + PostgreSQL + BM25 + ANN): {build['import_s']:.1f}s{reused} "
+            f"({items / build['import_s']:.0f} products/s); then query understanding (reads the vocabulary), ranking "
+            f"and gateway SERVING in {build['rest_start_s']:.1f}s; "
+            f"peak RSS MiB: " + ", ".join(f"{k} {v:.0f}" for k, v in build["peak_rss_mib"].items())
+        )
+    text = report(summaries, header) + "".join(f"\nnote: {note}" for note in notes)
+    record.update({"summaries": [asdict(s) for s in summaries], "notes": notes, "report": text})
+    if json_path is not None:
+        json_path.write_text(json.dumps(record, indent=2, default=float))
+    print(text, flush=True)
+    return record
+
+
+async def _bench_own_system(settings, model_repository, items, seed, query_list, profile_dir, data_dir=None):
+    if data_dir is not None:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        return await _run_own_system(data_dir, settings, model_repository, items, seed, query_list, profile_dir)
+    with tempfile.TemporaryDirectory(prefix="shelfwise-bench-") as directory:
+        return await _run_own_system(Path(directory), settings, model_repository, items, seed, query_list, profile_dir)
+
+
+async def _run_own_system(folder: Path, settings, model_repository, items, seed, query_list, profile_dir):
+    """Starts the system in `folder`; imports the catalogue unless `folder` already holds this
+    one (build.json from the run that built it: embedding a large catalogue on a CPU takes long,
+    and retrieval rebuilds its indexes from PostgreSQL's cached vectors at start-up)."""
+    from services.cli.local_system import EmbeddedPostgres, LocalSystem, free_port_environment
+
+    experiments = folder / "experiments.json"
+    experiments.write_text(json.dumps(BENCH_EXPERIMENT))
+    built_file = folder / "build.json"
+    built = json.loads(built_file.read_text()) if built_file.is_file() else None
+    reuse = built is not None and built.get("items") == items and built.get("seed") == seed
+    postgres = EmbeddedPostgres(folder / "postgres")
+    url = postgres.start()
+    environ = free_port_environment()
+    environ["SHELFWISE_EXPERIMENTS"] = str(experiments)
+    system = LocalSystem(url, model_repository.resolve(), folder / "logs", environ=environ, profile_dir=profile_dir)
+    try:
+        started = time.perf_counter()
+        # Query understanding starts after the import: it reads the catalogue vocabulary
+        # once at start-up instead of rebuilding it every refresh while products pour in.
+        await system.start(timeout=3600, services=("events", "retrieval"))
+        retrieval_start = time.perf_counter() - started
+        if reuse:
+            import_seconds = built["import_s"]
+            print(f"reusing the catalogue in {folder} (built in {import_seconds:.0f}s); retrieval rebuilt its indexes "
+                  f"from PostgreSQL in {retrieval_start:.1f}s", file=sys.stderr, flush=True)
+        else:
+            print(f"events and retrieval SERVING in {retrieval_start:.1f}s; importing {items:,} synthetic products",
+                  file=sys.stderr, flush=True)
+            import_seconds = await import_synthetic(system.address("retrieval"), items, seed)
+            built_file.write_text(json.dumps({"items": items, "seed": seed, "import_s": import_seconds,
+                                              "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}))
+        started = time.perf_counter()
+        await system.start(timeout=3600, services=("query_understanding", "ranking", "gateway"))
+        rest_start_seconds = time.perf_counter() - started
+        summaries, notes = await measure(system.address("gateway"), query_list, settings, system.cpu_seconds)
+        peaks = peak_rss_mib(process.pid for process in system.processes.values())
+        build = {
+            "items": items,
+            "import_s": import_seconds,
+            "reused": reuse,
+            "retrieval_start_s": retrieval_start,
+            "rest_start_s": rest_start_seconds,
+            "peak_rss_mib": {service: peaks.get(process.pid, float("nan")) for service, process in system.processes.items()},
+        }
+        return summaries, notes, build
+    finally:
+        system.stop()
+        postgres.stop()

@@ -1,5 +1,10 @@
 """Runs the whole system on one machine on embedded defaults: an embedded PostgreSQL
-(pgserver) and the five services as child processes on their default ports."""
+(pgserver) and the five services as child processes on their default ports.
+
+For measurements (`shelfwise bench search`): services can be started in groups (so a large
+catalogue is imported before query understanding reads its vocabulary once), run under
+cProfile (`profile_dir`: one .prof per service, written when it exits on SIGTERM), and each
+process's CPU time can be read, so a load test can say what a request costs per service."""
 
 from __future__ import annotations
 
@@ -70,9 +75,16 @@ class LocalSystem:
     log_dir: Path
     environ: dict[str, str] = field(default_factory=dict)
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+    # When set, every service runs under cProfile and writes <service>.prof here at exit.
+    profile_dir: Path | None = None
 
     def service_environment(self) -> dict[str, str]:
         env = dict(os.environ)
+        # One OpenBLAS thread per service unless the caller says otherwise: its worker threads
+        # spin after every numpy call (language identification, dense scoring), and with five
+        # services on a few cores that spinning took most of the CPU of a search (measured:
+        # language identification 3.8 -> 0.5 ms of CPU per query; `shelfwise bench search`).
+        env.setdefault("OPENBLAS_NUM_THREADS", "1")
         env.update(
             {
                 "SHELFWISE_DATABASE_URL": self.database_url,
@@ -86,25 +98,45 @@ class LocalSystem:
     def address(self, service: str) -> str:
         return f"127.0.0.1:{ServerSettings.from_env(service, self.service_environment()).port}"
 
-    async def start(self, timeout: float = 120.0) -> None:
+    def _command(self, service: str) -> list[str]:
+        if self.profile_dir is None:
+            return [sys.executable, "-m", f"services.{service}"]
+        self.profile_dir.mkdir(parents=True, exist_ok=True)
+        return [sys.executable, "-m", "cProfile", "-o", str(self.profile_dir / f"{service}.prof"), "-m", f"services.{service}"]
+
+    async def start(self, timeout: float = 120.0, services: tuple[str, ...] = SERVICE_ORDER) -> None:
+        """Starts `services` (all five by default, in SERVICE_ORDER) and waits until each is SERVING."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
         env = self.service_environment()
-        for service in SERVICE_ORDER:
+        services = tuple(service for service in SERVICE_ORDER if service in services)
+        for service in services:
             log_file = (self.log_dir / f"{service}.log").open("ab")
             # Own session: a Ctrl-C in the terminal reaches `shelfwise up` alone, which then
             # stops the services in order (gateway first) instead of all at once.
             process = subprocess.Popen(
-                [sys.executable, "-m", f"services.{service}"], env=env, stdout=log_file, stderr=subprocess.STDOUT,
-                start_new_session=True,
+                self._command(service), env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
             )
             self.processes[service] = process
-        for service in SERVICE_ORDER:
+        for service in services:
             try:
                 process = self.processes[service]
                 await wait_until_serving(self.address(service), timeout, lambda: process.poll() is None)
             except Exception as error:
                 tail = (self.log_dir / f"{service}.log").read_text(errors="replace")[-3000:]
                 raise RuntimeError(f"{service} did not start: {error}\n--- {service}.log ---\n{tail}") from error
+
+    def cpu_seconds(self) -> dict[str, float]:
+        """User + system CPU time each running service has used so far, all threads included
+        (from /proc; empty where there is no /proc)."""
+        ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+        used = {}
+        for service, process in self.processes.items():
+            try:
+                fields = Path(f"/proc/{process.pid}/stat").read_text().rpartition(")")[2].split()
+            except OSError:
+                continue
+            used[service] = (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+        return used
 
     def stop(self, timeout: float = 15.0) -> dict[str, int]:
         """SIGTERM (they drain and exit), the gateway first so that its last impressions still

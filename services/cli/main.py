@@ -283,9 +283,24 @@ def _triton_up(args) -> int:
 
 
 async def _bench_search(args) -> int:
-    from services.cli.bench import bench_search
+    from services.cli.bench import BenchSettings, NotLoopback, bench_search, check_loopback
 
-    await bench_search(args.address, args.calls, args.warmup, Path(args.model_repository))
+    try:
+        if args.address is not None:
+            check_loopback(args.address)
+    except NotLoopback as error:
+        print(error, file=sys.stderr)
+        return 2
+    settings = BenchSettings(
+        rate=args.rate, duration=args.duration, warmup=args.warmup, deadline=args.deadline,
+        max_in_flight=args.max_in_flight,
+        configurations=tuple(args.only.split(",")) if args.only else ("full", "bm25"),
+    )
+    await bench_search(
+        args.address, settings, Path(args.model_repository), items=args.items, seed=args.seed,
+        json_path=Path(args.json) if args.json else None, profile_dir=Path(args.profile) if args.profile else None,
+        data_dir=Path(args.data_dir) if args.data_dir else None,
+    )
     return 0
 
 
@@ -428,10 +443,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = commands.add_parser("bench", help="benchmarks that print figures")
     bench_commands = bench.add_subparsers(dest="benchmark", required=True)
-    bench_search = bench_commands.add_parser("search", help="Search latency through the whole stack")
-    bench_search.add_argument("--address", help="a running gateway (default: start a local system for the run)")
-    bench_search.add_argument("--calls", type=int, default=200)
-    bench_search.add_argument("--warmup", type=int, default=20)
+    bench_search = bench_commands.add_parser(
+        "search", help="open-loop load on Search: full pipeline vs BM25-only, same services, same run"
+    )
+    bench_search.add_argument("--address", help="a running gateway on loopback, started with the bench experiment "
+                              "(default: start a local system with a synthetic catalogue for the run)")
+    bench_search.add_argument("--rate", type=float, default=50.0, help="requests per second (fixed arrival rate)")
+    bench_search.add_argument("--duration", type=float, default=60.0, help="seconds measured per configuration")
+    bench_search.add_argument("--warmup", type=float, default=5.0, help="seconds at the same rate before each, not measured")
+    bench_search.add_argument("--deadline", type=float, default=2.0, help="per-call deadline, seconds")
+    bench_search.add_argument("--max-in-flight", type=int, default=64,
+                              help="outstanding calls at most; an arrival beyond is counted as CLIENT_OVERFLOW")
+    bench_search.add_argument("--items", type=int, default=10_000, help="synthetic catalogue size (own system only)")
+    bench_search.add_argument("--seed", type=int, default=7, help="seed of the synthetic catalogue and queries")
+    bench_search.add_argument("--only", choices=("full", "bm25"), help="measure one configuration only")
+    bench_search.add_argument("--json", help="also write the figures to this JSON file")
+    bench_search.add_argument("--profile", help="run each service under cProfile, <service>.prof in this folder")
+    bench_search.add_argument("--data-dir", help="keep PostgreSQL here and reuse its catalogue on the next run with "
+                              "the same --items/--seed (default: a temporary folder, built from scratch)")
     bench_search.add_argument("--model-repository", default="model_repository")
     bench_search.set_defaults(run=_bench_search)
     bench_inference = bench_commands.add_parser(

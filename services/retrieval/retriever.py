@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from typing import Mapping, Sequence
@@ -54,6 +55,42 @@ SYNC_OVERLAP = timedelta(seconds=30)
 # Which lists a text query draws from (RetrieveRequest.mode): both fused (the default), or one.
 HYBRID, LEXICAL, DENSE = "hybrid", "lexical", "dense"
 RETRIEVAL_MODES = (HYBRID, LEXICAL, DENSE)
+# Query vectors kept (about 1.5 KB each at 384-d): shop queries repeat a lot (the head queries
+# are most of the traffic), and encoding one is most of a search's CPU on a CPU-only machine
+# (`shelfwise bench search`: ~20 of ~50 ms of CPU per search).
+QUERY_CACHE_SIZE = 10_000
+
+
+class QueryVectorCache:
+    """Least-recently-used query text -> vector. Only valid for one encoder version, which is
+    fixed for the life of a CatalogIndex (a new model version means a restart)."""
+
+    def __init__(self, capacity: int = QUERY_CACHE_SIZE):
+        self.capacity = capacity
+        self._vectors: OrderedDict[str, np.ndarray] = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, text: str) -> np.ndarray | None:
+        vector = self._vectors.get(text)
+        if vector is None:
+            self.misses += 1
+            return None
+        self._vectors.move_to_end(text)
+        self.hits += 1
+        return vector
+
+    def put(self, text: str, vector: np.ndarray) -> None:
+        if self.capacity <= 0:
+            return
+        vector = np.array(vector, dtype=np.float32)  # its own copy, not a view of a batch
+        self._vectors[text] = vector
+        self._vectors.move_to_end(text)
+        while len(self._vectors) > self.capacity:
+            self._vectors.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._vectors)
 
 
 @dataclass(frozen=True)
@@ -120,9 +157,11 @@ class CatalogIndex:
         encoder: TextEncoder,
         fusion: Fusion | None = None,
         sequence_model: SequenceModel | None = None,
+        query_cache_size: int = QUERY_CACHE_SIZE,
     ):
         self._store = store
         self._encoder = encoder
+        self.query_cache = QueryVectorCache(query_cache_size)
         self._fusion = fusion or Fusion()
         self._lexical = LexicalIndex()
         self._dense = DenseIndex(encoder.dimension)
@@ -342,8 +381,7 @@ class CatalogIndex:
         query_vector = None
         if mode != LEXICAL:
             try:
-                with _tracer.start_as_current_span("retrieval.encode_query"):
-                    query_vector = (await self._encoder.encode([query_text], kind="query"))[0]
+                query_vector = await self._query_vector(query_text)
             except (Unavailable, DeadlineExceeded) as error:
                 log.warning("dense retrieval skipped: %s", error)
         # Only now, with no await left before the answer: a catalogue sync or delete landing
@@ -368,6 +406,14 @@ class CatalogIndex:
             dense_slots, dense_scores = self._dense.search(query_vector, limit, allowed)
         candidates = self._fuse(query_vector, lexical, dense_slots, dense_scores, limit, ceiling)
         return RetrievalResult(candidates, int(allowed.sum()))
+
+    async def _query_vector(self, query_text: str) -> np.ndarray:
+        vector = self.query_cache.get(query_text)
+        if vector is None:
+            with _tracer.start_as_current_span("retrieval.encode_query"):
+                vector = (await self._encoder.encode([query_text], kind="query"))[0]
+            self.query_cache.put(query_text, vector)
+        return vector
 
     async def similar(
         self,

@@ -1,0 +1,67 @@
+"""Retrieval keeps the vectors of recent query texts: a repeated query is not encoded again
+(encoding is most of a search's CPU on a CPU-only machine), the cache is bounded and drops the
+least recently used text, and a failed encoding is not cached."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from services.retrieval.retriever import CandidateFilters, CatalogIndex, QueryVectorCache
+from tests.unit.test_retriever import PRODUCTS, HashingEncoder
+
+
+async def catalogue(cache_size: int = 10) -> tuple[CatalogIndex, HashingEncoder]:
+    encoder = HashingEncoder()
+    catalog = CatalogIndex(store=None, encoder=encoder, query_cache_size=cache_size)
+    catalog._apply_upsert(PRODUCTS, await encoder.encode([p.embedding_text() for p in PRODUCTS], kind="passage"))
+    encoder.calls.clear()
+    return catalog, encoder
+
+
+async def test_a_repeated_query_is_encoded_once_and_answered_the_same():
+    catalog, encoder = await catalogue()
+    first = await catalog.retrieve("red wine", CandidateFilters(), limit=10)
+    second = await catalog.retrieve("red wine", CandidateFilters(), limit=10)
+    assert encoder.calls == [("query", ["red wine"])]
+    assert first == second
+    assert (catalog.query_cache.hits, catalog.query_cache.misses) == (1, 1)
+
+
+async def test_lexical_only_requests_never_encode_nor_fill_the_cache():
+    catalog, encoder = await catalogue()
+    await catalog.retrieve("red wine", CandidateFilters(), limit=10, mode="lexical")
+    assert encoder.calls == [] and len(catalog.query_cache) == 0
+
+
+async def test_a_failed_encoding_is_not_cached():
+    catalog, encoder = await catalogue()
+    encoder.down = True
+    degraded = await catalog.retrieve("red wine", CandidateFilters(), limit=10)
+    encoder.down = False
+    healthy = await catalog.retrieve("red wine", CandidateFilters(), limit=10)
+    assert degraded.degraded == ("dense",) and healthy.degraded == ()
+    assert len(encoder.calls) == 2
+
+
+def test_the_least_recently_used_text_goes_first():
+    cache = QueryVectorCache(capacity=2)
+    cache.put("a", np.ones(3))
+    cache.put("b", np.ones(3))
+    assert cache.get("a") is not None  # a is now the most recent
+    cache.put("c", np.ones(3))
+    assert cache.get("b") is None and cache.get("a") is not None and cache.get("c") is not None
+    assert len(cache) == 2
+
+
+def test_a_zero_capacity_cache_keeps_nothing():
+    cache = QueryVectorCache(capacity=0)
+    cache.put("a", np.ones(3))
+    assert cache.get("a") is None and len(cache) == 0
+
+
+def test_the_cache_keeps_its_own_copy_of_a_vector():
+    cache = QueryVectorCache()
+    batch = np.ones((2, 3), dtype=np.float32)
+    cache.put("a", batch[0])
+    batch[0, 0] = 5.0
+    assert cache.get("a")[0] == 1.0
