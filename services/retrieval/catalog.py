@@ -28,8 +28,10 @@ MAX_ATTRIBUTES = 64
 # are generous: they only stop a row from carrying megabytes into every read of the catalogue.
 MAX_EXTRA_FIELDS = 200
 MAX_EXTRA_VALUE_CHARS = MAX_DESCRIPTION_CHARS
-# A lone surrogate (JSON "\ud800" decodes to one) is not Unicode text: UTF-8 cannot encode it,
-# so neither PostgreSQL nor the content hash can take it.
+# A lone surrogate is not Unicode text: UTF-8 cannot encode it, so neither PostgreSQL nor the
+# content hash can take it. JSON's "\ud800" decodes to one, and files are read with
+# errors="surrogateescape", so an invalid UTF-8 byte becomes one too: the row that holds it is
+# reported, the file's other rows still import.
 _SURROGATE = re.compile("[\ud800-\udfff]")
 KNOWN_FIELDS = ("id", "title", "description", "brand", "category", "price", "currency", "attributes", "locale")
 
@@ -68,7 +70,7 @@ def validate_product(product: Product, where: str = "product") -> Product:
         if "\x00" in value:
             raise InvalidArgument(f"{where}.{name}", "must not contain NUL characters")
         if _SURROGATE.search(value):
-            raise InvalidArgument(f"{where}.{name}", "must be valid Unicode text (it has a lone surrogate)")
+            raise InvalidArgument(f"{where}.{name}", "must be valid UTF-8 text (it has an invalid byte or a lone surrogate)")
 
     check_text("id", product.id, MAX_ID_CHARS, required=True)
     if product.id != product.id.strip():
@@ -103,15 +105,17 @@ def product_from_record(record: Mapping[str, Any], where: str) -> Product:
         raise InvalidArgument(f"{where}.price", f"must be a number, got {raw_price!r}")
     try:
         price = float(str(raw_price).strip().lstrip("$")) if isinstance(raw_price, str) else float(raw_price)
-    except (TypeError, ValueError):
-        raise InvalidArgument(f"{where}.price", f"must be a number, got {str(raw_price)[:40]!r}") from None
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an integer beyond any float
+        raise InvalidArgument(f"{where}.price", f"must be a number, got {_preview(raw_price)}") from None
     attributes = record.get("attributes") or {}
     if isinstance(attributes, str):
         try:
             attributes = json.loads(attributes) if attributes.strip() else {}
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):  # bad JSON, an integer too long, nesting too deep
             raise InvalidArgument(f"{where}.attributes", "must be a JSON object") from None
-    if isinstance(attributes, list) and all(isinstance(p, (tuple, list)) and len(p) == 2 for p in attributes):
+    if isinstance(attributes, list) and all(
+        isinstance(p, (tuple, list)) and len(p) == 2 and isinstance(p[0], (str, int, float)) for p in attributes
+    ):
         attributes = dict(attributes)  # Parquet map<string,string> columns arrive as key/value pairs
     if not isinstance(attributes, Mapping):
         raise InvalidArgument(f"{where}.attributes", "must be an object of attribute name to value")
@@ -140,6 +144,14 @@ def product_from_record(record: Mapping[str, Any], where: str) -> Product:
     return validate_product(product, where)
 
 
+def _preview(value: Any) -> str:
+    """The start of a bad value for an error message (str() itself fails on huge integers)."""
+    try:
+        return repr(str(value)[:40])
+    except ValueError:
+        return f"a {type(value).__name__} too long to show"
+
+
 @dataclass(frozen=True)
 class RowError:
     row: int
@@ -149,22 +161,40 @@ class RowError:
 def _records(path: Path) -> Iterator[tuple[int, Any]]:
     suffix = path.suffix.lower()
     if suffix in {".jsonl", ".ndjson"}:
-        with path.open(encoding="utf-8") as handle:
+        with path.open(encoding="utf-8", errors="surrogateescape") as handle:
             for number, line in enumerate(handle, start=1):
                 if line.strip():
                     try:
                         yield number, json.loads(line)
                     except json.JSONDecodeError as error:
                         yield number, InvalidArgument(f"line {number}", f"is not valid JSON ({error.msg})")
+                    except ValueError as error:  # e.g. an integer of more than 4300 digits
+                        yield number, InvalidArgument(f"line {number}", f"is not valid JSON ({str(error)[:80]})")
+                    except RecursionError:
+                        yield number, InvalidArgument(f"line {number}", "is not valid JSON (nested too deeply)")
     elif suffix == ".csv":
-        with path.open(encoding="utf-8", newline="") as handle:
-            # Line 1 is the header, so data rows start at 2.
-            for number, row in enumerate(csv.DictReader(handle), start=2):
+        with path.open(encoding="utf-8", errors="surrogateescape", newline="") as handle:
+            reader = csv.DictReader(handle)
+            number = 1  # line 1 is the header, so data rows start at 2
+            while True:
+                number += 1
+                try:
+                    row = next(reader)
+                except StopIteration:
+                    break
+                except csv.Error as error:  # e.g. a field over csv's size limit: this row only
+                    yield number, InvalidArgument(f"row {number}", f"is not valid CSV ({error})")
+                    continue
                 yield number, row
     elif suffix == ".parquet":
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
-        for number, row in enumerate(pq.read_table(path).to_pylist(), start=1):
+        try:
+            rows = pq.read_table(path).to_pylist()
+        except (pa.ArrowException, OSError) as error:
+            raise InvalidArgument("file", f"is not a readable Parquet file ({str(error)[:200]})") from None
+        for number, row in enumerate(rows, start=1):
             yield number, row
     else:
         raise InvalidArgument("file", f"must end in .jsonl, .ndjson, .csv or .parquet, got {path.name!r}")
