@@ -96,8 +96,10 @@ class Authenticator:
     @classmethod
     def from_settings(cls, settings: SecuritySettings) -> "Authenticator":
         entries = parse_tokens(settings.caller_tokens)
-        if settings.own_token:
-            entries += [(SELF_PRINCIPAL, token) for _, token in parse_tokens(f"{SELF_PRINCIPAL} {settings.own_token}", "SHELFWISE_AUTH_TOKEN")]
+        # The own token is usually listed already under the service's principal (the gateway's
+        # token in the deployed tokens file): `self` only when it is not.
+        if settings.own_token and settings.own_token not in {token for _, token in entries}:
+            entries += parse_tokens(f"{SELF_PRINCIPAL} {settings.own_token}", "SHELFWISE_AUTH_TOKEN")
         return cls(entries)
 
     @property

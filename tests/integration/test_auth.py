@@ -19,7 +19,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from shelfwise.events.v1 import events_pb2, events_pb2_grpc
 
-from services.common.channels import create_channel
+from services.common.channels import create_channel, wait_until_serving
 from services.common.config import SecuritySettings
 from services.events.config import EventsSettings
 from services.events.server import create_server
@@ -198,3 +198,37 @@ async def test_auth_is_off_by_default_locally(postgres_url):
     async with events_server(postgres_url) as running:
         async with create_channel(f"127.0.0.1:{running.port}", security=NO_CREDENTIALS) as channel:
             await events_pb2_grpc.EventsServiceStub(channel).GetMetrics(metrics_request())
+
+
+async def test_the_gateway_authenticates_its_own_calls_to_the_other_services(system, postgres_url, tmp_path, database):
+    """A gateway and an events service with auth on (the other stages are the session's): the
+    shop's Search is served, and its impression reaches events, which refuses calls without a
+    valid token, so the gateway's own call carried its token."""
+    from shelfwise.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+
+    from services.gateway.config import GatewaySettings
+    from services.gateway.server import create_server as create_gateway
+
+    environ = token_environ(tmp_path, SHELFWISE_AUTH_TOKEN=GATEWAY_TOKEN)
+    async with events_server(postgres_url, **environ) as events:
+        settings_environ = {**system.environ, "SHELFWISE_EVENTS_ADDRESS": f"127.0.0.1:{events.port}"}
+        with mock.patch.dict(os.environ, environ):
+            gateway = await create_gateway(GatewaySettings.from_env(settings_environ), port=0)
+        try:
+            address = f"127.0.0.1:{gateway.port}"
+            await wait_until_serving(address, timeout=30)
+            async with create_channel(address, security=NO_CREDENTIALS) as channel:
+                with pytest.raises(grpc.aio.AioRpcError) as refused:
+                    await gateway_pb2_grpc.GatewayServiceStub(channel).Search(gateway_pb2.SearchRequest(query="tea"))
+                assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            async with create_channel(address, security=client(SHOP_TOKEN)) as channel:
+                response = await gateway_pb2_grpc.GatewayServiceStub(channel).Search(
+                    gateway_pb2.SearchRequest(query="tea", page_size=3), timeout=30
+                )
+            assert response.results
+            await gateway.app.wait_for_impressions({response.request_id})
+            assert await database.fetchval(
+                "SELECT count(*) FROM impressions WHERE request_id = $1", response.request_id
+            ) == 1
+        finally:
+            await gateway.stop()

@@ -108,3 +108,11 @@ def test_log_lines_never_carry_bearer_tokens_or_url_passwords():
     for line in (json.loads(JsonFormatter("events").format(record))["message"], TextFormatter("events").format(record)):
         assert SHOP not in line and "hunter2" not in line and "p4ss" not in line
         assert "Bearer ***" in line and "shelfwise:***@postgres" in line
+
+
+def test_an_own_token_listed_among_the_callers_keeps_its_principal():
+    """As deployed: the gateway's tokens file lists `gateway <its own token>`."""
+    settings = SecuritySettings(auth="token", caller_tokens=f"gateway {GATEWAY}\nshop {SHOP}", own_token=GATEWAY)
+    authenticator = Authenticator.from_settings(settings)
+    assert authenticator.principal([("authorization", f"Bearer {GATEWAY}")]) == "gateway"
+    assert authenticator.principals == ["gateway", "shop"]
