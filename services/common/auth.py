@@ -17,7 +17,7 @@ Server side (`CallerInterceptor`, installed by `services.common.server.start_ser
 - With a rate limit configured (`services.common.rate_limit`), each caller's calls go through
   its token bucket after authentication; refused calls get RESOURCE_EXHAUSTED.
 
-Client side (`TokenInterceptor`, installed by `services.common.channels.create_channel`): the
+Client side (`token_interceptors`, installed by `services.common.channels.create_channel`): the
 process's own token (SHELFWISE_AUTH_TOKEN or _FILE) goes on every call it makes, so the
 gateway's calls to the other services authenticate as the gateway.
 """
@@ -246,19 +246,14 @@ def guard(handler: grpc.RpcMethodHandler, check: Callable[[grpc.aio.ServicerCont
     return grpc.stream_stream_rpc_method_handler(stream_stream, **kwargs)
 
 
-class TokenInterceptor(
-    grpc.aio.UnaryUnaryClientInterceptor,
-    grpc.aio.UnaryStreamClientInterceptor,
-    grpc.aio.StreamUnaryClientInterceptor,
-    grpc.aio.StreamStreamClientInterceptor,
-):
-    """Adds `authorization: Bearer <token>` to every call of a channel."""
+class _TokenInterceptor:
+    """Adds `authorization: Bearer <token>` to the calls of a channel."""
 
     def __init__(self, token: str) -> None:
         self._header = (AUTHORIZATION, f"Bearer {token}")
 
     def __repr__(self) -> str:
-        return "TokenInterceptor(<token>)"
+        return f"{type(self).__name__}(<token>)"
 
     def _with_token(self, details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
         metadata = grpc.aio.Metadata(*(item for item in (details.metadata or ()) if item[0] != AUTHORIZATION))
@@ -267,17 +262,32 @@ class TokenInterceptor(
             details.method, details.timeout, metadata, details.credentials, details.wait_for_ready
         )
 
+
+class _UnaryUnaryToken(_TokenInterceptor, grpc.aio.UnaryUnaryClientInterceptor):
     async def intercept_unary_unary(self, continuation, client_call_details, request):
         return await continuation(self._with_token(client_call_details), request)
 
+
+class _UnaryStreamToken(_TokenInterceptor, grpc.aio.UnaryStreamClientInterceptor):
     async def intercept_unary_stream(self, continuation, client_call_details, request):
         return await continuation(self._with_token(client_call_details), request)
 
+
+class _StreamUnaryToken(_TokenInterceptor, grpc.aio.StreamUnaryClientInterceptor):
     async def intercept_stream_unary(self, continuation, client_call_details, request_iterator):
         return await continuation(self._with_token(client_call_details), request_iterator)
 
+
+class _StreamStreamToken(_TokenInterceptor, grpc.aio.StreamStreamClientInterceptor):
     async def intercept_stream_stream(self, continuation, client_call_details, request_iterator):
         return await continuation(self._with_token(client_call_details), request_iterator)
+
+
+def token_interceptors(token: str) -> list:
+    """One interceptor per kind of RPC: a grpc.aio channel files each interceptor under the
+    first of the four kinds it implements, so one object for all four would leave streaming
+    calls without the token."""
+    return [kind(token) for kind in (_UnaryUnaryToken, _UnaryStreamToken, _StreamUnaryToken, _StreamStreamToken)]
 
 
 def _read(path: str) -> bytes:

@@ -13,7 +13,7 @@ import time
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from services.common.auth import TokenInterceptor, channel_credentials
+from services.common.auth import channel_credentials, token_interceptors
 from services.common.config import DEFAULT_MAX_MESSAGE_BYTES, SecuritySettings
 from services.common.server import grpc_options
 from services.common.tracing import instrument_libraries
@@ -31,7 +31,7 @@ def create_channel(
         ("grpc.initial_reconnect_backoff_ms", 200),
         ("grpc.max_reconnect_backoff_ms", 2000),
     ]
-    interceptors = [TokenInterceptor(security.own_token)] if security.own_token else None
+    interceptors = token_interceptors(security.own_token) if security.own_token else None
     credentials = channel_credentials(security)
     if credentials is None:
         return grpc.aio.insecure_channel(address, options=options, interceptors=interceptors)

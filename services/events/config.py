@@ -13,6 +13,7 @@ Privacy settings (see deploy/README.md, "Privacy and retention"):
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass, field
 from typing import Mapping
 
@@ -23,6 +24,7 @@ log = logging.getLogger(__name__)
 WRITE_METHODS = ("copy", "unnest")
 # Public on purpose: it only keeps local development and tests working without a Secret.
 DEVELOPMENT_USER_ID_KEY = b"shelfwise-development-user-id-key-not-for-production"
+_warned_about_development_key = threading.Event()
 
 
 def user_id_key(environ: Mapping[str, str] | None = None) -> bytes:
@@ -30,7 +32,9 @@ def user_id_key(environ: Mapping[str, str] | None = None) -> bytes:
     development key (with a warning)."""
     key = read_secret("SHELFWISE_USER_ID_KEY", environ)
     if not key:
-        log.warning("SHELFWISE_USER_ID_KEY is not set: user ids are pseudonymised with the public development key")
+        if not _warned_about_development_key.is_set():  # once per process, not every maintenance round
+            _warned_about_development_key.set()
+            log.warning("SHELFWISE_USER_ID_KEY is not set: user ids are pseudonymised with the public development key")
         return DEVELOPMENT_USER_ID_KEY
     if len(key) < 16:
         raise ValueError("SHELFWISE_USER_ID_KEY must be at least 16 characters (e.g. `openssl rand -hex 32`)")

@@ -98,6 +98,17 @@ async def test_configured_callers_and_the_services_own_channels_authenticate(pos
         for token in (SHOP_TOKEN, GATEWAY_TOKEN):
             async with create_channel(address, security=client(token)) as channel:
                 await events_pb2_grpc.EventsServiceStub(channel).GetMetrics(metrics_request())
+        # Streaming RPCs and reflection run as usual once authenticated.
+        async with create_channel(address, security=client(SHOP_TOKEN)) as channel:
+            request_id = uuid.uuid4().hex
+            batch = events_pb2.StreamEventsRequest(sequence=7, impressions=[events_pb2.Impression(
+                event_id=f"i-{request_id}", request_id=request_id, surface=events_pb2.SURFACE_SEARCH, product_ids=["p1"],
+            )])
+            acks = [ack async for ack in events_pb2_grpc.EventsServiceStub(channel).StreamEvents(iter([batch]))]
+            assert [(ack.sequence, ack.accepted) for ack in acks] == [(7, 1)]
+            reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
+            answers = [a async for a in reflection.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))]
+            assert "shelfwise.events.v1.EventsService" in {s.name for s in answers[0].list_services_response.service}
         # A service's channel (the gateway's downstream ones) takes its token from the environment.
         with mock.patch.dict(os.environ, {"SHELFWISE_AUTH_TOKEN": GATEWAY_TOKEN}):
             channel = create_channel(address)
