@@ -323,24 +323,28 @@ def search_caller(stub, queries: Sequence[str], arm: str, deadline: float, page_
     return call
 
 
-async def check_arms(stub, deadline: float) -> list[str]:
-    """Which bench arms the gateway serves (one probe each); a gateway started without
-    BENCH_EXPERIMENT serves none and answers without an experiment in model_version."""
+async def check_arms(stub, attempts: int = 3, timeout: float = 30.0) -> dict[str, str]:
+    """What the gateway answers to one probe per bench arm: the arm that served it ("" when
+    the gateway has no bench experiment), or the error code of the last failed attempt. The
+    first searches after a start load models, so probes get a long deadline and retries."""
     import grpc
     from shelfwise.gateway.v1 import gateway_pb2
 
-    served = []
+    answers = {}
     for arm in CONFIGURATIONS:
-        request_id = request_id_for_arm(arm, f"bench-probe-{uuid.uuid4().hex[:8]}", 0)
-        try:
-            response = await stub.Search(
-                gateway_pb2.SearchRequest(query="probe", page_size=1, request_id=request_id), timeout=max(deadline, 10.0)
-            )
-        except grpc.aio.AioRpcError:
-            continue
-        if served_arm(response.model_version) == arm:
-            served.append(arm)
-    return served
+        for attempt in range(attempts):
+            request_id = request_id_for_arm(arm, f"bench-probe-{uuid.uuid4().hex[:8]}", attempt)
+            try:
+                response = await stub.Search(
+                    gateway_pb2.SearchRequest(query="probe", page_size=1, request_id=request_id), timeout=timeout
+                )
+            except grpc.aio.AioRpcError as error:
+                answers[arm] = error.code().name
+                await asyncio.sleep(2.0)
+                continue
+            answers[arm] = served_arm(response.model_version)
+            break
+    return answers
 
 
 def warmup_requests(settings: "BenchSettings") -> int:
@@ -386,15 +390,18 @@ async def measure(
     summaries = []
     async with create_channel(address, 16 * 1024 * 1024) as channel:
         stub = gateway_pb2_grpc.GatewayServiceStub(channel)
-        served = await check_arms(stub, settings.deadline)
+        answers = await check_arms(stub)
         for configuration in settings.configurations:
-            if configuration not in served:
+            answer = answers.get(configuration, "")
+            if answer != configuration and answer in ("",) + CONFIGURATIONS:  # answered, by no or another arm
                 notes.append(
                     f"{LABELS[configuration]} not measured: the gateway at {address} does not serve the arm "
                     f"{EXPERIMENT_NAME}/{configuration}; start it with SHELFWISE_EXPERIMENTS naming a file holding "
                     f"{json.dumps(BENCH_EXPERIMENT)}"
                 )
                 continue
+            if answer != configuration:
+                notes.append(f"{LABELS[configuration]}: the probes before the run failed ({answer}); measured anyway")
             # The same query stream for every configuration: warm-up first, then the measured part.
             warm = warmup_requests(settings)
             if warm:

@@ -215,6 +215,14 @@ class CatalogIndex:
         async with self._write_lock:
             self._apply_upsert(products, vectors)
             self._metrics.index_size(self.size)
+        if not missing:
+            # Nothing was encoded, so the encoder's model is not loaded yet: load it now, before
+            # SERVING, not in the first search (it blocked the service for seconds there, long
+            # enough for the gateway's health check to mark retrieval down).
+            try:
+                await self._encoder.encode(["warm-up"], kind="query")
+            except (Unavailable, DeadlineExceeded) as error:  # searches degrade to BM25 until it is back
+                log.warning("text encoder not warmed up: %s", error)
         log.info("catalogue index ready: %d products", self.size)
 
     def _apply_upsert(self, products: Sequence[Product], vectors: np.ndarray) -> None:
