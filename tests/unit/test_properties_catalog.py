@@ -133,6 +133,14 @@ def test_a_record_is_accepted_whole_or_rejected_naming_its_field(record):
         return
     check_storable(product)
     check_round_trip(product, record)
+    # Accepted once, accepted again unchanged: exporting the product and importing it back is
+    # the identity (a re-import never alters or loses what was stored).
+    again = {
+        "id": product.id, "title": product.title, "description": product.description, "brand": product.brand,
+        "category": product.category, "price": product.price, "currency": product.currency,
+        "attributes": dict(product.attributes), "locale": product.locale, **product.extra,
+    }
+    assert product_from_record(again, "row 1") == product
 
 
 def read(path: Path):
@@ -184,6 +192,34 @@ def test_csv_rows_are_each_accepted_or_reported(records):
         assert re.match(r"(row|line) \d+", error.message), error.message
     for product in products:
         check_storable(product)
+
+
+@PROPERTY_SETTINGS
+@given(records=st.lists(PLAUSIBLE_RECORD, min_size=1, max_size=4))
+def test_csv_round_trips_plausible_rows(records):
+    columns = ["id", "title", "price", "brand", "attributes", "shelf"]
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "catalog.csv"
+        with path.open("w", encoding="utf-8", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=columns)
+            writer.writeheader()
+            for record in records:
+                writer.writerow({**record, "price": repr(record["price"]), "attributes": json.dumps(record.get("attributes", {}))})
+        products, errors = read_catalog(path)
+    assert len(products) + len(errors) == len(records)
+    for error in errors:
+        assert field_of(error.message) == "id" and "duplicates" in error.message, error.message
+    first = {}
+    for record in records:
+        first.setdefault(record["id"], record)
+    assert [p.id for p in products] == list(first)
+    for product in products:
+        record = first[product.id]
+        assert product.title == record["title"] and product.price == float(record["price"])
+        assert product.brand == record.get("brand", "")
+        assert dict(product.attributes) == record.get("attributes", {})
+        # Every CSV column is present in every row: an absent value is an empty string.
+        assert product.extra == {"shelf": record.get("shelf", "")}
 
 
 @PROPERTY_SETTINGS
