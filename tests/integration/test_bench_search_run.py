@@ -1,0 +1,51 @@
+"""`shelfwise bench search` against real servers: the session's four real stage services and a
+gateway started with the bench experiment. A short run at a low rate sends every scheduled
+request, each served by the arm the bench put it in, and the report shows both configurations
+side by side; a gateway without the experiment is reported, not silently measured as BM25.
+
+Nothing here asserts a latency or a rate: only that requests were sent, answered and counted."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from services.cli.bench import BENCH_EXPERIMENT, BM25, FULL, OK, BenchSettings, measure, report
+from services.cli.synthetic_catalog import generate_queries
+
+# Demo-catalogue queries (the session system holds the demo catalogue) plus synthetic ones.
+QUERIES = ["red wine", "green tea", "running shoes under $50", "绿茶", "wireles earbuds"] + generate_queries(20)
+
+
+@pytest.fixture(scope="module")
+async def bench_gateway(system, tmp_path_factory):
+    from services.gateway.config import GatewaySettings
+    from services.gateway.server import create_server
+
+    path = tmp_path_factory.mktemp("bench") / "experiments.json"
+    path.write_text(json.dumps(BENCH_EXPERIMENT))
+    server = await create_server(GatewaySettings.from_env(dict(system.environ, SHELFWISE_EXPERIMENTS=str(path))), port=0)
+    yield f"127.0.0.1:{server.port}"
+    await server.stop(grace=1.0)
+
+
+async def test_a_short_open_loop_run_measures_full_and_bm25_only_side_by_side(bench_gateway):
+    # A deadline far above any answer time here, so a slow shared machine cannot fail the test.
+    settings = BenchSettings(rate=4, duration=2, warmup=0.5, deadline=30, max_in_flight=64)
+    summaries, notes = await measure(bench_gateway, QUERIES, settings, log=lambda line: None)
+    assert notes == []
+    assert [s.configuration for s in summaries] == [FULL, BM25]
+    for summary in summaries:
+        assert summary.scheduled == 8
+        assert summary.ok == 8 and summary.errors == {}
+        assert summary.p50_ms <= summary.p99_ms <= summary.max_ms
+    text = report(summaries)
+    assert "full pipeline" in text and "BM25-only" in text and "full / bm25" in text
+
+
+async def test_a_gateway_without_the_bench_experiment_is_reported_not_measured(gateway, system):
+    settings = BenchSettings(rate=4, duration=0.5, warmup=0, deadline=30)
+    summaries, notes = await measure(system.address("gateway"), QUERIES, settings, log=lambda line: None)
+    assert summaries == []
+    assert len(notes) == 2 and all("does not serve the arm bench/" in note for note in notes)
