@@ -102,9 +102,14 @@ def validate_preferences(preferences: QueryPreferences) -> QueryPreferences:
 
 
 def feature_matrix(
-    candidates: Sequence[RankingCandidate], preferences: QueryPreferences, popularity: Mapping[str, float]
+    candidates: Sequence[RankingCandidate],
+    preferences: QueryPreferences,
+    popularity: Mapping[str, float],
+    best_engagement: float | None = None,
 ) -> np.ndarray:
-    """float32 [len(candidates), len(FEATURE_NAMES)]."""
+    """float32 [len(candidates), len(FEATURE_NAMES)]. `best_engagement`: the largest value of
+    `popularity`, when the caller keeps it (finding it scans every engaged product, per
+    request); None = found here."""
     features = np.zeros((len(candidates), len(FEATURE_NAMES)), dtype=np.float32)
     if not candidates:
         return features
@@ -113,7 +118,8 @@ def feature_matrix(
     # the best lexical match); max-normalisation is the fallback for callers that lack it.
     has_coverage = any(c.lexical_coverage > 0 for c in candidates)
     engagement = [popularity.get(c.product_id, 0.0) for c in candidates]
-    best_engagement = max(popularity.values(), default=0.0)
+    if best_engagement is None:
+        best_engagement = max(popularity.values(), default=0.0)
     brands = {b.casefold() for b in preferences.brands}
     categories = {c.casefold() for c in preferences.categories}
     wanted = {k.casefold(): v.casefold() for k, v in preferences.attributes.items()}

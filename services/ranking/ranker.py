@@ -47,9 +47,18 @@ class PopularityCache:
 
     def __init__(self, fetch: Callable[[], Awaitable[Mapping[str, float]]], refresh_seconds: float):
         self._fetch = fetch
-        self.values: Mapping[str, float] = {}
+        self.values = {}
         self.refreshed_at: float | None = None
         self._refresher = Periodic("popularity refresh", self.refresh, refresh_seconds)
+
+    @property
+    def values(self) -> Mapping[str, float]:
+        return self._values
+
+    @values.setter
+    def values(self, values: Mapping[str, float]) -> None:
+        # The largest engagement, found once per refresh rather than once per request.
+        self._values, self.best = values, max(values.values(), default=0.0)
 
     async def refresh(self) -> None:
         try:
@@ -120,7 +129,7 @@ class Ranker:
             if candidate.product_id not in seen:
                 seen.add(candidate.product_id)
                 unique.append(candidate)
-        features = feature_matrix(unique, preferences, self._popularity.values)
+        features = feature_matrix(unique, preferences, self._popularity.values, self._popularity.best)
         if policy == RETRIEVAL_ORDER:
             return await self._retrieval_order(unique, features, offset, limit)
         scorer, degraded = self._scorer_for(policy, ctr_head_version), ()
