@@ -55,7 +55,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import torch
@@ -63,6 +63,9 @@ from torch import nn
 
 from services.ranking.features import FEATURE_NAMES, RRF_MAX
 from services.ranking.scorers import CTR_HEAD_MODEL, FEATURE_WEIGHTS, FeatureScorer
+
+if TYPE_CHECKING:
+    from training.ctr_trees import TreeHead
 
 MODEL_NAME = CTR_HEAD_MODEL
 INPUT_NAME = "features"
@@ -512,28 +515,12 @@ def install_version(
     start: float | None = None,
 ) -> Path:
     """Export ``model`` (features[N, 8] -> ctr, ctcvr [N, 1]) to ONNX, check its graph and (``verify``)
-    ONNX Runtime against torch, and install it with ``metadata`` as ``ctr_head/<version>/``.
-
-    All of it happens in a staging folder renamed into place at the end, so Triton and the
-    ranking service never see a half-written version; on any error the previous content of
-    the version folder is left untouched.
-    """
+    ONNX Runtime against torch, and install it with ``metadata`` as ``ctr_head/<version>/``
+    (atomically: see :func:`install_onnx`)."""
     start = time.perf_counter() if start is None else start
     model = model.eval()
-    target = version_dir(model_repository, version)
-    model_dir = target.parent
-    model_dir.mkdir(parents=True, exist_ok=True)
-    # Staging lives next to the version folders (same filesystem, so the renames are atomic);
-    # Triton ignores non-numeric folder names and .gitignore covers .export-*.
-    staging = Path(tempfile.mkdtemp(prefix=f".export-v{version}-", dir=model_dir))
-    # mkdtemp creates the folder 0700; once renamed into place it must be as readable as any
-    # other version folder (Triton's container may run as another user).
-    umask = os.umask(0)
-    os.umask(umask)
-    staging.chmod(0o777 & ~umask)
-    retired: Path | None = None
-    try:
-        staged_model = staging / "model.onnx"
+
+    def write(staged_model: Path) -> dict[str, Any]:
         # No upper bound: ranking sends up to 2000 candidates, plus 7 occlusion copies of a page.
         batch = torch.export.Dim("batch", min=1)
         example = (torch.from_numpy(sample_features(16, np.random.default_rng(0))),)
@@ -556,12 +543,44 @@ def install_version(
             )
         _log(start, f"exported graph: {staged_model.stat().st_size / 1e3:.1f} kB; running onnx.checker")
         _check_graph(staged_model)
-        if verify:
-            _log(start, "verifying onnxruntime against the torch model")
-            metadata = {**metadata, "onnx_vs_torch_max_abs_diff": float(f"{_verify_against_torch(staged_model, model, seed):.3e}")}
-        else:
+        if not verify:
             _log(start, "verification skipped (--no-verify)")
+            return {}
+        _log(start, "verifying onnxruntime against the torch model")
+        return {"onnx_vs_torch_max_abs_diff": float(f"{_verify_against_torch(staged_model, model, seed):.3e}")}
 
+    return install_onnx(write, model_repository, version, metadata, start)
+
+
+def install_onnx(
+    write: Callable[[Path], dict[str, Any]],
+    model_repository: Path,
+    version: int,
+    metadata: dict[str, Any],
+    start: float | None = None,
+) -> Path:
+    """Install a head as ``ctr_head/<version>/``: ``write(staged model.onnx path)`` writes and
+    checks the graph and returns what to add to ``metadata``.
+
+    All of it happens in a staging folder renamed into place at the end, so Triton and the
+    ranking service never see a half-written version; on any error the previous content of
+    the version folder is left untouched.
+    """
+    start = time.perf_counter() if start is None else start
+    target = version_dir(model_repository, version)
+    model_dir = target.parent
+    model_dir.mkdir(parents=True, exist_ok=True)
+    # Staging lives next to the version folders (same filesystem, so the renames are atomic);
+    # Triton ignores non-numeric folder names and .gitignore covers .export-*.
+    staging = Path(tempfile.mkdtemp(prefix=f".export-v{version}-", dir=model_dir))
+    # mkdtemp creates the folder 0700; once renamed into place it must be as readable as any
+    # other version folder (Triton's container may run as another user).
+    umask = os.umask(0)
+    os.umask(umask)
+    staging.chmod(0o777 & ~umask)
+    retired: Path | None = None
+    try:
+        metadata = {**metadata, **write(staging / "model.onnx")}
         (staging / "metadata.json").write_text(json.dumps(metadata, indent=2) + "\n")
 
         # Swap the whole version folder: the old one is renamed aside, the staged one renamed
@@ -612,6 +631,7 @@ class PiecewiseLinearEncoding(nn.Module):
 
 
 TRAINED_KIND = "trained on events"
+MLP_FAMILY = "ESMM + PAL, MLP towers"
 # Position buckets for the position-bias tower: one per slot on the first pages (where the
 # examination probability changes fastest), then wider ones. Bucket b holds positions
 # [POSITION_EDGES[b], POSITION_EDGES[b + 1]); the last one is open-ended.
@@ -737,17 +757,20 @@ def latest_trained_version(model_repository: Path) -> int | None:
 
 
 def export_trained_head(
-    model: PositionBiasedHead,
+    model: PositionBiasedHead | TreeHead,
     model_repository: Path,
     report: dict[str, Any],
     version: int | None = None,
     verify: bool = True,
     serving_scale: float = 1.0,
 ) -> Path:
-    """Install the relevance part of a trained head as a new ctr_head version (default: the
-    next one) and return its model.onnx. metadata.json carries the kind "trained on events",
-    the position-bias tower's P(seen | bucket) (so evaluation can put position back) and
-    ``report`` (window, row counts, metrics)."""
+    """Install the relevance part of a trained head (the MLP :class:`PositionBiasedHead` or the
+    boosted :class:`training.ctr_trees.TreeHead`) as a new ctr_head version (default: the next
+    one) and return its model.onnx. metadata.json carries the kind "trained on events", the
+    head's family, the position-bias tower's P(seen | bucket) (so evaluation can put position
+    back) and ``report`` (window, row counts, metrics)."""
+    from training import ctr_trees
+
     model_repository = Path(model_repository)
     version = next_trained_version(model_repository) if version is None else version
     # Rounded once, so the graph and the metadata (which evaluation reads) hold the same number.
@@ -756,19 +779,23 @@ def export_trained_head(
         raise ValueError("version 1 is the distilled prior's; a trained head needs version >= 2")
     if (version_dir(model_repository, version) / "model.onnx").exists():
         raise FileExistsError(f"{version_dir(model_repository, version)} already holds a model; trained heads never replace one")
+    trees = isinstance(model, ctr_trees.TreeHead)
     metadata = {
         "model": MODEL_NAME,
         "version": version,
         "features": list(FEATURE_NAMES),
         "outputs": list(OUTPUT_NAMES),
         "kind": TRAINED_KIND,
+        "head": ctr_trees.FAMILY if trees else MLP_FAMILY,
         "position_bias": {
-            "tower": model.seen_logit is not None,
+            "tower": model.position.enabled if trees else model.seen_logit is not None,
             "position_edges": list(POSITION_EDGES),
             "seen_probability": [round(float(p), 6) for p in model.seen_probabilities()],
             "serving_scale": serving_scale,
         },
         **report,
     }
+    if trees:
+        return ctr_trees.install_tree_head(model, serving_scale, model_repository, version, metadata, verify=verify)
     serving = ServingHead(model.relevance, serving_scale)
     return install_version(serving, model_repository, version, metadata, verify=verify, seed=version)

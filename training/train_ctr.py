@@ -7,9 +7,11 @@ position, click and purchase labels) for impressions in ``[--since, --until)``. 
 the stopping point is chosen on data that comes after its training rows, as the evaluation
 window will.
 
-Model: :class:`training.ctr_head.PositionBiasedHead`: ESMM (CTR tower, CVR tower over the
-whole impression space, ctcvr = ctr · cvr) times a PAL position-bias tower P(seen | position),
-trained jointly with binary cross-entropy on click and on click-and-purchase. Only the
+Model: ESMM (CTR tower, CVR tower over the whole impression space, ctcvr = ctr · cvr) times a
+PAL position-bias tower P(seen | position), with binary cross-entropy on click and on
+click-and-purchase, in two families: MLP towers (:class:`training.ctr_head.PositionBiasedHead`,
+trained jointly) and gradient-boosted tree towers (:mod:`training.ctr_trees`). ``--head auto``
+(the default) trains both and exports the one with the lower validation loss. Only the
 position-free relevance part is exported (``ctr_head.ServingHead``), with the prior's exact
 graph signature (``features`` float32 [N, 8] -> ``ctr``, ``ctcvr`` float32 [N, 1]); the
 position tower's P(seen | bucket) goes into metadata.json, so ``shelfwise eval ctr`` can put
@@ -23,7 +25,8 @@ serves the highest version; restart it to load the new head.
 Usage::
 
     shelfwise train ctr [--database-url URL] [--since 2026-10-01] [--until 2026-11-01]
-                        [--out model_repository] [--no-position-tower] [--threads 1]
+                        [--out model_repository] [--head auto|trees|mlp] [--no-position-tower]
+                        [--threads 1]
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ from training.ctr_head import (
     export_trained_head,
     position_buckets,
 )
+from training.ctr_trees import TreeSettings
 
 
 @dataclass(frozen=True)
@@ -183,6 +187,9 @@ def train_head(rows: CtrRows, settings: TrainSettings = TrainSettings(), progres
     return TrainResult(model, serving_scale, best_epoch, epoch, history, validation, time.perf_counter() - start)
 
 
+HEADS = ("auto", "trees", "mlp")
+
+
 def train_and_export(
     rows: CtrRows,
     repository: Path,
@@ -191,23 +198,53 @@ def train_and_export(
     attribution: timedelta = ctr_data.DEFAULT_ATTRIBUTION,
     progress: bool = True,
     verify: bool = True,
+    head: str = "auto",
+    tree_settings: TreeSettings | None = None,
 ) -> tuple[Path, dict[str, Any]]:
-    """Train on ``rows`` and install the next ctr_head version; returns (model.onnx, report)."""
-    result = train_head(rows, settings, progress=progress)
+    """Train on ``rows`` and install the next ctr_head version; returns (model.onnx, report).
+
+    ``head``: "mlp" (ESMM + PAL with MLP towers), "trees" (the same model with boosted-tree
+    towers, :mod:`training.ctr_trees`) or "auto": train both and keep the one with the lower
+    loss on the validation slice (click + purchase log-loss at the shown positions, the loss
+    both families stop early on), so the choice never looks at the evaluation window."""
+    from training.ctr_trees import train_tree_head
+
+    if head not in HEADS:
+        raise ValueError(f"head must be one of {', '.join(HEADS)}, not {head!r}")
+    candidates: dict[str, dict[str, Any]] = {}
+    trained: dict[str, tuple[Any, float, dict[str, Any]]] = {}
+    if head in ("auto", "mlp"):
+        result = train_head(rows, settings, progress=progress)
+        loss = result.validation["click_log_loss_at_shown_position"] + result.validation["purchase_log_loss_at_shown_position"]
+        trained["mlp"] = (result.model, result.serving_scale, result.validation)
+        candidates["mlp"] = {"validation_loss": round(loss, 6), "best_epoch": result.best_epoch,
+                             "epochs_run": result.epochs_run, "training_seconds": round(result.seconds, 2)}
+    if head in ("auto", "trees"):
+        tree_settings = tree_settings or TreeSettings(
+            position_tower=settings.position_tower, seed=settings.seed, threads=max(1, torch.get_num_threads())
+        )
+        result = train_tree_head(rows, tree_settings, settings.validation_fraction)
+        trained["trees"] = (result.model, result.serving_scale, result.validation)
+        candidates["trees"] = {"validation_loss": round(result.validation_loss, 6), "rounds": result.rounds,
+                               "training_seconds": round(result.seconds, 2)}
+    chosen = min(candidates, key=lambda name: candidates[name]["validation_loss"])
+    model, serving_scale, validation = trained[chosen]
     fit, held_out = rows.split_tail(settings.validation_fraction)
     report = {
         "window": {"since": ctr_data.as_utc_text(window[0]), "until": ctr_data.as_utc_text(window[1])},
         "attribution_hours": attribution.total_seconds() / 3600,
         "rows": {"train": fit.summary(), "validation": validation_summary(held_out)},
         "skipped_impressions_without_features": rows.skipped_impressions,
-        "validation_metrics": result.validation,
-        "best_epoch": result.best_epoch,
-        "epochs_run": result.epochs_run,
-        "training_seconds": round(result.seconds, 2),
+        "validation_metrics": validation,
+        "chosen_head": chosen,
+        "candidates": candidates,
+        "best_epoch": candidates.get("mlp", {}).get("best_epoch"),
+        "epochs_run": candidates.get("mlp", {}).get("epochs_run"),
+        "training_seconds": round(sum(c["training_seconds"] for c in candidates.values()), 2),
         "settings": asdict(settings),
         "trained_at": ctr_data.as_utc_text(datetime.now(timezone.utc)),
     }
-    path = export_trained_head(result.model, repository, report, verify=verify, serving_scale=result.serving_scale)
+    path = export_trained_head(model, repository, report, verify=verify, serving_scale=serving_scale)
     return path, report
 
 
@@ -232,6 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--validation-fraction", type=float, default=TrainSettings.validation_fraction)
     parser.add_argument("--max-epochs", type=int, default=TrainSettings.max_epochs)
     parser.add_argument("--no-position-tower", action="store_true", help="ablation: plain ESMM on position-biased labels")
+    parser.add_argument("--head", choices=HEADS, default="auto",
+                        help="tower family: boosted trees, MLP, or auto (both; the lower validation loss is exported)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default: 1)")
     parser.add_argument("--seed", type=int, default=TrainSettings.seed)
     parser.add_argument("--no-verify", action="store_true", help="skip the ONNX Runtime vs torch check")
@@ -258,13 +297,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         path, report = train_and_export(
-            rows, repository, (since, until), settings, attribution, progress=not args.quiet, verify=not args.no_verify
+            rows, repository, (since, until), settings, attribution, progress=not args.quiet, verify=not args.no_verify,
+            head=args.head,
         )
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     metrics = ", ".join(f"{key} {value}" for key, value in report["validation_metrics"].items())
-    print(f"exported {path.parent} (best epoch {report['best_epoch']} of {report['epochs_run']}, "
+    tried = ", ".join(f"{name} {c['validation_loss']}" for name, c in report["candidates"].items())
+    print(f"exported {path.parent}: {report['chosen_head']} head (validation loss: {tried}; "
           f"{report['training_seconds']} s); validation: {metrics}")
     print("restart ranking to serve it; `shelfwise eval ctr` compares it on a later window")
     return 0
