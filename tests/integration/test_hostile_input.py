@@ -153,7 +153,7 @@ def impression(**fields) -> events_pb2.Impression:
         "event_id": uid("imp-"),
         "request_id": uid("req-"),
         "surface": events_pb2.SURFACE_SEARCH,
-        "product_ids": ["p1", "p2"],
+        "product_ids": [f"hostile-{RUN}-1", f"hostile-{RUN}-2"],
         "first_position": 1,
     }
     values.update(fields)
@@ -161,9 +161,10 @@ def impression(**fields) -> events_pb2.Impression:
 
 
 # Interactions must be attributed to a logged impression (events answers NOT_FOUND for an
-# unknown request id): the table logs this one first, and valid interactions click on it.
+# unknown request id): the table logs this one first, and valid interactions click on it. The
+# product ids are in no catalogue, so these events never change another test's popularity.
 SHOWN_REQUEST = uid("shown-")
-SHOWN_PRODUCTS = ["p1", SQL]
+SHOWN_PRODUCTS = [f"hostile-{RUN}-1", SQL]
 
 
 def interaction(**fields) -> events_pb2.Interaction:
@@ -171,7 +172,7 @@ def interaction(**fields) -> events_pb2.Interaction:
         "event_id": uid("int-"),
         "type": events_pb2.INTERACTION_TYPE_CLICK,
         "request_id": SHOWN_REQUEST,
-        "product_id": "p1",
+        "product_id": SHOWN_PRODUCTS[0],
         "position": 1,
     }
     values.update(fields)
