@@ -394,8 +394,12 @@ async def run_shoppers(gateway_address: str, shoppers: Sequence[Shopper], world:
     from tqdm import tqdm
 
     from services.common.channels import create_channel
+    from services.events.config import user_id_key
+    from services.events.store import UserIdPseudonyms
     from training.experiment_report import SearchRecord
 
+    # The key the events service of this system uses (the same environment).
+    pseudonyms = UserIdPseudonyms(user_id_key())
     types = {
         "click": events_pb2.INTERACTION_TYPE_CLICK,
         "add_to_cart": events_pb2.INTERACTION_TYPE_ADD_TO_CART,
@@ -429,8 +433,10 @@ async def run_shoppers(gateway_address: str, shoppers: Sequence[Shopper], world:
                     stats.arms[label] = stats.arms.get(label, 0) + 1
                     stats.rankers.setdefault(label, set()).update(_RANKER.findall(response.model_version))
                     if not response.results:
+                        # Keyed as the events service stores the user (pseudonymised), so that a
+                        # shopper's empty and logged searches count as one unit.
                         stats.empty.append(SearchRecord(
-                            response.request_id, f"user:{shopper.user_id}", label.partition("/")[2], shown=0
+                            response.request_id, f"user:{pseudonyms(shopper.user_id)}", label.partition("/")[2], shown=0
                         ))
                     for stage in response.degraded_stages:
                         stats.degraded[stage] = stats.degraded.get(stage, 0) + 1

@@ -173,7 +173,7 @@ async def test_old_schema_database_with_rows_migrates_to_partitions_keeping_ever
 
     pool = await asyncpg.create_pool(own_postgres.url, min_size=1, max_size=2)
     try:
-        assert await apply_migrations(pool) == ["0006_event_partitions.sql"]
+        assert await apply_migrations(pool) == ["0006_event_partitions.sql", "0007_event_privacy.sql"]
         for table in ("impressions", "interactions"):
             after = await pool.fetch(f"SELECT * FROM {table} ORDER BY event_id")
             assert [dict(row) for row in after] == [dict(row) for row in before[table]]

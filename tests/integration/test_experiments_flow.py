@@ -14,6 +14,8 @@ from shelfwise.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from shelfwise.retrieval.v1 import retrieval_pb2, retrieval_pb2_grpc
 
 from services.common.channels import create_channel
+from services.events.config import DEVELOPMENT_USER_ID_KEY
+from services.events.store import UserIdPseudonyms
 from services.gateway.experiments import ExperimentConfigError, parse_experiments
 
 SPLIT = {
@@ -146,7 +148,7 @@ async def test_interleaving_logs_the_contributing_arm_of_every_position_and_cred
         for position in [*dense_positions, bm25_position]
     ]
     await stub.Track(gateway_pb2.TrackRequest(interactions=clicks))
-    records = [r for r in await read_searches(system.environ["SHELFWISE_DATABASE_URL"], "il") if r.unit == f"user:{user}"]
+    records = [r for r in await read_searches(system.environ["SHELFWISE_DATABASE_URL"], "il") if r.unit == f"user:{UserIdPseudonyms(DEVELOPMENT_USER_ID_KEY)(user)}"]
     summary = analyse(records, "il")["interleaving"]
     by_arm = {a["arm"]: a for a in summary["arms"]}
     assert by_arm["dense"]["clicks"] == 2 and by_arm["bm25"]["clicks"] == 1
