@@ -125,11 +125,20 @@ class CircuitBreaker:
         """The call ended without a verdict (cancelled by its caller): the next call may probe."""
         self._probing = False
 
-    async def call(self, make_call: Callable[[], Awaitable[T]]) -> T:
-        """Runs `make_call()` if allowed and records its outcome; raises `CircuitOpen` if not."""
+    async def call(self, make_call: Callable[[], Awaitable[T]], judge_deadline: bool = True) -> T:
+        """Runs `make_call()` if allowed and records its outcome; raises `CircuitOpen` if not.
+        `judge_deadline=False`: the call ran under a shorter time limit than the dependency is
+        owed (a caller's tight deadline), so its DeadlineExceeded says nothing about the
+        dependency and is no failure; one impatient caller cannot open the breaker for all."""
         self.check()
         try:
             result = await make_call()
+        except DeadlineExceeded:
+            if judge_deadline:
+                self.failure()
+            else:
+                self.abandoned()
+            raise
         except FAILURES:
             self.failure()
             raise

@@ -10,6 +10,8 @@ One probe per open period finds out when it is back."""
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import grpc
 from shelfwise.events.v1 import events_pb2_grpc
 from shelfwise.query_understanding.v1 import query_understanding_pb2_grpc as qu_pb2_grpc
@@ -40,6 +42,9 @@ class Downstream:
 
     def __init__(self, settings: GatewaySettings):
         self.breakers = Breakers(settings.circuit, CircuitMetrics().transition)
+        # A stage's own deadline: a call cut shorter by the caller's deadline that runs out is
+        # no verdict on the service (see CircuitBreaker.call).
+        self._stage_limits = asdict(settings.deadlines)
         size = settings.server.max_message_bytes
         self._channels = [
             create_channel(settings.query_understanding_address, size),
@@ -53,7 +58,8 @@ class Downstream:
         self.events = events_pb2_grpc.EventsServiceStub(self._channels[3])
 
     async def call(self, stage: str, method, request, timeout: float):
-        return await self.breakers[stage].call(lambda: self._call(stage, method, request, timeout))
+        judge = timeout >= self._stage_limits.get(stage, 0.0)
+        return await self.breakers[stage].call(lambda: self._call(stage, method, request, timeout), judge)
 
     @staticmethod
     async def _call(stage: str, method, request, timeout: float):

@@ -18,10 +18,13 @@ answer came before the call's own gRPC deadline".
 from __future__ import annotations
 
 import asyncio
+import collections
 import itertools
 import os
+import random
 import shutil
 import signal
+import string
 import subprocess
 import sys
 import tempfile
@@ -105,8 +108,11 @@ class Load:
     async def _search(self, n: int) -> None:
         outcome = Outcome(time.monotonic(), f"fault-{uuid.uuid4().hex}")
         self.searches.append(outcome)
+        # A word of its own in every query: retrieval caches query vectors, and a query seen
+        # before would not need the text encoder (Triton) at all.
+        nonce = "".join(random.choices(string.ascii_lowercase, k=8))
         request = gateway_pb2.SearchRequest(
-            query=QUERIES[n % len(QUERIES)], page_size=5, request_id=outcome.request_id,
+            query=f"{QUERIES[n % len(QUERIES)]} {nonce}", page_size=5, request_id=outcome.request_id,
             user_id=f"fault-shopper-{n % 7}",  # so the shopper's history is read from events
         )
         try:
@@ -130,15 +136,23 @@ class Load:
             return
         self.acknowledged_clicks.add(click.event_id)
 
+    def summary(self) -> str:
+        """For failure messages: what the load saw, and the last few answers."""
+        codes = collections.Counter(o.code for o in self.searches)
+        degraded = collections.Counter(stage for o in self.searches for stage in o.degraded)
+        last = [(o.code, sorted(o.degraded), o.details[:80]) for o in self.searches[-3:]]
+        return (f"searches {dict(codes)}, degraded {dict(degraded)}, clicks acknowledged "
+                f"{len(self.acknowledged_clicks)}, refused {self.failed_tracks}; last {last}")
+
     def answered_since(self, moment: float) -> list[Outcome]:
         return [o for o in self.searches if o.started >= moment and o.code != "PENDING"]
 
 
-async def until(condition, what: str, timeout: float = RECOVERY_SECONDS) -> None:
+async def until(condition, what: str, timeout: float = RECOVERY_SECONDS, load: "Load | None" = None) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout:.0f}s: {what}")
+            raise AssertionError(f"not within {timeout:.0f}s: {what}" + (f"; {load.summary()}" if load else ""))
         await asyncio.sleep(0.2)
 
 
@@ -236,7 +250,7 @@ async def load(faulty):
     # Warm: the catalogue is searchable (query understanding refreshes its vocabulary on its own).
     warm = Load(stub).start()
     try:
-        await until(lambda: answered_clean_since(warm, 0, ""), "the system answers searches undegraded")
+        await until(lambda: answered_clean_since(warm, 0, ""), "the system answers searches undegraded", load=warm)
     finally:
         await warm.stop()
     running = Load(stub).start()
@@ -247,15 +261,15 @@ async def load(faulty):
 
 async def test_killed_ranking_degrades_to_retrieval_order_until_it_is_started_again(faulty, load):
     log_from = faulty.log_size("gateway")
-    await until(lambda: len(load.answered_since(0)) >= 4, "searches flow")
+    await until(lambda: len(load.answered_since(0)) >= 4, "searches flow", load=load)
     killed = time.monotonic()
     await faulty.kill("ranking")
-    await until(lambda: degraded_since(load, killed, "ranking"), "searches degraded to retrieval order")
-    await until(lambda: faulty.logged("gateway", "circuit ranking: closed -> open", log_from), "ranking breaker opens")
+    await until(lambda: degraded_since(load, killed, "ranking"), "searches degraded to retrieval order", load=load)
+    await until(lambda: faulty.logged("gateway", "circuit ranking: closed -> open", log_from), "ranking breaker opens", load=load)
 
     await faulty.restart("ranking")
     restarted = time.monotonic()
-    await until(lambda: answered_clean_since(load, restarted, "ranking"), "ranking is used again")
+    await until(lambda: answered_clean_since(load, restarted, "ranking"), "ranking is used again", load=load)
     await load.stop()
     assert faulty.logged("gateway", "circuit ranking: half_open -> closed", log_from)
     assert_every_search_answered_ok(load)
@@ -265,21 +279,21 @@ async def test_killed_ranking_degrades_to_retrieval_order_until_it_is_started_ag
 
 async def test_frozen_query_understanding_times_out_and_search_answers_with_the_raw_query(faulty, load):
     log_from = faulty.log_size("gateway")
-    await until(lambda: len(load.answered_since(0)) >= 4, "searches flow")
+    await until(lambda: len(load.answered_since(0)) >= 4, "searches flow", load=load)
     frozen = time.monotonic()
     faulty.signal("query_understanding", signal.SIGSTOP)
     try:
-        await until(lambda: degraded_since(load, frozen, "query_understanding"), "searches answered on the raw query")
+        await until(lambda: degraded_since(load, frozen, "query_understanding"), "searches answered on the raw query", load=load)
         await until(lambda: faulty.logged("gateway", "circuit query_understanding: closed -> open", log_from),
-                    "query understanding breaker opens")
+                    "query understanding breaker opens", load=load)
         # Once open, the stage fails at once: searches keep flowing while it is frozen.
         opened = time.monotonic()
         await until(lambda: sum("query_understanding" in o.degraded for o in load.answered_since(opened)) >= 5,
-                    "searches answered fast while the breaker is open")
+                    "searches answered fast while the breaker is open", load=load)
     finally:
         faulty.signal("query_understanding", signal.SIGCONT)
     resumed = time.monotonic()
-    await until(lambda: answered_clean_since(load, resumed, "query_understanding"), "query understanding used again")
+    await until(lambda: answered_clean_since(load, resumed, "query_understanding"), "query understanding used again", load=load)
     await load.stop()
     assert_every_search_answered_ok(load)
     assert faulty.logged("gateway", "query_understanding: did not answer in time", log_from)  # slow, not refused
@@ -290,17 +304,17 @@ async def test_frozen_retrieval_fails_searches_clearly_before_the_callers_deadli
     out, UNAVAILABLE ("retrieval: circuit open ...") once the breaker is open, never the
     caller's own deadline."""
     log_from = faulty.log_size("gateway")
-    await until(lambda: len(load.answered_since(0)) >= 4, "searches flow")
+    await until(lambda: len(load.answered_since(0)) >= 4, "searches flow", load=load)
     frozen = time.monotonic()
     faulty.signal("retrieval", signal.SIGSTOP)
     try:
         await until(lambda: any(o.code == "UNAVAILABLE" for o in load.answered_since(frozen)),
-                    "searches fail fast with UNAVAILABLE")
+                    "searches fail fast with UNAVAILABLE", load=load)
         assert faulty.logged("gateway", "circuit retrieval: closed -> open", log_from)
     finally:
         faulty.signal("retrieval", signal.SIGCONT)
     resumed = time.monotonic()
-    await until(lambda: answered_clean_since(load, resumed, "retrieval"), "retrieval answers again")
+    await until(lambda: answered_clean_since(load, resumed, "retrieval"), "retrieval answers again", load=load)
     await load.stop()
     failed = [o for o in load.searches if o.code != "OK"]
     assert failed
@@ -318,41 +332,41 @@ async def test_killed_triton_degrades_dense_retrieval_and_the_ctr_head_then_reco
     encoder = text_encoder_model(faulty.local.service_environment())
     expected = {"retrieval.dense"} | ({"ranking.ctr_head"} if find_model(model_repository, "ctr_head") else set())
     logs_from = {service: faulty.log_size(service) for service in ("retrieval", "ranking")}
-    await until(lambda: len(load.answered_since(0)) >= 4, "searches flow")
+    await until(lambda: len(load.answered_since(0)) >= 4, "searches flow", load=load)
     killed = time.monotonic()
     os.killpg(triton._process.pid, signal.SIGKILL)  # the server and its python-backend stubs
     try:
         await until(lambda: any(o.code == "OK" and expected <= o.degraded for o in load.answered_since(killed)),
-                    f"searches degraded ({', '.join(sorted(expected))})")
+                    f"searches degraded ({', '.join(sorted(expected))})", load=load)
         await until(lambda: faulty.logged("retrieval", f"circuit triton:{encoder}: closed -> open", logs_from["retrieval"]),
-                    "the text encoder's breaker opens")
+                    "the text encoder's breaker opens", load=load)
         if "ranking.ctr_head" in expected:
             await until(lambda: faulty.logged("ranking", "circuit triton:ctr_head: closed -> open", logs_from["ranking"]),
-                        "the CTR head's breaker opens")
+                        "the CTR head's breaker opens", load=load)
     finally:
         await asyncio.to_thread(triton.stop)  # reaps the killed process
         await asyncio.to_thread(triton.start)
     restarted = time.monotonic()
     await until(lambda: answered_clean_since(load, restarted, "retrieval.dense")
-                and answered_clean_since(load, restarted, "ranking.ctr_head"), "Triton used again")
+                and answered_clean_since(load, restarted, "ranking.ctr_head"), "Triton used again", load=load)
     await load.stop()
     assert_every_search_answered_ok(load)
     assert faulty.logged("retrieval", f"circuit triton:{encoder}: half_open -> closed", logs_from["retrieval"])
 
 
 async def test_postgres_restart_loses_no_acknowledged_click_nor_served_impression(faulty, load):
-    await until(lambda: len(load.acknowledged_clicks) >= 4, "clicks acknowledged")
+    await until(lambda: len(load.acknowledged_clicks) >= 4, "clicks acknowledged", load=load)
     stopped = time.monotonic()
     await asyncio.to_thread(faulty.postgres.stop)
     try:
         await until(lambda: load.failed_tracks > 0 and degraded_since(load, stopped, "events.history"),
-                    "clicks refused and searches answered without the shopper's history")
+                    "clicks refused and searches answered without the shopper's history", load=load)
     finally:
         await asyncio.to_thread(faulty.postgres.start)
     started = time.monotonic()
     acknowledged_before = len(load.acknowledged_clicks)
     await until(lambda: len(load.acknowledged_clicks) >= acknowledged_before + 4
-                and answered_clean_since(load, started, "events"), "clicks acknowledged again")
+                and answered_clean_since(load, started, "events"), "clicks acknowledged again", load=load)
     await load.stop()
     assert_every_search_answered_ok(load)
 

@@ -84,6 +84,21 @@ async def test_an_error_about_the_request_proves_the_dependency_alive(breaker):
     assert breaker.state == CLOSED
 
 
+async def test_a_deadline_cut_short_by_the_caller_is_no_verdict_on_the_dependency(breaker, clock):
+    for _ in range(5):
+        with pytest.raises(DeadlineExceeded):
+            await breaker.call(lambda: fail(DeadlineExceeded("caller's deadline")), judge_deadline=False)
+    assert breaker.state == CLOSED
+    await failures(breaker, 3)
+    clock.now += 5
+    with pytest.raises(DeadlineExceeded):  # an unjudged probe leaves the next call to probe
+        await breaker.call(lambda: fail(DeadlineExceeded("caller's deadline")), judge_deadline=False)
+    assert breaker.state == HALF_OPEN
+    with pytest.raises(Unavailable):  # an outage is a verdict whatever the deadline
+        await breaker.call(lambda: fail(Unavailable("down")), judge_deadline=False)
+    assert breaker.state == OPEN
+
+
 async def test_after_the_open_period_one_probe_goes_through_and_its_success_closes(breaker, clock, seen):
     await failures(breaker, 3)
     clock.now += 4.9
