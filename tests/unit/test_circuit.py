@@ -163,3 +163,24 @@ def test_settings_come_from_the_environment_with_defaults():
     ) == CircuitSettings(2, 0.5)
     with pytest.raises(ValueError, match="SHELFWISE_CIRCUIT_FAILURES"):
         CircuitSettings.from_env({"SHELFWISE_CIRCUIT_FAILURES": "0"})
+
+
+async def test_each_transition_sets_the_state_metric_of_its_breaker(clock):
+    from services.common.metrics import CircuitMetrics
+    from tests.conftest import metric_points
+
+    def state(name: str) -> float:
+        (point,) = [p for p in metric_points("shelfwise.circuit.state") if p.attributes["circuit"] == name]
+        return point.value
+
+    breaker = CircuitBreaker("metric-test", CircuitSettings(failure_threshold=1, open_seconds=1), clock,
+                             observer=CircuitMetrics().transition)
+    await failures(breaker, 1)
+    assert state("metric-test") == 2
+    clock.now += 1
+    assert breaker.allow() and state("metric-test") == 1
+    breaker.success()
+    assert state("metric-test") == 0
+    entered = {p.attributes["state"]: p.value for p in metric_points("shelfwise.circuit.transitions")
+               if p.attributes["circuit"] == "metric-test"}
+    assert entered == {"open": 1, "half_open": 1, "closed": 1}
