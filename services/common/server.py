@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Awaitable, Callable, Iterable
 
 import grpc
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -74,13 +75,20 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
         if handler is None or handler.unary_unary is None:
             return handler
         inner = handler.unary_unary
+        deserialize = handler.request_deserializer
         method = handler_call_details.method
         rpc_metrics = self._metrics if RpcMetrics.measured(method) else None
 
-        async def guarded(request, context: grpc.aio.ServicerContext):
+        async def guarded(raw_request, context: grpc.aio.ServicerContext):
             started = time.perf_counter()
             code = grpc.StatusCode.UNKNOWN
             try:
+                # Decoded here, not by grpc before the handler runs: grpc would answer a
+                # malformed message (e.g. invalid UTF-8 in a string field) with UNKNOWN.
+                try:
+                    request = deserialize(raw_request) if deserialize is not None else raw_request
+                except DecodeError as error:
+                    raise errors.InvalidArgument("request", f"must be a valid protobuf message ({error})") from None
                 response = await inner(request, context)
                 code = context.code() or grpc.StatusCode.OK
                 return response
@@ -109,7 +117,7 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
 
         return grpc.unary_unary_rpc_method_handler(
             guarded,
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=None,
             response_serializer=handler.response_serializer,
         )
 
