@@ -116,6 +116,7 @@ def arrival_offsets(rate: float, duration: float) -> list[float]:
 class Outcome:
     status: str
     degraded: tuple[str, ...] = ()
+    stages: tuple[tuple[str, float], ...] = ()  # (stage, ms) as the gateway timed them
 
 
 @dataclass(frozen=True)
@@ -125,6 +126,7 @@ class Sample:
     status: str
     degraded: tuple[str, ...] = ()
     send_lag_ms: float = 0.0  # how late the client sent it
+    stages: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass
@@ -158,7 +160,8 @@ async def run_open_loop(
             outcome = Outcome(f"CLIENT_ERROR:{type(error).__name__}")
         finally:
             in_flight -= 1
-        samples.append(Sample(due, (clock() - (start + due)) * 1000, outcome.status, outcome.degraded, lag * 1000))
+        latency = (clock() - (start + due)) * 1000
+        samples.append(Sample(due, latency, outcome.status, outcome.degraded, lag * 1000, outcome.stages))
 
     for number, due in enumerate(arrival_offsets(rate, duration)):
         delay = start + due - clock()
@@ -206,6 +209,8 @@ class Summary:
     send_lag_max_ms: float
     elapsed_s: float
     cpu_ms_per_request: dict[str, float] = field(default_factory=dict)
+    # Per gateway stage: [p50, p99] ms over the OK answers.
+    stage_ms: dict[str, list[float]] = field(default_factory=dict)
 
 
 def summarize(configuration: str, result: PhaseResult, cpu_seconds: dict[str, float] | None = None) -> Summary:
@@ -214,6 +219,11 @@ def summarize(configuration: str, result: PhaseResult, cpu_seconds: dict[str, fl
     degraded = Counter(stage for s in result.samples for stage in s.degraded)
     lags = [s.send_lag_ms for s in result.samples if s.status != OVERFLOW]
     scheduled = len(result.samples)
+    stage_values: dict[str, list[float]] = {}
+    for sample in result.samples:
+        if sample.status == OK:
+            for stage, milliseconds in sample.stages:
+                stage_values.setdefault(stage, []).append(milliseconds)
     return Summary(
         configuration=configuration,
         scheduled=scheduled,
@@ -232,6 +242,7 @@ def summarize(configuration: str, result: PhaseResult, cpu_seconds: dict[str, fl
         cpu_ms_per_request={
             service: 1000 * seconds / scheduled for service, seconds in sorted((cpu_seconds or {}).items())
         } if scheduled else {},
+        stage_ms={stage: [percentile(v, 0.50), percentile(v, 0.99)] for stage, v in sorted(stage_values.items())},
     )
 
 
@@ -268,9 +279,18 @@ def report(summaries: Sequence[Summary], header: Sequence[str] = ()) -> str:
         row(f"  {stage}", [s.degraded.get(stage, 0) for s in summaries], "{:d}", ratio=False)
     row("client send lag p99 ms", [s.send_lag_p99_ms for s in summaries], ratio=False)
     row("client send lag max ms", [s.send_lag_max_ms for s in summaries], ratio=False)
+    stages = sorted({stage for s in summaries for stage in s.stage_ms})
+    if stages:
+        lines.append("gateway stage timings of the OK answers, p50 / p99 ms:")
+        for stage in stages:
+            cells = "".join(
+                f"{(f'{s.stage_ms[stage][0]:.1f} / {s.stage_ms[stage][1]:.1f}' if stage in s.stage_ms else '-'):>{width}}"
+                for s in summaries
+            )
+            lines.append(f"{'  ' + stage:<26}{cells}")
     services = sorted({service for s in summaries for service in s.cpu_ms_per_request})
     if services:
-        lines.append("CPU ms per request (all threads of each service process, from /proc):")
+        lines.append("CPU ms per scheduled request (all threads of each service process, from /proc):")
         for service in services:
             row(f"  {service}", [s.cpu_ms_per_request.get(service, float("nan")) for s in summaries])
         row("  total", [sum(s.cpu_ms_per_request.values()) for s in summaries])
@@ -316,9 +336,10 @@ def search_caller(stub, queries: Sequence[str], arm: str, deadline: float, page_
             response = await stub.Search(request, timeout=deadline)
         except grpc.aio.AioRpcError as error:
             return Outcome(error.code().name)
+        degraded = tuple(response.degraded_stages)
         if served_arm(response.model_version) != arm:
-            return Outcome(WRONG_ARM, tuple(response.degraded_stages))
-        return Outcome(OK, tuple(response.degraded_stages))
+            return Outcome(WRONG_ARM, degraded)
+        return Outcome(OK, degraded, tuple((t.stage, t.milliseconds) for t in response.timings))
 
     return call
 

@@ -173,3 +173,11 @@ def test_served_arm_is_read_from_the_model_version():
 def test_repeated_share_counts_queries_seen_earlier_in_the_stream():
     assert repeated_share(["a", "b", "a", "c", "b", "d"], first=2) == 0.5  # a, c, b, d: a and b repeat
     assert repeated_share(["x"], first=1) == 0.0
+
+
+def test_stage_timings_of_ok_answers_are_summarised_per_stage():
+    samples = [Sample(0, 10.0, OK, stages=(("retrieval", float(n)), ("ranking", 1.0))) for n in range(1, 101)]
+    samples.append(Sample(1, 2000.0, "DEADLINE_EXCEEDED", stages=(("retrieval", 1999.0),)))
+    summary = summarize(FULL, PhaseResult(samples, elapsed=1.0, rate=100, duration=1))
+    assert summary.stage_ms == {"ranking": [1.0, 1.0], "retrieval": [50.0, 99.0]}
+    assert "retrieval" in report([summary]) and "50.0 / 99.0" in report([summary])
