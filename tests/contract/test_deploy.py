@@ -406,6 +406,23 @@ def test_settings_are_ones_the_services_read_and_addresses_resolve(rendered, ove
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
+def test_gateway_reads_its_experiments_from_a_mounted_configmap_it_accepts(rendered, overlay):
+    import json
+
+    from services.gateway.experiments import parse_experiments
+
+    docs = rendered[overlay]
+    gateway = named(docs, "Deployment", "gateway")
+    path = Path(service_env(gateway, docs)["SHELFWISE_EXPERIMENTS"])
+    (mount,) = [m for m in pod_spec(gateway)["containers"][0]["volumeMounts"] if m["mountPath"] == str(path.parent)]
+    (volume,) = [v for v in pod_spec(gateway)["volumes"] if v["name"] == mount["name"]]
+    configmap = named(docs, "ConfigMap", volume["configMap"]["name"])
+    assert configmap is not None and mount["readOnly"] is True
+    # What the gateway will read at start-up parses (a bad file would stop it there).
+    parse_experiments(json.loads(configmap["data"][path.name]))
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
 def test_inference_runtime_matches_the_overlay(rendered, overlay):
     docs = rendered[overlay]
     config = shelfwise_config(docs)
