@@ -5,6 +5,7 @@ down, and recovery when it returns."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 from shelfwise.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 
@@ -70,14 +71,16 @@ async def test_triton_serves_search_like_embedded_then_degrades_and_recovers(
         assert sum(s.end_time - s.start_time for s in stages) <= root.end_time - root.start_time
 
         await asyncio.to_thread(triton_server.stop)
-        down = await search(address, QUERIES[1])
+        # Queries not searched before: retrieval caches query vectors, and a cached one needs
+        # no Triton (the degradation would not show).
+        down = await search(address, f"{QUERIES[1]} {uuid.uuid4().hex[:8]}")
         expected = {"retrieval.dense"} | ({"ranking.ctr_head"} if has_ctr_head else set())
         assert set(down.degraded_stages) == expected
         assert down.results and all(r.product.price <= 50 for r in down.results)
 
         await asyncio.to_thread(triton_server.start)
         for _ in range(60):  # clients reconnect with backoff
-            recovered = await search(address, QUERIES[1])
+            recovered = await search(address, f"{QUERIES[1]} {uuid.uuid4().hex[:8]}")
             if not recovered.degraded_stages:
                 break
             await asyncio.sleep(0.5)
