@@ -93,6 +93,52 @@ class QueryVectorCache:
         return len(self._vectors)
 
 
+class QueryBatcher:
+    """Encodes concurrent search texts together: while one batch is being encoded, the texts
+    that arrive wait and go into the next batch (at most `max_batch`). A lone query goes at
+    once, so there is no added wait at low load; under load a batch costs far less CPU per
+    query than one run each (measured here: 16 ms of CPU per query alone, 9-10 ms in batches
+    of 4-16). A request that gave up while waiting (its deadline passed, so its task was
+    cancelled) is left out of the batch rather than encoded for nobody."""
+
+    def __init__(self, encoder: TextEncoder, max_batch: int = 16):
+        self._encoder = encoder
+        self._max_batch = max_batch
+        self._waiting: list[tuple[str, asyncio.Future]] = []
+        self._drainer: asyncio.Task | None = None
+        self.batches = 0
+
+    async def encode(self, text: str) -> np.ndarray:
+        future = asyncio.get_running_loop().create_future()
+        self._waiting.append((text, future))
+        if self._drainer is None or self._drainer.done():
+            self._drainer = asyncio.create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        while self._waiting:
+            batch = [(text, future) for text, future in self._waiting[: self._max_batch] if not future.done()]
+            del self._waiting[: self._max_batch]
+            if not batch:
+                continue
+            texts = list(dict.fromkeys(text for text, _ in batch))
+            try:
+                with _tracer.start_as_current_span("retrieval.encode_query") as span:
+                    span.set_attribute("batch_size", len(texts))
+                    vectors = await self._encoder.encode(texts, kind="query")
+            except Exception as error:  # every waiter gets it (Unavailable: they degrade to BM25)
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(error)
+                continue
+            finally:
+                self.batches += 1
+            row = {text: n for n, text in enumerate(texts)}
+            for text, future in batch:
+                if not future.done():
+                    future.set_result(vectors[row[text]])
+
+
 @dataclass(frozen=True)
 class CandidateFilters:
     categories: tuple[str, ...] = ()
@@ -162,6 +208,7 @@ class CatalogIndex:
         self._store = store
         self._encoder = encoder
         self.query_cache = QueryVectorCache(query_cache_size)
+        self._query_batcher = QueryBatcher(encoder)
         self._fusion = fusion or Fusion()
         self._lexical = LexicalIndex()
         self._dense = DenseIndex(encoder.dimension)
@@ -418,8 +465,7 @@ class CatalogIndex:
     async def _query_vector(self, query_text: str) -> np.ndarray:
         vector = self.query_cache.get(query_text)
         if vector is None:
-            with _tracer.start_as_current_span("retrieval.encode_query"):
-                vector = (await self._encoder.encode([query_text], kind="query"))[0]
+            vector = await self._query_batcher.encode(query_text)
             self.query_cache.put(query_text, vector)
         return vector
 

@@ -65,3 +65,41 @@ def test_the_cache_keeps_its_own_copy_of_a_vector():
     cache.put("a", batch[0])
     batch[0, 0] = 5.0
     assert cache.get("a")[0] == 1.0
+
+
+async def test_concurrent_queries_are_encoded_together_and_answered_like_single_ones():
+    import asyncio
+
+    catalog, encoder = await catalogue()
+    texts = ["red wine", "running shoe", "white wine", "red wine", "malbec"]
+    together = await asyncio.gather(*(catalog.retrieve(t, CandidateFilters(), limit=10) for t in texts))
+    assert encoder.calls == [("query", ["red wine", "running shoe", "white wine", "malbec"])]
+    alone, _ = await catalogue(cache_size=0)
+    for text, result in zip(texts, together):
+        assert result == await alone.retrieve(text, CandidateFilters(), limit=10)
+
+
+async def test_a_query_whose_request_gave_up_while_waiting_is_not_encoded():
+    import asyncio
+
+    from services.retrieval.retriever import QueryBatcher
+
+    encoder = HashingEncoder()
+    release = asyncio.Event()
+    encode = encoder.encode
+
+    async def slow_encode(texts, *, kind, timeout=None):
+        await release.wait()
+        return await encode(texts, kind=kind, timeout=timeout)
+
+    encoder.encode = slow_encode
+    batcher = QueryBatcher(encoder)
+    first = asyncio.create_task(batcher.encode("first"))
+    await asyncio.sleep(0)  # "first" is being encoded
+    abandoned = asyncio.create_task(batcher.encode("abandoned"))
+    kept = asyncio.create_task(batcher.encode("kept"))
+    await asyncio.sleep(0)
+    abandoned.cancel()
+    release.set()
+    await first, await kept
+    assert [texts for _, texts in encoder.calls] == [["first"], ["kept"]]
