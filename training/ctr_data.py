@@ -69,7 +69,7 @@ ORDER BY s.occurred_at, s.request_id
 """
 _COUNT = """
 SELECT count(*) FILTER (WHERE features <> '[]'::jsonb) AS with_features,
-       count(*) FILTER (WHERE features = '[]'::jsonb) AS without_features
+       count(*) FILTER (WHERE features = '[]'::jsonb AND product_ids <> '{}') AS without_features
 FROM impressions WHERE occurred_at >= $1 AND occurred_at < $2
 """
 

@@ -377,10 +377,9 @@ class PeriodStats:
     events: int = 0
     degraded: dict[str, int] = field(default_factory=dict)
     arms: dict[str, int] = field(default_factory=dict)
-    # Searches that showed nothing. Events stores no impression without products, so the
-    # report read from the database cannot see them; they are added to it as searches with
-    # nothing shown (leaving them out would flatter the arm that finds nothing more often).
-    empty: list = field(default_factory=list)
+    # Searches that showed nothing (logged as impressions without products, so the report read
+    # from the database counts them as searches with nothing shown).
+    empty: int = 0
     # Arm label -> the rankers that served it ("ctr_head/2", "retrieval-order", ...).
     rankers: dict[str, set] = field(default_factory=dict)
 
@@ -394,12 +393,7 @@ async def run_shoppers(gateway_address: str, shoppers: Sequence[Shopper], world:
     from tqdm import tqdm
 
     from services.common.channels import create_channel
-    from services.events.config import user_id_key
-    from services.events.store import UserIdPseudonyms
-    from training.experiment_report import SearchRecord
 
-    # The key the events service of this system uses (the same environment).
-    pseudonyms = UserIdPseudonyms(user_id_key())
     types = {
         "click": events_pb2.INTERACTION_TYPE_CLICK,
         "add_to_cart": events_pb2.INTERACTION_TYPE_ADD_TO_CART,
@@ -433,11 +427,7 @@ async def run_shoppers(gateway_address: str, shoppers: Sequence[Shopper], world:
                     stats.arms[label] = stats.arms.get(label, 0) + 1
                     stats.rankers.setdefault(label, set()).update(_RANKER.findall(response.model_version))
                     if not response.results:
-                        # Keyed as the events service stores the user (pseudonymised), so that a
-                        # shopper's empty and logged searches count as one unit.
-                        stats.empty.append(SearchRecord(
-                            response.request_id, f"user:{pseudonyms(shopper.user_id)}", label.partition("/")[2], shown=0
-                        ))
+                        stats.empty += 1
                     for stage in response.degraded_stages:
                         stats.degraded[stage] = stats.degraded.get(stage, 0) + 1
                     actions = react(search.intent, [r.product.id for r in response.results], world, rng)
@@ -705,10 +695,8 @@ async def simulate(args) -> int:
             info = periods["test"]
             records = await read_searches(url, info["experiment"], datetime.fromisoformat(info["since"]),
                                           datetime.fromisoformat(info["until"]))
-            empty = periods["test"]["stats"].empty
-            print(f"\n{len(empty)} searches showed no results (events logs no impression without products); "
-                  "they are counted as searches with nothing shown")
-            records = records + empty
+            print(f"\n{periods['test']['stats'].empty} searches showed no results; they count as searches "
+                  "with nothing shown")
             report = analyse(records, info["experiment"], config["experiments"][0]["control"], args.samples)
             print("\n" + format_report(report))
             print("\n(SIMULATION: see the assumptions above)")

@@ -84,8 +84,8 @@ def validate_impression(event: Impression, where: str, now: datetime | None = No
     check_storable(event.query, f"{where}.query")
     if event.surface not in SURFACES:
         raise InvalidArgument(f"{where}.surface", f"must be one of {', '.join(SURFACES)}")
-    if not event.product_ids:
-        raise InvalidArgument(f"{where}.product_ids", "must list the products shown")
+    # No products is a search that found nothing: logged too, so that zero-result searches count
+    # in every report (an arm that often finds nothing must not look better for it).
     if len(event.product_ids) > MAX_PRODUCTS_PER_IMPRESSION:
         raise InvalidArgument(f"{where}.product_ids", f"must list at most {MAX_PRODUCTS_PER_IMPRESSION} products")
     for index, product_id in enumerate(event.product_ids):

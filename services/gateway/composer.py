@@ -576,8 +576,8 @@ class Composer:
     # --- impressions and tracking ---------------------------------------------------------------
 
     def _log_impression(self, request_id, request, surface, query, page: "_Page", offset: int) -> None:
-        if not page.results:
-            return
+        # A page with no results is logged too (no products): zero-result searches are what
+        # search analytics and experiment reports most need to see.
         occurred_at = Timestamp()
         occurred_at.GetCurrentTime()
         impression = events_pb2.Impression(

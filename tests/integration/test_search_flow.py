@@ -131,6 +131,31 @@ async def test_metrics_count_the_click_of_a_request(gateway, system):
     assert row.ctr == pytest.approx(1 / 3)
 
 
+async def test_a_search_that_finds_nothing_is_logged_as_a_request_with_nothing_shown(gateway, system, database):
+    from shelfwise.events.v1 import events_pb2_grpc
+
+    response = await gateway.Search(gateway_pb2.SearchRequest(
+        query="tent", page_size=3, filters=common_pb2.Filters(price=common_pb2.PriceRange(max=0.01)), user_id="u-empty",
+    ))
+    assert not response.results
+    await system.servers["gateway"].app.wait_for_impressions([response.request_id])
+    (row,) = await database.fetch("SELECT product_ids FROM impressions WHERE request_id = $1", response.request_id)
+    assert row["product_ids"] == []
+    async with create_channel(system.address("events")) as channel:
+        metrics = await events_pb2_grpc.EventsServiceStub(channel).GetMetrics(
+            events_pb2.GetMetricsRequest(group_by=events_pb2.METRICS_GROUPING_REQUEST, request_id=response.request_id)
+        )
+    (metric,) = metrics.rows
+    assert (metric.requests, metric.impressions, metric.clicks) == (1, 0, 0)
+    # Nothing was shown, so nothing can be clicked.
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await gateway.Track(gateway_pb2.TrackRequest(interactions=[events_pb2.Interaction(
+            event_id=f"click-{response.request_id}", type=events_pb2.INTERACTION_TYPE_CLICK,
+            request_id=response.request_id, product_id="anything", position=1,
+        )]))
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
 async def test_click_on_a_product_not_shown_is_rejected(gateway):
     response = await gateway.Search(gateway_pb2.SearchRequest(query="lager", page_size=2))
     wrong = click(response.request_id, response.results[0])
