@@ -89,7 +89,7 @@ class DenseIndex:
         if len(allowed_slots) == 0 or limit <= 0:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
         if len(allowed_slots) <= self.exact_threshold:
-            scores = self.vectors[allowed_slots] @ query[0]
+            scores = self._exact_scores(allowed_slots, query[0])
             k = min(limit, len(allowed_slots))
             top = np.argpartition(-scores, k - 1)[:k]
             top = top[np.argsort(-scores[top], kind="stable")]
@@ -108,7 +108,7 @@ class DenseIndex:
         if len(allowed_slots) == 0 or limit <= 0 or len(queries) == 0:
             return np.zeros(0, dtype=np.int64)
         if len(allowed_slots) <= self.exact_threshold:
-            scores = self.vectors[allowed_slots] @ queries.T
+            scores = self._exact_scores(allowed_slots, queries.T)
             k = min(limit, len(allowed_slots))
             top = np.argpartition(-scores, k - 1, axis=0)[:k]
             return allowed_slots[np.unique(top)]
@@ -116,6 +116,15 @@ class DenseIndex:
         params = faiss.SearchParametersHNSW(sel=selector, efSearch=max(self._ef_search, limit))
         _, slots = self._hnsw.search(queries, limit, params=params)
         return np.unique(slots[slots >= 0]).astype(np.int64)
+
+    def _exact_scores(self, allowed_slots: np.ndarray, queries: np.ndarray) -> np.ndarray:
+        """Inner products of the allowed rows with the query (or the columns of queries). When
+        most rows are allowed, one pass over the whole matrix then a pick of the allowed scores:
+        gathering the allowed rows first copied the matrix on every search (10k x 384: 15 MB, most
+        of dense retrieval's time)."""
+        if len(allowed_slots) * 2 >= self._used:
+            return (self.vectors @ queries)[allowed_slots]
+        return self.vectors[allowed_slots] @ queries
 
     def similarity(self, query: np.ndarray, slots: np.ndarray) -> np.ndarray:
         return self.vectors[slots] @ np.asarray(query, dtype=np.float32).reshape(self.dimension)

@@ -11,6 +11,10 @@ product's probability relative to the best candidate.
 Filters are hard: every candidate matches every filter that is set. Upserts and deletes change
 the indexes in place (no rebuild); PostgreSQL stays the system of record and the indexes are
 rebuilt from it at start-up.
+
+Encoding the search text is most of a search's CPU on a CPU-only machine, so query vectors
+are kept in an LRU cache (shops' head queries repeat) and concurrent texts are encoded in one
+batch (`QueryBatcher`); both measured with `shelfwise bench search`.
 """
 
 from __future__ import annotations
@@ -582,12 +586,16 @@ class CatalogIndex:
             return []
         slots = np.array([self._slot_of[pid] for pid in ids])
         cosine = self._dense.similarity(query_vector, slots) if query_vector is not None else np.zeros(len(ids))
-        candidates = []
+        scored = []
         for product_id, slot, similarity in zip(ids, slots.tolist(), cosine.tolist()):
             l_rank, d_rank = lexical_rank.get(product_id, 0), dense_rank.get(product_id, 0)
-            fused = self._fusion.scaled(l_rank, d_rank)
+            scored.append((self._fusion.scaled(l_rank, d_rank), float(similarity), product_id, slot, l_rank, d_rank))
+        scored.sort(key=lambda item: (-item[0], -item[1]))  # stable: ties keep the lists' order
+        # Candidates (frozen dataclasses, slow to build) only for the products that are kept:
+        # both lists together hold up to twice `limit`.
+        candidates = []
+        for fused, similarity, product_id, slot, l_rank, d_rank in scored[:limit]:
             bm25 = lexical_score.get(product_id, 0.0)
             coverage = bm25 / ceiling if ceiling > 0 else 0.0
-            candidates.append(Candidate(self._products[slot], bm25, float(similarity), fused, l_rank, d_rank, coverage))
-        candidates.sort(key=lambda c: (-c.fused_score, -c.dense_score))
-        return candidates[:limit]
+            candidates.append(Candidate(self._products[slot], bm25, similarity, fused, l_rank, d_rank, coverage))
+        return candidates
