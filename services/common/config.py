@@ -10,7 +10,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
+
+if TYPE_CHECKING:
+    from services.common.circuit import CircuitSettings
 
 DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 
@@ -246,9 +249,13 @@ class InferenceSettings:
     triton_timeout_seconds: float
     triton_retries: int
     triton_startup_seconds: float
+    # The per-model circuit breakers of the Triton client.
+    circuit: CircuitSettings
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "InferenceSettings":
+        from services.common.circuit import CircuitSettings  # it reads its settings with this module's helpers
+
         kind = env_str("SHELFWISE_INFERENCE", "embedded", environ)
         if kind not in {"embedded", "triton"}:
             raise ValueError(f"SHELFWISE_INFERENCE={kind!r} must be 'embedded' or 'triton'")
@@ -260,4 +267,5 @@ class InferenceSettings:
             triton_timeout_seconds=env_float("SHELFWISE_TRITON_TIMEOUT_SECONDS", 1.0, environ, minimum=0.001),
             triton_retries=env_int("SHELFWISE_TRITON_RETRIES", 2, environ, minimum=0),
             triton_startup_seconds=env_float("SHELFWISE_TRITON_STARTUP_SECONDS", 60.0, environ, minimum=0.0),
+            circuit=CircuitSettings.from_env(environ),
         )

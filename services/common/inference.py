@@ -134,7 +134,6 @@ def create_backend(settings: "InferenceSettings") -> InferenceBackend:
     if settings.kind == "embedded":
         return EmbeddedOnnxRuntime(settings.model_repository, settings.pinned_versions)
     if settings.kind == "triton":
-        from services.common.circuit import CircuitSettings
         from services.common.triton import TritonInference
 
         return TritonInference(
@@ -143,8 +142,7 @@ def create_backend(settings: "InferenceSettings") -> InferenceBackend:
             settings.pinned_versions,
             settings.triton_timeout_seconds,
             settings.triton_retries,
-            # Read here, at start-up, until InferenceSettings carries it (services.common.config).
-            CircuitSettings.from_env(),
+            settings.circuit,
         )
     raise ValueError(f"SHELFWISE_INFERENCE={settings.kind!r} is not supported; use 'embedded' or 'triton'")
 
