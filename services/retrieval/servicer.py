@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 from shelfwise.common.v1 import common_pb2
 from shelfwise.retrieval.v1 import retrieval_pb2, retrieval_pb2_grpc
 
@@ -50,6 +52,31 @@ def product_to_pb(product: Product) -> common_pb2.Product:
         locale=product.locale,
         extra=dict(product.extra),
     )
+
+
+class ProductMessages:
+    """Protobuf messages of catalogue products, each built once per product version: building
+    ~200 candidates' messages per Retrieve took about 1.6 ms of the service's CPU against 0.7 ms
+    with cached ones (`shelfwise bench search` profile). An entry is valid while the index holds
+    the same Product object (an upsert replaces the object); least recently used dropped."""
+
+    def __init__(self, capacity: int = 100_000):
+        self._capacity = capacity
+        self._entries: OrderedDict[str, tuple[Product, common_pb2.Product]] = OrderedDict()
+
+    def get(self, product: Product) -> common_pb2.Product:
+        """The message of `product`; callers copy it (a message field assignment copies), never
+        change it."""
+        entry = self._entries.get(product.id)
+        if entry is not None and entry[0] is product:
+            self._entries.move_to_end(product.id)
+            return entry[1]
+        message = product_to_pb(product)
+        self._entries[product.id] = (product, message)
+        self._entries.move_to_end(product.id)
+        if len(self._entries) > self._capacity:
+            self._entries.popitem(last=False)
+        return message
 
 
 def _check_filter_strings(message: common_pb2.Filters, where: str = "filters") -> None:
@@ -107,6 +134,7 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
     def __init__(self, index: CatalogIndex, default_limit: int):
         self._index = index
         self._default_limit = default_limit
+        self._messages = ProductMessages()
 
     async def Retrieve(self, request: retrieval_pb2.RetrieveRequest, context) -> retrieval_pb2.RetrieveResponse:
         limit = request.limit if request.HasField("limit") else self._default_limit
@@ -129,7 +157,7 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
         return retrieval_pb2.RetrieveResponse(
             candidates=[
                 retrieval_pb2.Candidate(
-                    product=product_to_pb(c.product),
+                    product=self._messages.get(c.product),
                     lexical_score=c.lexical_score,
                     dense_score=c.dense_score,
                     fused_score=c.fused_score,

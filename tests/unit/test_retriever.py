@@ -114,3 +114,18 @@ async def test_a_product_deleted_while_the_query_is_encoded_is_not_returned(inde
     encoder.encode = encode_then_lose_a_product
     result = await catalog.retrieve("red wine", CandidateFilters(), limit=10)
     assert "wine-1" not in [c.product.id for c in result.candidates]
+
+
+def test_product_messages_are_reused_until_the_product_is_replaced_and_stay_bounded():
+    from services.retrieval.catalog import Product
+    from services.retrieval.servicer import ProductMessages, product_to_pb
+
+    messages = ProductMessages(capacity=2)
+    first = Product(id="p1", title="Green tea", price=4.5)
+    assert messages.get(first) is messages.get(first)
+    assert messages.get(first) == product_to_pb(first)
+    replaced = Product(id="p1", title="Green tea, loose leaf", price=4.5)
+    assert messages.get(replaced).title == "Green tea, loose leaf"
+    for name in ("p2", "p3"):
+        messages.get(Product(id=name, title=name, price=1.0))
+    assert len(messages._entries) == 2 and "p1" not in messages._entries
