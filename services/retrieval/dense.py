@@ -82,14 +82,27 @@ class DenseIndex:
         self.add(vectors)
         return mapping
 
-    def search(self, query: np.ndarray, limit: int, allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(slots, cosine scores) best first among slots where `allowed` (live ∧ filters) holds."""
+    def all_scores(self, query: np.ndarray) -> np.ndarray:
+        """Inner products of the query with every slot: the exact search's matrix product on its
+        own, safe to run off the event loop (it reads the current buffer, which the index never
+        changes in place below `slots`; compaction makes a new one). For `search(all_scores=)`."""
+        return self.vectors @ np.ascontiguousarray(query, dtype=np.float32).reshape(self.dimension)
+
+    def search(
+        self, query: np.ndarray, limit: int, allowed: np.ndarray, all_scores: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(slots, cosine scores) best first among slots where `allowed` (live ∧ filters) holds.
+        `all_scores`: `all_scores(query)` computed earlier over the same slots (used by exact
+        search; ignored when the slot count has changed since)."""
         query = np.ascontiguousarray(query, dtype=np.float32).reshape(1, self.dimension)
         allowed_slots = np.flatnonzero(allowed)
         if len(allowed_slots) == 0 or limit <= 0:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
         if len(allowed_slots) <= self.exact_threshold:
-            scores = self._exact_scores(allowed_slots, query[0])
+            if all_scores is not None and len(all_scores) == self._used:
+                scores = all_scores[allowed_slots]
+            else:
+                scores = self._exact_scores(allowed_slots, query[0])
             k = min(limit, len(allowed_slots))
             top = np.argpartition(-scores, k - 1)[:k]
             top = top[np.argsort(-scores[top], kind="stable")]

@@ -216,6 +216,9 @@ class CatalogIndex:
         self._fusion = fusion or Fusion()
         self._lexical = LexicalIndex()
         self._dense = DenseIndex(encoder.dimension)
+        # Bumped by every change of the slots (upsert, delete, compaction): a search that left
+        # the event loop knows whether what it computed still fits.
+        self._generation = 0
         self._sequence_model = sequence_model
         # Item vectors of the sequence model, slot for slot with `_dense`; `_has_item_vector` is
         # False for products the model cannot place (new ones, when the text encoder differs).
@@ -277,6 +280,7 @@ class CatalogIndex:
         log.info("catalogue index ready: %d products", self.size)
 
     def _apply_upsert(self, products: Sequence[Product], vectors: np.ndarray) -> None:
+        self._generation += 1
         old_slots = [self._slot_of[p.id] for p in products if p.id in self._slot_of]
         if old_slots:
             self._remove_slots(np.array(old_slots))
@@ -341,6 +345,7 @@ class CatalogIndex:
         return len(deleted), [product_id for product_id in dict.fromkeys(product_ids) if product_id not in deleted_set]
 
     def _apply_delete(self, product_ids: Sequence[str]) -> None:
+        self._generation += 1
         slots = [self._slot_of.pop(product_id) for product_id in product_ids if product_id in self._slot_of]
         if slots:
             self._remove_slots(np.array(slots))
@@ -443,6 +448,16 @@ class CatalogIndex:
                 query_vector = await self._query_vector(query_text)
             except (Unavailable, DeadlineExceeded) as error:
                 log.warning("dense retrieval skipped: %s", error)
+        all_scores = None
+        if query_vector is not None and self._dense.slots <= self._dense.exact_threshold:
+            # The exact search's matrix product is most of a search's CPU on the event loop
+            # (profiled under `shelfwise bench search`: the loop was the bottleneck); numpy
+            # releases the GIL, so it runs in a worker while the loop serves other requests.
+            # Slots computed over a catalogue that changed meanwhile are not used.
+            generation = self._generation
+            all_scores = await asyncio.to_thread(self._dense.all_scores, query_vector)
+            if generation != self._generation:
+                all_scores = None
         # Only now, with no await left before the answer: a catalogue sync or delete landing
         # while the query was being encoded would otherwise leave deleted slots allowed.
         allowed = self._allowed(filters)
@@ -462,7 +477,7 @@ class CatalogIndex:
             candidates = self._fuse(None, lexical, no_slots, np.zeros(0, dtype=np.float32), limit, ceiling)
             return RetrievalResult(candidates, int(allowed.sum()), degraded=("dense",))
         with _tracer.start_as_current_span("retrieval.dense"):
-            dense_slots, dense_scores = self._dense.search(query_vector, limit, allowed)
+            dense_slots, dense_scores = self._dense.search(query_vector, limit, allowed, all_scores)
         candidates = self._fuse(query_vector, lexical, dense_slots, dense_scores, limit, ceiling)
         return RetrievalResult(candidates, int(allowed.sum()))
 

@@ -129,3 +129,35 @@ def test_product_messages_are_reused_until_the_product_is_replaced_and_stay_boun
     for name in ("p2", "p3"):
         messages.get(Product(id=name, title=name, price=1.0))
     assert len(messages._entries) == 2 and "p1" not in messages._entries
+
+
+async def test_dense_scores_computed_while_the_catalogue_changed_are_not_used(index):
+    catalog, _ = index
+
+    def stale_scores(query):
+        # The catalogue changes while the matrix product runs off the event loop; what comes
+        # back no longer fits it (here: scores no fresh computation would give).
+        catalog._apply_delete(["shoe-1"])
+        return np.array([-1.0, 1.0, 0.0], dtype=np.float32)
+
+    catalog._dense.all_scores = stale_scores
+    result = await catalog.retrieve("red wine", CandidateFilters(), limit=10)
+    by_dense_rank = sorted((c for c in result.candidates if c.dense_rank), key=lambda c: c.dense_rank)
+    assert [c.product.id for c in by_dense_rank] == ["wine-1", "wine-2"]
+
+
+def test_dense_search_with_precomputed_scores_equals_computing_them():
+    from services.retrieval.dense import DenseIndex
+
+    rng = np.random.default_rng(0)
+    dense = DenseIndex(16)
+    dense.add(rng.normal(size=(50, 16)).astype(np.float32))
+    query = rng.normal(size=16).astype(np.float32)
+    allowed = rng.random(50) < 0.7
+    slots, scores = dense.search(query, 10, allowed)
+    again = dense.search(query, 10, allowed, dense.all_scores(query))
+    np.testing.assert_array_equal(again[0], slots)
+    np.testing.assert_allclose(again[1], scores, rtol=1e-6)
+    # Scores over fewer slots than the index now has are not used.
+    stale = dense.all_scores(query)[:40]
+    np.testing.assert_array_equal(dense.search(query, 10, allowed, stale)[0], slots)
