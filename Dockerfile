@@ -67,5 +67,9 @@ CMD ["training.export", "--model-repository", "/models"]
 # The default target: the five services.
 FROM base AS runtime
 COPY --from=build /opt/venv /opt/venv
+# One OpenBLAS thread per service process (as `shelfwise up` does): its idle worker threads spin
+# after every numpy call, which took most of a search's CPU with several services per node
+# (README "Load, measured"). Scale out with replicas, not BLAS threads.
+ENV OPENBLAS_NUM_THREADS=1
 EXPOSE 50051 50052 50053 50054 50055
 CMD ["services.gateway"]
