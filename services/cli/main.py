@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import signal
 import sys
 import time
@@ -142,12 +141,7 @@ async def _track(args) -> int:
 async def import_catalog(path: Path, retrieval_address: str, batch_size: int = 200, progress: bool = True) -> tuple[int, int]:
     """Upserts every product of a catalogue file through the retrieval service; returns
     (inserted, updated). Raises ValueError listing the bad rows (nothing is imported then)."""
-    from shelfwise.retrieval.v1 import retrieval_pb2, retrieval_pb2_grpc
-    from tqdm import tqdm
-
-    from services.common.channels import create_channel
-    from services.retrieval.catalog import chunked, read_catalog
-    from services.retrieval.servicer import product_to_pb
+    from services.retrieval.catalog import read_catalog
 
     products, errors = read_catalog(path)
     if errors:

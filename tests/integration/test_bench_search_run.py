@@ -11,7 +11,7 @@ import json
 
 import pytest
 
-from services.cli.bench import BENCH_EXPERIMENT, BM25, FULL, OK, BenchSettings, measure, report
+from services.cli.bench import BENCH_EXPERIMENT, BM25, FULL, BenchSettings, measure, report
 from services.cli.synthetic_catalog import generate_queries
 
 # Demo-catalogue queries (the session system holds the demo catalogue) plus synthetic ones.
