@@ -82,11 +82,16 @@ class DenseIndex:
         self.add(vectors)
         return mapping
 
-    def all_scores(self, query: np.ndarray) -> np.ndarray:
-        """Inner products of the query with every slot: the exact search's matrix product on its
-        own, safe to run off the event loop (it reads the current buffer, which the index never
-        changes in place below `slots`; compaction makes a new one). For `search(all_scores=)`."""
-        return self.vectors @ np.ascontiguousarray(query, dtype=np.float32).reshape(self.dimension)
+    def all_scores(self, queries: np.ndarray) -> np.ndarray:
+        """Inner products with every slot: [slots] for one query [dimension], [B, slots] for
+        queries [B, dimension]. The exact search's matrix product on its own, safe to run off
+        the event loop (it reads the current buffer, which the index never changes in place
+        below `slots`; compaction makes a new one). A row is for `search(all_scores=)`."""
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        if queries.ndim == 1:
+            return self.vectors @ queries.reshape(self.dimension)
+        # [B, d] @ [d, slots]: BLAS reads the transposed matrix in place, no copy.
+        return queries.reshape(-1, self.dimension) @ self.vectors.T
 
     def search(
         self, query: np.ndarray, limit: int, allowed: np.ndarray, all_scores: np.ndarray | None = None

@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
+import numpy as np
+
 from services.common.config import env_float
 
 DEFAULT_K = 60.0
@@ -44,6 +46,17 @@ class Fusion:
         """`contribution` rescaled so that rank 1 in both lists is REFERENCE_MAX."""
         best = (self.lexical_weight + self.dense_weight) / (self.k + 1)
         return self.contribution(lexical_rank, dense_rank) * (REFERENCE_MAX / best) if best > 0 else 0.0
+
+    def scaled_ranks(self, lexical_ranks: np.ndarray, dense_ranks: np.ndarray) -> np.ndarray:
+        """`scaled` of many (lexical rank, dense rank) pairs at once, the same float64 values."""
+        lexical_ranks = np.asarray(lexical_ranks, dtype=np.float64)
+        dense_ranks = np.asarray(dense_ranks, dtype=np.float64)
+        with np.errstate(divide="ignore"):  # rank 0 with k = 0: the term is dropped anyway
+            contribution = np.where(lexical_ranks > 0, self.lexical_weight / (self.k + lexical_ranks), 0.0) + np.where(
+                dense_ranks > 0, self.dense_weight / (self.k + dense_ranks), 0.0
+            )
+        best = (self.lexical_weight + self.dense_weight) / (self.k + 1)
+        return contribution * (REFERENCE_MAX / best) if best > 0 else np.zeros_like(contribution)
 
     def fuse_rankings(
         self, lexical: Sequence[tuple[str, float]], dense: Sequence[tuple[str, float]]

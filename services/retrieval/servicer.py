@@ -154,26 +154,27 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
             result = await self._index.personal(history, filters, limit, exclude)
         else:
             result = self._index.browse(filters, limit, exclude, preferred)
-        return retrieval_pb2.RetrieveResponse(
-            candidates=[
-                retrieval_pb2.Candidate(
-                    product=self._messages.get(c.product),
-                    lexical_score=c.lexical_score,
-                    dense_score=c.dense_score,
-                    fused_score=c.fused_score,
-                    lexical_rank=c.lexical_rank,
-                    dense_rank=c.dense_rank,
-                    lexical_coverage=c.lexical_coverage,
-                    personal_score=c.personal_score,
-                    personal_rank=c.personal_rank,
-                )
-                for c in result.candidates
-            ],
+        response = retrieval_pb2.RetrieveResponse(
             total_matching=result.total_matching,
             model_version=self._index.model_version,
             degraded_components=list(result.degraded),
             personal_model_version=result.personal_model_version,
         )
+        # add() + CopyFrom: half the CPU of Candidate(product=..., ...) per candidate (upb: 0.5
+        # against 1.2 ms for 200), and a search returns hundreds of them.
+        for c in result.candidates:
+            candidate = response.candidates.add(
+                lexical_score=c.lexical_score,
+                dense_score=c.dense_score,
+                fused_score=c.fused_score,
+                lexical_rank=c.lexical_rank,
+                dense_rank=c.dense_rank,
+                lexical_coverage=c.lexical_coverage,
+                personal_score=c.personal_score,
+                personal_rank=c.personal_rank,
+            )
+            candidate.product.CopyFrom(self._messages.get(c.product))
+        return response
 
     async def UpsertProducts(self, request, context) -> retrieval_pb2.UpsertProductsResponse:
         inserted, updated = await self._index.upsert([product_from_pb(p) for p in request.products])

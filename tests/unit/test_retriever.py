@@ -134,11 +134,11 @@ def test_product_messages_are_reused_until_the_product_is_replaced_and_stay_boun
 async def test_dense_scores_computed_while_the_catalogue_changed_are_not_used(index):
     catalog, _ = index
 
-    def stale_scores(query):
+    def stale_scores(queries):
         # The catalogue changes while the matrix product runs off the event loop; what comes
         # back no longer fits it (here: scores no fresh computation would give).
         catalog._apply_delete(["shoe-1"])
-        return np.array([-1.0, 1.0, 0.0], dtype=np.float32)
+        return np.tile(np.array([-1.0, 1.0, 0.0], dtype=np.float32), (len(queries), 1))
 
     catalog._dense.all_scores = stale_scores
     result = await catalog.retrieve("red wine", CandidateFilters(), limit=10)
