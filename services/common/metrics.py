@@ -181,6 +181,8 @@ class RetrievalMetrics:
     shelfwise.retrieval.products  gauge    {product}  -   (products in the index now)
     shelfwise.retrieval.upserted  counter  {product}  outcome (inserted | updated)
     shelfwise.retrieval.deleted   counter  {product}  -
+    shelfwise.retrieval.dense_skipped counter {search} reason (overload | encoder_unavailable):
+                                  text searches answered from BM25 alone
     """
 
     def __init__(self) -> None:
@@ -193,6 +195,10 @@ class RetrievalMetrics:
         )
         self._deleted = meter.create_counter(
             "shelfwise.retrieval.deleted", unit="{product}", description="products deleted from the index"
+        )
+        self._dense_skipped = meter.create_counter(
+            "shelfwise.retrieval.dense_skipped", unit="{search}",
+            description="text searches answered from BM25 alone, by reason (overload: no query vector in time)",
         )
 
     def index_size(self, products: int) -> None:
@@ -207,6 +213,9 @@ class RetrievalMetrics:
     def deleted(self, count: int) -> None:
         if count:
             self._deleted.add(count)
+
+    def dense_skipped(self, reason: str) -> None:
+        self._dense_skipped.add(1, {"reason": reason})
 
 
 class CircuitMetrics:

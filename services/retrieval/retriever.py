@@ -410,25 +410,34 @@ class CatalogIndex:
         history: Sequence[str] = (),
         exclude: Sequence[str] = (),
         mode: str = HYBRID,
+        dense_wait: float | None = None,
     ) -> RetrievalResult:
         """Text query: BM25 and dense lists, fused by weighted reciprocal rank (`services.retrieval.fusion`). If the text encoder is
-        unreachable the answer is lexical only, and says so (`degraded`). With a history, every
-        candidate also gets its personal score. `mode` (experiments) keeps one list only:
-        LEXICAL never encodes the query (dense_score 0), DENSE skips BM25."""
+        unreachable, or the query vector is not ready within `dense_wait` seconds (overload),
+        the answer is lexical only, and says so (`degraded`). With a history, every candidate
+        also gets its personal score. `mode` (experiments) keeps one list only: LEXICAL never
+        encodes the query (dense_score 0), DENSE skips BM25."""
         if mode not in RETRIEVAL_MODES:
             raise InvalidArgument("mode", f"must be one of {', '.join(RETRIEVAL_MODES)}, got {mode!r}")
         shopper = await self._shopper(history)
-        result = await self._retrieve_text(query_text, filters, limit, mode)
+        result = await self._retrieve_text(query_text, filters, limit, mode, dense_wait)
         return self._personalised(result, shopper, exclude)
 
     async def _retrieve_text(
-        self, query_text: str, filters: CandidateFilters, limit: int, mode: str = HYBRID
+        self, query_text: str, filters: CandidateFilters, limit: int, mode: str = HYBRID,
+        dense_wait: float | None = None,
     ) -> RetrievalResult:
         query_vector = None
         if mode != LEXICAL:
             try:
-                query_vector = await self._query_vector(query_text)
+                # A query that gives up here is left out of its encoding batch (MicroBatcher),
+                # so shedding also takes load off the encoder.
+                query_vector = await asyncio.wait_for(self._query_vector(query_text), dense_wait)
+            except TimeoutError:
+                self._metrics.dense_skipped("overload")
+                log.debug("dense retrieval skipped: no query vector within %.3fs", dense_wait)
             except (Unavailable, DeadlineExceeded) as error:
+                self._metrics.dense_skipped("encoder_unavailable")
                 log.warning("dense retrieval skipped: %s", error)
         all_scores = None
         if query_vector is not None and self._dense.slots <= self._dense.exact_threshold:

@@ -41,7 +41,7 @@ async def create_server(settings: RetrievalSettings, port: int | None = None) ->
         await pool.close()
         await backend.close()
         raise
-    servicer = RetrievalServicer(index, settings.default_limit)
+    servicer = RetrievalServicer(index, settings.default_limit, settings.dense_wait_seconds)
     running = await start_server(
         register=lambda server: retrieval_pb2_grpc.add_RetrievalServiceServicer_to_server(servicer, server),
         service_names=[SERVICE_NAME],

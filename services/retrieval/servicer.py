@@ -131,10 +131,17 @@ def _check_request(request: retrieval_pb2.RetrieveRequest) -> None:
 
 
 class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
-    def __init__(self, index: CatalogIndex, default_limit: int):
+    def __init__(self, index: CatalogIndex, default_limit: int, dense_wait_seconds: float = 0.5):
         self._index = index
         self._default_limit = default_limit
+        self._dense_wait = dense_wait_seconds
         self._messages = ProductMessages()
+
+    def _dense_wait_for(self, context) -> float:
+        """How long this search may wait for its query vector: the setting, and at most a third
+        of the caller's time left (the rest is for BM25, fusion, ranking and the answer)."""
+        remaining = context.time_remaining() if context is not None else None
+        return self._dense_wait if remaining is None else max(0.0, min(self._dense_wait, remaining / 3))
 
     async def Retrieve(self, request: retrieval_pb2.RetrieveRequest, context) -> retrieval_pb2.RetrieveResponse:
         limit = request.limit if request.HasField("limit") else self._default_limit
@@ -149,7 +156,9 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
         if seed == "similar_to_product_id":
             result = await self._index.similar(request.similar_to_product_id, filters, limit, history, exclude)
         elif seed == "query_text" and request.query_text.strip():
-            result = await self._index.retrieve(request.query_text, filters, limit, history, exclude, MODES[request.mode])
+            result = await self._index.retrieve(
+                request.query_text, filters, limit, history, exclude, MODES[request.mode], self._dense_wait_for(context)
+            )
         elif history:
             result = await self._index.personal(history, filters, limit, exclude)
         else:

@@ -161,3 +161,44 @@ def test_dense_search_with_precomputed_scores_equals_computing_them():
     # Scores over fewer slots than the index now has are not used.
     stale = dense.all_scores(query)[:40]
     np.testing.assert_array_equal(dense.search(query, 10, allowed, stale)[0], slots)
+
+
+async def test_a_search_whose_query_vector_is_late_answers_from_bm25_and_sheds_its_encoding(index):
+    import asyncio
+
+    catalog, encoder = index
+    release = asyncio.Event()
+    encode = encoder.encode
+
+    async def backed_up(texts, *, kind, timeout=None):  # an encoder with a long queue
+        await release.wait()
+        return await encode(texts, kind=kind, timeout=timeout)
+
+    encoder.encode = backed_up
+    first = asyncio.create_task(catalog.retrieve("white wine", CandidateFilters(), limit=10))
+    await asyncio.sleep(0)  # "white wine" is being encoded, and stays so
+    late = await asyncio.wait_for(catalog.retrieve("red wine", CandidateFilters(), limit=10, dense_wait=0.05), 10)
+    assert late.degraded == ("dense",)
+    assert [c.product.id for c in late.candidates][:2] == ["wine-1", "wine-2"]
+    assert all(c.dense_rank == 0 for c in late.candidates)
+    release.set()
+    assert (await first).degraded == ()
+    # The late search left the queue before its batch: only "white wine" was encoded.
+    assert encoder.calls == [("query", ["white wine"])]
+
+
+def test_the_wait_for_a_query_vector_is_at_most_a_third_of_the_callers_time_left():
+    from services.retrieval.servicer import RetrievalServicer
+
+    class CallerWith:
+        def __init__(self, remaining):
+            self.remaining = remaining
+
+        def time_remaining(self):
+            return self.remaining
+
+    servicer = RetrievalServicer(index=None, default_limit=10, dense_wait_seconds=0.5)
+    assert servicer._dense_wait_for(CallerWith(None)) == 0.5
+    assert servicer._dense_wait_for(CallerWith(3.0)) == 0.5
+    assert servicer._dense_wait_for(CallerWith(0.6)) == pytest.approx(0.2)
+    assert servicer._dense_wait_for(CallerWith(-1.0)) == 0.0
