@@ -101,10 +101,15 @@ class QueryVectorCache:
 
 class QueryBatcher:
     """Encodes concurrent search texts together (`MicroBatcher`; a repeated text once per
-    batch): measured here, 16 ms of CPU per query alone, 9-10 ms in batches of 4-16."""
+    batch): measured here, 16 ms of CPU per query alone, 9-10 ms in batches of 4-16.
 
-    def __init__(self, encoder: TextEncoder, max_batch: int = 16):
+    Every vector a batch computes goes into `cache`, including those whose search stopped
+    waiting meanwhile (overload shedding): leaving them out made repeated queries encode again
+    exactly when the encoder was behind, and the queue ran away (`shelfwise bench search`)."""
+
+    def __init__(self, encoder: TextEncoder, max_batch: int = 16, cache: QueryVectorCache | None = None):
         self._encoder = encoder
+        self._cache = cache
         self._batcher = MicroBatcher(self._encode_texts, "retrieval.encode_query", max_batch)
 
     @property
@@ -117,6 +122,9 @@ class QueryBatcher:
     async def _encode_texts(self, texts: list[str]) -> list[np.ndarray]:
         unique = list(dict.fromkeys(texts))
         vectors = await self._encoder.encode(unique, kind="query")
+        if self._cache is not None:
+            for text, vector in zip(unique, vectors):
+                self._cache.put(text, vector)
         row = {text: n for n, text in enumerate(unique)}
         return [vectors[row[text]] for text in texts]
 
@@ -190,7 +198,7 @@ class CatalogIndex:
         self._store = store
         self._encoder = encoder
         self.query_cache = QueryVectorCache(query_cache_size)
-        self._query_batcher = QueryBatcher(encoder)
+        self._query_batcher = QueryBatcher(encoder, cache=self.query_cache)
         # Exact dense scores of concurrent searches in one matrix product: the catalogue matrix
         # is read once per batch instead of once per query (10k x 384 here: 2.7 ms for one
         # query, 1.2 ms per query in fours, 0.8 in eights).
@@ -481,8 +489,7 @@ class CatalogIndex:
     async def _query_vector(self, query_text: str) -> np.ndarray:
         vector = self.query_cache.get(query_text)
         if vector is None:
-            vector = await self._query_batcher.encode(query_text)
-            self.query_cache.put(query_text, vector)
+            vector = await self._query_batcher.encode(query_text)  # cached by the batcher
         return vector
 
     async def similar(

@@ -202,3 +202,29 @@ def test_the_wait_for_a_query_vector_is_at_most_a_third_of_the_callers_time_left
     assert servicer._dense_wait_for(CallerWith(3.0)) == 0.5
     assert servicer._dense_wait_for(CallerWith(0.6)) == pytest.approx(0.2)
     assert servicer._dense_wait_for(CallerWith(-1.0)) == 0.0
+
+
+async def test_a_vector_encoded_for_a_search_that_stopped_waiting_is_still_cached(index):
+    import asyncio
+
+    catalog, encoder = index
+    release = asyncio.Event()
+    encode = encoder.encode
+
+    async def slow(texts, *, kind, timeout=None):
+        await release.wait()
+        return await encode(texts, kind=kind, timeout=timeout)
+
+    encoder.encode = slow
+    # The search gives up while its own batch is being encoded: the work is done anyway, so
+    # its vector serves the next search of the same text (no second encoding under overload).
+    shed = await asyncio.wait_for(catalog.retrieve("red wine", CandidateFilters(), limit=10, dense_wait=0.05), 10)
+    assert shed.degraded == ("dense",)
+    release.set()
+    for _ in range(1000):  # the batch finishes on its own, after the search has answered
+        if catalog.query_cache.get("red wine") is not None:
+            break
+        await asyncio.sleep(0.01)
+    again = await catalog.retrieve("red wine", CandidateFilters(), limit=10, dense_wait=0.05)
+    assert again.degraded == ()
+    assert encoder.calls == [("query", ["red wine"])]
