@@ -422,3 +422,55 @@ def test_bm25_feature_uses_retrievals_coverage_when_given() -> None:
     strong = RankingCandidate("strong", "", "", {}, 4.0, 0.2, 0.0, lexical_coverage=1.4)
     features = feature_matrix([weak, strong], QueryPreferences(), {})
     assert features[:, COLUMN["bm25"]].tolist() == pytest.approx([0.3, 1.0])
+
+
+def _feature_row_by_definition(candidate, preferences, popularity, best_bm25, has_coverage, best_engagement):
+    """The features of one candidate, cell by cell, as their definitions read."""
+    import math
+
+    from services.ranking.features import RRF_MAX
+
+    brands = {b.casefold() for b in preferences.brands}
+    categories = {c.casefold() for c in preferences.categories}
+    wanted = {k.casefold(): v.casefold() for k, v in preferences.attributes.items()}
+    have = {k.casefold(): v.casefold() for k, v in candidate.attributes.items()}
+    engagement = popularity.get(candidate.product_id, 0.0)
+    return [
+        min(max(candidate.dense_score, 0.0), 1.0),
+        min(max(candidate.lexical_coverage, 0.0), 1.0) if has_coverage
+        else (candidate.lexical_score / best_bm25 if best_bm25 > 0 else 0.0),
+        min(candidate.fused_score / RRF_MAX, 1.0),
+        1.0 if candidate.brand.casefold() in brands else 0.0,
+        1.0 if candidate.category.casefold() in categories else 0.0,
+        sum(have.get(k) == v for k, v in wanted.items()) / len(wanted) if wanted else 0.0,
+        math.log1p(engagement) / math.log1p(best_engagement) if best_engagement > 0 else 0.0,
+        min(max(candidate.personal_score, 0.0), 1.0),
+    ]
+
+
+@pytest.mark.parametrize("with_coverage", [True, False])
+def test_feature_matrix_equals_each_features_definition(with_coverage):
+    import random
+
+    from services.ranking.features import QueryPreferences, RankingCandidate, feature_matrix
+
+    rng = random.Random(5)
+    candidates = [
+        RankingCandidate(
+            product_id=f"p{n}", brand=rng.choice(["Acme", "acme", "Zeta", ""]),
+            category=rng.choice(["Tea", "Coffee", ""]), attributes={"color": rng.choice(["Red", "blue"])},
+            lexical_score=rng.uniform(0, 12), dense_score=rng.uniform(-0.2, 1.1),
+            fused_score=rng.uniform(0, 0.04), lexical_coverage=rng.uniform(-0.1, 1.2) if with_coverage else 0.0,
+            personal_score=rng.uniform(-0.1, 1.1),
+        )
+        for n in range(60)
+    ]
+    preferences = QueryPreferences(brands=("ACME",), categories=("tea",), attributes={"Color": "red"})
+    popularity = {f"p{n}": float(n % 7) for n in range(0, 60, 2)}
+    matrix = feature_matrix(candidates, preferences, popularity)
+    best_bm25 = max(c.lexical_score for c in candidates)
+    expected = np.array(
+        [_feature_row_by_definition(c, preferences, popularity, best_bm25, with_coverage, 6.0) for c in candidates],
+        dtype=np.float32,
+    )
+    np.testing.assert_array_equal(matrix, expected)
