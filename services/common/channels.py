@@ -8,6 +8,7 @@ between services authenticate like any caller's."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 import grpc
@@ -17,6 +18,8 @@ from services.common.auth import channel_credentials, token_interceptors
 from services.common.config import DEFAULT_MAX_MESSAGE_BYTES, SecuritySettings
 from services.common.server import grpc_options
 from services.common.tracing import instrument_libraries
+
+ROUND_ROBIN_SERVICE_CONFIG = json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})
 
 
 def create_channel(
@@ -30,6 +33,11 @@ def create_channel(
         # Reconnect quickly after a downstream restart instead of backing off for minutes.
         ("grpc.initial_reconnect_backoff_ms", 200),
         ("grpc.max_reconnect_backoff_ms", 2000),
+        # Calls go round robin over every address the target resolves to (a headless Service's
+        # ready pods, or a list like ipv4:10.0.0.1:50053,10.0.0.2:50053), not all to the first:
+        # a replica added to a busy service takes its share of requests, not only of the
+        # connections opened after it started. One address: the same as the default.
+        ("grpc.service_config", ROUND_ROBIN_SERVICE_CONFIG),
     ]
     interceptors = token_interceptors(security.own_token) if security.own_token else None
     credentials = channel_credentials(security)

@@ -72,6 +72,10 @@ class ServerSettings:
     port: int
     max_message_bytes: int
     shutdown_grace_seconds: float
+    # Clients are sent GOAWAY after this long and reconnect, re-resolving the service's address:
+    # how a round-robin client over a headless Service finds replicas added since it connected
+    # (0 = connections live forever).
+    max_connection_age_seconds: float = 300.0
 
     @classmethod
     def from_env(cls, service: str, environ: Mapping[str, str] | None = None) -> "ServerSettings":
@@ -89,6 +93,7 @@ class ServerSettings:
                 minimum=1024,
             ),
             shutdown_grace_seconds=env_float("SHELFWISE_SHUTDOWN_GRACE_SECONDS", 5.0, environ, minimum=0.0),
+            max_connection_age_seconds=env_float("SHELFWISE_MAX_CONNECTION_AGE_SECONDS", 300.0, environ, minimum=0.0),
         )
 
 

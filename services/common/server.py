@@ -129,6 +129,17 @@ def grpc_options(max_message_bytes: int) -> list[tuple[str, int]]:
     ]
 
 
+def connection_age_options(max_connection_age_seconds: float) -> list[tuple[str, int]]:
+    """Server options that close each connection after `max_connection_age_seconds` (none for
+    0); calls in flight on it get 5 s more to finish."""
+    if max_connection_age_seconds <= 0:
+        return []
+    return [
+        ("grpc.max_connection_age_ms", int(max_connection_age_seconds * 1000)),
+        ("grpc.max_connection_age_grace_ms", 5_000),
+    ]
+
+
 @dataclass
 class RunningServer:
     """A started server with its bound port, health state and clean-up callbacks."""
@@ -169,10 +180,13 @@ async def start_server(
     port: int = 0,
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     security: SecuritySettings | None = None,
+    max_connection_age_seconds: float = 0.0,
 ) -> RunningServer:
     """Builds, binds and starts a server; health starts NOT_SERVING until the caller is ready.
 
-    `security` defaults to SecuritySettings.from_env() (authentication, rate limits, TLS)."""
+    `security` defaults to SecuritySettings.from_env() (authentication, rate limits, TLS).
+    `max_connection_age_seconds` > 0: each client connection is closed (GOAWAY, in-flight calls
+    finish) after about that long, so clients reconnect and spread over the current replicas."""
     instrument_libraries()
     security = SecuritySettings.from_env() if security is None else security
     # Error mapping outermost, so refused calls are counted in the RPC metrics with their status.
@@ -180,7 +194,8 @@ async def start_server(
     caller_interceptor = CallerInterceptor.from_settings(security)
     if caller_interceptor is not None:
         interceptors.append(caller_interceptor)
-    server = grpc.aio.server(interceptors=interceptors, options=grpc_options(max_message_bytes))
+    options = grpc_options(max_message_bytes) + connection_age_options(max_connection_age_seconds)
+    server = grpc.aio.server(interceptors=interceptors, options=options)
     register(server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -41,6 +41,7 @@ async def create_server(settings: EventsSettings, port: int | None = None) -> Ru
         host=settings.server.host,
         port=settings.server.port if port is None else port,
         max_message_bytes=settings.server.max_message_bytes,
+        max_connection_age_seconds=settings.server.max_connection_age_seconds,
     )
     # A month rolls over while the service runs: keep partitions ahead of it. Events of a month
     # without a partition still land in DEFAULT, so a missed round loses nothing.

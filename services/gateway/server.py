@@ -57,6 +57,7 @@ async def create_server(settings: GatewaySettings, port: int | None = None) -> R
         host=settings.server.host,
         port=settings.server.port if port is None else port,
         max_message_bytes=settings.server.max_message_bytes,
+        max_connection_age_seconds=settings.server.max_connection_age_seconds,
     )
     running.app = composer
     health = RetrievalHealth(running, settings.retrieval_address)

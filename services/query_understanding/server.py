@@ -26,6 +26,7 @@ async def create_server(settings: QueryUnderstandingSettings, port: int | None =
         host=settings.server.host,
         port=settings.server.port if port is None else port,
         max_message_bytes=settings.server.max_message_bytes,
+        max_connection_age_seconds=settings.server.max_connection_age_seconds,
     )
     running.on_stop += [pool.close, source.stop]
     running.app = source

@@ -75,6 +75,7 @@ async def create_server(settings: RankingSettings, port: int | None = None) -> R
         host=settings.server.host,
         port=settings.server.port if port is None else port,
         max_message_bytes=settings.server.max_message_bytes,
+        max_connection_age_seconds=settings.server.max_connection_age_seconds,
     )
     running.on_stop += [channel.close, popularity.stop, backend.close, versions.close]
     # Ranking needs no dependency to answer (popularity is optional), so it serves at once.

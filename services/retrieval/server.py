@@ -48,6 +48,7 @@ async def create_server(settings: RetrievalSettings, port: int | None = None) ->
         host=settings.server.host,
         port=settings.server.port if port is None else port,
         max_message_bytes=settings.server.max_message_bytes,
+        max_connection_age_seconds=settings.server.max_connection_age_seconds,
     )
     # Other replicas' upserts and deletes reach this replica's indexes within a sync period.
     sync = Periodic("catalog sync", index.sync, settings.catalog_sync_seconds, run_first=False)

@@ -361,6 +361,9 @@ def test_each_service_has_a_cluster_ip_service_and_its_own_service_account(rende
     for name, module in SERVICES.items():
         service = named(docs, "Service", name)
         assert service and service["spec"]["type"] == "ClusterIP", name
+        # Services called by other services are headless, so their callers balance per call
+        # over the ready pods; the gateway is called from outside, through its ClusterIP.
+        assert (service["spec"].get("clusterIP") == "None") == (name != "gateway"), name
         assert service["spec"]["ports"] == [
             {"name": "grpc", "port": DEFAULT_PORTS[module], "targetPort": "grpc", "protocol": "TCP"}
         ]
@@ -399,7 +402,9 @@ def test_settings_are_ones_the_services_read_and_addresses_resolve(rendered, ove
     for module, port in DEFAULT_PORTS.items():
         if module == "gateway":
             continue
-        host, _, address_port = config[f"SHELFWISE_{module.upper()}_ADDRESS"].partition(":")
+        address = config[f"SHELFWISE_{module.upper()}_ADDRESS"]
+        assert address.startswith("dns:///"), f"{module}: resolve every replica, got {address}"
+        host, _, address_port = address.removeprefix("dns:///").partition(":")
         service = named(docs, "Service", host)
         assert service and service["spec"]["ports"][0]["port"] == int(address_port) == port, module
     assert named(docs, "Service", "otel-collector")["spec"]["ports"][0]["port"] == 4317
