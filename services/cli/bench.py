@@ -391,6 +391,8 @@ class BenchSettings:
     deadline: float = 2.0
     max_in_flight: int = 64
     configurations: tuple[str, ...] = CONFIGURATIONS
+    # Retrieval processes of the own system; the gateway calls them round robin.
+    retrieval_replicas: int = 1
 
 
 async def measure(
@@ -531,6 +533,8 @@ async def bench_search(
         record["build"] = build
         header.append(
             f"catalogue: {items:,} products, {DESCRIPTION}, seed {seed}; queries: {queries}"
+            + (f"; {settings.retrieval_replicas} retrieval processes, called round robin"
+               if settings.retrieval_replicas > 1 else "")
         )
         reused = (f" (built by an earlier run in {data_dir}; this run's retrieval rebuilt the indexes from "
                   f"PostgreSQL's cached vectors in {build['retrieval_start_s']:.1f}s)") if build["reused"] else ""
@@ -556,7 +560,7 @@ async def _bench_own_system(settings, model_repository, items, seed, query_list,
         return await _run_own_system(Path(directory), settings, model_repository, items, seed, query_list, profile_dir)
 
 
-async def _run_own_system(folder: Path, settings, model_repository, items, seed, query_list, profile_dir):
+async def _run_own_system(folder: Path, settings: "BenchSettings", model_repository, items, seed, query_list, profile_dir):
     """Starts the system in `folder`; imports the catalogue unless `folder` already holds this
     one (build.json from the run that built it: embedding a large catalogue on a CPU takes long,
     and retrieval rebuilds its indexes from PostgreSQL's cached vectors at start-up)."""
@@ -576,7 +580,8 @@ async def _run_own_system(folder: Path, settings, model_repository, items, seed,
         started = time.perf_counter()
         # Query understanding starts after the import: it reads the catalogue vocabulary
         # once at start-up instead of rebuilding it every refresh while products pour in.
-        await system.start(timeout=3600, services=("events", "retrieval"))
+        await system.start(timeout=3600, services=("events", "retrieval"),
+                           replicas={"retrieval": settings.retrieval_replicas})
         retrieval_start = time.perf_counter() - started
         if reuse:
             import_seconds = built["import_s"]

@@ -16,6 +16,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Mapping
 
 from services.common.channels import wait_until_serving
 from services.common.config import ServerSettings
@@ -104,26 +105,40 @@ class LocalSystem:
         self.profile_dir.mkdir(parents=True, exist_ok=True)
         return [sys.executable, "-m", "cProfile", "-o", str(self.profile_dir / f"{service}.prof"), "-m", f"services.{service}"]
 
-    async def start(self, timeout: float = 120.0, services: tuple[str, ...] = SERVICE_ORDER) -> None:
-        """Starts `services` (all five by default, in SERVICE_ORDER) and waits until each is SERVING."""
+    async def start(
+        self, timeout: float = 120.0, services: tuple[str, ...] = SERVICE_ORDER, replicas: Mapping[str, int] | None = None
+    ) -> None:
+        """Starts `services` (all five by default, in SERVICE_ORDER) and waits until each is
+        SERVING. `replicas`: processes per service (default one), each on its own free port,
+        named `<service>-2`, `<service>-3`, ...; the services started after them call all of
+        them, round robin (their address becomes the list of every replica's)."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        env = self.service_environment()
         services = tuple(service for service in SERVICE_ORDER if service in services)
+        started: dict[str, str] = {}  # process name -> its address
         for service in services:
-            log_file = (self.log_dir / f"{service}.log").open("ab")
-            # Own session: a Ctrl-C in the terminal reaches `shelfwise up` alone, which then
-            # stops the services in order (gateway first) instead of all at once.
-            process = subprocess.Popen(
-                self._command(service), env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
-            )
-            self.processes[service] = process
-        for service in services:
+            env = self.service_environment()
+            count = (replicas or {}).get(service, 1)
+            ports = [str(ServerSettings.from_env(service, env).port)] + [str(p) for p in free_ports(count - 1)]
+            for number, port in enumerate(ports, start=1):
+                name = service if number == 1 else f"{service}-{number}"
+                log_file = (self.log_dir / f"{name}.log").open("ab")
+                # Own session: a Ctrl-C in the terminal reaches `shelfwise up` alone, which then
+                # stops the services in order (gateway first) instead of all at once.
+                process = subprocess.Popen(
+                    self._command(service), env={**env, f"SHELFWISE_{service.upper()}_PORT": port},
+                    stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
+                )
+                self.processes[name] = process
+                started[name] = f"127.0.0.1:{port}"
+            if count > 1:
+                self.environ[f"SHELFWISE_{service.upper()}_ADDRESS"] = "ipv4:" + ",".join(f"127.0.0.1:{p}" for p in ports)
+        for name, address in started.items():
             try:
-                process = self.processes[service]
-                await wait_until_serving(self.address(service), timeout, lambda: process.poll() is None)
+                process = self.processes[name]
+                await wait_until_serving(address, timeout, lambda: process.poll() is None)
             except Exception as error:
-                tail = (self.log_dir / f"{service}.log").read_text(errors="replace")[-3000:]
-                raise RuntimeError(f"{service} did not start: {error}\n--- {service}.log ---\n{tail}") from error
+                tail = (self.log_dir / f"{name}.log").read_text(errors="replace")[-3000:]
+                raise RuntimeError(f"{name} did not start: {error}\n--- {name}.log ---\n{tail}") from error
 
     def cpu_seconds(self) -> dict[str, float]:
         """User + system CPU time each running service has used so far, all threads included

@@ -289,7 +289,11 @@ async def _bench_search(args) -> int:
         rate=args.rate, duration=args.duration, warmup=args.warmup, deadline=args.deadline,
         max_in_flight=args.max_in_flight,
         configurations=tuple(args.only.split(",")) if args.only else ("full", "bm25"),
+        retrieval_replicas=args.retrieval_replicas,
     )
+    if args.retrieval_replicas < 1 or (args.address is not None and args.retrieval_replicas != 1):
+        print("--retrieval-replicas must be >= 1, and applies only to the bench's own system", file=sys.stderr)
+        return 2
     await bench_search(
         args.address, settings, Path(args.model_repository), items=args.items, seed=args.seed,
         json_path=Path(args.json) if args.json else None, profile_dir=Path(args.profile) if args.profile else None,
@@ -451,6 +455,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench_search.add_argument("--items", type=int, default=10_000, help="synthetic catalogue size (own system only)")
     bench_search.add_argument("--seed", type=int, default=7, help="seed of the synthetic catalogue and queries")
     bench_search.add_argument("--only", choices=("full", "bm25"), help="measure one configuration only")
+    bench_search.add_argument("--retrieval-replicas", type=int, default=1,
+                              help="retrieval processes of the own system, called round robin (default: %(default)s)")
     bench_search.add_argument("--json", help="also write the figures to this JSON file")
     bench_search.add_argument("--profile", help="run each service under cProfile, <service>.prof in this folder")
     bench_search.add_argument("--data-dir", help="keep PostgreSQL here and reuse its catalogue on the next run with "

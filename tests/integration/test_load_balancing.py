@@ -95,3 +95,35 @@ async def test_a_server_recycles_connections_and_calls_go_on_across_the_reconnec
 @pytest.mark.parametrize("environ, expected", [({}, 300.0), ({"SHELFWISE_MAX_CONNECTION_AGE_SECONDS": "0"}, 0.0)])
 def test_connection_age_is_a_setting(environ, expected):
     assert ServerSettings.from_env("retrieval", environ).max_connection_age_seconds == expected
+
+
+async def test_the_gateway_spreads_searches_over_two_retrieval_replicas(system):
+    """A second retrieval replica over the session's database, and a gateway whose retrieval
+    address lists both: searches reach both replicas."""
+    from shelfwise.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+
+    from services.gateway.config import GatewaySettings
+    from services.gateway.server import create_server as create_gateway
+    from services.retrieval.config import RetrievalSettings
+    from services.retrieval.server import create_server as create_retrieval
+
+    second = await create_retrieval(RetrievalSettings.from_env(system.environ), port=0)
+    first_index, second_index = system.servers["retrieval"].app, second.app
+    environ = dict(system.environ, SHELFWISE_RETRIEVAL_ADDRESS=f"ipv4:{system.address('retrieval')},127.0.0.1:{second.port}")
+    gateway = await create_gateway(GatewaySettings.from_env(environ), port=0)
+
+    def lookups(index):  # each text search looks its query vector up once
+        return index.query_cache.hits + index.query_cache.misses
+
+    before = lookups(first_index), lookups(second_index)
+    try:
+        async with create_channel(f"127.0.0.1:{gateway.port}", security=NO_AUTH) as channel:
+            stub = gateway_pb2_grpc.GatewayServiceStub(channel)
+            for n in range(12):
+                await stub.Search(gateway_pb2.SearchRequest(query=f"green tea {n}", page_size=3), timeout=30)
+        served = lookups(first_index) - before[0], lookups(second_index) - before[1]
+        assert sum(served) == 12
+        assert min(served) >= 3, served
+    finally:
+        await gateway.stop(grace=1.0)
+        await second.stop(grace=1.0)
