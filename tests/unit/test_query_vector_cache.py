@@ -85,14 +85,7 @@ async def test_a_query_whose_request_gave_up_while_waiting_is_not_encoded():
     from services.retrieval.retriever import QueryBatcher
 
     encoder = HashingEncoder()
-    release = asyncio.Event()
-    encode = encoder.encode
-
-    async def slow_encode(texts, *, kind, timeout=None):
-        await release.wait()
-        return await encode(texts, kind=kind, timeout=timeout)
-
-    encoder.encode = slow_encode
+    release = encoder.hold()
     batcher = QueryBatcher(encoder)
     first = asyncio.create_task(batcher.encode("first"))
     await asyncio.sleep(0)  # "first" is being encoded

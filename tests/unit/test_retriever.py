@@ -26,10 +26,21 @@ class HashingEncoder:
     def __init__(self) -> None:
         self.down = False
         self.calls: list[tuple[str, list[str]]] = []
+        self.released = None
+
+    def hold(self):
+        """From now on every encoding waits until the returned event is set (a backed-up
+        encoder); calls are still recorded when they start."""
+        import asyncio
+
+        self.released = asyncio.Event()
+        return self.released
 
     async def encode(self, texts, *, kind, timeout=None):
         assert kind in ("query", "passage")
         self.calls.append((kind, list(texts)))
+        if self.released is not None:
+            await self.released.wait()
         if self.down:
             raise Unavailable("text_encoder: model server unreachable")
         vectors = np.zeros((len(texts), DIMENSION), dtype=np.float32)
@@ -167,14 +178,7 @@ async def test_a_search_whose_query_vector_is_late_answers_from_bm25_and_sheds_i
     import asyncio
 
     catalog, encoder = index
-    release = asyncio.Event()
-    encode = encoder.encode
-
-    async def backed_up(texts, *, kind, timeout=None):  # an encoder with a long queue
-        await release.wait()
-        return await encode(texts, kind=kind, timeout=timeout)
-
-    encoder.encode = backed_up
+    release = encoder.hold()
     first = asyncio.create_task(catalog.retrieve("white wine", CandidateFilters(), limit=10))
     await asyncio.sleep(0)  # "white wine" is being encoded, and stays so
     late = await asyncio.wait_for(catalog.retrieve("red wine", CandidateFilters(), limit=10, dense_wait=0.05), 10)
@@ -208,14 +212,7 @@ async def test_a_vector_encoded_for_a_search_that_stopped_waiting_is_still_cache
     import asyncio
 
     catalog, encoder = index
-    release = asyncio.Event()
-    encode = encoder.encode
-
-    async def slow(texts, *, kind, timeout=None):
-        await release.wait()
-        return await encode(texts, kind=kind, timeout=timeout)
-
-    encoder.encode = slow
+    release = encoder.hold()
     # The search gives up while its own batch is being encoded: the work is done anyway, so
     # its vector serves the next search of the same text (no second encoding under overload).
     shed = await asyncio.wait_for(catalog.retrieve("red wine", CandidateFilters(), limit=10, dense_wait=0.05), 10)
