@@ -7,8 +7,10 @@ place (``services.common.config.shared_data_dir()``), never copied.
 
 Leave-one-out, the protocol of the published figures: per user the last item is the test
 target, the second-last the validation target, the rest is training. Training pairs are every
-prefix of the training part predicting its next item; evaluation histories are everything
-before the target (validation: ``seq[:-2]``, test: ``seq[:-1]``).
+prefix of the training part predicting its next item (of a sequence longer than the window,
+batches keep the newest ``max_length`` pairs; ``long_sequence_windows`` splits it so that all
+train); evaluation histories are everything before the target (validation: ``seq[:-2]``, test:
+``seq[:-1]``).
 
 Sequences enter the model RIGHT-aligned in a window of ``max_length`` slots: the newest item
 sits in the last slot, padding (id 0) on the left. Training batches are trimmed to their
@@ -174,6 +176,25 @@ def training_pairs(train_sequences: list[list[int]], min_length: int = 2) -> lis
     return [s for s in train_sequences if len(s) >= min_length]
 
 
+def long_sequence_windows(train_sequences: list[list[int]], max_length: int) -> list[list[int]]:
+    """Every sequence longer than `max_length + 1` items split into windows of at most
+    `max_length + 1` items (consecutive windows share one item), newest window first, so that
+    every (prefix -> next item) pair of a long sequence trains once, not only its newest
+    `max_length` ones (the first target of an older window sees a shorter history than the full
+    prefix). Windows shorter than two items are left out; shorter sequences pass unchanged."""
+    out = []
+    for seq in train_sequences:
+        end = len(seq)
+        while True:
+            window = seq[max(0, end - (max_length + 1)):end]
+            if len(window) >= 2:
+                out.append(window)
+            if end - (max_length + 1) <= 0:
+                break
+            end -= max_length
+    return out
+
+
 def training_batches(
     train_sequences: list[list[int]],
     batch_size: int,
@@ -182,7 +203,9 @@ def training_batches(
     bucket_batches: int = 50,
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """(inputs, targets) int64 [B, W]: inputs are seq[:-1], targets seq[1:], right-aligned and
-    trimmed to the longest sequence of the batch (W <= max_length). Users are shuffled, then
+    trimmed to the longest sequence of the batch (W <= max_length); of a sequence longer than
+    `max_length + 1` only the newest `max_length` targets train (``long_sequence_windows``
+    first trains them all). Users are shuffled, then
     sorted by length inside groups of `bucket_batches` batches, so each batch holds similar
     lengths while the batch order stays random."""
     order = list(range(len(train_sequences)))

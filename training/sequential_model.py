@@ -7,9 +7,13 @@ One table of item vectors serves both ends of the model (weight tying, as in SAS
   and ``Linear(content_dim, dim)`` of fixed content features (e.g. text-encoder vectors, when
   given);
 - the sequence encoder reads the vectors of the history, right-aligned in ``max_length`` slots
-  (newest item in the last slot, padding on the left), adds a positional embedding per window
-  slot, runs pre-LayerNorm causal self-attention blocks and returns the last slot's output as
-  the user vector;
+  (newest item in the last slot, padding on the left), adds a positional embedding, runs causal
+  self-attention blocks and returns the last slot's output as the user vector. Two settings of
+  ``ModelConfig`` shape it: ``positions`` = "end" (one position per window slot, counted from the
+  newest item) or "start" (counted from the oldest item in the window, as RecBole's SASRec
+  does); ``block`` = "pre" (pre-LayerNorm blocks, item input scaled by sqrt(dim), a final
+  LayerNorm) or "post" (RecBole/BERT-style: LayerNorm + dropout on the item + position sum, no
+  scaling, post-LayerNorm blocks without dropout inside the feed-forward layer);
 - score(user, item) = dot(user vector, item vector).
 
 Training (``training.train_rec``) uses full softmax cross-entropy over all items at every
@@ -56,34 +60,48 @@ class ModelConfig:
     dropout: float = 0.5
     attention_dropout: float = 0.5
     id_dropout: float = 0.1
+    # "pre": pre-LayerNorm blocks, item input scaled by sqrt(dim), a final LayerNorm;
+    # "post": RecBole/BERT-style post-LayerNorm blocks, LayerNorm + dropout on the sum of item
+    # and position embeddings, no sqrt(dim) scaling, no final LayerNorm.
+    block: str = "pre"
+    # "end": a position per window slot (the newest item always in the last one);
+    # "start": positions counted from the oldest item in the window (0, 1, ...), as RecBole does.
+    positions: str = "end"
 
     def to_json(self) -> dict:
         return asdict(self)
 
 
 class _Block(nn.Module):
-    """Pre-LayerNorm transformer block with an explicit additive attention mask (plain matmuls:
-    exports to ONNX as ordinary MatMul/Softmax nodes)."""
+    """Transformer block, pre-LayerNorm (or post-LayerNorm with `post_norm`), with an explicit
+    additive attention mask (plain matmuls: exports to ONNX as ordinary MatMul/Softmax nodes)."""
 
-    def __init__(self, dim: int, heads: int, dropout: float, attention_dropout: float):
+    def __init__(self, dim: int, heads: int, dropout: float, attention_dropout: float, post_norm: bool = False):
         super().__init__()
         if dim % heads:
             raise ValueError(f"dim {dim} is not divisible by num_heads {heads}")
+        self.post_norm = post_norm
         self.heads = heads
         self.head_dim = dim // heads
         self.norm1 = nn.LayerNorm(dim)
         self.qkv = nn.Linear(dim, 3 * dim)
         self.out = nn.Linear(dim, dim)
         self.norm2 = nn.LayerNorm(dim)
-        self.ff = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(4 * dim, dim))
+        # Post-LN (RecBole's feed-forward) has no dropout between the two layers.
+        inner_drop = nn.Identity() if post_norm else nn.Dropout(dropout)
+        self.ff = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), inner_drop, nn.Linear(4 * dim, dim))
         self.attn_drop = nn.Dropout(attention_dropout)
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
         batch, length, dim = x.shape
-        q, k, v = self.qkv(self.norm1(x)).view(batch, length, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        qkv = self.qkv(x if self.post_norm else self.norm1(x))
+        q, k, v = qkv.view(batch, length, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
         weights = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(self.head_dim) + bias, dim=-1)
         attended = (self.attn_drop(weights) @ v).transpose(1, 2).reshape(batch, length, dim)
+        if self.post_norm:
+            x = self.norm1(x + self.drop(self.out(attended)))
+            return self.norm2(x + self.drop(self.ff(x)))
         x = x + self.drop(self.out(attended))
         return x + self.drop(self.ff(self.norm2(x)))
 
@@ -92,8 +110,13 @@ class SequentialRecommender(nn.Module):
     def __init__(self, config: ModelConfig, attributes: list[list[int]] | None = None,
                  content: np.ndarray | None = None):
         super().__init__()
+        if config.block not in ("pre", "post"):
+            raise ValueError(f"block must be 'pre' or 'post', not {config.block!r}")
+        if config.positions not in ("end", "start"):
+            raise ValueError(f"positions must be 'end' or 'start', not {config.positions!r}")
         self.config = config
         n, dim = config.num_items, config.dim
+        post = config.block == "post"
         self.item_embedding = nn.Embedding(n + 1, dim, padding_idx=0)
         self.position_embedding = nn.Embedding(config.max_length, dim)
         # Attributes: a padded [n + 1, max_attributes] index (0 = none) and the count per item.
@@ -123,10 +146,12 @@ class SequentialRecommender(nn.Module):
         row_mask[0] = 0
         self.register_buffer("row_mask", row_mask)
         self.input_dropout = nn.Dropout(config.dropout)
+        self.input_norm = nn.LayerNorm(dim) if post else nn.Identity()
         self.blocks = nn.ModuleList(
-            _Block(dim, config.num_heads, config.dropout, config.attention_dropout) for _ in range(config.num_layers)
+            _Block(dim, config.num_heads, config.dropout, config.attention_dropout, post)
+            for _ in range(config.num_layers)
         )
-        self.final_norm = nn.LayerNorm(dim)
+        self.final_norm = nn.Identity() if post else nn.LayerNorm(dim)
         slots = torch.arange(config.max_length)
         self.register_buffer("causal", slots[None, :] <= slots[:, None])   # [query, key]
         self.register_buffer("diagonal", slots[None, :] == slots[:, None])
@@ -203,7 +228,15 @@ class SequentialRecommender(nn.Module):
         width = history_vectors.shape[1]
         start = self.config.max_length - width
         mask = mask.to(history_vectors.dtype)
-        x = history_vectors * math.sqrt(self.config.dim) + self.position_embedding.weight[start:]
+        if self.config.positions == "start":
+            # The oldest real item in the window is position 0; padding (zeroed below) gets 0 too.
+            positions = self.position_embedding((torch.cumsum(mask, dim=1) - 1).clamp(min=0).long())
+        else:
+            positions = self.position_embedding.weight[start:]
+        if self.config.block == "post":
+            x = self.input_norm(history_vectors + positions)
+        else:
+            x = history_vectors * math.sqrt(self.config.dim) + positions
         x = self.input_dropout(x) * mask.unsqueeze(-1)
         allowed = self.causal[start:, start:] & ((mask[:, None, :] > 0.5) | self.diagonal[start:, start:])
         bias = torch.where(allowed, 0.0, NEG).unsqueeze(1).to(x.dtype)   # [B, 1, W, W]

@@ -21,6 +21,8 @@ from training.sequential_model import (
 )
 
 NUM_ITEMS = 30
+# Encoder variants (ModelConfig.block / positions): every one must keep the serving contract.
+VARIANTS = [{}, {"block": "post"}, {"positions": "start"}, {"block": "post", "positions": "start"}]
 
 
 def make_model(content_dim: int = 0, **overrides) -> SequentialRecommender:
@@ -85,9 +87,10 @@ def test_attribute_vectors_of_new_items_match_the_side_part_of_known_items():
     assert not vectors[1].any() and not vectors[2].any()
 
 
+@pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("training", [False, True])
-def test_a_history_of_one_item_or_none_gives_a_finite_user_vector(training):
-    model = make_model()
+def test_a_history_of_one_item_or_none_gives_a_finite_user_vector(training, variant):
+    model = make_model(**variant)
     model.train(training)
     vectors = model.item_vectors()
     history = torch.zeros(3, 50, dtype=torch.long)
@@ -100,8 +103,9 @@ def test_a_history_of_one_item_or_none_gives_a_finite_user_vector(training):
     assert torch.isfinite(out).all()
 
 
-def test_padding_and_window_width_do_not_change_the_user_vector():
-    model = make_model()
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_padding_and_window_width_do_not_change_the_user_vector(variant):
+    model = make_model(**variant)
     histories = [[4], [1, 2, 3, 4, 5, 6, 7]]
     full = model.encode_ids(torch.from_numpy(right_aligned(histories, 50)))
     trimmed = model.encode_ids(torch.from_numpy(right_aligned(histories, 50, width=7)))
@@ -145,8 +149,9 @@ def test_popularity_ranks_by_counts_without_the_users_history():
     assert result["ranks"].tolist() == [2.0, 2.0]
 
 
-def test_checkpoint_round_trip_keeps_vectors_and_user_vectors(tmp_path):
-    model = make_model(content_dim=5)
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_checkpoint_round_trip_keeps_vectors_and_user_vectors(tmp_path, variant):
+    model = make_model(content_dim=5, **variant)
     save_model(model, tmp_path / "model.pt")
     loaded = load_model(tmp_path / "model.pt")
     torch.testing.assert_close(loaded.item_vectors(), model.item_vectors())
@@ -154,11 +159,12 @@ def test_checkpoint_round_trip_keeps_vectors_and_user_vectors(tmp_path):
     torch.testing.assert_close(loaded.encode_ids(ids), model.encode_ids(ids))
 
 
-def test_onnx_user_encoder_matches_torch(tmp_path):
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_onnx_user_encoder_matches_torch(tmp_path, variant):
     import onnx
     import onnxruntime as ort
 
-    model = make_model()
+    model = make_model(**variant)
     path = tmp_path / "model.onnx"
     export_user_encoder(model, path)
     graph = onnx.load(str(path)).graph
@@ -206,3 +212,38 @@ def test_history_negatives_cover_each_positions_own_earlier_items_only():
     full = softmax_loss(output[real], targets[real], table, negatives=0)
     expected = torch.nn.functional.cross_entropy(output[real] @ table[1:].T, targets[real] - 1)
     torch.testing.assert_close(full, expected)
+
+
+def test_positions_from_the_start_count_from_the_oldest_item_in_the_window():
+    model = make_model(positions="start")
+    vectors = model.item_vectors()
+    # Three items in a window of 50 sit at positions 0, 1, 2 (not 47, 48, 49): compare against
+    # position ids built by hand.
+    ids = torch.from_numpy(right_aligned([[3, 4, 5]], 50))
+    mask = (ids > 0).float()
+    expected_positions = torch.zeros(1, 50, dtype=torch.long)
+    expected_positions[0, -3:] = torch.tensor([0, 1, 2])
+    x = vectors[ids] * math.sqrt(64) + model.position_embedding(expected_positions)
+    manual = model.final_norm(_run_blocks(model, x * mask.unsqueeze(-1), mask))[:, -1]
+    torch.testing.assert_close(model.encode_history(vectors[ids], mask), manual, atol=1e-5, rtol=1e-5)
+
+
+def _run_blocks(model, x, mask):
+    from training.sequential_model import NEG
+
+    allowed = model.causal & ((mask[:, None, :] > 0.5) | model.diagonal)
+    bias = torch.where(allowed, 0.0, NEG).unsqueeze(1)
+    for block in model.blocks:
+        x = block(x, bias)
+    return x
+
+
+def test_long_sequences_train_every_position_in_windows():
+    from training.sequential_data import long_sequence_windows
+
+    seq = list(range(1, 120))
+    windows = long_sequence_windows([seq, [1, 2, 3]], 50)
+    assert all(len(w) <= 51 for w in windows)
+    targets = sorted(t for w in windows[:-1] for t in w[1:])
+    assert targets == seq[1:]          # every next-item target once
+    assert windows[-1] == [1, 2, 3]    # short sequences unchanged
