@@ -43,7 +43,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 NEG = -1e9  # additive mask: large and finite, so no row of the softmax ever becomes NaN
 

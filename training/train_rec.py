@@ -65,7 +65,7 @@ import platform
 import random
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
@@ -208,7 +208,6 @@ def history_negative_logits(output, inputs, targets, table):
 def train_epoch(model, train_seqs: list[list[int]], settings: RecSettings, optimizer, rng: random.Random,
                 bar=None) -> float:
     import torch
-    from torch.nn import functional as F
 
     model.train()
     total, count = 0.0, 0
