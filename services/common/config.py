@@ -62,6 +62,11 @@ def env_bool(name: str, default: bool, environ: Mapping[str, str] | None = None)
         return False
     raise ValueError(f"environment variable {name}={raw!r} is not a boolean (true/false)")
 
+# Clients are sent GOAWAY after this long and reconnect, re-resolving the service's address:
+# how a round-robin client over a headless Service finds replicas added since it connected
+# (0 = connections live forever).
+DEFAULT_MAX_CONNECTION_AGE_SECONDS = 300.0
+
 
 @dataclass(frozen=True)
 class ServerSettings:
@@ -72,10 +77,7 @@ class ServerSettings:
     port: int
     max_message_bytes: int
     shutdown_grace_seconds: float
-    # Clients are sent GOAWAY after this long and reconnect, re-resolving the service's address:
-    # how a round-robin client over a headless Service finds replicas added since it connected
-    # (0 = connections live forever).
-    max_connection_age_seconds: float = 300.0
+    max_connection_age_seconds: float = DEFAULT_MAX_CONNECTION_AGE_SECONDS
 
     @classmethod
     def from_env(cls, service: str, environ: Mapping[str, str] | None = None) -> "ServerSettings":
@@ -93,7 +95,7 @@ class ServerSettings:
                 minimum=1024,
             ),
             shutdown_grace_seconds=env_float("SHELFWISE_SHUTDOWN_GRACE_SECONDS", 5.0, environ, minimum=0.0),
-            max_connection_age_seconds=env_float("SHELFWISE_MAX_CONNECTION_AGE_SECONDS", 300.0, environ, minimum=0.0),
+            max_connection_age_seconds=env_float("SHELFWISE_MAX_CONNECTION_AGE_SECONDS", DEFAULT_MAX_CONNECTION_AGE_SECONDS, environ, minimum=0.0),
         )
 
 

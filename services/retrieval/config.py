@@ -15,6 +15,11 @@ from services.common.config import (
 )
 from services.retrieval.fusion import Fusion
 
+# Longest a search waits for its query vector before answering from BM25 alone (degraded
+# "dense"): under overload the encoder's queue grows, and a lexical answer in time beats a
+# full one after the caller's deadline. Also capped at a third of the caller's time left.
+DEFAULT_DENSE_WAIT_SECONDS = 0.5
+
 
 @dataclass(frozen=True)
 class RetrievalSettings:
@@ -26,10 +31,7 @@ class RetrievalSettings:
     default_limit: int
     catalog_sync_seconds: float
     fusion: Fusion
-    # Longest a search waits for its query vector before answering from BM25 alone (degraded
-    # "dense"): under overload the encoder's queue grows, and a lexical answer in time beats a
-    # full one after the caller's deadline. Also capped at a third of the caller's time left.
-    dense_wait_seconds: float = 0.5
+    dense_wait_seconds: float = DEFAULT_DENSE_WAIT_SECONDS
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "RetrievalSettings":
@@ -41,5 +43,5 @@ class RetrievalSettings:
             default_limit=env_int("SHELFWISE_RETRIEVAL_DEFAULT_LIMIT", 200, environ, minimum=1),
             catalog_sync_seconds=env_float("SHELFWISE_CATALOG_SYNC_SECONDS", 2.0, environ, minimum=0.05),
             fusion=Fusion.from_env(environ),
-            dense_wait_seconds=env_float("SHELFWISE_RETRIEVAL_DENSE_WAIT_SECONDS", 0.5, environ, minimum=0.001),
+            dense_wait_seconds=env_float("SHELFWISE_RETRIEVAL_DENSE_WAIT_SECONDS", DEFAULT_DENSE_WAIT_SECONDS, environ, minimum=0.001),
         )

@@ -112,10 +112,6 @@ class QueryBatcher:
         self._cache = cache
         self._batcher = MicroBatcher(self._encode_texts, "retrieval.encode_query", max_batch)
 
-    @property
-    def batches(self) -> int:
-        return self._batcher.batches
-
     async def encode(self, text: str) -> np.ndarray:
         return await self._batcher.submit(text)
 

@@ -9,6 +9,7 @@ from shelfwise.retrieval.v1 import retrieval_pb2, retrieval_pb2_grpc
 
 from services.common.errors import InvalidArgument
 from services.retrieval.catalog import MAX_ID_CHARS, MAX_SHORT_FIELD_CHARS, Product
+from services.retrieval.config import DEFAULT_DENSE_WAIT_SECONDS
 from services.retrieval.personal import MAX_HISTORY
 from services.retrieval.retriever import DENSE, HYBRID, LEXICAL, MAX_LIMIT, CandidateFilters, CatalogIndex
 
@@ -131,7 +132,7 @@ def _check_request(request: retrieval_pb2.RetrieveRequest) -> None:
 
 
 class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
-    def __init__(self, index: CatalogIndex, default_limit: int, dense_wait_seconds: float = 0.5):
+    def __init__(self, index: CatalogIndex, default_limit: int, dense_wait_seconds: float = DEFAULT_DENSE_WAIT_SECONDS):
         self._index = index
         self._default_limit = default_limit
         self._dense_wait = dense_wait_seconds
