@@ -222,3 +222,35 @@ def training_batches(
         inputs = right_aligned([s[:-1] for s in seqs], max_length, width)
         targets = right_aligned([s[1:] for s in seqs], max_length, width)
         yield inputs, targets
+
+
+def prefix_batches(
+    train_sequences: list[list[int]],
+    batch_size: int,
+    max_length: int,
+    rng: random.Random,
+    bucket_batches: int = 50,
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """One example per (prefix -> next item) pair, as RecBole trains SASRec: inputs [B, W] the
+    newest `max_length` items of the prefix, right-aligned, and targets [B, W] zero except the
+    last slot, which holds the next item. Every target is thus learnt in the slot that serving
+    reads (the newest item in the last window slot); ``training_batches`` learns all but the
+    last target of a sequence in earlier slots, with other position embeddings. It costs more
+    encoder work per epoch (a prefix of k items is encoded once per target instead of once per
+    sequence) for the same number of scored targets. Pairs are shuffled, then sorted by prefix
+    length inside groups of `bucket_batches` batches, as in ``training_batches``."""
+    pairs = [(user, end) for user, seq in enumerate(train_sequences) for end in range(1, len(seq))]
+    rng.shuffle(pairs)
+    group = batch_size * bucket_batches
+    batches = []
+    for start in range(0, len(pairs), group):
+        chunk = sorted(pairs[start:start + group], key=lambda pair: min(pair[1], max_length))
+        batches.extend(chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size))
+    rng.shuffle(batches)
+    for batch in batches:
+        prefixes = [train_sequences[user][max(0, end - max_length):end] for user, end in batch]
+        width = max(len(prefix) for prefix in prefixes)
+        inputs = right_aligned(prefixes, max_length, width)
+        targets = np.zeros_like(inputs)
+        targets[:, -1] = [train_sequences[user][end] for user, end in batch]
+        yield inputs, targets

@@ -77,6 +77,7 @@ from training.sequential_data import (
     eval_split,
     load_amazon,
     long_sequence_windows,
+    prefix_batches,
     training_batches,
     training_pairs,
     training_sequences,
@@ -98,6 +99,10 @@ class RecSettings:
     # Train every (prefix -> next item) pair of sequences longer than max_length + 1 (in
     # windows, sequential_data.long_sequence_windows), not only their newest max_length ones.
     all_positions: bool = False
+    # "sequences": one example per user sequence, a target at every slot (training_batches);
+    # "prefixes": one example per (prefix -> next item) pair, the target in the last slot, as
+    # RecBole trains SASRec (prefix_batches).
+    examples: str = "sequences"
     num_layers: int = 2
     num_heads: int = 2
     dropout: float = 0.5
@@ -211,7 +216,8 @@ def train_epoch(model, train_seqs: list[list[int]], settings: RecSettings, optim
 
     model.train()
     total, count = 0.0, 0
-    for inputs, targets in training_batches(train_seqs, settings.batch_size, settings.max_length, rng):
+    batches = prefix_batches if settings.examples == "prefixes" else training_batches
+    for inputs, targets in batches(train_seqs, settings.batch_size, settings.max_length, rng):
         inputs_t, targets_t = torch.from_numpy(inputs), torch.from_numpy(targets)
         table = model.item_vectors(model.sample_id_keep())
         mask = (inputs_t > 0).float()
@@ -251,11 +257,17 @@ def train_model(data: SequenceData, settings: RecSettings, progress: bool = True
     rng = random.Random(settings.seed)
     model = build_model(data, settings)
     train_seqs = training_pairs(training_sequences(data.sequences, settings.validate))
+    if settings.examples not in ("sequences", "prefixes"):
+        raise ValueError(f"examples must be 'sequences' or 'prefixes', not {settings.examples!r}")
     if settings.all_positions:
+        if settings.examples == "prefixes":
+            raise ValueError("all_positions is for examples='sequences': prefixes already train every pair")
         train_seqs = long_sequence_windows(train_seqs, settings.max_length)
     if not train_seqs:
         raise ValueError(f"{data.name}: no user has enough items to train on")
     valid = eval_split(data.sequences, "valid") if settings.validate else None
+    examples_per_epoch = (sum(len(s) - 1 for s in train_seqs) if settings.examples == "prefixes"
+                          else len(train_seqs))
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
 
     records: list[EpochRecord] = []
@@ -269,7 +281,7 @@ def train_model(data: SequenceData, settings: RecSettings, progress: bool = True
     try:
         for epoch in range(1, settings.epochs + 1):
             epoch_started = time.monotonic()
-            with tqdm(total=len(train_seqs), desc=f"epoch {epoch}", unit="user", file=sys.stderr, leave=False,
+            with tqdm(total=examples_per_epoch, desc=f"epoch {epoch}", unit="example", file=sys.stderr, leave=False,
                       disable=not progress, position=1) as bar:
                 loss = train_epoch(model, train_seqs, settings, optimizer, rng, bar)
             record = EpochRecord(epoch, loss, time.monotonic() - epoch_started)
@@ -360,6 +372,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "(default: %(default)s)")
     parser.add_argument("--all-positions", action=argparse.BooleanOptionalAction, default=defaults.all_positions,
                         help="train every position of sequences longer than the window (default: %(default)s)")
+    parser.add_argument("--examples", choices=["sequences", "prefixes"], default=defaults.examples,
+                        help="sequences: one example per user, a target at every position; prefixes: one "
+                             "example per (prefix -> next item) pair, as RecBole trains (default: %(default)s)")
     parser.add_argument("--layers", type=int, default=defaults.num_layers)
     parser.add_argument("--heads", type=int, default=defaults.num_heads)
     parser.add_argument("--negatives", type=int, default=defaults.negatives,
@@ -387,6 +402,7 @@ def run(args) -> int:
     torch.set_num_threads(max(1, args.threads))
     settings = RecSettings(
         dim=args.dim, block=args.block, positions=args.positions, all_positions=args.all_positions,
+        examples=args.examples,
         epochs=args.epochs, patience=args.patience, batch_size=args.batch_size, lr=args.lr,
         weight_decay=args.weight_decay, dropout=args.dropout, attention_dropout=args.attention_dropout,
         id_dropout=args.id_dropout, negatives=args.negatives,

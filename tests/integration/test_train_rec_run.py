@@ -53,9 +53,10 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def test_training_beats_popularity_on_the_validation_item():
+@pytest.mark.parametrize("examples", ["sequences", "prefixes"])
+def test_training_beats_popularity_on_the_validation_item(examples):
     data = synthetic_shop()
-    model, report = train_model(data, fast_settings(), progress=False)
+    model, report = train_model(data, fast_settings(examples=examples), progress=False)
     valid = eval_split(data.sequences, "valid")
     ours = evaluate_model(model, valid, data.num_items)["metrics"]
     popularity = evaluate_popularity(item_counts(training_sequences(data.sequences), NUM_ITEMS), valid)["metrics"]
@@ -63,6 +64,14 @@ def test_training_beats_popularity_on_the_validation_item():
     assert 1 <= report["best_epoch"] <= report["epochs_run"] <= 12
     assert ours["ndcg@10"] > popularity["ndcg@10"] + 0.2, (ours, popularity)
     assert ours["recall@10"] > 0.8
+
+
+def test_settings_that_contradict_each_other_are_refused():
+    data = synthetic_shop(users=20)
+    with pytest.raises(ValueError, match="prefixes already train every pair"):
+        train_model(data, fast_settings(examples="prefixes", all_positions=True), progress=False)
+    with pytest.raises(ValueError, match="examples must be"):
+        train_model(data, fast_settings(examples="windows"), progress=False)
 
 
 def test_training_without_hold_out_runs_the_fixed_number_of_epochs():

@@ -14,6 +14,7 @@ from training.sequential_data import (
     eval_split,
     item_counts,
     load_amazon,
+    prefix_batches,
     right_aligned,
     training_batches,
     training_pairs,
@@ -104,3 +105,21 @@ def test_training_batches_shift_by_one_cover_every_user_and_trim_to_the_longest(
         assert inputs[:, -1].min() > 0   # every row ends in the last slot
     # The long user is cut to its newest max_length + 1 items.
     assert sorted(seen) == sorted([(1, 2), (3, 4, 5, 6, 7), (4, 5, 6), (2, 4, 6, 1)])
+
+
+def test_prefix_batches_give_every_pair_once_with_the_target_in_the_last_slot():
+    sequences = training_pairs([[1, 2], [3, 4, 5, 6, 7, 8, 9], [4, 5, 6], [2, 4, 6, 1]])
+    seen = []
+    for inputs, targets in prefix_batches(sequences, batch_size=3, max_length=4, rng=random.Random(0)):
+        assert inputs.shape == targets.shape and inputs.shape[1] <= 4
+        # Only the last slot is a target; every prefix ends in the last input slot.
+        assert not targets[:, :-1].any() and targets[:, -1].min() > 0
+        assert inputs[:, -1].min() > 0
+        for row, target in zip(inputs, targets[:, -1]):
+            real = row[row > 0]
+            assert np.all(row[len(row) - len(real):] > 0)   # padding on the left only
+            seen.append((tuple(real), int(target)))
+    expected = [(tuple(seq[max(0, end - 4):end]), seq[end]) for seq in sequences for end in range(1, len(seq))]
+    # Every (prefix -> next item) pair once, long prefixes cut to their newest max_length items.
+    assert sorted(seen) == sorted(expected)
+    assert ((6, 7, 8), 9) not in seen and ((5, 6, 7, 8), 9) in seen
