@@ -195,6 +195,21 @@ def long_sequence_windows(train_sequences: list[list[int]], max_length: int) -> 
     return out
 
 
+def _length_bucketed(examples: list, length, batch_size: int, bucket_batches: int, rng: random.Random) -> list[list]:
+    """`examples` in batches of `batch_size`: shuffled, then sorted by `length(example)` inside
+    groups of `bucket_batches` batches, so each batch holds similar lengths (little padding)
+    while the batch order stays random."""
+    order = list(examples)
+    rng.shuffle(order)
+    group = batch_size * bucket_batches
+    batches = []
+    for start in range(0, len(order), group):
+        chunk = sorted(order[start:start + group], key=length)
+        batches.extend(chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size))
+    rng.shuffle(batches)
+    return batches
+
+
 def training_batches(
     train_sequences: list[list[int]],
     batch_size: int,
@@ -205,18 +220,9 @@ def training_batches(
     """(inputs, targets) int64 [B, W]: inputs are seq[:-1], targets seq[1:], right-aligned and
     trimmed to the longest sequence of the batch (W <= max_length); of a sequence longer than
     `max_length + 1` only the newest `max_length` targets train (``long_sequence_windows``
-    first trains them all). Users are shuffled, then
-    sorted by length inside groups of `bucket_batches` batches, so each batch holds similar
-    lengths while the batch order stays random."""
-    order = list(range(len(train_sequences)))
-    rng.shuffle(order)
-    group = batch_size * bucket_batches
-    batches = []
-    for start in range(0, len(order), group):
-        chunk = sorted(order[start:start + group], key=lambda u: len(train_sequences[u]))
-        batches.extend(chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size))
-    rng.shuffle(batches)
-    for batch in batches:
+    first trains them all). Users are bucketed by length (``_length_bucketed``)."""
+    users = list(range(len(train_sequences)))
+    for batch in _length_bucketed(users, lambda u: len(train_sequences[u]), batch_size, bucket_batches, rng):
         seqs = [train_sequences[u][-(max_length + 1):] for u in batch]
         width = min(max_length, max(len(s) for s in seqs) - 1)
         inputs = right_aligned([s[:-1] for s in seqs], max_length, width)
@@ -237,17 +243,10 @@ def prefix_batches(
     reads (the newest item in the last window slot); ``training_batches`` learns all but the
     last target of a sequence in earlier slots, with other position embeddings. It costs more
     encoder work per epoch (a prefix of k items is encoded once per target instead of once per
-    sequence) for the same number of scored targets. Pairs are shuffled, then sorted by prefix
-    length inside groups of `bucket_batches` batches, as in ``training_batches``."""
+    sequence) for the same number of scored targets. Pairs are bucketed by prefix length
+    (``_length_bucketed``)."""
     pairs = [(user, end) for user, seq in enumerate(train_sequences) for end in range(1, len(seq))]
-    rng.shuffle(pairs)
-    group = batch_size * bucket_batches
-    batches = []
-    for start in range(0, len(pairs), group):
-        chunk = sorted(pairs[start:start + group], key=lambda pair: min(pair[1], max_length))
-        batches.extend(chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size))
-    rng.shuffle(batches)
-    for batch in batches:
+    for batch in _length_bucketed(pairs, lambda pair: min(pair[1], max_length), batch_size, bucket_batches, rng):
         prefixes = [train_sequences[user][max(0, end - max_length):end] for user, end in batch]
         width = max(len(prefix) for prefix in prefixes)
         inputs = right_aligned(prefixes, max_length, width)

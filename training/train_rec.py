@@ -10,11 +10,18 @@ scored once, by ``shelfwise eval rec``, per final model.
 
 Training, the recipe that makes SASRec strong on these files:
 
-- full softmax cross-entropy over ALL items at EVERY position of the sequence (the original
-  SASRec samples one negative with a binary loss; scoring against the whole catalogue is both
-  the evaluation protocol and a much better training signal);
-- batches of users bucketed by length and trimmed to their longest sequence; the loss only
-  at real positions (no logits computed for padding);
+- softmax cross-entropy of the next item against the catalogue (the original SASRec samples
+  one negative with a binary loss; scoring against the whole catalogue is both the evaluation
+  protocol and a much better training signal);
+- one example per (prefix -> next item) pair, the prefix right-aligned so the target is learnt
+  in the window's last slot, the one serving reads (``--examples prefixes``, RecBole's way,
+  ``sequential_data.prefix_batches``). The alternative, one example per user with a target at
+  every slot (``--examples sequences``, the original SASRec's way), costs about a fifth of the
+  encoder work but learns all but the last target in slots with other position embeddings
+  than serving uses: on Beauty validation (sampled softmax, 20 epochs, patience 5) prefixes
+  reached NDCG@10 0.0704 / 0.0500 (history excluded / kept) against 0.0630 / 0.0452;
+- batches bucketed by length and trimmed to their longest history; the loss only at target
+  slots (no logits computed for padding);
 - the loss scores each position against 2,048 items drawn uniformly per batch (``--negatives``;
   0 = the full softmax, always used for catalogues that small): on Beauty the full softmax
   cost about 0.67 s per batch of 256 users on one contended core, the sampled one about 0.2 s;
@@ -102,7 +109,7 @@ class RecSettings:
     # "sequences": one example per user sequence, a target at every slot (training_batches);
     # "prefixes": one example per (prefix -> next item) pair, the target in the last slot, as
     # RecBole trains SASRec (prefix_batches).
-    examples: str = "sequences"
+    examples: str = "prefixes"
     num_layers: int = 2
     num_heads: int = 2
     dropout: float = 0.5
