@@ -24,7 +24,9 @@ Rows:
 - RecBole SASRec: ``training.recbole_baseline.run_sasrec`` (trains or reuses its cache under
   ``build/recbole/<file stem>/``, the same split, RecBole's own full-ranking evaluator, which
   does not exclude history items for sequential models); ``--skip-recbole`` leaves it out,
-  ``--recbole-cached-only`` never trains it;
+  ``--recbole-cached-only`` never trains it, ``--recbole-checkpoint`` scores the best checkpoint
+  of a run trained in pieces (``python -m training.recbole_baseline NAME --resume``) without
+  training;
 - popularity: training-split item counts (each user's last two items left out), same exclusion
   and tie rules;
 - published Beauty figures (Recall@10 / NDCG@10), printed for reference and labelled as not
@@ -178,14 +180,23 @@ def evaluate_popularity(counts: np.ndarray, split: EvalSet, chunk_users: int = C
 
 
 def run_recbole(name: str, sequences: list[list[int]], work_dir: Path, epochs: int | None, threads: int,
-                fresh: bool, cached_only: bool = False) -> dict:
+                fresh: bool, cached_only: bool = False, checkpoint: bool = False) -> dict:
     """RecBole SASRec through the baseline module, or a dict with `unavailable` saying why.
     `cached_only`: return the baseline's cached result for exactly these data and settings,
-    never train (a full RecBole run takes hours on a CPU)."""
+    never train (a full RecBole run takes hours on a CPU). `checkpoint`: never train either,
+    score the best checkpoint in `work_dir` (``recbole_baseline.rescore``), e.g. of a long run
+    trained in pieces (``--resume``) that early stopping has not ended yet."""
     try:
         from training import recbole_baseline
     except Exception as error:  # the module, RecBole or one of its dependencies is missing
         return {"unavailable": f"training.recbole_baseline not importable: {type(error).__name__}: {error}"}
+    if checkpoint:
+        try:
+            return {**recbole_baseline.rescore(name, sequences, work_dir, threads=threads), "checkpoint": True}
+        except FileNotFoundError as error:
+            return {"unavailable": f"{error}; train one with `python -m training.recbole_baseline {name}`"}
+        except Exception as error:
+            return {"unavailable": f"rescoring the checkpoint failed: {type(error).__name__}: {error}"}
     if epochs is None:
         # The benchmark's cap (RecBole's own 300 epochs take a day per data set on a CPU).
         epochs = getattr(recbole_baseline, "BENCHMARK_EPOCHS", None)
@@ -285,17 +296,22 @@ def evaluate_dataset(key: str, args) -> tuple[int, dict | None]:
     else:
         print(f"{data.name}: RecBole SASRec ...", file=sys.stderr, flush=True)
         recbole = run_recbole(data.name, data.sequences, args.recbole_dir / data.name, args.recbole_epochs,
-                              args.threads, args.recbole_fresh, args.recbole_cached_only)
+                              args.threads, args.recbole_fresh, args.recbole_cached_only, args.recbole_checkpoint)
         if "unavailable" in recbole:
             recbole_row = {"label": recbole_label, "unavailable": recbole["unavailable"]}
         else:
             cap = (recbole.get("config") or {}).get("epochs")
+            if recbole.get("checkpoint"):
+                label = f"RecBole SASRec (checkpoint, epoch {recbole['checkpoint_epoch']})"
+            else:
+                label = f"RecBole SASRec ({cap}-epoch cap, its evaluator)" if cap else recbole_label
             recbole_row = {
-                "label": f"RecBole SASRec ({cap}-epoch cap, its evaluator)" if cap else recbole_label,
+                "label": label,
                 "history_excluded": False,
                 "metrics": {name: float(recbole[name]) for name in METRICS},
                 **{k: recbole.get(k) for k in ("train_seconds", "epochs_run", "best_epoch", "stopped_early", "users",
-                                               "cached", "config", "recbole_version")},
+                                               "cached", "config", "recbole_version", "checkpoint",
+                                               "checkpoint_epoch", "best_valid_ndcg@10", "checkpoint_epoch_cap")},
             }
     rows.append(recbole_row)
     if "metrics" in recbole_row and recbole.get("history_excluded"):
@@ -317,9 +333,16 @@ def evaluate_dataset(key: str, args) -> tuple[int, dict | None]:
         if recbole.get("history_excluded"):
             diff = ours["metrics"]["ndcg@10"] - recbole["history_excluded"]["ndcg@10"]
             notes.append(f"ours - RecBole SASRec NDCG@10 under the same rule (history excluded) = {diff:+.4f}")
-        notes.append(f"RecBole SASRec: {recbole_row.get('epochs_run')} epochs (cap "
-                     f"{(recbole_row.get('config') or {}).get('epochs')}; not converged at a small cap), "
-                     f"{recbole_row.get('train_seconds')}s training{' (cached result)' if recbole_row.get('cached') else ''}")
+        if recbole_row.get("checkpoint"):
+            notes.append(f"RecBole SASRec: the best checkpoint in {args.recbole_dir / data.name} (epoch "
+                         f"{recbole_row['checkpoint_epoch']}, validation NDCG@10 {recbole_row['best_valid_ndcg@10']:.4f} "
+                         f"under its rule, epoch cap {recbole_row['checkpoint_epoch_cap']}); see its recbole.log "
+                         "for whether early stopping has ended that run")
+        else:
+            notes.append(f"RecBole SASRec: {recbole_row.get('epochs_run')} epochs (cap "
+                         f"{(recbole_row.get('config') or {}).get('epochs')}; not converged at a small cap), "
+                         f"{recbole_row.get('train_seconds')}s training"
+                         f"{' (cached result)' if recbole_row.get('cached') else ''}")
     if training:
         best = training.get("best_valid") or {}
         notes.append(f"ours: validation NDCG@10 {best.get('ndcg@10', float('nan')):.4f} (the item used for early "
@@ -359,6 +382,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--recbole-fresh", action="store_true", help="retrain RecBole instead of using its cache")
     parser.add_argument("--recbole-cached-only", action="store_true",
                         help="use RecBole's cached result only, never train it (hours on a CPU)")
+    parser.add_argument("--recbole-checkpoint", action="store_true",
+                        help="score RecBole's best checkpoint in --recbole-dir, never train (for a run trained "
+                             "in pieces with `python -m training.recbole_baseline NAME --resume`)")
     parser.add_argument("--recbole-dir", type=Path, default=Path("build") / "recbole",
                         help="RecBole work folders, one per file stem (default: %(default)s, as "
                              "`python -m training.recbole_baseline`)")

@@ -122,7 +122,7 @@ def test_train_and_eval_commands_write_model_reports_and_table(tmp_path, capsys,
     # A RecBole result (stubbed: the real run takes hours) lands in its row and in the comparison.
     import training.eval_rec as eval_rec
 
-    def fake_recbole(name, sequences, work_dir, epochs, threads, fresh, cached_only=False):
+    def fake_recbole(name, sequences, work_dir, epochs, threads, fresh, cached_only=False, checkpoint=False):
         assert name == "Beauty" and len(sequences) == 200 and work_dir.name == "Beauty"
         return {"recall@10": 0.5, "ndcg@10": 0.25, "recall@20": 0.6, "ndcg@20": 0.3, "train_seconds": 1.0,
                 "epochs_run": 3, "cached": True, "config": {"epochs": 3}}
@@ -134,6 +134,21 @@ def test_train_and_eval_commands_write_model_reports_and_table(tmp_path, capsys,
     assert "RecBole SASRec (3-epoch cap" in printed and "ours - RecBole SASRec NDCG@10" in printed
     recbole = json.loads((reports / "rec-beauty.json").read_text())["rows"][2]
     assert recbole["metrics"]["ndcg@10"] == 0.25 and recbole["history_excluded"] is False
+
+    # --recbole-checkpoint: the best checkpoint of an unfinished run, named as such.
+    def fake_checkpoint(name, sequences, work_dir, epochs, threads, fresh, cached_only=False, checkpoint=False):
+        assert checkpoint
+        return {"recall@10": 0.5, "ndcg@10": 0.25, "recall@20": 0.6, "ndcg@20": 0.3, "checkpoint": True,
+                "checkpoint_epoch": 20, "best_valid_ndcg@10": 0.05, "checkpoint_epoch_cap": 300,
+                "history_excluded": {"recall@10": 0.6, "ndcg@10": 0.3, "recall@20": 0.7, "ndcg@20": 0.35}}
+
+    monkeypatch.setattr(eval_rec, "run_recbole", fake_checkpoint)
+    assert eval_main(["--dataset", "beauty", "--data-dir", str(tmp_path / "data"), "--models-dir",
+                      str(tmp_path / "rec"), "--reports-dir", str(reports), "--bootstrap", "100",
+                      "--recbole-checkpoint"]) == 0
+    printed = capsys.readouterr().out
+    assert "RecBole SASRec (checkpoint, epoch 20)" in printed and "validation NDCG@10 0.0500" in printed
+    assert "RecBole SASRec, same model, our evaluator" in printed
 
 
 def test_eval_without_a_trained_model_says_which_command_to_run(tmp_path, capsys):

@@ -135,6 +135,16 @@ def test_our_evaluator_ranks_recboles_model_as_recbole_does_and_a_resumed_run_co
     assert again["checkpoint_epoch"] == resumed["best_epoch"]
     assert again["history_excluded"] == pytest.approx(resumed["history_excluded"])
 
+    # `shelfwise eval rec --recbole-checkpoint` scores that same checkpoint, without training.
+    from training.eval_rec import run_recbole
+
+    row = run_recbole("fixture", SEQUENCES, work_dir, None, 1, False, checkpoint=True)
+    assert row["checkpoint"] and row["checkpoint_epoch"] == again["checkpoint_epoch"]
+    assert row["history_excluded"] == pytest.approx(again["history_excluded"])
+    assert row["ndcg@10"] == pytest.approx(again["ndcg@10"])
+    missing = run_recbole("fixture", SEQUENCES, tmp_path / "none", None, 1, False, checkpoint=True)
+    assert "no checkpoint at" in missing["unavailable"] and "python -m training.recbole_baseline fixture" in missing["unavailable"]
+
 
 def test_resuming_without_a_checkpoint_says_what_to_run_first(tmp_path):
     with pytest.raises(FileNotFoundError, match="run without --resume first"):
