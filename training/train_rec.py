@@ -16,7 +16,7 @@ Training, the recipe that makes SASRec strong on these files:
 - one example per (prefix -> next item) pair, the prefix right-aligned so the target is learnt
   in the window's last slot, the one serving reads (``--examples prefixes``, RecBole's way,
   ``sequential_data.prefix_batches``). The alternative, one example per user with a target at
-  every slot (``--examples sequences``, the original SASRec's way), costs about a fifth of the
+  every slot (``--examples sequences``, the original SASRec's way), costs about an eighth of the
   encoder work but learns all but the last target in slots with other position embeddings
   than serving uses: on Beauty validation (sampled softmax, 20 epochs, patience 5) prefixes
   reached NDCG@10 0.0704 / 0.0500 (history excluded / kept) against 0.0630 / 0.0452;
@@ -32,8 +32,9 @@ Training, the recipe that makes SASRec strong on these files:
   computes it) after every epoch; the best state is kept and training stops after
   ``--patience`` epochs without improvement.
 
-Against RecBole's SASRec (Beauty, validation NDCG@10 history excluded / kept, RecBole's rule
-being "kept"), one change at a time, screened with the sampled loss, at most 20 epochs,
+Against RecBole's SASRec, screened with ``--examples sequences`` (Beauty, validation NDCG@10
+history excluded / kept, RecBole's rule being "kept"), one change at a time, with the
+sampled loss, at most 20 epochs,
 patience 5 (baseline 0.0630 / 0.0452 at epoch 18): ``--block post`` (RecBole's block: post-LN,
 LayerNorm + dropout on the embedding sum, no sqrt(dim) scaling) 0.0620 / 0.0455;
 ``--positions start`` 0.0591 / 0.0434 at its 15-epoch cap (baseline at epoch 15: 0.0601 /
