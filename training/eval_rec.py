@@ -153,6 +153,7 @@ def evaluate_model(model: "SequentialRecommender", split: EvalSet, num_items: in
     try:
         with torch.no_grad():
             table = model.item_vectors()
+            scoring = model.scoring_vectors()
             if table.shape[0] != num_items + 1:
                 raise ValueError(f"the model knows {table.shape[0] - 1} items, the data has {num_items}")
 
@@ -160,7 +161,7 @@ def evaluate_model(model: "SequentialRecommender", split: EvalSet, num_items: in
                 histories = [split.histories[i] for i in index]
                 width = min(max_length, max(1, max(len(h) for h in histories)))
                 ids = torch.from_numpy(right_aligned(histories, max_length, width))
-                return model.encode_ids(ids, table) @ table.T
+                return model.encode_ids(ids, table) @ scoring.T
 
             ranks = target_ranks(scores, split, chunk_users, exclude_history)
     finally:

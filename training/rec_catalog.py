@@ -13,7 +13,8 @@ embeddings as content features, so that the content part of every item vector is
 projection of its text, and exports the next version of `user_sequence_encoder`:
 
     <repository>/user_sequence_encoder/<version>/model.onnx     history, history_mask -> user_vector
-    <repository>/user_sequence_encoder/<version>/items.npz      product_ids, vectors, content_weight, content_bias
+    <repository>/user_sequence_encoder/<version>/items.npz      product_ids, vectors, history_vectors,
+                                                                content_weight, content_bias
     <repository>/user_sequence_encoder/<version>/metadata.json  max_length, dim, text_encoder, training report
 
 `items.npz` holds only products that occur in the training sequences: an ID embedding that
@@ -132,11 +133,13 @@ def export_version(model, product_ids, trained_items, text_encoder: str, reposit
         export_user_encoder(model, staging / "model.onnx")
         with torch.no_grad():
             table = model.item_vectors().numpy()
+            scoring = model.scoring_vectors().numpy()
         weight, bias = model.content_projection()
         np.savez(
             staging / "items.npz",
             product_ids=np.array([product_ids[item - 1] for item in trained_items]),
-            vectors=table[trained_items].astype(np.float32),
+            vectors=scoring[trained_items].astype(np.float32),
+            history_vectors=table[trained_items].astype(np.float32),
             content_weight=weight.astype(np.float32),
             content_bias=bias.astype(np.float32),
         )

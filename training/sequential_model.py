@@ -1,6 +1,7 @@
 """The sequential recommender: a SASRec-style causal transformer over a user's recent items.
 
-One table of item vectors serves both ends of the model (weight tying, as in SASRec):
+One table of item vectors serves both ends of the model (weight tying, as in SASRec), unless
+``ModelConfig.untied_output`` (then see ``scoring_vectors``):
 
 - ``item_vectors()`` [num_items + 1, dim], row 0 (padding) all zeros, is the sum of a learned
   ID embedding, the mean of the item's attribute embeddings (brand/category ids, when given)
@@ -14,7 +15,12 @@ One table of item vectors serves both ends of the model (weight tying, as in SAS
   does); ``block`` = "pre" (pre-LayerNorm blocks, item input scaled by sqrt(dim), a final
   LayerNorm) or "post" (RecBole/BERT-style: LayerNorm + dropout on the item + position sum, no
   scaling, post-LayerNorm blocks without dropout inside the feed-forward layer);
-- score(user, item) = dot(user vector, item vector).
+- score(user, item) = dot(user vector, item vector). With ``untied_output`` the item side of
+  the score is ``scoring_vectors()``: the item vector plus a learned per-item correction of its
+  ID part (zero at the start). Tied, the user vector after a history ending in item i points
+  at i's own vector, so i outranks what comes next for most shoppers whenever history items
+  are left in the ranking; the correction lets the model score an item differently from how
+  it reads it. New items (content or attribute vectors only) are the same at both ends.
 
 Training (``training.train_rec``) uses full softmax cross-entropy over all items at every
 position. ID dropout: with probability ``id_dropout`` an item's ID-embedding part is zeroed for
@@ -25,7 +31,8 @@ alone has to be a usable vector: that is what a new item, never seen in training
 Serving gets the user encoder alone as ONNX (``export_user_encoder``): inputs ``history`` FP32
 [batch, 50, 64] (the item vectors of the history, looked up by the caller from
 ``item_vectors()``; zeros in padding slots) and ``history_mask`` FP32 [batch, 50] (1 = real
-item), output ``user_vector`` FP32 [batch, 64].
+item), output ``user_vector`` FP32 [batch, 64], which retrieval scores against
+``scoring_vectors()`` (``training.rec_catalog`` exports both tables).
 
 Attention masking: a slot may attend to itself and to earlier real items. Letting every slot
 see itself keeps every attention row non-empty, so the left padding of a short history (whose
@@ -66,6 +73,11 @@ class ModelConfig:
     # "end": a position per window slot (the newest item always in the last one);
     # "start": positions counted from the oldest item in the window (0, 1, ...), as RecBole does.
     positions: str = "end"
+    # False: one table of item vectors is both the history input and the scoring table (SASRec's
+    # weight tying). True: the scoring table adds a learned per-item correction to the ID part
+    # (`output_embedding`, zero at the start, so training starts tied), so an item's input
+    # vector need not score the item itself highly.
+    untied_output: bool = False
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -117,6 +129,7 @@ class SequentialRecommender(nn.Module):
         n, dim = config.num_items, config.dim
         post = config.block == "post"
         self.item_embedding = nn.Embedding(n + 1, dim, padding_idx=0)
+        self.output_embedding = nn.Embedding(n + 1, dim, padding_idx=0) if config.untied_output else None
         self.position_embedding = nn.Embedding(config.max_length, dim)
         # Attributes: a padded [n + 1, max_attributes] index (0 = none) and the count per item.
         if config.num_attributes > 0:
@@ -164,6 +177,8 @@ class SequentialRecommender(nn.Module):
                     nn.init.zeros_(module.bias)
         with torch.no_grad():
             self.item_embedding.weight[0].zero_()
+            if self.output_embedding is not None:
+                self.output_embedding.weight.zero_()
             if self.attribute_embedding is not None:
                 self.attribute_embedding.weight[0].zero_()
 
@@ -183,6 +198,16 @@ class SequentialRecommender(nn.Module):
         """[num_items + 1, dim], row 0 zeros. `id_keep` [num_items + 1] (0/1) zeroes the ID part
         of some items (ID dropout during training)."""
         ids = self.item_embedding.weight
+        if id_keep is not None:
+            ids = ids * id_keep[:, None]
+        return (ids + self.side_vectors()) * self.row_mask
+
+    def scoring_vectors(self, id_keep: torch.Tensor | None = None) -> torch.Tensor:
+        """[num_items + 1, dim]: the table users are scored against; `item_vectors` itself
+        unless the model has an untied output table (then its ID part plus the correction)."""
+        if self.output_embedding is None:
+            return self.item_vectors(id_keep)
+        ids = self.item_embedding.weight + self.output_embedding.weight
         if id_keep is not None:
             ids = ids * id_keep[:, None]
         return (ids + self.side_vectors()) * self.row_mask

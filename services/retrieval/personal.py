@@ -6,9 +6,11 @@ With a sequence model deployed (`user_sequence_encoder` in the model repository,
 shopper vector is scored against every product's item vector by dot product, as in training.
 The version folder holds, next to `model.onnx`:
 
-- `items.npz`: `product_ids` and `vectors` [n, dim] of the products seen in training, and the
-  content projection `content_weight` [text_dim, dim], `content_bias` [dim] that maps a text
-  embedding into the item space. Products added to the catalogue after training get
+- `items.npz`: `product_ids` and `vectors` [n, dim] of the products seen in training (the
+  table shoppers are scored against), `history_vectors` [n, dim] (the same products' vectors
+  as history input: a model with an untied output table has two; exports without the array
+  have one table for both), and the content projection `content_weight` [text_dim, dim],
+  `content_bias` [dim] that maps a text embedding into the item space (both ends share it). Products added to the catalogue after training get
   `text_vector @ content_weight + content_bias` (the model was trained with ID dropout so that
   this content part alone is a usable item vector): new products are recommendable without a
   retrain.
@@ -60,6 +62,7 @@ class ItemTable:
 
     product_ids: tuple[str, ...]
     vectors: np.ndarray
+    history_vectors: np.ndarray
     content_weight: np.ndarray
     content_bias: np.ndarray
     text_encoder: str
@@ -73,9 +76,16 @@ class ItemTable:
     def read(cls, version_dir: Path) -> "ItemTable":
         metadata = json.loads((version_dir / "metadata.json").read_text())
         with np.load(version_dir / "items.npz", allow_pickle=False) as data:
+            vectors = np.asarray(data["vectors"], dtype=np.float32)
+            history_vectors = (np.asarray(data["history_vectors"], dtype=np.float32)
+                               if "history_vectors" in data.files else vectors)
+            if history_vectors.shape != vectors.shape:
+                raise ValueError(f"{version_dir / 'items.npz'}: history_vectors {list(history_vectors.shape)} "
+                                 f"and vectors {list(vectors.shape)} differ in shape")
             return cls(
                 product_ids=tuple(str(p) for p in data["product_ids"]),
-                vectors=np.asarray(data["vectors"], dtype=np.float32),
+                vectors=vectors,
+                history_vectors=history_vectors,
                 content_weight=np.asarray(data["content_weight"], dtype=np.float32),
                 content_bias=np.asarray(data["content_bias"], dtype=np.float32),
                 text_encoder=str(metadata["text_encoder"]),
@@ -123,6 +133,18 @@ class SequenceModel:
             vectors[new] = np.asarray(text_vectors, dtype=np.float32)[new] @ self.table.content_weight + self.table.content_bias
             known[new] = True
         return vectors, known
+
+    def history_vectors(self, product_ids: Sequence[str], item_vectors: np.ndarray) -> np.ndarray:
+        """The history input of the user encoder for these products, given their `item_vectors`:
+        trained products read the table's history vectors (different from their item vectors
+        when the model's output table is untied); the others keep their item vector, the
+        projected text embedding, which is the same at both ends."""
+        inputs = np.array(item_vectors, dtype=np.float32, copy=True)
+        for index, product_id in enumerate(product_ids):
+            row = self._row_of.get(product_id)
+            if row is not None:
+                inputs[index] = self.table.history_vectors[row]
+        return inputs
 
     async def user_vector(self, history_vectors: np.ndarray) -> np.ndarray:
         """Shopper vector [dim] from the item vectors of the history, oldest first: the most

@@ -558,7 +558,10 @@ class CatalogIndex:
             slots = slots[self._has_item_vector[slots]] if len(slots) else slots
             if len(slots) == 0:
                 return None
-            vector = await self._sequence_model.user_vector(self._items.vectors[slots])
+            inputs = self._sequence_model.history_vectors(
+                [self._products[slot].id for slot in slots.tolist()], self._items.vectors[slots]
+            )
+            vector = await self._sequence_model.user_vector(inputs)
             return Shopper(slots, self._sequence_model.version, vector=vector)
         if len(slots) == 0:
             return None

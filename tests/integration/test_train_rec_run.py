@@ -53,10 +53,11 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-@pytest.mark.parametrize("examples", ["sequences", "prefixes"])
-def test_training_beats_popularity_on_the_validation_item(examples):
+@pytest.mark.parametrize("variant", [{"examples": "sequences"}, {"examples": "prefixes"},
+                                     {"examples": "prefixes", "untied_output": True}])
+def test_training_beats_popularity_on_the_validation_item(variant):
     data = synthetic_shop()
-    model, report = train_model(data, fast_settings(examples=examples), progress=False)
+    model, report = train_model(data, fast_settings(**variant), progress=False)
     valid = eval_split(data.sequences, "valid")
     ours = evaluate_model(model, valid, data.num_items)["metrics"]
     popularity = evaluate_popularity(item_counts(training_sequences(data.sequences), NUM_ITEMS), valid)["metrics"]
@@ -64,6 +65,21 @@ def test_training_beats_popularity_on_the_validation_item(examples):
     assert 1 <= report["best_epoch"] <= report["epochs_run"] <= 12
     assert ours["ndcg@10"] > popularity["ndcg@10"] + 0.2, (ours, popularity)
     assert ours["recall@10"] > 0.8
+
+
+def test_only_the_untied_output_correction_gets_the_output_decay():
+    from training.train_rec import build_model, parameter_groups
+
+    data = synthetic_shop(users=20)
+    tied = build_model(data, fast_settings())
+    assert parameter_groups(tied, fast_settings()) == [{"params": list(tied.parameters())}]
+    settings = fast_settings(untied_output=True, output_decay=3.0, weight_decay=0.01)
+    untied = build_model(data, settings)
+    rest, correction = parameter_groups(untied, settings)
+    assert correction["params"] == [untied.output_embedding.weight] and correction["weight_decay"] == 3.0
+    assert "weight_decay" not in rest   # the optimizer's default, settings.weight_decay
+    assert {id(p) for p in rest["params"]} | {id(untied.output_embedding.weight)} == {id(p) for p in untied.parameters()}
+    assert len(rest["params"]) == len(list(untied.parameters())) - 1
 
 
 def test_settings_that_contradict_each_other_are_refused():

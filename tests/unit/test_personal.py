@@ -117,6 +117,32 @@ def sequence_repository(tmp_path):
 def test_item_table_reads_the_exported_files(sequence_repository) -> None:
     table = ItemTable.read(sequence_repository / "user_sequence_encoder" / "4")
     assert table.product_ids == ("p1", "p2") and table.dimension == 3 and table.max_length == 3
+    # An export without `history_vectors` (a tied model's, before the array existed): one table.
+    np.testing.assert_array_equal(table.history_vectors, table.vectors)
+
+
+def _add_history_vectors(repository, history_vectors: np.ndarray) -> None:
+    path = repository / "user_sequence_encoder" / "4" / "items.npz"
+    with np.load(path) as data:
+        arrays = dict(data)
+    np.savez(path, **arrays, history_vectors=history_vectors)
+
+
+def test_an_untied_model_reads_trained_histories_from_its_own_table(sequence_repository) -> None:
+    _add_history_vectors(sequence_repository, np.array([[0.0, 0.0, 7.0], [0.0, 8.0, 0.0]], np.float32))
+    model = SequenceModel(RecordingBackend(sequence_repository), "text_encoder/1")
+    vectors, _ = model.item_vectors(["p1", "new"], np.array([[0.0, 0.0], [0.5, 0.0]], np.float32))
+    np.testing.assert_allclose(vectors, [[1.0, 0.0, 0.0], [0.0, 0.0, 1.5]])   # scored against these
+    inputs = model.history_vectors(["p1", "new"], vectors)
+    # p1 is read from history_vectors; the new product's projected text vector serves both ends.
+    np.testing.assert_allclose(inputs, [[0.0, 0.0, 7.0], [0.0, 0.0, 1.5]])
+    np.testing.assert_allclose(vectors[0], [1.0, 0.0, 0.0])   # the caller's array is left alone
+
+
+def test_an_export_whose_two_tables_disagree_is_refused(sequence_repository) -> None:
+    _add_history_vectors(sequence_repository, np.zeros((3, 3), np.float32))
+    with pytest.raises(ValueError, match="history_vectors .* differ in shape"):
+        ItemTable.read(sequence_repository / "user_sequence_encoder" / "4")
 
 
 def test_products_new_since_training_get_projected_text_vectors_when_the_encoder_matches(sequence_repository) -> None:

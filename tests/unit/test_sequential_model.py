@@ -22,7 +22,8 @@ from training.sequential_model import (
 
 NUM_ITEMS = 30
 # Encoder variants (ModelConfig.block / positions): every one must keep the serving contract.
-VARIANTS = [{}, {"block": "post"}, {"positions": "start"}, {"block": "post", "positions": "start"}]
+VARIANTS = [{}, {"block": "post"}, {"positions": "start"}, {"block": "post", "positions": "start"},
+            {"untied_output": True}]
 
 
 def make_model(content_dim: int = 0, **overrides) -> SequentialRecommender:
@@ -51,6 +52,26 @@ def test_item_vectors_have_a_zero_padding_row_and_tie_input_and_output():
     user = model.encode_ids(history)
     manual = model.encode_history(vectors[history], (history > 0).float())
     torch.testing.assert_close(user, manual)
+
+
+def test_the_scoring_table_is_the_input_table_unless_untied():
+    tied = make_model(content_dim=5)
+    assert tied.output_embedding is None
+    torch.testing.assert_close(tied.scoring_vectors(), tied.item_vectors())
+
+    torch.manual_seed(0)
+    fresh = SequentialRecommender(ModelConfig(num_items=NUM_ITEMS, untied_output=True))
+    torch.testing.assert_close(fresh.scoring_vectors(), fresh.item_vectors())   # training starts tied
+
+    untied = make_model(content_dim=5, untied_output=True)
+    scoring, inputs = untied.scoring_vectors(), untied.item_vectors()
+    assert torch.count_nonzero(scoring[0]) == 0
+    torch.testing.assert_close(scoring[1:] - inputs[1:], untied.output_embedding.weight[1:])
+    # ID dropout drops the correction with the ID part: the side part is what a new item gets.
+    keep = torch.ones(NUM_ITEMS + 1)
+    keep[3] = 0
+    torch.testing.assert_close(untied.scoring_vectors(keep)[3], untied.side_vectors()[3])
+    torch.testing.assert_close(untied.scoring_vectors(keep)[4], scoring[4])
 
 
 def test_id_dropout_leaves_the_attribute_and_content_part():
@@ -155,6 +176,7 @@ def test_checkpoint_round_trip_keeps_vectors_and_user_vectors(tmp_path, variant)
     save_model(model, tmp_path / "model.pt")
     loaded = load_model(tmp_path / "model.pt")
     torch.testing.assert_close(loaded.item_vectors(), model.item_vectors())
+    torch.testing.assert_close(loaded.scoring_vectors(), model.scoring_vectors())
     ids = torch.from_numpy(right_aligned([[1, 2, 3], [7]], 50))
     torch.testing.assert_close(loaded.encode_ids(ids), model.encode_ids(ids))
 
