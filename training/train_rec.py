@@ -289,6 +289,8 @@ def train_model(data: SequenceData, settings: RecSettings, progress: bool = True
     train_seqs = training_pairs(training_sequences(data.sequences, settings.validate))
     if settings.examples not in ("sequences", "prefixes"):
         raise ValueError(f"examples must be 'sequences' or 'prefixes', not {settings.examples!r}")
+    if settings.output_decay and not settings.untied_output:
+        raise ValueError("output_decay is for untied_output: a tied model has no output correction to decay")
     if settings.all_positions:
         if settings.examples == "prefixes":
             raise ValueError("all_positions is for examples='sequences': prefixes already train every pair")

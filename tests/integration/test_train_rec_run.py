@@ -86,6 +86,8 @@ def test_settings_that_contradict_each_other_are_refused():
     data = synthetic_shop(users=20)
     with pytest.raises(ValueError, match="prefixes already train every pair"):
         train_model(data, fast_settings(examples="prefixes", all_positions=True), progress=False)
+    with pytest.raises(ValueError, match="output_decay is for untied_output"):
+        train_model(data, fast_settings(output_decay=1.0), progress=False)
     with pytest.raises(ValueError, match="examples must be"):
         train_model(data, fast_settings(examples="windows"), progress=False)
 
