@@ -63,6 +63,8 @@ Output (default ``build/rec/<dataset>/``): ``model.pt`` (config + weights of the
 ``config.json`` (model config, settings, dataset) and ``training_report.json`` (seconds, epochs,
 best validation metrics, per-epoch curve, machine). ``--no-progress`` prints one line per epoch
 instead of progress bars, for a log file (``build/rec/<dataset>/train.log`` by convention).
+Ctrl-C (SIGINT) after the first validated epoch stops the run and saves the best epoch so far,
+with ``"interrupted": true`` in the report and exit status 130.
 
 Usage::
 
@@ -310,7 +312,7 @@ def train_model(data: SequenceData, settings: RecSettings, progress: bool = True
     started = time.monotonic()
     epochs_bar = tqdm(total=settings.epochs, desc=f"train rec {data.name}", unit="epoch", file=sys.stderr,
                       disable=not progress, position=0)
-    stopped_early = False
+    stopped_early = interrupted = False
     try:
         for epoch in range(1, settings.epochs + 1):
             epoch_started = time.monotonic()
@@ -344,6 +346,14 @@ def train_model(data: SequenceData, settings: RecSettings, progress: bool = True
             if valid is not None and waited >= settings.patience:
                 stopped_early = True
                 break
+    except KeyboardInterrupt:
+        # Ctrl-C on a run of hours: keep what the validated epochs earned. Without one (or
+        # without validation) there is nothing known to be worth keeping.
+        if best_state is None:
+            raise
+        interrupted = True
+        print(f"\ninterrupted during epoch {len(records) + 1}: keeping the best epoch so far, {best_epoch}",
+              file=sys.stderr, flush=True)
     finally:
         epochs_bar.close()
     seconds = time.monotonic() - started
@@ -363,6 +373,7 @@ def train_model(data: SequenceData, settings: RecSettings, progress: bool = True
         "epochs_run": len(records),
         "best_epoch": best_epoch if valid is not None else len(records),
         "stopped_early": stopped_early,
+        "interrupted": interrupted,
         "best_valid": best_valid,
         "epochs": [r.to_json() for r in records],
     }
@@ -470,8 +481,8 @@ def run(args) -> int:
     print(f"{data.name}: best validation NDCG@10 {best.get('ndcg@10', float('nan')):.4f} "
           f"Recall@10 {best.get('recall@10', float('nan')):.4f} at epoch {report['best_epoch']} of "
           f"{report['epochs_run']} ({report['training_seconds']:.0f}s, {torch.get_num_threads()} threads); "
-          f"saved {out / 'model.pt'}")
-    return 0
+          f"saved {out / 'model.pt'}{' (interrupted before early stopping)' if report['interrupted'] else ''}")
+    return 130 if report["interrupted"] else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -7,6 +7,10 @@ from __future__ import annotations
 
 import json
 import random
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,6 +22,7 @@ from training.train_rec import RecSettings, train_model
 from training.train_rec import main as train_main
 
 NUM_ITEMS = 50
+REPOSITORY = Path(__file__).resolve().parents[2]
 
 
 def synthetic_shop(users: int = 200, seed: int = 3) -> SequenceData:
@@ -99,9 +104,9 @@ def test_training_without_hold_out_runs_the_fixed_number_of_epochs():
     assert np.isfinite(model.item_vectors().detach().numpy()).all()
 
 
-def test_train_and_eval_commands_write_model_reports_and_table(tmp_path, capsys, monkeypatch):
-    data = synthetic_shop()
-    folder = tmp_path / "data" / "amazon_seq"
+def write_benchmark_folder(data_dir, data: SequenceData) -> None:
+    """`data` laid out as `amazon_seq/Beauty.txt` and its attributes file."""
+    folder = data_dir / "amazon_seq"
     folder.mkdir(parents=True)
     (folder / "Beauty.txt").write_text(
         "".join(f"{user} {' '.join(map(str, seq))}\n" for user, seq in enumerate(data.sequences, 1)), encoding="utf-8"
@@ -109,6 +114,37 @@ def test_train_and_eval_commands_write_model_reports_and_table(tmp_path, capsys,
     (folder / "Beauty_item2attributes.json").write_text(
         json.dumps({str(i): a for i, a in enumerate(data.attributes) if i}), encoding="utf-8"
     )
+
+
+def test_ctrl_c_keeps_the_best_epoch_so_far(tmp_path):
+    write_benchmark_folder(tmp_path / "data", synthetic_shop())
+    out = tmp_path / "rec"
+    # Far more epochs and patience than it will get: only Ctrl-C ends this run.
+    process = subprocess.Popen(
+        [sys.executable, "-m", "training.train_rec", "--dataset", "beauty", "--data-dir", str(tmp_path / "data"),
+         "--out", str(out), "--epochs", "1000", "--patience", "1000", "--batch-size", "32", "--layers", "1",
+         "--no-progress"],
+        cwd=REPOSITORY, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        for line in process.stderr:
+            if line.startswith("epoch 2:"):
+                break
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=60)
+        assert "keeping the best epoch so far" in process.stderr.read()
+    finally:
+        process.kill()
+    assert process.returncode == 130
+    report = json.loads((out / "training_report.json").read_text())
+    assert report["interrupted"] and not report["stopped_early"]
+    assert report["epochs_run"] >= 2 and 1 <= report["best_epoch"] <= report["epochs_run"]
+    assert (out / "model.pt").exists()
+
+
+def test_train_and_eval_commands_write_model_reports_and_table(tmp_path, capsys, monkeypatch):
+    data = synthetic_shop()
+    write_benchmark_folder(tmp_path / "data", data)
     out = tmp_path / "rec" / "beauty"
     code = train_main(["--dataset", "beauty", "--data-dir", str(tmp_path / "data"), "--out", str(out),
                        "--epochs", "3", "--patience", "2", "--batch-size", "32", "--lr", "5e-3", "--layers", "1",
