@@ -63,8 +63,8 @@ Output (default ``build/rec/<dataset>/``): ``model.pt`` (config + weights of the
 ``config.json`` (model config, settings, dataset) and ``training_report.json`` (seconds, epochs,
 best validation metrics, per-epoch curve, machine). ``--no-progress`` prints one line per epoch
 instead of progress bars, for a log file (``build/rec/<dataset>/train.log`` by convention).
-Ctrl-C (SIGINT) after the first validated epoch stops the run and saves the best epoch so far,
-with ``"interrupted": true`` in the report and exit status 130.
+Ctrl-C (SIGINT) or ``kill`` (SIGTERM) after the first validated epoch stops the run and saves
+the best epoch so far, with ``"interrupted": true`` in the report and exit status 130.
 
 Usage::
 
@@ -79,6 +79,7 @@ import json
 import os
 import platform
 import random
+import signal
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -466,7 +467,15 @@ def run(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     print(f"{data.name}: {len(data.sequences)} users, {data.num_items} items, {data.num_attributes} attributes; "
           f"output {out}", file=sys.stderr, flush=True)
-    model, report = train_model(data, settings, progress=not args.no_progress)
+    # Ctrl-C and `kill` (SIGTERM, also what Kubernetes sends) both stop training and keep the best
+    # epoch (train_model). Set explicitly: a process started in the background by a script
+    # inherits SIGINT ignored, and Python then never raises KeyboardInterrupt.
+    previous = {s: signal.signal(s, signal.default_int_handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        model, report = train_model(data, settings, progress=not args.no_progress)
+    finally:
+        for stop_signal, handler in previous.items():
+            signal.signal(stop_signal, handler)
     save_model(model, out / "model.pt")
     (out / "config.json").write_text(json.dumps({
         "dataset": data.name, "model": model.config.to_json(), "settings": asdict(settings),

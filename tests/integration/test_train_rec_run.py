@@ -116,7 +116,8 @@ def write_benchmark_folder(data_dir, data: SequenceData) -> None:
     )
 
 
-def test_ctrl_c_keeps_the_best_epoch_so_far(tmp_path):
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_or_kill_keeps_the_best_epoch_so_far(tmp_path, stop_signal):
     write_benchmark_folder(tmp_path / "data", synthetic_shop())
     out = tmp_path / "rec"
     # Far more epochs and patience than it will get: only Ctrl-C ends this run.
@@ -130,7 +131,7 @@ def test_ctrl_c_keeps_the_best_epoch_so_far(tmp_path):
         for line in process.stderr:
             if line.startswith("epoch 2:"):
                 break
-        process.send_signal(signal.SIGINT)
+        process.send_signal(stop_signal)
         process.wait(timeout=60)
         assert "keeping the best epoch so far" in process.stderr.read()
     finally:
