@@ -152,8 +152,7 @@ def evaluate_model(model: "SequentialRecommender", split: EvalSet, num_items: in
     model.eval()
     try:
         with torch.no_grad():
-            table = model.item_vectors()
-            scoring = model.scoring_vectors()
+            table, scoring = model.item_tables()
             if table.shape[0] != num_items + 1:
                 raise ValueError(f"the model knows {table.shape[0] - 1} items, the data has {num_items}")
 

@@ -132,8 +132,7 @@ def export_version(model, product_ids, trained_items, text_encoder: str, reposit
     try:
         export_user_encoder(model, staging / "model.onnx")
         with torch.no_grad():
-            table = model.item_vectors().numpy()
-            scoring = model.scoring_vectors().numpy()
+            table, scoring = (t.numpy() for t in model.item_tables())
         weight, bias = model.content_projection()
         np.savez(
             staging / "items.npz",

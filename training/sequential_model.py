@@ -197,20 +197,27 @@ class SequentialRecommender(nn.Module):
     def item_vectors(self, id_keep: torch.Tensor | None = None) -> torch.Tensor:
         """[num_items + 1, dim], row 0 zeros. `id_keep` [num_items + 1] (0/1) zeroes the ID part
         of some items (ID dropout during training)."""
-        ids = self.item_embedding.weight
-        if id_keep is not None:
-            ids = ids * id_keep[:, None]
-        return (ids + self.side_vectors()) * self.row_mask
+        return self.item_tables(id_keep)[0]
 
     def scoring_vectors(self, id_keep: torch.Tensor | None = None) -> torch.Tensor:
         """[num_items + 1, dim]: the table users are scored against; `item_vectors` itself
         unless the model has an untied output table (then its ID part plus the correction)."""
+        return self.item_tables(id_keep)[1]
+
+    def item_tables(self, id_keep: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(`item_vectors`, `scoring_vectors`) with the side part computed once; the same tensor
+        twice for a tied model."""
+        side = self.side_vectors()
+
+        def table(ids: torch.Tensor) -> torch.Tensor:
+            if id_keep is not None:
+                ids = ids * id_keep[:, None]
+            return (ids + side) * self.row_mask
+
+        inputs = table(self.item_embedding.weight)
         if self.output_embedding is None:
-            return self.item_vectors(id_keep)
-        ids = self.item_embedding.weight + self.output_embedding.weight
-        if id_keep is not None:
-            ids = ids * id_keep[:, None]
-        return (ids + self.side_vectors()) * self.row_mask
+            return inputs, inputs
+        return inputs, table(self.item_embedding.weight + self.output_embedding.weight)
 
     def sample_id_keep(self) -> torch.Tensor | None:
         if not self.training or self.config.id_dropout <= 0:

@@ -250,9 +250,7 @@ def train_epoch(model, train_seqs: list[list[int]], settings: RecSettings, optim
     batches = prefix_batches if settings.examples == "prefixes" else training_batches
     for inputs, targets in batches(train_seqs, settings.batch_size, settings.max_length, rng):
         inputs_t, targets_t = torch.from_numpy(inputs), torch.from_numpy(targets)
-        id_keep = model.sample_id_keep()
-        table = model.item_vectors(id_keep)
-        scoring = table if model.output_embedding is None else model.scoring_vectors(id_keep)
+        table, scoring = model.item_tables(model.sample_id_keep())
         mask = (inputs_t > 0).float()
         output = model.sequence_output(table[inputs_t], mask)
         real = targets_t > 0

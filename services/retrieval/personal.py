@@ -10,10 +10,10 @@ The version folder holds, next to `model.onnx`:
   table shoppers are scored against), `history_vectors` [n, dim] (the same products' vectors
   as history input: a model with an untied output table has two; exports without the array
   have one table for both), and the content projection `content_weight` [text_dim, dim],
-  `content_bias` [dim] that maps a text embedding into the item space (both ends share it). Products added to the catalogue after training get
-  `text_vector @ content_weight + content_bias` (the model was trained with ID dropout so that
-  this content part alone is a usable item vector): new products are recommendable without a
-  retrain.
+  `content_bias` [dim] that maps a text embedding into the item space (both ends share it).
+  Products added to the catalogue after training get `text_vector @ content_weight +
+  content_bias` (the model was trained with ID dropout so that this content part alone is a
+  usable item vector): new products are recommendable without a retrain.
 - `metadata.json`: `max_length`, `dim`, and `text_encoder` (the "<model>/<version>" whose
   embeddings the projection reads; with any other text encoder new products get no item vector
   until the next training, rather than a vector from the wrong space).
