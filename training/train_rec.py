@@ -66,9 +66,17 @@ instead of progress bars, for a log file (``build/rec/<dataset>/train.log`` by c
 Ctrl-C (SIGINT) or ``kill`` (SIGTERM) after the first validated epoch stops the run and saves
 the best epoch so far, with ``"interrupted": true`` in the report and exit status 130.
 
+After every epoch the run also writes ``checkpoint.pt`` (weights, optimizer, random states,
+best epoch so far, curve). ``--resume`` continues from it, epoch for epoch as if never stopped
+(a test holds it to identical weights): a run of hours survives a reboot, a preempted node or
+a session that ends. It must be given the first run's options; only ``--epochs``,
+``--patience`` and ``--log-history-kept`` may change, so a stopped-early run can also be given
+more patience.
+
 Usage::
 
     shelfwise train rec --dataset beauty [--epochs 200] [--patience 10] [--threads 1] [--seed 42]
+    shelfwise train rec --dataset beauty --resume     # after Ctrl-C, kill or a reboot
 """
 
 from __future__ import annotations
@@ -82,7 +90,7 @@ import random
 import signal
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
@@ -105,6 +113,11 @@ if TYPE_CHECKING:  # torch is imported lazily: `--help` stays instant
 
 # Validation NDCG@10 has to beat the best so far by more than this to count as progress.
 MIN_IMPROVEMENT = 1e-5
+
+CHECKPOINT_NAME = "checkpoint.pt"
+# Settings a resumed run may change: they decide when to stop and what is logged, not what is
+# learnt in an epoch.
+RESUMABLE_CHANGES = ("epochs", "patience", "log_history_kept")
 
 
 @dataclass(frozen=True)
@@ -162,6 +175,62 @@ class EpochRecord:
     def to_json(self) -> dict:
         return {"epoch": self.epoch, "loss": round(self.loss, 5), "seconds": round(self.seconds, 2),
                 **({"valid": self.valid} if self.valid else {})}
+
+
+@dataclass
+class TrainingProgress:
+    """What the finished epochs have earned; saved after each of them (`save_checkpoint`)."""
+
+    records: list[EpochRecord] = field(default_factory=list)
+    best_ndcg: float = -1.0
+    best_epoch: int = 0
+    best_state: dict | None = None
+    best_valid: dict | None = None
+    waited: int = 0              # epochs since the best one
+    seconds: float = 0.0         # wall time of the finished epochs, validation included
+    eval_seconds: float = 0.0
+
+
+def save_checkpoint(path: Path, data: SequenceData, settings: RecSettings, model, optimizer,
+                    progress: TrainingProgress, rng: random.Random) -> None:
+    """Everything `--resume` needs to go on as if the run had never stopped, written to a
+    staging file and renamed so that a kill mid-write leaves the previous checkpoint intact."""
+    import torch
+
+    state = {
+        "dataset": data.name, "num_items": data.num_items, "settings": asdict(settings),
+        "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+        "python_rng": rng.getstate(), "torch_rng": torch.get_rng_state(),
+        # Not asdict(progress): it would deep-copy the best weights once more.
+        "progress": {**vars(progress), "records": [asdict(r) for r in progress.records]},
+    }
+    staging = path.with_name(path.name + ".partial")
+    torch.save(state, staging)
+    os.replace(staging, path)
+
+
+def load_checkpoint(path: Path, data: SequenceData, settings: RecSettings) -> dict:
+    """The checkpoint at `path`, refused (ValueError) if it was written for other data or with
+    settings that change what an epoch learns."""
+    import torch
+
+    if not path.exists():
+        raise FileNotFoundError(f"no checkpoint to resume at {path}: start the run without --resume "
+                                "(or point --out at the folder of the run to continue)")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if (state["dataset"], state["num_items"]) != (data.name, data.num_items):
+        raise ValueError(f"{path} was trained on {state['dataset']} ({state['num_items']} items), not "
+                         f"{data.name} ({data.num_items} items)")
+    differences = [f"{name} {state['settings'].get(name)!r} there, {value!r} now"
+                   for name, value in asdict(settings).items()
+                   if name not in RESUMABLE_CHANGES and state["settings"].get(name) != value]
+    if differences:
+        raise ValueError(f"cannot resume {path} with other settings ({'; '.join(differences)}): give the "
+                         f"options of the run that wrote it; only {', '.join(RESUMABLE_CHANGES)} may change")
+    progress = state["progress"]
+    progress["records"] = [EpochRecord(**r) for r in progress["records"]]
+    state["progress"] = TrainingProgress(**progress)
+    return state
 
 
 def seed_everything(seed: int) -> None:
@@ -275,10 +344,12 @@ def train_epoch(model, train_seqs: list[list[int]], settings: RecSettings, optim
     return total / max(count, 1)
 
 
-def train_model(data: SequenceData, settings: RecSettings, progress: bool = True) -> tuple["SequentialRecommender", dict]:
+def train_model(data: SequenceData, settings: RecSettings, progress: bool = True,
+                checkpoint: Path | None = None, resume: bool = False) -> tuple["SequentialRecommender", dict]:
     """Trains on `data` and returns (the best model in eval mode, a report). With
     `settings.validate` the last two items per user are held out, the second-last stops
-    training; without, every item trains for `settings.epochs` epochs."""
+    training; without, every item trains for `settings.epochs` epochs. With `checkpoint`, the
+    state after every epoch is saved there; with `resume` too, training continues from it."""
     import torch
     from tqdm import tqdm
 
@@ -298,22 +369,33 @@ def train_model(data: SequenceData, settings: RecSettings, progress: bool = True
         train_seqs = long_sequence_windows(train_seqs, settings.max_length)
     if not train_seqs:
         raise ValueError(f"{data.name}: no user has enough items to train on")
+    if resume and checkpoint is None:
+        raise ValueError("resume needs the checkpoint path to resume from")
     valid = eval_split(data.sequences, "valid") if settings.validate else None
     examples_per_epoch = (sum(len(s) - 1 for s in train_seqs) if settings.examples == "prefixes"
                           else len(train_seqs))
     optimizer = torch.optim.AdamW(parameter_groups(model, settings), lr=settings.lr,
                                   weight_decay=settings.weight_decay)
 
-    records: list[EpochRecord] = []
-    best_ndcg, best_epoch, best_state, best_valid = -1.0, 0, None, None
-    waited = 0
-    eval_seconds = 0.0
+    state = TrainingProgress()
+    if resume:
+        saved = load_checkpoint(checkpoint, data, settings)
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        rng.setstate(saved["python_rng"])
+        torch.set_rng_state(saved["torch_rng"])
+        state = saved["progress"]
+    resumed_from = len(state.records)
     started = time.monotonic()
-    epochs_bar = tqdm(total=settings.epochs, desc=f"train rec {data.name}", unit="epoch", file=sys.stderr,
-                      disable=not progress, position=0)
-    stopped_early = interrupted = False
+    epochs_bar = tqdm(total=settings.epochs, initial=min(resumed_from, settings.epochs), desc=f"train rec {data.name}",
+                      unit="epoch", file=sys.stderr, disable=not progress, position=0)
+    # A resumed run that had already run out of patience (and was not given more) is done.
+    stopped_early = valid is not None and state.waited >= settings.patience
+    interrupted = False
     try:
-        for epoch in range(1, settings.epochs + 1):
+        for epoch in range(resumed_from + 1, settings.epochs + 1):
+            if stopped_early:
+                break
             epoch_started = time.monotonic()
             with tqdm(total=examples_per_epoch, desc=f"epoch {epoch}", unit="example", file=sys.stderr, leave=False,
                       disable=not progress, position=1) as bar:
@@ -322,42 +404,43 @@ def train_model(data: SequenceData, settings: RecSettings, progress: bool = True
             if valid is not None:
                 eval_started = time.monotonic()
                 metrics = evaluate_model(model, valid, data.num_items, settings.max_length)["metrics"]
-                eval_seconds += time.monotonic() - eval_started
                 record.valid = {k: round(v, 5) for k, v in metrics.items()}
                 if settings.log_history_kept:
                     kept = evaluate_model(model, valid, data.num_items, settings.max_length,
                                           exclude_history=False)["metrics"]
                     record.valid["ndcg@10_history_kept"] = round(kept["ndcg@10"], 5)
-                if metrics["ndcg@10"] > best_ndcg + MIN_IMPROVEMENT:
-                    best_ndcg, best_epoch, best_valid, waited = metrics["ndcg@10"], epoch, record.valid, 0
-                    best_state = copy.deepcopy(model.state_dict())
+                state.eval_seconds += time.monotonic() - eval_started
+                if metrics["ndcg@10"] > state.best_ndcg + MIN_IMPROVEMENT:
+                    state.best_ndcg, state.best_epoch, state.best_valid = metrics["ndcg@10"], epoch, record.valid
+                    state.best_state, state.waited = copy.deepcopy(model.state_dict()), 0
                 else:
-                    waited += 1
-            records.append(record)
+                    state.waited += 1
+            state.records.append(record)
+            state.seconds += time.monotonic() - epoch_started
+            if checkpoint is not None:
+                save_checkpoint(checkpoint, data, settings, model, optimizer, state, rng)
             epochs_bar.update(1)
             postfix = {"loss": f"{loss:.3f}"}
             if record.valid:
-                postfix.update(val_ndcg10=f"{record.valid['ndcg@10']:.4f}", best=f"{best_ndcg:.4f}@{best_epoch}")
+                postfix.update(val_ndcg10=f"{record.valid['ndcg@10']:.4f}",
+                               best=f"{state.best_ndcg:.4f}@{state.best_epoch}")
             epochs_bar.set_postfix(postfix)
             if not progress:
                 print(f"epoch {epoch}: loss {loss:.4f} {json.dumps(record.valid) if record.valid else ''} "
                       f"({record.seconds:.1f}s)", file=sys.stderr, flush=True)
-            if valid is not None and waited >= settings.patience:
-                stopped_early = True
-                break
+            stopped_early = valid is not None and state.waited >= settings.patience
     except KeyboardInterrupt:
         # Ctrl-C on a run of hours: keep what the validated epochs earned. Without one (or
         # without validation) there is nothing known to be worth keeping.
-        if best_state is None:
+        if state.best_state is None:
             raise
         interrupted = True
-        print(f"\ninterrupted during epoch {len(records) + 1}: keeping the best epoch so far, {best_epoch}",
-              file=sys.stderr, flush=True)
+        print(f"\ninterrupted during epoch {len(state.records) + 1}: keeping the best epoch so far, "
+              f"{state.best_epoch}", file=sys.stderr, flush=True)
     finally:
         epochs_bar.close()
-    seconds = time.monotonic() - started
-    if best_state is not None:
-        model.load_state_dict(best_state)
+    if state.best_state is not None:
+        model.load_state_dict(state.best_state)
     model.eval()
     report = {
         "dataset": data.name,
@@ -367,14 +450,16 @@ def train_model(data: SequenceData, settings: RecSettings, progress: bool = True
         "content_dim": model.config.content_dim,
         "training_users": len(train_seqs),
         "settings": asdict(settings),
-        "training_seconds": round(seconds, 1),
-        "validation_seconds": round(eval_seconds, 1),
-        "epochs_run": len(records),
-        "best_epoch": best_epoch if valid is not None else len(records),
+        # Finished epochs (of every run, when resumed) plus this run's unfinished one, if any.
+        "training_seconds": round(state.seconds + (time.monotonic() - started if interrupted else 0.0), 1),
+        "validation_seconds": round(state.eval_seconds, 1),
+        "epochs_run": len(state.records),
+        "resumed_from_epoch": resumed_from,
+        "best_epoch": state.best_epoch if valid is not None else len(state.records),
         "stopped_early": stopped_early,
         "interrupted": interrupted,
-        "best_valid": best_valid,
-        "epochs": [r.to_json() for r in records],
+        "best_valid": state.best_valid,
+        "epochs": [r.to_json() for r in state.records],
     }
     return model, report
 
@@ -439,6 +524,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--no-progress", action="store_true", help="one line per epoch instead of progress bars")
+    parser.add_argument("--resume", action="store_true",
+                        help=f"continue the run in --out from its {CHECKPOINT_NAME} (written after every epoch); "
+                             f"give the same options, only {', '.join('--' + o.replace('_', '-') for o in RESUMABLE_CHANGES)} "
+                             "may change")
     return parser
 
 
@@ -470,7 +559,8 @@ def run(args) -> int:
     # inherits SIGINT ignored, and Python then never raises KeyboardInterrupt.
     previous = {s: signal.signal(s, signal.default_int_handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        model, report = train_model(data, settings, progress=not args.no_progress)
+        model, report = train_model(data, settings, progress=not args.no_progress,
+                                    checkpoint=out / CHECKPOINT_NAME, resume=args.resume)
     finally:
         for stop_signal, handler in previous.items():
             signal.signal(stop_signal, handler)
@@ -485,10 +575,13 @@ def run(args) -> int:
     report["command"] = "shelfwise train rec " + " ".join(args.argv)
     (out / "training_report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     best = report["best_valid"] or {}
+    notes = [" (interrupted before early stopping)"] if report["interrupted"] else []
+    if report["resumed_from_epoch"]:
+        notes.append(f"; resumed after epoch {report['resumed_from_epoch']}")
     print(f"{data.name}: best validation NDCG@10 {best.get('ndcg@10', float('nan')):.4f} "
           f"Recall@10 {best.get('recall@10', float('nan')):.4f} at epoch {report['best_epoch']} of "
           f"{report['epochs_run']} ({report['training_seconds']:.0f}s, {torch.get_num_threads()} threads); "
-          f"saved {out / 'model.pt'}{' (interrupted before early stopping)' if report['interrupted'] else ''}")
+          f"saved {out / 'model.pt'}{''.join(notes)}")
     return 130 if report["interrupted"] else 0
 
 

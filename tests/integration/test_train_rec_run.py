@@ -104,6 +104,49 @@ def test_training_without_hold_out_runs_the_fixed_number_of_epochs():
     assert np.isfinite(model.item_vectors().detach().numpy()).all()
 
 
+def test_a_resumed_run_ends_exactly_where_an_unbroken_one_does(tmp_path):
+    import torch
+
+    # Dropout, ID dropout and the untied correction all draw on the random states the
+    # checkpoint has to carry over.
+    settings = dict(patience=100, untied_output=True, dropout=0.2)
+    data = synthetic_shop(users=80)
+    whole, whole_report = train_model(data, fast_settings(epochs=4, **settings), progress=False,
+                                      checkpoint=tmp_path / "whole.pt")
+    first, first_report = train_model(data, fast_settings(epochs=2, **settings), progress=False,
+                                      checkpoint=tmp_path / "split.pt")
+    assert first_report["resumed_from_epoch"] == 0 and first_report["epochs_run"] == 2
+    resumed, report = train_model(data, fast_settings(epochs=4, **settings), progress=False,
+                                  checkpoint=tmp_path / "split.pt", resume=True)
+    assert report["resumed_from_epoch"] == 2 and report["epochs_run"] == 4
+    assert [(e["loss"], e["valid"]) for e in report["epochs"]] == [(e["loss"], e["valid"]) for e in whole_report["epochs"]]
+    assert report["best_epoch"] == whole_report["best_epoch"] and report["best_valid"] == whole_report["best_valid"]
+    for name, tensor in whole.state_dict().items():
+        assert torch.equal(tensor, resumed.state_dict()[name]), name
+    last_whole = torch.load(tmp_path / "whole.pt", weights_only=True)
+    last_split = torch.load(tmp_path / "split.pt", weights_only=True)
+    for name, tensor in last_whole["model"].items():   # the last epoch's weights, not only the best's
+        assert torch.equal(tensor, last_split["model"][name]), name
+    assert not list(tmp_path.glob("*.partial"))
+
+
+def test_resume_refuses_a_missing_checkpoint_other_data_and_other_settings(tmp_path):
+    data = synthetic_shop(users=40)
+    checkpoint = tmp_path / "checkpoint.pt"
+    with pytest.raises(FileNotFoundError, match="start the run without --resume"):
+        train_model(data, fast_settings(epochs=1), progress=False, checkpoint=checkpoint, resume=True)
+    train_model(data, fast_settings(epochs=1), progress=False, checkpoint=checkpoint)
+    with pytest.raises(ValueError, match="dim 32 there, 16 now.*only epochs, patience"):
+        train_model(data, fast_settings(epochs=2, dim=16), progress=False, checkpoint=checkpoint, resume=True)
+    other = SequenceData("other", data.sequences, NUM_ITEMS, data.attributes, num_attributes=5)
+    with pytest.raises(ValueError, match="trained on synthetic"):
+        train_model(other, fast_settings(epochs=2), progress=False, checkpoint=checkpoint, resume=True)
+    # When to stop may change; a run already at its epoch cap has nothing left to train.
+    _, report = train_model(data, fast_settings(epochs=1, patience=5), progress=False, checkpoint=checkpoint,
+                            resume=True)
+    assert report["epochs_run"] == 1 and report["resumed_from_epoch"] == 1 and report["best_epoch"] == 1
+
+
 def write_benchmark_folder(data_dir, data: SequenceData) -> None:
     """`data` laid out as `amazon_seq/Beauty.txt` and its attributes file."""
     folder = data_dir / "amazon_seq"
@@ -117,14 +160,14 @@ def write_benchmark_folder(data_dir, data: SequenceData) -> None:
 
 
 @pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM])
-def test_ctrl_c_or_kill_keeps_the_best_epoch_so_far(tmp_path, stop_signal):
+def test_ctrl_c_or_kill_keeps_the_best_epoch_so_far_and_resume_goes_on(tmp_path, stop_signal):
     write_benchmark_folder(tmp_path / "data", synthetic_shop())
     out = tmp_path / "rec"
+    options = ["--dataset", "beauty", "--data-dir", str(tmp_path / "data"), "--out", str(out), "--patience", "1000",
+               "--batch-size", "32", "--layers", "1", "--no-progress"]
     # Far more epochs and patience than it will get: only Ctrl-C ends this run.
     process = subprocess.Popen(
-        [sys.executable, "-m", "training.train_rec", "--dataset", "beauty", "--data-dir", str(tmp_path / "data"),
-         "--out", str(out), "--epochs", "1000", "--patience", "1000", "--batch-size", "32", "--layers", "1",
-         "--no-progress"],
+        [sys.executable, "-m", "training.train_rec", *options, "--epochs", "1000"],
         cwd=REPOSITORY, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )
     try:
@@ -141,6 +184,14 @@ def test_ctrl_c_or_kill_keeps_the_best_epoch_so_far(tmp_path, stop_signal):
     assert report["interrupted"] and not report["stopped_early"]
     assert report["epochs_run"] >= 2 and 1 <= report["best_epoch"] <= report["epochs_run"]
     assert (out / "model.pt").exists()
+
+    # The same command with --resume picks up after the last finished epoch (the one the
+    # signal cut short is trained again) and keeps the curve so far.
+    epochs = report["epochs_run"] + 2
+    assert train_main([*options, "--epochs", str(epochs), "--resume"]) == 0
+    resumed = json.loads((out / "training_report.json").read_text())
+    assert resumed["resumed_from_epoch"] >= 2 and resumed["epochs_run"] == epochs and not resumed["interrupted"]
+    assert resumed["epochs"][:2] == report["epochs"][:2]
 
 
 def test_train_and_eval_commands_write_model_reports_and_table(tmp_path, capsys, monkeypatch):
