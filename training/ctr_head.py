@@ -181,9 +181,8 @@ def sample_features(n: int, rng: np.random.Generator) -> np.ndarray:
 
     * realistic search rows: skewed cosine similarities, BM25 coverage that is often 0 (no
       word matched) or 1 (full match), fusion values RRF can actually produce (one or both
-      lists), brand matches that are exactly 0 or 1 and mostly 0, category matches that are 1
-      (a named category) or the share of the similar candidates in the product's category
-      (``features.category_consensus``), attribute matches that are shares k/m of 1-3 named values, popularity that is 0 for never-engaged items,
+      lists), brand/category matches that are exactly 0 or 1 and mostly 0, attribute matches
+      that are shares k/m of 1-3 named values, popularity that is 0 for never-engaged items,
       personal affinity that is 0 for shoppers without history;
     * browse rows (no text query): dense, BM25 and fusion all 0, ranking by what was named
       and by popularity alone;
@@ -212,9 +211,7 @@ def sample_features(n: int, rng: np.random.Generator) -> np.ndarray:
         lists = rng.random(m)
         rows[:, fusion] = np.clip(np.select([lists < 0.05, lists < 0.55], [0.0, first], first + second), 0.0, 1.0)
         rows[:, brand] = (rng.random(m) < 0.30) & (rng.random(m) < 0.5)
-        # A named category scores 1; otherwise the similar candidates' vote, any share of them.
-        rows[:, category] = np.where((rng.random(m) < 0.40) & (rng.random(m) < 0.6), 1.0,
-                                     np.where(rng.random(m) < 0.2, 0.0, rng.beta(1.0, 1.5, m)))
+        rows[:, category] = (rng.random(m) < 0.40) & (rng.random(m) < 0.6)
         named = rng.integers(1, 4, m)
         matched = rng.binomial(named, 0.5)
         rows[:, attribute] = np.where(rng.random(m) < 0.30, matched / named, 0.0)

@@ -7,8 +7,7 @@
 |                    | retrieval sent no coverage: BM25 / best BM25 among the candidates)    |
 | fusion             | reciprocal-rank-fusion score / its maximum (in both lists at rank 1)  |
 | brand_match        | 1 if the product's brand is one the query named                       |
-| category_match     | 1 if the product's category is one the query named, else the share of |
-|                    | the query's most similar candidates in its category (category_consensus) |
+| category_match     | 1 if the product's category is one the query named                    |
 | attribute_match    | share of the query's attribute values (e.g. color=red) it has         |
 | popularity         | log(1 + engagement) / log(1 + best engagement), from events           |
 | personal_affinity  | retrieval's personal_score: the product's probability relative to the |
@@ -48,12 +47,6 @@ MAX_PREFERRED = 256
 MAX_PREFERRED_ATTRIBUTES = 256
 MAX_PREFERENCE_CHARS = 200
 SCORE_FIELDS = ("lexical_score", "dense_score", "fused_score", "lexical_coverage", "personal_score")
-# category_consensus: the candidates that vote (the most similar to the query), and how sharply
-# similarity weighs a vote (softmax temperature, in cosine units). Chosen on the Instacart dev
-# split with both packaged encoders (`shelfwise eval instacart --split dev`): 10-30 voters and
-# 0.05 did about equally well; an unweighted vote or 100 voters gained less.
-CONSENSUS_VOTERS = 20
-CONSENSUS_TEMPERATURE = 0.05
 
 
 @dataclass(frozen=True)
@@ -108,33 +101,6 @@ def validate_preferences(preferences: QueryPreferences) -> QueryPreferences:
     return preferences
 
 
-def category_consensus(categories: Sequence[str], dense: np.ndarray, voters: int = CONSENSUS_VOTERS,
-                       temperature: float = CONSENSUS_TEMPERATURE) -> np.ndarray:
-    """Per candidate, the share of the query's `voters` most similar candidates (positive dense
-    score; softmax-weighted by it at `temperature`) that are in its category, in [0, 1].
-
-    Why: most queries name no category ("fresh fruit" names no department), yet their nearest
-    products mostly share one, and a product of that category is far likelier to be what was
-    meant than an equally similar one elsewhere. The catalogue's own labels answer it, so no
-    per-shop training is needed. Products without a category get no vote (their weight still
-    counts, so a catalogue without categories scores 0 everywhere); one where every candidate
-    shares a category lifts all of them equally and changes no order. 0 everywhere when no
-    candidate has a positive dense score (browsing, recommendations)."""
-    shares = np.zeros(len(categories), dtype=np.float64)
-    positive = np.flatnonzero(dense > 0)
-    if len(positive) == 0 or voters < 1:
-        return shares
-    top = positive[np.argsort(-dense[positive], kind="stable")[:voters]]
-    weights = np.exp((dense[top] - dense[top[0]]) / temperature)
-    votes: dict[str, float] = {}
-    for index, weight in zip(top, weights):
-        key = categories[index].casefold()
-        if key:
-            votes[key] = votes.get(key, 0.0) + float(weight)
-    total = float(weights.sum())
-    return np.array([votes.get(category.casefold(), 0.0) / total for category in categories])
-
-
 def feature_matrix(
     candidates: Sequence[RankingCandidate],
     preferences: QueryPreferences,
@@ -171,10 +137,8 @@ def feature_matrix(
     features[:, 2] = np.minimum(column("fused_score") / RRF_MAX, 1.0)
     if brands:
         features[:, 3] = [1.0 if c.brand.casefold() in brands else 0.0 for c in candidates]
-    features[:, 4] = category_consensus([c.category for c in candidates], features[:, 0].astype(np.float64))
     if categories:
-        named = np.fromiter((c.category.casefold() in categories for c in candidates), dtype=bool, count=len(candidates))
-        features[named, 4] = 1.0
+        features[:, 4] = [1.0 if c.category.casefold() in categories else 0.0 for c in candidates]
     if wanted:
         for row, candidate in enumerate(candidates):
             have = {k.casefold(): v.casefold() for k, v in candidate.attributes.items()}

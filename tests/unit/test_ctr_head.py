@@ -66,15 +66,11 @@ def test_sampled_features_look_like_ranking_features() -> None:
     features = sample_features(20_000, np.random.default_rng(0))
     assert features.shape == (20_000, len(FEATURE_NAMES)) and features.dtype == np.float32
     assert features.min() >= 0.0 and features.max() <= 1.0
-    # Brand matches are mostly exactly 0 or 1, and mostly 0.
-    brand = features[:, COLUMN["brand_match"]]
-    assert np.mean((brand == 0) | (brand == 1)) > 0.75 and np.mean(brand == 0) > 0.4
-    # Category matches: 1 for a named category, else the similar candidates' vote, a share that
-    # search rows take anywhere in [0, 1].
-    category = features[:, COLUMN["category_match"]]
-    assert 0.15 < np.mean(category == 1) < 0.6 and np.mean(category == 0) > 0.05
-    shares = category[(category > 0) & (category < 1)]
-    assert len(shares) > 0.3 * len(category) and shares.min() < 0.1 and shares.max() > 0.9
+    # Brand and category matches are mostly exactly 0 or 1, and mostly 0.
+    for name in ("brand_match", "category_match"):
+        column = features[:, COLUMN[name]]
+        assert np.mean((column == 0) | (column == 1)) > 0.75
+        assert np.mean(column == 0) > 0.4
     # Browse-mode rows: no text features at all.
     text = features[:, [COLUMN["dense_similarity"], COLUMN["bm25"], COLUMN["fusion"]]]
     assert np.mean(np.all(text == 0, axis=1)) > 0.05

@@ -142,57 +142,6 @@ def test_no_preferences_give_zero_match_features() -> None:
     assert features[0, COLUMN["attribute_match"]] == 0.0
 
 
-def test_unnamed_categories_score_the_share_of_the_most_similar_candidates_in_them() -> None:
-    # "fresh fruit" names no department, but its nearest products are mostly produce: an
-    # apple-flavoured snack as similar as a banana should not rank with it.
-    candidates = [
-        candidate("banana", dense=0.60, category="Produce"),
-        candidate("fruit snack", dense=0.60, category="Snacks"),
-        candidate("apple", dense=0.59, category="produce"),
-        candidate("pear", dense=0.58, category="Produce"),
-        candidate("kiwi, lexical only", lexical=3.0, dense=0.0, category="Produce"),
-        candidate("no category", dense=0.55),
-    ]
-    column = feature_matrix(candidates, QueryPreferences(), {})[:, COLUMN["category_match"]]
-    produce, snacks = column[0], column[1]
-    assert column[2] == column[3] == column[4] == produce       # case-insensitive; voting is not needed to get the share
-    assert produce > 0.5 > snacks > 0 and column[5] == 0.0
-    assert produce + snacks < 1.0                                # the uncategorised voter's weight counts
-    # The most similar candidates weigh most: the same vote led by the snack tips it over.
-    tipped = [candidate("snack", dense=0.70, category="Snacks")] + candidates[:1] + candidates[2:4]
-    column = feature_matrix(tipped, QueryPreferences(), {})[:, COLUMN["category_match"]]
-    assert column[0] > 0.5 > column[1]
-
-
-def test_category_consensus_is_neutral_without_similarity_or_without_a_choice() -> None:
-    from services.ranking.features import category_consensus
-
-    browsing = [candidate("a", dense=0.0, category="Tea"), candidate("b", dense=-0.3, category="Tea")]
-    assert feature_matrix(browsing, QueryPreferences(), {})[:, COLUMN["category_match"]].tolist() == [0.0, 0.0]
-    one_category = [candidate(f"p{i}", dense=0.9 - i / 100, category="Tea") for i in range(30)]
-    np.testing.assert_allclose(feature_matrix(one_category, QueryPreferences(), {})[:, COLUMN["category_match"]], 1.0)
-    assert category_consensus(["Tea", "Coffee"], np.array([0.5, 0.4]), voters=0).tolist() == [0.0, 0.0]
-    # Only the top `voters` vote: the 25 coffees below the 20 teas get no say.
-    tea_then_coffee = ["Tea"] * 20 + ["Coffee"] * 25
-    shares = category_consensus(tea_then_coffee, np.linspace(0.9, 0.5, 45))
-    assert shares[0] == pytest.approx(1.0) and shares[-1] == 0.0
-
-
-def test_a_named_category_still_counts_fully() -> None:
-    candidates = [candidate("a", dense=0.6, category="Produce"), candidate("b", dense=0.6, category="Snacks"),
-                  candidate("c", dense=0.5, category="Produce")]
-    features = feature_matrix(candidates, QueryPreferences(categories=("snacks",)), {})
-    assert features[1, COLUMN["category_match"]] == 1.0
-    assert 0.5 < features[0, COLUMN["category_match"]] == features[2, COLUMN["category_match"]] < 1.0
-
-
-async def test_the_consensus_category_wins_a_tie_in_the_formula() -> None:
-    candidates = [candidate("snack", dense=0.6, category="Snacks"), candidate("banana", dense=0.6, category="Produce"),
-                  candidate("apple", dense=0.58, category="Produce")]
-    scores = await FeatureScorer().score(feature_matrix(candidates, QueryPreferences(), {}))
-    assert scores[1] > scores[0]
-
-
 def test_popularity_is_log_scaled_against_best_engagement() -> None:
     features = feature_matrix(
         [candidate("a"), candidate("b"), candidate("c")], QueryPreferences(), {"a": 99.0, "b": 9.0, "z": 999.0}
@@ -475,24 +424,7 @@ def test_bm25_feature_uses_retrievals_coverage_when_given() -> None:
     assert features[:, COLUMN["bm25"]].tolist() == pytest.approx([0.3, 1.0])
 
 
-def _consensus_by_definition(candidate, candidates):
-    """category_consensus as its docstring reads: the softmax-weighted share of the (at most)
-    CONSENSUS_VOTERS most similar candidates with a positive dense score in this category."""
-    from services.ranking.features import CONSENSUS_TEMPERATURE, CONSENSUS_VOTERS
-
-    def similarity(c):
-        return float(np.float32(min(max(c.dense_score, 0.0), 1.0)))
-
-    voters = sorted((c for c in candidates if similarity(c) > 0), key=lambda c: -similarity(c))[:CONSENSUS_VOTERS]
-    if not voters:
-        return 0.0
-    weight = {id(c): math.exp((similarity(c) - similarity(voters[0])) / CONSENSUS_TEMPERATURE) for c in voters}
-    same = [c for c in voters if c.category and c.category.casefold() == candidate.category.casefold()]
-    return sum(weight[id(c)] for c in same) / sum(weight.values())
-
-
-def _feature_row_by_definition(candidate, preferences, popularity, best_bm25, has_coverage, best_engagement,
-                               candidates):
+def _feature_row_by_definition(candidate, preferences, popularity, best_bm25, has_coverage, best_engagement):
     """The features of one candidate, cell by cell, as their definitions read."""
     import math
 
@@ -509,7 +441,7 @@ def _feature_row_by_definition(candidate, preferences, popularity, best_bm25, ha
         else (candidate.lexical_score / best_bm25 if best_bm25 > 0 else 0.0),
         min(candidate.fused_score / RRF_MAX, 1.0),
         1.0 if candidate.brand.casefold() in brands else 0.0,
-        1.0 if candidate.category.casefold() in categories else _consensus_by_definition(candidate, candidates),
+        1.0 if candidate.category.casefold() in categories else 0.0,
         sum(have.get(k) == v for k, v in wanted.items()) / len(wanted) if wanted else 0.0,
         math.log1p(engagement) / math.log1p(best_engagement) if best_engagement > 0 else 0.0,
         min(max(candidate.personal_score, 0.0), 1.0),
@@ -538,12 +470,7 @@ def test_feature_matrix_equals_each_features_definition(with_coverage):
     matrix = feature_matrix(candidates, preferences, popularity)
     best_bm25 = max(c.lexical_score for c in candidates)
     expected = np.array(
-        [_feature_row_by_definition(c, preferences, popularity, best_bm25, with_coverage, 6.0, candidates)
-         for c in candidates],
+        [_feature_row_by_definition(c, preferences, popularity, best_bm25, with_coverage, 6.0) for c in candidates],
         dtype=np.float32,
     )
-    assert ((expected[:, COLUMN["category_match"]] > 0) & (expected[:, COLUMN["category_match"]] < 1)).any()  # votes
-    # The vote sums exponentials in another order than the definition: equal up to rounding.
-    np.testing.assert_allclose(matrix[:, COLUMN["category_match"]], expected[:, COLUMN["category_match"]], rtol=1e-6)
-    others = [i for i in range(len(FEATURE_NAMES)) if i != COLUMN["category_match"]]
-    np.testing.assert_array_equal(matrix[:, others], expected[:, others])
+    np.testing.assert_array_equal(matrix, expected)
