@@ -554,6 +554,9 @@ def run(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     print(f"{data.name}: {len(data.sequences)} users, {data.num_items} items, {data.num_attributes} attributes; "
           f"output {out}", file=sys.stderr, flush=True)
+    if not args.resume and (out / CHECKPOINT_NAME).exists():
+        print(f"note: starting over; the checkpoint of an earlier run in {out} is replaced after the first epoch "
+              "(stop now and add --resume to continue that run instead)", file=sys.stderr, flush=True)
     # Ctrl-C and `kill` (SIGTERM, also what Kubernetes sends) both stop training and keep the best
     # epoch (train_model). Set explicitly: a process started in the background by a script
     # inherits SIGINT ignored, and Python then never raises KeyboardInterrupt.

@@ -160,7 +160,7 @@ def write_benchmark_folder(data_dir, data: SequenceData) -> None:
 
 
 @pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM])
-def test_ctrl_c_or_kill_keeps_the_best_epoch_so_far_and_resume_goes_on(tmp_path, stop_signal):
+def test_ctrl_c_or_kill_keeps_the_best_epoch_so_far_and_resume_goes_on(tmp_path, stop_signal, capsys):
     write_benchmark_folder(tmp_path / "data", synthetic_shop())
     out = tmp_path / "rec"
     options = ["--dataset", "beauty", "--data-dir", str(tmp_path / "data"), "--out", str(out), "--patience", "1000",
@@ -188,10 +188,22 @@ def test_ctrl_c_or_kill_keeps_the_best_epoch_so_far_and_resume_goes_on(tmp_path,
     # The same command with --resume picks up after the last finished epoch (the one the
     # signal cut short is trained again) and keeps the curve so far.
     epochs = report["epochs_run"] + 2
+    capsys.readouterr()
     assert train_main([*options, "--epochs", str(epochs), "--resume"]) == 0
+    assert "starting over" not in capsys.readouterr().err
     resumed = json.loads((out / "training_report.json").read_text())
     assert resumed["resumed_from_epoch"] >= 2 and resumed["epochs_run"] == epochs and not resumed["interrupted"]
     assert resumed["epochs"][:2] == report["epochs"][:2]
+
+
+def test_running_again_without_resume_says_it_starts_over(tmp_path, capsys):
+    write_benchmark_folder(tmp_path / "data", synthetic_shop(users=60))
+    command = ["--dataset", "beauty", "--data-dir", str(tmp_path / "data"), "--out", str(tmp_path / "rec"),
+               "--epochs", "1", "--batch-size", "32", "--layers", "1", "--no-progress"]
+    assert train_main(command) == 0
+    assert "starting over" not in capsys.readouterr().err
+    assert train_main(command) == 0
+    assert "starting over; the checkpoint of an earlier run" in capsys.readouterr().err
 
 
 def test_train_and_eval_commands_write_model_reports_and_table(tmp_path, capsys, monkeypatch):
