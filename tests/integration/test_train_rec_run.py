@@ -18,7 +18,8 @@ import pytest
 from training.eval_rec import evaluate_model, evaluate_popularity
 from training.eval_rec import main as eval_main
 from training.sequential_data import SequenceData, eval_split, item_counts, training_sequences
-from training.train_rec import RecSettings, train_model
+from training.train_rec import (FULL_SOFTMAX_MAX_ITEMS, SAMPLED_NEGATIVES, RecSettings, default_negatives,
+                                 resolve_settings, train_model)
 from training.train_rec import main as train_main
 
 NUM_ITEMS = 50
@@ -95,6 +96,15 @@ def test_settings_that_contradict_each_other_are_refused():
         train_model(data, fast_settings(output_decay=1.0), progress=False)
     with pytest.raises(ValueError, match="examples must be"):
         train_model(data, fast_settings(examples="windows"), progress=False)
+
+
+def test_the_default_loss_is_the_full_softmax_up_to_a_catalogue_size_then_sampled():
+    assert default_negatives(FULL_SOFTMAX_MAX_ITEMS) == 0
+    assert default_negatives(FULL_SOFTMAX_MAX_ITEMS + 1) == SAMPLED_NEGATIVES > 0
+    data = synthetic_shop(users=20)
+    assert resolve_settings(fast_settings(), data).negatives == 0
+    # A choice given stays, also on a small catalogue (softmax_loss then scores every item anyway).
+    assert resolve_settings(fast_settings(negatives=8), data).negatives == 8
 
 
 def test_training_without_hold_out_runs_the_fixed_number_of_epochs():
@@ -217,6 +227,9 @@ def test_train_and_eval_commands_write_model_reports_and_table(tmp_path, capsys,
     for name in ("model.pt", "config.json", "training_report.json"):
         assert (out / name).exists()
     report = json.loads((out / "training_report.json").read_text())
+    # No --negatives: a catalogue this small trains with the full softmax, saved as such.
+    assert json.loads((out / "config.json").read_text())["settings"]["negatives"] == 0
+    assert report["settings"]["negatives"] == 0
     assert report["machine"]["torch_threads"] == 1 and report["machine"]["cpu_count"] >= 1
     assert report["epochs_run"] <= 3 and report["training_seconds"] >= 0 and "ndcg@10" in report["best_valid"]
 
