@@ -306,16 +306,35 @@ class CatalogIndex:
             if product.id in seen:
                 raise InvalidArgument(f"products[{index}].id", f"duplicates an earlier product id {product.id!r}")
             seen.add(product.id)
-        with _tracer.start_as_current_span("retrieval.encode_products"):
-            vectors = await self._encoder.encode(
-                [p.embedding_text() for p in products], kind="passage", timeout=BULK_ENCODE_TIMEOUT
-            )
+        vectors, missing = self._indexed_vectors(products)
+        if missing:
+            with _tracer.start_as_current_span("retrieval.encode_products") as span:
+                span.set_attribute("shelfwise.products.encoded", len(missing))
+                span.set_attribute("shelfwise.products.reused", len(products) - len(missing))
+                vectors[missing] = await self._encoder.encode(
+                    [products[row].embedding_text() for row in missing], kind="passage", timeout=BULK_ENCODE_TIMEOUT
+                )
         async with self._write_lock:
             inserted, updated = await self._store.upsert(products, vectors, self.model_version)
             self._apply_upsert(products, vectors)
             self._metrics.index_size(self.size)
         self._metrics.upserted(inserted, updated)
         return inserted, updated
+
+    def _indexed_vectors(self, products: Sequence[Product]) -> tuple[np.ndarray, list[int]]:
+        """The vectors of `products` whose embedding text the index already holds (a price or
+        stock update, a full feed imported again: encoding is most of an import's cost), and the
+        rows still to encode. The vector depends only on that text and the encoder version, so
+        it stays right even if the product changes again before this upsert is applied."""
+        vectors = np.zeros((len(products), self._encoder.dimension), dtype=np.float32)
+        missing = []
+        for row, product in enumerate(products):
+            slot = self._slot_of.get(product.id)
+            if slot is not None and self._products[slot].embedding_text() == product.embedding_text():
+                vectors[row] = self._dense.vectors[slot]
+            else:
+                missing.append(row)
+        return vectors, missing
 
     async def delete(self, product_ids: Sequence[str]) -> tuple[int, list[str]]:
         if not product_ids:

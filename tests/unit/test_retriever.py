@@ -87,6 +87,30 @@ async def test_products_are_encoded_as_passages():
     assert encoder.calls == [("passage", [PRODUCTS[0].embedding_text()])]
 
 
+async def test_an_upsert_encodes_only_products_whose_text_changed():
+    encoder = HashingEncoder()
+    catalog = CatalogIndex(store=RecordingStore(), encoder=encoder)
+    await catalog.upsert(PRODUCTS)
+    first = catalog._dense.vectors[[catalog._slot_of[p.id] for p in PRODUCTS]].copy()
+    encoder.calls.clear()
+    # A new price and attributes (not in the embedding text), a new title, a new product.
+    repriced = Product(id="wine-1", title="Malbec Mendoza red wine", price=12.0, category="Red Wine",
+                       attributes={"vintage": "2021"})
+    renamed = Product(id="wine-2", title="Dry Riesling white wine", price=15.0, category="White Wine")
+    added = Product(id="tea-1", title="Green tea", price=4.0, category="Tea")
+    await catalog.upsert([repriced, renamed, added, PRODUCTS[2]])
+    assert encoder.calls == [("passage", [renamed.embedding_text(), added.embedding_text()])]
+    vector = lambda product_id: catalog._dense.vectors[catalog._slot_of[product_id]]  # noqa: E731
+    assert np.array_equal(vector("wine-1"), first[0]) and np.array_equal(vector("shoe-1"), first[2])
+    assert np.array_equal(vector("wine-2"), (await encoder.encode([renamed.embedding_text()], kind="passage"))[0])
+    assert catalog._products[catalog._slot_of["wine-1"]].price == 12.0
+    encoder.calls.clear()
+    await catalog.upsert([repriced])  # all unchanged: nothing to encode, no encoder call at all
+    assert encoder.calls == []
+    result = await catalog.retrieve("malbec mendoza red wine", CandidateFilters(), limit=3)
+    assert result.candidates[0].product.id == "wine-1" and result.candidates[0].dense_rank == 1
+
+
 async def test_healthy_retrieval_fuses_both_lists(index):
     catalog, _ = index
     result = await catalog.retrieve("red wine", CandidateFilters(), limit=10)
