@@ -64,6 +64,20 @@ def postgres_url(tmp_path_factory) -> str:
     postgres.stop()
 
 
+async def create_database(postgres_url: str, name: str) -> str:
+    """A new, empty database `name` in the session's PostgreSQL; returns its URL (for a test
+    whose writes must not meet the session system's)."""
+    import asyncpg
+
+    connection = await asyncpg.connect(postgres_url)
+    try:
+        await connection.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await connection.close()
+    base, _, query = postgres_url.partition("?")
+    return f"{base.rsplit('/', 1)[0]}/{name}" + (f"?{query}" if query else "")
+
+
 @dataclass
 class System:
     """The five running servers; addresses are 127.0.0.1:<port>."""

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import itertools
 import json
 import math
 import os
@@ -78,6 +79,7 @@ WRONG_ARM = "WRONG_ARM"  # answered by another arm than the one asked for (gatew
 # Settings of the services the bench starts for itself (its own system only).
 IMPORT_BATCH = 500
 IMPORT_CONCURRENCY = 2  # one batch encodes while the previous one is written
+IMPORT_STATE = "import.json"  # in a kept data folder while an import is unfinished (ImportState)
 
 
 class NotLoopback(ValueError):
@@ -444,9 +446,43 @@ async def measure(
 # --------------------------------------------------------------------------- own system
 
 
-async def import_synthetic(retrieval_address: str, items: int, seed: int, progress: bool = True) -> float:
+@dataclass
+class ImportState:
+    """How far an import into a kept data folder got (`IMPORT_STATE` there), so that a run
+    killed mid-import (a reboot, Ctrl-C: a 1M-item catalogue takes hours to embed on a CPU)
+    goes on where it stopped. `imported_through`: every product up to this number is in
+    PostgreSQL (batches finish out of order by at most IMPORT_CONCURRENCY; later ones that had
+    finished are sent again, and retrieval keeps their vectors instead of encoding them again).
+    `seconds`: import time of all runs so far."""
+
+    items: int
+    seed: int
+    imported_through: int = 0
+    seconds: float = 0.0
+    runs: int = 0
+
+    @classmethod
+    def read(cls, path: Path, items: int, seed: int) -> "ImportState":
+        """The state of this catalogue's import in `path`, or a fresh one (none there, another
+        catalogue's, or unreadable)."""
+        try:
+            state = cls(**json.loads(path.read_text()))
+        except (OSError, ValueError, TypeError):
+            return cls(items, seed)
+        return state if (state.items, state.seed) == (items, seed) else cls(items, seed)
+
+    def write(self, path: Path) -> None:
+        staging = path.with_suffix(".tmp")
+        staging.write_text(json.dumps(asdict(self)))
+        os.replace(staging, path)
+
+
+async def import_synthetic(retrieval_address: str, items: int, seed: int, progress: bool = True,
+                           state: ImportState | None = None, state_path: Path | None = None) -> float:
     """Upserts the synthetic catalogue through retrieval, IMPORT_CONCURRENCY batches in flight
-    (products are generated as they are sent, never all held); returns the seconds it took."""
+    (products are generated as they are sent, never all held); returns the seconds it took.
+    With `state`, starts after its `imported_through` and keeps it (and the seconds) up to
+    date in `state_path` as batches finish."""
     from shelfwise.retrieval.v1 import retrieval_pb2, retrieval_pb2_grpc
 
     from services.cli.synthetic_catalog import generate_products
@@ -454,33 +490,53 @@ async def import_synthetic(retrieval_address: str, items: int, seed: int, progre
     from services.retrieval.catalog import chunked
     from services.retrieval.servicer import product_to_pb
 
+    start = state.imported_through if state else 0
+    earlier_seconds = state.seconds if state else 0.0
     started = time.perf_counter()
     done = 0
+    finished_batches: set[int] = set()
+    contiguous = 0  # batches 0..contiguous-1 (counted from `start`) have all finished
     last_report = started
+    products = itertools.islice(generate_products(items, seed), start, None)
     async with create_channel(retrieval_address, 64 * 1024 * 1024) as channel:
         stub = retrieval_pb2_grpc.RetrievalServiceStub(channel)
         pending: set[asyncio.Task] = set()
 
-        async def send(batch) -> int:
+        async def send(number: int, batch) -> tuple[int, int]:
             await stub.UpsertProducts(
                 retrieval_pb2.UpsertProductsRequest(products=[product_to_pb(p) for p in batch]), timeout=600
             )
-            return len(batch)
+            return number, len(batch)
 
-        for batch in chunked(generate_products(items, seed), IMPORT_BATCH):
+        def record(finished: Iterable[asyncio.Task]) -> int:
+            nonlocal contiguous
+            count = 0
+            for task in finished:
+                number, size = task.result()
+                finished_batches.add(number)
+                count += size
+            while contiguous in finished_batches:
+                contiguous += 1
+            if state is not None and state_path is not None:
+                state.imported_through = min(items, start + contiguous * IMPORT_BATCH)
+                state.seconds = earlier_seconds + time.perf_counter() - started
+                state.write(state_path)
+            return count
+
+        for number, batch in enumerate(chunked(products, IMPORT_BATCH)):
             if len(pending) >= IMPORT_CONCURRENCY:
                 finished, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                done += sum(task.result() for task in finished)
-            pending.add(asyncio.create_task(send(batch)))
+                done += record(finished)
+            pending.add(asyncio.create_task(send(number, batch)))
             now = time.perf_counter()
             if progress and now - last_report > 30:
                 last_report = now
                 rate = done / (now - started)
-                left = (items - done) / rate if rate else float("nan")
-                print(f"  imported {done:,}/{items:,} ({rate:.0f}/s, about {left / 60:.0f} min left)",
+                left = (items - start - done) / rate if rate else float("nan")
+                print(f"  imported {start + done:,}/{items:,} ({rate:.0f}/s, about {left / 60:.0f} min left)",
                       file=sys.stderr, flush=True)
         if pending:
-            done += sum(task.result() for task in (await asyncio.wait(pending))[0])
+            done += record((await asyncio.wait(pending))[0])
     return time.perf_counter() - started
 
 
@@ -539,7 +595,9 @@ async def bench_search(
         reused = (f" (built by an earlier run in {data_dir}; this run's retrieval rebuilt the indexes from "
                   f"PostgreSQL's cached vectors in {build['retrieval_start_s']:.1f}s)") if build["reused"] else ""
         header.append(
-            f"index build (import through retrieval: embedding + PostgreSQL + BM25 + ANN): {build['import_s']:.1f}s{reused} "
+            f"index build (import through retrieval: embedding + PostgreSQL + BM25 + ANN): {build['import_s']:.1f}s"
+            + (f" over {build['import_runs']} runs (each stopped one continued by the next)" if build["import_runs"] > 1 else "")
+            + f"{reused} "
             f"({items / build['import_s']:.0f} products/s); then query understanding (reads the vocabulary), ranking "
             f"and gateway SERVING in {build['rest_start_s']:.1f}s; "
             f"peak RSS MiB: " + ", ".join(f"{k} {v:.0f}" for k, v in build["peak_rss_mib"].items())
@@ -583,16 +641,28 @@ async def _run_own_system(folder: Path, settings: "BenchSettings", model_reposit
         await system.start(timeout=3600, services=("events", "retrieval"),
                            replicas={"retrieval": settings.retrieval_replicas})
         retrieval_start = time.perf_counter() - started
+        import_runs = 1
         if reuse:
-            import_seconds = built["import_s"]
+            import_seconds, import_runs = built["import_s"], built.get("import_runs", 1)
             print(f"reusing the catalogue in {folder} (built in {import_seconds:.0f}s); retrieval rebuilt its indexes "
                   f"from PostgreSQL in {retrieval_start:.1f}s", file=sys.stderr, flush=True)
         else:
-            print(f"events and retrieval SERVING in {retrieval_start:.1f}s; importing {items:,} synthetic products",
-                  file=sys.stderr, flush=True)
-            import_seconds = await import_synthetic(system.address("retrieval"), items, seed)
+            state_path = folder / IMPORT_STATE
+            state = ImportState.read(state_path, items, seed)
+            if state.imported_through:
+                print(f"events and retrieval SERVING in {retrieval_start:.1f}s; continuing the import of {items:,} "
+                      f"synthetic products stopped at {state.imported_through:,} after {state.seconds:.0f}s "
+                      f"({state.runs} earlier run{'s' if state.runs != 1 else ''})", file=sys.stderr, flush=True)
+            else:
+                print(f"events and retrieval SERVING in {retrieval_start:.1f}s; importing {items:,} synthetic products",
+                      file=sys.stderr, flush=True)
+            state.runs += 1
+            await import_synthetic(system.address("retrieval"), items, seed, state=state, state_path=state_path)
+            import_seconds, import_runs = state.seconds, state.runs
             built_file.write_text(json.dumps({"items": items, "seed": seed, "import_s": import_seconds,
+                                              "import_runs": state.runs,
                                               "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}))
+            state_path.unlink()
         started = time.perf_counter()
         await system.start(timeout=3600, services=("query_understanding", "ranking", "gateway"))
         rest_start_seconds = time.perf_counter() - started
@@ -601,6 +671,7 @@ async def _run_own_system(folder: Path, settings: "BenchSettings", model_reposit
         build = {
             "items": items,
             "import_s": import_seconds,
+            "import_runs": import_runs,
             "reused": reuse,
             "retrieval_start_s": retrieval_start,
             "rest_start_s": rest_start_seconds,

@@ -49,3 +49,55 @@ async def test_a_gateway_without_the_bench_experiment_is_reported_not_measured(g
     summaries, notes = await measure(system.address("gateway"), QUERIES, settings, log=lambda line: None)
     assert summaries == []
     assert len(notes) == 2 and all("does not serve the arm bench/" in note for note in notes)
+
+
+async def test_an_interrupted_catalogue_import_goes_on_where_it_stopped(postgres_url, model_repository, tmp_path,
+                                                                        monkeypatch):
+    """A kill mid-import (here: the import task cancelled) leaves a state that is never ahead of
+    PostgreSQL; the next run sends only what is missing and adds up the time."""
+    import asyncio
+    import uuid
+
+    import asyncpg
+
+    from services.cli import bench
+    from services.cli.bench import IMPORT_STATE, ImportState, import_synthetic
+    from services.retrieval.config import RetrievalSettings
+    from services.retrieval.server import create_server
+    from tests.conftest import create_database, system_environment
+
+    monkeypatch.setattr(bench, "IMPORT_BATCH", 10)
+    items, seed = 60, 11
+    database_url = await create_database(postgres_url, f"bench_{uuid.uuid4().hex[:12]}")
+    server = await create_server(RetrievalSettings.from_env(system_environment(database_url, model_repository)), port=0)
+    address = f"127.0.0.1:{server.port}"
+    state_path = tmp_path / IMPORT_STATE
+    connection = await asyncpg.connect(database_url)
+    try:
+        first = asyncio.create_task(import_synthetic(address, items, seed, progress=False,
+                                                     state=ImportState(items, seed), state_path=state_path))
+        while ImportState.read(state_path, items, seed).imported_through < 20:
+            assert not first.done(), "the import finished before it could be interrupted"
+            await asyncio.sleep(0.02)
+        first.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        stopped = ImportState.read(state_path, items, seed)
+        imported = await connection.fetchval("SELECT count(*) FROM products")
+        assert 20 <= stopped.imported_through <= imported < items
+        assert stopped.seconds > 0
+        mark = await connection.fetchval("SELECT now()")
+        through, seconds = stopped.imported_through, stopped.seconds
+
+        await import_synthetic(address, items, seed, progress=False, state=stopped, state_path=state_path)
+        done = ImportState.read(state_path, items, seed)
+        assert done.imported_through == items and done.seconds > seconds
+        assert await connection.fetchval("SELECT count(*) FROM products") == items
+        # Products before the stopping point were not sent again.
+        resent = await connection.fetchval("SELECT count(*) FROM products WHERE updated_at > $1", mark)
+        assert resent == items - through
+        # Another catalogue's state does not count.
+        assert ImportState.read(state_path, items + 1, seed).imported_through == 0
+    finally:
+        await connection.close()
+        await server.stop(grace=1.0)

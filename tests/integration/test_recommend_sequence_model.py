@@ -26,7 +26,7 @@ from shelfwise.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from shelfwise.retrieval.v1 import retrieval_pb2, retrieval_pb2_grpc
 
 from services.common.channels import create_channel
-from tests.conftest import start_system, system_environment
+from tests.conftest import create_database, start_system, system_environment
 
 JOURNEYS = {"Tea": "Board Games", "Running Shoes": "Headphones", "Red Wine": "Cookware"}
 SHOPPERS_PER_JOURNEY = 60
@@ -43,18 +43,6 @@ def demo_products(categories) -> list[dict]:
     with demo_catalog_path().open(encoding="utf-8") as handle:
         rows = [json.loads(line) for line in handle if line.strip()]
     return [row for row in rows if row["category"] in categories]
-
-
-async def create_database(postgres_url: str, name: str) -> str:
-    import asyncpg
-
-    connection = await asyncpg.connect(postgres_url)
-    try:
-        await connection.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await connection.close()
-    base, _, query = postgres_url.partition("?")
-    return f"{base.rsplit('/', 1)[0]}/{name}" + (f"?{query}" if query else "")
 
 
 async def log_journeys(database_url: str, products: list[dict]) -> None:
