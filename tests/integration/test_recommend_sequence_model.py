@@ -18,7 +18,6 @@ import uuid
 from collections import Counter
 from datetime import datetime, timedelta, timezone
 
-import grpc
 import pytest
 from shelfwise.common.v1 import common_pb2
 from shelfwise.events.v1 import events_pb2
