@@ -129,14 +129,23 @@ def grpc_options(max_message_bytes: int) -> list[tuple[str, int]]:
     ]
 
 
-def connection_age_options(max_connection_age_seconds: float) -> list[tuple[str, int]]:
+# How long calls in flight on a connection the server ages out may still take. New calls go
+# to the new connection at once, so this only bounds the calls already running: it must exceed
+# the longest legitimate call, a catalogue upsert that encodes 500 products on a CPU (up to
+# retrieval's 120 s encoding timeout plus the write). At 5 s, imports of large catalogues
+# failed with UNAVAILABLE "max connection age" every `max_connection_age_seconds`.
+CONNECTION_AGE_GRACE_SECONDS = 300.0
+
+
+def connection_age_options(max_connection_age_seconds: float,
+                           grace_seconds: float = CONNECTION_AGE_GRACE_SECONDS) -> list[tuple[str, int]]:
     """Server options that close each connection after `max_connection_age_seconds` (none for
-    0); calls in flight on it get 5 s more to finish."""
+    0); calls in flight on it get `grace_seconds` more to finish."""
     if max_connection_age_seconds <= 0:
         return []
     return [
         ("grpc.max_connection_age_ms", int(max_connection_age_seconds * 1000)),
-        ("grpc.max_connection_age_grace_ms", 5_000),
+        ("grpc.max_connection_age_grace_ms", int(grace_seconds * 1000)),
     ]
 
 
@@ -181,12 +190,14 @@ async def start_server(
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     security: SecuritySettings | None = None,
     max_connection_age_seconds: float = 0.0,
+    connection_age_grace_seconds: float = CONNECTION_AGE_GRACE_SECONDS,
 ) -> RunningServer:
     """Builds, binds and starts a server; health starts NOT_SERVING until the caller is ready.
 
     `security` defaults to SecuritySettings.from_env() (authentication, rate limits, TLS).
     `max_connection_age_seconds` > 0: each client connection is closed (GOAWAY, in-flight calls
-    finish) after about that long, so clients reconnect and spread over the current replicas."""
+    get `connection_age_grace_seconds` to finish) after about that long, so clients reconnect
+    and spread over the current replicas."""
     instrument_libraries()
     security = SecuritySettings.from_env() if security is None else security
     # Error mapping outermost, so refused calls are counted in the RPC metrics with their status.
@@ -194,7 +205,8 @@ async def start_server(
     caller_interceptor = CallerInterceptor.from_settings(security)
     if caller_interceptor is not None:
         interceptors.append(caller_interceptor)
-    options = grpc_options(max_message_bytes) + connection_age_options(max_connection_age_seconds)
+    options = grpc_options(max_message_bytes) + connection_age_options(max_connection_age_seconds,
+                                                                       connection_age_grace_seconds)
     server = grpc.aio.server(interceptors=interceptors, options=options)
     register(server)
     health_servicer = health.aio.HealthServicer()

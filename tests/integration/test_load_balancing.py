@@ -18,12 +18,16 @@ from services.common.server import start_server
 NO_AUTH = SecuritySettings.from_env({})
 
 
-async def _replica(name: str, served: Counter, max_connection_age_seconds: float = 0.0, peers: set | None = None):
-    """A server whose Check answers SERVING, counts the calls it got under `name` and notes each
-    caller's address in `peers` (a new connection comes from a new client port)."""
+async def _replica(name: str, served: Counter, max_connection_age_seconds: float = 0.0, peers: set | None = None,
+                   call_seconds: float = 0.0, **server_options):
+    """A server whose Check answers SERVING after `call_seconds`, counts the calls it got under
+    `name` and notes each caller's address in `peers` (a new connection comes from a new client
+    port)."""
 
     class CountingHealth(health_pb2_grpc.HealthServicer):
         async def Check(self, request, context):
+            if call_seconds:
+                await asyncio.sleep(call_seconds)
             served[name] += 1
             if peers is not None:
                 peers.add(context.peer())
@@ -45,6 +49,7 @@ async def _replica(name: str, served: Counter, max_connection_age_seconds: float
         port=0,
         security=NO_AUTH,
         max_connection_age_seconds=max_connection_age_seconds,
+        **server_options,
     )
 
 
@@ -90,6 +95,28 @@ async def test_a_server_recycles_connections_and_calls_go_on_across_the_reconnec
         assert (len(peers) >= 3) if connections == "several" else (len(peers) == 1)
     finally:
         await replica.server.stop(0)
+
+
+async def test_a_call_longer_than_the_old_grace_survives_the_connection_being_aged_out():
+    """A catalogue upsert can encode for a minute; the connection's maximum age must not cut it.
+    Scaled down: connections age out after 0.3 s, each call takes 1 s. With a grace shorter than
+    the call (5 s against a minute was the bug) the call in flight fails UNAVAILABLE."""
+    served: Counter = Counter()
+    cut = await _replica("cut", served, max_connection_age_seconds=0.3, call_seconds=1.0,
+                         connection_age_grace_seconds=0.1)
+    kept = await _replica("kept", served, max_connection_age_seconds=0.3, call_seconds=1.0)
+    try:
+        async with create_channel(f"127.0.0.1:{cut.port}", security=NO_AUTH) as channel:
+            with pytest.raises(grpc.aio.AioRpcError) as error:
+                await _check(channel)(health_pb2.HealthCheckRequest(), timeout=5)
+            assert error.value.code() == grpc.StatusCode.UNAVAILABLE
+        async with create_channel(f"127.0.0.1:{kept.port}", security=NO_AUTH) as channel:
+            for _ in range(3):  # each one outlives the connection it started on
+                await _check(channel)(health_pb2.HealthCheckRequest(), timeout=5)
+        assert served["kept"] == 3
+    finally:
+        await cut.server.stop(0)
+        await kept.server.stop(0)
 
 
 @pytest.mark.parametrize("environ, expected", [({}, 300.0), ({"SHELFWISE_MAX_CONNECTION_AGE_SECONDS": "0"}, 0.0)])
