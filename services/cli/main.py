@@ -583,8 +583,28 @@ def main(argv: list[str] | None = None) -> int:
         import grpc
 
         try:
-            return asyncio.run(result)
+            return asyncio.run(_until_stopped(result))
         except grpc.aio.AioRpcError as error:
             print(f"{error.code().name}: {error.details()}", file=sys.stderr)
             return 1
+        except asyncio.CancelledError:
+            print("stopped", file=sys.stderr)
+            return 130
     return result
+
+
+async def _until_stopped(command):
+    """Runs an async command that Ctrl-C (SIGINT) or `kill` (SIGTERM, what Kubernetes and a
+    shutting-down machine send) cancels, so its `finally` blocks stop what it started (services,
+    PostgreSQL) instead of leaving them running. Set explicitly: a command started in the
+    background by a script inherits SIGINT ignored, and SIGTERM would otherwise end Python at
+    once. A command may install its own handlers for these (`up` stops at its end instead)."""
+    task = asyncio.ensure_future(command)
+    loop = asyncio.get_running_loop()
+    for stop_signal in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(stop_signal, task.cancel)
+    try:
+        return await task
+    finally:
+        for stop_signal in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(stop_signal)

@@ -60,3 +60,37 @@ async def test_import_catalog_reports_the_bad_row_and_imports_nothing(system, tm
     )
     assert completed.returncode == 0, completed.stderr
     assert "imported 1 products (1 new, 0 updated)" in completed.stdout
+
+
+def test_kill_stops_a_running_command_and_what_it_started(tmp_path):
+    """`kill` (SIGTERM) mid-import of `bench search` cancels the command, whose clean-up stops
+    the services and PostgreSQL it started; before, Python ended at once and left them running.
+    Started the way a script starts it in the background: SIGINT ignored (it must still work)."""
+    import signal
+
+    data_dir = tmp_path / "bench"
+    env = {**os.environ, **free_port_environment()}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "services.cli", "bench", "search", "--items", "5000", "--rate", "1", "--duration", "1",
+         "--data-dir", str(data_dir), "--model-repository", str(MODEL_REPOSITORY)],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
+    try:
+        seen = []
+        for line in process.stderr:
+            seen.append(line)
+            if "importing 5,000 synthetic products" in line:
+                break
+        else:
+            raise AssertionError("the import never started:\n" + "".join(seen))
+        process.send_signal(signal.SIGTERM)
+        rest = process.communicate(timeout=120)[1]
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130, rest
+    assert "stopped" in rest
+    assert not (data_dir / "postgres" / "postmaster.pid").exists(), "PostgreSQL was left running"
+    for service in ("events", "retrieval"):
+        assert "shutting down" in (data_dir / "logs" / f"{service}.log").read_text(), f"{service} was left running"
