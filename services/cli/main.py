@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import signal
 import sys
+import threading
 import time
 import uuid
 from importlib import resources
@@ -598,7 +599,11 @@ async def _until_stopped(command):
     shutting-down machine send) cancels, so its `finally` blocks stop what it started (services,
     PostgreSQL) instead of leaving them running. Set explicitly: a command started in the
     background by a script inherits SIGINT ignored, and SIGTERM would otherwise end Python at
-    once. A command may install its own handlers for these (`up` stops at its end instead)."""
+    once. A command may install its own handlers for these (`up` stops at its end instead).
+    Signals reach only the main thread: `main` called from another thread (tests, an embedding
+    program) runs the command without handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        return await command
     task = asyncio.ensure_future(command)
     loop = asyncio.get_running_loop()
     for stop_signal in (signal.SIGINT, signal.SIGTERM):
