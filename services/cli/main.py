@@ -13,6 +13,8 @@ import uuid
 from importlib import resources
 from pathlib import Path
 
+from services.common.config import DEFAULT_TEXT_ENCODER
+
 DEMO_QUERIES = (
     "something to drink with steak",
     "red runing shoes under $50",
@@ -263,6 +265,17 @@ async def _bench_inference(args) -> int:
     return 0
 
 
+async def _bench_encoding(args) -> int:
+    from services.cli.bench_encoding import bench_encoding, catalog_texts
+
+    if args.items < 1 or args.rounds < 1:
+        print("--items and --rounds must be >= 1", file=sys.stderr)
+        return 2
+    texts, source = catalog_texts(Path(args.catalog) if args.catalog else None, args.items, args.seed)
+    print(await bench_encoding(Path(args.model_repository), args.model, texts, source, args.rounds, args.threads))
+    return 0
+
+
 async def _bench_events(args) -> int:
     from services.cli.bench_events import bench_events
 
@@ -471,6 +484,16 @@ def build_parser() -> argparse.ArgumentParser:
     bench_inference.add_argument("--env-dir", default=".venv-triton", help="virtual environment of the local Triton")
     bench_inference.add_argument("--seconds", type=float, default=3.0, help="duration of each measurement")
     bench_inference.set_defaults(run=_bench_inference)
+    bench_encoding = bench_commands.add_parser(
+        "encoding", help="catalogue encoding products/s: full batches padded to the length buckets vs to their longest text")
+    bench_encoding.add_argument("--items", type=int, default=4096, help="products encoded per round")
+    bench_encoding.add_argument("--catalog", help="a catalogue file (default: the synthetic catalogue)")
+    bench_encoding.add_argument("--seed", type=int, default=7, help="seed of the synthetic catalogue")
+    bench_encoding.add_argument("--rounds", type=int, default=3, help="alternating rounds (median)")
+    bench_encoding.add_argument("--threads", type=int, help="ONNX Runtime threads (default: the services' own)")
+    bench_encoding.add_argument("--model", default=DEFAULT_TEXT_ENCODER, help="text encoder (default: %(default)s)")
+    bench_encoding.add_argument("--model-repository", default="model_repository")
+    bench_encoding.set_defaults(run=_bench_encoding)
     bench_events = bench_commands.add_parser("events", help="events/s through the events service: COPY vs unnest INSERT")
     bench_events.add_argument("--database-url", help="a PostgreSQL to write to (default: an embedded one for the run)")
     bench_events.add_argument("--events", type=int, default=5000, help="impressions per measurement")

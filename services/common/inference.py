@@ -79,6 +79,11 @@ class EmbeddedOnnxRuntime:
         self._sessions: dict[str, object] = {}
         self._versions: dict[str, ModelVersion] = {}
 
+    @property
+    def threads(self) -> int:
+        """ONNX Runtime's intra-op threads per session."""
+        return self._threads
+
     def has_model(self, name: str) -> bool:
         return name in self._versions or find_model(self._repository, name, self._pinned.get(name)) is not None
 

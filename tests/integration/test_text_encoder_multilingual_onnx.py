@@ -108,6 +108,27 @@ async def test_bucket_padding_and_batching_do_not_move_an_embedding(encoder) -> 
     assert float(np.max(np.abs(at_16 - at_128))) <= 1e-5
 
 
+async def test_a_full_batch_padded_only_to_its_longest_text_embeds_as_at_the_buckets(encoder) -> None:
+    texts = (REFERENCE_PASSAGES + REFERENCE_QUERIES)[:64]  # one full batch (the model's max_batch_size)
+    ids, mask = encoder.tokenize(encoder.prefixed(texts, "passage"), to_bucket=False)
+    assert ids.shape[1] == int(mask.sum(axis=1).max()) not in encoder.metadata.length_buckets
+    full_batch = await encoder.encode(texts, kind="passage")
+    for row, text in enumerate(texts):
+        (alone,) = await encoder.encode([text], kind="passage")  # a partial batch: padded to its bucket
+        assert float(np.max(np.abs(alone - full_batch[row]))) <= 1e-5, text
+
+
+async def test_bench_encoding_compares_both_paddings_on_the_same_products() -> None:
+    from services.cli.bench_encoding import bench_encoding, catalog_texts
+
+    texts, source = catalog_texts(DEMO_CATALOG, 100, seed=7)
+    printed = await bench_encoding(MODEL_REPOSITORY, MODEL, texts, source, rounds=1, threads=1)
+    assert printed.startswith(f"{len(texts):,} product texts from {DEMO_CATALOG}")
+    assert "length buckets" in printed and "longest in batch" in printed and "1.00x" in printed
+    difference = float(printed.rsplit(": ", 1)[1])
+    assert difference <= 1e-5
+
+
 async def test_chinese_queries_find_english_products_and_the_reverse(encoder) -> None:
     queries = await encoder.encode(["绿茶", "running shoes"], kind="query")
     products = await encoder.encode(

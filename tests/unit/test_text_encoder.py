@@ -106,6 +106,17 @@ def test_prefixed_and_tokenize_are_what_encode_sends(e5_like) -> None:
     assert ids.shape == mask.shape == (1, 4) and mask.sum() == 3
 
 
+async def test_a_full_batch_is_padded_to_its_longest_text_a_partial_one_to_its_bucket(e5_like) -> None:
+    # Buckets ([4, 8] here) let Triton merge partial batches; a full one merges with nothing.
+    encoder = TextEncoder(e5_like, model_name="text_encoder_multilingual", max_batch_size=2)
+    vectors = await encoder.encode(["red", "wine", "red wine"], kind="passage")
+    widths = [ids.shape[1] for _, ids, _ in e5_like.requests]
+    assert widths == [2, 4]  # "passage: red" + "passage: wine" (full, 2 tokens); "passage: red wine" (3 → bucket 4)
+    assert vectors[:, 0].tolist() == [2.0, 2.0, 3.0]
+    ids, mask = encoder.tokenize(encoder.prefixed(["red wine"], "passage"), to_bucket=False)
+    assert ids.shape == (1, 3) and mask.sum() == 3
+
+
 def test_the_version_label_names_the_model_so_cached_vectors_never_mix(e5_like, tmp_path) -> None:
     e5 = TextEncoder(e5_like, model_name="text_encoder_multilingual")
     minilm = TextEncoder(RecordingBackend("text_encoder", write_model(tmp_path, "text_encoder")), model_name="text_encoder")
