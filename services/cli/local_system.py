@@ -8,6 +8,7 @@ process's CPU time can be read, so a load test can say what a request costs per 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -23,6 +24,10 @@ from services.common.config import ServerSettings
 
 # Start order: the gateway checks retrieval's health; ranking reads popularity from events.
 SERVICE_ORDER = ("events", "retrieval", "query_understanding", "ranking", "gateway")
+# pgserver lists the processes using a data folder here and stops the server when the last of
+# them exits. A process that died without running its exit hook (kill -9, a machine restart)
+# stays listed, and from then on the server was never stopped: every later run left it running.
+PGSERVER_HANDLES = ".handle_pids.json"
 
 
 class EmbeddedPostgres:
@@ -36,6 +41,7 @@ class EmbeddedPostgres:
         import pgserver
 
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        forget_dead_handles(self.data_dir)
         self._server = pgserver.get_server(self.data_dir, cleanup_mode="stop")
         return self.url
 
@@ -47,6 +53,29 @@ class EmbeddedPostgres:
         if self._server is not None:
             self._server.cleanup()
             self._server = None
+
+
+def process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by another user
+        return True
+    return True
+
+
+def forget_dead_handles(data_dir: Path) -> list[int]:
+    """Drops processes that no longer exist from pgserver's list of a data folder's users, so
+    that the last live one stops the server again. Returns the pids dropped."""
+    path = data_dir / PGSERVER_HANDLES
+    if not path.is_file():
+        return []
+    pids = json.loads(path.read_text())
+    dead = [pid for pid in pids if not process_exists(pid)]
+    if dead:
+        path.write_text(json.dumps([pid for pid in pids if pid not in dead]))
+    return dead
 
 
 def free_ports(count: int) -> list[int]:
