@@ -242,6 +242,7 @@ class Composer:
             )
             if own.search_text:
                 retrieve.query_text = own.search_text
+                retrieve.translated_text = own.translated_query
             preferences = dict(
                 preferred_brands=own.filters.brands,
                 preferred_categories=own.filters.categories,
@@ -273,6 +274,7 @@ class Composer:
                 language=understood.language,
                 extracted_filters=understood.filters,
                 search_text=understood.search_text,
+                translated_text=understood.translated_query,
             ),
             model_version=f"{page.model_version},query_understanding={understood.model_version or 'fallback'}"
             + experiment,

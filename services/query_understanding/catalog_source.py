@@ -21,10 +21,11 @@ log = logging.getLogger(__name__)
 
 
 class CatalogVocabularySource:
-    def __init__(self, pool: asyncpg.Pool, refresh_seconds: float):
+    def __init__(self, pool: asyncpg.Pool, refresh_seconds: float, translate_queries: bool = True):
         self._pool = pool
         self._version: tuple | None = None
-        self.understander = QueryUnderstander(CatalogVocabulary.empty())
+        self._translate = translate_queries
+        self.understander = QueryUnderstander(CatalogVocabulary.empty(), translate=translate_queries)
         self._refresher = Periodic("vocabulary refresh", self.refresh, refresh_seconds, run_first=False)
 
     async def refresh(self) -> bool:
@@ -37,7 +38,7 @@ class CatalogVocabularySource:
         )
         products = [{**dict(row), "attributes": json.loads(row["attributes"])} for row in rows]
         vocabulary = await asyncio.to_thread(CatalogVocabulary.from_products, products)
-        understander = QueryUnderstander(vocabulary)
+        understander = QueryUnderstander(vocabulary, translate=self._translate)
         # Indexes build on first use; build them here, off the event loop, not in a request.
         await asyncio.to_thread(understander.warm_up)
         self.understander = understander

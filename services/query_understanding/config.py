@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Mapping
 
-from services.common.config import ServerSettings, database_url, env_float
+from services.common.config import ServerSettings, database_url, env_bool, env_float
 
 
 @dataclass(frozen=True)
@@ -13,6 +13,9 @@ class QueryUnderstandingSettings:
     server: ServerSettings
     database_url: str
     vocabulary_refresh_seconds: float
+    # Chinese queries get an English rendering that retrieval encodes next to them; off for a
+    # catalogue that is not in English.
+    translate_queries: bool = True
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "QueryUnderstandingSettings":
@@ -20,4 +23,5 @@ class QueryUnderstandingSettings:
             server=ServerSettings.from_env("query_understanding", environ),
             database_url=database_url(environ),
             vocabulary_refresh_seconds=env_float("SHELFWISE_VOCABULARY_REFRESH_SECONDS", 2.0, environ, minimum=0.1),
+            translate_queries=env_bool("SHELFWISE_QUERY_TRANSLATION", True, environ),
         )

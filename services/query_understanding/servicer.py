@@ -52,4 +52,5 @@ class QueryUnderstandingServicer(qu_pb2_grpc.QueryUnderstandingServiceServicer):
             search_text=understanding.search_text,
             tokens=list(understanding.tokens),
             model_version=MODEL_VERSION,
+            translated_query=understanding.translation,
         )

@@ -11,7 +11,10 @@ Pipeline (`QueryUnderstander.understand`):
 4. language detection, on the normalized text *before* correction (but see `understand`: a
    query that only looked foreign because of its typos is reported as English);
 5. filter extraction (price, brands, categories, attributes) on the corrected text;
-6. `search_text`: the corrected text minus the price phrase, and its `tokens`.
+6. `search_text`: the corrected text minus the price phrase, and its `tokens`;
+7. for a Chinese query, `translation`: an English rendering of `search_text`, word by word
+   through a dictionary (`services.query_understanding.translation`), which retrieval encodes
+   next to the query (off with `translate=False`, e.g. for a catalogue that is not English).
 
 The result may have an empty `search_text` ("under $50"): the caller then browses by the
 filters alone. Errors are `services.common.errors.InvalidArgument` only.
@@ -29,6 +32,8 @@ from services.query_understanding import language as _language
 from services.query_understanding.filters import extract_filters
 from services.query_understanding.language import detect_language
 from services.query_understanding.spelling import SpellingCorrector
+from services.query_understanding.translation import translate_chinese
+from services.query_understanding.translation import warm_up as warm_up_translation
 from services.query_understanding.vocabulary import CatalogVocabulary
 
 __all__ = ["QueryUnderstander", "Understanding"]
@@ -49,6 +54,7 @@ class Understanding:
     attributes: attribute name -> canonical value mentioned ("color" -> "Red").
     search_text: what retrieval matches: `corrected` minus the price phrase. May be empty.
     tokens: `words(search_text)`; may be empty even when `search_text` is not ("!!!").
+    translation: English rendering of a Chinese `search_text`; "" for other languages.
     """
 
     original: str
@@ -64,6 +70,7 @@ class Understanding:
     attributes: Mapping[str, str]
     search_text: str
     tokens: tuple[str, ...]
+    translation: str = ""
 
 
 # Above this confidence a non-English query is left uncorrected (see `understand`).
@@ -80,9 +87,10 @@ class QueryUnderstander:
 
     MAX_QUERY_CHARS = 512
 
-    def __init__(self, vocabulary: CatalogVocabulary) -> None:
+    def __init__(self, vocabulary: CatalogVocabulary, translate: bool = True) -> None:
         self._vocabulary = vocabulary
         self._speller = SpellingCorrector(vocabulary)
+        self._translate = translate
 
     @property
     def vocabulary(self) -> CatalogVocabulary:
@@ -94,6 +102,8 @@ class QueryUnderstander:
         so the first real request is not slow (about 1 s, more for a large catalogue)."""
         word_spans("预热")
         _language.warm_up()
+        if self._translate:
+            warm_up_translation()
         self._speller.warm_up()
         self.understand("warm up 预热 under $1")
 
@@ -172,6 +182,7 @@ class QueryUnderstander:
                 price_min, price_max = price_max, price_min
 
         search_text = extracted.remaining_text
+        translated = translate_chinese(search_text) if self._translate and language == "zh" else ""
         return Understanding(
             original=query,
             normalized=normalized,
@@ -186,4 +197,5 @@ class QueryUnderstander:
             attributes=MappingProxyType(dict(extracted.attributes)),
             search_text=search_text,
             tokens=tuple(words(search_text)),
+            translation=translated,
         )

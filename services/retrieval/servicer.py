@@ -129,6 +129,8 @@ def _check_request(request: retrieval_pb2.RetrieveRequest) -> None:
         raise InvalidArgument("similar_to_product_id", f"must be 1-{MAX_ID_CHARS} characters")
     if seed == "query_text" and len(request.query_text) > MAX_QUERY_CHARS:
         raise InvalidArgument("query_text", f"must be at most {MAX_QUERY_CHARS} characters")
+    if len(request.translated_text) > MAX_QUERY_CHARS:
+        raise InvalidArgument("translated_text", f"must be at most {MAX_QUERY_CHARS} characters")
 
 
 class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
@@ -158,7 +160,8 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
             result = await self._index.similar(request.similar_to_product_id, filters, limit, history, exclude)
         elif seed == "query_text" and request.query_text.strip():
             result = await self._index.retrieve(
-                request.query_text, filters, limit, history, exclude, MODES[request.mode], self._dense_wait_for(context)
+                request.query_text, filters, limit, history, exclude, MODES[request.mode], self._dense_wait_for(context),
+                translation=request.translated_text.strip(),
             )
         elif history:
             result = await self._index.personal(history, filters, limit, exclude)

@@ -69,7 +69,11 @@ async def test_explicit_filters_are_hard(gateway):
 async def test_chinese_query_finds_chinese_tea(gateway):
     response = await gateway.Search(gateway_pb2.SearchRequest(query="绿茶", page_size=3))
     assert response.interpretation.language == "zh"
+    # Query understanding's English rendering, which retrieval searched with next to the query.
+    assert response.interpretation.translated_text == "green tea"
     assert response.results[0].product.category == "Tea"
+    english = await gateway.Search(gateway_pb2.SearchRequest(query="green tea", page_size=3))
+    assert english.interpretation.translated_text == ""
 
 
 async def test_the_default_encoder_reads_chinese_its_five_nearest_products_to_green_tea_are_teas(system):

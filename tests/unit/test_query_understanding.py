@@ -444,6 +444,14 @@ def test_understand_chinese_query_with_price(understander: QueryUnderstander) ->
     assert ("跑鞋", 1.0) in u.categories
 
 
+def test_a_chinese_query_gets_an_english_rendering_of_its_search_text(vocabulary) -> None:
+    u = QueryUnderstander(vocabulary).understand("红葡萄酒和绿茶 100元以内")
+    assert u.language == "zh" and u.search_text == "红葡萄酒和绿茶"
+    assert u.translation == "red wine and green tea"  # without the price phrase, "和" as "and"
+    assert QueryUnderstander(vocabulary).understand("red wine and green tea").translation == ""
+    assert QueryUnderstander(vocabulary, translate=False).understand("红葡萄酒和绿茶").translation == ""
+
+
 def test_understand_between_gives_a_range(understander: QueryUnderstander) -> None:
     u = understander.understand("wine between 20 and 50")
     assert (u.price_min, u.price_max) == (20, 50)

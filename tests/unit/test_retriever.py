@@ -73,6 +73,23 @@ async def test_search_text_is_encoded_as_a_query(index):
     assert encoder.calls == [("query", ["red wine"])]
 
 
+async def test_a_translation_joins_the_query_in_the_dense_search_and_only_there(index):
+    catalog, encoder = index
+    # A query the lexical list cannot match, and its English rendering.
+    result = await catalog.retrieve("红葡萄酒", CandidateFilters(), limit=10, translation="red wine")
+    assert sorted(texts for _, texts in encoder.calls) == [["红葡萄酒", "red wine"]]  # one batch, both texts
+    top = result.candidates[0]
+    assert top.product.id == "wine-1" and top.lexical_rank == 0 and top.dense_rank == 1
+    query, translation = (await encoder.encode(["红葡萄酒", "red wine"], kind="query"))
+    mean = (query + translation) / np.linalg.norm(query + translation)
+    assert np.allclose(await catalog._query_vector("红葡萄酒", "red wine"), mean, atol=1e-6)
+    # Each text's vector is cached on its own: the query again, or the rendering as a query, encode nothing.
+    encoder.calls.clear()
+    await catalog.retrieve("红葡萄酒", CandidateFilters(), limit=10, translation="red wine")
+    await catalog.retrieve("red wine", CandidateFilters(), limit=10)
+    assert encoder.calls == []
+
+
 class RecordingStore:
     """The slice of ProductStore that an upsert touches."""
 

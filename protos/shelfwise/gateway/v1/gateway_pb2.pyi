@@ -55,16 +55,18 @@ class SearchResult(_message.Message):
     def __init__(self, product: _Optional[_Union[_common_pb2.Product, _Mapping]] = ..., score: _Optional[float] = ..., position: _Optional[int] = ..., reasons: _Optional[_Iterable[_Union[_common_pb2.ScoreReason, _Mapping]]] = ...) -> None: ...
 
 class QueryInterpretation(_message.Message):
-    __slots__ = ("corrected_query", "language", "extracted_filters", "search_text")
+    __slots__ = ("corrected_query", "language", "extracted_filters", "search_text", "translated_text")
     CORRECTED_QUERY_FIELD_NUMBER: _ClassVar[int]
     LANGUAGE_FIELD_NUMBER: _ClassVar[int]
     EXTRACTED_FILTERS_FIELD_NUMBER: _ClassVar[int]
     SEARCH_TEXT_FIELD_NUMBER: _ClassVar[int]
+    TRANSLATED_TEXT_FIELD_NUMBER: _ClassVar[int]
     corrected_query: str
     language: str
     extracted_filters: _common_pb2.Filters
     search_text: str
-    def __init__(self, corrected_query: _Optional[str] = ..., language: _Optional[str] = ..., extracted_filters: _Optional[_Union[_common_pb2.Filters, _Mapping]] = ..., search_text: _Optional[str] = ...) -> None: ...
+    translated_text: str
+    def __init__(self, corrected_query: _Optional[str] = ..., language: _Optional[str] = ..., extracted_filters: _Optional[_Union[_common_pb2.Filters, _Mapping]] = ..., search_text: _Optional[str] = ..., translated_text: _Optional[str] = ...) -> None: ...
 
 class StageTiming(_message.Message):
     __slots__ = ("stage", "milliseconds")

@@ -20,7 +20,7 @@ RETRIEVAL_MODE_LEXICAL: RetrievalMode
 RETRIEVAL_MODE_DENSE: RetrievalMode
 
 class RetrieveRequest(_message.Message):
-    __slots__ = ("request_id", "query_text", "similar_to_product_id", "filters", "limit", "language", "history_product_ids", "exclude_product_ids", "preferred_product_ids", "mode")
+    __slots__ = ("request_id", "query_text", "similar_to_product_id", "filters", "limit", "language", "history_product_ids", "exclude_product_ids", "preferred_product_ids", "mode", "translated_text")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     QUERY_TEXT_FIELD_NUMBER: _ClassVar[int]
     SIMILAR_TO_PRODUCT_ID_FIELD_NUMBER: _ClassVar[int]
@@ -31,6 +31,7 @@ class RetrieveRequest(_message.Message):
     EXCLUDE_PRODUCT_IDS_FIELD_NUMBER: _ClassVar[int]
     PREFERRED_PRODUCT_IDS_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
+    TRANSLATED_TEXT_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     query_text: str
     similar_to_product_id: str
@@ -41,7 +42,8 @@ class RetrieveRequest(_message.Message):
     exclude_product_ids: _containers.RepeatedScalarFieldContainer[str]
     preferred_product_ids: _containers.RepeatedScalarFieldContainer[str]
     mode: RetrievalMode
-    def __init__(self, request_id: _Optional[str] = ..., query_text: _Optional[str] = ..., similar_to_product_id: _Optional[str] = ..., filters: _Optional[_Union[_common_pb2.Filters, _Mapping]] = ..., limit: _Optional[int] = ..., language: _Optional[str] = ..., history_product_ids: _Optional[_Iterable[str]] = ..., exclude_product_ids: _Optional[_Iterable[str]] = ..., preferred_product_ids: _Optional[_Iterable[str]] = ..., mode: _Optional[_Union[RetrievalMode, str]] = ...) -> None: ...
+    translated_text: str
+    def __init__(self, request_id: _Optional[str] = ..., query_text: _Optional[str] = ..., similar_to_product_id: _Optional[str] = ..., filters: _Optional[_Union[_common_pb2.Filters, _Mapping]] = ..., limit: _Optional[int] = ..., language: _Optional[str] = ..., history_product_ids: _Optional[_Iterable[str]] = ..., exclude_product_ids: _Optional[_Iterable[str]] = ..., preferred_product_ids: _Optional[_Iterable[str]] = ..., mode: _Optional[_Union[RetrievalMode, str]] = ..., translated_text: _Optional[str] = ...) -> None: ...
 
 class Candidate(_message.Message):
     __slots__ = ("product", "lexical_score", "dense_score", "fused_score", "lexical_rank", "dense_rank", "lexical_coverage", "personal_score", "personal_rank")
