@@ -4,8 +4,8 @@ buckets against padded only to their longest text, side by side in one run.
 Catalogue encoding (an import, a bench index build) sends the text encoder full batches of
 product texts. Length buckets exist so that Triton can merge requests of different lengths;
 a full batch merges with nothing, so `TextEncoder` pads it only to its longest text. This
-command shows what that saves on a given catalogue: the same products, sorted and cut into
-batches as `TextEncoder.encode` does, run through the embedded ONNX Runtime both ways in
+command shows what that saves on a given catalogue: the batches `TextEncoder.encode` sends for
+the same products (`TextEncoder.batches`), run through the embedded ONNX Runtime both ways in
 alternating rounds (the median of each is reported, as the machine may be shared), with the
 tokens computed per real token and the largest difference between the two sets of vectors
 (padding is masked, so the vectors must agree).
@@ -46,12 +46,9 @@ async def bench_encoding(repository: Path, model: str, texts: list[str], source:
                          threads: int | None = None) -> str:
     backend = EmbeddedOnnxRuntime(repository, threads=threads)
     encoder = TextEncoder(backend, model_name=model)
-    batch_size = 64
-    # The order and batches `TextEncoder.encode` uses: sorted by length, cut into full batches.
-    ordered = encoder.prefixed(sorted(texts, key=len), "passage")
-    batches = [ordered[start : start + batch_size] for start in range(0, len(ordered), batch_size)]
+    # Exactly the batches `TextEncoder.encode` sends, padded either way.
     inputs = {
-        label: [encoder.tokenize(batch, to_bucket=to_bucket or len(batch) < batch_size) for batch in batches]
+        label: [(ids, mask) for _, ids, mask in encoder.batches(texts, "passage", pad_full_batches_to_bucket=to_bucket)]
         for label, to_bucket in PADDINGS
     }
     real_tokens = sum(int(mask.sum()) for _, mask in inputs[PADDINGS[0][0]])
@@ -70,7 +67,8 @@ async def bench_encoding(repository: Path, model: str, texts: list[str], source:
     difference = float(np.max(np.abs(vectors[PADDINGS[0][0]] - vectors[PADDINGS[1][0]])))
     lines = [
         f"{len(texts):,} product texts from {source}",
-        f"model {encoder.version}, embedded ONNX Runtime ({backend.threads} threads), batches of {batch_size}, "
+        f"model {encoder.version}, embedded ONNX Runtime ({backend.threads} threads), batches of "
+        f"{encoder.max_batch_size} sorted by token count, "
         f"{rounds} alternating rounds, median",
         f"{'padding':<18} {'tokens computed / real':>22} {'products/s':>11} {'ratio':>6}",
     ]

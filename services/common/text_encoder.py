@@ -10,8 +10,9 @@ Tokenization happens here too, with the tokenizer exported next to the model. To
 padded to a few fixed length buckets so that requests of different lengths can merge into one
 dynamic batch on Triton; padding is masked, so the bucket does not change the embedding. A full
 batch (`max_batch_size` texts: catalogue encoding) cannot merge with anything, so it is padded
-only to its longest text: product texts of about 42 tokens padded to the 64 bucket cost 1.5x the
-compute (`shelfwise bench encoding` measures both).
+only to its longest text, and texts are sorted by token count so that a batch's texts are of
+nearly one length: product texts of about 42 tokens padded to the 64 bucket cost 1.5x the
+compute (`shelfwise bench encoding` measures both paddings).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Iterator, Literal, Sequence
 
 import numpy as np
 
@@ -87,6 +88,10 @@ class TextEncoder:
         self._max_batch_size = max_batch_size
 
     @property
+    def max_batch_size(self) -> int:
+        return self._max_batch_size
+
+    @property
     def dimension(self) -> int:
         return self.metadata.dimension
 
@@ -105,40 +110,46 @@ class TextEncoder:
         """Token ids and mask of texts that already carry their prefix (see `prefixed`), padded
         to the smallest length bucket that holds the longest text, or to the longest text itself
         when `to_bucket` is false."""
-        encodings = self._tokenizer.encode_batch(list(texts))
-        longest = max(len(e.ids) for e in encodings)
+        return self._pad([encoding.ids for encoding in self._tokenizer.encode_batch(list(texts))], to_bucket)
+
+    def _pad(self, token_ids: Sequence[Sequence[int]], to_bucket: bool) -> tuple[np.ndarray, np.ndarray]:
+        longest = max(len(ids) for ids in token_ids)
         width = self._bucket(longest) if to_bucket else longest
-        input_ids = np.zeros((len(texts), width), dtype=np.int64)
-        attention_mask = np.zeros((len(texts), width), dtype=np.int64)
-        for row, encoding in enumerate(encodings):
-            n = len(encoding.ids)
-            input_ids[row, :n] = encoding.ids
-            attention_mask[row, :n] = 1
+        input_ids = np.zeros((len(token_ids), width), dtype=np.int64)
+        attention_mask = np.zeros((len(token_ids), width), dtype=np.int64)
+        for row, ids in enumerate(token_ids):
+            input_ids[row, : len(ids)] = ids
+            attention_mask[row, : len(ids)] = 1
         return input_ids, attention_mask
+
+    def batches(
+        self, texts: Sequence[str], kind: TextKind, *, pad_full_batches_to_bucket: bool = False
+    ) -> Iterator[tuple[list[int], np.ndarray, np.ndarray]]:
+        """The model inputs `encode` sends for `texts`: (rows of `texts`, input_ids,
+        attention_mask) per batch of at most `max_batch_size`. Texts are sorted by token count,
+        so a batch holds texts of nearly one length. Buckets let Triton merge requests of
+        different lengths; a full batch merges with nothing, so it is padded only to its longest
+        text (`pad_full_batches_to_bucket` pads it to the bucket, for `shelfwise bench encoding`)."""
+        prefix = self.metadata.prefix(kind)
+        token_ids = [encoding.ids for encoding in self._tokenizer.encode_batch([prefix + text for text in texts])]
+        order = sorted(range(len(texts)), key=lambda i: len(token_ids[i]))
+        for start in range(0, len(order), self._max_batch_size):
+            rows = order[start : start + self._max_batch_size]
+            to_bucket = pad_full_batches_to_bucket or len(rows) < self._max_batch_size
+            yield (rows, *self._pad([token_ids[i] for i in rows], to_bucket))
 
     async def encode(self, texts: Sequence[str], *, kind: TextKind, timeout: float | None = None) -> np.ndarray:
         """float32 [len(texts), dimension], unit length rows. `kind` is "query" (what a shopper
         typed) or "passage" (product text). `timeout` applies per batch call (default: the
         backend's, sized for queries; catalogue encoding passes a longer one)."""
-        prefix = self.metadata.prefix(kind)
-        if not texts:
-            return np.zeros((0, self.dimension), dtype=np.float32)
-        chunks = []
-        # Sorting by length keeps each chunk in the smallest bucket that fits it.
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        for start in range(0, len(order), self._max_batch_size):
-            batch = [prefix + texts[i] for i in order[start : start + self._max_batch_size]]
-            # Buckets let Triton merge requests of different lengths; a full batch merges with
-            # nothing, and its padding up to the bucket would only be computed and thrown away.
-            input_ids, attention_mask = self.tokenize(batch, to_bucket=len(batch) < self._max_batch_size)
+        self.metadata.prefix(kind)  # checks the kind before any work
+        vectors = np.zeros((len(texts), self.dimension), dtype=np.float32)
+        for rows, input_ids, attention_mask in self.batches(texts, kind):
             result = await self._backend.infer(
                 self.model_name,
                 {"input_ids": input_ids, "attention_mask": attention_mask},
                 [OUTPUT_NAME],
                 timeout=timeout,
             )
-            chunks.append(result[OUTPUT_NAME].astype(np.float32, copy=False))
-        stacked = np.concatenate(chunks)
-        vectors = np.empty_like(stacked)
-        vectors[np.array(order)] = stacked
+            vectors[rows] = result[OUTPUT_NAME]
         return vectors
