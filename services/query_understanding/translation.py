@@ -35,7 +35,7 @@ FUNCTION_WORDS: dict[str, str] = {
 }
 # Senses that are not translations: measure words, variants, pronunciations, cross-references.
 _NOT_A_TRANSLATION = re.compile(
-    r"^(CL:|variant of|old variant|see |surname |abbr\. (for|of)|used in|\(bound form\)|erhua|"
+    r"^(CL:|(Japanese |Korean )?variant of|old variant|see |surname |abbr\. (for|of)|used in|\(bound form\)|erhua|"
     r"Taiwan pr\.|pr\.|also pr\.|\(Tw\)|\(old\)|\(archaic\)|\(literary\))",
     re.IGNORECASE,
 )

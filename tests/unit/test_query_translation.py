@@ -10,6 +10,12 @@ from services.query_understanding.translation import MAX_TRANSLATION_CHARS, glos
 def test_words_become_their_english_senses() -> None:
     assert translate_chinese("绿茶") == "green tea"
     assert translate_chinese("冷藏布丁甜品") == "refrigeration pudding dessert"
+    assert translate_chinese("紅葡萄酒") == "red wine"  # traditional characters too
+
+
+def test_senses_that_are_not_translations_are_skipped() -> None:
+    # 緑 is listed only as "Japanese variant of 綠|绿": nothing to render, rather than that note.
+    assert translate_chinese("緑茶") == "tea"
 
 
 def test_the_plainest_of_the_first_senses_is_chosen() -> None:
