@@ -39,6 +39,8 @@ def _print_results(title: str, response) -> None:
     if interpretation is not None and interpretation.corrected_query:
         filters = interpretation.extracted_filters
         notes = [f"language={interpretation.language}", f"matched text={interpretation.search_text!r}"]
+        if interpretation.translated_text:
+            notes.append(f"also searched as {interpretation.translated_text!r}")
         if filters.price.HasField("min") or filters.price.HasField("max"):
             low = f"{filters.price.min:g}" if filters.price.HasField("min") else ""
             high = f"{filters.price.max:g}" if filters.price.HasField("max") else ""
