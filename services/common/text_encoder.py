@@ -106,11 +106,10 @@ class TextEncoder:
         prefix = self.metadata.prefix(kind)
         return [prefix + text for text in texts]
 
-    def tokenize(self, texts: Sequence[str], *, to_bucket: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    def tokenize(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """Token ids and mask of texts that already carry their prefix (see `prefixed`), padded
-        to the smallest length bucket that holds the longest text, or to the longest text itself
-        when `to_bucket` is false."""
-        return self._pad([encoding.ids for encoding in self._tokenizer.encode_batch(list(texts))], to_bucket)
+        to the smallest length bucket that holds the longest text."""
+        return self._pad([encoding.ids for encoding in self._tokenizer.encode_batch(list(texts))], to_bucket=True)
 
     def _pad(self, token_ids: Sequence[Sequence[int]], to_bucket: bool) -> tuple[np.ndarray, np.ndarray]:
         longest = max(len(ids) for ids in token_ids)
@@ -142,7 +141,6 @@ class TextEncoder:
         """float32 [len(texts), dimension], unit length rows. `kind` is "query" (what a shopper
         typed) or "passage" (product text). `timeout` applies per batch call (default: the
         backend's, sized for queries; catalogue encoding passes a longer one)."""
-        self.metadata.prefix(kind)  # checks the kind before any work
         vectors = np.zeros((len(texts), self.dimension), dtype=np.float32)
         for rows, input_ids, attention_mask in self.batches(texts, kind):
             result = await self._backend.infer(

@@ -110,7 +110,7 @@ async def test_bucket_padding_and_batching_do_not_move_an_embedding(encoder) -> 
 
 async def test_a_full_batch_padded_only_to_its_longest_text_embeds_as_at_the_buckets(encoder) -> None:
     texts = (REFERENCE_PASSAGES + REFERENCE_QUERIES)[:64]  # one full batch (the model's max_batch_size)
-    ids, mask = encoder.tokenize(encoder.prefixed(texts, "passage"), to_bucket=False)
+    [(_, ids, mask)] = encoder.batches(texts, "passage")
     assert ids.shape[1] == int(mask.sum(axis=1).max()) not in encoder.metadata.length_buckets
     full_batch = await encoder.encode(texts, kind="passage")
     for row, text in enumerate(texts):

@@ -113,8 +113,8 @@ async def test_a_full_batch_is_padded_to_its_longest_text_a_partial_one_to_its_b
     widths = [ids.shape[1] for _, ids, _ in e5_like.requests]
     assert widths == [2, 4]  # "passage: red" + "passage: wine" (full, 2 tokens); "passage: red wine" (3 → bucket 4)
     assert vectors[:, 0].tolist() == [2.0, 2.0, 3.0]
-    ids, mask = encoder.tokenize(encoder.prefixed(["red wine"], "passage"), to_bucket=False)
-    assert ids.shape == (1, 3) and mask.sum() == 3
+    [(rows, ids, mask)] = encoder.batches(["red wine", "wine"], "passage")  # full: 3 tokens, not bucket 4
+    assert rows == [1, 0] and ids.shape == (2, 3) and mask.sum() == 5
 
 
 def test_the_version_label_names_the_model_so_cached_vectors_never_mix(e5_like, tmp_path) -> None:
