@@ -324,6 +324,12 @@ def _export(args) -> int:
     return export_main(args.rest)
 
 
+def _quantize(args) -> int:
+    from training.quantize import main as quantize_main
+
+    return quantize_main(args.rest)
+
+
 def _eval_search(args):
     from training.eval_search import run_command
 
@@ -590,6 +596,11 @@ def build_parser() -> argparse.ArgumentParser:
     export = commands.add_parser("export", help="export the models to ONNX in model_repository/", add_help=False)
     export.add_argument("rest", nargs=argparse.REMAINDER)
     export.set_defaults(run=_export)
+    quantize = commands.add_parser(
+        "quantize", help="write an int8 version of a text encoder for CPU serving (~2x faster)", add_help=False
+    )
+    quantize.add_argument("rest", nargs=argparse.REMAINDER)
+    quantize.set_defaults(run=_quantize)
     return parser
 
 
