@@ -52,6 +52,22 @@ BOOTSTRAP_SEED = 7
 MEASURES = ("nDCG@10", "R@100", "RR@10")
 MEASURE_LABELS = {"nDCG@10": "NDCG@10", "R@100": "Recall@100", "RR@10": "MRR@10"}
 PIPELINES = ("bm25", "bm25s", "dense-zeroshot", "dense-multilingual", "dense-finetuned", "hybrid", "full")
+# The dense pipelines that read one model of the repository (version 1 unless pinned with "@").
+DENSE_MODELS = {"dense-zeroshot": "text_encoder", "dense-multilingual": "text_encoder_multilingual"}
+
+
+def pipeline_name(value: str) -> str:
+    """argparse type of --pipeline: one of PIPELINES, or a dense pipeline over a pinned version
+    of its model ("dense-multilingual@2": text_encoder_multilingual version 2)."""
+    base, pinned, version = value.partition("@")
+    if not pinned and base in PIPELINES:
+        return value
+    if pinned and base in DENSE_MODELS and version.isdigit() and int(version) >= 1:
+        return value
+    raise argparse.ArgumentTypeError(
+        f"{value!r} is not a pipeline: choose from {', '.join(PIPELINES)}, or pin a version of "
+        f"{' / '.join(DENSE_MODELS)} as NAME@VERSION (e.g. dense-multilingual@2)"
+    )
 DEFAULT_CACHE = Path(".shelfwise") / "eval"
 
 Ranking = list[tuple[str, float]]
@@ -436,11 +452,7 @@ class Evaluation:
         if "bm25s" in wanted:
             built["bm25s"] = Bm25sPipeline(products)
 
-        dense_models = {
-            "dense-zeroshot": ("text_encoder", 1),
-            "dense-multilingual": ("text_encoder_multilingual", 1),
-            "dense-finetuned": ("text_encoder_multilingual", None),
-        }
+        dense_models = {name: (model, 1) for name, model in DENSE_MODELS.items()}
         finetuned = finetuned_encoder(self.model_repository)
         if finetuned is None and "dense-finetuned" in wanted:
             raise ValueError("dense-finetuned needs a fine-tuned text_encoder_multilingual (version >= 2): "
@@ -448,6 +460,12 @@ class Evaluation:
         dense_models["dense-finetuned"] = ("text_encoder_multilingual", finetuned.version if finetuned else None)
         hybrid_dense = "dense-finetuned" if finetuned is not None else "dense-multilingual"
         needed = [name for name in dense_models if name in wanted or (name == hybrid_dense and "hybrid" in wanted)]
+        # "dense-multilingual@2": the same pipeline over a pinned version (an int8 version, say).
+        for name in sorted(wanted):
+            base, pinned, version = name.partition("@")
+            if pinned:
+                dense_models[name] = (DENSE_MODELS[base], int(version))
+                needed.append(name)
         for name in needed:
             model, version = dense_models[name]
             found = find_model(self.model_repository, model, version)
@@ -566,8 +584,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--queries", required=True, type=Path, action="append",
                         help="qid<TAB>query file; repeat for several query sets")
     parser.add_argument("--qrels", required=True, type=Path, help="TREC qrels: qid 0 docid grade")
-    parser.add_argument("--pipeline", action="append", choices=PIPELINES,
-                        help=f"repeat to compare (default: all available of {', '.join(PIPELINES)})")
+    parser.add_argument("--pipeline", action="append", type=pipeline_name,
+                        help=f"repeat to compare (default: all available of {', '.join(PIPELINES)}); "
+                        "dense-zeroshot@N / dense-multilingual@N pin the model's version N")
     parser.add_argument("--model-repository", type=Path, default=model_repository())
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="embedding and system cache folder")
     parser.add_argument("--out", type=Path, help="write the report as JSON")
@@ -577,13 +596,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def finetuned_encoder(repository: Path):
     """The fine-tuned multilingual encoder the services would serve: the version pinned in
-    SHELFWISE_MODEL_VERSIONS, else the latest; None when that is the zero-shot version 1."""
+    SHELFWISE_MODEL_VERSIONS, else the latest; None when that is the zero-shot version 1 or an
+    int8 copy of it (``shelfwise quantize``)."""
     from services.common.config import parse_versions
     from services.common.inference import find_model
 
     pinned = parse_versions(os.environ.get("SHELFWISE_MODEL_VERSIONS", "")).get("text_encoder_multilingual")
     found = find_model(repository, "text_encoder_multilingual", pinned)
-    return found if found is not None and found.version >= 2 else None
+    return found if found is not None and trained_from(found.path.parent) >= 2 else None
+
+
+def trained_from(version_folder: Path) -> int:
+    """The version whose weights an exported version holds: its own number, or for an int8
+    version the number it was quantized from (metadata.json's quantization.from_version)."""
+    metadata_path = version_folder / "metadata.json"
+    metadata = json.loads(metadata_path.read_text()) if metadata_path.is_file() else {}
+    return int(metadata.get("quantization", {}).get("from_version", version_folder.name))
 
 
 def default_pipelines(repository: Path) -> list[str]:

@@ -1,14 +1,18 @@
-"""`shelfwise bench encoding`: catalogue encoding throughput, full batches padded to the length
-buckets against padded only to their longest text, side by side in one run.
+"""`shelfwise bench encoding`: catalogue encoding throughput, side by side in one run, of
+either two paddings of one version of the model (the served one, or `--versions N`) or two
+versions of it (`--versions 1,2`: an fp32 version against its int8 copy from `shelfwise
+quantize`, say).
 
 Catalogue encoding (an import, a bench index build) sends the text encoder full batches of
 product texts. Length buckets exist so that Triton can merge requests of different lengths;
-a full batch merges with nothing, so `TextEncoder` pads it only to its longest text. This
-command shows what that saves on a given catalogue: the batches `TextEncoder.encode` sends for
-the same products (`TextEncoder.batches`), run through the embedded ONNX Runtime both ways in
-alternating rounds (the median of each is reported, as the machine may be shared), with the
-tokens computed per real token and the largest difference between the two sets of vectors
-(padding is masked, so the vectors must agree).
+a full batch merges with nothing, so `TextEncoder` pads it only to its longest text. By default
+this command shows what that saves on a given catalogue: the batches `TextEncoder.encode` sends
+for the same products (`TextEncoder.batches`), run through the embedded ONNX Runtime both ways.
+With `--versions` it runs those same batches through each version instead. Configurations run
+in alternating rounds (the median of each is reported, as the machine may be shared), with the
+tokens computed per real token, and the largest difference and the smallest cosine between the
+first configuration's vectors and each other's (paddings are masked, so they must agree; an
+int8 version keeps a cosine of about 0.99).
 
 Products are the synthetic catalogue's (`services.cli.synthetic_catalog`; the output says so)
 unless `--catalog` names a catalogue file.
@@ -19,7 +23,9 @@ from __future__ import annotations
 import itertools
 import statistics
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -42,40 +48,67 @@ def catalog_texts(catalog: Path | None, items: int, seed: int) -> tuple[list[str
     return [product.embedding_text() for product in products[:items]], str(catalog)
 
 
+@dataclass(frozen=True)
+class Configuration:
+    label: str
+    version: int | None  # None: the version the services would serve
+    pad_full_batches_to_bucket: bool
+
+
+def configurations(versions: Sequence[int] = ()) -> list[Configuration]:
+    """Each of two or more `versions` padded as `encode` pads; else the two paddings of the one
+    version given, or of the version the services would serve."""
+    if len(versions) > 1:
+        return [Configuration(f"version {version}", version, False) for version in versions]
+    return [Configuration(label, versions[0] if versions else None, to_bucket) for label, to_bucket in PADDINGS]
+
+
 async def bench_encoding(repository: Path, model: str, texts: list[str], source: str, rounds: int,
-                         threads: int | None = None) -> str:
-    backend = EmbeddedOnnxRuntime(repository, threads=threads)
-    encoder = TextEncoder(backend, model_name=model)
-    # Exactly the batches `TextEncoder.encode` sends, padded either way.
-    inputs = {
-        label: [(ids, mask) for _, ids, mask in encoder.batches(texts, "passage", pad_full_batches_to_bucket=to_bucket)]
-        for label, to_bucket in PADDINGS
-    }
-    real_tokens = sum(int(mask.sum()) for _, mask in inputs[PADDINGS[0][0]])
-    backend.load(model)
-    seconds: dict[str, list[float]] = {label: [] for label, _ in PADDINGS}
+                         threads: int | None = None, versions: Sequence[int] = ()) -> str:
+    runs = configurations(versions)
+    backends, inputs, names = {}, {}, {}
+    for run in runs:
+        backend = EmbeddedOnnxRuntime(repository, {model: run.version} if run.version else None, threads=threads)
+        encoder = TextEncoder(backend, model_name=model)
+        # Exactly the batches `TextEncoder.encode` sends.
+        inputs[run.label] = [
+            (ids, mask)
+            for _, ids, mask in encoder.batches(texts, "passage", pad_full_batches_to_bucket=run.pad_full_batches_to_bucket)
+        ]
+        backend.load(model)
+        backends[run.label], names[run.label] = backend, encoder.version
+    real_tokens = sum(int(mask.sum()) for _, mask in inputs[runs[0].label])
+    seconds: dict[str, list[float]] = {run.label: [] for run in runs}
     vectors: dict[str, np.ndarray] = {}
     for _ in range(rounds):
-        for label, _ in PADDINGS:
+        for run in runs:
+            backend = backends[run.label]
             started = time.perf_counter()
             outputs = [
                 (await backend.infer(model, {"input_ids": ids, "attention_mask": mask}, [OUTPUT_NAME]))[OUTPUT_NAME]
-                for ids, mask in inputs[label]
+                for ids, mask in inputs[run.label]
             ]
-            seconds[label].append(time.perf_counter() - started)
-            vectors[label] = np.concatenate(outputs)
-    difference = float(np.max(np.abs(vectors[PADDINGS[0][0]] - vectors[PADDINGS[1][0]])))
+            seconds[run.label].append(time.perf_counter() - started)
+            vectors[run.label] = np.concatenate(outputs)
+    first = runs[0].label
     lines = [
         f"{len(texts):,} product texts from {source}",
-        f"model {encoder.version}, embedded ONNX Runtime ({backend.threads} threads), batches of "
-        f"{encoder.max_batch_size} sorted by token count, "
+        f"model {', '.join(dict.fromkeys(names.values()))}, embedded ONNX Runtime ({backends[first].threads} threads), "
+        f"batches of {TextEncoder(backends[first], model_name=model).max_batch_size} sorted by token count, "
         f"{rounds} alternating rounds, median",
-        f"{'padding':<18} {'tokens computed / real':>22} {'products/s':>11} {'ratio':>6}",
+        f"{'configuration':<18} {'tokens computed / real':>22} {'products/s':>11} {'ratio':>6} "
+        f"{'max |diff|':>10} {'min cosine':>10}",
     ]
-    reference = len(texts) / statistics.median(seconds[PADDINGS[0][0]])
-    for label, _ in PADDINGS:
-        computed = sum(ids.size for ids, _ in inputs[label])
-        rate = len(texts) / statistics.median(seconds[label])
-        lines.append(f"{label:<18} {computed / real_tokens:>22.2f} {rate:>11.1f} {rate / reference:>5.2f}x")
-    lines.append(f"largest difference between the two paddings' vectors: {difference:.1e}")
+    reference = len(texts) / statistics.median(seconds[first])
+    for run in runs:
+        computed = sum(ids.size for ids, _ in inputs[run.label])
+        rate = len(texts) / statistics.median(seconds[run.label])
+        difference = float(np.max(np.abs(vectors[first] - vectors[run.label])))
+        # Rows are unit length, so the row-wise dot product is the cosine.
+        cosine = float(np.min(np.sum(vectors[first] * vectors[run.label], axis=1)))
+        lines.append(
+            f"{run.label:<18} {computed / real_tokens:>22.2f} {rate:>11.1f} {rate / reference:>5.2f}x "
+            f"{difference:>10.1e} {cosine:>10.5f}"
+        )
+    lines.append(f"differences and cosines are against the first row ({first}), text by text")
     return "\n".join(lines)

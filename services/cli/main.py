@@ -273,8 +273,16 @@ async def _bench_encoding(args) -> int:
     if args.items < 1 or args.rounds < 1:
         print("--items and --rounds must be >= 1", file=sys.stderr)
         return 2
+    try:
+        versions = [int(version) for version in args.versions.split(",")] if args.versions else []
+    except ValueError:
+        versions = [0]
+    if any(version < 1 for version in versions) or len(set(versions)) != len(versions):
+        print(f"--versions {args.versions!r} must be distinct version numbers, e.g. 1,2", file=sys.stderr)
+        return 2
     texts, source = catalog_texts(Path(args.catalog) if args.catalog else None, args.items, args.seed)
-    print(await bench_encoding(Path(args.model_repository), args.model, texts, source, args.rounds, args.threads))
+    print(await bench_encoding(Path(args.model_repository), args.model, texts, source, args.rounds, args.threads,
+                               versions))
     return 0
 
 
@@ -493,13 +501,16 @@ def build_parser() -> argparse.ArgumentParser:
     bench_inference.add_argument("--seconds", type=float, default=3.0, help="duration of each measurement")
     bench_inference.set_defaults(run=_bench_inference)
     bench_encoding = bench_commands.add_parser(
-        "encoding", help="catalogue encoding products/s: full batches padded to the length buckets vs to their longest text")
+        "encoding", help="catalogue encoding products/s: full batches padded to the length buckets vs to their "
+        "longest text, or two versions of the model (--versions)")
     bench_encoding.add_argument("--items", type=int, default=4096, help="products encoded per round")
     bench_encoding.add_argument("--catalog", help="a catalogue file (default: the synthetic catalogue)")
     bench_encoding.add_argument("--seed", type=int, default=7, help="seed of the synthetic catalogue")
     bench_encoding.add_argument("--rounds", type=int, default=3, help="alternating rounds (median)")
     bench_encoding.add_argument("--threads", type=int, help="ONNX Runtime threads (default: the services' own)")
     bench_encoding.add_argument("--model", default=DEFAULT_TEXT_ENCODER, help="text encoder (default: %(default)s)")
+    bench_encoding.add_argument("--versions", help="compare these versions of the model instead of the paddings, e.g. 1,2 "
+                                "(fp32 against its int8 copy from `shelfwise quantize`); one version: its paddings")
     bench_encoding.add_argument("--model-repository", default="model_repository")
     bench_encoding.set_defaults(run=_bench_encoding)
     bench_events = bench_commands.add_parser("events", help="events/s through the events service: COPY vs unnest INSERT")
@@ -516,7 +527,7 @@ def build_parser() -> argparse.ArgumentParser:
     triton_up.add_argument("rest", nargs=argparse.REMAINDER)
     triton_up.set_defaults(run=_triton_up)
 
-    from training.eval_search import add_arguments as add_eval_arguments, add_benchmark_arguments
+    from training.eval_search import add_arguments as add_eval_arguments, add_benchmark_arguments, pipeline_name
 
     evaluate = commands.add_parser("eval", help="evaluations on data, against baselines, with intervals")
     eval_commands = evaluate.add_subparsers(dest="evaluation", required=True)
@@ -530,7 +541,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_benchmark_arguments(eval_instacart)
     eval_instacart.add_argument("--split", choices=["train", "dev", "test"], default="test")
-    eval_instacart.add_argument("--pipeline", action="append", help="repeat to restrict (default: all available)")
+    eval_instacart.add_argument("--pipeline", action="append", type=pipeline_name,
+                                help="repeat to restrict (default: all available); dense-multilingual@N pins version N")
     eval_instacart.add_argument("--out", type=Path)
     eval_instacart.add_argument("--plot", type=Path)
     eval_instacart.add_argument("--runs", type=Path, help="also write TREC run files into this folder")

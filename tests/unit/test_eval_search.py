@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
+
 import pytest
 
 from services.retrieval.fusion import Fusion
-from training.eval_search import bootstrap_interval, evaluate_run, read_qrels, read_queries
+from training.eval_search import bootstrap_interval, evaluate_run, pipeline_name, read_qrels, read_queries, trained_from
 
 
 def test_queries_file_is_qid_tab_query_and_names_bad_lines(tmp_path):
@@ -80,3 +82,23 @@ def test_fused_scores_reach_ranking_on_one_scale_whatever_the_fusion_settings():
     for fusion in (Fusion(), Fusion(k=10, lexical_weight=0.25), Fusion(k=100, lexical_weight=2.0)):
         assert fusion.scaled(1, 1) == pytest.approx(REFERENCE_MAX)
         assert fusion.scaled(3, 0) < fusion.scaled(1, 0) < fusion.scaled(1, 1)
+
+
+def test_a_pipeline_is_a_known_name_or_a_dense_pipeline_pinned_to_a_version():
+    assert pipeline_name("hybrid") == "hybrid"
+    assert pipeline_name("dense-multilingual@2") == "dense-multilingual@2"
+    assert pipeline_name("dense-zeroshot@1") == "dense-zeroshot@1"
+    for bad in ("bm25@2", "hybrid@1", "dense-multilingual@0", "dense-multilingual@x", "dense-multilingual@", "bert"):
+        with pytest.raises(argparse.ArgumentTypeError, match="NAME@VERSION"):
+            pipeline_name(bad)
+
+
+def test_a_version_holds_its_own_weights_unless_it_is_an_int8_copy(tmp_path):
+    (tmp_path / "3").mkdir()
+    (tmp_path / "3" / "metadata.json").write_text('{"version": 3}')
+    assert trained_from(tmp_path / "3") == 3
+    (tmp_path / "4").mkdir()
+    (tmp_path / "4" / "metadata.json").write_text('{"version": 4, "quantization": {"from_version": 3}}')
+    assert trained_from(tmp_path / "4") == 3
+    (tmp_path / "5").mkdir()
+    assert trained_from(tmp_path / "5") == 5
