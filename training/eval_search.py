@@ -530,10 +530,14 @@ class Evaluation:
 
 def format_table(report: dict) -> str:
     labels = list(MEASURE_LABELS.values())
-    header = f"{'query set':<16} {'lang':<5} {'pipeline':<19} {'n':>4}  " + "  ".join(f"{l:>23}" for l in labels)
+    rows = report["rows"] + report["overall"]
+    # Wide enough for a pinned pipeline name ("dense-multilingual@2") and a long query set name.
+    width = max([19, *(len(row["pipeline"]) for row in rows)])
+    set_width = max([16, *(len(row["query_set"]) for row in rows)])
+    header = f"{'query set':<{set_width}} {'lang':<5} {'pipeline':<{width}} {'n':>4}  " + "  ".join(f"{l:>23}" for l in labels)
     lines = [header, "-" * len(header)]
     previous = None
-    for row in report["rows"] + report["overall"]:
+    for row in rows:
         key = (row["query_set"], row["language"])
         if previous is not None and key != previous:
             lines.append("")
@@ -542,7 +546,10 @@ def format_table(report: dict) -> str:
         for label in labels:
             value = row[label]
             cells.append(f"{value['mean']:.3f} [{value['ci95'][0]:.3f}, {value['ci95'][1]:.3f}]".rjust(23))
-        lines.append(f"{row['query_set']:<16} {row['language']:<5} {row['pipeline']:<19} {row['queries']:>4}  " + "  ".join(cells))
+        lines.append(
+            f"{row['query_set']:<{set_width}} {row['language']:<5} {row['pipeline']:<{width}} {row['queries']:>4}  "
+            + "  ".join(cells)
+        )
     lines.append("")
     lines.append("mean [95% bootstrap interval over queries]; pipelines: " + "; ".join(
         f"{name} = {note}" for name, note in report["pipelines"].items() if note))

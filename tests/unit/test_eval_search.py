@@ -7,7 +7,16 @@ import argparse
 import pytest
 
 from services.retrieval.fusion import Fusion
-from training.eval_search import bootstrap_interval, evaluate_run, pipeline_name, read_qrels, read_queries, trained_from
+from training.eval_search import (
+    MEASURE_LABELS,
+    bootstrap_interval,
+    evaluate_run,
+    format_table,
+    pipeline_name,
+    read_qrels,
+    read_queries,
+    trained_from,
+)
 
 
 def test_queries_file_is_qid_tab_query_and_names_bad_lines(tmp_path):
@@ -102,3 +111,18 @@ def test_a_version_holds_its_own_weights_unless_it_is_an_int8_copy(tmp_path):
     assert trained_from(tmp_path / "4") == 3
     (tmp_path / "5").mkdir()
     assert trained_from(tmp_path / "5") == 5
+
+
+def test_the_table_keeps_its_columns_aligned_for_long_pipeline_and_query_set_names():
+    measure = {"mean": 0.5, "ci95": [0.4, 0.6]}
+    rows = [
+        {"query_set": query_set, "language": "all", "pipeline": pipeline, "queries": 86,
+         **{label: measure for label in MEASURE_LABELS.values()}}
+        for query_set in ("test.en", "test.en-misspelled") for pipeline in ("bm25", "dense-multilingual@12")
+    ]
+    lines = format_table({"rows": rows, "overall": [], "pipelines": {}}).splitlines()
+    table = [line for line in lines[2:] if line and not line.startswith("mean")]
+    assert len(table) == 4
+    # Every row puts its figures where the header puts their labels.
+    assert len({line.index(" 86 ") for line in table}) == 1
+    assert len({len(line) for line in table + [lines[0]]}) == 1
