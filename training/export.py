@@ -564,21 +564,26 @@ def export_sentence_encoder(
                 shutil.copy2(hf_dir / name, staged_tokenizer / name)
         (staging / "metadata.json").write_text(json.dumps(metadata, indent=2) + "\n")
 
-        # Swap into place. metadata.json goes first out and last in, so an interrupted swap is
-        # never mistaken for a finished export by export_matches().
         _log(start, f"installing into {target}")
-        target.mkdir(parents=True, exist_ok=True)
-        (target / "metadata.json").unlink(missing_ok=True)
-        if (target / "tokenizer").exists():
-            shutil.rmtree(target / "tokenizer")
-        os.replace(staged_tokenizer, target / "tokenizer")
-        os.replace(staged_model, target / "model.onnx")
-        os.replace(staging / "metadata.json", target / "metadata.json")
+        install_staged_version(staging, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
     _log(start, f"done: {target / 'model.onnx'} ({size_mb:.1f} MB)")
     return target / "model.onnx"
+
+
+def install_staged_version(staging: Path, target: Path) -> None:
+    """Move ``staging``'s model.onnx, tokenizer/ and metadata.json into the version folder
+    ``target`` (same filesystem, so each move is atomic). metadata.json goes first out and last
+    in, so an interrupted swap is never mistaken for a finished export by export_matches()."""
+    target.mkdir(parents=True, exist_ok=True)
+    (target / "metadata.json").unlink(missing_ok=True)
+    if (target / "tokenizer").exists():
+        shutil.rmtree(target / "tokenizer")
+    os.replace(staging / "tokenizer", target / "tokenizer")
+    os.replace(staging / "model.onnx", target / "model.onnx")
+    os.replace(staging / "metadata.json", target / "metadata.json")
 
 
 def export_text_encoder(model_repository: Path, version: int = 1, verify: bool = True) -> Path:

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import tempfile
 import time
@@ -50,6 +49,7 @@ from training.export import (
     _load_tokenizer,
     _onnx_session,
     embed_with_onnx,
+    install_staged_version,
     verify_against_reference,
     version_dir,
 )
@@ -210,14 +210,7 @@ def quantize_sentence_encoder(
         }
         shutil.copytree(source / "tokenizer", staging / "tokenizer")
         (staging / "metadata.json").write_text(json.dumps(metadata, indent=2) + "\n")
-        # Same swap as training.export: metadata.json out first and in last.
-        target.mkdir(parents=True, exist_ok=True)
-        (target / "metadata.json").unlink(missing_ok=True)
-        if (target / "tokenizer").exists():
-            shutil.rmtree(target / "tokenizer")
-        os.replace(staging / "tokenizer", target / "tokenizer")
-        os.replace(staging / "model.onnx", target / "model.onnx")
-        os.replace(staging / "metadata.json", target / "metadata.json")
+        install_staged_version(staging, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     size_mb = (target / "model.onnx").stat().st_size / 1e6
