@@ -54,6 +54,9 @@ MEASURE_LABELS = {"nDCG@10": "NDCG@10", "R@100": "Recall@100", "RR@10": "MRR@10"
 PIPELINES = ("bm25", "bm25s", "dense-zeroshot", "dense-multilingual", "dense-finetuned", "hybrid", "full")
 # The dense pipelines that read one model of the repository (version 1 unless pinned with "@").
 DENSE_MODELS = {"dense-zeroshot": "text_encoder", "dense-multilingual": "text_encoder_multilingual"}
+DEFAULT_CACHE = Path(".shelfwise") / "eval"
+
+Ranking = list[tuple[str, float]]
 
 
 def pipeline_name(value: str) -> str:
@@ -68,9 +71,6 @@ def pipeline_name(value: str) -> str:
         f"{value!r} is not a pipeline: choose from {', '.join(PIPELINES)}, or pin a version of "
         f"{' / '.join(DENSE_MODELS)} as NAME@VERSION (e.g. dense-multilingual@2)"
     )
-DEFAULT_CACHE = Path(".shelfwise") / "eval"
-
-Ranking = list[tuple[str, float]]
 
 
 # --------------------------------------------------------------------------- inputs
