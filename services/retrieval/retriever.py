@@ -23,9 +23,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
-from typing import Mapping, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -36,6 +36,7 @@ from services.common.text_encoder import TextEncoder
 from services.common.tracing import tracer
 from services.retrieval.catalog import Product, validate_product
 from services.retrieval.dense import DenseIndex
+from services.retrieval.filters import CandidateFilters, FilterColumns
 from services.retrieval.fusion import Fusion
 from services.retrieval.lexical import LexicalIndex
 from services.retrieval.personal import (
@@ -126,25 +127,6 @@ class QueryBatcher:
 
 
 @dataclass(frozen=True)
-class CandidateFilters:
-    categories: tuple[str, ...] = ()
-    brands: tuple[str, ...] = ()
-    price_min: float | None = None
-    price_max: float | None = None
-    attributes: Mapping[str, str] = field(default_factory=dict)
-
-    def validate(self, where: str = "filters") -> "CandidateFilters":
-        for name, bound in (("price.min", self.price_min), ("price.max", self.price_max)):
-            if bound is not None and (not np.isfinite(bound) or bound < 0):
-                raise InvalidArgument(f"{where}.{name}", f"must be a finite number >= 0, got {bound}")
-        if self.price_min is not None and self.price_max is not None and self.price_min > self.price_max:
-            raise InvalidArgument(f"{where}.price", f"min ({self.price_min}) must not exceed max ({self.price_max})")
-        if len(self.categories) > 100 or len(self.brands) > 100 or len(self.attributes) > 20:
-            raise InvalidArgument(where, "at most 100 categories, 100 brands and 20 attributes")
-        return self
-
-
-@dataclass(frozen=True)
 class Candidate:
     product: Product
     lexical_score: float
@@ -212,10 +194,7 @@ class CatalogIndex:
         self._has_item_vector = np.zeros(0, dtype=bool)
         self._slot_of: dict[str, int] = {}
         self._products: list[Product | None] = []
-        # Columns for vectorised filtering, one entry per slot.
-        self._price = np.zeros(0, dtype=np.float64)
-        self._category = np.zeros(0, dtype=object)
-        self._brand = np.zeros(0, dtype=object)
+        self._filters = FilterColumns()  # slot for slot with `_dense`
         self._write_lock = asyncio.Lock()
         self._watermark = datetime.min.replace(tzinfo=timezone.utc) + SYNC_OVERLAP
         self._metrics = RetrievalMetrics()
@@ -278,9 +257,7 @@ class CatalogIndex:
         for product, slot in zip(products, slots):
             self._slot_of[product.id] = int(slot)
         self._products.extend(products)
-        self._price = np.concatenate([self._price, [p.price for p in products]])
-        self._category = np.concatenate([self._category, np.array([p.category for p in products], dtype=object)])
-        self._brand = np.concatenate([self._brand, np.array([p.brand for p in products], dtype=object)])
+        self._filters.append(products)
         self._lexical.upsert(products)
         if self._dense.needs_compaction():
             self._compact()
@@ -289,7 +266,7 @@ class CatalogIndex:
         mapping = self._dense.compact()
         live = np.flatnonzero(mapping >= 0)
         self._products = [self._products[slot] for slot in live]
-        self._price, self._category, self._brand = self._price[live], self._category[live], self._brand[live]
+        self._filters = FilterColumns(self._products)
         if self._items is not None:
             self._items.compact()  # same live slots as `_dense`, so the same mapping
             self._has_item_vector = self._has_item_vector[live]
@@ -409,21 +386,7 @@ class CatalogIndex:
         excluded = [self._slot_of[p] for p in exclude if p in self._slot_of]
         if excluded:
             allowed[excluded] = False
-        if filters.categories:
-            allowed &= np.isin(self._category, list(filters.categories))
-        if filters.brands:
-            allowed &= np.isin(self._brand, list(filters.brands))
-        if filters.price_min is not None:
-            allowed &= self._price >= filters.price_min
-        if filters.price_max is not None:
-            allowed &= self._price <= filters.price_max
-        if filters.attributes:
-            wanted = {k.strip().casefold(): v.strip().casefold() for k, v in filters.attributes.items()}
-            for slot in np.flatnonzero(allowed):
-                attributes = {k.casefold(): v.casefold() for k, v in self._products[slot].attributes.items()}
-                if any(attributes.get(k) != v for k, v in wanted.items()):
-                    allowed[slot] = False
-        return allowed
+        return self._filters.narrow(allowed, filters)
 
     async def retrieve(
         self,
@@ -488,15 +451,15 @@ class CatalogIndex:
         if mode == LEXICAL:
             no_slots = np.zeros(0, dtype=np.int64)
             candidates = self._fuse(None, lexical, no_slots, np.zeros(0, dtype=np.float32), limit, ceiling)
-            return RetrievalResult(candidates, int(allowed.sum()))
+            return RetrievalResult(candidates, np.count_nonzero(allowed))
         if query_vector is None:
             no_slots = np.zeros(0, dtype=np.int64)
             candidates = self._fuse(None, lexical, no_slots, np.zeros(0, dtype=np.float32), limit, ceiling)
-            return RetrievalResult(candidates, int(allowed.sum()), degraded=("dense",))
+            return RetrievalResult(candidates, np.count_nonzero(allowed), degraded=("dense",))
         with _tracer.start_as_current_span("retrieval.dense"):
             dense_slots, dense_scores = self._dense.search(query_vector, limit, allowed, all_scores)
         candidates = self._fuse(query_vector, lexical, dense_slots, dense_scores, limit, ceiling)
-        return RetrievalResult(candidates, int(allowed.sum()))
+        return RetrievalResult(candidates, np.count_nonzero(allowed))
 
     async def _score_queries(self, query_vectors: list[np.ndarray]) -> list[np.ndarray]:
         """Every slot's inner product with each query, computed in a worker thread (numpy
@@ -537,7 +500,7 @@ class CatalogIndex:
         allowed[slot] = False
         vector = self._dense.vectors[slot]
         dense_slots, dense_scores = self._dense.search(vector, limit, allowed)
-        result = RetrievalResult(self._fuse(vector, [], dense_slots, dense_scores, limit), int(allowed.sum()))
+        result = RetrievalResult(self._fuse(vector, [], dense_slots, dense_scores, limit), np.count_nonzero(allowed))
         return self._personalised(result, shopper, exclude)
 
     def browse(
@@ -552,7 +515,7 @@ class CatalogIndex:
         rest[first] = False
         slots = first + np.flatnonzero(rest)[: limit - len(first)].tolist()
         candidates = [Candidate(self._products[slot], 0.0, 0.0, 0.0, 0, 0) for slot in slots]
-        return RetrievalResult(candidates, int(allowed.sum()))
+        return RetrievalResult(candidates, np.count_nonzero(allowed))
 
     async def personal(
         self, history: Sequence[str], filters: CandidateFilters, limit: int, exclude: Sequence[str] = ()
@@ -580,7 +543,7 @@ class CatalogIndex:
                       personal_score=float(score), personal_rank=rank)
             for rank, (slot, score) in enumerate(zip(slots.tolist(), personal.tolist()), start=1)
         ]
-        return RetrievalResult(candidates, int(allowed.sum()), personal_model_version=shopper.model_version)
+        return RetrievalResult(candidates, np.count_nonzero(allowed), personal_model_version=shopper.model_version)
 
     async def _shopper(self, history: Sequence[str]) -> Shopper | None:
         """The shopper of a history (unknown ids skipped), or None when nothing is known."""

@@ -1,0 +1,162 @@
+"""Candidate filters and the per-slot columns that evaluate them as vectorised comparisons.
+
+`FilterColumns` keeps, for every slot of the catalogue index, the product's price and its
+category, brand and attribute values as int32 codes (each distinct string gets one). A search's
+filters then cost a few numpy comparisons over the slots, never a Python loop over products.
+Why: at 1M products, the attribute filter of one "red sofa" query (colour = red) looped over
+every allowed product's attributes for 1.4 s, and over one category's 25k products for 46 ms,
+with the event loop blocked for every other search; `np.isin` over the categories as Python
+strings took 16 ms. As codes each takes about a millisecond (`shelfwise bench filters`).
+`matches` states what the filters mean for one product; the columns must agree with it.
+
+Attributes are sparse (a catalogue may have thousands of attribute names, most on few
+products), so each attribute name keeps (slot, value code) pairs rather than a column over
+every slot. Names and values compare case-insensitively, as shoppers and query understanding
+spell them. Columns grow by doubling (`GrowingArray`); the retriever rebuilds them from its
+products when it compacts the index, which also forgets the codes of deleted products' values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from services.common.errors import InvalidArgument
+from services.retrieval.catalog import Product
+from services.retrieval.growing_array import GrowingArray
+
+MAX_FILTER_CATEGORIES = 100
+MAX_FILTER_BRANDS = 100
+MAX_FILTER_ATTRIBUTES = 20
+
+
+@dataclass(frozen=True)
+class CandidateFilters:
+    """Hard filters: a candidate must match every one that is set. Several categories or
+    brands mean any of them; attributes must all match (name and value, ignoring case)."""
+
+    categories: tuple[str, ...] = ()
+    brands: tuple[str, ...] = ()
+    price_min: float | None = None
+    price_max: float | None = None
+    attributes: Mapping[str, str] = field(default_factory=dict)
+
+    def validate(self, where: str = "filters") -> "CandidateFilters":
+        for name, bound in (("price.min", self.price_min), ("price.max", self.price_max)):
+            if bound is not None and (not np.isfinite(bound) or bound < 0):
+                raise InvalidArgument(f"{where}.{name}", f"must be a finite number >= 0, got {bound}")
+        if self.price_min is not None and self.price_max is not None and self.price_min > self.price_max:
+            raise InvalidArgument(f"{where}.price", f"min ({self.price_min}) must not exceed max ({self.price_max})")
+        if (
+            len(self.categories) > MAX_FILTER_CATEGORIES
+            or len(self.brands) > MAX_FILTER_BRANDS
+            or len(self.attributes) > MAX_FILTER_ATTRIBUTES
+        ):
+            raise InvalidArgument(
+                where,
+                f"at most {MAX_FILTER_CATEGORIES} categories, {MAX_FILTER_BRANDS} brands "
+                f"and {MAX_FILTER_ATTRIBUTES} attributes",
+            )
+        return self
+
+
+class _Codes:
+    """Interns strings as int32 codes, in order of first appearance."""
+
+    def __init__(self) -> None:
+        self._code_of: dict[str, int] = {}
+
+    def code(self, text: str) -> int:
+        code = self._code_of.get(text)
+        if code is None:
+            code = self._code_of[text] = len(self._code_of)
+        return code
+
+    def known(self, texts: Iterable[str]) -> list[int]:
+        """Codes of the texts that some product carries (the others match nothing)."""
+        return [self._code_of[text] for text in texts if text in self._code_of]
+
+
+def _folded_attributes(attributes: Mapping[str, str]) -> dict[str, str]:
+    return {name.casefold(): value.casefold() for name, value in attributes.items()}
+
+
+def _wanted_attributes(filters: CandidateFilters) -> dict[str, str]:
+    return {name.strip().casefold(): value.strip().casefold() for name, value in filters.attributes.items()}
+
+
+def matches(product: Product, filters: CandidateFilters) -> bool:
+    """Whether one product passes the filters: their meaning, product by product."""
+    if filters.categories and product.category not in filters.categories:
+        return False
+    if filters.brands and product.brand not in filters.brands:
+        return False
+    if filters.price_min is not None and not product.price >= filters.price_min:
+        return False
+    if filters.price_max is not None and not product.price <= filters.price_max:
+        return False
+    attributes = _folded_attributes(product.attributes)
+    return all(attributes.get(name) == value for name, value in _wanted_attributes(filters).items())
+
+
+class FilterColumns:
+    """Filter columns for slots 0..slots-1, appended in slot order (see the module docstring)."""
+
+    def __init__(self, products: Sequence[Product] = ()) -> None:
+        self._price = GrowingArray(np.float64)
+        self._category = GrowingArray(np.int32)
+        self._brand = GrowingArray(np.int32)
+        self._category_codes = _Codes()
+        self._brand_codes = _Codes()
+        self._value_codes = _Codes()  # attribute values, shared by all attribute names
+        # casefolded attribute name -> (slots that carry it, their value codes)
+        self._attributes: dict[str, tuple[GrowingArray, GrowingArray]] = {}
+        if products:
+            self.append(products)
+
+    @property
+    def slots(self) -> int:
+        return len(self._price)
+
+    def append(self, products: Sequence[Product]) -> None:
+        """Adds the products as the next slots, in order."""
+        first = self.slots
+        self._price.append([p.price for p in products])
+        self._category.append([self._category_codes.code(p.category) for p in products])
+        self._brand.append([self._brand_codes.code(p.brand) for p in products])
+        added: dict[str, tuple[list[int], list[int]]] = {}
+        for offset, product in enumerate(products):
+            for name, value in _folded_attributes(product.attributes).items():
+                slots, codes = added.setdefault(name, ([], []))
+                slots.append(first + offset)
+                codes.append(self._value_codes.code(value))
+        for name, (slots, codes) in added.items():
+            if name not in self._attributes:
+                self._attributes[name] = (GrowingArray(np.int64), GrowingArray(np.int32))
+            slot_column, code_column = self._attributes[name]
+            slot_column.append(slots)
+            code_column.append(codes)
+
+    def narrow(self, allowed: np.ndarray, filters: CandidateFilters) -> np.ndarray:
+        """`allowed` (bool per slot) with every slot that fails a filter set to False, in place."""
+        if filters.categories:
+            allowed &= np.isin(self._category.values, self._category_codes.known(filters.categories))
+        if filters.brands:
+            allowed &= np.isin(self._brand.values, self._brand_codes.known(filters.brands))
+        if filters.price_min is not None:
+            allowed &= self._price.values >= filters.price_min
+        if filters.price_max is not None:
+            allowed &= self._price.values <= filters.price_max
+        for name, value in _wanted_attributes(filters).items():
+            entries = self._attributes.get(name)
+            code = self._value_codes.known([value])
+            if entries is None or not code:
+                allowed[:] = False
+                break
+            slots, codes = entries
+            matching = np.zeros(len(allowed), dtype=bool)
+            matching[slots.values[codes.values == code[0]]] = True
+            allowed &= matching
+        return allowed
