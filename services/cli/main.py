@@ -294,6 +294,16 @@ async def _bench_events(args) -> int:
     return 0
 
 
+def _bench_filters(args) -> int:
+    from services.cli.bench_filters import bench_filters
+
+    if args.items < 1 or args.rounds < 1:
+        print("--items and --rounds must be >= 1", file=sys.stderr)
+        return 2
+    print(bench_filters(args.items, args.rounds, args.seed))
+    return 0
+
+
 def _triton_up(args) -> int:
     from services.cli.triton_local import main as triton_main
 
@@ -520,6 +530,13 @@ def build_parser() -> argparse.ArgumentParser:
     bench_events.add_argument("--concurrency", type=int, default=4, help="concurrent clients")
     bench_events.add_argument("--rounds", type=int, default=3, help="alternating rounds per cell (median)")
     bench_events.set_defaults(run=_bench_events)
+    bench_filters = bench_commands.add_parser(
+        "filters", help="ms per search of category/brand/attribute/price filters at a catalogue size: "
+        "coded columns vs a per-product scan")
+    bench_filters.add_argument("--items", type=int, default=100_000, help="synthetic catalogue size")
+    bench_filters.add_argument("--rounds", type=int, default=5, help="alternating rounds per filter (median)")
+    bench_filters.add_argument("--seed", type=int, default=7, help="seed of the synthetic catalogue")
+    bench_filters.set_defaults(run=_bench_filters)
 
     triton = commands.add_parser("triton", help="a real Triton server on this machine (CPU)")
     triton_commands = triton.add_subparsers(dest="triton_command", required=True)

@@ -11,9 +11,10 @@ class GrowingArray:
     O(n) amortised; `np.concatenate` copies everything stored so far on every append, which
     made importing a large catalogue in batches quadratic."""
 
-    def __init__(self, dtype, row_shape: tuple[int, ...] = ()) -> None:
+    def __init__(self, dtype, row_shape: tuple[int, ...] = (), initial_capacity: int = 1024) -> None:
         self._buffer = np.zeros((0, *row_shape), dtype=dtype)
         self._used = 0
+        self._initial_capacity = initial_capacity
 
     def __len__(self) -> int:
         return self._used
@@ -28,7 +29,7 @@ class GrowingArray:
         rows = np.asarray(rows, dtype=self._buffer.dtype).reshape(-1, *self._buffer.shape[1:])
         first, needed = self._used, self._used + len(rows)
         if needed > len(self._buffer):
-            capacity = max(needed, 2 * len(self._buffer), 1024)
+            capacity = max(needed, 2 * len(self._buffer), self._initial_capacity)
             buffer = np.zeros((capacity, *self._buffer.shape[1:]), dtype=self._buffer.dtype)
             buffer[:first] = self._buffer[:first]
             self._buffer = buffer

@@ -20,7 +20,7 @@ PROPERTY_SETTINGS = settings(max_examples=300, deadline=None, suppress_health_ch
 # Few distinct spellings, so that filters hit products often; case and spaces vary on purpose.
 NAMES = st.sampled_from(["color", "Color", "COLOR", "size", "material", " color ", ""])
 VALUES = st.sampled_from(["red", "Red", "RED", "blue", "", " red", "straße", "STRASSE", "xl"])
-CATEGORIES = st.sampled_from(["Shoes", "shoes", "Red Wine", ""])
+CATEGORIES = st.sampled_from(["Shoes", "shoes", "Red Wine", "", "Tents", "Lamps"])
 BRANDS = st.sampled_from(["Acme", "acme", "Globex", ""])
 PRICES = st.sampled_from([0.0, 4.99, 5.0, 19.5, 100.0])
 
@@ -36,8 +36,8 @@ PRODUCTS = st.builds(
 )
 FILTERS = st.builds(
     CandidateFilters,
-    categories=st.lists(CATEGORIES, max_size=2).map(tuple),
-    brands=st.lists(BRANDS, max_size=2).map(tuple),
+    categories=st.lists(CATEGORIES, max_size=6).map(tuple),  # over 4: the table lookup
+    brands=st.lists(BRANDS, max_size=6).map(tuple),
     price_min=st.one_of(st.none(), PRICES),
     price_max=st.one_of(st.none(), PRICES),
     attributes=st.dictionaries(NAMES, VALUES, max_size=2),
@@ -109,3 +109,20 @@ async def test_the_catalogue_index_filters_right_after_updates_deletes_and_compa
     result = await catalog.retrieve("item", filters, limit=1_000)
     assert {c.product.id for c in result.candidates} == expected
     assert result.total_matching == len(expected)
+
+
+BENCH_FILTERS = {"none", "category", "brand", "color", "category + color", "price 20-80", "all four"}
+
+
+def test_bench_filters_prints_every_filter_with_both_timings(capsys) -> None:
+    from services.cli.main import main
+
+    assert main(["bench", "filters", "--items", "3000", "--rounds", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "SYNTHETIC" in lines[0]
+    rows = {line[:18].strip(): line.split()[-4:] for line in lines if line[:18].strip() in BENCH_FILTERS}
+    assert set(rows) == BENCH_FILTERS
+    assert rows["none"][0] == "3,000"
+    assert all(row[3].endswith("x") for row in rows.values())
+    assert main(["bench", "filters", "--items", "0"]) == 2
+

@@ -1,0 +1,86 @@
+"""`shelfwise bench filters`: what a search's hard filters (the caller's facets: category,
+brand, attributes, price) cost the catalogue index at a given catalogue size.
+
+Each filter runs through `FilterColumns.narrow` (int32-coded columns: what retrieval runs, on
+the event loop, for every search) and through a per-product scan of the same filter
+(`filters.matches` over every live product: what retrieval did for attribute filters before
+the columns), in alternating rounds so that a neighbour's load favours neither; a cell is the
+median of its rounds. The two must allow the same products, or the command fails. Building
+the columns is timed too, in import batches of 500. The catalogue is synthetic
+(`services.cli.synthetic_catalog`), generated in memory: no services, models or database.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections import Counter
+
+import numpy as np
+
+from services.cli.synthetic_catalog import DESCRIPTION, generate_products
+from services.retrieval.catalog import chunked
+from services.retrieval.filters import CandidateFilters, FilterColumns, matches
+
+IMPORT_BATCH = 500
+
+
+def typical_filters(products) -> dict[str, CandidateFilters]:
+    """Facets a shop's front end sends, on the catalogue's most common values."""
+    category = Counter(p.category for p in products).most_common(1)[0][0]
+    brand = Counter(p.brand for p in products).most_common(1)[0][0]
+    color = Counter(p.attributes["color"] for p in products if "color" in p.attributes).most_common(1)[0][0]
+    in_category = [p for p in products if p.category == category and "color" in p.attributes]
+    category_color = Counter(p.attributes["color"] for p in in_category).most_common(1)[0][0] if in_category else color
+    return {
+        "none": CandidateFilters(),
+        "category": CandidateFilters(categories=(category,)),
+        "brand": CandidateFilters(brands=(brand,)),
+        "color": CandidateFilters(attributes={"color": color}),
+        "category + color": CandidateFilters(categories=(category,), attributes={"color": category_color}),
+        "price 20-80": CandidateFilters(price_min=20.0, price_max=80.0),
+        "all four": CandidateFilters(
+            categories=(category,), brands=(brand,), attributes={"color": category_color}, price_max=200.0
+        ),
+    }
+
+
+def _milliseconds(function) -> tuple[float, object]:
+    start = time.perf_counter()
+    result = function()
+    return (time.perf_counter() - start) * 1000, result
+
+
+def bench_filters(items: int, rounds: int, seed: int) -> str:
+    products = list(generate_products(items, seed))
+    build_ms, columns = _milliseconds(lambda: _build(products))
+    alive = np.ones(len(products), dtype=bool)
+    lines = [
+        f"Candidate filters over {items:,} products: {DESCRIPTION}",
+        f"{rounds} alternating rounds per filter, median ms per search; 'scan' tests every product in Python.",
+        f"Building the columns in batches of {IMPORT_BATCH}: {build_ms / 1000:.2f} s "
+        f"({items / max(build_ms / 1000, 1e-9):,.0f} products/s).",
+        "",
+        f"{'filter':<18} {'allowed':>9} {'columns ms':>11} {'scan ms':>9} {'ratio':>8}",
+    ]
+    for name, filters in typical_filters(products).items():
+        column_times, scan_times = [], []
+        for _ in range(rounds):
+            elapsed, allowed = _milliseconds(lambda: columns.narrow(alive.copy(), filters))
+            column_times.append(elapsed)
+            elapsed, scanned = _milliseconds(lambda: [matches(p, filters) for p in products])
+            scan_times.append(elapsed)
+            if allowed.tolist() != scanned:
+                raise AssertionError(f"filter {name!r}: the columns and the scan allow different products")
+        columns_ms, scan_ms = statistics.median(column_times), statistics.median(scan_times)
+        lines.append(
+            f"{name:<18} {int(allowed.sum()):>9,} {columns_ms:>11.2f} {scan_ms:>9.1f} {scan_ms / columns_ms:>7.0f}x"
+        )
+    return "\n".join(lines)
+
+
+def _build(products) -> FilterColumns:
+    columns = FilterColumns()
+    for batch in chunked(products, IMPORT_BATCH):
+        columns.append(batch)
+    return columns
