@@ -93,7 +93,7 @@ class DenseIndex:
         `all_scores`: `all_scores(query)` computed earlier over the same slots (used by exact
         search; ignored when the slot count has changed since)."""
         query = np.ascontiguousarray(query, dtype=np.float32).reshape(1, self.dimension)
-        # Counted, not listed: HNSW reads the bitmap, and listing 1M allowed slots took 3.6 ms.
+        # Counted, not listed: HNSW reads the bitmap; listing 1M allowed slots took 0.8-3.6 ms.
         allowed_count = np.count_nonzero(allowed)
         if allowed_count == 0 or limit <= 0:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
