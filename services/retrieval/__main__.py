@@ -11,7 +11,7 @@ from services.retrieval.server import create_server
 
 async def main() -> None:
     settings = RetrievalSettings.from_env()
-    running = await create_server(settings)
+    running = await create_server(settings, freeze_heap=True)
     await serve(running, settings.server.shutdown_grace_seconds)
 
 

@@ -7,6 +7,7 @@ from shelfwise.retrieval.v1 import retrieval_pb2, retrieval_pb2_grpc
 from services.common.background import Periodic
 from services.common.database import create_pool
 from services.common.errors import Unavailable
+from services.common.heap import HeapFreezer
 from services.common.inference import create_backend, wait_for_models
 from services.common.server import RunningServer, start_server
 from services.common.text_encoder import TextEncoder
@@ -17,10 +18,15 @@ from services.retrieval.servicer import RetrievalServicer
 from services.retrieval.store import ProductStore
 
 SERVICE_NAME = retrieval_pb2.DESCRIPTOR.services_by_name["RetrievalService"].full_name
+# How often to check whether the catalogue has grown enough to freeze the heap again.
+HEAP_CHECK_SECONDS = 10.0
 
 
-async def create_server(settings: RetrievalSettings, port: int | None = None) -> RunningServer:
-    """Starts the server (port 0 = any free port; see `.port`); SERVING once indexes are built."""
+async def create_server(settings: RetrievalSettings, port: int | None = None, freeze_heap: bool = False) -> RunningServer:
+    """Starts the server (port 0 = any free port; see `.port`); SERVING once indexes are built.
+    `freeze_heap`: keep the catalogue index out of full garbage collections (`HeapFreezer`), a
+    decision for the process (`python -m services.retrieval` makes it), not for a test that
+    starts the server among others."""
     pool = await create_pool(settings.database_url)
     backend = create_backend(settings.inference)
     try:
@@ -54,6 +60,15 @@ async def create_server(settings: RetrievalSettings, port: int | None = None) ->
     sync = Periodic("catalog sync", index.sync, settings.catalog_sync_seconds, run_first=False)
     sync.start()
     running.on_stop += [pool.close, backend.close, sync.stop]
+    if freeze_heap:
+        # The catalogue index is most of the heap; full garbage collections would otherwise
+        # stall every search for a time that grows with the catalogue (services.common.heap).
+        freezer = HeapFreezer()
+        freezer.freeze(index.size)
+        heap = Periodic("heap freeze", lambda: freezer.freeze_if_grown(index.size), HEAP_CHECK_SECONDS,
+                        run_first=False)
+        heap.start()
+        running.on_stop.append(heap.stop)
     running.app = index
     await running.set_serving(True)
     return running
