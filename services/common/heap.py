@@ -3,14 +3,14 @@ heap (retrieval's catalogue index: a Product and its dicts per product).
 
 A full (generation 2) collection walks every tracked object while the thread that triggered
 it, here the event loop, waits. Measured with `shelfwise bench search --items 100000`:
-retrieval's full collections took 140-285 ms each, several times a minute under load, and
+retrieval's full collections took 128-285 ms each, several times a minute under load, and
 retrieval's p99 stage time was about one pause long. They grow with the catalogue: the index
 alone, at 1M synthetic products, takes 0.6 s per full collection on this 2-core machine.
 
 `gc.freeze()` moves every object alive into a permanent generation that collections skip.
 `HeapFreezer` collects and freezes once the heap has been built, and again whenever the
 catalogue has grown by a quarter since (a large import), so a full collection walks what
-changed lately rather than the whole catalogue (at 100k, 20-60 ms after the freeze). Frozen
+changed lately rather than the whole catalogue (at 100k, 13-59 ms after the freeze). Frozen
 objects are still freed by reference counting when released (a replaced or deleted product
 is); only a reference cycle that was alive at a freeze and dies later is never reclaimed,
 which is why freezes follow growth (a handful over a large import) and not time.
