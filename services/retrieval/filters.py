@@ -1,21 +1,23 @@
 """Candidate filters, and the per-slot columns that evaluate them without a loop over products.
 
 `FilterColumns` keeps, for every slot of the catalogue index, the product's price and its
-category and brand as int32 codes (each distinct string gets one), and for each attribute the
-slots that carry each value. A search's filters then cost a few numpy operations.
-Why: a caller's attribute facet (colour = red) used to loop over every allowed product's
-attributes in Python: at 1M products 1.4 s, or 46 ms within one category of 25k, with the
-event loop, and so every other search, blocked meanwhile; categories and brands were compared
-as Python strings (`np.isin`, 16 ms). `shelfwise bench filters --items 1000000` times each
-filter here at 0.3-3.4 ms. `matches` states what the filters mean for one product; the
-columns must agree with it.
+category and brand as int32 codes (each distinct string gets one), and for each attribute name
+the (slot, value code) pairs of the products that carry it. A search's filters then cost a few
+numpy operations. Why: a caller's attribute facet (colour = red) used to loop over every
+allowed product's attributes in Python: at 1M products 1.4 s, or 46 ms within one category of
+25k, with the event loop, and so every other search, blocked meanwhile; categories and brands
+were compared as Python strings (`np.isin`, 16 ms). `shelfwise bench filters --items 1000000`
+times each filter here at 0.2-5.2 ms. `matches` states what the filters mean for one product;
+the columns must agree with it.
 
-Attributes are sparse (a catalogue may have thousands of attribute names and values, most on
-few products), so each (name, value) keeps the list of slots that carry it, as an inverted
-index does: an attribute filter costs in proportion to the products that match it. Names and
-values compare case-insensitively, as shoppers and query understanding spell them. Columns
-grow by doubling (`GrowingArray`); the retriever rebuilds them from its products when it
-compacts the index, which also forgets the values only deleted products had.
+Attributes are sparse (a catalogue may have thousands of attribute names, most on few
+products), hence pairs for the products that carry a name rather than a column over every
+slot: 12 bytes per product and attribute. A list of slots per value ran 3-5x faster for a
+common colour at 1M (0.65 against 2-4 ms) but cost 520 bytes per product when every product
+has its own value (a model number; 174 bytes as pairs), 0.5 GB at 1M. Names and values
+compare case-insensitively, as shoppers and query understanding spell them. Columns grow by
+doubling (`GrowingArray`); the retriever rebuilds them from its products when it compacts the
+index, which also forgets the values only deleted products had.
 """
 
 from __future__ import annotations
@@ -115,8 +117,9 @@ class FilterColumns:
         self._brand = GrowingArray(np.int32)
         self._category_codes = _Codes()
         self._brand_codes = _Codes()
-        # (casefolded attribute name, casefolded value) -> the slots that carry it, ascending
-        self._attribute_slots: dict[tuple[str, str], GrowingArray] = {}
+        self._value_codes = _Codes()  # casefolded attribute values, shared by all names
+        # casefolded attribute name -> (slots that carry it, ascending; their value codes)
+        self._attributes: dict[str, tuple[GrowingArray, GrowingArray]] = {}
         if products:
             self.append(products)
 
@@ -130,14 +133,19 @@ class FilterColumns:
         self._price.append([p.price for p in products])
         self._category.append([self._category_codes.code(p.category) for p in products])
         self._brand.append([self._brand_codes.code(p.brand) for p in products])
-        added: dict[tuple[str, str], list[int]] = {}
+        added: dict[str, tuple[list[int], list[int]]] = {}
         for offset, product in enumerate(products):
-            for attribute in _folded_attributes(product.attributes).items():
-                added.setdefault(attribute, []).append(first + offset)
-        for attribute, slots in added.items():
-            if attribute not in self._attribute_slots:
-                self._attribute_slots[attribute] = GrowingArray(np.int64, initial_capacity=8)
-            self._attribute_slots[attribute].append(slots)
+            for name, value in _folded_attributes(product.attributes).items():
+                slots, codes = added.setdefault(name, ([], []))
+                slots.append(first + offset)
+                codes.append(self._value_codes.code(value))
+        for name, (slots, codes) in added.items():
+            if name not in self._attributes:
+                self._attributes[name] = (GrowingArray(np.int64, initial_capacity=16),
+                                          GrowingArray(np.int32, initial_capacity=16))
+            slot_column, code_column = self._attributes[name]
+            slot_column.append(slots)
+            code_column.append(codes)
 
     def narrow(self, allowed: np.ndarray, filters: CandidateFilters) -> np.ndarray:
         """`allowed` (bool per slot) with every slot that fails a filter set to False, in place."""
@@ -149,10 +157,12 @@ class FilterColumns:
             allowed &= self._price.values >= filters.price_min
         if filters.price_max is not None:
             allowed &= self._price.values <= filters.price_max
-        for attribute in _wanted_attributes(filters).items():
+        for name, value in _wanted_attributes(filters).items():
             carriers = np.zeros(len(allowed), dtype=bool)
-            if attribute in self._attribute_slots:
-                carriers[self._attribute_slots[attribute].values] = True
+            code = self._value_codes.known([value])
+            if name in self._attributes and code:
+                slots, codes = self._attributes[name]
+                carriers[np.take(slots.values, np.flatnonzero(codes.values == code[0]))] = True
             allowed &= carriers
         return allowed
 
