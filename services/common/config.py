@@ -221,17 +221,36 @@ def model_repository(environ: Mapping[str, str] | None = None) -> Path:
     return Path(env_str("SHELFWISE_MODEL_REPOSITORY", "model_repository", environ)).resolve()
 
 
-# Our shops sell in Chinese and English: multilingual-e5 by default; `text_encoder` is MiniLM
-# (English only).
-DEFAULT_TEXT_ENCODER = "text_encoder_multilingual"
+# Dense retrieval is routed by language (services/retrieval/retriever.py): an English space
+# (MiniLM, `text_encoder`) reads English text and the English rendering of Chinese queries, a
+# multilingual space (the Universal Sentence Encoder, `text_encoder_use`) the query as typed.
+# Both chosen on the Instacart benchmark's train and dev splits (README "Search relevance").
+DEFAULT_TEXT_ENCODER = "text_encoder"
+DEFAULT_MULTILINGUAL_ENCODER = "text_encoder_use"
+NO_ENCODER = "none"
+
+
+def _model_name(variable: str, default: str, environ: Mapping[str, str] | None) -> str:
+    name = env_str(variable, default, environ)
+    if not name.replace("_", "").replace("-", "").isalnum():
+        raise ValueError(f"{variable}={name!r} is not a model name (e.g. {default})")
+    return name
 
 
 def text_encoder_model(environ: Mapping[str, str] | None = None) -> str:
-    """SHELFWISE_TEXT_ENCODER: the model of the repository that embeds queries and products."""
-    name = env_str("SHELFWISE_TEXT_ENCODER", DEFAULT_TEXT_ENCODER, environ)
-    if not name.replace("_", "").replace("-", "").isalnum():
-        raise ValueError(f"SHELFWISE_TEXT_ENCODER={name!r} is not a model name (e.g. {DEFAULT_TEXT_ENCODER})")
-    return name
+    """SHELFWISE_TEXT_ENCODER: the model of the English (primary) space, which embeds every
+    product, English search text and the English rendering of other queries; similar items and
+    personal recommendations read it too. For a catalogue that is not in English, a
+    multilingual model (and SHELFWISE_MULTILINGUAL_ENCODER=none)."""
+    return _model_name("SHELFWISE_TEXT_ENCODER", DEFAULT_TEXT_ENCODER, environ)
+
+
+def multilingual_encoder_model(environ: Mapping[str, str] | None = None) -> str | None:
+    """SHELFWISE_MULTILINGUAL_ENCODER: the model of the multilingual space, which embeds every
+    product and the query as the shopper typed it; "none" (or the primary's name) for one
+    space only."""
+    name = _model_name("SHELFWISE_MULTILINGUAL_ENCODER", DEFAULT_MULTILINGUAL_ENCODER, environ)
+    return None if name == NO_ENCODER or name == text_encoder_model(environ) else name
 
 
 def parse_versions(raw: str, name: str = "SHELFWISE_MODEL_VERSIONS") -> dict[str, int]:

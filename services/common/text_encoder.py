@@ -1,7 +1,8 @@
 """Text → unit-length embedding through a text-encoder model of the repository.
 
-Which model is a setting (`SHELFWISE_TEXT_ENCODER`, default `text_encoder_multilingual`); every
-text encoder takes the same tensors (`training.export`), and its metadata.json says what differs:
+Which models are settings (`SHELFWISE_TEXT_ENCODER`, default `text_encoder` (MiniLM), and
+`SHELFWISE_MULTILINGUAL_ENCODER`, default `text_encoder_use`); every text encoder takes the same
+tensors (`training.export`), and its metadata.json says what differs:
 the dimension, the length buckets, and the prefixes its texts need (e5 was trained on
 "query: ..." for search text and "passage: ..." for documents; MiniLM on bare text). Callers say
 which kind of text they encode and the prefix is added here, so no caller has to know the model.
@@ -27,7 +28,7 @@ import numpy as np
 from services.common.config import DEFAULT_TEXT_ENCODER
 from services.common.inference import InferenceBackend
 
-# The MiniLM (English) encoder; the default one (SHELFWISE_TEXT_ENCODER) is multilingual-e5.
+# The MiniLM (English) encoder, the default of SHELFWISE_TEXT_ENCODER.
 MODEL_NAME = "text_encoder"
 DEFAULT_MODEL_NAME = DEFAULT_TEXT_ENCODER
 DEFAULT_BUCKETS = (16, 32, 64, 128)

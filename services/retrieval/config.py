@@ -11,6 +11,7 @@ from services.common.config import (
     database_url,
     env_float,
     env_int,
+    multilingual_encoder_model,
     text_encoder_model,
 )
 from services.retrieval.fusion import Fusion
@@ -26,8 +27,10 @@ class RetrievalSettings:
     server: ServerSettings
     database_url: str
     inference: InferenceSettings
-    # The repository model that embeds products (as passages) and search text (as queries).
+    # The repository models of the English (primary) and multilingual spaces (None: no
+    # multilingual space); each embeds products as passages and search text as queries.
     text_encoder: str
+    multilingual_encoder: str | None
     default_limit: int
     catalog_sync_seconds: float
     fusion: Fusion
@@ -40,6 +43,7 @@ class RetrievalSettings:
             database_url=database_url(environ),
             inference=InferenceSettings.from_env(environ),
             text_encoder=text_encoder_model(environ),
+            multilingual_encoder=multilingual_encoder_model(environ),
             default_limit=env_int("SHELFWISE_RETRIEVAL_DEFAULT_LIMIT", 200, environ, minimum=1),
             catalog_sync_seconds=env_float("SHELFWISE_CATALOG_SYNC_SECONDS", 2.0, environ, minimum=0.05),
             fusion=Fusion.from_env(environ),

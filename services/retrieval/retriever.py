@@ -1,35 +1,38 @@
 """The retrieval domain: keeps the lexical and dense indexes and the product table in step,
-and answers candidate queries by fusing both lists (reciprocal rank fusion) under filters.
+and answers candidate queries by fusing the lists (reciprocal rank fusion) under filters.
+
+Dense retrieval is routed by language (DESIGN §1). Every product has a vector in an English
+space and, unless it is switched off, in a multilingual one (`services.retrieval.vector_space`,
+slot for slot). A search sends each space the text it reads best: the English space gets the
+English rendering of a Chinese query (query understanding's `translated_text`) or else the
+query itself, the multilingual space gets the query as the shopper typed it. BM25 and the two
+dense lists are fused by weighted reciprocal rank, and each candidate carries its score and rank
+in every list, which ranking reads as features. Without a multilingual space (a catalogue that
+is not English, say, served by a multilingual primary encoder), the one space reads the query
+and its rendering, their vectors averaged.
 
 Personal retrieval (`services.retrieval.personal`): when a sequence model is deployed, every
-product also has an item vector in a third index kept in step with the other two (same slots);
+product also has an item vector in a third index kept in step with the others (same slots);
 a shopper's history becomes a shopper vector, whose nearest items are the "for this user"
-candidates. Without one, the history's recent text embeddings are the shopper's interests and
-each interest's nearest products are the candidates. Either way `personal_score` is the
-product's probability relative to the best candidate.
+candidates. Without one, the history's recent text embeddings (English space) are the
+shopper's interests and each interest's nearest products are the candidates. Either way
+`personal_score` is the product's probability relative to the best candidate.
 
 Filters are hard: every candidate matches every filter that is set. Upserts and deletes change
 the indexes in place (no rebuild); PostgreSQL stays the system of record and the indexes are
 rebuilt from it at start-up.
-
-Encoding the search text is most of a search's CPU on a CPU-only machine, so query vectors
-are kept in an LRU cache (shops' head queries repeat), concurrent texts are encoded in one
-batch (`QueryBatcher`) and concurrent exact dense searches share one matrix product; all
-measured with `shelfwise bench search`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections import OrderedDict
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from typing import Sequence
 
 import numpy as np
 
-from services.common.batching import MicroBatcher
 from services.common.errors import DeadlineExceeded, InvalidArgument, NotFound, Unavailable
 from services.common.metrics import RetrievalMetrics
 from services.common.text_encoder import TextEncoder
@@ -48,6 +51,9 @@ from services.retrieval.personal import (
     text_history_logits,
 )
 from services.retrieval.store import ProductStore
+from services.retrieval.vector_space import QUERY_CACHE_SIZE, QueryBatcher, QueryVectorCache, VectorSpace
+
+__all__ = ["CandidateFilters", "CatalogIndex", "Candidate", "QueryBatcher", "QueryVectorCache", "RetrievalResult"]
 
 log = logging.getLogger(__name__)
 _tracer = tracer(__name__)
@@ -59,71 +65,13 @@ BULK_ENCODE_TIMEOUT = 120.0
 # Change times come from writers' transactions, which may commit a little after they are
 # stamped: each sync looks this far behind its watermark (unchanged products are skipped).
 SYNC_OVERLAP = timedelta(seconds=30)
-# Which lists a text query draws from (RetrieveRequest.mode): both fused (the default), or one.
+# Which lists a text query draws from (RetrieveRequest.mode): all fused (the default), or one kind.
 HYBRID, LEXICAL, DENSE = "hybrid", "lexical", "dense"
 RETRIEVAL_MODES = (HYBRID, LEXICAL, DENSE)
-# Query vectors kept (about 1.5 KB each at 384-d): shop queries repeat a lot (the head queries
-# are most of the traffic), and encoding one is most of a search's CPU on a CPU-only machine
-# (`shelfwise bench search`: ~20 of ~50 ms of CPU per search).
-QUERY_CACHE_SIZE = 10_000
-
-
-class QueryVectorCache:
-    """Least-recently-used query text -> vector. Only valid for one encoder version, which is
-    fixed for the life of a CatalogIndex (a new model version means a restart)."""
-
-    def __init__(self, capacity: int = QUERY_CACHE_SIZE):
-        self.capacity = capacity
-        self._vectors: OrderedDict[str, np.ndarray] = OrderedDict()
-        self.hits = 0
-        self.misses = 0
-
-    def get(self, text: str) -> np.ndarray | None:
-        vector = self._vectors.get(text)
-        if vector is None:
-            self.misses += 1
-            return None
-        self._vectors.move_to_end(text)
-        self.hits += 1
-        return vector
-
-    def put(self, text: str, vector: np.ndarray) -> None:
-        if self.capacity <= 0:
-            return
-        vector = np.array(vector, dtype=np.float32)  # its own copy, not a view of a batch
-        self._vectors[text] = vector
-        self._vectors.move_to_end(text)
-        while len(self._vectors) > self.capacity:
-            self._vectors.popitem(last=False)
-
-    def __len__(self) -> int:
-        return len(self._vectors)
-
-
-class QueryBatcher:
-    """Encodes concurrent search texts together (`MicroBatcher`; a repeated text once per
-    batch): measured here, 16 ms of CPU per query alone, 9-10 ms in batches of 4-16.
-
-    Every vector a batch computes goes into `cache`, including those whose search stopped
-    waiting meanwhile (overload shedding): leaving them out made repeated queries encode again
-    exactly when the encoder was behind, and the queue ran away (`shelfwise bench search`)."""
-
-    def __init__(self, encoder: TextEncoder, max_batch: int = 16, cache: QueryVectorCache | None = None):
-        self._encoder = encoder
-        self._cache = cache
-        self._batcher = MicroBatcher(self._encode_texts, "retrieval.encode_query", max_batch)
-
-    async def encode(self, text: str) -> np.ndarray:
-        return await self._batcher.submit(text)
-
-    async def _encode_texts(self, texts: list[str]) -> list[np.ndarray]:
-        unique = list(dict.fromkeys(texts))
-        vectors = await self._encoder.encode(unique, kind="query")
-        if self._cache is not None:
-            for text, vector in zip(unique, vectors):
-                self._cache.put(text, vector)
-        row = {text: n for n, text in enumerate(unique)}
-        return [vectors[row[text]] for text in texts]
+# Degraded components: the English (primary) space's query vector missing, the multilingual one's.
+DEGRADED_DENSE, DEGRADED_MULTILINGUAL = "dense", "dense.multilingual"
+_NO_SLOTS = np.zeros(0, dtype=np.int64)
+_NO_SCORES = np.zeros(0, dtype=np.float32)
 
 
 @dataclass(frozen=True)
@@ -137,6 +85,9 @@ class Candidate:
     lexical_coverage: float = 0.0
     personal_score: float = 0.0
     personal_rank: int = 0
+    # The multilingual space's cosine and 1-based rank (0: not in its list, or no such space).
+    multilingual_score: float = 0.0
+    multilingual_rank: int = 0
 
 
 @dataclass(frozen=True)
@@ -161,9 +112,10 @@ class Shopper:
 
 
 class CatalogIndex:
-    """The catalogue's lexical and dense indexes. Products are embedded as passages and search
-    text as a query: the encoder adds whatever its model expects for each ("passage: " /
-    "query: " for e5)."""
+    """The catalogue's lexical index and vector spaces. Products are embedded as passages and
+    search text as a query: each encoder adds whatever its model expects for each ("passage: " /
+    "query: " for e5). `encoder` makes the English (primary) space; `multilingual_encoder`, when
+    given and different, the multilingual one."""
 
     def __init__(
         self,
@@ -172,18 +124,18 @@ class CatalogIndex:
         fusion: Fusion | None = None,
         sequence_model: SequenceModel | None = None,
         query_cache_size: int = QUERY_CACHE_SIZE,
+        multilingual_encoder: TextEncoder | None = None,
     ):
         self._store = store
-        self._encoder = encoder
-        self.query_cache = QueryVectorCache(query_cache_size)
-        self._query_batcher = QueryBatcher(encoder, cache=self.query_cache)
-        # Exact dense scores of concurrent searches in one matrix product: the catalogue matrix
-        # is read once per batch instead of once per query (10k x 384 here: 2.7 ms for one
-        # query, 1.2 ms per query in fours, 0.8 in eights).
-        self._score_batcher = MicroBatcher(self._score_queries, "retrieval.dense_scores", max_batch=32)
+        self._english = VectorSpace(encoder, query_cache_size)
+        self._multilingual = (
+            VectorSpace(multilingual_encoder, query_cache_size)
+            if multilingual_encoder is not None and multilingual_encoder.version != encoder.version
+            else None
+        )
+        self._spaces = [space for space in (self._english, self._multilingual) if space is not None]
         self._fusion = fusion or Fusion()
         self._lexical = LexicalIndex()
-        self._dense = DenseIndex(encoder.dimension)
         # Bumped by every change of the slots (upsert, delete, compaction): a search that left
         # the event loop knows whether what it computed still fits.
         self._generation = 0
@@ -200,8 +152,22 @@ class CatalogIndex:
         self._metrics = RetrievalMetrics()
 
     @property
+    def _dense(self) -> DenseIndex:
+        """The English (primary) space's vectors: similar items and personal retrieval read it."""
+        return self._english.index
+
+    @property
+    def query_cache(self) -> QueryVectorCache:
+        return self._english.query_cache
+
+    @property
     def model_version(self) -> str:
-        return self._encoder.version
+        """The encoder versions behind the dense lists, English first ("a" or "a+b")."""
+        return "+".join(space.version for space in self._spaces)
+
+    @property
+    def encoder_versions(self) -> tuple[str, ...]:
+        return tuple(space.version for space in self._spaces)
 
     @property
     def personal_model_version(self) -> str:
@@ -212,44 +178,59 @@ class CatalogIndex:
         return len(self._slot_of)
 
     async def load(self) -> None:
-        """Builds the indexes from PostgreSQL, encoding only products without a cached vector."""
+        """Builds the indexes from PostgreSQL, encoding only products without a cached vector
+        (per space: a new encoder version encodes the catalogue once, then it is cached)."""
         self._watermark = await self._store.clock()
         products = await self._store.load_all()
-        cached = await self._store.load_embeddings(self.model_version)
-        vectors = np.zeros((len(products), self._encoder.dimension), dtype=np.float32)
-        missing = []
-        for row, product in enumerate(products):
-            entry = cached.get(product.id)
-            if entry is not None and entry[0] == product.content_hash():
-                vectors[row] = entry[1]
-            else:
-                missing.append(row)
-        if missing:
-            log.info("encoding %d of %d products", len(missing), len(products))
-            encoded = await self._encoder.encode(
-                [products[row].embedding_text() for row in missing], kind="passage", timeout=BULK_ENCODE_TIMEOUT
-            )
-            vectors[missing] = encoded
-            await self._store.save_embeddings([products[row] for row in missing], encoded, self.model_version)
+        vectors = []
+        encoded_any = False
+        for space in self._spaces:
+            cached = await self._store.load_embeddings(space.version)
+            matrix = np.zeros((len(products), space.index.dimension), dtype=np.float32)
+            missing = []
+            for row, product in enumerate(products):
+                entry = cached.get(product.id)
+                if entry is not None and entry[0] == product.content_hash():
+                    matrix[row] = entry[1]
+                else:
+                    missing.append(row)
+            if missing:
+                log.info("encoding %d of %d products with %s", len(missing), len(products), space.version)
+                encoded = await space.encode_products(
+                    [products[row].embedding_text() for row in missing], timeout=BULK_ENCODE_TIMEOUT
+                )
+                matrix[missing] = encoded
+                await self._store.save_embeddings([products[row] for row in missing], encoded, space.version)
+                encoded_any = True
+            vectors.append(matrix)
         async with self._write_lock:
-            self._apply_upsert(products, vectors)
+            self._apply_upsert(products, *vectors)
             self._metrics.index_size(self.size)
-        if not missing:
-            # Nothing was encoded, so the encoder's model is not loaded yet: load it now, before
-            # SERVING, not in the first search (it blocked the service for seconds there, long
-            # enough for the gateway's health check to mark retrieval down).
-            try:
-                await self._encoder.encode(["warm-up"], kind="query")
-            except (Unavailable, DeadlineExceeded) as error:  # searches degrade to BM25 until it is back
-                log.warning("text encoder not warmed up: %s", error)
+        if not encoded_any:
+            # Nothing was encoded, so the encoders' models are not loaded yet: load them now,
+            # before SERVING, not in the first search (it blocked the service for seconds there,
+            # long enough for the gateway's health check to mark retrieval down).
+            for space in self._spaces:
+                try:
+                    await space.encoder.encode(["warm-up"], kind="query")
+                except (Unavailable, DeadlineExceeded) as error:  # searches degrade until it is back
+                    log.warning("text encoder %s not warmed up: %s", space.version, error)
         log.info("catalogue index ready: %d products", self.size)
 
-    def _apply_upsert(self, products: Sequence[Product], vectors: np.ndarray) -> None:
+    def _apply_upsert(
+        self, products: Sequence[Product], vectors: np.ndarray, multilingual_vectors: np.ndarray | None = None
+    ) -> None:
+        """Adds (or replaces) products with their English-space vectors and, when there is a
+        multilingual space, its vectors."""
+        if (multilingual_vectors is None) != (self._multilingual is None):
+            raise ValueError("multilingual vectors are given exactly when there is a multilingual space")
         self._generation += 1
         old_slots = [self._slot_of[p.id] for p in products if p.id in self._slot_of]
         if old_slots:
             self._remove_slots(np.array(old_slots))
-        slots = self._dense.add(vectors)
+        slots = self._english.index.add(vectors)
+        if self._multilingual is not None:
+            self._multilingual.index.add(multilingual_vectors)
         if self._items is not None:
             item_vectors, has_vector = self._sequence_model.item_vectors([p.id for p in products], vectors)
             self._items.add(item_vectors)
@@ -264,6 +245,8 @@ class CatalogIndex:
 
     def _compact(self) -> None:
         mapping = self._dense.compact()
+        if self._multilingual is not None:
+            self._multilingual.index.compact()  # same live slots as the English space
         live = np.flatnonzero(mapping >= 0)
         self._products = [self._products[slot] for slot in live]
         self._filters = FilterColumns(self._products)
@@ -288,27 +271,29 @@ class CatalogIndex:
             with _tracer.start_as_current_span("retrieval.encode_products") as span:
                 span.set_attribute("shelfwise.products.encoded", len(missing))
                 span.set_attribute("shelfwise.products.reused", len(products) - len(missing))
-                vectors[missing] = await self._encoder.encode(
-                    [products[row].embedding_text() for row in missing], kind="passage", timeout=BULK_ENCODE_TIMEOUT
-                )
+                texts = [products[row].embedding_text() for row in missing]
+                for space, matrix in zip(self._spaces, vectors):
+                    matrix[missing] = await space.encode_products(texts, timeout=BULK_ENCODE_TIMEOUT)
         async with self._write_lock:
-            inserted, updated = await self._store.upsert(products, vectors, self.model_version)
-            self._apply_upsert(products, vectors)
+            inserted, updated = await self._store.upsert(products, dict(zip(self.encoder_versions, vectors)))
+            self._apply_upsert(products, *vectors)
             self._metrics.index_size(self.size)
         self._metrics.upserted(inserted, updated)
         return inserted, updated
 
-    def _indexed_vectors(self, products: Sequence[Product]) -> tuple[np.ndarray, list[int]]:
-        """The vectors of `products` whose embedding text the index already holds (a price or
-        stock update, a full feed imported again: encoding is most of an import's cost), and the
-        rows still to encode. The vector depends only on that text and the encoder version, so
-        it stays right even if the product changes again before this upsert is applied."""
-        vectors = np.zeros((len(products), self._encoder.dimension), dtype=np.float32)
+    def _indexed_vectors(self, products: Sequence[Product]) -> tuple[list[np.ndarray], list[int]]:
+        """Each space's vectors of `products` whose embedding text the index already holds (a
+        price or stock update, a full feed imported again: encoding is most of an import's
+        cost), and the rows still to encode. A vector depends only on that text and the encoder
+        version, so it stays right even if the product changes again before this upsert is
+        applied."""
+        vectors = [np.zeros((len(products), space.index.dimension), dtype=np.float32) for space in self._spaces]
         missing = []
         for row, product in enumerate(products):
             slot = self._slot_of.get(product.id)
             if slot is not None and self._products[slot].embedding_text() == product.embedding_text():
-                vectors[row] = self._dense.vectors[slot]
+                for space, matrix in zip(self._spaces, vectors):
+                    matrix[row] = space.index.vectors[slot]
             else:
                 missing.append(row)
         return vectors, missing
@@ -334,7 +319,8 @@ class CatalogIndex:
         self._lexical.delete(list(product_ids))
 
     def _remove_slots(self, slots: np.ndarray) -> None:
-        self._dense.remove(slots)
+        for space in self._spaces:
+            space.index.remove(slots)
         if self._items is not None:
             self._items.remove(slots)
         for slot in slots.tolist():
@@ -347,26 +333,34 @@ class CatalogIndex:
         # apply would otherwise be overwritten by the older state just read.
         async with self._write_lock:
             changed, deleted, latest = await self._store.changes_since(
-                self._watermark - SYNC_OVERLAP, self.model_version
+                self._watermark - SYNC_OVERLAP, self.encoder_versions
             )
-            upserts, vectors, missing = [], [], []
-            for product, content_hash, vector in changed:
+            upserts, cached = [], []
+            for product, embeddings in changed:
                 slot = self._slot_of.get(product.id)
                 if slot is not None and self._products[slot] == product:
                     continue
-                if vector is None or content_hash != product.content_hash():
-                    missing.append(len(upserts))
                 upserts.append(product)
-                vectors.append(vector)
-            if missing:
-                encoded = await self._encoder.encode(
-                    [upserts[i].embedding_text() for i in missing], kind="passage", timeout=BULK_ENCODE_TIMEOUT
-                )
-                for row, i in enumerate(missing):
-                    vectors[i] = encoded[row]
+                cached.append(embeddings)
+            vectors = []
+            for space in self._spaces:
+                rows, missing = [], []
+                for i, (product, embeddings) in enumerate(zip(upserts, cached)):
+                    content_hash, vector = embeddings.get(space.version, (None, None))
+                    if vector is None or content_hash != product.content_hash():
+                        missing.append(i)
+                    rows.append(vector)
+                if missing:
+                    encoded = await space.encode_products(
+                        [upserts[i].embedding_text() for i in missing], timeout=BULK_ENCODE_TIMEOUT
+                    )
+                    for row, i in enumerate(missing):
+                        rows[i] = encoded[row]
+                if upserts:
+                    vectors.append(np.stack(rows).astype(np.float32))
             if upserts:
-                self._apply_upsert(upserts, np.stack(vectors).astype(np.float32))
-            still_there = {product.id for product, _, _ in changed}
+                self._apply_upsert(upserts, *vectors)
+            still_there = {product.id for product, _ in changed}
             gone = [pid for pid in dict.fromkeys(deleted) if pid in self._slot_of and pid not in still_there]
             if gone:
                 self._apply_delete(gone)
@@ -399,90 +393,94 @@ class CatalogIndex:
         dense_wait: float | None = None,
         translation: str = "",
     ) -> RetrievalResult:
-        """Text query: BM25 and dense lists, fused by weighted reciprocal rank (`services.retrieval.fusion`). If the text encoder is
-        unreachable, or the query vector is not ready within `dense_wait` seconds (overload),
-        the answer is lexical only, and says so (`degraded`). With a history, every candidate
-        also gets its personal score. `mode` (experiments) keeps one list only: LEXICAL never
-        encodes the query (dense_score 0), DENSE skips BM25. `translation` (an English
-        rendering of a Chinese query) joins the query in the dense search: their vectors are
-        averaged."""
+        """Text query: BM25 and the dense lists (routed, see the module docstring), fused by
+        weighted reciprocal rank (`services.retrieval.fusion`). If a text encoder is unreachable,
+        or a query vector is not ready within `dense_wait` seconds (overload), its list is left
+        out and the answer says so (`degraded`). With a history, every candidate also gets its
+        personal score. `mode` (experiments) keeps one kind of list: LEXICAL never encodes the
+        query (dense scores 0), DENSE skips BM25. `translation`: the English rendering of a
+        Chinese query (query understanding), what the English space reads."""
         if mode not in RETRIEVAL_MODES:
             raise InvalidArgument("mode", f"must be one of {', '.join(RETRIEVAL_MODES)}, got {mode!r}")
         shopper = await self._shopper(history)
         result = await self._retrieve_text(query_text, filters, limit, mode, dense_wait, translation)
         return self._personalised(result, shopper, exclude)
 
+    def routed_texts(self, query_text: str, translation: str = "") -> list[list[str]]:
+        """The texts each space embeds for a query (their vectors averaged), English space first:
+        the rendering, when there is one, for the English space and the query itself for the
+        multilingual one; with a single space, both."""
+        translation = translation if translation and translation != query_text else ""
+        if self._multilingual is None:
+            return [[query_text, translation] if translation else [query_text]]
+        return [[translation or query_text], [query_text]]
+
+    async def _query_vectors(
+        self, query_text: str, translation: str, dense_wait: float | None
+    ) -> tuple[list[np.ndarray | None], tuple[str, ...]]:
+        """Each space's query vector (None where it is unavailable or late), and what degraded."""
+        texts = self.routed_texts(query_text, translation)
+
+        async def vector(space: VectorSpace, space_texts: list[str]) -> np.ndarray | None:
+            try:
+                # A query that gives up here is left out of its encoding batch (MicroBatcher),
+                # so shedding also takes load off the encoder.
+                return await asyncio.wait_for(space.mean_vector(space_texts), dense_wait)
+            except TimeoutError:
+                self._metrics.dense_skipped("overload")
+                log.debug("dense retrieval in %s skipped: no query vector within %.3fs", space.version, dense_wait)
+            except (Unavailable, DeadlineExceeded) as error:
+                self._metrics.dense_skipped("encoder_unavailable")
+                log.warning("dense retrieval in %s skipped: %s", space.version, error)
+            return None
+
+        vectors = list(await asyncio.gather(*(vector(s, t) for s, t in zip(self._spaces, texts))))
+        degraded = tuple(
+            name for name, v in zip((DEGRADED_DENSE, DEGRADED_MULTILINGUAL), vectors) if v is None
+        )
+        return vectors, degraded
+
     async def _retrieve_text(
         self, query_text: str, filters: CandidateFilters, limit: int, mode: str = HYBRID,
         dense_wait: float | None = None, translation: str = "",
     ) -> RetrievalResult:
-        query_vector = None
+        vectors: list[np.ndarray | None] = [None] * len(self._spaces)
+        degraded: tuple[str, ...] = ()
         if mode != LEXICAL:
-            try:
-                # A query that gives up here is left out of its encoding batch (MicroBatcher),
-                # so shedding also takes load off the encoder.
-                query_vector = await asyncio.wait_for(self._query_vector(query_text, translation), dense_wait)
-            except TimeoutError:
-                self._metrics.dense_skipped("overload")
-                log.debug("dense retrieval skipped: no query vector within %.3fs", dense_wait)
-            except (Unavailable, DeadlineExceeded) as error:
-                self._metrics.dense_skipped("encoder_unavailable")
-                log.warning("dense retrieval skipped: %s", error)
-        all_scores = None
-        if query_vector is not None and self._dense.slots <= self._dense.exact_threshold:
-            # The exact search's matrix product is most of a search's CPU on the event loop
-            # (profiled under `shelfwise bench search`: the loop was the bottleneck); numpy
-            # releases the GIL, so it runs in a worker while the loop serves other requests.
-            # Slots computed over a catalogue that changed meanwhile are not used.
-            generation = self._generation
-            all_scores = await self._score_batcher.submit(query_vector)
-            if generation != self._generation:
-                all_scores = None
+            vectors, degraded = await self._query_vectors(query_text, translation, dense_wait)
+        # Exact scores of small catalogues: the matrix product is most of a search's CPU on the
+        # event loop (profiled under `shelfwise bench search`), so it runs in a worker while
+        # the loop serves other requests. Slots computed over a catalogue that changed
+        # meanwhile are not used.
+        generation = self._generation
+        all_scores = await asyncio.gather(*(
+            space.scores_for(v) if v is not None and space.exact() else _none()
+            for space, v in zip(self._spaces, vectors)
+        ))
+        if generation != self._generation:
+            all_scores = [None] * len(self._spaces)
         # Only now, with no await left before the answer: a catalogue sync or delete landing
         # while the query was being encoded would otherwise leave deleted slots allowed.
         allowed = self._allowed(filters)
         lexical, ceiling = [], 0.0
-        if mode != DENSE or query_vector is None:  # dense-only with no encoder: BM25 rather than nothing
+        no_vector = all(v is None for v in vectors)
+        if mode != DENSE or no_vector:  # dense-only with no encoder: BM25 rather than nothing
             with _tracer.start_as_current_span("retrieval.lexical"):
                 lexical, ceiling = self._lexical.search(
                     query_text, limit, filters.categories, filters.brands, filters.price_min, filters.price_max,
                     dict(filters.attributes),
                 )
         if mode == LEXICAL:
-            no_slots = np.zeros(0, dtype=np.int64)
-            candidates = self._fuse(None, lexical, no_slots, np.zeros(0, dtype=np.float32), limit, ceiling)
-            return RetrievalResult(candidates, np.count_nonzero(allowed))
-        if query_vector is None:
-            no_slots = np.zeros(0, dtype=np.int64)
-            candidates = self._fuse(None, lexical, no_slots, np.zeros(0, dtype=np.float32), limit, ceiling)
-            return RetrievalResult(candidates, np.count_nonzero(allowed), degraded=("dense",))
+            return RetrievalResult(self._fuse(lexical, [], limit, ceiling), np.count_nonzero(allowed))
+        dense_lists = []
         with _tracer.start_as_current_span("retrieval.dense"):
-            dense_slots, dense_scores = self._dense.search(query_vector, limit, allowed, all_scores)
-        candidates = self._fuse(query_vector, lexical, dense_slots, dense_scores, limit, ceiling)
-        return RetrievalResult(candidates, np.count_nonzero(allowed))
-
-    async def _score_queries(self, query_vectors: list[np.ndarray]) -> list[np.ndarray]:
-        """Every slot's inner product with each query, computed in a worker thread (numpy
-        releases the GIL, so the event loop serves other requests meanwhile)."""
-        scores = await asyncio.to_thread(self._dense.all_scores, np.stack(query_vectors))
-        return list(scores)
-
-    async def _query_vector(self, query_text: str, translation: str = "") -> np.ndarray:
-        """The query's vector; with a translation, the normalised mean of both texts' vectors
-        (Instacart dev split, Chinese queries: NDCG@10 0.429 for the query alone, 0.450 for its
-        dictionary translation alone, 0.476 for the mean). Each text is cached on its own."""
-        texts = [query_text] if not translation or translation == query_text else [query_text, translation]
-        vectors = await asyncio.gather(*(self._text_vector(text) for text in texts))
-        if len(vectors) == 1:
-            return vectors[0]
-        mean = vectors[0] + vectors[1]
-        return (mean / max(float(np.linalg.norm(mean)), 1e-12)).astype(np.float32, copy=False)
-
-    async def _text_vector(self, text: str) -> np.ndarray:
-        vector = self.query_cache.get(text)
-        if vector is None:
-            vector = await self._query_batcher.encode(text)  # cached by the batcher
-        return vector
+            for space, vector, scores in zip(self._spaces, vectors, all_scores):
+                if vector is None:
+                    dense_lists.append((vector, _NO_SLOTS, _NO_SCORES))
+                else:
+                    dense_lists.append((vector, *space.index.search(vector, limit, allowed, scores)))
+        candidates = self._fuse(lexical, dense_lists, limit, ceiling)
+        return RetrievalResult(candidates, np.count_nonzero(allowed), degraded=degraded)
 
     async def similar(
         self,
@@ -500,7 +498,9 @@ class CatalogIndex:
         allowed[slot] = False
         vector = self._dense.vectors[slot]
         dense_slots, dense_scores = self._dense.search(vector, limit, allowed)
-        result = RetrievalResult(self._fuse(vector, [], dense_slots, dense_scores, limit), np.count_nonzero(allowed))
+        result = RetrievalResult(
+            self._fuse([], [(vector, dense_slots, dense_scores)], limit), np.count_nonzero(allowed)
+        )
         return self._personalised(result, shopper, exclude)
 
     def browse(
@@ -591,22 +591,34 @@ class CatalogIndex:
         candidates = [replace(c, personal_score=float(score)) for c, score in zip(candidates, scores.tolist())]
         return RetrievalResult(candidates, result.total_matching, result.degraded, shopper.model_version)
 
-    def _fuse(self, query_vector, lexical, dense_slots, dense_scores, limit, ceiling: float = 0.0) -> list[Candidate]:
+    def _fuse(self, lexical, dense_lists, limit: int, ceiling: float = 0.0) -> list[Candidate]:
+        """Candidates from the BM25 list and the dense lists ((query vector, slots, scores) per
+        space, English first; a space without a query vector has None and empty lists), best
+        fused score first. Every candidate gets its cosine in every space whose query vector
+        exists, in or out of that space's list, so ranking compares like with like."""
         lexical_rank = {product_id: rank for rank, (product_id, _) in enumerate(lexical, start=1)}
         lexical_score = dict(lexical)
-        dense_rank = {self._products[s].id: rank for rank, s in enumerate(dense_slots.tolist(), start=1)}
-        ids = list(dict.fromkeys([pid for pid, _ in lexical] + list(dense_rank)))
+        ranked = [
+            {self._products[s].id: rank for rank, s in enumerate(slots.tolist(), start=1)}
+            for _, slots, _ in dense_lists
+        ]
+        ids = list(dict.fromkeys([pid for pid, _ in lexical] + [pid for ranks in ranked for pid in ranks]))
         if not ids:
             return []
         slots = np.array([self._slot_of[pid] for pid in ids])
-        cosine = self._dense.similarity(query_vector, slots) if query_vector is not None else np.zeros(len(ids))
+        cosines, ranks = [], []
+        for (vector, _, _), space_ranks, space in zip(dense_lists, ranked, self._spaces):
+            cosines.append(space.index.similarity(vector, slots) if vector is not None else np.zeros(len(ids)))
+            ranks.append(np.array([space_ranks.get(pid, 0) for pid in ids], dtype=np.int64))
+        while len(cosines) < 2:  # no multilingual space (or no dense list at all)
+            cosines.append(np.zeros(len(ids)))
+            ranks.append(np.zeros(len(ids), dtype=np.int64))
         lexical_ranks = np.array([lexical_rank.get(pid, 0) for pid in ids], dtype=np.int64)
-        dense_ranks = np.array([dense_rank.get(pid, 0) for pid in ids], dtype=np.int64)
-        fused = self._fusion.scaled_ranks(lexical_ranks, dense_ranks)
-        # Best fused score first, then best cosine; lexsort is stable, so full ties keep the
-        # lists' order. Computed over arrays: a Python loop over both lists (up to twice
-        # `limit` products) was a visible part of retrieval's CPU under load.
-        kept = np.lexsort((-cosine.astype(np.float64), -fused))[:limit]
+        fused = self._fusion.scaled_ranks(lexical_ranks, ranks[0], ranks[1] if self._multilingual else None)
+        # Best fused score first, then best English cosine; lexsort is stable, so full ties keep
+        # the lists' order. Computed over arrays: a Python loop over the lists (up to three
+        # times `limit` products) was a visible part of retrieval's CPU under load.
+        kept = np.lexsort((-cosines[0].astype(np.float64), -fused))[:limit]
         # Candidates (frozen dataclasses, slow to build) only for the products that are kept.
         candidates = []
         for row in kept.tolist():
@@ -614,7 +626,12 @@ class CatalogIndex:
             bm25 = lexical_score.get(product_id, 0.0)
             coverage = bm25 / ceiling if ceiling > 0 else 0.0
             candidates.append(Candidate(
-                self._products[int(slots[row])], bm25, float(cosine[row]), float(fused[row]),
-                int(lexical_ranks[row]), int(dense_ranks[row]), coverage,
+                self._products[int(slots[row])], bm25, float(cosines[0][row]), float(fused[row]),
+                int(lexical_ranks[row]), int(ranks[0][row]), coverage,
+                multilingual_score=float(cosines[1][row]), multilingual_rank=int(ranks[1][row]),
             ))
         return candidates
+
+
+async def _none() -> None:
+    return None

@@ -1,4 +1,4 @@
-"""Builds and runs the retrieval server: PostgreSQL pool, text encoder, catalogue indexes."""
+"""Builds and runs the retrieval server: PostgreSQL pool, text encoders, catalogue indexes."""
 
 from __future__ import annotations
 
@@ -30,18 +30,21 @@ async def create_server(settings: RetrievalSettings, port: int | None = None, fr
     pool = await create_pool(settings.database_url)
     backend = create_backend(settings.inference)
     try:
-        # The catalogue is encoded at start-up, so the encoder must be reachable now.
-        encoder_name = settings.text_encoder
-        models = [encoder_name]
+        # The catalogue is encoded at start-up, so the encoders must be reachable now.
+        encoder_names = [name for name in (settings.text_encoder, settings.multilingual_encoder) if name]
+        models = list(encoder_names)
         # Personal retrieval uses the sequence model when one has been trained and exported;
         # without it, "for this user" works from the history's text embeddings.
         if backend.has_model(USER_SEQUENCE_ENCODER):
             models.append(USER_SEQUENCE_ENCODER)
         if not await wait_for_models(backend, models, settings.inference.triton_startup_seconds):
             raise Unavailable(f"{', '.join(models)} not served by Triton at {settings.inference.triton_url}")
-        encoder = TextEncoder(backend, model_name=encoder_name)
+        encoder, *multilingual = [TextEncoder(backend, model_name=name) for name in encoder_names]
         sequence_model = SequenceModel(backend, encoder.version) if USER_SEQUENCE_ENCODER in models else None
-        index = CatalogIndex(ProductStore(pool), encoder, settings.fusion, sequence_model)
+        index = CatalogIndex(
+            ProductStore(pool), encoder, settings.fusion, sequence_model,
+            multilingual_encoder=multilingual[0] if multilingual else None,
+        )
         await index.load()
     except BaseException:
         await pool.close()

@@ -185,6 +185,8 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
                 lexical_coverage=c.lexical_coverage,
                 personal_score=c.personal_score,
                 personal_rank=c.personal_rank,
+                multilingual_score=c.multilingual_score,
+                multilingual_rank=c.multilingual_rank,
             )
             candidate.product.CopyFrom(self._messages.get(c.product))
         return response

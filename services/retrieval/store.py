@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import asyncpg
 import numpy as np
@@ -32,6 +32,16 @@ SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[])
 ON CONFLICT (product_id, model_version) DO UPDATE SET
     content_hash = EXCLUDED.content_hash, vector = EXCLUDED.vector
 """
+
+
+def _embedding_columns(products: Sequence[Product], vectors: np.ndarray, model_version: str) -> list[list]:
+    """The arguments of _UPSERT_EMBEDDINGS for one encoder version's vectors of `products`."""
+    return [
+        [p.id for p in products],
+        [model_version] * len(products),
+        [p.content_hash() for p in products],
+        [np.asarray(v, dtype=np.float32).tobytes() for v in vectors],
+    ]
 
 
 def _row_to_product(row: asyncpg.Record) -> Product:
@@ -71,8 +81,9 @@ class ProductStore:
         )
         return {row["product_id"]: (row["content_hash"], np.frombuffer(row["vector"], dtype=np.float32)) for row in rows}
 
-    async def upsert(self, products: Sequence[Product], vectors: np.ndarray, model_version: str) -> tuple[int, int]:
-        """Writes products and their embeddings in one transaction; returns (inserted, updated)."""
+    async def upsert(self, products: Sequence[Product], vectors: Mapping[str, np.ndarray]) -> tuple[int, int]:
+        """Writes products and their embeddings (encoder version -> vectors, one row per
+        product) in one transaction; returns (inserted, updated)."""
         columns = [
             [p.id for p in products],
             [p.title for p in products],
@@ -87,24 +98,13 @@ class ProductStore:
         ]
         async with self._pool.acquire() as connection, connection.transaction():
             rows = await connection.fetch(_UPSERT, *columns)
-            await connection.execute(
-                _UPSERT_EMBEDDINGS,
-                [p.id for p in products],
-                [model_version] * len(products),
-                [p.content_hash() for p in products],
-                [np.asarray(v, dtype=np.float32).tobytes() for v in vectors],
-            )
+            for model_version, matrix in vectors.items():
+                await connection.execute(_UPSERT_EMBEDDINGS, *_embedding_columns(products, matrix, model_version))
         inserted = sum(1 for row in rows if row["inserted"])
         return inserted, len(rows) - inserted
 
     async def save_embeddings(self, products: Sequence[Product], vectors: np.ndarray, model_version: str) -> None:
-        await self._pool.execute(
-            _UPSERT_EMBEDDINGS,
-            [p.id for p in products],
-            [model_version] * len(products),
-            [p.content_hash() for p in products],
-            [np.asarray(v, dtype=np.float32).tobytes() for v in vectors],
-        )
+        await self._pool.execute(_UPSERT_EMBEDDINGS, *_embedding_columns(products, vectors, model_version))
 
     async def delete(self, product_ids: Iterable[str]) -> list[str]:
         """Deletes, recording each deletion for the other replicas; returns the ids that existed."""
@@ -120,29 +120,31 @@ class ProductStore:
         return deleted
 
     async def changes_since(
-        self, since: datetime, model_version: str
-    ) -> tuple[list[tuple[Product, str | None, np.ndarray | None]], list[str], datetime | None]:
-        """Products written and ids deleted after `since` (with each product's cached embedding
-        for this encoder version, if any), and the latest change time seen."""
+        self, since: datetime, model_versions: Sequence[str]
+    ) -> tuple[list[tuple[Product, dict[str, tuple[str, np.ndarray]]]], list[str], datetime | None]:
+        """Products written and ids deleted after `since`, each product with its cached
+        embeddings of these encoder versions (version -> (content hash, vector); absent when
+        none is cached), and the latest change time seen."""
         rows = await self._pool.fetch(
-            "SELECT p.id, p.title, p.description, p.brand, p.category, p.price, p.currency,"
-            " p.attributes::text AS attributes, p.locale, p.extra::text AS extra, p.updated_at,"
-            " e.content_hash, e.vector"
-            " FROM products p LEFT JOIN product_embeddings e ON e.product_id = p.id AND e.model_version = $2"
-            " WHERE p.updated_at > $1",
+            "SELECT id, title, description, brand, category, price, currency, attributes::text AS attributes,"
+            " locale, extra::text AS extra, updated_at FROM products WHERE updated_at > $1",
             since,
-            model_version,
         )
+        embeddings: dict[str, dict[str, tuple[str, np.ndarray]]] = {}
+        if rows:
+            cached = await self._pool.fetch(
+                "SELECT product_id, model_version, content_hash, vector FROM product_embeddings"
+                " WHERE product_id = ANY($1::text[]) AND model_version = ANY($2::text[])",
+                [row["id"] for row in rows],
+                list(model_versions),
+            )
+            for row in cached:
+                embeddings.setdefault(row["product_id"], {})[row["model_version"]] = (
+                    row["content_hash"], np.frombuffer(row["vector"], dtype=np.float32)
+                )
         deletions = await self._pool.fetch(
             "SELECT product_id, deleted_at FROM product_deletions WHERE deleted_at > $1", since
         )
-        changed = [
-            (
-                _row_to_product(row),
-                row["content_hash"],
-                None if row["vector"] is None else np.frombuffer(row["vector"], dtype=np.float32),
-            )
-            for row in rows
-        ]
+        changed = [(_row_to_product(row), embeddings.get(row["id"], {})) for row in rows]
         times = [row["updated_at"] for row in rows] + [row["deleted_at"] for row in deletions]
         return changed, [row["product_id"] for row in deletions], max(times, default=None)

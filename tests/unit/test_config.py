@@ -209,13 +209,21 @@ def test_model_repository_is_resolved_absolute_path(tmp_path) -> None:
     assert default == Path("model_repository").resolve()
 
 
-def test_retrieval_embeds_with_the_multilingual_encoder_unless_told_otherwise() -> None:
+def test_retrieval_routes_between_an_english_and_a_multilingual_space_unless_told_otherwise() -> None:
     from services.retrieval.config import RetrievalSettings
 
     environ = {"SHELFWISE_DATABASE_URL": "postgresql://localhost/shelfwise"}
-    assert RetrievalSettings.from_env(environ).text_encoder == "text_encoder_multilingual"
-    chosen = RetrievalSettings.from_env({**environ, "SHELFWISE_TEXT_ENCODER": "text_encoder"})
-    assert chosen.text_encoder == "text_encoder"
+    default = RetrievalSettings.from_env(environ)
+    assert (default.text_encoder, default.multilingual_encoder) == ("text_encoder", "text_encoder_use")
+    # A catalogue that is not in English: one multilingual space.
+    one = RetrievalSettings.from_env(
+        {**environ, "SHELFWISE_TEXT_ENCODER": "text_encoder_use", "SHELFWISE_MULTILINGUAL_ENCODER": "none"}
+    )
+    assert (one.text_encoder, one.multilingual_encoder) == ("text_encoder_use", None)
+    same = RetrievalSettings.from_env({**environ, "SHELFWISE_MULTILINGUAL_ENCODER": "text_encoder"})
+    assert same.multilingual_encoder is None
+    with pytest.raises(ValueError, match="SHELFWISE_MULTILINGUAL_ENCODER"):
+        RetrievalSettings.from_env({**environ, "SHELFWISE_MULTILINGUAL_ENCODER": "../models"})
 
 
 # --- database: redact and migrations ---------------------------------------------------------

@@ -73,7 +73,7 @@ async def test_search_text_is_encoded_as_a_query(index):
     assert encoder.calls == [("query", ["red wine"])]
 
 
-async def test_a_translation_joins_the_query_in_the_dense_search_and_only_there(index):
+async def test_with_one_space_a_translation_joins_the_query_in_the_dense_search_and_only_there(index):
     catalog, encoder = index
     # A query the lexical list cannot match, and its English rendering.
     result = await catalog.retrieve("红葡萄酒", CandidateFilters(), limit=10, translation="red wine")
@@ -82,7 +82,8 @@ async def test_a_translation_joins_the_query_in_the_dense_search_and_only_there(
     assert top.product.id == "wine-1" and top.lexical_rank == 0 and top.dense_rank == 1
     query, translation = (await encoder.encode(["红葡萄酒", "red wine"], kind="query"))
     mean = (query + translation) / np.linalg.norm(query + translation)
-    assert np.allclose(await catalog._query_vector("红葡萄酒", "red wine"), mean, atol=1e-6)
+    vectors, degraded = await catalog._query_vectors("红葡萄酒", "red wine", None)
+    assert np.allclose(vectors[0], mean, atol=1e-6) and degraded == ()
     # Each text's vector is cached on its own: the query again, or the rendering as a query, encode nothing.
     encoder.calls.clear()
     await catalog.retrieve("红葡萄酒", CandidateFilters(), limit=10, translation="red wine")
@@ -93,8 +94,77 @@ async def test_a_translation_joins_the_query_in_the_dense_search_and_only_there(
 class RecordingStore:
     """The slice of ProductStore that an upsert touches."""
 
-    async def upsert(self, products, vectors, model_version):
+    def __init__(self):
+        self.saved: dict[str, int] = {}
+
+    async def upsert(self, products, vectors):
+        for version, matrix in vectors.items():
+            assert len(matrix) == len(products)
+            self.saved[version] = self.saved.get(version, 0) + len(matrix)
         return len(products), 0
+
+
+class MultilingualEncoder(HashingEncoder):
+    """A second space: its own version and dimension, vectors from the same hashing."""
+
+    version = "hashing-multilingual/1"
+
+
+@pytest.fixture
+async def routed() -> tuple[CatalogIndex, HashingEncoder, MultilingualEncoder]:
+    english, multilingual = HashingEncoder(), MultilingualEncoder()
+    catalog = CatalogIndex(store=None, encoder=english, multilingual_encoder=multilingual)
+    texts = [p.embedding_text() for p in PRODUCTS]
+    catalog._apply_upsert(
+        PRODUCTS, await english.encode(texts, kind="passage"), await multilingual.encode(texts, kind="passage")
+    )
+    english.calls.clear()
+    multilingual.calls.clear()
+    return catalog, english, multilingual
+
+
+async def test_routing_sends_the_rendering_to_the_english_space_and_the_query_as_typed_to_the_multilingual_one(routed):
+    catalog, english, multilingual = routed
+    result = await catalog.retrieve("红葡萄酒", CandidateFilters(), limit=10, translation="red wine")
+    assert english.calls == [("query", ["red wine"])]
+    assert multilingual.calls == [("query", ["红葡萄酒"])]
+    top = result.candidates[0]
+    assert top.product.id == "wine-1" and top.dense_rank == 1 and top.dense_score > 0.5
+    # The hashing "multilingual" encoder cannot read Chinese either: its list is there, ranked
+    # by its own (low) cosines, and every candidate carries both spaces' scores.
+    assert all(c.multilingual_rank > 0 for c in result.candidates)
+    assert result.degraded == ()
+
+
+async def test_an_english_query_reaches_both_spaces_as_typed(routed):
+    catalog, english, multilingual = routed
+    result = await catalog.retrieve("riesling white wine", CandidateFilters(), limit=10)
+    assert english.calls == [("query", ["riesling white wine"])]
+    assert multilingual.calls == [("query", ["riesling white wine"])]
+    top = result.candidates[0]
+    assert top.product.id == "wine-2" and top.dense_rank == 1 and top.multilingual_rank == 1 and top.lexical_rank == 1
+    assert top.multilingual_score == pytest.approx(top.dense_score)
+
+
+async def test_without_the_multilingual_encoder_the_english_and_lexical_lists_still_answer_and_it_is_said(routed):
+    catalog, _, multilingual = routed
+    multilingual.down = True
+    result = await catalog.retrieve("red wine", CandidateFilters(), limit=10)
+    assert result.degraded == ("dense.multilingual",)
+    assert result.candidates[0].product.id == "wine-1" and result.candidates[0].dense_rank == 1
+    assert all(c.multilingual_score == 0 and c.multilingual_rank == 0 for c in result.candidates)
+
+
+async def test_an_upsert_embeds_and_stores_products_in_every_space():
+    english, multilingual = HashingEncoder(), MultilingualEncoder()
+    store = RecordingStore()
+    catalog = CatalogIndex(store=store, encoder=english, multilingual_encoder=multilingual)
+    await catalog.upsert(PRODUCTS)
+    assert english.calls == multilingual.calls == [("passage", [p.embedding_text() for p in PRODUCTS])]
+    assert store.saved == {"hashing/1": 3, "hashing-multilingual/1": 3}
+    assert catalog.model_version == "hashing/1+hashing-multilingual/1"
+    result = await catalog.retrieve("white wine", CandidateFilters(), limit=3)
+    assert result.candidates[0].product.id == "wine-2"
 
 
 async def test_products_are_encoded_as_passages():

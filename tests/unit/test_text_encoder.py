@@ -130,14 +130,15 @@ def test_metadata_prefix_rejects_unknown_kinds() -> None:
         metadata.prefix("title")
 
 
-def test_the_default_text_encoder_is_the_multilingual_one() -> None:
-    assert DEFAULT_MODEL_NAME == DEFAULT_TEXT_ENCODER == "text_encoder_multilingual"
-    assert text_encoder_model({}) == "text_encoder_multilingual"
-    assert text_encoder_model({"SHELFWISE_TEXT_ENCODER": " text_encoder "}) == "text_encoder"
+def test_the_default_text_encoder_is_the_english_one() -> None:
+    assert DEFAULT_MODEL_NAME == DEFAULT_TEXT_ENCODER == "text_encoder"
+    assert text_encoder_model({}) == "text_encoder"
+    assert text_encoder_model({"SHELFWISE_TEXT_ENCODER": " text_encoder_use "}) == "text_encoder_use"
     with pytest.raises(ValueError, match="SHELFWISE_TEXT_ENCODER"):
         text_encoder_model({"SHELFWISE_TEXT_ENCODER": "../etc"})
 
 
 def test_text_encoder_names() -> None:
     assert is_text_encoder("text_encoder") and is_text_encoder("text_encoder_multilingual")
+    assert is_text_encoder("text_encoder_use")
     assert not is_text_encoder("ctr_head") and not is_text_encoder("text_encoderx")

@@ -46,7 +46,7 @@ class RetrieveRequest(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., query_text: _Optional[str] = ..., similar_to_product_id: _Optional[str] = ..., filters: _Optional[_Union[_common_pb2.Filters, _Mapping]] = ..., limit: _Optional[int] = ..., language: _Optional[str] = ..., history_product_ids: _Optional[_Iterable[str]] = ..., exclude_product_ids: _Optional[_Iterable[str]] = ..., preferred_product_ids: _Optional[_Iterable[str]] = ..., mode: _Optional[_Union[RetrievalMode, str]] = ..., translated_text: _Optional[str] = ...) -> None: ...
 
 class Candidate(_message.Message):
-    __slots__ = ("product", "lexical_score", "dense_score", "fused_score", "lexical_rank", "dense_rank", "lexical_coverage", "personal_score", "personal_rank")
+    __slots__ = ("product", "lexical_score", "dense_score", "fused_score", "lexical_rank", "dense_rank", "lexical_coverage", "personal_score", "personal_rank", "multilingual_score", "multilingual_rank")
     PRODUCT_FIELD_NUMBER: _ClassVar[int]
     LEXICAL_SCORE_FIELD_NUMBER: _ClassVar[int]
     DENSE_SCORE_FIELD_NUMBER: _ClassVar[int]
@@ -56,6 +56,8 @@ class Candidate(_message.Message):
     LEXICAL_COVERAGE_FIELD_NUMBER: _ClassVar[int]
     PERSONAL_SCORE_FIELD_NUMBER: _ClassVar[int]
     PERSONAL_RANK_FIELD_NUMBER: _ClassVar[int]
+    MULTILINGUAL_SCORE_FIELD_NUMBER: _ClassVar[int]
+    MULTILINGUAL_RANK_FIELD_NUMBER: _ClassVar[int]
     product: _common_pb2.Product
     lexical_score: float
     dense_score: float
@@ -65,7 +67,9 @@ class Candidate(_message.Message):
     lexical_coverage: float
     personal_score: float
     personal_rank: int
-    def __init__(self, product: _Optional[_Union[_common_pb2.Product, _Mapping]] = ..., lexical_score: _Optional[float] = ..., dense_score: _Optional[float] = ..., fused_score: _Optional[float] = ..., lexical_rank: _Optional[int] = ..., dense_rank: _Optional[int] = ..., lexical_coverage: _Optional[float] = ..., personal_score: _Optional[float] = ..., personal_rank: _Optional[int] = ...) -> None: ...
+    multilingual_score: float
+    multilingual_rank: int
+    def __init__(self, product: _Optional[_Union[_common_pb2.Product, _Mapping]] = ..., lexical_score: _Optional[float] = ..., dense_score: _Optional[float] = ..., fused_score: _Optional[float] = ..., lexical_rank: _Optional[int] = ..., dense_rank: _Optional[int] = ..., lexical_coverage: _Optional[float] = ..., personal_score: _Optional[float] = ..., personal_rank: _Optional[int] = ..., multilingual_score: _Optional[float] = ..., multilingual_rank: _Optional[int] = ...) -> None: ...
 
 class RetrieveResponse(_message.Message):
     __slots__ = ("candidates", "total_matching", "model_version", "degraded_components", "personal_model_version")
