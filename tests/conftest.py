@@ -7,6 +7,8 @@ tests can read whole traces.
 
 from __future__ import annotations
 
+import json
+
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -197,9 +199,34 @@ def _untrained_user_sequence_encoder(folder: Path) -> Path:
     return path
 
 
-# How to get a graph of each model that `shelfwise export` cannot produce: it is trained on a
-# shop's events (`shelfwise train rec --events`), so a fresh clone has no version of it.
-UNTRAINED_EXPORTS = {"user_sequence_encoder": _untrained_user_sequence_encoder}
+def _untrained_relevance_ranker(folder: Path) -> Path:
+    """A ranker fitted on random features through the real graph builder (the trained one needs
+    the benchmark's judgments)."""
+    import numpy as np
+
+    from services.ranking.relevance import RELEVANCE_FEATURES
+    from training.train_ranker import Calibration, JudgedQuery, RankerSettings, fit, ranker_graph
+
+    rng = np.random.default_rng(0)
+    queries = [
+        JudgedQuery(str(q), str(q), [], rng.random((20, len(RELEVANCE_FEATURES))), rng.integers(0, 2, 20))
+        for q in range(20)
+    ]
+    booster = fit(queries, RankerSettings(n_estimators=5, min_child_samples=5))
+    path = folder / "model.onnx"
+    path.write_bytes(ranker_graph(booster, Calibration(1.0, 0.0, 0.5, 0.0, 0.0)).SerializeToString())
+    metadata = {"model": "relevance_ranker", "features": list(RELEVANCE_FEATURES), "threshold": 0.5}
+    (folder / "metadata.json").write_text(json.dumps(metadata))
+    return path
+
+
+# How to get a graph of each model that `shelfwise export` may not produce: trained on a shop's
+# events (`shelfwise train rec --events`) or judgments (`shelfwise train ranker`), so a fresh
+# clone may have no version of it.
+UNTRAINED_EXPORTS = {
+    "user_sequence_encoder": _untrained_user_sequence_encoder,
+    "relevance_ranker": _untrained_relevance_ranker,
+}
 
 
 def export_untrained(model: str, folder: Path) -> Path:

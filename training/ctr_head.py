@@ -459,8 +459,8 @@ def _verify_against_torch(onnx_path: Path, model: nn.Module, seed: int) -> float
     return worst
 
 
-def _log(start: float, message: str) -> None:
-    print(f"[export ctr_head {time.perf_counter() - start:6.1f}s] {message}", flush=True)
+def _log(start: float, message: str, model_name: str = MODEL_NAME) -> None:
+    print(f"[export {model_name} {time.perf_counter() - start:6.1f}s] {message}", flush=True)
 
 
 def export_ctr_head(
@@ -558,16 +558,18 @@ def install_onnx(
     version: int,
     metadata: dict[str, Any],
     start: float | None = None,
+    model_name: str = MODEL_NAME,
 ) -> Path:
-    """Install a head as ``ctr_head/<version>/``: ``write(staged model.onnx path)`` writes and
-    checks the graph and returns what to add to ``metadata``.
+    """Install a model as ``<model_name>/<version>/`` (a CTR head by default):
+    ``write(staged model.onnx path)`` writes and checks the graph and returns what to add to
+    ``metadata``.
 
     All of it happens in a staging folder renamed into place at the end, so Triton and the
     ranking service never see a half-written version; on any error the previous content of
     the version folder is left untouched.
     """
     start = time.perf_counter() if start is None else start
-    target = version_dir(model_repository, version)
+    target = Path(model_repository) / model_name / str(version)
     model_dir = target.parent
     model_dir.mkdir(parents=True, exist_ok=True)
     # Staging lives next to the version folders (same filesystem, so the renames are atomic);
@@ -585,7 +587,7 @@ def install_onnx(
 
         # Swap the whole version folder: the old one is renamed aside, the staged one renamed
         # in, so Triton / the ranking service never see a model.onnx without its metadata.
-        _log(start, f"installing into {target}")
+        _log(start, f"installing into {target}", model_name)
         if target.exists():
             retired = Path(tempfile.mkdtemp(prefix=f".export-v{version}-old-", dir=model_dir))
             os.replace(target, retired / "previous")
@@ -594,7 +596,7 @@ def install_onnx(
         shutil.rmtree(staging, ignore_errors=True)
         if retired is not None:
             shutil.rmtree(retired, ignore_errors=True)
-    _log(start, f"done: {target / 'model.onnx'}")
+    _log(start, f"done: {target / 'model.onnx'}", model_name)
     return target / "model.onnx"
 
 

@@ -278,6 +278,17 @@ class FullPipeline(Pipeline):
                 changed += [p for p in batch if held.get(p.id) != product_to_pb(p)]
         return changed
 
+    def address(self, service: str) -> str:
+        return self._system.address(service)
+
+    @property
+    def encoders(self) -> list[str]:
+        """The text encoders retrieval embeds with (the English space's first)."""
+        from services.common.config import multilingual_encoder_model, text_encoder_model
+
+        return [name for name in (text_encoder_model(self._system.service_environment()),
+                                  multilingual_encoder_model(self._system.service_environment())) if name]
+
     async def search(self, texts):
         from shelfwise.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 

@@ -388,6 +388,12 @@ def _eval_rec(args) -> int:
     return evaluate(args.rest)
 
 
+def _train_ranker(args) -> int:
+    from training.train_ranker import main as train
+
+    return train(args.rest)
+
+
 def _train_ctr(args) -> int:
     from training.train_ctr import main as train
 
@@ -597,6 +603,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train_rec.add_argument("rest", nargs=argparse.REMAINDER)
     train_rec.set_defaults(run=_train_rec)
+    train_ranker = train_commands.add_parser(
+        "ranker", help="train the relevance ranker (LambdaMART) on relevance judgments", add_help=False
+    )
+    train_ranker.add_argument("rest", nargs=argparse.REMAINDER)
+    train_ranker.set_defaults(run=_train_ranker)
     train_ctr = train_commands.add_parser(
         "ctr", help="train the CTR/CVR head (ESMM + position bias) on logged impressions", add_help=False
     )

@@ -22,9 +22,11 @@ if TYPE_CHECKING:
     from services.common.config import InferenceSettings
 
 
-# Models trained on the shop's own events (`shelfwise train rec --events`), not by `shelfwise
-# export`: a fresh system has no version of them, and the services work without them.
-TRAINED_ON_SHOP_DATA = ("user_sequence_encoder",)
+# Models trained on the shop's own data rather than exported from packaged weights: the sequence
+# model on its events (`shelfwise train rec --events`), the relevance ranker on relevance
+# judgments (`shelfwise train ranker`; `shelfwise export` trains one when the benchmark data is
+# there). A system may have no version of them, and the services work without them.
+TRAINED_ON_SHOP_DATA = ("user_sequence_encoder", "relevance_ranker")
 
 
 @dataclass(frozen=True)

@@ -171,6 +171,36 @@ def fallback_understanding(query: str) -> qu_pb2.UnderstandResponse:
     )
 
 
+def search_retrieve_request(
+    understood: qu_pb2.UnderstandResponse, filters: common_pb2.Filters, request_id: str, limit: int,
+    history=(),
+) -> retrieval_pb2.RetrieveRequest:
+    """What a Search asks retrieval for, given what query understanding made of the query (also
+    what `shelfwise train ranker` asks, so the ranker learns from the candidates it will rank)."""
+    retrieve = retrieval_pb2.RetrieveRequest(
+        request_id=request_id,
+        filters=merged_filters(filters, understood.filters),
+        limit=limit,
+        language=understood.language,
+        history_product_ids=history,
+    )
+    if understood.search_text:
+        retrieve.query_text = understood.search_text
+        retrieve.translated_text = understood.translated_query
+    return retrieve
+
+
+def search_rank_inputs(understood: qu_pb2.UnderstandResponse) -> dict:
+    """The RankRequest fields a Search takes from query understanding: the soft preferences it
+    read, and the rendering retrieval searched with."""
+    return dict(
+        preferred_brands=understood.filters.brands,
+        preferred_categories=understood.filters.categories,
+        preferred_attributes=understood.filters.attributes,
+        translated_query=understood.translated_query if understood.search_text else "",
+    )
+
+
 RETRIEVAL_MODES = {
     "hybrid": retrieval_pb2.RETRIEVAL_MODE_HYBRID,
     "lexical": retrieval_pb2.RETRIEVAL_MODE_LEXICAL,
@@ -233,22 +263,8 @@ class Composer:
 
         def stage_inputs(policy: ArmPolicy):
             own = understood if policy.query_understanding else fallback_understanding(query)
-            retrieve = retrieval_pb2.RetrieveRequest(
-                request_id=request_id,
-                filters=merged_filters(request.filters, own.filters),
-                limit=self._candidates,
-                language=own.language,
-                history_product_ids=history,
-            )
-            if own.search_text:
-                retrieve.query_text = own.search_text
-                retrieve.translated_text = own.translated_query
-            preferences = dict(
-                preferred_brands=own.filters.brands,
-                preferred_categories=own.filters.categories,
-                preferred_attributes=own.filters.attributes,
-            )
-            return own, retrieve, preferences
+            retrieve = search_retrieve_request(own, request.filters, request_id, self._candidates, history)
+            return own, retrieve, search_rank_inputs(own)
 
         if assignment is not None and assignment.interleaved:
             understood, page = await self._interleaved(
@@ -259,23 +275,28 @@ class Composer:
             understood, retrieve, preferences = stage_inputs(policy)
             page = await self._retrieve_and_rank(
                 retrieve, preferences, offset, page_size, request.user_id, budget, timings, degraded,
-                query=understood.corrected_query, policy=policy if assignment else None,
+                query=_ranked_query(understood), policy=policy if assignment else None,
             )
             if assignment is not None:
                 page = replace(page, experiment_arm=assignment.label)
         experiment = f",experiment={assignment.label}" if assignment is not None else ""
+        notes = []
+        if page.relevant == 0 and page.results:
+            notes.append("no product matches this query well: these are the closest ones")
         response = gateway_pb2.SearchResponse(
             request_id=request_id,
             results=page.results,
             next_page_token=page.next_token,
-            total_size=page.total,
+            total_size=page.total if page.relevant is None else page.relevant,
             interpretation=gateway_pb2.QueryInterpretation(
                 corrected_query=understood.corrected_query,
                 language=understood.language,
                 extracted_filters=understood.filters,
                 search_text=understood.search_text,
                 translated_text=understood.translated_query,
+                predicted_categories=page.query_categories,
             ),
+            notes=notes,
             model_version=f"{page.model_version},query_understanding={understood.model_version or 'fallback'}"
             + experiment,
             timings=timings,
@@ -300,7 +321,7 @@ class Composer:
             understood, retrieve, preferences = stage_inputs(policy)
             page = await self._retrieve_and_rank(
                 retrieve, preferences, offset, page_size, user_id, budget, timings, degraded,
-                query=understood.corrected_query, policy=policy,
+                query=_ranked_query(understood), policy=policy,
             )
             return understood, replace(page, experiment_arm=experiment.label(experiment.control))
         inputs = {name: stage_inputs(policy) for name, policy in arms}
@@ -308,7 +329,7 @@ class Composer:
         pages = await asyncio.gather(*(
             self._retrieve_and_rank(
                 retrieve, preferences, 0, depth, user_id, budget, arm_timings[name], degraded,
-                query=understood.corrected_query, policy=policy,
+                query=_ranked_query(understood), policy=policy,
             )
             for (name, policy), (understood, retrieve, preferences) in zip(arms, inputs.values())
         ))
@@ -546,6 +567,8 @@ class Composer:
             items = [(i.product_id, i.score, i.position, i.reasons) for i in ranked.items]
             ranker_version = ranked.model_version
             degraded.extend(f"ranking.{component}" for component in ranked.degraded_components)
+            query_categories = list(ranked.query_categories)
+            relevant = ranked.relevant if ranked.HasField("relevant") else None
         except (Unavailable, DeadlineExceeded) as error:
             log.warning("ranking degraded: %s", error)
             degraded.append("ranking")
@@ -557,6 +580,7 @@ class Composer:
                 for n, c in enumerate(window)
             ]
             ranker_version = "retrieval-order"
+            query_categories, relevant = [], None
         timings.append(gateway_pb2.StageTiming(stage="ranking", milliseconds=_ms(started)))
         results = [
             gateway_pb2.SearchResult(product=products[pid], score=score, position=position, reasons=reasons)
@@ -569,6 +593,8 @@ class Composer:
             next_token=encode_page_token(next_offset) if next_offset < total else "",
             model_version=f"text_encoder={retrieved.model_version},ranker={ranker_version}"
             + (f",personal={retrieved.personal_model_version}" if retrieved.personal_model_version else ""),
+            query_categories=tuple(query_categories),
+            relevant=relevant,
         )
 
     def _count_degraded(self, rpc: str, degraded: list[str]) -> None:
@@ -667,6 +693,10 @@ class _Page:
     experiment_arm: str = ""
     # Team-draft interleaving: the arm that contributed each result (empty = not interleaved).
     interleaving_arms: tuple[str, ...] = ()
+    # Ranking's category vote of the query, and how many candidates its relevance ranker judged
+    # relevant (None: no relevance ranker ranked them).
+    query_categories: tuple = ()
+    relevant: int | None = None
 
 
 def _served_features(results) -> list[events_pb2.ProductFeatures]:
@@ -689,6 +719,12 @@ def _arm_policies(assignment: Assignment | None) -> list[tuple[str, ArmPolicy]]:
     if assignment.interleaved:
         return [(arm.name, arm.policy) for arm in assignment.experiment.arms]
     return [(assignment.arm.name, assignment.arm.policy)]
+
+
+def _ranked_query(understood: qu_pb2.UnderstandResponse) -> str:
+    """The query ranking is told about: none when there is no text to match (a query that was
+    all price, "under $50", browses by its filters), so relevance is not judged on it."""
+    return understood.corrected_query if understood.search_text else ""
 
 
 async def _ready(value):

@@ -46,7 +46,8 @@ MAX_ID_CHARS = 128
 MAX_PREFERRED = 256
 MAX_PREFERRED_ATTRIBUTES = 256
 MAX_PREFERENCE_CHARS = 200
-SCORE_FIELDS = ("lexical_score", "dense_score", "fused_score", "lexical_coverage", "personal_score")
+SCORE_FIELDS = ("lexical_score", "dense_score", "fused_score", "lexical_coverage", "personal_score", "multilingual_score")
+RANK_FIELDS = ("lexical_rank", "dense_rank", "multilingual_rank")
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,12 @@ class RankingCandidate:
     fused_score: float
     lexical_coverage: float = 0.0
     personal_score: float = 0.0
+    # Ranks in retrieval's lists (1-based, 0 = not in it) and the multilingual space's cosine:
+    # relevance features (services.ranking.relevance), not CTR head inputs.
+    lexical_rank: int = 0
+    dense_rank: int = 0
+    multilingual_score: float = 0.0
+    multilingual_rank: int = 0
 
 
 @dataclass(frozen=True)
@@ -77,6 +84,9 @@ def validate_candidate(candidate: RankingCandidate, where: str) -> RankingCandid
         value = getattr(candidate, name)
         if not math.isfinite(value):
             raise InvalidArgument(f"{where}.{name}", f"must be a finite number, got {value}")
+    for name in RANK_FIELDS:
+        if getattr(candidate, name) < 0:
+            raise InvalidArgument(f"{where}.{name}", f"must be >= 0 (0 = not in that list), got {getattr(candidate, name)}")
     return candidate
 
 

@@ -1,10 +1,31 @@
-"""The ranking domain: features → scores → a stable order → the requested page with reasons."""
+"""The ranking domain: features → scores → a stable order → the requested page with reasons.
+
+Search results with a deployed relevance ranker (`relevance_ranker`, LambdaMART trained on
+judgments, `shelfwise train ranker`) are ordered by
+
+    score = relevance + popularity_weight · popularity + personal_weight · personal_affinity
+            + ctr_weight · (logit ctr − mean logit ctr over the candidates)
+
+relevance first: the ranker's calibrated log-odds that the candidate is what the query asks
+for; then engagement as an adjustment on the same log-odds scale: how engaged-with the product
+is and how well it fits the shopper's history (the features of services/ranking/features.py),
+and, only when the deployed CTR head was trained on the shop's logged events, the head's
+relative click log-odds (the distilled prior, version 1, learned nothing from behaviour and
+would only count text relevance twice). The weights are settings (RankingSettings); their
+defaults are a design choice, not a measurement: an engaged-with product gains at most half a
+log-odds unit, a product that fits the shopper at most one. Candidates whose relevance
+probability reaches the ranker's threshold count as relevant (`Ranking.relevant`, the search's
+total_size).
+
+Without a relevance ranker, or for recommendations (no query), or when it fails (degraded
+"relevance_ranker"), the deployed CTR head (or the documented formula) orders, as before.
+"""
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Awaitable, Callable, Mapping, Sequence
 
 import numpy as np
@@ -12,7 +33,8 @@ import numpy as np
 from services.common.background import Periodic
 from services.common.errors import DeadlineExceeded, InvalidArgument, NotFound, Unavailable
 from services.ranking.features import FEATURE_NAMES, QueryPreferences, RankingCandidate, feature_matrix
-from services.ranking.scorers import FeatureScorer, Scorer
+from services.ranking.relevance import RELEVANCE_FEATURES, CategoryVote, neutral_row, relevance_matrix
+from services.ranking.scorers import FeatureScorer, OnnxRelevanceRanker, Scorer
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +45,30 @@ MAX_PAGE = 100
 MODEL, FORMULA, RETRIEVAL_ORDER = "model", "formula", "retrieval"
 POLICIES = (MODEL, FORMULA, RETRIEVAL_ORDER)
 RETRIEVAL_ORDER_VERSION = "retrieval-order"
+
+
+# How many of the query's voted categories a response reports, and the least share reported.
+QUERY_CATEGORIES = 3
+MIN_CATEGORY_SHARE = 0.1
+POPULARITY, PERSONAL = FEATURE_NAMES.index("popularity"), FEATURE_NAMES.index("personal_affinity")
+
+
+@dataclass(frozen=True)
+class RankingQuery:
+    """What ranking knows of the query: its text (empty: browsing or recommending) and whether
+    retrieval read it through an English rendering."""
+
+    text: str = ""
+    translated: bool = False
+
+
+@dataclass(frozen=True)
+class EngagementWeights:
+    """The engagement adjustment of relevance-ranked results (see the module docstring)."""
+
+    popularity: float = 0.5
+    personal: float = 1.0
+    ctr: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -39,6 +85,10 @@ class Ranking:
     total: int
     model_version: str
     degraded: tuple[str, ...] = ()
+    # The query's category vote, best first (empty without a query).
+    query_categories: tuple[tuple[str, float], ...] = ()
+    # Candidates the relevance ranker judges relevant (None: no relevance ranker scored them).
+    relevant: int | None = None
 
 
 class PopularityCache:
@@ -84,12 +134,16 @@ class Ranker:
         popularity: PopularityCache,
         fallback: Scorer | None = None,
         versions: Callable[[int], Scorer] | None = None,
+        relevance: OnnxRelevanceRanker | None = None,
+        engagement: EngagementWeights = EngagementWeights(),
     ):
         self._scorer = scorer
         self._popularity = popularity
         self._fallback = fallback or FeatureScorer()
         # Pinned CTR head versions (experiments): version -> its scorer; raises NotFound.
         self._versions = versions
+        self._relevance = relevance
+        self._engagement = engagement
 
     @property
     def model_version(self) -> str:
@@ -116,6 +170,7 @@ class Ranker:
         limit: int,
         policy: str = MODEL,
         ctr_head_version: int | None = None,
+        query: RankingQuery = RankingQuery(),
     ) -> Ranking:
         if len(candidates) > MAX_CANDIDATES:
             raise InvalidArgument("candidates", f"must be at most {MAX_CANDIDATES}, got {len(candidates)}")
@@ -130,14 +185,25 @@ class Ranker:
                 seen.add(candidate.product_id)
                 unique.append(candidate)
         features = feature_matrix(unique, preferences, self._popularity.values, self._popularity.best)
+        relevance_features, vote = relevance_matrix(unique, preferences, query.translated) if query.text else (None, None)
+        categories = _reported(vote)
         if policy == RETRIEVAL_ORDER:
-            return await self._retrieval_order(unique, features, offset, limit)
+            ranking = await self._retrieval_order(unique, features, offset, limit)
+            return replace(ranking, query_categories=categories)
         scorer, degraded = self._scorer_for(policy, ctr_head_version), ()
+        if policy == MODEL and self._relevance is not None and relevance_features is not None:
+            try:
+                return await self._rank_by_relevance(
+                    unique, features, relevance_features, scorer, offset, limit, categories
+                )
+            except (Unavailable, DeadlineExceeded) as error:
+                log.warning("%s unavailable, ranking by %s: %s", self._relevance.version, scorer.version, error)
+                degraded = ("relevance_ranker",)
         try:
             scores = await scorer.score(features)
         except (Unavailable, DeadlineExceeded) as error:
             log.warning("%s unavailable, ranking by %s: %s", scorer.version, self._fallback.version, error)
-            scorer, degraded = self._fallback, ("ctr_head",)
+            scorer, degraded = self._fallback, (*degraded, "ctr_head")
             scores = await scorer.score(features)
         # Ties keep retrieval's order (stable sort), so equal scores never shuffle between pages.
         order = np.argsort(-scores, kind="stable")
@@ -147,12 +213,60 @@ class Ranker:
         except (Unavailable, DeadlineExceeded):
             # Scores came from the head; only the explanation falls back to the formula's parts.
             contributions = await self._fallback.contributions(features[page])
-            degraded = ("ctr_head",)
+            degraded = (*degraded, "ctr_head")
         items = []
         for row, index in enumerate(page.tolist()):
             reasons = _reasons(features[index], contributions[row])
             items.append(RankedItem(unique[index].product_id, float(scores[index]), offset + row + 1, reasons))
-        return Ranking(items, len(unique), scorer.version, degraded)
+        return Ranking(items, len(unique), scorer.version, degraded, categories)
+
+    async def _rank_by_relevance(
+        self, unique, features: np.ndarray, relevance_features: np.ndarray, engagement_head: Scorer,
+        offset: int, limit: int, categories: tuple[tuple[str, float], ...],
+    ) -> Ranking:
+        """Relevance first, engagement as an adjustment (the module docstring)."""
+        relevance = (await self._relevance.score(relevance_features)).astype(np.float64)
+        weights = self._engagement
+        adjustment = weights.popularity * features[:, POPULARITY] + weights.personal * features[:, PERSONAL]
+        version = self._relevance.version
+        degraded: tuple[str, ...] = ()
+        if weights.ctr and getattr(engagement_head, "trained_on_events", False):
+            try:
+                ctr = np.clip((await engagement_head.score(features)).astype(np.float64), 1e-6, 1 - 1e-6)
+                click = np.log(ctr) - np.log1p(-ctr)
+                adjustment = adjustment + weights.ctr * (click - click.mean())
+                version += f"+{engagement_head.version}"
+            except (Unavailable, DeadlineExceeded) as error:
+                log.warning("%s unavailable, relevance ranked without it: %s", engagement_head.version, error)
+                degraded = ("ctr_head",)
+        scores = relevance + adjustment
+        order = np.argsort(-scores, kind="stable")
+        page = order[offset : offset + limit]
+        neutral = neutral_row(len(unique))
+        parts = (
+            await self._relevance.contributions(relevance_features[page], neutral) if len(page) else np.zeros((0, 0))
+        )
+        probability = 1.0 / (1.0 + np.exp(-relevance))
+        adjusted = {"popularity": weights.popularity, "personal_affinity": weights.personal}
+        items = []
+        for row, index in enumerate(page.tolist()):
+            # Every non-zero feature of both sets (the CTR head's are what impressions log),
+            # each with its part of the score: the ranker's (occlusion) or the adjustment's.
+            reasons = {
+                name: (float(features[index, column]), adjusted.get(name, 0.0) * float(features[index, column]))
+                for column, name in enumerate(FEATURE_NAMES)
+                if features[index, column] != 0.0
+            }
+            for column, name in enumerate(RELEVANCE_FEATURES):
+                if relevance_features[index, column] != 0.0:
+                    reasons[name] = (float(relevance_features[index, column]), float(parts[row, column]))
+            reasons["relevance_probability"] = (float(probability[index]), float(relevance[index]))
+            items.append(RankedItem(
+                unique[index].product_id, float(scores[index]), offset + row + 1,
+                tuple((name, value, part) for name, (value, part) in reasons.items()),
+            ))
+        relevant = int(np.count_nonzero(probability >= self._relevance.threshold))
+        return Ranking(items, len(unique), version, degraded, categories, relevant)
 
     async def _retrieval_order(self, unique, features: np.ndarray, offset: int, limit: int) -> Ranking:
         """Candidates in the order retrieval sent them; the score is a rank score (1 for the
@@ -164,6 +278,12 @@ class Ranker:
             reasons = _reasons(features[index], np.zeros(len(FEATURE_NAMES)))
             items.append(RankedItem(unique[index].product_id, 1.0 - index / n, index + 1, reasons))
         return Ranking(items, n, RETRIEVAL_ORDER_VERSION)
+
+
+def _reported(vote: CategoryVote | None) -> tuple[tuple[str, float], ...]:
+    if vote is None:
+        return ()
+    return tuple((category, share) for category, share in vote.top(QUERY_CATEGORIES) if share >= MIN_CATEGORY_SHARE)
 
 
 def _reasons(feature_row: np.ndarray, contribution_row: np.ndarray) -> tuple[tuple[str, float, float], ...]:

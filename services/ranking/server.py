@@ -15,7 +15,14 @@ from services.common.inference import create_backend, wait_for_models
 from services.common.server import RunningServer, start_server
 from services.ranking.config import RankingSettings
 from services.ranking.ranker import PopularityCache, Ranker
-from services.ranking.scorers import CTR_HEAD_MODEL, FeatureScorer, OnnxCtrHead, create_scorer
+from services.ranking.scorers import (
+    CTR_HEAD_MODEL,
+    RELEVANCE_RANKER_MODEL,
+    FeatureScorer,
+    OnnxCtrHead,
+    create_relevance_ranker,
+    create_scorer,
+)
 from services.ranking.servicer import RankingServicer
 
 log = logging.getLogger(__name__)
@@ -50,11 +57,12 @@ class PinnedCtrHeads:
 async def create_server(settings: RankingSettings, port: int | None = None) -> RunningServer:
     backend = create_backend(settings.inference)
     scorer = create_scorer(backend)
-    if scorer.version != FeatureScorer.version and not await wait_for_models(
-        backend, [CTR_HEAD_MODEL], settings.inference.triton_startup_seconds
-    ):
+    relevance = create_relevance_ranker(backend)
+    models = [CTR_HEAD_MODEL] if scorer.version != FeatureScorer.version else []
+    models += [RELEVANCE_RANKER_MODEL] if relevance is not None else []
+    if models and not await wait_for_models(backend, models, settings.inference.triton_startup_seconds):
         # Not fatal: each request falls back to the documented formula and says so.
-        log.warning("%s not served yet; ranking by feature scoring until it is", CTR_HEAD_MODEL)
+        log.warning("%s not served yet; ranking without them until they are", ", ".join(models))
     channel = create_channel(settings.events_address, settings.server.max_message_bytes)
     events = events_pb2_grpc.EventsServiceStub(channel)
 
@@ -68,7 +76,9 @@ async def create_server(settings: RankingSettings, port: int | None = None) -> R
     popularity = PopularityCache(fetch_popularity, settings.popularity_refresh_seconds)
     popularity.start()
     versions = PinnedCtrHeads(settings.inference)
-    servicer = RankingServicer(Ranker(scorer, popularity, versions=versions.scorer))
+    servicer = RankingServicer(
+        Ranker(scorer, popularity, versions=versions.scorer, relevance=relevance, engagement=settings.engagement)
+    )
     running = await start_server(
         register=lambda server: ranking_pb2_grpc.add_RankingServiceServicer_to_server(servicer, server),
         service_names=[SERVICE_NAME],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from shelfwise.common.v1 import common_pb2
 from shelfwise.ranking.v1 import ranking_pb2, ranking_pb2_grpc
+from shelfwise.retrieval.v1 import retrieval_pb2
 
 from services.common.errors import InvalidArgument
 from services.ranking.features import (
@@ -13,7 +14,7 @@ from services.ranking.features import (
     validate_candidate,
     validate_preferences,
 )
-from services.ranking.ranker import FORMULA, MAX_CANDIDATES, MODEL, RETRIEVAL_ORDER, Ranker
+from services.ranking.ranker import FORMULA, MAX_CANDIDATES, MODEL, RETRIEVAL_ORDER, Ranker, RankingQuery
 
 POLICIES = {
     ranking_pb2.RANKING_POLICY_UNSPECIFIED: MODEL,
@@ -21,20 +22,49 @@ POLICIES = {
     ranking_pb2.RANKING_POLICY_FORMULA: FORMULA,
     ranking_pb2.RANKING_POLICY_RETRIEVAL_ORDER: RETRIEVAL_ORDER,
 }
-# The query is only logged context here; retrieval's limit for query text applies.
+# The query (and its rendering) only say whether there is a query and whether it was rendered;
+# retrieval's limit for query text applies.
 MAX_QUERY_CHARS = 1_000
 
 
 def _check_request(request: ranking_pb2.RankRequest) -> None:
     if len(request.candidates) > MAX_CANDIDATES:  # before building thousands of candidates
         raise InvalidArgument("candidates", f"must be at most {MAX_CANDIDATES}, got {len(request.candidates)}")
-    if len(request.query) > MAX_QUERY_CHARS:
-        raise InvalidArgument("query", f"must be at most {MAX_QUERY_CHARS} characters, got {len(request.query)}")
+    for name in ("query", "translated_query"):
+        if len(getattr(request, name)) > MAX_QUERY_CHARS:
+            raise InvalidArgument(name, f"must be at most {MAX_QUERY_CHARS} characters, got {len(getattr(request, name))}")
     for name in ("request_id", "user_id"):
         if len(getattr(request, name)) > MAX_ID_CHARS:
             raise InvalidArgument(name, f"must be at most {MAX_ID_CHARS} characters")
     if request.policy not in POLICIES:
         raise InvalidArgument("policy", f"must be a RankingPolicy, got {request.policy}")
+
+
+def candidate_from_pb(c: retrieval_pb2.Candidate) -> RankingCandidate:
+    """A retrieval candidate as ranking reads it (also `shelfwise train ranker`)."""
+    return RankingCandidate(
+        product_id=c.product.id,
+        brand=c.product.brand,
+        category=c.product.category,
+        attributes=dict(c.product.attributes),
+        lexical_score=c.lexical_score,
+        dense_score=c.dense_score,
+        fused_score=c.fused_score,
+        lexical_coverage=c.lexical_coverage,
+        personal_score=c.personal_score,
+        lexical_rank=c.lexical_rank,
+        dense_rank=c.dense_rank,
+        multilingual_score=c.multilingual_score,
+        multilingual_rank=c.multilingual_rank,
+    )
+
+
+def preferences_from_pb(request: ranking_pb2.RankRequest) -> QueryPreferences:
+    return QueryPreferences(
+        brands=tuple(request.preferred_brands),
+        categories=tuple(request.preferred_categories),
+        attributes=dict(request.preferred_attributes),
+    )
 
 
 class RankingServicer(ranking_pb2_grpc.RankingServiceServicer):
@@ -44,32 +74,13 @@ class RankingServicer(ranking_pb2_grpc.RankingServiceServicer):
     async def Rank(self, request: ranking_pb2.RankRequest, context) -> ranking_pb2.RankResponse:
         _check_request(request)
         candidates = [
-            validate_candidate(
-                RankingCandidate(
-                    product_id=c.product.id,
-                    brand=c.product.brand,
-                    category=c.product.category,
-                    attributes=dict(c.product.attributes),
-                    lexical_score=c.lexical_score,
-                    dense_score=c.dense_score,
-                    fused_score=c.fused_score,
-                    lexical_coverage=c.lexical_coverage,
-                    personal_score=c.personal_score,
-                ),
-                f"candidates[{index}]",
-            )
-            for index, c in enumerate(request.candidates)
+            validate_candidate(candidate_from_pb(c), f"candidates[{index}]") for index, c in enumerate(request.candidates)
         ]
-        preferences = validate_preferences(
-            QueryPreferences(
-                brands=tuple(request.preferred_brands),
-                categories=tuple(request.preferred_categories),
-                attributes=dict(request.preferred_attributes),
-            )
-        )
+        preferences = validate_preferences(preferences_from_pb(request))
         limit = request.limit if request.HasField("limit") else 10
         ranking = await self._ranker.rank(
-            candidates, preferences, request.offset, limit, POLICIES[request.policy], request.ctr_head_version or None
+            candidates, preferences, request.offset, limit, POLICIES[request.policy], request.ctr_head_version or None,
+            query=RankingQuery(text=request.query, translated=bool(request.translated_query.strip())),
         )
         return ranking_pb2.RankResponse(
             items=[
@@ -87,4 +98,8 @@ class RankingServicer(ranking_pb2_grpc.RankingServiceServicer):
             total=ranking.total,
             model_version=ranking.model_version,
             degraded_components=list(ranking.degraded),
+            query_categories=[
+                common_pb2.CategoryScore(category=category, score=share) for category, share in ranking.query_categories
+            ],
+            relevant=ranking.relevant,
         )

@@ -80,3 +80,11 @@ class ScoreReason(_message.Message):
     value: float
     contribution: float
     def __init__(self, feature: _Optional[str] = ..., value: _Optional[float] = ..., contribution: _Optional[float] = ...) -> None: ...
+
+class CategoryScore(_message.Message):
+    __slots__ = ("category", "score")
+    CATEGORY_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    category: str
+    score: float
+    def __init__(self, category: _Optional[str] = ..., score: _Optional[float] = ...) -> None: ...

@@ -55,18 +55,20 @@ class SearchResult(_message.Message):
     def __init__(self, product: _Optional[_Union[_common_pb2.Product, _Mapping]] = ..., score: _Optional[float] = ..., position: _Optional[int] = ..., reasons: _Optional[_Iterable[_Union[_common_pb2.ScoreReason, _Mapping]]] = ...) -> None: ...
 
 class QueryInterpretation(_message.Message):
-    __slots__ = ("corrected_query", "language", "extracted_filters", "search_text", "translated_text")
+    __slots__ = ("corrected_query", "language", "extracted_filters", "search_text", "translated_text", "predicted_categories")
     CORRECTED_QUERY_FIELD_NUMBER: _ClassVar[int]
     LANGUAGE_FIELD_NUMBER: _ClassVar[int]
     EXTRACTED_FILTERS_FIELD_NUMBER: _ClassVar[int]
     SEARCH_TEXT_FIELD_NUMBER: _ClassVar[int]
     TRANSLATED_TEXT_FIELD_NUMBER: _ClassVar[int]
+    PREDICTED_CATEGORIES_FIELD_NUMBER: _ClassVar[int]
     corrected_query: str
     language: str
     extracted_filters: _common_pb2.Filters
     search_text: str
     translated_text: str
-    def __init__(self, corrected_query: _Optional[str] = ..., language: _Optional[str] = ..., extracted_filters: _Optional[_Union[_common_pb2.Filters, _Mapping]] = ..., search_text: _Optional[str] = ..., translated_text: _Optional[str] = ...) -> None: ...
+    predicted_categories: _containers.RepeatedCompositeFieldContainer[_common_pb2.CategoryScore]
+    def __init__(self, corrected_query: _Optional[str] = ..., language: _Optional[str] = ..., extracted_filters: _Optional[_Union[_common_pb2.Filters, _Mapping]] = ..., search_text: _Optional[str] = ..., translated_text: _Optional[str] = ..., predicted_categories: _Optional[_Iterable[_Union[_common_pb2.CategoryScore, _Mapping]]] = ...) -> None: ...
 
 class StageTiming(_message.Message):
     __slots__ = ("stage", "milliseconds")
@@ -77,7 +79,7 @@ class StageTiming(_message.Message):
     def __init__(self, stage: _Optional[str] = ..., milliseconds: _Optional[float] = ...) -> None: ...
 
 class SearchResponse(_message.Message):
-    __slots__ = ("request_id", "results", "next_page_token", "total_size", "interpretation", "model_version", "timings", "degraded_stages")
+    __slots__ = ("request_id", "results", "next_page_token", "total_size", "interpretation", "model_version", "timings", "degraded_stages", "notes")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     RESULTS_FIELD_NUMBER: _ClassVar[int]
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
@@ -86,6 +88,7 @@ class SearchResponse(_message.Message):
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     TIMINGS_FIELD_NUMBER: _ClassVar[int]
     DEGRADED_STAGES_FIELD_NUMBER: _ClassVar[int]
+    NOTES_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     results: _containers.RepeatedCompositeFieldContainer[SearchResult]
     next_page_token: str
@@ -94,7 +97,8 @@ class SearchResponse(_message.Message):
     model_version: str
     timings: _containers.RepeatedCompositeFieldContainer[StageTiming]
     degraded_stages: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, request_id: _Optional[str] = ..., results: _Optional[_Iterable[_Union[SearchResult, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., total_size: _Optional[int] = ..., interpretation: _Optional[_Union[QueryInterpretation, _Mapping]] = ..., model_version: _Optional[str] = ..., timings: _Optional[_Iterable[_Union[StageTiming, _Mapping]]] = ..., degraded_stages: _Optional[_Iterable[str]] = ...) -> None: ...
+    notes: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, request_id: _Optional[str] = ..., results: _Optional[_Iterable[_Union[SearchResult, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., total_size: _Optional[int] = ..., interpretation: _Optional[_Union[QueryInterpretation, _Mapping]] = ..., model_version: _Optional[str] = ..., timings: _Optional[_Iterable[_Union[StageTiming, _Mapping]]] = ..., degraded_stages: _Optional[_Iterable[str]] = ..., notes: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class RecommendRequest(_message.Message):
     __slots__ = ("mode", "product_id", "category", "page_size", "page_token", "filters", "user_id", "session_id", "request_id", "history_product_ids", "cart_product_ids")

@@ -21,7 +21,7 @@ RANKING_POLICY_FORMULA: RankingPolicy
 RANKING_POLICY_RETRIEVAL_ORDER: RankingPolicy
 
 class RankRequest(_message.Message):
-    __slots__ = ("request_id", "query", "candidates", "preferred_brands", "preferred_categories", "preferred_attributes", "offset", "limit", "user_id", "policy", "ctr_head_version")
+    __slots__ = ("request_id", "query", "candidates", "preferred_brands", "preferred_categories", "preferred_attributes", "offset", "limit", "user_id", "policy", "ctr_head_version", "translated_query")
     class PreferredAttributesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -40,6 +40,7 @@ class RankRequest(_message.Message):
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     POLICY_FIELD_NUMBER: _ClassVar[int]
     CTR_HEAD_VERSION_FIELD_NUMBER: _ClassVar[int]
+    TRANSLATED_QUERY_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     query: str
     candidates: _containers.RepeatedCompositeFieldContainer[_retrieval_pb2.Candidate]
@@ -51,7 +52,8 @@ class RankRequest(_message.Message):
     user_id: str
     policy: RankingPolicy
     ctr_head_version: int
-    def __init__(self, request_id: _Optional[str] = ..., query: _Optional[str] = ..., candidates: _Optional[_Iterable[_Union[_retrieval_pb2.Candidate, _Mapping]]] = ..., preferred_brands: _Optional[_Iterable[str]] = ..., preferred_categories: _Optional[_Iterable[str]] = ..., preferred_attributes: _Optional[_Mapping[str, str]] = ..., offset: _Optional[int] = ..., limit: _Optional[int] = ..., user_id: _Optional[str] = ..., policy: _Optional[_Union[RankingPolicy, str]] = ..., ctr_head_version: _Optional[int] = ...) -> None: ...
+    translated_query: str
+    def __init__(self, request_id: _Optional[str] = ..., query: _Optional[str] = ..., candidates: _Optional[_Iterable[_Union[_retrieval_pb2.Candidate, _Mapping]]] = ..., preferred_brands: _Optional[_Iterable[str]] = ..., preferred_categories: _Optional[_Iterable[str]] = ..., preferred_attributes: _Optional[_Mapping[str, str]] = ..., offset: _Optional[int] = ..., limit: _Optional[int] = ..., user_id: _Optional[str] = ..., policy: _Optional[_Union[RankingPolicy, str]] = ..., ctr_head_version: _Optional[int] = ..., translated_query: _Optional[str] = ...) -> None: ...
 
 class RankedItem(_message.Message):
     __slots__ = ("product_id", "score", "position", "reasons")
@@ -66,13 +68,17 @@ class RankedItem(_message.Message):
     def __init__(self, product_id: _Optional[str] = ..., score: _Optional[float] = ..., position: _Optional[int] = ..., reasons: _Optional[_Iterable[_Union[_common_pb2.ScoreReason, _Mapping]]] = ...) -> None: ...
 
 class RankResponse(_message.Message):
-    __slots__ = ("items", "total", "model_version", "degraded_components")
+    __slots__ = ("items", "total", "model_version", "degraded_components", "query_categories", "relevant")
     ITEMS_FIELD_NUMBER: _ClassVar[int]
     TOTAL_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     DEGRADED_COMPONENTS_FIELD_NUMBER: _ClassVar[int]
+    QUERY_CATEGORIES_FIELD_NUMBER: _ClassVar[int]
+    RELEVANT_FIELD_NUMBER: _ClassVar[int]
     items: _containers.RepeatedCompositeFieldContainer[RankedItem]
     total: int
     model_version: str
     degraded_components: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, items: _Optional[_Iterable[_Union[RankedItem, _Mapping]]] = ..., total: _Optional[int] = ..., model_version: _Optional[str] = ..., degraded_components: _Optional[_Iterable[str]] = ...) -> None: ...
+    query_categories: _containers.RepeatedCompositeFieldContainer[_common_pb2.CategoryScore]
+    relevant: int
+    def __init__(self, items: _Optional[_Iterable[_Union[RankedItem, _Mapping]]] = ..., total: _Optional[int] = ..., model_version: _Optional[str] = ..., degraded_components: _Optional[_Iterable[str]] = ..., query_categories: _Optional[_Iterable[_Union[_common_pb2.CategoryScore, _Mapping]]] = ..., relevant: _Optional[int] = ...) -> None: ...
