@@ -14,15 +14,21 @@ Pipelines run the real stages:
   jieba for Chinese) — what Shelfwise's lexical stage returns;
 - ``bm25s``: the bm25s library (Lucene's BM25 variant, English stemmer and stop words), an
   independent implementation as a second baseline;
-- ``dense-zeroshot`` (all-MiniLM-L6-v2, ``text_encoder``), ``dense-multilingual``
-  (multilingual-e5-small, ``text_encoder_multilingual`` version 1) and ``dense-finetuned``
-  (the latest fine-tuned ``text_encoder_multilingual`` version): the served ONNX models through
-  the embedded runtime, exact cosine search over the whole catalogue;
-- ``hybrid``: bm25 and the best available dense list fused by retrieval's fusion function
-  with retrieval's settings (tuned on dev, see ``shelfwise eval tune-fusion``);
+- ``dense-zeroshot`` (all-MiniLM-L6-v2, ``text_encoder``, retrieval's English space),
+  ``dense-use`` (the Universal Sentence Encoder, ``text_encoder_use``, its multilingual space),
+  ``dense-multilingual`` (multilingual-e5-small, ``text_encoder_multilingual`` version 1) and
+  ``dense-finetuned`` (the latest fine-tuned ``text_encoder_multilingual`` version): the served
+  ONNX models through the embedded runtime, exact cosine search over the whole catalogue;
+- ``hybrid``: bm25, dense-zeroshot and dense-use fused by retrieval's fusion function with
+  retrieval's settings, as retrieval fuses its lists (without query understanding, so without
+  the English rendering of Chinese queries);
 - ``full``: everything Shelfwise does. The five services start on free ports over an embedded
   PostgreSQL, the catalogue is imported through ``UpsertProducts``, and every query goes
   through ``gateway.Search`` (query understanding, retrieval, ranking) for 100 results.
+
+With ``full`` among the pipelines, the report also compares it with every other pipeline on the
+same queries: the mean per-query difference in NDCG@10 with a paired percentile-bootstrap 95%
+interval (queries resampled, both pipelines' values kept together).
 
 Catalogue embeddings are cached per model file and catalogue under ``.shelfwise/eval/``, so a
 second run only encodes the queries.
@@ -51,9 +57,15 @@ BOOTSTRAP_SAMPLES = 10_000
 BOOTSTRAP_SEED = 7
 MEASURES = ("nDCG@10", "R@100", "RR@10")
 MEASURE_LABELS = {"nDCG@10": "NDCG@10", "R@100": "Recall@100", "RR@10": "MRR@10"}
-PIPELINES = ("bm25", "bm25s", "dense-zeroshot", "dense-multilingual", "dense-finetuned", "hybrid", "full")
+PIPELINES = ("bm25", "bm25s", "dense-zeroshot", "dense-use", "dense-multilingual", "dense-finetuned", "hybrid", "full")
 # The dense pipelines that read one model of the repository (version 1 unless pinned with "@").
-DENSE_MODELS = {"dense-zeroshot": "text_encoder", "dense-multilingual": "text_encoder_multilingual"}
+DENSE_MODELS = {
+    "dense-zeroshot": "text_encoder",
+    "dense-use": "text_encoder_use",
+    "dense-multilingual": "text_encoder_multilingual",
+}
+# The dense lists `hybrid` fuses with bm25, as retrieval fuses its English and multilingual spaces.
+HYBRID_DENSE = ("dense-zeroshot", "dense-use")
 DEFAULT_CACHE = Path(".shelfwise") / "eval"
 
 Ranking = list[tuple[str, float]]
@@ -203,14 +215,15 @@ class DensePipeline(Pipeline):
 class HybridPipeline(Pipeline):
     name = "hybrid"
 
-    def __init__(self, lexical: Pipeline, dense: Pipeline, fuse: Callable[[Ranking, Ranking], Ranking]):
-        self._lexical, self._dense, self._fuse = lexical, dense, fuse
-        self.dense_name = dense.name
+    def __init__(self, lexical: Pipeline, english: Pipeline, multilingual: Pipeline,
+                 fuse: Callable[[Ranking, Ranking, Ranking], Ranking]):
+        self._lexical, self._english, self._multilingual, self._fuse = lexical, english, multilingual, fuse
 
     async def search(self, texts):
         lexical = await self._lexical.search(texts)
-        dense = await self._dense.search(texts)
-        return [self._fuse(l, d)[:DEPTH] for l, d in zip(lexical, dense)]
+        english = await self._english.search(texts)
+        multilingual = await self._multilingual.search(texts)
+        return [self._fuse(l, e, m)[:DEPTH] for l, e, m in zip(lexical, english, multilingual)]
 
 
 class FullPipeline(Pipeline):
@@ -469,8 +482,7 @@ class Evaluation:
             raise ValueError("dense-finetuned needs a fine-tuned text_encoder_multilingual (version >= 2): "
                              "run `shelfwise train encoder` first")
         dense_models["dense-finetuned"] = ("text_encoder_multilingual", finetuned.version if finetuned else None)
-        hybrid_dense = "dense-finetuned" if finetuned is not None else "dense-multilingual"
-        needed = [name for name in dense_models if name in wanted or (name == hybrid_dense and "hybrid" in wanted)]
+        needed = [name for name in dense_models if name in wanted or (name in HYBRID_DENSE and "hybrid" in wanted)]
         # "dense-multilingual@2": the same pipeline over a pinned version (an int8 version, say).
         for name in sorted(wanted):
             base, pinned, version = name.partition("@")
@@ -490,8 +502,8 @@ class Evaluation:
             self.notes[name] = f"{model} v{found.version}"
         if "hybrid" in wanted:
             fuse = Fusion.from_env()
-            built["hybrid"] = HybridPipeline(built["bm25"], built[hybrid_dense], fuse.fuse_rankings)
-            self.notes["hybrid"] = f"bm25 + {hybrid_dense}, {fuse.describe()}"
+            built["hybrid"] = HybridPipeline(built["bm25"], *(built[name] for name in HYBRID_DENSE), fuse.fuse_rankings)
+            self.notes["hybrid"] = f"bm25 + {' + '.join(HYBRID_DENSE)}, {fuse.describe()}"
         if "full" in wanted:
             built["full"] = await FullPipeline.start(self.catalog, products, self.model_repository, self.cache)
             self.notes["full"] = "gateway.Search over the five services"
@@ -536,7 +548,27 @@ class Evaluation:
             "bootstrap": {"samples": BOOTSTRAP_SAMPLES, "seed": BOOTSTRAP_SEED, "interval": "percentile 95%"},
             "rows": rows,
             "overall": overall if len(self.query_sets) > 1 else [],
+            "paired": self.paired_differences(),
         }
+
+    def paired_differences(self, pipeline: str = "full", measure: str = "nDCG@10") -> list[dict]:
+        """`pipeline` minus each other pipeline, per query set: the mean per-query difference
+        and its paired bootstrap interval (empty when `pipeline` was not run)."""
+        if pipeline not in self.pipelines:
+            return []
+        rows = []
+        for query_set in self.query_sets:
+            ours = self.results[(pipeline, query_set.name)].per_query[measure]
+            for other in self.pipelines:
+                if other == pipeline:
+                    continue
+                theirs = self.results[(other, query_set.name)].per_query[measure]
+                differences = [ours[qid] - theirs[qid] for qid in ours]
+                mean, low, high = bootstrap_interval(differences)
+                rows.append({"pipeline": pipeline, "baseline": other, "query_set": query_set.name,
+                             "measure": MEASURE_LABELS[measure], "queries": len(differences),
+                             "difference": {"mean": mean, "ci95": [low, high]}})
+        return rows
 
 
 def format_table(report: dict) -> str:
@@ -564,6 +596,16 @@ def format_table(report: dict) -> str:
     lines.append("")
     lines.append("mean [95% bootstrap interval over queries]; pipelines: " + "; ".join(
         f"{name} = {note}" for name, note in report["pipelines"].items() if note))
+    paired = report.get("paired") or []
+    if paired:
+        lines += ["", f"paired differences, {paired[0]['measure']} (mean per-query difference [95% paired bootstrap interval]):"]
+        for query_set in dict.fromkeys(row["query_set"] for row in paired):
+            cells = [
+                f"{row['pipeline']} - {row['baseline']} {row['difference']['mean']:+.3f} "
+                f"[{row['difference']['ci95'][0]:+.3f}, {row['difference']['ci95'][1]:+.3f}]"
+                for row in paired if row["query_set"] == query_set
+            ]
+            lines.append(f"  {query_set:<{set_width}} " + "; ".join(cells))
     return "\n".join(lines)
 
 
@@ -714,16 +756,17 @@ async def instacart_command(args) -> int:
 
 
 async def tune_fusion_command(args) -> int:
-    """Grid-search the fusion settings on the dev split (never the test split)."""
+    """Grid-search the fusion settings of retrieval's three lists on the dev split (never the
+    test split). Fusion picks the candidates ranking orders, and their order when ranking is
+    down; the query sets are read without query understanding (no rendering of Chinese)."""
     from services.retrieval.fusion import Fusion
 
     files = build_benchmark(args)
-    dense = "dense-finetuned" if finetuned_encoder(args.model_repository) is not None else "dense-multilingual"
     evaluation = Evaluation(
         catalog=files.catalog,
         query_sets=[read_queries(files.queries("dev", name)) for name in ("en", "zh")],
         qrels=read_qrels(files.qrels("dev")),
-        pipelines=["bm25", dense],
+        pipelines=["bm25", *HYBRID_DENSE],
         model_repository=args.model_repository,
         cache=args.cache,
     )
@@ -731,20 +774,21 @@ async def tune_fusion_command(args) -> int:
     grid = []
     for k in (5, 10, 20, 40, 60, 100):
         for weight in (0.0, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5):
-            fusion = Fusion(k=k, lexical_weight=weight)
-            values = []
-            for query_set in evaluation.query_sets:
-                lexical = evaluation.rankings[("bm25", query_set.name)]
-                dense_rankings = evaluation.rankings[(dense, query_set.name)]
-                fused = {qid: fusion.fuse_rankings(lexical[qid], dense_rankings[qid])[:DEPTH] for qid in lexical}
-                values += list(evaluate_run(evaluation.qrels, fused).per_query["nDCG@10"].values())
-            grid.append((float(np.mean(values)), k, weight))
+            for multilingual in (0.25, 0.5, 1.0):
+                fusion = Fusion(k=k, lexical_weight=weight, multilingual_weight=multilingual)
+                values = []
+                for query_set in evaluation.query_sets:
+                    lists = [evaluation.rankings[(name, query_set.name)] for name in ("bm25", *HYBRID_DENSE)]
+                    fused = {qid: fusion.fuse_rankings(*(ranking[qid] for ranking in lists))[:DEPTH] for qid in lists[0]}
+                    values += list(evaluate_run(evaluation.qrels, fused).per_query["nDCG@10"].values())
+                grid.append((float(np.mean(values)), k, weight, multilingual))
     grid.sort(reverse=True)
-    print(f"dev split, bm25 + {dense}, NDCG@10 over {len(values)} en+zh queries (best first):")
-    for score, k, weight in grid[:10]:
-        print(f"  k={k:<4g} lexical_weight={weight:<5g} NDCG@10={score:.4f}")
-    default = next(score for score, k, weight in grid if k == 60 and weight == 1.0)
-    print(f"  (plain RRF k=60, weights 1/1: {default:.4f})")
+    print(f"dev split, bm25 + {' + '.join(HYBRID_DENSE)}, NDCG@10 over {len(values)} en+zh queries (best first):")
+    for score, k, weight, multilingual in grid[:10]:
+        print(f"  k={k:<4g} lexical_weight={weight:<5g} multilingual_weight={multilingual:<5g} NDCG@10={score:.4f}")
+    default = next(score for score, k, weight, multilingual in grid if (k, weight, multilingual) == (60, 1.0, 1.0))
+    print(f"  (plain RRF k=60, weights 1/1/1: {default:.4f})")
     best = grid[0]
-    print(f"best: SHELFWISE_FUSION_K={best[1]:g} SHELFWISE_FUSION_LEXICAL_WEIGHT={best[2]:g}")
+    print(f"best: SHELFWISE_FUSION_K={best[1]:g} SHELFWISE_FUSION_LEXICAL_WEIGHT={best[2]:g} "
+          f"SHELFWISE_FUSION_MULTILINGUAL_WEIGHT={best[3]:g}")
     return 0

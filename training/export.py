@@ -621,7 +621,8 @@ def export_multilingual_text_encoder(model_repository: Path, version: int = 1, v
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Export every served model that is missing or outdated: the text encoders (MiniLM,
-    multilingual-e5 and the Universal Sentence Encoder), then the ranking CTR head (``training.ctr_head``; its prior version
+    multilingual-e5 and the Universal Sentence Encoder), the ranking CTR head, and the relevance
+    ranker (trained when missing, see `_train_relevance_ranker`) (``training.ctr_head``; its prior version
     trains in seconds)."""
     parser = argparse.ArgumentParser(
         prog="python -m training.export",
@@ -666,7 +667,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     _export_universal_sentence_encoder(args.model_repository, force=args.force, verify=not args.no_verify)
     _export_ctr_head(args.model_repository, args.ctr_head_version, force=args.force, verify=not args.no_verify)
-    return 0
+    return _train_relevance_ranker(args.model_repository)
+
+
+def _train_relevance_ranker(model_repository: Path) -> int:
+    """Version 1 of the relevance ranker, trained on the Instacart benchmark's train and dev
+    splits (``training.train_ranker``, about a minute: it imports the benchmark's catalogue
+    into the running services), unless a version exists. Without the data set, the services
+    rank with the CTR head or the formula, and this says so."""
+    from services.common.config import shared_data_dir
+    from training import train_ranker
+
+    model_dir = Path(model_repository) / train_ranker.RELEVANCE_RANKER_MODEL
+    if any((p / "model.onnx").is_file() for p in model_dir.glob("[0-9]*")):
+        print(f"{model_dir} has a version; skipping its training (`shelfwise train ranker` trains the next one)",
+              flush=True)
+        return 0
+    if not (shared_data_dir() / "instacart" / "products.csv").is_file():
+        print(f"no relevance ranker: {shared_data_dir() / 'instacart'} is missing (set SHELFWISE_DATA_DIR); search "
+              "results are ordered by the CTR head's prior until `shelfwise train ranker` has run", flush=True)
+        return 0
+    return train_ranker.main(["--model-repository", str(model_repository), "--version", "1"])
 
 
 def _export_universal_sentence_encoder(model_repository: Path, force: bool, verify: bool) -> None:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Mapping
 
 from services.common.config import InferenceSettings, ServerSettings, env_float, service_address
-from services.ranking.ranker import EngagementWeights
+from services.ranking.ranker import AdjustmentWeights
 
 
 @dataclass(frozen=True)
@@ -16,8 +16,8 @@ class RankingSettings:
     events_address: str
     popularity_refresh_seconds: float
     popularity_window_days: int = 30
-    # How engagement adjusts relevance-ranked results (services/ranking/ranker.py).
-    engagement: EngagementWeights = EngagementWeights()
+    # How named preferences and engagement adjust relevance-ranked results (services/ranking/ranker.py).
+    adjustments: AdjustmentWeights = AdjustmentWeights()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "RankingSettings":
@@ -26,9 +26,8 @@ class RankingSettings:
             inference=InferenceSettings.from_env(environ),
             events_address=service_address("events", environ),
             popularity_refresh_seconds=env_float("SHELFWISE_POPULARITY_REFRESH_SECONDS", 30.0, environ, minimum=0.1),
-            engagement=EngagementWeights(
-                popularity=env_float("SHELFWISE_RANKING_POPULARITY_WEIGHT", EngagementWeights.popularity, environ, minimum=0.0),
-                personal=env_float("SHELFWISE_RANKING_PERSONAL_WEIGHT", EngagementWeights.personal, environ, minimum=0.0),
-                ctr=env_float("SHELFWISE_RANKING_CTR_WEIGHT", EngagementWeights.ctr, environ, minimum=0.0),
-            ),
+            adjustments=AdjustmentWeights(**{
+                name: env_float(f"SHELFWISE_RANKING_{name.upper()}_WEIGHT", default, environ, minimum=0.0)
+                for name, default in vars(AdjustmentWeights()).items()
+            }),
         )

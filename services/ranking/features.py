@@ -67,6 +67,7 @@ class RankingCandidate:
     dense_rank: int = 0
     multilingual_score: float = 0.0
     multilingual_rank: int = 0
+    title: str = ""
 
 
 @dataclass(frozen=True)

@@ -1,21 +1,25 @@
 """The ranking domain: features → scores → a stable order → the requested page with reasons.
 
-Search results with a deployed relevance ranker (`relevance_ranker`, LambdaMART trained on
+Search results with a deployed relevance ranker (`relevance_ranker`, boosted trees trained on
 judgments, `shelfwise train ranker`) are ordered by
 
-    score = relevance + popularity_weight · popularity + personal_weight · personal_affinity
+    score = relevance
+            + brand_weight · brand_match + attribute_weight · attribute_match
+            + popularity_weight · popularity + personal_weight · personal_affinity
             + ctr_weight · (logit ctr − mean logit ctr over the candidates)
 
 relevance first: the ranker's calibrated log-odds that the candidate is what the query asks
-for; then engagement as an adjustment on the same log-odds scale: how engaged-with the product
-is and how well it fits the shopper's history (the features of services/ranking/features.py),
-and, only when the deployed CTR head was trained on the shop's logged events, the head's
-relative click log-odds (the distilled prior, version 1, learned nothing from behaviour and
-would only count text relevance twice). The weights are settings (RankingSettings); their
-defaults are a design choice, not a measurement: an engaged-with product gains at most half a
-log-odds unit, a product that fits the shopper at most one. Candidates whose relevance
-probability reaches the ranker's threshold count as relevant (`Ranking.relevant`, the search's
-total_size).
+for. Then, on the same log-odds scale, what the ranker cannot learn from the judgments it was
+trained on (the Instacart benchmark has no brands or attributes): whether the product has the
+brand and the attribute values the query named ("red" -> color=red). Then engagement: how
+engaged-with the product is and how well it fits the shopper's history (the features of
+services/ranking/features.py), and, only when the deployed CTR head was trained on the shop's
+logged events, the head's relative click log-odds (the distilled prior, version 1, learned
+nothing from behaviour and would only count text relevance twice). The weights are settings
+(RankingSettings); their defaults are a design choice, not a measurement: a named brand or
+attribute is worth one log-odds unit, an engaged-with product gains at most half a unit, a
+product that fits the shopper at most one. Candidates whose relevance probability reaches the
+ranker's threshold count as relevant (`Ranking.relevant`, the search's total_size).
 
 Without a relevance ranker, or for recommendations (no query), or when it fails (degraded
 "relevance_ranker"), the deployed CTR head (or the documented formula) orders, as before.
@@ -50,7 +54,6 @@ RETRIEVAL_ORDER_VERSION = "retrieval-order"
 # How many of the query's voted categories a response reports, and the least share reported.
 QUERY_CATEGORIES = 3
 MIN_CATEGORY_SHARE = 0.1
-POPULARITY, PERSONAL = FEATURE_NAMES.index("popularity"), FEATURE_NAMES.index("personal_affinity")
 
 
 @dataclass(frozen=True)
@@ -63,12 +66,22 @@ class RankingQuery:
 
 
 @dataclass(frozen=True)
-class EngagementWeights:
-    """The engagement adjustment of relevance-ranked results (see the module docstring)."""
+class AdjustmentWeights:
+    """How named preferences and engagement adjust relevance-ranked results, in log-odds per
+    unit of each feature (see the module docstring)."""
 
+    brand_match: float = 1.0
+    attribute_match: float = 1.0
     popularity: float = 0.5
-    personal: float = 1.0
+    personal_affinity: float = 1.0
     ctr: float = 1.0
+
+    def feature_weights(self) -> dict[str, float]:
+        """Weight of each CTR-head feature that adjusts relevance directly."""
+        return {
+            "brand_match": self.brand_match, "attribute_match": self.attribute_match,
+            "popularity": self.popularity, "personal_affinity": self.personal_affinity,
+        }
 
 
 @dataclass(frozen=True)
@@ -135,7 +148,7 @@ class Ranker:
         fallback: Scorer | None = None,
         versions: Callable[[int], Scorer] | None = None,
         relevance: OnnxRelevanceRanker | None = None,
-        engagement: EngagementWeights = EngagementWeights(),
+        adjustments: AdjustmentWeights = AdjustmentWeights(),
     ):
         self._scorer = scorer
         self._popularity = popularity
@@ -143,7 +156,7 @@ class Ranker:
         # Pinned CTR head versions (experiments): version -> its scorer; raises NotFound.
         self._versions = versions
         self._relevance = relevance
-        self._engagement = engagement
+        self._adjustments = adjustments
 
     @property
     def model_version(self) -> str:
@@ -226,8 +239,9 @@ class Ranker:
     ) -> Ranking:
         """Relevance first, engagement as an adjustment (the module docstring)."""
         relevance = (await self._relevance.score(relevance_features)).astype(np.float64)
-        weights = self._engagement
-        adjustment = weights.popularity * features[:, POPULARITY] + weights.personal * features[:, PERSONAL]
+        weights = self._adjustments
+        adjusted = {FEATURE_NAMES.index(name): weight for name, weight in weights.feature_weights().items()}
+        adjustment = sum(weight * features[:, column].astype(np.float64) for column, weight in adjusted.items())
         version = self._relevance.version
         degraded: tuple[str, ...] = ()
         if weights.ctr and getattr(engagement_head, "trained_on_events", False):
@@ -247,13 +261,12 @@ class Ranker:
             await self._relevance.contributions(relevance_features[page], neutral) if len(page) else np.zeros((0, 0))
         )
         probability = 1.0 / (1.0 + np.exp(-relevance))
-        adjusted = {"popularity": weights.popularity, "personal_affinity": weights.personal}
         items = []
         for row, index in enumerate(page.tolist()):
             # Every non-zero feature of both sets (the CTR head's are what impressions log),
             # each with its part of the score: the ranker's (occlusion) or the adjustment's.
             reasons = {
-                name: (float(features[index, column]), adjusted.get(name, 0.0) * float(features[index, column]))
+                name: (float(features[index, column]), adjusted.get(column, 0.0) * float(features[index, column]))
                 for column, name in enumerate(FEATURE_NAMES)
                 if features[index, column] != 0.0
             }

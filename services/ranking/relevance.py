@@ -20,6 +20,8 @@ Features (RELEVANCE_FEATURES, the input layout of the ONNX `relevance_ranker`), 
 | translated                  | 1 if the query was read through an English rendering (Chinese)    |
 | dense_gap                   | best English cosine among the candidates minus this one's         |
 | multilingual_gap            | the same in the multilingual space                                |
+| title_words                 | words in the product's title                                      |
+| category_share              | the share of the candidates in the candidate's category           |
 
 The category vote is the query -> category classifier: a nearest-neighbour vote of the
 catalogue's products, whose categories the shop labelled, read off the candidates retrieval
@@ -56,6 +58,8 @@ RELEVANCE_FEATURES = (
     "translated",
     "dense_gap",
     "multilingual_gap",
+    "title_words",
+    "category_share",
 )
 DENSE_VOTERS = 50
 LEXICAL_VOTERS = 30
@@ -138,6 +142,11 @@ def relevance_matrix(
     features[:, 10] = 1.0 if translated else 0.0
     features[:, 11] = dense.max() - dense
     features[:, 12] = multilingual.max() - multilingual
+    features[:, 13] = [len(c.title.split()) for c in candidates]
+    counts: dict[str, int] = {}
+    for category in categories:
+        counts[category] = counts.get(category, 0) + 1
+    features[:, 14] = [counts[category] / n for category in categories]
     return features, vote
 
 

@@ -77,7 +77,7 @@ async def create_server(settings: RankingSettings, port: int | None = None) -> R
     popularity.start()
     versions = PinnedCtrHeads(settings.inference)
     servicer = RankingServicer(
-        Ranker(scorer, popularity, versions=versions.scorer, relevance=relevance, engagement=settings.engagement)
+        Ranker(scorer, popularity, versions=versions.scorer, relevance=relevance, adjustments=settings.adjustments)
     )
     running = await start_server(
         register=lambda server: ranking_pb2_grpc.add_RankingServiceServicer_to_server(servicer, server),

@@ -56,6 +56,7 @@ def candidate_from_pb(c: retrieval_pb2.Candidate) -> RankingCandidate:
         dense_rank=c.dense_rank,
         multilingual_score=c.multilingual_score,
         multilingual_rank=c.multilingual_rank,
+        title=c.product.title,
     )
 
 

@@ -6,6 +6,7 @@ import asyncio
 import uuid
 
 import grpc
+import numpy as np
 import pytest
 from shelfwise.common.v1 import common_pb2
 from shelfwise.events.v1 import events_pb2
@@ -32,10 +33,7 @@ ALCOHOL = {"Red Wine", "White Wine", "Sparkling Wine", "Beer", "Spirits"}
 
 
 async def test_semantic_query_finds_drinks_without_shared_words(gateway):
-    # No title says "drink" or "steak". The default encoder (multilingual-e5-small, zero-shot)
-    # puts drinks of every kind about equally close to this query (coffee and spirits next to
-    # wine), so which drinks lead depends on popularity too; all-MiniLM-L6-v2, the English-only
-    # encoder before it, ranked red wines 4th, 5th and 8th by meaning alone, e5 4th, 16th, 30th.
+    # No title says "drink" or "steak": the encoders and the category vote find drinks by meaning.
     response = await gateway.Search(gateway_pb2.SearchRequest(query="something to drink with steak", page_size=5))
     categories = [r.product.category for r in response.results]
     assert len(categories) == 5 and set(categories) <= DRINKS, [r.product.title for r in response.results]
@@ -76,15 +74,46 @@ async def test_chinese_query_finds_chinese_tea(gateway):
     assert english.interpretation.translated_text == ""
 
 
-async def test_the_default_encoder_reads_chinese_its_five_nearest_products_to_green_tea_are_teas(system):
-    # "绿茶" (green tea) matches two titles by words; the dense list is the encoder's alone
-    # (ranking's popularity is not involved). all-MiniLM-L6-v2, English only, put coffee, a rice
-    # cooker and a casserole among its five nearest.
+async def _embedded(model: str, texts: list[str], kind: str) -> np.ndarray:
+    from services.common.config import model_repository
+    from services.common.inference import EmbeddedOnnxRuntime
+    from services.common.text_encoder import TextEncoder
+
+    encoder = TextEncoder(EmbeddedOnnxRuntime(model_repository()), model_name=model)
+    return await encoder.encode(texts, kind=kind)
+
+
+@pytest.mark.parametrize("query, rendering, english_reads, multilingual_reads", [
+    ("green tea", "", "green tea", "green tea"),
+    ("绿茶", "green tea", "green tea", "绿茶"),
+])
+async def test_retrieval_routes_english_text_to_the_english_space_and_the_query_as_typed_to_the_multilingual_one(
+    system, query, rendering, english_reads, multilingual_reads
+):
+    """Every candidate's dense_score is its cosine with what the English space (MiniLM) read,
+    its multilingual_score with what the multilingual space (the Universal Sentence Encoder)
+    read, recomputed here with the same model files: a Chinese query reaches the English space
+    only through its rendering, and the multilingual space as typed."""
+    from services.retrieval.servicer import product_from_pb
+
     async with create_channel(system.address("retrieval")) as channel:
         retrieval = retrieval_pb2_grpc.RetrievalServiceStub(channel)
-        response = await retrieval.Retrieve(retrieval_pb2.RetrieveRequest(query_text="绿茶", limit=50))
-    assert response.model_version.startswith("text_encoder_multilingual/")
-    nearest = sorted((c for c in response.candidates if c.dense_rank), key=lambda c: c.dense_rank)[:5]
+        response = await retrieval.Retrieve(
+            retrieval_pb2.RetrieveRequest(query_text=query, translated_text=rendering, limit=50)
+        )
+    assert response.model_version == "text_encoder/1+text_encoder_use/1" and not response.degraded_components
+    candidates = list(response.candidates)
+    texts = [product_from_pb(c.product).embedding_text() for c in candidates]
+    for model, read, field, tolerance in (
+        ("text_encoder", english_reads, "dense_score", 1e-4),
+        # int8 activations are scaled per batch: a vector moves a little with its batch.
+        ("text_encoder_use", multilingual_reads, "multilingual_score", 2e-2),
+    ):
+        expected = (await _embedded(model, texts, "passage")) @ (await _embedded(model, [read], "query"))[0]
+        got = np.array([getattr(c, field) for c in candidates])
+        assert np.max(np.abs(got - expected)) < tolerance, (model, read)
+    # The English space's five nearest to the rendering are the teas.
+    nearest = sorted((c for c in candidates if c.dense_rank), key=lambda c: c.dense_rank)[:5]
     assert [c.product.category for c in nearest] == ["Tea"] * 5, [c.product.title for c in nearest]
 
 

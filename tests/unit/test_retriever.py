@@ -73,13 +73,14 @@ async def test_search_text_is_encoded_as_a_query(index):
     assert encoder.calls == [("query", ["red wine"])]
 
 
-async def test_with_one_space_a_translation_joins_the_query_in_the_dense_search_and_only_there(index):
+async def test_with_one_space_a_translation_joins_the_query_in_the_dense_search_and_in_bm25(index):
     catalog, encoder = index
     # A query the lexical list cannot match, and its English rendering.
     result = await catalog.retrieve("红葡萄酒", CandidateFilters(), limit=10, translation="red wine")
     assert sorted(texts for _, texts in encoder.calls) == [["红葡萄酒", "red wine"]]  # one batch, both texts
     top = result.candidates[0]
-    assert top.product.id == "wine-1" and top.lexical_rank == 0 and top.dense_rank == 1
+    # BM25 reads "红葡萄酒 red wine": the rendering's English words match.
+    assert top.product.id == "wine-1" and top.lexical_rank == 1 and top.dense_rank == 1
     query, translation = (await encoder.encode(["红葡萄酒", "red wine"], kind="query"))
     mean = (query + translation) / np.linalg.norm(query + translation)
     vectors, degraded = await catalog._query_vectors("红葡萄酒", "red wine", None)
