@@ -6,7 +6,7 @@
   oldest first, with runs on one product merged exactly as `events.ListUserHistory` merges them
   at serving time, so the model learns from the sequences it will later be shown;
 - the catalogue and the text embeddings retrieval cached for it, under the text encoder the
-  services use (`SHELFWISE_TEXT_ENCODER`, pinned versions honoured).
+  services use (the content space: `SHELFWISE_MULTILINGUAL_ENCODER`, else `SHELFWISE_TEXT_ENCODER`; pinned versions honoured).
 
 It trains the sequential recommender (`training.train_rec.train_model`) with the text
 embeddings as content features, so that the content part of every item vector is a learned
@@ -38,7 +38,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from services.common.config import database_url, model_repository, parse_versions, text_encoder_model
+from services.common.config import database_url, model_repository, parse_versions, content_encoder_model
 from services.events.store import HistoryEntry, collapse_history
 from training.sequential_data import SequenceData
 from training.train_rec import RecSettings
@@ -249,7 +249,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     dsn = args.database_url or database_url()
     repository = args.repository or model_repository()
     pinned = parse_versions(os.environ.get("SHELFWISE_MODEL_VERSIONS", ""))
-    behaviour = asyncio.run(read_behaviour(dsn, repository, text_encoder_model(), pinned))
+    behaviour = asyncio.run(read_behaviour(dsn, repository, content_encoder_model(), pinned))
     print(f"{len(behaviour.sequences)} shoppers, {len(behaviour.text_vectors)} catalogue products "
           f"({behaviour.text_encoder} embeddings)", file=sys.stderr)
     try:

@@ -366,6 +366,12 @@ def _eval_query_understanding(args) -> int:
     return evaluate(args.rest)
 
 
+def _eval_query_category(args) -> int:
+    from training.eval_query_category import main as evaluate
+
+    return evaluate(args.rest)
+
+
 def _train_encoder(args) -> int:
     from training.train_encoder import main as train
 
@@ -575,6 +581,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     eval_qu.add_argument("rest", nargs=argparse.REMAINDER)
     eval_qu.set_defaults(run=_eval_query_understanding)
+    eval_category = eval_commands.add_parser(
+        "query-category", help="the query -> category vote search uses, against majority and BM25-vote baselines",
+        add_help=False,
+    )
+    eval_category.add_argument("rest", nargs=argparse.REMAINDER)
+    eval_category.set_defaults(run=_eval_query_category)
     eval_rec = eval_commands.add_parser(
         "rec", help="next-item recommendation on Amazon Beauty/Sports/Toys: ours, RecBole SASRec, popularity",
         add_help=False,

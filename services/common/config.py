@@ -253,6 +253,13 @@ def multilingual_encoder_model(environ: Mapping[str, str] | None = None) -> str 
     return None if name == NO_ENCODER or name == text_encoder_model(environ) else name
 
 
+def content_encoder_model(environ: Mapping[str, str] | None = None) -> str:
+    """The model whose product vectors similar items and personal recommendations read (and a
+    sequence model's text side): the multilingual space's, which places products of every
+    language, else the primary's."""
+    return multilingual_encoder_model(environ) or text_encoder_model(environ)
+
+
 def parse_versions(raw: str, name: str = "SHELFWISE_MODEL_VERSIONS") -> dict[str, int]:
     """"text_encoder=1,ctr_head=2" → {"text_encoder": 1, "ctr_head": 2}."""
     versions = {}

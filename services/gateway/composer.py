@@ -198,6 +198,7 @@ def search_rank_inputs(understood: qu_pb2.UnderstandResponse) -> dict:
         preferred_categories=understood.filters.categories,
         preferred_attributes=understood.filters.attributes,
         translated_query=understood.translated_query if understood.search_text else "",
+        prefer_low_price=understood.prefers_low_price,
     )
 
 
@@ -280,7 +281,7 @@ class Composer:
             if assignment is not None:
                 page = replace(page, experiment_arm=assignment.label)
         experiment = f",experiment={assignment.label}" if assignment is not None else ""
-        notes = []
+        notes = list(understood.notes)
         if page.relevant == 0 and page.results:
             notes.append("no product matches this query well: these are the closest ones")
         response = gateway_pb2.SearchResponse(
@@ -295,6 +296,7 @@ class Composer:
                 search_text=understood.search_text,
                 translated_text=understood.translated_query,
                 predicted_categories=page.query_categories,
+                prefers_low_price=understood.prefers_low_price,
             ),
             notes=notes,
             model_version=f"{page.model_version},query_understanding={understood.model_version or 'fallback'}"

@@ -14,6 +14,7 @@ import logging
 import asyncpg
 
 from services.common.background import Periodic
+from services.query_understanding.prices import CurrencyRates
 from services.query_understanding.understanding import QueryUnderstander
 from services.query_understanding.vocabulary import CatalogVocabulary
 
@@ -21,11 +22,15 @@ log = logging.getLogger(__name__)
 
 
 class CatalogVocabularySource:
-    def __init__(self, pool: asyncpg.Pool, refresh_seconds: float, translate_queries: bool = True):
+    def __init__(
+        self, pool: asyncpg.Pool, refresh_seconds: float, translate_queries: bool = True,
+        currency_rates: CurrencyRates = CurrencyRates({}),
+    ):
         self._pool = pool
         self._version: tuple | None = None
         self._translate = translate_queries
-        self.understander = QueryUnderstander(CatalogVocabulary.empty(), translate=translate_queries)
+        self._rates = currency_rates
+        self.understander = QueryUnderstander(CatalogVocabulary.empty(), translate=translate_queries, currency_rates=currency_rates)
         self._refresher = Periodic("vocabulary refresh", self.refresh, refresh_seconds, run_first=False)
 
     async def refresh(self) -> bool:
@@ -34,11 +39,11 @@ class CatalogVocabularySource:
         if version == self._version:
             return False
         rows = await self._pool.fetch(
-            "SELECT title, description, brand, category, attributes::text AS attributes FROM products"
+            "SELECT title, description, brand, category, currency, attributes::text AS attributes FROM products"
         )
         products = [{**dict(row), "attributes": json.loads(row["attributes"])} for row in rows]
         vocabulary = await asyncio.to_thread(CatalogVocabulary.from_products, products)
-        understander = QueryUnderstander(vocabulary, translate=self._translate)
+        understander = QueryUnderstander(vocabulary, translate=self._translate, currency_rates=self._rates)
         # Indexes build on first use; build them here, off the event loop, not in a request.
         await asyncio.to_thread(understander.warm_up)
         self.understander = understander

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Mapping
 
-from services.common.config import ServerSettings, database_url, env_bool, env_float
+from services.common.config import ServerSettings, database_url, env_bool, env_float, env_str
+from services.query_understanding.prices import CurrencyRates
 
 
 @dataclass(frozen=True)
@@ -16,6 +17,8 @@ class QueryUnderstandingSettings:
     # Chinese queries get an English rendering that retrieval encodes next to them; off for a
     # catalogue that is not in English.
     translate_queries: bool = True
+    # Exchange rates for price bounds written in another currency than the catalogue's.
+    currency_rates: CurrencyRates = CurrencyRates({})
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "QueryUnderstandingSettings":
@@ -24,4 +27,5 @@ class QueryUnderstandingSettings:
             database_url=database_url(environ),
             vocabulary_refresh_seconds=env_float("SHELFWISE_VOCABULARY_REFRESH_SECONDS", 2.0, environ, minimum=0.1),
             translate_queries=env_bool("SHELFWISE_QUERY_TRANSLATION", True, environ),
+            currency_rates=CurrencyRates.parse(env_str("SHELFWISE_CURRENCY_RATES", "", environ)),
         )

@@ -23,8 +23,9 @@ Chinese (amounts in digits, Chinese numerals "一百元以下", or with 千/万 
 Budget, an upper bound: "budget $50", "budget of 50", "预算80元".
 Currency: `$ € £ ¥ ₽ ₺ ₹`, "usd", "eur", "gbp", "chf", "rmb" before the number; those signs,
 "dollars", "bucks", "usd", "euros", "eur", "gbp", "chf", "kr", "sek", "nok", "dkk", "pln", "zł",
-"rub", "rmb", "yuan", "元", "块(钱)", "美元", "人民币" after it. The currency is
-not converted: the bound is the number as written.
+"rub", "rmb", "yuan", "元", "块(钱)", "美元", "人民币" after it. The bound is the number as
+written; `PriceFilter.currency` names the currency written (ISO 4217, None when none is), and
+query understanding converts it into the catalogue's (`services.query_understanding.prices`).
 
 A bare number is never a price ("iphone 15", "size 9", "2 pack"): it needs a price keyword, a
 currency sign or word, or (ranges) both ends bracketed by "between"/"from"/a currency. A number
@@ -64,6 +65,7 @@ class PriceFilter:
     min: float | None
     max: float | None
     phrase: str
+    currency: str | None = None
 
 
 @dataclass(frozen=True)
@@ -247,6 +249,19 @@ class _PriceMatch(NamedTuple):
     end: int
     min: float | None
     max: float | None
+    currency: str | None = None
+
+
+# What each written currency sign or word means (ISO 4217). "¥" and "kr" are ambiguous; queries
+# that write them come from Chinese and Swedish shoppers far more often than Japanese or
+# Norwegian/Danish ones, whose "円" or "nok"/"dkk" are listed on their own.
+CURRENCY_CODES = {
+    "$": "USD", "us$": "USD", "usd": "USD", "dollar": "USD", "dollars": "USD", "buck": "USD", "bucks": "USD",
+    "美元": "USD", "€": "EUR", "eur": "EUR", "euro": "EUR", "euros": "EUR", "£": "GBP", "gbp": "GBP",
+    "chf": "CHF", "¥": "CNY", "rmb": "CNY", "yuan": "CNY", "元": "CNY", "块": "CNY", "块钱": "CNY",
+    "人民币": "CNY", "₽": "RUB", "rub": "RUB", "₺": "TRY", "₹": "INR", "kr": "SEK", "sek": "SEK",
+    "nok": "NOK", "dkk": "DKK", "pln": "PLN", "zł": "PLN",
+}
 
 
 def _chinese_amount(text: str) -> float | None:
@@ -302,15 +317,17 @@ def _price_matches(text: str) -> list[_PriceMatch]:
             a = _amount(groups.get("a"))
             if a is None:
                 continue
+            written = next((groups[name] for name in ("acp", "acs", "bcp", "bcs") if groups.get(name)), None)
+            currency = CURRENCY_CODES.get(written.strip()) if written else None
             if kind == "range":
                 b = _amount(groups.get("b"))
                 if b is None:
                     continue
-                found.append(_PriceMatch(m.start(), m.end(), a, b))
+                found.append(_PriceMatch(m.start(), m.end(), a, b, currency))
             elif kind == "max":
-                found.append(_PriceMatch(m.start(), m.end(), None, a))
+                found.append(_PriceMatch(m.start(), m.end(), None, a, currency))
             else:
-                found.append(_PriceMatch(m.start(), m.end(), a, None))
+                found.append(_PriceMatch(m.start(), m.end(), a, None, currency))
     return found
 
 
@@ -321,18 +338,18 @@ def _price_spans(text: str) -> tuple[PriceFilter, int, int] | None:
     # Leftmost phrase wins; at the same start, the longest ("from $20 to $50" over "from $20").
     matches.sort(key=lambda m: (m.start, -m.end))
     first = matches[0]
-    low, high, start, end = first.min, first.max, first.start, first.end
+    low, high, start, end, currency = first.min, first.max, first.start, first.end, first.currency
     # A complementary bound right after it joins in: "over $20 and under $50", "50元以上100元以下".
     if (low is None) != (high is None):
         for m in matches:
             if m.start < end or not _CONNECTOR_RE.fullmatch(text, end, m.start):
                 continue
             if low is None and m.min is not None and m.max is None:
-                low, end = m.min, m.end
+                low, end, currency = m.min, m.end, currency or m.currency
             elif high is None and m.max is not None and m.min is None:
-                high, end = m.max, m.end
+                high, end, currency = m.max, m.end, currency or m.currency
             break
-    return PriceFilter(min=low, max=high, phrase=text[start:end]), start, end
+    return PriceFilter(min=low, max=high, phrase=text[start:end], currency=currency), start, end
 
 
 def extract_price(normalized: str) -> PriceFilter | None:

@@ -16,7 +16,9 @@ SERVICE_NAME = qu_pb2.DESCRIPTOR.services_by_name["QueryUnderstandingService"].f
 
 async def create_server(settings: QueryUnderstandingSettings, port: int | None = None) -> RunningServer:
     pool = await create_pool(settings.database_url, max_size=2)
-    source = CatalogVocabularySource(pool, settings.vocabulary_refresh_seconds, settings.translate_queries)
+    source = CatalogVocabularySource(
+        pool, settings.vocabulary_refresh_seconds, settings.translate_queries, settings.currency_rates
+    )
     await source.refresh()
     source.start()
     servicer = QueryUnderstandingServicer(source)

@@ -53,4 +53,6 @@ class QueryUnderstandingServicer(qu_pb2_grpc.QueryUnderstandingServiceServicer):
             tokens=list(understanding.tokens),
             model_version=MODEL_VERSION,
             translated_query=understanding.translation,
+            prefers_low_price=understanding.prefers_low_price,
+            notes=list(understanding.notes),
         )

@@ -10,8 +10,11 @@ Pipeline (`QueryUnderstander.understand`):
    text are untouched;
 4. language detection, on the normalized text *before* correction (but see `understand`: a
    query that only looked foreign because of its typos is reported as English);
-5. filter extraction (price, brands, categories, attributes) on the corrected text;
-6. `search_text`: the corrected text minus the price phrase, and its `tokens`;
+5. filter extraction (price, brands, categories, attributes) on the corrected text; a price
+   written in another currency than the catalogue's is converted, or dropped, with a note
+   (`services.query_understanding.prices`);
+6. `search_text`: the corrected text minus the price phrase and the words that only ask for
+   something cheap ("cheap", "便宜": `prefers_low_price`), and its `tokens`;
 7. for a Chinese query, `translation`: an English rendering of `search_text`, word by word
    through a dictionary (`services.query_understanding.translation`), which retrieval encodes
    next to the query (off with `translate=False`, e.g. for a catalogue that is not English).
@@ -31,6 +34,7 @@ from services.common.text import is_latin_word, normalize, word_spans, words
 from services.query_understanding import language as _language
 from services.query_understanding.filters import extract_filters
 from services.query_understanding.language import detect_language
+from services.query_understanding.prices import CurrencyRates, low_price_intent, price_in_catalogue_currency
 from services.query_understanding.spelling import SpellingCorrector
 from services.query_understanding.translation import translate_chinese
 from services.query_understanding.translation import warm_up as warm_up_translation
@@ -55,6 +59,8 @@ class Understanding:
     search_text: what retrieval matches: `corrected` minus the price phrase. May be empty.
     tokens: `words(search_text)`; may be empty even when `search_text` is not ("!!!").
     translation: English rendering of a Chinese `search_text`; "" for other languages.
+    prefers_low_price: the query asks for something cheap ("cheap", "affordable", "便宜").
+    notes: plain-language notes on how the query was read (a converted or ignored price).
     """
 
     original: str
@@ -71,6 +77,8 @@ class Understanding:
     search_text: str
     tokens: tuple[str, ...]
     translation: str = ""
+    prefers_low_price: bool = False
+    notes: tuple[str, ...] = ()
 
 
 # Above this confidence a non-English query is left uncorrected (see `understand`).
@@ -87,10 +95,13 @@ class QueryUnderstander:
 
     MAX_QUERY_CHARS = 512
 
-    def __init__(self, vocabulary: CatalogVocabulary, translate: bool = True) -> None:
+    def __init__(
+        self, vocabulary: CatalogVocabulary, translate: bool = True, currency_rates: CurrencyRates = CurrencyRates({})
+    ) -> None:
         self._vocabulary = vocabulary
         self._speller = SpellingCorrector(vocabulary)
         self._translate = translate
+        self._rates = currency_rates
 
     @property
     def vocabulary(self) -> CatalogVocabulary:
@@ -176,12 +187,16 @@ class QueryUnderstander:
         extracted = extract_filters(corrected, self._vocabulary)
 
         price_min = price_max = None
+        notes = []
         if extracted.price is not None:
-            price_min, price_max = extracted.price.min, extracted.price.max
+            price_min, price_max, note = price_in_catalogue_currency(
+                extracted.price, self._vocabulary.currency, self._rates
+            )
+            notes += [note] if note else []
             if price_min is not None and price_max is not None and price_min > price_max:
                 price_min, price_max = price_max, price_min
 
-        search_text = extracted.remaining_text
+        prefers_low_price, search_text = low_price_intent(extracted.remaining_text)
         translated = translate_chinese(search_text) if self._translate and language == "zh" else ""
         return Understanding(
             original=query,
@@ -198,4 +213,6 @@ class QueryUnderstander:
             search_text=search_text,
             tokens=tuple(words(search_text)),
             translation=translated,
+            prefers_low_price=prefers_low_price,
+            notes=tuple(notes),
         )

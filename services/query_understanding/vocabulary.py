@@ -282,6 +282,9 @@ class CatalogVocabulary:
     attribute_candidates: Mapping[str, tuple[tuple[str, str, tuple[tuple[str, int], ...]], ...]] = field(
         default_factory=dict
     )
+    # The currency most of the catalogue is priced in ("" when unknown): price bounds written
+    # in another currency are converted into it (services.query_understanding.prices).
+    currency: str = ""
 
     def __post_init__(self) -> None:
         for name in ("word_counts", "brands", "categories", "attribute_values", "attribute_candidates"):
@@ -319,6 +322,7 @@ class CatalogVocabulary:
         category_spellings: dict[str, Counter[str]] = defaultdict(Counter)
         attr_names: dict[str, Counter[str]] = defaultdict(Counter)  # normalized -> spellings
         attr_products: Counter[str] = Counter()  # normalized attribute -> products carrying it
+        currencies: Counter[str] = Counter()
         # (normalized attribute, normalized value) -> spellings of the value
         value_spellings: dict[tuple[str, str], Counter[str]] = defaultdict(Counter)
         # (normalized attribute, normalized value) -> products carrying it, per category
@@ -327,6 +331,7 @@ class CatalogVocabulary:
 
         for product in products:
             n_products += 1
+            currencies[_text(product.get("currency")).strip().upper()] += 1
             title = _text(product.get("title"))
             brand = _text(product.get("brand"))
             category = _text(product.get("category"))
@@ -405,6 +410,7 @@ class CatalogVocabulary:
             categories=categories,
             attribute_values=dict(sorted(attribute_values.items())),
             attribute_candidates={key: tuple(found) for key, found in sorted(candidates.items())},
+            currency=next((code for code, _ in currencies.most_common() if code), ""),
         )
 
     # Lookup structures, built on first use and cached on the (immutable) instance.

@@ -68,6 +68,7 @@ class RankingCandidate:
     multilingual_score: float = 0.0
     multilingual_rank: int = 0
     title: str = ""
+    price: float = 0.0
 
 
 @dataclass(frozen=True)

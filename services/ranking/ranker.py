@@ -7,6 +7,7 @@ judgments, `shelfwise train ranker`) are ordered by
             + brand_weight · brand_match + attribute_weight · attribute_match
             + popularity_weight · popularity + personal_weight · personal_affinity
             + ctr_weight · (logit ctr − mean logit ctr over the candidates)
+            + low_price_weight · cheapness   (only when the query asks for something cheap)
 
 relevance first: the ranker's calibrated log-odds that the candidate is what the query asks
 for. Then, on the same log-odds scale, what the ranker cannot learn from the judgments it was
@@ -18,8 +19,12 @@ logged events, the head's relative click log-odds (the distilled prior, version 
 nothing from behaviour and would only count text relevance twice). The weights are settings
 (RankingSettings); their defaults are a design choice, not a measurement: a named brand or
 attribute is worth one log-odds unit, an engaged-with product gains at most half a unit, a
-product that fits the shopper at most one. Candidates whose relevance probability reaches the
-ranker's threshold count as relevant (`Ranking.relevant`, the search's total_size).
+product that fits the shopper at most one. `cheapness` is 1 for the cheapest candidate and 0 for
+the dearest (by price rank), so "cheap gift for my wife" lifts the cheaper gifts by up to one
+log-odds unit without letting a cheap irrelevant product in (without a relevance ranker it
+adds a tenth of that to the formula's or the CTR head's score). Candidates whose relevance
+probability reaches the ranker's threshold count as relevant (`Ranking.relevant`, the search's
+total_size).
 
 Without a relevance ranker, or for recommendations (no query), or when it fails (degraded
 "relevance_ranker"), the deployed CTR head (or the documented formula) orders, as before.
@@ -51,6 +56,8 @@ POLICIES = (MODEL, FORMULA, RETRIEVAL_ORDER)
 RETRIEVAL_ORDER_VERSION = "retrieval-order"
 
 
+# The scores of the formula and the CTR head are about a tenth of the relevance log-odds' range.
+FORMULA_SCALE = 0.1
 # How many of the query's voted categories a response reports, and the least share reported.
 QUERY_CATEGORIES = 3
 MIN_CATEGORY_SHARE = 0.1
@@ -63,6 +70,7 @@ class RankingQuery:
 
     text: str = ""
     translated: bool = False
+    prefers_low_price: bool = False
 
 
 @dataclass(frozen=True)
@@ -75,6 +83,8 @@ class AdjustmentWeights:
     popularity: float = 0.5
     personal_affinity: float = 1.0
     ctr: float = 1.0
+    # Per unit of `cheapness` when the query asks for something cheap.
+    low_price: float = 1.0
 
     def feature_weights(self) -> dict[str, float]:
         """Weight of each CTR-head feature that adjusts relevance directly."""
@@ -207,7 +217,7 @@ class Ranker:
         if policy == MODEL and self._relevance is not None and relevance_features is not None:
             try:
                 return await self._rank_by_relevance(
-                    unique, features, relevance_features, scorer, offset, limit, categories
+                    unique, features, relevance_features, scorer, offset, limit, categories, query
                 )
             except (Unavailable, DeadlineExceeded) as error:
                 log.warning("%s unavailable, ranking by %s: %s", self._relevance.version, scorer.version, error)
@@ -218,6 +228,8 @@ class Ranker:
             log.warning("%s unavailable, ranking by %s: %s", scorer.version, self._fallback.version, error)
             scorer, degraded = self._fallback, (*degraded, "ctr_head")
             scores = await scorer.score(features)
+        if query.prefers_low_price:
+            scores = scores + FORMULA_SCALE * self._adjustments.low_price * cheapness(unique)
         # Ties keep retrieval's order (stable sort), so equal scores never shuffle between pages.
         order = np.argsort(-scores, kind="stable")
         page = order[offset : offset + limit]
@@ -235,7 +247,7 @@ class Ranker:
 
     async def _rank_by_relevance(
         self, unique, features: np.ndarray, relevance_features: np.ndarray, engagement_head: Scorer,
-        offset: int, limit: int, categories: tuple[tuple[str, float], ...],
+        offset: int, limit: int, categories: tuple[tuple[str, float], ...], query: RankingQuery,
     ) -> Ranking:
         """Relevance first, engagement as an adjustment (the module docstring)."""
         relevance = (await self._relevance.score(relevance_features)).astype(np.float64)
@@ -253,6 +265,8 @@ class Ranker:
             except (Unavailable, DeadlineExceeded) as error:
                 log.warning("%s unavailable, relevance ranked without it: %s", engagement_head.version, error)
                 degraded = ("ctr_head",)
+        if query.prefers_low_price:
+            adjustment = adjustment + weights.low_price * cheapness(unique)
         scores = relevance + adjustment
         order = np.argsort(-scores, kind="stable")
         page = order[offset : offset + limit]
@@ -291,6 +305,16 @@ class Ranker:
             reasons = _reasons(features[index], np.zeros(len(FEATURE_NAMES)))
             items.append(RankedItem(unique[index].product_id, 1.0 - index / n, index + 1, reasons))
         return Ranking(items, n, RETRIEVAL_ORDER_VERSION)
+
+
+def cheapness(candidates: Sequence[RankingCandidate]) -> np.ndarray:
+    """1 for the cheapest candidate, 0 for the dearest, by price rank (ties share a rank);
+    0 for every candidate when they cost the same."""
+    prices = np.array([c.price for c in candidates], dtype=np.float64)
+    distinct = np.unique(prices)
+    if len(distinct) < 2:
+        return np.zeros(len(prices))
+    return 1.0 - np.searchsorted(distinct, prices) / (len(distinct) - 1)
 
 
 def _reported(vote: CategoryVote | None) -> tuple[tuple[str, float], ...]:

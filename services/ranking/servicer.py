@@ -57,6 +57,7 @@ def candidate_from_pb(c: retrieval_pb2.Candidate) -> RankingCandidate:
         multilingual_score=c.multilingual_score,
         multilingual_rank=c.multilingual_rank,
         title=c.product.title,
+        price=c.product.price,
     )
 
 
@@ -81,7 +82,10 @@ class RankingServicer(ranking_pb2_grpc.RankingServiceServicer):
         limit = request.limit if request.HasField("limit") else 10
         ranking = await self._ranker.rank(
             candidates, preferences, request.offset, limit, POLICIES[request.policy], request.ctr_head_version or None,
-            query=RankingQuery(text=request.query, translated=bool(request.translated_query.strip())),
+            query=RankingQuery(
+                text=request.query, translated=bool(request.translated_query.strip()),
+                prefers_low_price=request.prefer_low_price,
+            ),
         )
         return ranking_pb2.RankResponse(
             items=[

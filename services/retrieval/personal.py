@@ -49,11 +49,14 @@ MAX_HISTORY = 200
 # recent steps are interests (older ones weigh under 1% of the latest at this decay anyway).
 RECENCY_DECAY = 0.8
 MAX_INTERESTS = 20
-# Text-history affinity treats cosine / temperature as a logit, like the sequence model's. The
-# encoders were trained contrastively at about this temperature (sentence-transformers' scale
-# 20); raw cosines would not do: e5's sit within a few hundredths of each other for most of a
-# catalogue, so a taste signal of 0.80 vs 0.75 would lose to any popularity difference.
-TEXT_HISTORY_TEMPERATURE = 0.05
+# Text-history affinity treats cosine / temperature as a logit, like the sequence model's; raw
+# cosines would not do (a taste signal of 0.80 vs 0.75 would lose to any popularity difference).
+# 0.2 for the Universal Sentence Encoder, the content space by default, whose cosines between
+# related products spread wider than e5's (0.05 was chosen for e5): at 0.05 and 0.1 on the demo
+# catalogue, the near-duplicate neighbours of two older running-shoe clicks outweighed three
+# newer tea purchases; at 0.2 teas lead and shoes follow. A judgement on one catalogue, not a
+# measurement: tune it with the sequence model's evaluation when a shop has events.
+TEXT_HISTORY_TEMPERATURE = 0.2
 
 
 @dataclass(frozen=True)

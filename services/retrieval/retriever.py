@@ -15,8 +15,9 @@ and its rendering, their vectors averaged.
 Personal retrieval (`services.retrieval.personal`): when a sequence model is deployed, every
 product also has an item vector in a third index kept in step with the others (same slots);
 a shopper's history becomes a shopper vector, whose nearest items are the "for this user"
-candidates. Without one, the history's recent text embeddings (English space) are the
-shopper's interests and each interest's nearest products are the candidates. Either way
+candidates. Without one, the history's recent text embeddings (in the multilingual space, which
+places products of every language; similar items read it too) are the shopper's interests and
+each interest's nearest products are the candidates. Either way
 `personal_score` is the product's probability relative to the best candidate.
 
 Filters are hard: every candidate matches every filter that is set. Upserts and deletes change
@@ -154,8 +155,21 @@ class CatalogIndex:
 
     @property
     def _dense(self) -> DenseIndex:
-        """The English (primary) space's vectors: similar items and personal retrieval read it."""
+        """The English (primary) space's vectors."""
         return self._english.index
+
+    @property
+    def _content(self) -> VectorSpace:
+        """The space similar items and personal retrieval read: the multilingual one when there
+        is one, since it places every product whatever the language of its text (the English
+        space cannot read the demo catalogue's Chinese titles: their nearest neighbours there
+        were whatever else was written in Chinese), else the English one."""
+        return self._multilingual or self._english
+
+    @property
+    def content_encoder_version(self) -> str:
+        """The encoder version of the content space (a sequence model's text side reads it)."""
+        return self._content.version
 
     @property
     def query_cache(self) -> QueryVectorCache:
@@ -233,7 +247,8 @@ class CatalogIndex:
         if self._multilingual is not None:
             self._multilingual.index.add(multilingual_vectors)
         if self._items is not None:
-            item_vectors, has_vector = self._sequence_model.item_vectors([p.id for p in products], vectors)
+            content = vectors if self._multilingual is None else multilingual_vectors
+            item_vectors, has_vector = self._sequence_model.item_vectors([p.id for p in products], content)
             self._items.add(item_vectors)
             self._has_item_vector = np.concatenate([self._has_item_vector, has_vector])
         for product, slot in zip(products, slots):
@@ -497,11 +512,11 @@ class CatalogIndex:
         shopper = await self._shopper(history)
         allowed = self._allowed(filters, exclude)
         allowed[slot] = False
-        vector = self._dense.vectors[slot]
-        dense_slots, dense_scores = self._dense.search(vector, limit, allowed)
-        result = RetrievalResult(
-            self._fuse([], [(vector, dense_slots, dense_scores)], limit), np.count_nonzero(allowed)
-        )
+        content = self._content.index
+        vector = content.vectors[slot]
+        slots, scores = content.search(vector, limit, allowed)
+        lists = [(vector, slots, scores)] if self._multilingual is None else [(None, _NO_SLOTS, _NO_SCORES), (vector, slots, scores)]
+        result = RetrievalResult(self._fuse([], lists, limit), np.count_nonzero(allowed))
         return self._personalised(result, shopper, exclude)
 
     def browse(
@@ -534,7 +549,7 @@ class CatalogIndex:
             slots, _ = self._items.search(shopper.vector, limit, allowed)
         else:
             # Each interest's nearest products, then the mixture decides among them all.
-            slots = self._dense.search_many(shopper.interests, limit, allowed)
+            slots = self._content.index.search_many(shopper.interests, limit, allowed)
         logits = self._personal_logits(shopper, slots)
         order = np.argsort(-logits, kind="stable")[:limit]
         slots, logits = slots[order], logits[order]
@@ -562,14 +577,14 @@ class CatalogIndex:
             return Shopper(slots, self._sequence_model.version, vector=vector)
         if len(slots) == 0:
             return None
-        interests, log_weights = text_history_interests(self._dense.vectors[slots])
+        interests, log_weights = text_history_interests(self._content.index.vectors[slots])
         return Shopper(slots, TEXT_HISTORY, interests=interests, interest_log_weights=log_weights)
 
     def _personal_logits(self, shopper: Shopper, slots: np.ndarray) -> np.ndarray:
         """The shopper's log-probability (up to a constant) of each product: the sequence
         model's logit, or the text-history mixture's. -inf for a product without a vector."""
         if self._items is None:
-            return text_history_logits(shopper.interests, shopper.interest_log_weights, self._dense.vectors[slots])
+            return text_history_logits(shopper.interests, shopper.interest_log_weights, self._content.index.vectors[slots])
         logits = self._items.vectors[slots] @ shopper.vector if len(slots) else np.zeros(0, dtype=np.float32)
         return np.where(self._has_item_vector[slots], logits, -np.inf).astype(np.float32)
 

@@ -40,7 +40,10 @@ async def create_server(settings: RetrievalSettings, port: int | None = None, fr
         if not await wait_for_models(backend, models, settings.inference.triton_startup_seconds):
             raise Unavailable(f"{', '.join(models)} not served by Triton at {settings.inference.triton_url}")
         encoder, *multilingual = [TextEncoder(backend, model_name=name) for name in encoder_names]
-        sequence_model = SequenceModel(backend, encoder.version) if USER_SEQUENCE_ENCODER in models else None
+        # The sequence model's text side reads the content space (similar items' and personal
+        # retrieval's): the multilingual one when there is one.
+        content = multilingual[0] if multilingual else encoder
+        sequence_model = SequenceModel(backend, content.version) if USER_SEQUENCE_ENCODER in models else None
         index = CatalogIndex(
             ProductStore(pool), encoder, settings.fusion, sequence_model,
             multilingual_encoder=multilingual[0] if multilingual else None,

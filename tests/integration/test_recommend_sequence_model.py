@@ -85,7 +85,7 @@ async def trained(postgres_url, model_repository, tmp_path_factory):
     """(environment, products, version folder): the fixture's events are logged and the model
     trained and exported; no servers are left running."""
     from services.cli.main import import_products
-    from services.common.config import text_encoder_model
+    from services.common.config import content_encoder_model
     from services.retrieval.catalog import product_from_record
     from training.rec_catalog import read_behaviour, train_and_export
     from training.train_rec import RecSettings
@@ -109,7 +109,7 @@ async def trained(postgres_url, model_repository, tmp_path_factory):
     finally:
         await stop(system)
     await log_journeys(database_url, products)
-    behaviour = await read_behaviour(database_url, repository, text_encoder_model(environ), {})
+    behaviour = await read_behaviour(database_url, repository, content_encoder_model(environ), {})
     folder, report = await asyncio.to_thread(
         train_and_export, behaviour, repository, RecSettings(epochs=60, dropout=0.2, attention_dropout=0.2, seed=FIXTURE_SEED), False
     )

@@ -55,20 +55,22 @@ class SearchResult(_message.Message):
     def __init__(self, product: _Optional[_Union[_common_pb2.Product, _Mapping]] = ..., score: _Optional[float] = ..., position: _Optional[int] = ..., reasons: _Optional[_Iterable[_Union[_common_pb2.ScoreReason, _Mapping]]] = ...) -> None: ...
 
 class QueryInterpretation(_message.Message):
-    __slots__ = ("corrected_query", "language", "extracted_filters", "search_text", "translated_text", "predicted_categories")
+    __slots__ = ("corrected_query", "language", "extracted_filters", "search_text", "translated_text", "predicted_categories", "prefers_low_price")
     CORRECTED_QUERY_FIELD_NUMBER: _ClassVar[int]
     LANGUAGE_FIELD_NUMBER: _ClassVar[int]
     EXTRACTED_FILTERS_FIELD_NUMBER: _ClassVar[int]
     SEARCH_TEXT_FIELD_NUMBER: _ClassVar[int]
     TRANSLATED_TEXT_FIELD_NUMBER: _ClassVar[int]
     PREDICTED_CATEGORIES_FIELD_NUMBER: _ClassVar[int]
+    PREFERS_LOW_PRICE_FIELD_NUMBER: _ClassVar[int]
     corrected_query: str
     language: str
     extracted_filters: _common_pb2.Filters
     search_text: str
     translated_text: str
     predicted_categories: _containers.RepeatedCompositeFieldContainer[_common_pb2.CategoryScore]
-    def __init__(self, corrected_query: _Optional[str] = ..., language: _Optional[str] = ..., extracted_filters: _Optional[_Union[_common_pb2.Filters, _Mapping]] = ..., search_text: _Optional[str] = ..., translated_text: _Optional[str] = ..., predicted_categories: _Optional[_Iterable[_Union[_common_pb2.CategoryScore, _Mapping]]] = ...) -> None: ...
+    prefers_low_price: bool
+    def __init__(self, corrected_query: _Optional[str] = ..., language: _Optional[str] = ..., extracted_filters: _Optional[_Union[_common_pb2.Filters, _Mapping]] = ..., search_text: _Optional[str] = ..., translated_text: _Optional[str] = ..., predicted_categories: _Optional[_Iterable[_Union[_common_pb2.CategoryScore, _Mapping]]] = ..., prefers_low_price: _Optional[bool] = ...) -> None: ...
 
 class StageTiming(_message.Message):
     __slots__ = ("stage", "milliseconds")

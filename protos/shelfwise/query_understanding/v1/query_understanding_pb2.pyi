@@ -34,7 +34,7 @@ class CategoryPrediction(_message.Message):
     def __init__(self, category: _Optional[str] = ..., score: _Optional[float] = ...) -> None: ...
 
 class UnderstandResponse(_message.Message):
-    __slots__ = ("original_query", "normalized_query", "corrected_query", "corrections", "language", "language_confidence", "filters", "categories", "search_text", "tokens", "model_version", "translated_query")
+    __slots__ = ("original_query", "normalized_query", "corrected_query", "corrections", "language", "language_confidence", "filters", "categories", "search_text", "tokens", "model_version", "translated_query", "prefers_low_price", "notes")
     ORIGINAL_QUERY_FIELD_NUMBER: _ClassVar[int]
     NORMALIZED_QUERY_FIELD_NUMBER: _ClassVar[int]
     CORRECTED_QUERY_FIELD_NUMBER: _ClassVar[int]
@@ -47,6 +47,8 @@ class UnderstandResponse(_message.Message):
     TOKENS_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     TRANSLATED_QUERY_FIELD_NUMBER: _ClassVar[int]
+    PREFERS_LOW_PRICE_FIELD_NUMBER: _ClassVar[int]
+    NOTES_FIELD_NUMBER: _ClassVar[int]
     original_query: str
     normalized_query: str
     corrected_query: str
@@ -59,4 +61,6 @@ class UnderstandResponse(_message.Message):
     tokens: _containers.RepeatedScalarFieldContainer[str]
     model_version: str
     translated_query: str
-    def __init__(self, original_query: _Optional[str] = ..., normalized_query: _Optional[str] = ..., corrected_query: _Optional[str] = ..., corrections: _Optional[_Iterable[_Union[SpellingCorrection, _Mapping]]] = ..., language: _Optional[str] = ..., language_confidence: _Optional[float] = ..., filters: _Optional[_Union[_common_pb2.Filters, _Mapping]] = ..., categories: _Optional[_Iterable[_Union[CategoryPrediction, _Mapping]]] = ..., search_text: _Optional[str] = ..., tokens: _Optional[_Iterable[str]] = ..., model_version: _Optional[str] = ..., translated_query: _Optional[str] = ...) -> None: ...
+    prefers_low_price: bool
+    notes: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, original_query: _Optional[str] = ..., normalized_query: _Optional[str] = ..., corrected_query: _Optional[str] = ..., corrections: _Optional[_Iterable[_Union[SpellingCorrection, _Mapping]]] = ..., language: _Optional[str] = ..., language_confidence: _Optional[float] = ..., filters: _Optional[_Union[_common_pb2.Filters, _Mapping]] = ..., categories: _Optional[_Iterable[_Union[CategoryPrediction, _Mapping]]] = ..., search_text: _Optional[str] = ..., tokens: _Optional[_Iterable[str]] = ..., model_version: _Optional[str] = ..., translated_query: _Optional[str] = ..., prefers_low_price: _Optional[bool] = ..., notes: _Optional[_Iterable[str]] = ...) -> None: ...
