@@ -212,13 +212,16 @@ def verify(source_path: Path, model, tokenizer, texts: Sequence[str] = VERIFY_TE
     options.register_custom_ops_library(get_library_path())
     reference = ort.InferenceSession(str(source_path), options, providers=["CPUExecutionProvider"])
     expected = reference.run(None, {reference.get_inputs()[0].name: np.array(list(texts), dtype=object)})[0]
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     input_ids, mask = _padded(tokenizer, texts)
-    got = session.run(["sentence_embedding"], {"input_ids": input_ids, "attention_mask": mask})[0]
-    cosine = np.sum(expected * got, axis=1) / (np.linalg.norm(expected, axis=1) * np.linalg.norm(got, axis=1))
     # Padding to a wider bucket must leave every vector where it was.
     wide_ids, wide_mask = _padded(tokenizer, texts, width=input_ids.shape[1] + 17)
-    wide = session.run(["sentence_embedding"], {"input_ids": wide_ids, "attention_mask": wide_mask})[0]
+    try:
+        session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        got = session.run(["sentence_embedding"], {"input_ids": input_ids, "attention_mask": mask})[0]
+        wide = session.run(["sentence_embedding"], {"input_ids": wide_ids, "attention_mask": wide_mask})[0]
+    except Exception as error:  # a graph that does not run is one that failed verification
+        raise ExportVerificationError(f"{MODEL_NAME}: the rewritten graph does not run: {error}") from error
+    cosine = np.sum(expected * got, axis=1) / (np.linalg.norm(expected, axis=1) * np.linalg.norm(got, axis=1))
     padding_drift = float(np.max(np.abs(wide - got)))
     norms = np.linalg.norm(got, axis=1)
     if cosine.min() < MIN_COSINE or padding_drift > 1e-5 or np.max(np.abs(norms - 1)) > 1e-3:

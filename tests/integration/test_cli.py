@@ -21,7 +21,7 @@ def test_shelfwise_up_starts_everything_prints_ranked_results_and_stops_cleanly(
     output = completed.stdout
     assert completed.returncode == 0, output + completed.stderr
     assert "all five services SERVING" in output
-    assert "catalogue demo_catalog.jsonl: 342 new" in output
+    assert "catalogue demo_catalog.jsonl: 352 new" in output
     assert "search 'red wine'" in output and "    1. " in output and "[Red Wine]" in output
     assert "search '绿茶'" in output and "also searched as 'green tea'" in output and "[Tea]" in output
     assert "recommend complete_cart sku-redwine-0001" in output

@@ -32,7 +32,19 @@ MODELS = sorted(path.parent.name for path in MODEL_REPOSITORY.glob("*/config.pbt
 # Text encoders get real token ids from their own tokenizers; other models random inputs.
 TEXT_ENCODERS = [model for model in MODELS if is_text_encoder(model)]
 TOLERANCE = 1e-4
+# A model that quantizes its activations per run (int8: the Universal Sentence Encoder) computes
+# a request a little differently when Triton merges it with others: the scales are the batch's.
+PER_RUN_QUANTIZED_TOLERANCE = 1e-2
 CONCURRENT_REQUESTS = 64
+
+
+def per_run_quantized(model: str) -> bool:
+    import onnx
+
+    versions = sorted(p for p in (MODEL_REPOSITORY / model).glob("[0-9]*/model.onnx"))
+    return bool(versions) and any(
+        node.op_type == "DynamicQuantizeLinear" for node in onnx.load(str(versions[-1]), load_external_data=False).graph.node
+    )
 
 TEXTS = (
     "red wine",
@@ -187,11 +199,13 @@ def infer(client, model: str, inputs: dict[str, np.ndarray]) -> dict[str, np.nda
     return {name: result.as_numpy(name) for name in names}
 
 
-def assert_close(actual: dict[str, np.ndarray], expected: dict[str, np.ndarray], what: str) -> None:
+def assert_close(
+    actual: dict[str, np.ndarray], expected: dict[str, np.ndarray], what: str, tolerance: float = TOLERANCE
+) -> None:
     for name, value in expected.items():
         assert actual[name].shape == value.shape, f"{what}: {name} shape {actual[name].shape} != {value.shape}"
         diff = float(np.max(np.abs(actual[name] - value))) if value.size else 0.0
-        assert diff <= TOLERANCE, f"{what}: {name} differs from embedded ONNX Runtime by {diff:.2e}"
+        assert diff <= tolerance, f"{what}: {name} differs from embedded ONNX Runtime by {diff:.2e}"
 
 
 def embedded(sessions, model: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -306,8 +320,9 @@ async def test_concurrent_requests_merge_into_dynamic_batches(model, triton, ses
     requests = [request_inputs(model, index, tokenizers, rng, run=8) for index in range(CONCURRENT_REQUESTS)]
     results, before, after = await run_concurrently(triton.grpc_url, model, requests)
     assert_merged(model, before, after, CONCURRENT_REQUESTS)
+    tolerance = PER_RUN_QUANTIZED_TOLERANCE if per_run_quantized(model) else TOLERANCE
     for index, (inputs, result) in enumerate(zip(requests, results)):
-        assert_close(result, embedded(sessions, model, inputs), f"{model}, concurrent request {index}")
+        assert_close(result, embedded(sessions, model, inputs), f"{model}, concurrent request {index}", tolerance)
 
 
 @pytest.fixture(scope="module")

@@ -32,6 +32,7 @@ async def test_triton_serves_search_like_embedded_then_degrades_and_recovers(
     system, triton_server, model_repository, span_exporter
 ):
     has_ctr_head = find_model(model_repository, "ctr_head") is not None
+    has_relevance_ranker = find_model(model_repository, "relevance_ranker") is not None
     environ = dict(system.environ)
     environ.update({
         "SHELFWISE_INFERENCE": "triton",
@@ -74,7 +75,11 @@ async def test_triton_serves_search_like_embedded_then_degrades_and_recovers(
         # Queries not searched before: retrieval caches query vectors, and a cached one needs
         # no Triton (the degradation would not show).
         down = await search(address, f"{QUERIES[1]} {uuid.uuid4().hex[:8]}")
-        expected = {"retrieval.dense"} | ({"ranking.ctr_head"} if has_ctr_head else set())
+        expected = (
+            {"retrieval.dense", "retrieval.dense.multilingual"}
+            | ({"ranking.relevance_ranker"} if has_relevance_ranker else set())
+            | ({"ranking.ctr_head"} if has_ctr_head else set())
+        )
         assert set(down.degraded_stages) == expected
         assert down.results and all(r.product.price <= 50 for r in down.results)
 

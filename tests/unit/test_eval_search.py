@@ -6,7 +6,7 @@ import argparse
 
 import pytest
 
-from services.retrieval.fusion import Fusion
+from services.retrieval.fusion import REFERENCE_MAX, Fusion
 from training.eval_search import (
     MEASURE_LABELS,
     bootstrap_interval,
@@ -126,3 +126,38 @@ def test_the_table_keeps_its_columns_aligned_for_long_pipeline_and_query_set_nam
     # Every row puts its figures where the header puts their labels.
     assert len({line.index(" 86 ") for line in table}) == 1
     assert len({len(line) for line in table + [lines[0]]}) == 1
+
+
+def test_three_lists_fuse_with_a_weight_each_as_retrieval_fuses_its_spaces():
+    lexical, english, multilingual = [("a", 9.0)], [("b", 0.9), ("a", 0.5)], [("c", 0.8), ("b", 0.7)]
+    fusion = Fusion(k=60, lexical_weight=0.5, dense_weight=1.0, multilingual_weight=1.0)
+    fused = dict(fusion.fuse_rankings(lexical, english, multilingual))
+    assert fused == pytest.approx({"a": 0.5 / 61 + 1 / 62, "b": 1 / 61 + 1 / 62, "c": 1 / 61})
+    ranks = fusion.scaled_ranks([1, 0, 0], [2, 1, 0], [0, 2, 1])
+    assert ranks.tolist() == pytest.approx([fused[d] * _scale(fusion) for d in "abc"])
+    assert fusion.scaled_ranks([1], [1], [1])[0] == pytest.approx(REFERENCE_MAX)
+
+
+def _scale(fusion):
+    """The factor scaled_ranks multiplies fused scores by, written out."""
+    return REFERENCE_MAX / ((fusion.lexical_weight + fusion.dense_weight + fusion.multilingual_weight) / (fusion.k + 1))
+
+
+def test_the_paired_difference_resamples_queries_with_both_pipelines_values_together(tmp_path):
+    from training.eval_search import Evaluation, QuerySet, Scores
+
+    queries = QuerySet("dev.en", {f"q{i}": "x" for i in range(40)})
+    evaluation = Evaluation(tmp_path, [queries], {}, ["bm25", "full"], tmp_path, tmp_path)
+    base = {f"q{i}": i / 40 for i in range(40)}  # widely spread per query...
+    evaluation.results = {
+        ("bm25", "dev.en"): Scores({"nDCG@10": base}),
+        ("full", "dev.en"): Scores({"nDCG@10": {q: v + 0.05 for q, v in base.items()}}),  # ...a steady +0.05
+    }
+    [row] = evaluation.paired_differences()
+    assert (row["baseline"], row["queries"]) == ("bm25", 40)
+    assert row["difference"]["mean"] == pytest.approx(0.05)
+    # Paired, the interval is as tight as the differences are steady (unpaired, it would span
+    # the spread of the values themselves and cross zero).
+    assert row["difference"]["ci95"] == pytest.approx([0.05, 0.05])
+    report = {"rows": [], "overall": [], "pipelines": {}, "paired": [row]}
+    assert "full - bm25 +0.050 [+0.050, +0.050]" in format_table(report)
