@@ -56,6 +56,8 @@ POLICIES = (MODEL, FORMULA, RETRIEVAL_ORDER)
 RETRIEVAL_ORDER_VERSION = "retrieval-order"
 
 
+# Log-odds: a relevance feature whose part of a score is smaller is left out of its reasons.
+MIN_REASON_PART = 0.01
 # The scores of the formula and the CTR head are about a tenth of the relevance log-odds' range.
 FORMULA_SCALE = 0.1
 # How many of the query's voted categories a response reports, and the least share reported.
@@ -276,17 +278,23 @@ class Ranker:
         )
         probability = 1.0 / (1.0 + np.exp(-relevance))
         items = []
+        weight_of = [adjusted.get(column, 0.0) for column in range(len(FEATURE_NAMES))]
+        # Python lists of the page's rows: element access on numpy arrays costs more than the rest.
+        page_features, page_relevance = features[page].tolist(), relevance_features[page].tolist()
+        page_parts = parts.tolist() if len(page) else []
         for row, index in enumerate(page.tolist()):
             # Every non-zero feature of both sets (the CTR head's are what impressions log),
             # each with its part of the score: the ranker's (occlusion) or the adjustment's.
             reasons = {
-                name: (float(features[index, column]), adjusted.get(column, 0.0) * float(features[index, column]))
-                for column, name in enumerate(FEATURE_NAMES)
-                if features[index, column] != 0.0
+                name: (value, weight * value)
+                for name, value, weight in zip(FEATURE_NAMES, page_features[row], weight_of)
+                if value != 0.0
             }
-            for column, name in enumerate(RELEVANCE_FEATURES):
-                if relevance_features[index, column] != 0.0:
-                    reasons[name] = (float(relevance_features[index, column]), float(parts[row, column]))
+            for name, value, part in zip(RELEVANCE_FEATURES, page_relevance[row], page_parts[row]):
+                # A relevance feature that moves the score by less than MIN_REASON_PART is not a
+                # reason (and every reason travels to the caller and into the impression log).
+                if value != 0.0 and abs(part) >= MIN_REASON_PART:
+                    reasons[name] = (value, part)
             reasons["relevance_probability"] = (float(probability[index]), float(relevance[index]))
             items.append(RankedItem(
                 unique[index].product_id, float(scores[index]), offset + row + 1,

@@ -610,43 +610,59 @@ class CatalogIndex:
     def _fuse(self, lexical, dense_lists, limit: int, ceiling: float = 0.0) -> list[Candidate]:
         """Candidates from the BM25 list and the dense lists ((query vector, slots, scores) per
         space, English first; a space without a query vector has None and empty lists), best
-        fused score first. Every candidate gets its cosine in every space whose query vector
-        exists, in or out of that space's list, so ranking compares like with like."""
-        lexical_rank = {product_id: rank for rank, (product_id, _) in enumerate(lexical, start=1)}
-        lexical_score = dict(lexical)
-        ranked = [
-            {self._products[s].id: rank for rank, s in enumerate(slots.tolist(), start=1)}
-            for _, slots, _ in dense_lists
-        ]
-        ids = list(dict.fromkeys([pid for pid, _ in lexical] + [pid for ranks in ranked for pid in ranks]))
-        if not ids:
+        fused score first, then best English rank. Every kept candidate gets its cosine in every
+        space whose query vector exists, in or out of that space's list, so ranking compares
+        like with like. Computed over slot arrays: Python loops and dicts over the lists (up to
+        three times `limit` products) were most of retrieval's own CPU under load (`shelfwise
+        bench search --profile`), and cosines are computed for the kept candidates only."""
+        lexical_slots = np.fromiter((self._slot_of[pid] for pid, _ in lexical), dtype=np.int64, count=len(lexical))
+        lists = [lexical_slots, *(slots for _, slots, _ in dense_lists)]
+        everything = np.concatenate(lists)
+        if len(everything) == 0:
             return []
-        slots = np.array([self._slot_of[pid] for pid in ids])
-        cosines, ranks = [], []
-        for (vector, _, _), space_ranks, space in zip(dense_lists, ranked, self._spaces):
-            cosines.append(space.index.similarity(vector, slots) if vector is not None else np.zeros(len(ids)))
-            ranks.append(np.array([space_ranks.get(pid, 0) for pid in ids], dtype=np.int64))
-        while len(cosines) < 2:  # no multilingual space (or no dense list at all)
-            cosines.append(np.zeros(len(ids)))
-            ranks.append(np.zeros(len(ids), dtype=np.int64))
-        lexical_ranks = np.array([lexical_rank.get(pid, 0) for pid in ids], dtype=np.int64)
+        _, first = np.unique(everything, return_index=True)
+        slots = everything[np.sort(first)]  # the union, in the lists' order
+        by_slot = np.argsort(slots)
+        ordered = slots[by_slot]
+
+        def rows_of(list_slots: np.ndarray) -> np.ndarray:
+            return by_slot[np.searchsorted(ordered, list_slots)]
+
+        def ranks_of(list_slots: np.ndarray) -> np.ndarray:
+            ranks = np.zeros(len(slots), dtype=np.int64)
+            ranks[rows_of(list_slots)] = np.arange(1, len(list_slots) + 1)
+            return ranks
+
+        lexical_ranks = ranks_of(lexical_slots)
+        bm25 = np.zeros(len(slots))
+        bm25[rows_of(lexical_slots)] = [score for _, score in lexical]
+        ranks = [ranks_of(list_slots) for _, list_slots, _ in dense_lists]
+        while len(ranks) < 2:  # no multilingual space (or no dense list at all)
+            ranks.append(np.zeros(len(slots), dtype=np.int64))
         fused = self._fusion.scaled_ranks(lexical_ranks, ranks[0], ranks[1] if self._multilingual else None)
-        # Best fused score first, then best English cosine; lexsort is stable, so full ties keep
-        # the lists' order. Computed over arrays: a Python loop over the lists (up to three
-        # times `limit` products) was a visible part of retrieval's CPU under load.
-        kept = np.lexsort((-cosines[0].astype(np.float64), -fused))[:limit]
+        # lexsort is stable, so full ties keep the lists' order.
+        english = np.where(ranks[0] > 0, ranks[0], np.iinfo(np.int64).max)
+        kept = np.lexsort((english, -fused))[:limit]
+        cosines = [
+            space.index.similarity(vector, slots[kept]) if vector is not None else np.zeros(len(kept))
+            for (vector, _, _), space in zip(dense_lists, self._spaces)
+        ]
+        while len(cosines) < 2:
+            cosines.append(np.zeros(len(kept)))
+        coverage = bm25[kept] / ceiling if ceiling > 0 else np.zeros(len(kept))
         # Candidates (frozen dataclasses, slow to build) only for the products that are kept.
-        candidates = []
-        for row in kept.tolist():
-            product_id = ids[row]
-            bm25 = lexical_score.get(product_id, 0.0)
-            coverage = bm25 / ceiling if ceiling > 0 else 0.0
-            candidates.append(Candidate(
-                self._products[int(slots[row])], bm25, float(cosines[0][row]), float(fused[row]),
-                int(lexical_ranks[row]), int(ranks[0][row]), coverage,
-                multilingual_score=float(cosines[1][row]), multilingual_rank=int(ranks[1][row]),
-            ))
-        return candidates
+        return [
+            Candidate(
+                self._products[slot], lexical_score, english_cosine, fused_score, lexical_rank, english_rank,
+                covered, multilingual_score=multilingual_cosine, multilingual_rank=multilingual_rank,
+            )
+            for slot, lexical_score, english_cosine, fused_score, lexical_rank, english_rank, covered,
+            multilingual_cosine, multilingual_rank in zip(
+                slots[kept].tolist(), bm25[kept].tolist(), cosines[0].tolist(), fused[kept].tolist(),
+                lexical_ranks[kept].tolist(), ranks[0][kept].tolist(), coverage.tolist(), cosines[1].tolist(),
+                ranks[1][kept].tolist(),
+            )
+        ]
 
 
 def lexical_text(query_text: str, translation: str = "") -> str:
