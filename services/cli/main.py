@@ -47,7 +47,16 @@ def _print_results(title: str, response) -> None:
             notes.append(f"price={low}..{high}")
         if filters.attributes:
             notes.append("attributes=" + ",".join(f"{k}={v}" for k, v in filters.attributes.items()))
+        if interpretation.prefers_low_price:
+            notes.append("prefers low prices")
+        if interpretation.predicted_categories:
+            notes.append("categories=" + ", ".join(
+                f"{c.category} {c.score:.2f}" for c in interpretation.predicted_categories
+            ))
         print(f"  understood: {interpretation.corrected_query!r} ({'; '.join(notes)})")
+        print(f"  {response.total_size} products match")
+    for note in getattr(response, "notes", ()):
+        print(f"  note: {note}")
     if response.degraded_stages:
         print(f"  degraded: {', '.join(response.degraded_stages)}")
     for result in response.results:
