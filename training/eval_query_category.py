@@ -33,7 +33,6 @@ from typing import Sequence
 
 import numpy as np
 
-from services.common.config import model_repository, shared_data_dir
 from services.ranking.relevance import DENSE_VOTERS, LEXICAL_VOTERS, VOTE_TEMPERATURE, category_vote
 
 ENGLISH_ENCODER = "text_encoder"

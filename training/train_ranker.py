@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
-import json
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -41,7 +40,6 @@ from typing import Sequence
 
 import numpy as np
 
-from services.common.config import model_repository as default_model_repository
 from services.ranking.relevance import RELEVANCE_FEATURES
 from services.ranking.scorers import RELEVANCE_RANKER_MODEL
 
