@@ -15,6 +15,7 @@ MAX_PRODUCTS_PER_IMPRESSION = 1_000
 MAX_FEATURES_PER_PRODUCT = 64
 MAX_FEATURE_NAME_CHARS = 64
 MAX_ARM_CHARS = 64
+MAX_EXPLORATION_POOL = 50
 INTERACTION_TYPES = ("click", "add_to_cart", "purchase")
 SURFACES = ("search", "recommend")
 # Clients' clocks drift; an event more than a day in the future is a bug, not drift.
@@ -38,6 +39,12 @@ class Impression:
     features: tuple[dict[str, float], ...] = ()
     # Aligned with product_ids, or empty (not interleaved): the arm that contributed each product.
     interleaving_arms: tuple[str, ...] = ()
+    # Aligned with product_ids, or empty (a deterministic order): under the gateway's exploration
+    # sampling, the probability that each product was shown at its position.
+    propensities: tuple[float, ...] = ()
+    # With propensities: the ranked products the page was drawn from, (product id, features,
+    # probability it was shown at all; 0 = not logged).
+    exploration_pool: tuple[tuple[str, dict[str, float], float], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -95,6 +102,7 @@ def validate_impression(event: Impression, where: str, now: datetime | None = No
     _check_time(event.occurred_at, f"{where}.occurred_at", now)
     _check_features(event, where)
     _check_interleaving_arms(event, where)
+    _check_propensities(event, where)
     return event
 
 
@@ -109,15 +117,18 @@ def _check_aligned(values: tuple, event: Impression, field: str) -> None:
 def _check_features(event: Impression, where: str) -> None:
     _check_aligned(event.features, event, f"{where}.features")
     for index, values in enumerate(event.features):
-        field = f"{where}.features[{index}]"
-        if len(values) > MAX_FEATURES_PER_PRODUCT:
-            raise InvalidArgument(field, f"must have at most {MAX_FEATURES_PER_PRODUCT} features, got {len(values)}")
-        for name, value in values.items():
-            if not 1 <= len(name) <= MAX_FEATURE_NAME_CHARS:
-                raise InvalidArgument(f"{field}.values", f"feature names must be 1-{MAX_FEATURE_NAME_CHARS} characters")
-            check_storable(name, f"{field}.values")
-            if not math.isfinite(value):
-                raise InvalidArgument(f"{field}.values[{name!r}]", f"must be a finite number, got {value}")
+        _check_feature_values(values, f"{where}.features[{index}]")
+
+
+def _check_feature_values(values: dict[str, float], field: str) -> None:
+    if len(values) > MAX_FEATURES_PER_PRODUCT:
+        raise InvalidArgument(field, f"must have at most {MAX_FEATURES_PER_PRODUCT} features, got {len(values)}")
+    for name, value in values.items():
+        if not 1 <= len(name) <= MAX_FEATURE_NAME_CHARS:
+            raise InvalidArgument(f"{field}.values", f"feature names must be 1-{MAX_FEATURE_NAME_CHARS} characters")
+        check_storable(name, f"{field}.values")
+        if not math.isfinite(value):
+            raise InvalidArgument(f"{field}.values[{name!r}]", f"must be a finite number, got {value}")
 
 
 def _check_interleaving_arms(event: Impression, where: str) -> None:
@@ -145,3 +156,25 @@ def validate_interaction(event: Interaction, where: str, now: datetime | None = 
         raise InvalidArgument(f"{where}.value", f"must be a finite number >= 0, got {event.value}")
     _check_time(event.occurred_at, f"{where}.occurred_at", now)
     return event
+
+
+def _check_propensities(event: Impression, where: str) -> None:
+    _check_aligned(event.propensities, event, f"{where}.propensities")
+    for index, propensity in enumerate(event.propensities):
+        if not (math.isfinite(propensity) and 0.0 < propensity <= 1.0):
+            raise InvalidArgument(f"{where}.propensities[{index}]", f"must be a probability in (0, 1], got {propensity}")
+    if not event.exploration_pool:
+        return
+    field = f"{where}.exploration_pool"
+    if not event.propensities:
+        raise InvalidArgument(field, "must be empty unless propensities are given (an explored page)")
+    if len(event.exploration_pool) > MAX_EXPLORATION_POOL:
+        raise InvalidArgument(field, f"must list at most {MAX_EXPLORATION_POOL} products, got {len(event.exploration_pool)}")
+    for index, (product_id, features, shown) in enumerate(event.exploration_pool):
+        _check_id(product_id, f"{field}[{index}]")
+        _check_feature_values(features, f"{where}.exploration_pool_features[{index}]")
+        if not (math.isfinite(shown) and 0.0 <= shown <= 1.0):
+            raise InvalidArgument(f"{where}.exploration_pool_shown[{index}]", f"must be a probability in [0, 1] (0 = not logged), got {shown}")
+    missing = set(event.product_ids) - {product_id for product_id, _, _ in event.exploration_pool}
+    if missing:
+        raise InvalidArgument(field, f"must hold every shown product; missing {sorted(missing)[:3]}")

@@ -70,9 +70,23 @@ def impression_from_pb(message: events_pb2.Impression, where: str, now: datetime
             experiment_arm=message.experiment_arm,
             features=tuple(dict(product.values) for product in message.features),
             interleaving_arms=tuple(message.interleaving_arms),
+            propensities=tuple(message.propensities),
+            exploration_pool=_exploration_pool(message, where),
         ),
         where,
         now,
+    )
+
+
+def _exploration_pool(message: events_pb2.Impression, where: str) -> tuple[tuple[str, dict[str, float], float], ...]:
+    ids, features, shown = message.exploration_pool, message.exploration_pool_features, message.exploration_pool_shown
+    for name, values in (("exploration_pool_features", features), ("exploration_pool_shown", shown)):
+        if values and len(values) != len(ids):
+            raise InvalidArgument(f"{where}.{name}",
+                                  f"must be empty or have one entry per pool product ({len(ids)}), got {len(values)}")
+    return tuple(
+        (product_id, dict(features[i].values) if features else {}, float(shown[i]) if shown else 0.0)
+        for i, product_id in enumerate(ids)
     )
 
 
@@ -208,7 +222,14 @@ class EventsServicer(events_pb2_grpc.EventsServiceServicer):
         window = request.window_days if request.HasField("window_days") else 30
         if not 1 <= window <= 365:
             raise InvalidArgument("window_days", f"must be between 1 and 365, got {window}")
-        products = await self._store.popular(window, _limit(request, 1000, 10_000))
+        if request.HasField("since") != request.HasField("until"):
+            raise InvalidArgument("since", "give both since and until (a fixed window), or neither (the last window_days)")
+        frozen = None
+        if request.HasField("since"):
+            frozen = (request.since.ToDatetime(tzinfo=timezone.utc), request.until.ToDatetime(tzinfo=timezone.utc))
+            if frozen[0] >= frozen[1]:
+                raise InvalidArgument("until", f"must be after since ({frozen[0].isoformat()}), got {frozen[1].isoformat()}")
+        products = await self._store.popular(window, _limit(request, 1000, 10_000), frozen)
         return events_pb2.ListPopularProductsResponse(
             products=[
                 events_pb2.PopularProduct(

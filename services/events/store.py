@@ -36,7 +36,8 @@ log = logging.getLogger(__name__)
 # repeated event ids within one batch.
 _IMPRESSION_COLUMNS = (
     "event_id", "request_id", "occurred_at", "user_id", "session_id", "surface", "query", "product_ids",
-    "first_position", "model_version", "experiment_arm", "features", "interleaving_arms",
+    "first_position", "model_version", "experiment_arm", "features", "interleaving_arms", "propensities",
+    "exploration_pool",
 )
 # The idempotency keys carry occurred_at so that retention can prune them with their events.
 _IMPRESSION_KEY_COLUMNS = ("event_id", "request_id", "occurred_at")
@@ -50,7 +51,7 @@ _STAGE_IMPRESSIONS = """
 CREATE TEMPORARY TABLE impressions_in (
     ordinal int, event_id text, request_id text, occurred_at timestamptz, user_id text, session_id text,
     surface text, query text, product_ids text[], first_position int, model_version text, experiment_arm text,
-    features jsonb, interleaving_arms text[]
+    features jsonb, interleaving_arms text[], propensities real[], exploration_pool jsonb
 ) ON COMMIT DROP
 """
 
@@ -66,11 +67,14 @@ _UNNEST_IMPRESSIONS = """(
     SELECT e.ordinal::int AS ordinal, e.event_id, e.request_id, e.occurred_at, e.user_id, e.session_id, e.surface,
            e.query, string_to_array(e.product_ids, chr(31)) AS product_ids, e.first_position, e.model_version,
            e.experiment_arm, e.features::jsonb AS features,
-           string_to_array(e.interleaving_arms, chr(31)) AS interleaving_arms
+           string_to_array(e.interleaving_arms, chr(31)) AS interleaving_arms,
+           string_to_array(e.propensities, chr(31))::real[] AS propensities,
+           e.exploration_pool::jsonb AS exploration_pool
     FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::text[], $6::text[], $7::text[],
-                $8::text[], $9::int[], $10::text[], $11::text[], $12::text[], $13::text[]) WITH ORDINALITY
+                $8::text[], $9::int[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[],
+                $15::text[]) WITH ORDINALITY
          AS e(event_id, request_id, occurred_at, user_id, session_id, surface, query, product_ids, first_position,
-              model_version, experiment_arm, features, interleaving_arms, ordinal)
+              model_version, experiment_arm, features, interleaving_arms, propensities, exploration_pool, ordinal)
 )"""
 
 _UNNEST_INTERACTIONS = """(
@@ -371,7 +375,8 @@ class EventStore:
                     (
                         ordinal, e.event_id, e.request_id, e.occurred_at, self._pseudonym(e.user_id), e.session_id, e.surface,
                         e.query, list(e.product_ids), e.first_position, e.model_version, e.experiment_arm,
-                        json.dumps(list(e.features)), list(e.interleaving_arms),
+                        json.dumps(list(e.features)), list(e.interleaving_arms), list(e.propensities),
+                        json.dumps([list(entry) for entry in e.exploration_pool]),
                     )
                     for ordinal, e in enumerate(events)
                 ],
@@ -393,6 +398,9 @@ class EventStore:
                 [e.experiment_arm for e in events],
                 [json.dumps(list(e.features)) for e in events],
                 ["\x1f".join(e.interleaving_arms) for e in events],
+                # repr() keeps every digit of a float; PostgreSQL reads it back exactly into real.
+                ["\x1f".join(repr(p) for p in e.propensities) for e in events],
+                [json.dumps([list(entry) for entry in e.exploration_pool]) for e in events],
             )
         return len(rows)
 
@@ -484,7 +492,12 @@ class EventStore:
         )
         return collapse_history([HistoryEntry(r["product_id"], r["type"], r["occurred_at"]) for r in rows], limit)
 
-    async def popular(self, window_days: int, limit: int) -> list[PopularProduct]:
+    async def popular(
+        self, window_days: int, limit: int, window: tuple[datetime, datetime] | None = None
+    ) -> list[PopularProduct]:
+        """Engagement per product over the last `window_days`, or over a fixed `window`
+        [since, until) (popularity frozen at a point in time)."""
+        since, until = window or (None, None)
         rows = await self._pool.fetch(
             """
             SELECT product_id,
@@ -492,7 +505,8 @@ class EventStore:
                    count(*) FILTER (WHERE type = 'add_to_cart') AS add_to_carts,
                    count(*) FILTER (WHERE type = 'purchase') AS purchases
             FROM interactions
-            WHERE occurred_at >= now() - make_interval(days => $1)
+            WHERE CASE WHEN $3::timestamptz IS NULL THEN occurred_at >= now() - make_interval(days => $1)
+                       ELSE occurred_at >= $3 AND occurred_at < $4 END
             GROUP BY product_id
             ORDER BY count(*) FILTER (WHERE type = 'click') + 3 * count(*) FILTER (WHERE type = 'add_to_cart')
                      + 10 * count(*) FILTER (WHERE type = 'purchase') DESC, product_id
@@ -500,6 +514,8 @@ class EventStore:
             """,
             window_days,
             limit,
+            since,
+            until,
         )
         return [PopularProduct(r["product_id"], r["clicks"], r["add_to_carts"], r["purchases"]) for r in rows]
 

@@ -52,6 +52,7 @@ from services.common.metrics import GatewayMetrics
 from services.gateway.config import StageDeadlines
 from services.gateway.event_buffer import ImpressionBuffer
 from services.gateway.experiments import ArmPolicy, Assignment, Experiments, interleaving_seed, team_draft
+from services.gateway.exploration import MAX_DEPTH, ExplorationSettings
 
 log = logging.getLogger(__name__)
 
@@ -89,21 +90,31 @@ class Budget:
         return min(stage_limit, left)
 
 
-def encode_page_token(offset: int) -> str:
-    return base64.urlsafe_b64encode(f"offset:{offset}".encode()).decode().rstrip("=")
+def encode_page_token(offset: int, skip: int = 0) -> str:
+    """`skip`: the pool ranks an explored first page showed (a bit mask; services/gateway/
+    exploration.py), which later pages leave out of the ranked order."""
+    text = f"offset:{offset}" + (f":skip:{skip:x}" if skip else "")
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
 
 
 def decode_page_token(token: str) -> int:
+    return decode_search_token(token)[0]
+
+
+def decode_search_token(token: str) -> tuple[int, int]:
+    """(offset, skip mask) of a next_page_token; (0, 0) for none."""
     if not token:
-        return 0
+        return 0, 0
     try:
         text = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
-        prefix, _, value = text.partition(":")
-        offset = int(value)
-        if prefix != "offset" or not 0 <= offset <= MAX_OFFSET:
+        parts = text.split(":")
+        offset = int(parts[1])
+        skip = int(parts[3], 16) if len(parts) == 4 and parts[2] == "skip" else 0
+        if (parts[0] != "offset" or len(parts) not in (2, 4) or not 0 <= offset <= MAX_OFFSET
+                or not 0 <= skip < 1 << MAX_DEPTH or bin(skip).count("1") > offset):
             raise ValueError
-        return offset
-    except (ValueError, UnicodeDecodeError):
+        return offset, skip
+    except (ValueError, IndexError, UnicodeDecodeError):
         raise InvalidArgument("page_token", "is not a token returned as next_page_token") from None
 
 
@@ -215,11 +226,15 @@ RANKING_POLICIES = {
 
 
 class Composer:
-    def __init__(self, downstream, deadlines: StageDeadlines, candidates: int, experiments: Experiments | None = None):
+    def __init__(
+        self, downstream, deadlines: StageDeadlines, candidates: int, experiments: Experiments | None = None,
+        exploration: ExplorationSettings = ExplorationSettings(),
+    ):
         self._downstream = downstream
         self._deadlines = deadlines
         self._candidates = candidates
         self._experiments = experiments or Experiments()
+        self._exploration = exploration
         self._pending_impressions: dict[str, asyncio.Task] = {}
         self.impressions_failed = 0
         self._metrics = GatewayMetrics()
@@ -242,7 +257,7 @@ class Composer:
         if not query.strip():
             raise InvalidArgument("query", "must not be empty or whitespace")
         page_size = page_size_of(request)
-        offset = decode_page_token(request.page_token)
+        offset, skip = decode_search_token(request.page_token)
         request_id = request_id_of(request)
         validate_filters(request.filters)
         shopper_ids_of(request)
@@ -274,12 +289,18 @@ class Composer:
         else:
             _, policy = arms[0]
             understood, retrieve, preferences = stage_inputs(policy)
+            explore = offset == 0 and self._exploration.explores(request_id, page_size)
+            window = self._ranked_window(offset, page_size, skip, explore)
             page = await self._retrieve_and_rank(
-                retrieve, preferences, offset, page_size, request.user_id, budget, timings, degraded,
+                retrieve, preferences, window[0], window[1], request.user_id, budget, timings, degraded,
                 query=_ranked_query(understood), policy=policy if assignment else None,
             )
             if assignment is not None:
                 page = replace(page, experiment_arm=assignment.label)
+            if explore and len(page.results) > 1:
+                page = self._explored(page, page_size, request_id)
+            elif skip:
+                page = _without_explored(page, offset, page_size, skip, window)
         experiment = f",experiment={assignment.label}" if assignment is not None else ""
         notes = list(understood.notes)
         if page.relevant == 0 and page.results:
@@ -308,6 +329,42 @@ class Composer:
         self._metrics.record_stages("search", timings)
         self._log_impression(request_id, request, events_pb2.SURFACE_SEARCH, query, page, offset)
         return response
+
+    def _ranked_window(self, offset: int, page_size: int, skip: int, explore: bool) -> tuple[int, int]:
+        """(offset, limit) of the ranked order a page needs: an explored first page the whole
+        pool; a later page of an explored search (`skip`) the ranked order up to where the
+        first page's shown products no longer shift it; otherwise just the page."""
+        if explore:
+            return 0, self._exploration.pool_size(page_size)
+        if skip:
+            shown = bin(skip).count("1")
+            remainder = offset - shown  # the page's offset in the ranked order without them
+            if remainder + shown >= skip.bit_length():
+                return remainder + shown, page_size
+            return 0, remainder + page_size + shown
+        return offset, page_size
+
+    def _explored(self, page: "_Page", page_size: int, request_id: str) -> "_Page":
+        """A page drawn from the ranked pool in a sampled order (services/gateway/exploration.py),
+        with the propensity of each product at its position and the pool logged with it."""
+        pool = page.results
+        shown = min(page_size, len(pool))
+        drawn = self._exploration.sample(len(pool), shown, request_id)
+        results = []
+        for position, rank in enumerate(drawn.order):
+            result = gateway_pb2.SearchResult()
+            result.CopyFrom(pool[rank])
+            result.position = position + 1
+            results.append(result)
+        skip = sum(1 << rank for rank in drawn.order)
+        total = max(page.total, len(pool))
+        temperature = f"{self._exploration.temperature:g}"
+        return replace(
+            page, results=results, propensities=tuple(drawn.propensities), exploration_pool=tuple(pool),
+            exploration_pool_shown=tuple(drawn.shown_probabilities),
+            next_token=encode_page_token(shown, skip) if shown < total else "",
+            model_version=f"{page.model_version},exploration=plackett-luce(T={temperature},depth={len(pool)})",
+        )
 
     async def _interleaved(
         self, assignment: Assignment, arms, stage_inputs, offset, page_size, user_id, budget, timings, degraded, query
@@ -536,7 +593,12 @@ class Composer:
         rank_policy = {}
         if policy is not None:
             retrieve.mode = RETRIEVAL_MODES[policy.retrieval]
-            rank_policy = dict(policy=RANKING_POLICIES[policy.ranking], ctr_head_version=policy.ctr_head_version or 0)
+            rank_policy = dict(
+                policy=RANKING_POLICIES[policy.ranking], ctr_head_version=policy.ctr_head_version or 0,
+                exclude_popularity="popularity" in policy.excluded,
+                exclude_personalization="personalization" in policy.excluded,
+                exclude_ctr_head="ctr_head" in policy.excluded,
+            )
         started = time.perf_counter()
         retrieved = await self._downstream.call(
             "retrieval",
@@ -624,6 +686,10 @@ class Composer:
             occurred_at=occurred_at,
             features=_served_features(page.results),
             interleaving_arms=list(page.interleaving_arms),
+            propensities=list(page.propensities),
+            exploration_pool=[r.product.id for r in page.exploration_pool],
+            exploration_pool_features=_served_features(page.exploration_pool),
+            exploration_pool_shown=list(page.exploration_pool_shown),
         )
         task = asyncio.create_task(self._send_impression(impression))
         self._pending_impressions[request_id] = task
@@ -699,6 +765,29 @@ class _Page:
     # relevant (None: no relevance ranker ranked them).
     query_categories: tuple = ()
     relevant: int | None = None
+    # Exploration: the propensity of each result at its position (empty = the ranked order),
+    # and the ranked results the page was drawn from.
+    propensities: tuple[float, ...] = ()
+    exploration_pool: tuple = ()
+    exploration_pool_shown: tuple[float, ...] = ()
+
+
+def _without_explored(page: "_Page", offset: int, page_size: int, skip: int, window: tuple[int, int]) -> "_Page":
+    """A later page of an explored search: the ranked order without the products the first page
+    showed (pool ranks in `skip`), cut at the requested page; positions continue from it."""
+    results = page.results
+    if window[0] == 0:  # the ranked order from the top: drop the shown ranks, then cut the page
+        kept = [r for rank, r in enumerate(results) if not skip >> rank & 1]
+        results = kept[offset - bin(skip).count("1"):][:page_size]
+    renumbered = []
+    for n, result in enumerate(results):
+        copy = gateway_pb2.SearchResult()
+        copy.CopyFrom(result)
+        copy.position = offset + n + 1
+        renumbered.append(copy)
+    next_offset = offset + page_size  # without the shown products, as many remain after it as without skipping
+    return replace(page, results=renumbered,
+                   next_token=encode_page_token(next_offset, skip) if next_offset < page.total else "")
 
 
 def _served_features(results) -> list[events_pb2.ProductFeatures]:

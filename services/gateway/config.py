@@ -13,6 +13,7 @@ from typing import Mapping
 from services.common.circuit import CircuitSettings
 from services.common.config import ServerSettings, env_float, env_int, env_str, model_repository, service_address
 from services.gateway.experiments import Experiments, check_pinned_models, load_experiments
+from services.gateway.exploration import ExplorationSettings
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,8 @@ class GatewaySettings:
     experiments: Experiments = field(default_factory=Experiments)
     # Per downstream service: when to stop calling it and fail the stage fast (circuit.py).
     circuit: CircuitSettings = field(default_factory=CircuitSettings)
+    # A share of first pages shown in a sampled order, for off-policy evaluation (exploration.py).
+    exploration: ExplorationSettings = field(default_factory=ExplorationSettings)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "GatewaySettings":
@@ -55,6 +58,11 @@ class GatewaySettings:
             candidates=env_int("SHELFWISE_GATEWAY_CANDIDATES", 200, environ, minimum=1),
             experiments=experiments_from_env(environ),
             circuit=CircuitSettings.from_env(environ),
+            exploration=ExplorationSettings(
+                share=env_float("SHELFWISE_EXPLORATION_SHARE", 0.0, environ, minimum=0.0),
+                temperature=env_float("SHELFWISE_EXPLORATION_TEMPERATURE", 3.0, environ, minimum=0.01),
+                depth=env_int("SHELFWISE_EXPLORATION_DEPTH", 20, environ, minimum=1),
+            ),
         )
 
 

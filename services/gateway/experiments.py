@@ -21,7 +21,10 @@ arm), ``interleaving`` (default false). Per arm: ``name``, ``weight`` (> 0, defa
 ``retrieval`` (``hybrid`` default | ``lexical`` | ``dense``), ``ranking`` (``model`` = the
 deployed scorer, default | ``formula`` | ``retrieval`` = keep retrieval's order),
 ``query_understanding`` (default true; false = the raw normalised text, no spelling, filters
-or language), ``ctr_head_version`` (optional int: pin this CTR head version for the arm).
+or language), ``ctr_head_version`` (optional int: pin this CTR head version for the arm), and
+what ranking learned from behaviour, each on by default: ``popularity``, ``personalization``
+(the shopper's history as a ranking feature) and ``ctr_head`` (the head trained on events);
+``false`` leaves that part out of the arm's scores, so that arms can measure each part's worth.
 
 Assignment unit: the ``user_id``, else the ``session_id`` (anonymous shoppers), else the
 request id. The first two are sticky: the same id always gets the same arm, because the arm
@@ -59,7 +62,8 @@ RETRIEVAL_MODES = ("hybrid", "lexical", "dense")
 RANKING_POLICIES = ("model", "formula", "retrieval")
 INTERLEAVED = "interleaved"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
-_ARM_KEYS = {"name", "weight", "retrieval", "ranking", "query_understanding", "ctr_head_version"}
+LEARNED_PARTS = ("popularity", "personalization", "ctr_head")  # services/ranking/ranker.py
+_ARM_KEYS = {"name", "weight", "retrieval", "ranking", "query_understanding", "ctr_head_version", *LEARNED_PARTS}
 _EXPERIMENT_KEYS = {"name", "arms", "salt", "control", "traffic", "interleaving"}
 
 
@@ -79,6 +83,8 @@ class ArmPolicy:
     ranking: str = "model"
     query_understanding: bool = True
     ctr_head_version: int | None = None
+    # Learned parts left out of ranking (a subset of LEARNED_PARTS).
+    excluded: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -291,7 +297,16 @@ def _arm(entry: object, field: str) -> Arm:
             raise ExperimentConfigError(f"{field}.ctr_head_version", f"must be an integer >= 1, got {version!r}")
         if ranking != "model":
             raise ExperimentConfigError(f"{field}.ctr_head_version", "only applies to ranking 'model'")
-    return Arm(name, float(weight), ArmPolicy(retrieval, ranking, understanding, version))
+    excluded = set()
+    for part in LEARNED_PARTS:
+        used = entry.get(part, True)
+        if not isinstance(used, bool):
+            raise ExperimentConfigError(f"{field}.{part}", f"must be true or false, got {used!r}")
+        if not used:
+            excluded.add(part)
+    if version is not None and "ctr_head" in excluded:
+        raise ExperimentConfigError(f"{field}.ctr_head_version", "cannot pin a CTR head the arm leaves out (ctr_head: false)")
+    return Arm(name, float(weight), ArmPolicy(retrieval, ranking, understanding, version, frozenset(excluded)))
 
 
 def check_pinned_models(experiments: Experiments, repository: Path) -> None:

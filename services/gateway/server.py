@@ -49,7 +49,7 @@ class RetrievalHealth:
 
 async def create_server(settings: GatewaySettings, port: int | None = None) -> RunningServer:
     downstream = Downstream(settings)
-    composer = Composer(downstream, settings.deadlines, settings.candidates, settings.experiments)
+    composer = Composer(downstream, settings.deadlines, settings.candidates, settings.experiments, settings.exploration)
     servicer = GatewayServicer(composer)
     running = await start_server(
         register=lambda server: gateway_pb2_grpc.add_GatewayServiceServicer_to_server(servicer, server),

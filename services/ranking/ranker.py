@@ -54,6 +54,12 @@ MAX_PAGE = 100
 MODEL, FORMULA, RETRIEVAL_ORDER = "model", "formula", "retrieval"
 POLICIES = (MODEL, FORMULA, RETRIEVAL_ORDER)
 RETRIEVAL_ORDER_VERSION = "retrieval-order"
+# What ranking learned from the shop's behaviour; an experiment arm can leave any of them out
+# (RankRequest.exclude_*) to measure what each is worth. Excluded parts stay in the features
+# and reasons (impressions log the same features whatever the arm) but do not move the score.
+POPULARITY, PERSONALIZATION, CTR_HEAD = "popularity", "personalization", "ctr_head"
+LEARNED_PARTS = (POPULARITY, PERSONALIZATION, CTR_HEAD)
+_LEARNED_FEATURES = {POPULARITY: "popularity", PERSONALIZATION: "personal_affinity"}
 
 
 # Log-odds: a relevance feature whose part of a score is smaller is left out of its reasons.
@@ -88,11 +94,13 @@ class AdjustmentWeights:
     # Per unit of `cheapness` when the query asks for something cheap.
     low_price: float = 1.0
 
-    def feature_weights(self) -> dict[str, float]:
-        """Weight of each CTR-head feature that adjusts relevance directly."""
+    def feature_weights(self, exclude: frozenset[str] = frozenset()) -> dict[str, float]:
+        """Weight of each CTR-head feature that adjusts relevance directly; 0 for the learned
+        parts in `exclude`."""
         return {
             "brand_match": self.brand_match, "attribute_match": self.attribute_match,
-            "popularity": self.popularity, "personal_affinity": self.personal_affinity,
+            "popularity": 0.0 if POPULARITY in exclude else self.popularity,
+            "personal_affinity": 0.0 if PERSONALIZATION in exclude else self.personal_affinity,
         }
 
 
@@ -174,18 +182,20 @@ class Ranker:
     def model_version(self) -> str:
         return self._scorer.version
 
-    def _scorer_for(self, policy: str, ctr_head_version: int | None) -> Scorer:
+    def _scorer_for(self, policy: str, ctr_head_version: int | None, exclude: frozenset[str]) -> Scorer:
         if policy not in POLICIES:
             raise InvalidArgument("policy", f"must be one of {', '.join(POLICIES)}, got {policy!r}")
         if ctr_head_version is not None:
             if policy != MODEL:
                 raise InvalidArgument("ctr_head_version", "only applies to the model policy")
+            if CTR_HEAD in exclude:
+                raise InvalidArgument("ctr_head_version", "cannot pin a CTR head the request excludes")
             if ctr_head_version < 1:
                 raise InvalidArgument("ctr_head_version", f"must be >= 1 (0 = the deployed head), got {ctr_head_version}")
             if self._versions is None:
                 raise NotFound(f"ctr_head_version: no model repository to load ctr_head/{ctr_head_version} from")
             return self._versions(ctr_head_version)
-        return self._fallback if policy == FORMULA else self._scorer
+        return self._fallback if policy == FORMULA or CTR_HEAD in exclude else self._scorer
 
     async def rank(
         self,
@@ -196,7 +206,9 @@ class Ranker:
         policy: str = MODEL,
         ctr_head_version: int | None = None,
         query: RankingQuery = RankingQuery(),
+        exclude: frozenset[str] = frozenset(),
     ) -> Ranking:
+        """`exclude`: learned parts (LEARNED_PARTS) left out of the score."""
         if len(candidates) > MAX_CANDIDATES:
             raise InvalidArgument("candidates", f"must be at most {MAX_CANDIDATES}, got {len(candidates)}")
         if offset < 0:
@@ -215,31 +227,35 @@ class Ranker:
         if policy == RETRIEVAL_ORDER:
             ranking = await self._retrieval_order(unique, features, offset, limit)
             return replace(ranking, query_categories=categories)
-        scorer, degraded = self._scorer_for(policy, ctr_head_version), ()
+        unknown = exclude - set(LEARNED_PARTS)
+        if unknown:
+            raise InvalidArgument("exclude", f"unknown learned parts {sorted(unknown)}; known: {', '.join(LEARNED_PARTS)}")
+        scorer, degraded = self._scorer_for(policy, ctr_head_version, exclude), ()
         if policy == MODEL and self._relevance is not None and relevance_features is not None:
             try:
                 return await self._rank_by_relevance(
-                    unique, features, relevance_features, scorer, offset, limit, categories, query
+                    unique, features, relevance_features, scorer, offset, limit, categories, query, exclude
                 )
             except (Unavailable, DeadlineExceeded) as error:
                 log.warning("%s unavailable, ranking by %s: %s", self._relevance.version, scorer.version, error)
                 degraded = ("relevance_ranker",)
+        scored = _without(features, exclude)
         try:
-            scores = await scorer.score(features)
+            scores = await scorer.score(scored)
         except (Unavailable, DeadlineExceeded) as error:
             log.warning("%s unavailable, ranking by %s: %s", scorer.version, self._fallback.version, error)
             scorer, degraded = self._fallback, (*degraded, "ctr_head")
-            scores = await scorer.score(features)
+            scores = await scorer.score(scored)
         if query.prefers_low_price:
             scores = scores + FORMULA_SCALE * self._adjustments.low_price * cheapness(unique)
         # Ties keep retrieval's order (stable sort), so equal scores never shuffle between pages.
         order = np.argsort(-scores, kind="stable")
         page = order[offset : offset + limit]
         try:
-            contributions = await scorer.contributions(features[page]) if len(page) else np.zeros((0, 0))
+            contributions = await scorer.contributions(scored[page]) if len(page) else np.zeros((0, 0))
         except (Unavailable, DeadlineExceeded):
             # Scores came from the head; only the explanation falls back to the formula's parts.
-            contributions = await self._fallback.contributions(features[page])
+            contributions = await self._fallback.contributions(scored[page])
             degraded = (*degraded, "ctr_head")
         items = []
         for row, index in enumerate(page.tolist()):
@@ -250,15 +266,16 @@ class Ranker:
     async def _rank_by_relevance(
         self, unique, features: np.ndarray, relevance_features: np.ndarray, engagement_head: Scorer,
         offset: int, limit: int, categories: tuple[tuple[str, float], ...], query: RankingQuery,
+        exclude: frozenset[str],
     ) -> Ranking:
         """Relevance first, engagement as an adjustment (the module docstring)."""
         relevance = (await self._relevance.score(relevance_features)).astype(np.float64)
         weights = self._adjustments
-        adjusted = {FEATURE_NAMES.index(name): weight for name, weight in weights.feature_weights().items()}
-        adjustment = sum(weight * features[:, column].astype(np.float64) for column, weight in adjusted.items())
+        adjustments = feature_adjustments(features, relevance, weights, exclude)
+        adjustment = adjustments.sum(axis=1)
         version = self._relevance.version
         degraded: tuple[str, ...] = ()
-        if weights.ctr and getattr(engagement_head, "trained_on_events", False):
+        if weights.ctr and CTR_HEAD not in exclude and getattr(engagement_head, "trained_on_events", False):
             try:
                 ctr = np.clip((await engagement_head.score(features)).astype(np.float64), 1e-6, 1 - 1e-6)
                 click = np.log(ctr) - np.log1p(-ctr)
@@ -278,16 +295,16 @@ class Ranker:
         )
         probability = 1.0 / (1.0 + np.exp(-relevance))
         items = []
-        weight_of = [adjusted.get(column, 0.0) for column in range(len(FEATURE_NAMES))]
         # Python lists of the page's rows: element access on numpy arrays costs more than the rest.
         page_features, page_relevance = features[page].tolist(), relevance_features[page].tolist()
+        page_adjustments = adjustments[page].tolist()
         page_parts = parts.tolist() if len(page) else []
         for row, index in enumerate(page.tolist()):
             # Every non-zero feature of both sets (the CTR head's are what impressions log),
             # each with its part of the score: the ranker's (occlusion) or the adjustment's.
             reasons = {
-                name: (value, weight * value)
-                for name, value, weight in zip(FEATURE_NAMES, page_features[row], weight_of)
+                name: (value, part)
+                for name, value, part in zip(FEATURE_NAMES, page_features[row], page_adjustments[row])
                 if value != 0.0
             }
             for name, value, part in zip(RELEVANCE_FEATURES, page_relevance[row], page_parts[row]):
@@ -313,6 +330,34 @@ class Ranker:
             reasons = _reasons(features[index], np.zeros(len(FEATURE_NAMES)))
             items.append(RankedItem(unique[index].product_id, 1.0 - index / n, index + 1, reasons))
         return Ranking(items, n, RETRIEVAL_ORDER_VERSION)
+
+
+def feature_adjustments(
+    features: np.ndarray, relevance: np.ndarray, weights: AdjustmentWeights, exclude: frozenset[str] = frozenset()
+) -> np.ndarray:
+    """float64 [n, len(FEATURE_NAMES)]: the log-odds each CTR-head feature adds to a candidate's
+    relevance (0 for features that do not adjust it). Named brand and attribute matches count at
+    their weight. Engagement (popularity, personal affinity) counts at its weight times the
+    probability that the candidate is relevant (sigmoid of `relevance`): it orders products
+    among the relevant ones, and a product popular elsewhere in the shop, or like what the
+    shopper bought before, does not climb into a search it does not answer."""
+    relevant = 1.0 / (1.0 + np.exp(-relevance))
+    parts = np.zeros(features.shape, dtype=np.float64)
+    for name, weight in weights.feature_weights(exclude).items():
+        column = FEATURE_NAMES.index(name)
+        gate = relevant if name in _LEARNED_FEATURES.values() else 1.0
+        parts[:, column] = weight * features[:, column].astype(np.float64) * gate
+    return parts
+
+
+def _without(features: np.ndarray, exclude: frozenset[str]) -> np.ndarray:
+    """The features a scorer reads: excluded learned features set to 0 (a copy when any is)."""
+    columns = [FEATURE_NAMES.index(_LEARNED_FEATURES[part]) for part in exclude if part in _LEARNED_FEATURES]
+    if not columns:
+        return features
+    scored = features.copy()
+    scored[:, columns] = 0.0
+    return scored
 
 
 def cheapness(candidates: Sequence[RankingCandidate]) -> np.ndarray:

@@ -66,11 +66,14 @@ async def create_server(settings: RankingSettings, port: int | None = None) -> R
     channel = create_channel(settings.events_address, settings.server.max_message_bytes)
     events = events_pb2_grpc.EventsServiceStub(channel)
 
+    request = events_pb2.ListPopularProductsRequest(window_days=settings.popularity_window_days, limit=10_000)
+    if settings.popularity_frozen is not None:
+        request.since.FromDatetime(settings.popularity_frozen[0])
+        request.until.FromDatetime(settings.popularity_frozen[1])
+        log.info("popularity frozen on the events of [%s, %s)", *(t.isoformat() for t in settings.popularity_frozen))
+
     async def fetch_popularity() -> dict[str, float]:
-        response = await events.ListPopularProducts(
-            events_pb2.ListPopularProductsRequest(window_days=settings.popularity_window_days, limit=10_000),
-            timeout=5.0,
-        )
+        response = await events.ListPopularProducts(request, timeout=5.0)
         return {p.product_id: p.score for p in response.products}
 
     popularity = PopularityCache(fetch_popularity, settings.popularity_refresh_seconds)

@@ -14,7 +14,9 @@ from services.ranking.features import (
     validate_candidate,
     validate_preferences,
 )
-from services.ranking.ranker import FORMULA, MAX_CANDIDATES, MODEL, RETRIEVAL_ORDER, Ranker, RankingQuery
+from services.ranking.ranker import (
+    CTR_HEAD, FORMULA, MAX_CANDIDATES, MODEL, PERSONALIZATION, POPULARITY, RETRIEVAL_ORDER, Ranker, RankingQuery,
+)
 
 POLICIES = {
     ranking_pb2.RANKING_POLICY_UNSPECIFIED: MODEL,
@@ -71,6 +73,13 @@ def preferences_from_pb(request: ranking_pb2.RankRequest) -> QueryPreferences:
     )
 
 
+def excluded_parts(request: ranking_pb2.RankRequest) -> frozenset[str]:
+    """The learned parts a request leaves out of the score (RankRequest.exclude_*)."""
+    flags = {POPULARITY: request.exclude_popularity, PERSONALIZATION: request.exclude_personalization,
+             CTR_HEAD: request.exclude_ctr_head}
+    return frozenset(part for part, excluded in flags.items() if excluded)
+
+
 class RankingServicer(ranking_pb2_grpc.RankingServiceServicer):
     def __init__(self, ranker: Ranker):
         self._ranker = ranker
@@ -88,6 +97,7 @@ class RankingServicer(ranking_pb2_grpc.RankingServiceServicer):
                 text=request.query, translated=bool(request.translated_query.strip()),
                 prefers_low_price=request.prefer_low_price,
             ),
+            exclude=excluded_parts(request),
         )
         return ranking_pb2.RankResponse(
             items=[

@@ -173,10 +173,14 @@ async def test_old_schema_database_with_rows_migrates_to_partitions_keeping_ever
 
     pool = await asyncpg.create_pool(own_postgres.url, min_size=1, max_size=2)
     try:
-        assert await apply_migrations(pool) == ["0006_event_partitions.sql", "0007_event_privacy.sql"]
+        assert await apply_migrations(pool) == [
+            "0006_event_partitions.sql", "0007_event_privacy.sql", "0008_impression_propensities.sql"]
         for table in ("impressions", "interactions"):
             after = await pool.fetch(f"SELECT * FROM {table} ORDER BY event_id")
-            assert [dict(row) for row in after] == [dict(row) for row in before[table]]
+            old_columns = list(before[table][0].keys())
+            assert [{c: row[c] for c in old_columns} for row in after] == [dict(row) for row in before[table]]
+            if table == "impressions":  # columns added later: the defaults of an unexplored impression
+                assert {(tuple(row["propensities"]), row["exploration_pool"]) for row in after} == {((), "[]")}
             assert await pool.fetchval(
                 "SELECT partstrat::text FROM pg_partitioned_table WHERE partrelid = $1::regclass", table
             ) == "r"
@@ -250,6 +254,7 @@ async def test_write_stores_each_event_once_and_counts_repeats_as_duplicates(pos
         first = Impression(
             f"i-{tag}", f"r-{tag}", "search", ("a", "b"), 1, now, query="tea",
             features=({"bm25": 1.25}, {}), interleaving_arms=("x", "y"),
+            propensities=(0.25, 0.125), exploration_pool=(("b", {"bm25": 2.0}, 0.5), ("a", {}, 0.75), ("q", {}, 0.75)),
         )
         second = Impression(f"i2-{tag}", f"r2-{tag}", "recommend", ("c",), 11, now)
         same_request_other_id = Impression(f"i3-{tag}", f"r-{tag}", "search", ("z",), 1, now)
@@ -260,8 +265,8 @@ async def test_write_stores_each_event_once_and_counts_repeats_as_duplicates(pos
         assert await store.write([first, same_request_other_id], [click, purchase]) == (1, 3)
 
         rows = await database.fetch(
-            "SELECT event_id, request_id, query, product_ids, first_position, features, interleaving_arms"
-            " FROM impressions WHERE request_id = ANY($1::text[]) ORDER BY event_id",
+            "SELECT event_id, request_id, query, product_ids, first_position, features, interleaving_arms,"
+            " propensities, exploration_pool FROM impressions WHERE request_id = ANY($1::text[]) ORDER BY event_id",
             [f"r-{tag}", f"r2-{tag}"],
         )
         assert [(r["event_id"], r["product_ids"], r["first_position"]) for r in rows] == [
@@ -270,6 +275,9 @@ async def test_write_stores_each_event_once_and_counts_repeats_as_duplicates(pos
         ]
         assert json.loads(rows[0]["features"]) == [{"bm25": 1.25}, {}] and rows[0]["interleaving_arms"] == ["x", "y"]
         assert json.loads(rows[1]["features"]) == [] and rows[1]["interleaving_arms"] == []
+        assert rows[0]["propensities"] == [0.25, 0.125] and rows[1]["propensities"] == []
+        assert json.loads(rows[0]["exploration_pool"]) == [["b", {"bm25": 2.0}, 0.5], ["a", {}, 0.75], ["q", {}, 0.75]]
+        assert json.loads(rows[1]["exploration_pool"]) == []
         interactions = await database.fetch(
             "SELECT event_id, type, quantity, value FROM interactions WHERE event_id = ANY($1::text[]) ORDER BY 1",
             [f"c-{tag}", f"p-{tag}"],

@@ -219,3 +219,27 @@ def test_interaction_future_limit_is_exactly_one_day() -> None:
     assert validate_interaction(interaction(occurred_at=NOW + timedelta(days=1)), "i", now=NOW)
     with pytest.raises(InvalidArgument):
         validate_interaction(interaction(occurred_at=NOW + timedelta(days=1, microseconds=1)), "i", now=NOW)
+
+
+@pytest.mark.parametrize(
+    "overrides, field",
+    [
+        ({"propensities": (0.5,)}, "impressions[0].propensities"),  # one per product
+        ({"propensities": (0.5, 0.0)}, "impressions[0].propensities[1]"),
+        ({"propensities": (0.5, 1.5)}, "impressions[0].propensities[1]"),
+        ({"exploration_pool": (("p1", {}, 0.5), ("p2", {}, 0.5))}, "impressions[0].exploration_pool"),  # not explored
+        ({"propensities": (0.5, 0.5), "exploration_pool": (("p1", {}, 0.5),)}, "impressions[0].exploration_pool"),
+        ({"propensities": (0.5, 0.5), "exploration_pool": (("p1", {}, 0.5), ("p2", {}, 2.0))},
+         "impressions[0].exploration_pool_shown[1]"),
+        ({"propensities": (0.5, 0.5), "exploration_pool": (("p1", {}, 0.5), ("p2", {"x": float("nan")}, 0.5))},
+         "impressions[0].exploration_pool_features[1].values['x']"),
+    ],
+)
+def test_exploration_fields_that_break_a_rule_are_refused(overrides, field) -> None:
+    assert rejected_field(validate_impression, impression(product_ids=("p1", "p2"), **overrides)) == field
+
+
+def test_an_explored_impression_with_its_pool_is_valid() -> None:
+    event = impression(product_ids=("p2", "p1"), propensities=(0.25, 1.0),
+                       exploration_pool=(("p1", {"bm25": 1.0}, 1.0), ("p2", {}, 0.25), ("p3", {}, 0.75)))
+    assert validate_impression(event, "impressions[0]") is event

@@ -474,3 +474,29 @@ def test_feature_matrix_equals_each_features_definition(with_coverage):
         dtype=np.float32,
     )
     np.testing.assert_array_equal(matrix, expected)
+
+
+# --- learned parts left out (experiments) ---------------------------------------------------------
+
+
+async def test_excluded_learned_parts_keep_their_features_but_do_not_move_the_score() -> None:
+    from services.ranking.ranker import POPULARITY
+
+    same = [candidate("quiet", lexical=5.0, dense=0.5, fused=0.01), candidate("popular", lexical=5.0, dense=0.5, fused=0.01)]
+    ranker = Ranker(FeatureScorer(), popularity({"popular": 50.0}))
+    with_popularity = await ranker.rank(same, QueryPreferences(), 0, 2)
+    assert [item.product_id for item in with_popularity.items] == ["popular", "quiet"]
+    without = await ranker.rank(same, QueryPreferences(), 0, 2, exclude=frozenset({POPULARITY}))
+    assert [item.product_id for item in without.items] == ["quiet", "popular"]  # retrieval's order: a tie
+    assert without.items[0].score == without.items[1].score
+    reasons = {name: (value, part) for name, value, part in without.items[1].reasons}
+    assert reasons["popularity"][0] == 1.0 and reasons["popularity"][1] == 0.0  # logged, but worth nothing
+
+
+async def test_unknown_or_contradictory_exclusions_are_refused() -> None:
+    ranker = Ranker(FeatureScorer(), popularity())
+    with pytest.raises(InvalidArgument, match="unknown learned parts"):
+        await ranker.rank(varied_candidates(3), QueryPreferences(), 0, 2, exclude=frozenset({"recency"}))
+    with pytest.raises(InvalidArgument, match="excludes"):
+        await ranker.rank(varied_candidates(3), QueryPreferences(), 0, 2, ctr_head_version=2,
+                          exclude=frozenset({"ctr_head"}))

@@ -160,9 +160,20 @@ async def test_a_named_attribute_and_popularity_adjust_relevance_by_their_weight
     off = AdjustmentWeights(attribute_match=0.0)
     assert [i.product_id for i in (await ranker(repository, off).rank([blue, red], wanted, 0, 2, query=QUERY)).items] == [
         "blue", "red"]  # equal relevance: retrieval's order
-    scores = {i.product_id: i.score for i in (await ranker(repository, values={"blue": 9.0}).rank(
-        [blue, red], QueryPreferences(), 0, 2, query=QUERY)).items}
-    assert scores["blue"] - scores["red"] == pytest.approx(AdjustmentWeights().popularity, abs=1e-5)
+    ranked = (await ranker(repository, values={"blue": 9.0}).rank([blue, red], QueryPreferences(), 0, 2, query=QUERY)).items
+    scores = {i.product_id: i.score for i in ranked}
+    relevant = dict(ranked[0].reasons and [(n, v) for n, v, _ in ranked[0].reasons])["relevance_probability"]
+    # Engagement counts among the relevant: its weight times the probability of relevance.
+    assert scores["blue"] - scores["red"] == pytest.approx(AdjustmentWeights().popularity * relevant, abs=1e-5)
+
+
+async def test_a_popular_product_does_not_climb_into_a_search_it_does_not_answer(repository) -> None:
+    answer, popular = candidate("answer", 0.9), candidate("popular", 0.3)
+    ranking = await ranker(repository, AdjustmentWeights(popularity=5.0), values={"popular": 100.0}).rank(
+        [popular, answer], QueryPreferences(), 0, 2, query=QUERY)
+    assert [i.product_id for i in ranking.items] == ["answer", "popular"]
+    part = {n: c for n, _, c in ranking.items[1].reasons}["popularity"]
+    assert 0 < part < 5.0 * 0.5  # at full weight it would have been 5 log-odds
 
 
 async def test_a_query_asking_for_something_cheap_lifts_cheaper_relevant_products(repository) -> None:

@@ -42,7 +42,7 @@ METRICS_GROUPING_EXPERIMENT_ARM: MetricsGrouping
 METRICS_GROUPING_MODEL_VERSION: MetricsGrouping
 
 class Impression(_message.Message):
-    __slots__ = ("event_id", "request_id", "user_id", "session_id", "surface", "query", "product_ids", "first_position", "model_version", "experiment_arm", "occurred_at", "features", "interleaving_arms")
+    __slots__ = ("event_id", "request_id", "user_id", "session_id", "surface", "query", "product_ids", "first_position", "model_version", "experiment_arm", "occurred_at", "features", "interleaving_arms", "propensities", "exploration_pool", "exploration_pool_features", "exploration_pool_shown")
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
@@ -56,6 +56,10 @@ class Impression(_message.Message):
     OCCURRED_AT_FIELD_NUMBER: _ClassVar[int]
     FEATURES_FIELD_NUMBER: _ClassVar[int]
     INTERLEAVING_ARMS_FIELD_NUMBER: _ClassVar[int]
+    PROPENSITIES_FIELD_NUMBER: _ClassVar[int]
+    EXPLORATION_POOL_FIELD_NUMBER: _ClassVar[int]
+    EXPLORATION_POOL_FEATURES_FIELD_NUMBER: _ClassVar[int]
+    EXPLORATION_POOL_SHOWN_FIELD_NUMBER: _ClassVar[int]
     event_id: str
     request_id: str
     user_id: str
@@ -69,7 +73,11 @@ class Impression(_message.Message):
     occurred_at: _timestamp_pb2.Timestamp
     features: _containers.RepeatedCompositeFieldContainer[ProductFeatures]
     interleaving_arms: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, event_id: _Optional[str] = ..., request_id: _Optional[str] = ..., user_id: _Optional[str] = ..., session_id: _Optional[str] = ..., surface: _Optional[_Union[Surface, str]] = ..., query: _Optional[str] = ..., product_ids: _Optional[_Iterable[str]] = ..., first_position: _Optional[int] = ..., model_version: _Optional[str] = ..., experiment_arm: _Optional[str] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., features: _Optional[_Iterable[_Union[ProductFeatures, _Mapping]]] = ..., interleaving_arms: _Optional[_Iterable[str]] = ...) -> None: ...
+    propensities: _containers.RepeatedScalarFieldContainer[float]
+    exploration_pool: _containers.RepeatedScalarFieldContainer[str]
+    exploration_pool_features: _containers.RepeatedCompositeFieldContainer[ProductFeatures]
+    exploration_pool_shown: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, event_id: _Optional[str] = ..., request_id: _Optional[str] = ..., user_id: _Optional[str] = ..., session_id: _Optional[str] = ..., surface: _Optional[_Union[Surface, str]] = ..., query: _Optional[str] = ..., product_ids: _Optional[_Iterable[str]] = ..., first_position: _Optional[int] = ..., model_version: _Optional[str] = ..., experiment_arm: _Optional[str] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., features: _Optional[_Iterable[_Union[ProductFeatures, _Mapping]]] = ..., interleaving_arms: _Optional[_Iterable[str]] = ..., propensities: _Optional[_Iterable[float]] = ..., exploration_pool: _Optional[_Iterable[str]] = ..., exploration_pool_features: _Optional[_Iterable[_Union[ProductFeatures, _Mapping]]] = ..., exploration_pool_shown: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class ProductFeatures(_message.Message):
     __slots__ = ("values",)
@@ -187,12 +195,16 @@ class GetMetricsResponse(_message.Message):
     def __init__(self, rows: _Optional[_Iterable[_Union[MetricsRow, _Mapping]]] = ...) -> None: ...
 
 class ListPopularProductsRequest(_message.Message):
-    __slots__ = ("window_days", "limit")
+    __slots__ = ("window_days", "limit", "since", "until")
     WINDOW_DAYS_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    UNTIL_FIELD_NUMBER: _ClassVar[int]
     window_days: int
     limit: int
-    def __init__(self, window_days: _Optional[int] = ..., limit: _Optional[int] = ...) -> None: ...
+    since: _timestamp_pb2.Timestamp
+    until: _timestamp_pb2.Timestamp
+    def __init__(self, window_days: _Optional[int] = ..., limit: _Optional[int] = ..., since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class PopularProduct(_message.Message):
     __slots__ = ("product_id", "clicks", "add_to_carts", "purchases", "score")

@@ -26,7 +26,7 @@ from shelfwise.common.v1 import common_pb2 as shelfwise_dot_common_dot_v1_dot_co
 from shelfwise.retrieval.v1 import retrieval_pb2 as shelfwise_dot_retrieval_dot_v1_dot_retrieval__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"shelfwise/ranking/v1/ranking.proto\x12\x14shelfwise.ranking.v1\x1a shelfwise/common/v1/common.proto\x1a&shelfwise/retrieval/v1/retrieval.proto\"\xf7\x03\n\x0bRankRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05query\x18\x02 \x01(\t\x12\x35\n\ncandidates\x18\x03 \x03(\x0b\x32!.shelfwise.retrieval.v1.Candidate\x12\x18\n\x10preferred_brands\x18\x04 \x03(\t\x12\x1c\n\x14preferred_categories\x18\x05 \x03(\t\x12X\n\x14preferred_attributes\x18\x06 \x03(\x0b\x32:.shelfwise.ranking.v1.RankRequest.PreferredAttributesEntry\x12\x0e\n\x06offset\x18\x07 \x01(\x05\x12\x12\n\x05limit\x18\x08 \x01(\x05H\x00\x88\x01\x01\x12\x0f\n\x07user_id\x18\t \x01(\t\x12\x33\n\x06policy\x18\n \x01(\x0e\x32#.shelfwise.ranking.v1.RankingPolicy\x12\x18\n\x10\x63tr_head_version\x18\x0b \x01(\x05\x12\x18\n\x10translated_query\x18\x0c \x01(\t\x12\x18\n\x10prefer_low_price\x18\r \x01(\x08\x1a:\n\x18PreferredAttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x08\n\x06_limit\"t\n\nRankedItem\x12\x12\n\nproduct_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\x12\x10\n\x08position\x18\x03 \x01(\x05\x12\x31\n\x07reasons\x18\x04 \x03(\x0b\x32 .shelfwise.common.v1.ScoreReason\"\xe4\x01\n\x0cRankResponse\x12/\n\x05items\x18\x01 \x03(\x0b\x32 .shelfwise.ranking.v1.RankedItem\x12\r\n\x05total\x18\x02 \x01(\x05\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12\x1b\n\x13\x64\x65graded_components\x18\x04 \x03(\t\x12<\n\x10query_categories\x18\x05 \x03(\x0b\x32\".shelfwise.common.v1.CategoryScore\x12\x15\n\x08relevant\x18\x06 \x01(\x05H\x00\x88\x01\x01\x42\x0b\n\t_relevant*\x89\x01\n\rRankingPolicy\x12\x1e\n\x1aRANKING_POLICY_UNSPECIFIED\x10\x00\x12\x18\n\x14RANKING_POLICY_MODEL\x10\x01\x12\x1a\n\x16RANKING_POLICY_FORMULA\x10\x02\x12\"\n\x1eRANKING_POLICY_RETRIEVAL_ORDER\x10\x03\x32_\n\x0eRankingService\x12M\n\x04Rank\x12!.shelfwise.ranking.v1.RankRequest\x1a\".shelfwise.ranking.v1.RankResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"shelfwise/ranking/v1/ranking.proto\x12\x14shelfwise.ranking.v1\x1a shelfwise/common/v1/common.proto\x1a&shelfwise/retrieval/v1/retrieval.proto\"\xce\x04\n\x0bRankRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05query\x18\x02 \x01(\t\x12\x35\n\ncandidates\x18\x03 \x03(\x0b\x32!.shelfwise.retrieval.v1.Candidate\x12\x18\n\x10preferred_brands\x18\x04 \x03(\t\x12\x1c\n\x14preferred_categories\x18\x05 \x03(\t\x12X\n\x14preferred_attributes\x18\x06 \x03(\x0b\x32:.shelfwise.ranking.v1.RankRequest.PreferredAttributesEntry\x12\x0e\n\x06offset\x18\x07 \x01(\x05\x12\x12\n\x05limit\x18\x08 \x01(\x05H\x00\x88\x01\x01\x12\x0f\n\x07user_id\x18\t \x01(\t\x12\x33\n\x06policy\x18\n \x01(\x0e\x32#.shelfwise.ranking.v1.RankingPolicy\x12\x18\n\x10\x63tr_head_version\x18\x0b \x01(\x05\x12\x18\n\x10translated_query\x18\x0c \x01(\t\x12\x18\n\x10prefer_low_price\x18\r \x01(\x08\x12\x1a\n\x12\x65xclude_popularity\x18\x0e \x01(\x08\x12\x1f\n\x17\x65xclude_personalization\x18\x0f \x01(\x08\x12\x18\n\x10\x65xclude_ctr_head\x18\x10 \x01(\x08\x1a:\n\x18PreferredAttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x08\n\x06_limit\"t\n\nRankedItem\x12\x12\n\nproduct_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\x12\x10\n\x08position\x18\x03 \x01(\x05\x12\x31\n\x07reasons\x18\x04 \x03(\x0b\x32 .shelfwise.common.v1.ScoreReason\"\xe4\x01\n\x0cRankResponse\x12/\n\x05items\x18\x01 \x03(\x0b\x32 .shelfwise.ranking.v1.RankedItem\x12\r\n\x05total\x18\x02 \x01(\x05\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12\x1b\n\x13\x64\x65graded_components\x18\x04 \x03(\t\x12<\n\x10query_categories\x18\x05 \x03(\x0b\x32\".shelfwise.common.v1.CategoryScore\x12\x15\n\x08relevant\x18\x06 \x01(\x05H\x00\x88\x01\x01\x42\x0b\n\t_relevant*\x89\x01\n\rRankingPolicy\x12\x1e\n\x1aRANKING_POLICY_UNSPECIFIED\x10\x00\x12\x18\n\x14RANKING_POLICY_MODEL\x10\x01\x12\x1a\n\x16RANKING_POLICY_FORMULA\x10\x02\x12\"\n\x1eRANKING_POLICY_RETRIEVAL_ORDER\x10\x03\x32_\n\x0eRankingService\x12M\n\x04Rank\x12!.shelfwise.ranking.v1.RankRequest\x1a\".shelfwise.ranking.v1.RankResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,16 +35,16 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_RANKREQUEST_PREFERREDATTRIBUTESENTRY']._loaded_options = None
   _globals['_RANKREQUEST_PREFERREDATTRIBUTESENTRY']._serialized_options = b'8\001'
-  _globals['_RANKINGPOLICY']._serialized_start=990
-  _globals['_RANKINGPOLICY']._serialized_end=1127
+  _globals['_RANKINGPOLICY']._serialized_start=1077
+  _globals['_RANKINGPOLICY']._serialized_end=1214
   _globals['_RANKREQUEST']._serialized_start=135
-  _globals['_RANKREQUEST']._serialized_end=638
-  _globals['_RANKREQUEST_PREFERREDATTRIBUTESENTRY']._serialized_start=570
-  _globals['_RANKREQUEST_PREFERREDATTRIBUTESENTRY']._serialized_end=628
-  _globals['_RANKEDITEM']._serialized_start=640
-  _globals['_RANKEDITEM']._serialized_end=756
-  _globals['_RANKRESPONSE']._serialized_start=759
-  _globals['_RANKRESPONSE']._serialized_end=987
-  _globals['_RANKINGSERVICE']._serialized_start=1129
-  _globals['_RANKINGSERVICE']._serialized_end=1224
+  _globals['_RANKREQUEST']._serialized_end=725
+  _globals['_RANKREQUEST_PREFERREDATTRIBUTESENTRY']._serialized_start=657
+  _globals['_RANKREQUEST_PREFERREDATTRIBUTESENTRY']._serialized_end=715
+  _globals['_RANKEDITEM']._serialized_start=727
+  _globals['_RANKEDITEM']._serialized_end=843
+  _globals['_RANKRESPONSE']._serialized_start=846
+  _globals['_RANKRESPONSE']._serialized_end=1074
+  _globals['_RANKINGSERVICE']._serialized_start=1216
+  _globals['_RANKINGSERVICE']._serialized_end=1311
 # @@protoc_insertion_point(module_scope)

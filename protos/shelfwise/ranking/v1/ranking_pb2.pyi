@@ -21,7 +21,7 @@ RANKING_POLICY_FORMULA: RankingPolicy
 RANKING_POLICY_RETRIEVAL_ORDER: RankingPolicy
 
 class RankRequest(_message.Message):
-    __slots__ = ("request_id", "query", "candidates", "preferred_brands", "preferred_categories", "preferred_attributes", "offset", "limit", "user_id", "policy", "ctr_head_version", "translated_query", "prefer_low_price")
+    __slots__ = ("request_id", "query", "candidates", "preferred_brands", "preferred_categories", "preferred_attributes", "offset", "limit", "user_id", "policy", "ctr_head_version", "translated_query", "prefer_low_price", "exclude_popularity", "exclude_personalization", "exclude_ctr_head")
     class PreferredAttributesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -42,6 +42,9 @@ class RankRequest(_message.Message):
     CTR_HEAD_VERSION_FIELD_NUMBER: _ClassVar[int]
     TRANSLATED_QUERY_FIELD_NUMBER: _ClassVar[int]
     PREFER_LOW_PRICE_FIELD_NUMBER: _ClassVar[int]
+    EXCLUDE_POPULARITY_FIELD_NUMBER: _ClassVar[int]
+    EXCLUDE_PERSONALIZATION_FIELD_NUMBER: _ClassVar[int]
+    EXCLUDE_CTR_HEAD_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     query: str
     candidates: _containers.RepeatedCompositeFieldContainer[_retrieval_pb2.Candidate]
@@ -55,7 +58,10 @@ class RankRequest(_message.Message):
     ctr_head_version: int
     translated_query: str
     prefer_low_price: bool
-    def __init__(self, request_id: _Optional[str] = ..., query: _Optional[str] = ..., candidates: _Optional[_Iterable[_Union[_retrieval_pb2.Candidate, _Mapping]]] = ..., preferred_brands: _Optional[_Iterable[str]] = ..., preferred_categories: _Optional[_Iterable[str]] = ..., preferred_attributes: _Optional[_Mapping[str, str]] = ..., offset: _Optional[int] = ..., limit: _Optional[int] = ..., user_id: _Optional[str] = ..., policy: _Optional[_Union[RankingPolicy, str]] = ..., ctr_head_version: _Optional[int] = ..., translated_query: _Optional[str] = ..., prefer_low_price: _Optional[bool] = ...) -> None: ...
+    exclude_popularity: bool
+    exclude_personalization: bool
+    exclude_ctr_head: bool
+    def __init__(self, request_id: _Optional[str] = ..., query: _Optional[str] = ..., candidates: _Optional[_Iterable[_Union[_retrieval_pb2.Candidate, _Mapping]]] = ..., preferred_brands: _Optional[_Iterable[str]] = ..., preferred_categories: _Optional[_Iterable[str]] = ..., preferred_attributes: _Optional[_Mapping[str, str]] = ..., offset: _Optional[int] = ..., limit: _Optional[int] = ..., user_id: _Optional[str] = ..., policy: _Optional[_Union[RankingPolicy, str]] = ..., ctr_head_version: _Optional[int] = ..., translated_query: _Optional[str] = ..., prefer_low_price: _Optional[bool] = ..., exclude_popularity: _Optional[bool] = ..., exclude_personalization: _Optional[bool] = ..., exclude_ctr_head: _Optional[bool] = ...) -> None: ...
 
 class RankedItem(_message.Message):
     __slots__ = ("product_id", "score", "position", "reasons")
