@@ -85,6 +85,9 @@ class SearchRecord:
     first_position: int = 1
     interleaving_arms: tuple[str, ...] = ()
     clicked_positions: tuple[int, ...] = ()
+    query: str = ""
+    # The gateway sampled the page's order (exploration): not the arm's own ranking.
+    explored: bool = False
 
 
 _SEARCHES = """
@@ -112,7 +115,9 @@ SELECT i.request_id,
        coalesce(a.add_to_carts, 0) AS add_to_carts,
        coalesce(a.purchases, 0) AS purchases,
        coalesce(a.revenue, 0) AS revenue,
-       coalesce(a.clicked_positions, '{}') AS clicked_positions
+       coalesce(a.clicked_positions, '{}') AS clicked_positions,
+       i.query,
+       cardinality(i.propensities) > 0 AS explored
 FROM impressions i LEFT JOIN acted a ON a.request_id = i.request_id
 WHERE split_part(i.experiment_arm, '/', 1) = $1 AND i.surface = 'search'
   AND i.occurred_at >= $2 AND i.occurred_at < $3
@@ -139,6 +144,7 @@ async def read_searches(
             revenue=float(row["revenue"]), first_position=row["first_position"],
             interleaving_arms=tuple(row["interleaving_arms"] or ()),
             clicked_positions=tuple(row["clicked_positions"] or ()),
+            query=row["query"], explored=row["explored"],
         )
         for row in rows
     ]
@@ -204,7 +210,11 @@ def analyse(
     samples: int = BOOTSTRAP_SAMPLES,
     seed: int = BOOTSTRAP_SEED,
 ) -> dict:
-    """The report as a dict (JSON-ready): per-arm metrics and lifts, and interleaving wins."""
+    """The report as a dict (JSON-ready): per-arm metrics and lifts, and interleaving wins.
+    Explored searches (their order sampled for off-policy evaluation) are left out: they show
+    the exploration's order, not the arm's."""
+    explored = sum(1 for r in records if r.explored)
+    records = [r for r in records if not r.explored]
     split = [r for r in records if r.arm != INTERLEAVED]
     arms = sorted({r.arm for r in split})
     if control is None:
@@ -243,6 +253,7 @@ def analyse(
         "experiment": experiment,
         "control": control,
         "searches": len(records),
+        "explored_searches_left_out": explored,
         "arms": [per_arm[arm] for arm in arms],
         "interval": f"95% percentile bootstrap over units (users), {samples} resamples, seed {seed}",
     }

@@ -79,6 +79,7 @@ PRODUCT_INTENT_SHARE = 0.4
 TYPO_RATE = 0.1
 MAX_INTENTS = 4
 DEFAULT_LANGUAGE_MIX = "en:0.7,zh:0.3"
+INTENT_AISLES = ("test", "dev", "train", "train-dev", "all")
 
 # Arms by name: how each serves a search (services.gateway.experiments settings).
 ARM_PRESETS = {
@@ -86,6 +87,14 @@ ARM_PRESETS = {
     "dense": {"retrieval": "dense", "ranking": "formula"},
     "hybrid": {"retrieval": "hybrid", "ranking": "formula"},
     "full": {},  # everything: query understanding, hybrid retrieval, the deployed ranker
+    # The fair control of `--compare learning`: the best configuration with nothing learned from
+    # behaviour (the relevance ranker is trained on judgments, not on behaviour), and one arm
+    # per behaviour-learned part added to it, then all of them.
+    "control": {"popularity": False, "personalization": False, "ctr_head": False},
+    "ctr-head": {"popularity": False, "personalization": False},
+    "popularity": {"personalization": False, "ctr_head": False},
+    "personalization": {"popularity": False, "ctr_head": False},
+    "learned-all": {},
 }
 
 ASSUMPTIONS = (
@@ -268,15 +277,20 @@ def aisle_query(world: World, aisle_id: int, language: str, rng: random.Random) 
 
 def intent_aisles(world: World, which: str) -> set[int]:
     """Aisles a shopper may want: ``test`` = the Instacart benchmark's test-split aisles only,
-    whose queries no training step reads (``shelfwise train encoder`` trains on the train split),
-    so a fine-tuned encoder cannot be flattered by queries it was trained on; ``all`` = every
-    aisle with queries."""
+    whose queries no training step reads (``shelfwise train encoder`` and ``train ranker`` train
+    on the others), so a trained model cannot be flattered by queries it was trained on;
+    ``train``, ``dev``, ``train-dev`` = the benchmark's other splits (``--compare learning``
+    warms up on train-dev and tests on test, or, to develop on, warms up on train and tests on
+    dev, so that what is learned from behaviour meets new aisles and query strings in the
+    test period); ``all`` = every aisle with queries."""
     from training.instacart import EXCLUDED_AISLES, split_of
 
-    if which not in ("test", "all"):
-        raise ValueError(f"--intent-aisles: must be test or all, got {which!r}")
+    if which not in INTENT_AISLES:
+        raise ValueError(f"--intent-aisles: must be one of {', '.join(INTENT_AISLES)}, got {which!r}")
     aisles = {a for a, name in world.aisles.items() if name not in EXCLUDED_AISLES}
-    return aisles if which == "all" else {a for a in aisles if split_of(a) == "test"}
+    if which == "all":
+        return aisles
+    return {a for a in aisles if split_of(a) in which.split("-")}
 
 
 def plan_shoppers(
@@ -587,7 +601,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--experiment", default="sim", help="experiment name of the test period")
     parser.add_argument("--language-mix", default=DEFAULT_LANGUAGE_MIX, help="e.g. en:0.7,zh:0.3")
-    parser.add_argument("--intent-aisles", choices=["test", "all"], default="test",
+    parser.add_argument("--intent-aisles", choices=INTENT_AISLES, default="test",
                         help="aisles shoppers want: the benchmark's held-out test-split aisles (default), or all")
     parser.add_argument("--concurrency", type=int, default=4, help="shoppers in flight at once")
     parser.add_argument("--data-dir", type=Path, help="folder holding instacart/ (default: SHELFWISE_DATA_DIR)")
@@ -598,19 +612,65 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, help="write the report (and the simulation settings) as JSON")
     parser.add_argument("--plot", type=Path, help="write a PNG of the per-arm metrics")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--compare", choices=["learning"],
+                        help="learning: per seed a warm-up, CTR head training and a test period with frozen learned "
+                             "state, arms bm25 (reference), control and each behaviour-learned part "
+                             "(training/learning_comparison.py); uses --warmup-shoppers and --shoppers per seed")
+    parser.add_argument("--seeds", default="21,22,23", help="--compare: comma-separated seeds")
+    parser.add_argument("--exploration-share", type=float, default=0.15,
+                        help="--compare: share of test-period first pages shown in a sampled order for off-policy "
+                             "evaluation (left out of the A/B figures)")
 
 
 def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-async def simulate(args) -> int:
-    from services.cli.local_system import EmbeddedPostgres, LocalSystem, free_port_environment
+async def run_period(
+    url: str, repository: Path, state: Path, config: dict, shoppers: Sequence[Shopper], world: World,
+    environ: dict | None = None, concurrency: int = 4, quiet: bool = False,
+) -> tuple[PeriodStats, datetime, datetime]:
+    """One period: the five services started with `config` as the experiments file (and
+    `environ` added to their settings), the catalogue brought up to date, the shoppers run, the
+    services stopped. Returns the stats and the period's window [since, until)."""
+    from services.cli.local_system import LocalSystem, free_port_environment
     from services.cli.main import import_products
-    from services.common.config import model_repository, shared_data_dir
     from training.eval_search import FullPipeline
+
+    experiments_file = state / "experiments.json"
+    experiments_file.write_text(json.dumps(config, indent=2))
+    env = free_port_environment()
+    env.update({"SHELFWISE_EXPERIMENTS": str(experiments_file), "SHELFWISE_VOCABULARY_REFRESH_SECONDS": "2",
+                "SHELFWISE_POPULARITY_REFRESH_SECONDS": "5", **SIMULATION_DEADLINES, **(environ or {})})
+    system = LocalSystem(url, repository, state / "logs", environ=env)
+    try:
+        await system.start(timeout=600)
+        products = world.catalog()
+        changed = await FullPipeline._changed_products(products, system.address("retrieval"))
+        if changed:
+            started = time.monotonic()
+            inserted, updated = await import_products(changed, system.address("retrieval"), 500, not quiet)
+            print(f"catalogue: {inserted} new, {updated} updated products in {time.monotonic() - started:.0f}s",
+                  file=sys.stderr)
+        # Query understanding reads the catalogue vocabulary on its refresh period.
+        await asyncio.sleep(5)
+        await warm_up(system.address("gateway"), config)
+        since = _now()
+        stats = await run_shoppers(system.address("gateway"), shoppers, world, concurrency, not quiet)
+    finally:
+        system.stop()  # the gateway first: its last impressions reach events
+    return stats, since, _now()
+
+
+async def simulate(args) -> int:
+    from services.cli.local_system import EmbeddedPostgres
+    from services.common.config import model_repository, shared_data_dir
     from training.experiment_report import analyse, format_report, plot, read_searches
 
+    if args.compare == "learning":
+        from training.learning_comparison import compare_learning
+
+        return await compare_learning(args)
     arms = [arm.strip() for arm in args.arms.split(",") if arm.strip()]
     if args.shoppers < 0 or args.warmup_shoppers < 0 or args.shoppers + args.warmup_shoppers == 0:
         print("--shoppers / --warmup-shoppers: simulate at least one shopper", file=sys.stderr)
@@ -636,7 +696,6 @@ async def simulate(args) -> int:
     state.mkdir(parents=True, exist_ok=True)
     # Each period is its own experiment holding all traffic while it runs (its own system run),
     # so the report of one never mixes in the other's impressions.
-    experiments_file = state / "experiments.json"
     repository = Path(args.model_repository or model_repository()).resolve()
     postgres = EmbeddedPostgres(state / "postgres")
     url = postgres.start()
@@ -652,28 +711,10 @@ async def simulate(args) -> int:
         for period, (name, shoppers) in plans.items():
             if not shoppers:
                 continue
-            experiments_file.write_text(json.dumps(warmup_config if period == "warm-up" else config, indent=2))
-            env = free_port_environment()
-            env.update({"SHELFWISE_EXPERIMENTS": str(experiments_file), "SHELFWISE_VOCABULARY_REFRESH_SECONDS": "2",
-                        "SHELFWISE_POPULARITY_REFRESH_SECONDS": "5", **SIMULATION_DEADLINES})
-            system = LocalSystem(url, repository, state / "logs", environ=env)
-            try:
-                await system.start(timeout=600)
-                products = world.catalog()
-                changed = await FullPipeline._changed_products(products, system.address("retrieval"))
-                if changed:
-                    started = time.monotonic()
-                    inserted, updated = await import_products(changed, system.address("retrieval"), 500, not args.quiet)
-                    print(f"catalogue: {inserted} new, {updated} updated products in {time.monotonic() - started:.0f}s",
-                          file=sys.stderr)
-                # Query understanding reads the catalogue vocabulary on its refresh period.
-                await asyncio.sleep(5)
-                await warm_up(system.address("gateway"), warmup_config if period == "warm-up" else config)
-                since = _now()
-                stats = await run_shoppers(system.address("gateway"), shoppers, world, args.concurrency, not args.quiet)
-            finally:
-                system.stop()  # the gateway first: its last impressions reach events
-            until = _now()
+            stats, since, until = await run_period(
+                url, repository, state, warmup_config if period == "warm-up" else config, shoppers, world,
+                concurrency=args.concurrency, quiet=args.quiet,
+            )
             periods[period] = {"experiment": name, "shoppers": len(shoppers), "stats": stats,
                                "since": since.isoformat(), "until": until.isoformat()}
             if period == "warm-up" and args.train_ctr:
