@@ -1,15 +1,17 @@
 """`shelfwise eval rec`: next-item recommendation on the Amazon benchmark, our sequential model
 side by side with RecBole's SASRec and a popularity baseline, in one run per dataset.
 
-Protocol (the one the published full-ranking figures use, see the shared data README):
+Protocol (leave-one-out with full ranking, as the published full-ranking figures, see the
+shared data README; what those figures do with the history is below):
 
 - leave-one-out per user (``training.sequential_data``): the last item is the test target, the
   second-last the validation target, the rest trains; the history of the test target is
   everything before it (the validation item included);
 - the target is ranked against ALL items (no sampled negatives);
-- items already in the user's history are excluded from the ranking (as the full-ranking code
-  of S3-Rec and RecBole does); a target that is itself in the history therefore counts as a
-  miss (no such user in the three benchmark files);
+- items already in the user's history are excluded from the ranking (our headline rule); a
+  target that is itself in the history therefore counts as a miss (no such user in the three
+  benchmark files). RecBole's evaluator does NOT exclude them for sequential models, nor, as far
+  as its paper says, does TIGER's: compare those with our history-kept row;
 - ties are counted pessimistically: rank = number of other candidate items whose score is >=
   the target's (matters for popularity, whose scores are counts; never for a learned model);
 - Recall@10/20 and NDCG@10/20 (one relevant item: 1/log2(rank + 2) inside the cut-off)
@@ -30,7 +32,9 @@ Rows:
 - popularity: training-split item counts (each user's last two items left out), same exclusion
   and tie rules;
 - published Beauty figures (Recall@10 / NDCG@10), printed for reference and labelled as not
-  re-run.
+  re-run: the TIGER paper's table (Rajput et al., NeurIPS 2023), which reports SASRec, BERT4Rec
+  and S3-Rec under full ranking next to TIGER. (The S3-Rec paper itself evaluates against 99
+  sampled negatives, whose figures are not comparable.)
 
 Output: a table per dataset on stdout and ``build/reports/rec-<dataset>.json``.
 
@@ -74,8 +78,8 @@ CHUNK_USERS = 512   # [512, 18k] float32 scores = 38 MB per chunk on Sports
 BOOTSTRAP_SAMPLES = 1000
 PROTOCOL = ("leave-one-out, full ranking over all items, items in the user's history excluded, "
             "ties counted pessimistically")
-# Beauty, full ranking, as published (Recall@10, NDCG@10): the S3-Rec paper's table for SASRec,
-# BERT4Rec and S3-Rec, the TIGER paper for TIGER. Not re-run here.
+# Beauty, full ranking, as published (Recall@10, NDCG@10): all four from the TIGER paper's table
+# (Rajput et al. 2023; the S3-Rec paper's own table uses 99 sampled negatives). Not re-run here.
 PUBLISHED_BEAUTY = {
     "SASRec": (0.0605, 0.0318),
     "BERT4Rec": (0.0347, 0.0170),
@@ -246,7 +250,8 @@ def print_table(report: dict, file=None) -> None:
         print(f"  {row['label']:<44} {history:<8} {m['recall@10']:>9.4f} {m['ndcg@10']:>8.4f} {m['recall@20']:>9.4f} "
               f"{m['ndcg@20']:>8.4f}  {ci_text}", file=file)
     if report.get("published"):
-        print("  published, not re-run (Beauty, full ranking; S3-Rec paper, TIGER paper):", file=file)
+        print("  published, not re-run (Beauty, full ranking, TIGER paper's table; compare with history kept):",
+              file=file)
         for name, (recall, ndcg) in report["published"].items():
             print(f"  {'  ' + name:<44} {'':<8} {recall:>9.4f} {ndcg:>8.4f} {'-':>9} {'-':>8}", file=file)
     for note in report.get("notes", []):
