@@ -110,7 +110,7 @@ async def compare_learning(args) -> int:
     from services.cli.local_system import EmbeddedPostgres
     from services.common.config import model_repository, shared_data_dir
     from training.experiment_report import analyse, read_searches
-    from training.offpolicy import estimate, format_estimate, read_explored, target_policy
+    from training.offpolicy import read_explored, target_policy
 
     started = time.monotonic()
     try:
@@ -134,10 +134,16 @@ async def compare_learning(args) -> int:
     world = load_world(args.data_dir or shared_data_dir())
     state = Path(args.state_dir).resolve()
     state.mkdir(parents=True, exist_ok=True)
-    repository = Path(args.model_repository or model_repository()).resolve()
+    try:
+        repository = scratch_repository(Path(args.model_repository or model_repository()).resolve(),
+                                        state / "model_repository")
+    except FileNotFoundError as error:
+        print(error, file=sys.stderr)
+        return 2
+    print(f"model repository: {repository} (the shop's models linked, the CTR heads trained here)", file=sys.stderr)
     postgres = EmbeddedPostgres(state / "postgres")
     url = postgres.start()
-    all_records, per_seed, offpolicy_rows, lifts = [], {}, [], []
+    all_records, per_seed, offpolicy_rows, lifts, logs = [], {}, [], [], {}
     try:
         for seed in seeds:
             if await logged_searches(url, f"{args.experiment}-s{seed}"):
@@ -151,7 +157,7 @@ async def compare_learning(args) -> int:
             print(f"seed {seed}: warm-up, {len(warmup_shoppers)} shoppers on {warmup_aisles} aisles", file=sys.stderr)
             _, warm_since, warm_until = await run_period(
                 url, repository, state, comparison_config(f"{name}-warmup", WARMUP_ARMS, None), warmup_shoppers, world,
-                concurrency=args.concurrency, quiet=args.quiet,
+                concurrency=args.concurrency, quiet=args.quiet, stop_after_purchase=args.stop_after_purchase,
             )
             label = await train_ctr_head(url, warm_since, warm_until, repository)
             version = int(label.rpartition("/")[2])
@@ -164,6 +170,7 @@ async def compare_learning(args) -> int:
             stats, since, until = await run_period(
                 url, repository, state, comparison_config(name, TEST_ARMS, version), test_shoppers, world,
                 environ=frozen, concurrency=args.concurrency, quiet=args.quiet,
+                stop_after_purchase=args.stop_after_purchase,
             )
             records = await read_searches(url, name, since, until)
             all_records += records
@@ -176,22 +183,19 @@ async def compare_learning(args) -> int:
                 lifts += lift_rows(reports[lang], lang, [seed])
                 print("\n" + format_table(reports[lang], f"seed {seed}, {lang}:"))
             explored = await read_explored(url, since, until, name)
-            for arm in TEST_ARMS[1:]:
-                policy = target_policy(f"{arm}@{version}" if "ctr_head" in _parts(arm) else arm, repository, {})
-                result = estimate(policy, explored, args.samples)
-                ab = next(a for a in reports["all"]["arms"] if a["arm"] == arm)["metrics"]
-                row = {"seed": seed, "arm": arm, "ab_ctr": ab["ctr"], "ab_cvr": ab["cvr"], **result}
-                row["ctr_within_ab_interval"] = ab["ctr"]["low"] <= result["ctr_snips"]["value"] <= ab["ctr"]["high"]
-                offpolicy_rows.append(row)
-                print(f"  off-policy {format_estimate(result)}\n    A/B CTR {ab['ctr']['value']:.4f} "
-                      f"[{ab['ctr']['low']:.4f}, {ab['ctr']['high']:.4f}], CVR {ab['cvr']['value']:.4f} "
-                      f"[{ab['cvr']['low']:.4f}, {ab['cvr']['high']:.4f}]; SNIPS CTR within the A/B interval: "
-                      f"{row['ctr_within_ab_interval']}")
+            logs[seed] = {arm: (target_policy(f"{arm}@{version}" if "ctr_head" in _parts(arm) else arm, repository, {}),
+                                explored) for arm in TEST_ARMS[1:]}
+            print(f"\nseed {seed}, off-policy estimates from {len(explored)} explored searches against the A/B:")
+            offpolicy_rows += offpolicy_against_ab([logs[seed][arm] for arm in TEST_ARMS[1:]], reports["all"], seed,
+                                                   args.samples)
         pooled = {lang: analyse(subset, args.experiment, "control", args.samples)
                   for lang, subset in by_language(all_records).items()}
         for lang in LANGUAGES:
             lifts += lift_rows(pooled[lang], lang, "pooled")
             print("\n" + format_table(pooled[lang], f"POOLED over seeds {args.seeds}, {lang}:"))
+        print(f"\nPOOLED off-policy estimates against the A/B, seeds {args.seeds}:")
+        offpolicy_rows += offpolicy_against_ab([[logs[seed][arm] for seed in seeds] for arm in TEST_ARMS[1:]],
+                                               pooled["all"], "pooled", args.samples)
     finally:
         postgres.stop()
     elapsed = time.monotonic() - started
@@ -201,13 +205,58 @@ async def compare_learning(args) -> int:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         result = {"simulation": True, "assumptions": list(ASSUMPTIONS), "seeds": seeds, "language_mix": language_mix,
                   "shoppers_per_seed": args.shoppers, "warmup_shoppers_per_seed": args.warmup_shoppers,
-                  "exploration_share": args.exploration_share, "lifts": lifts, "pooled": pooled,
+                  "exploration_share": args.exploration_share, "stop_after_purchase": args.stop_after_purchase,
+                  "lifts": lifts, "pooled": pooled,
                   "per_seed": per_seed, "offpolicy": offpolicy_rows, "minutes": elapsed / 60,
                   "warmup_aisles": f"Instacart benchmark {warmup_aisles} split aisles",
                   "test_aisles": f"Instacart benchmark {args.intent_aisles} split aisles"}
         args.out.write_text(json.dumps(result, indent=2, default=float, ensure_ascii=False) + "\n", encoding="utf-8")
         print(f"report: {args.out}")
     return 0
+
+
+def scratch_repository(source: Path, target: Path) -> Path:
+    """A model repository for the comparison's CTR heads: every model's config copied and its
+    version folders linked from `source`, so that heads trained on simulated shoppers never
+    land where `shelfwise up` would serve them."""
+    import shutil
+
+    if not source.is_dir():
+        raise FileNotFoundError(f"model repository {source} does not exist; run `shelfwise export` first")
+    for model in sorted(p for p in source.iterdir() if p.is_dir()):
+        folder = target / model.name
+        folder.mkdir(parents=True, exist_ok=True)
+        for entry in model.iterdir():
+            placed = folder / entry.name
+            if entry.name.isdigit() and entry.is_dir() and not placed.exists():
+                placed.symlink_to(entry.resolve(), target_is_directory=True)
+            elif entry.is_file() and not placed.exists():
+                shutil.copy2(entry, placed)
+    return target
+
+
+def offpolicy_against_ab(logs, report: dict, seed, samples: int) -> list[dict]:
+    """Each arm's off-policy estimates (from the explored searches of every arm) next to its A/B
+    figures (non-explored searches); `logs`: per arm, a (policy, searches) pair or a list of
+    them (pooled seeds)."""
+    from training.offpolicy import ESTIMATORS, estimate_pooled
+
+    rows = []
+    print(f"  {'arm':<16} {'A/B CTR':<24} {'PBM':<24} {'IPS':<24} {'SNIPS':<24} within A/B interval")
+    for arm_logs in logs:
+        arm_logs = arm_logs if isinstance(arm_logs, list) else [arm_logs]
+        result = estimate_pooled(arm_logs, samples)
+        ab = next(a for a in report["arms"] if a["arm"] == result["policy"])["metrics"]
+        within = {e: bool(ab["ctr"]["low"] <= result[f"ctr_{e}"]["value"] <= ab["ctr"]["high"]) for e in ESTIMATORS}
+        rows.append({"seed": seed, "arm": result["policy"], "ab_ctr": ab["ctr"], "ab_cvr": ab["cvr"], **result,
+                     "ctr_within_ab_interval": within})
+
+        def cell(interval: dict) -> str:
+            return f"{interval['value']:.4f} [{interval['low']:.4f}, {interval['high']:.4f}]"
+
+        print(f"  {result['policy']:<16} {cell(ab['ctr']):<24} {cell(result['ctr_pbm']):<24} {cell(result['ctr_ips']):<24} "
+              f"{cell(result['ctr_snips']):<24} " + " ".join(f"{e}:{'yes' if ok else 'no'}" for e, ok in within.items()))
+    return rows
 
 
 def _parts(arm: str) -> set[str]:

@@ -56,6 +56,9 @@ POLICY_PARTS = {
     "learned-all": frozenset({"ctr_head", "popularity", "personalization"}),
 }
 BOOTSTRAP_SAMPLES = 1000
+# The position-based estimator reads the examination curve from clicks on the pool's top
+# products only (see `examination`).
+EXAMINATION_RANKS = 10
 
 
 @dataclass(frozen=True)
@@ -142,14 +145,17 @@ def _replay(policy: TargetPolicy, searches: Sequence[ExploredSearch]) -> dict[st
     out = {name: np.zeros((len(searches), depth)) for name in
            ("w", "propensity", "shown_probability", "clicks", "purchases", "shown")}
     out["target"] = np.full((len(searches), depth), -1, dtype=np.int64)
+    out["pool_rank"] = np.full((len(searches), depth), -1, dtype=np.int64)
     for i, search in enumerate(searches):
         n = len(search.shown)
+        pool_rank = {product: rank for rank, product in enumerate(search.pool)}
         order = np.argsort(-policy.scores(search.pool_features, session), kind="stable")
         target_position = {search.pool[rank]: position for position, rank in enumerate(order[:n])}
         shown_probability = dict(zip(search.pool, search.pool_shown))
         for j, product in enumerate(search.shown):
             out["target"][i, j] = target_position.get(product, -1)
             out["shown_probability"][i, j] = shown_probability.get(product, 0.0)
+            out["pool_rank"][i, j] = pool_rank.get(product, -1)
         out["propensity"][i, :n] = search.propensities
         out["w"][i, :n] = np.where(out["target"][i, :n] == np.arange(n), 1.0 / out["propensity"][i, :n], 0.0)
         out["clicks"][i, :n] = search.clicks
@@ -161,9 +167,12 @@ def _replay(policy: TargetPolicy, searches: Sequence[ExploredSearch]) -> dict[st
 def examination(m: dict[str, np.ndarray], multiplicity: np.ndarray) -> np.ndarray:
     """P(a shopper examines position k) relative to position 1, from the explored pages: under
     the position-based model E[click at k / propensity] = examination(k) x the summed
-    attractiveness of the pool, the same for every position."""
+    attractiveness of the products that can be shown there, the same set for every position.
+    Only the pool's top EXAMINATION_RANKS products count: a product from deep in the pool shown
+    first has a tiny propensity, and one such click would otherwise weigh thousands of others."""
+    counted = (m["shown"] > 0) & (m["pool_rank"] >= 0) & (m["pool_rank"] < EXAMINATION_RANKS)
     with np.errstate(invalid="ignore", divide="ignore"):
-        per_position = multiplicity @ np.where(m["shown"] > 0, m["clicks"] / np.where(m["shown"] > 0, m["propensity"], 1.0), 0.0)
+        per_position = multiplicity @ np.where(counted, m["clicks"] / np.where(counted, m["propensity"], 1.0), 0.0)
     return per_position / per_position[0] if per_position[0] > 0 else np.ones_like(per_position)
 
 
@@ -199,14 +208,31 @@ ESTIMATORS = ("ips", "snips", "pbm")
 def estimate(policy: TargetPolicy, searches: Sequence[ExploredSearch], samples: int = BOOTSTRAP_SAMPLES,
              seed: int = 0) -> dict:
     """IPS, SNIPS and PBM estimates of the policy's CTR and CVR with user-bootstrap intervals."""
-    logged = len(searches)
-    # Pages the relevance ranker did not rank (e.g. a BM25-order arm) hold no relevance
-    # log-odds to reorder by: left out, and counted.
-    searches = [s for s in searches if s.pool and all("relevance_probability" in f for f in s.pool_features)]
+    return estimate_pooled([(policy, searches)], samples, seed)
+
+
+def estimate_pooled(logs: Sequence[tuple[TargetPolicy, Sequence[ExploredSearch]]], samples: int = BOOTSTRAP_SAMPLES,
+                    seed: int = 0) -> dict:
+    """One estimate over several logs, each replayed with its own policy (e.g. one simulated
+    shop per seed, each with the CTR head trained on its own warm-up)."""
+    policy = logs[0][0]
+    logged = sum(len(searches) for _, searches in logs)
+    replays, kept = [], []
+    for target, searches in logs:
+        # Pages the relevance ranker did not rank (e.g. a BM25-order arm) hold no relevance
+        # log-odds to reorder by: left out, and counted.
+        searches = [s for s in searches if s.pool and all("relevance_probability" in f for f in s.pool_features)]
+        if searches:
+            replays.append(_replay(target, searches))
+            kept += searches
+    searches = kept
     if not searches:
         raise ValueError(f"no explored searches ranked by the relevance ranker in the window ({logged} explored in all): "
                          "set SHELFWISE_EXPLORATION_SHARE > 0 on the gateway")
-    m = _replay(policy, searches)
+    depth = max(r["w"].shape[1] for r in replays)
+    m = {name: np.concatenate([np.pad(r[name], ((0, 0), (0, depth - r[name].shape[1])),
+                                      constant_values=-1 if name == "target" else 0) for r in replays])
+         for name in replays[0]}
     point = _estimates(m, np.ones(len(searches)))
     unit_index: dict[str, int] = {}
     unit_of = np.array([unit_index.setdefault(s.unit, len(unit_index)) for s in searches])
@@ -216,7 +242,8 @@ def estimate(policy: TargetPolicy, searches: Sequence[ExploredSearch], samples: 
         # Users drawn with replacement; each search counts as often as its user was drawn.
         drawn = np.bincount(rng.integers(0, len(unit_index), len(unit_index)), minlength=len(unit_index))
         replicates.append(_estimates(m, drawn[unit_of].astype(np.float64)))
-    result = {"policy": policy.name, "ctr_head": str(policy.ctr_head or ""), "searches": len(searches),
+    result = {"policy": policy.name, "ctr_head": ", ".join(str(t.ctr_head) for t, _ in logs if t.ctr_head),
+              "searches": len(searches),
               "left_out_not_relevance_ranked": logged - len(searches), "units": len(unit_index)}
     for metric in ("ctr", "cvr"):
         for estimator in ESTIMATORS:

@@ -356,7 +356,8 @@ class Action:
     value: float = 0.0
 
 
-def react(intent: Intent, page: Sequence[str], world: World, rng: random.Random) -> list[Action]:
+def react(intent: Intent, page: Sequence[str], world: World, rng: random.Random,
+          stop_after_purchase: float = STOP_AFTER_PURCHASE) -> list[Action]:
     """What a shopper does with a page of product ids (position = index + 1)."""
     actions = []
     for index, product_id in enumerate(page[: len(EXAMINATION)]):
@@ -375,7 +376,7 @@ def react(intent: Intent, page: Sequence[str], world: World, rng: random.Random)
         if rng.random() >= PURCHASE[level]:
             continue
         actions.append(Action("purchase", product_id, position, quantity, round(product.price * quantity, 2)))
-        if rng.random() < STOP_AFTER_PURCHASE:
+        if rng.random() < stop_after_purchase:
             break
     return actions
 
@@ -399,7 +400,7 @@ class PeriodStats:
 
 
 async def run_shoppers(gateway_address: str, shoppers: Sequence[Shopper], world: World, concurrency: int = 4,
-                       progress: bool = True) -> PeriodStats:
+                       progress: bool = True, stop_after_purchase: float = STOP_AFTER_PURCHASE) -> PeriodStats:
     """Every shopper's searches through gateway.Search, then their actions through gateway.Track."""
     import grpc
     from shelfwise.events.v1 import events_pb2
@@ -444,7 +445,8 @@ async def run_shoppers(gateway_address: str, shoppers: Sequence[Shopper], world:
                         stats.empty += 1
                     for stage in response.degraded_stages:
                         stats.degraded[stage] = stats.degraded.get(stage, 0) + 1
-                    actions = react(search.intent, [r.product.id for r in response.results], world, rng)
+                    actions = react(search.intent, [r.product.id for r in response.results], world, rng,
+                                    stop_after_purchase)
                     if not actions:
                         continue
                     interactions = []
@@ -612,6 +614,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, help="write the report (and the simulation settings) as JSON")
     parser.add_argument("--plot", type=Path, help="write a PNG of the per-arm metrics")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--stop-after-purchase", type=float, default=STOP_AFTER_PURCHASE,
+                        help="shopper model: probability of reading no further after a purchase (0 makes clicks "
+                             "depend on the product and its position only, the off-policy estimators' assumption)")
     parser.add_argument("--compare", choices=["learning"],
                         help="learning: per seed a warm-up, CTR head training and a test period with frozen learned "
                              "state, arms bm25 (reference), control and each behaviour-learned part "
@@ -629,6 +634,7 @@ def _now() -> datetime:
 async def run_period(
     url: str, repository: Path, state: Path, config: dict, shoppers: Sequence[Shopper], world: World,
     environ: dict | None = None, concurrency: int = 4, quiet: bool = False,
+    stop_after_purchase: float = STOP_AFTER_PURCHASE,
 ) -> tuple[PeriodStats, datetime, datetime]:
     """One period: the five services started with `config` as the experiments file (and
     `environ` added to their settings), the catalogue brought up to date, the shoppers run, the
@@ -656,7 +662,8 @@ async def run_period(
         await asyncio.sleep(5)
         await warm_up(system.address("gateway"), config)
         since = _now()
-        stats = await run_shoppers(system.address("gateway"), shoppers, world, concurrency, not quiet)
+        stats = await run_shoppers(system.address("gateway"), shoppers, world, concurrency, not quiet,
+                                   stop_after_purchase)
     finally:
         system.stop()  # the gateway first: its last impressions reach events
     return stats, since, _now()
@@ -713,7 +720,7 @@ async def simulate(args) -> int:
                 continue
             stats, since, until = await run_period(
                 url, repository, state, warmup_config if period == "warm-up" else config, shoppers, world,
-                concurrency=args.concurrency, quiet=args.quiet,
+                concurrency=args.concurrency, quiet=args.quiet, stop_after_purchase=args.stop_after_purchase,
             )
             periods[period] = {"experiment": name, "shoppers": len(shoppers), "stats": stats,
                                "since": since.isoformat(), "until": until.isoformat()}

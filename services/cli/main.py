@@ -421,6 +421,12 @@ def _eval_ctr(args) -> int:
     return evaluate(args.rest)
 
 
+def _eval_offpolicy(args) -> int:
+    from training.offpolicy import main as evaluate
+
+    return evaluate(args.rest)
+
+
 def _report_experiment(args):
     from training.experiment_report import run_command
 
@@ -608,6 +614,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     eval_ctr.add_argument("rest", nargs=argparse.REMAINDER)
     eval_ctr.set_defaults(run=_eval_ctr)
+    eval_offpolicy = eval_commands.add_parser(
+        "offpolicy", help="a ranking's CTR and CVR estimated from explored searches in the logs (IPS, SNIPS, PBM)",
+        add_help=False,
+    )
+    eval_offpolicy.add_argument("rest", nargs=argparse.REMAINDER)
+    eval_offpolicy.set_defaults(run=_eval_offpolicy)
     tune_fusion = eval_commands.add_parser("tune-fusion", help="tune lexical/dense fusion on the Instacart dev split")
     add_benchmark_arguments(tune_fusion)
     tune_fusion.set_defaults(run=_tune_fusion)

@@ -190,3 +190,74 @@ def test_interleaving_makes_an_interleaved_experiment_of_exactly_two_arms():
     assert experiment.interleaving
     with pytest.raises(ValueError, match="--interleaving"):
         experiment_config("il", ["bm25", "dense", "full"], interleaving=True)
+
+
+# --- --compare learning ---------------------------------------------------------------------------
+
+
+def test_the_learning_comparison_has_a_fair_control_and_one_learned_part_per_arm():
+    from training.learning_comparison import TEST_ARMS, comparison_config
+
+    config = comparison_config("cmp", TEST_ARMS, ctr_head_version=4)
+    experiment = parse_experiments(config).experiments[0]
+    assert experiment.control == "control"
+    policies = {arm.name: arm.policy for arm in experiment.arms}
+    assert policies["bm25"].ranking == "retrieval" and not policies["bm25"].query_understanding
+    assert policies["control"].excluded == {"popularity", "personalization", "ctr_head"}
+    assert policies["control"].query_understanding and policies["control"].retrieval == "hybrid"
+    for arm, part in (("ctr-head", "ctr_head"), ("popularity", "popularity"), ("personalization", "personalization")):
+        assert policies[arm].excluded == {"popularity", "personalization", "ctr_head"} - {part}
+    assert policies["learned-all"].excluded == frozenset()
+    # The head trained on the warm-up is pinned wherever it is used, and nowhere else.
+    assert {name for name, policy in policies.items() if policy.ctr_head_version == 4} == {"ctr-head", "learned-all"}
+
+
+def test_warm_up_and_test_aisles_are_disjoint_benchmark_splits(world):
+    from training.instacart import split_of
+    from training.learning_comparison import COMPARISON_AISLES
+    from training.simulator import intent_aisles
+
+    for test, warmup in COMPARISON_AISLES.items():
+        assert not intent_aisles(world, test) & intent_aisles(world, warmup)
+        assert {split_of(a) for a in intent_aisles(world, test)} <= {test}
+    assert intent_aisles(world, "train-dev") == intent_aisles(world, "train") | intent_aisles(world, "dev")
+
+
+def test_lift_rows_have_the_shape_a_script_reads():
+    from training.learning_comparison import language_of, lift_rows
+
+    interval = {"value": 0.1, "low": -0.05, "high": 0.2}
+    report = {"control": "control", "arms": [
+        {"arm": "control"}, {"arm": "bm25", "lift_vs_control": {"ctr": {"relative": interval}, "cvr": {"relative": interval}}},
+        {"arm": "learned-all", "lift_vs_control": {m: {"relative": interval} for m in ("ctr", "cvr", "search_ctr")}},
+    ]}
+    rows = lift_rows(report, "en", "pooled")
+    assert rows == [
+        {"arm": "learned-all", "control": "control", "language": "en", "metric": metric, "lift": 0.1,
+         "ci_low": -0.05, "ci_high": 0.2, "seeds": "pooled"}
+        for metric in ("ctr", "cvr")
+    ]  # the reference arm is not a treatment
+    assert language_of("新鲜水果") == "zh" and language_of("hass avocado") == "en"
+
+
+def test_no_purchase_stops_the_reading_when_the_shopper_model_says_so(world):
+    intent = Intent("aisle", 24, 4)
+    page = ["1", "2", "3", "4", "5", "6"]
+    stopped = [len(react(intent, page, world, random.Random(seed))) for seed in range(400)]
+    reading = [len(react(intent, page, world, random.Random(seed), stop_after_purchase=0.0)) for seed in range(400)]
+    assert sum(reading) > sum(stopped)
+
+
+def test_the_scratch_repository_links_the_shops_models_and_keeps_trained_heads_apart(tmp_path):
+    from training.learning_comparison import scratch_repository
+
+    source = tmp_path / "repo"
+    (source / "ctr_head" / "1").mkdir(parents=True)
+    (source / "ctr_head" / "1" / "model.onnx").write_bytes(b"onnx")
+    (source / "ctr_head" / "config.pbtxt").write_text('name: "ctr_head"')
+    scratch = scratch_repository(source, tmp_path / "state" / "model_repository")
+    assert (scratch / "ctr_head" / "1").is_symlink() and (scratch / "ctr_head" / "1" / "model.onnx").read_bytes() == b"onnx"
+    assert not (scratch / "ctr_head" / "config.pbtxt").is_symlink()
+    (scratch / "ctr_head" / "2").mkdir()
+    assert not (source / "ctr_head" / "2").exists()
+    assert scratch_repository(source, scratch) == scratch  # a second run reuses it
