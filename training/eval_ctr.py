@@ -14,7 +14,7 @@ over every impression, scored by ctcvr):
 * ``ours`` : the served head, position removed (what ranking sees);
 * ``ours x position tower``: the served score times P(seen | position) from metadata.json,
   i.e. the trained PAL model at the position the item was actually shown;
-* ``prior`` : ctr_head version 1, distilled from the feature scoring, not trained on events;
+* ``prior`` : ctr_head version 1, the feature scoring as an exact graph, not trained on events;
 * logistic regression and LightGBM on the same 8 features, and on the features + position.
 
 Columns: AUC and the position-stratified AUC (the AUC within each position bucket, averaged
@@ -327,7 +327,7 @@ def evaluate(
             scored.append(Scored(f"ours: ctr_head v{version} {output} x position tower", positioned,
                                  "served score x P(seen | position) from metadata.json", like_for_like[1]))
         if prior is not None:
-            scored.append(Scored(f"prior: ctr_head v1 {output} (distilled from feature scoring)", prior[output],
+            scored.append(Scored(f"prior: ctr_head v1 {output} (the feature scoring)", prior[output],
                                  "not trained on events; log-loss not calibrated to this shop", like_for_like[0]))
         for name, predict in fit_baselines(train, validation_fraction, label, threads, seed).items():
             reference = None if name in like_for_like else like_for_like["position" in name]

@@ -628,8 +628,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m training.export",
         description=(
             "Export the served models to ONNX into a Triton model repository: the text encoders "
-            "(all-MiniLM-L6-v2 and multilingual-e5-small) and the ranking CTR/CVR head (a prior "
-            "distilled from the feature scoring)."
+            "(all-MiniLM-L6-v2 and multilingual-e5-small) and the ranking CTR/CVR head (its prior: "
+            "the feature scoring as an exact graph)."
         ),
     )
     parser.add_argument(
@@ -646,7 +646,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="text_encoder_multilingual version folder for the zero-shot conversion (default: 1)",
     )
     parser.add_argument(
-        "--ctr-head-version", type=int, default=1, help="ctr_head version folder for the distilled prior (default: 1)"
+        "--ctr-head-version", type=int, default=1, help="ctr_head version folder for the prior (default: 1)"
     )
     parser.add_argument("--no-verify", action="store_true", help="skip the onnxruntime numerical checks")
     parser.add_argument("--force", action="store_true", help="re-export even if an up-to-date export exists")
@@ -717,7 +717,7 @@ def _export_ctr_head(model_repository: Path, version: int, force: bool, verify: 
         # A head trained on events (or a hand-placed model) is never replaced by the prior
         # just because its metadata differs from what this exporter would write.
         print(
-            f"{target} is not a distilled prior (see its metadata.json); leaving it in place "
+            f"{target} is not a prior (see its metadata.json); leaving it in place "
             "(use --force to replace it, or --ctr-head-version to export the prior elsewhere)",
             flush=True,
         )

@@ -17,7 +17,7 @@ graph signature (``features`` float32 [N, 8] -> ``ctr``, ``ctcvr`` float32 [N, 1
 position tower's P(seen | bucket) goes into metadata.json, so ``shelfwise eval ctr`` can put
 position back for a like-for-like comparison.
 
-Export: a new version folder (after every existing one, never 1, which holds the distilled
+Export: a new version folder (after every existing one, never 1, which holds the
 prior), written atomically with its metadata (kind "trained on events", window, row counts,
 validation metrics) after onnx.checker and ONNX Runtime vs torch checks. The ranking service
 serves the highest version; restart it to load the new head.

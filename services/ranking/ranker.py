@@ -15,7 +15,7 @@ trained on (the Instacart benchmark has no brands or attributes): whether the pr
 brand and the attribute values the query named ("red" -> color=red). Then engagement: how
 engaged-with the product is and how well it fits the shopper's history (the features of
 services/ranking/features.py), and, only when the deployed CTR head was trained on the shop's
-logged events, the head's relative click log-odds (the distilled prior, version 1, learned
+logged events, the head's relative click log-odds (the prior, version 1, learned
 nothing from behaviour and would only count text relevance twice). The weights are settings
 (RankingSettings); their defaults are a design choice, not a measurement: a named brand or
 attribute is worth one log-odds unit, an engaged-with product gains at most half a unit, a

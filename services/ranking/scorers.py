@@ -71,7 +71,7 @@ class OnnxCtrHead:
     (click probability). A feature's contribution is how much the score drops when that
     feature is set to zero (occlusion), computed in one batched call for the page shown.
     `trained_on_events`: whether this version learned from the shop's logged behaviour (version
-    1 is a prior distilled from the formula, which learned nothing)."""
+    1 is the formula written as a graph, which learned nothing)."""
 
     def __init__(self, backend: InferenceBackend):
         self._backend = backend

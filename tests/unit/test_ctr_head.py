@@ -1,5 +1,5 @@
 """Unit tests of training.ctr_head: the ESMM head's outputs, the prior's feature sampler and
-targets, that distillation learns, and the up-to-date check (fast; no export, no ONNX)."""
+formula, the prior written as an exact ONNX graph, and the up-to-date check (fast)."""
 
 from __future__ import annotations
 
@@ -13,13 +13,15 @@ from services.ranking.features import FEATURE_NAMES
 from services.ranking.scorers import FEATURE_WEIGHTS
 from training.ctr_head import (
     CtrCvrHead,
-    distillation_loss,
+    ExportVerificationError,
+    export_ctr_head,
     expected_metadata,
     formula_scores,
     holds_other_model,
     is_ctr_head_up_to_date,
     prior_ctr,
-    prior_tensors,
+    prior_probabilities,
+    read_metadata,
     sample_features,
 )
 
@@ -85,21 +87,32 @@ def test_sampling_is_seeded() -> None:
     )
 
 
-def test_short_distillation_run_reduces_the_loss() -> None:
-    torch.manual_seed(0)
-    features, ctr_logit, cvr_logit = prior_tensors(sample_features(512, np.random.default_rng(1)))
-    model = CtrCvrHead()
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    with torch.no_grad():
-        before = distillation_loss(model, features, ctr_logit, cvr_logit).item()
-    for _ in range(150):
-        loss = distillation_loss(model, features, ctr_logit, cvr_logit)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    with torch.no_grad():
-        after = distillation_loss(model, features, ctr_logit, cvr_logit).item()
-    assert after < 0.1 * before, (before, after)
+def test_the_prior_is_the_formula_as_an_exact_graph_exported_in_a_second(tmp_path) -> None:
+    import time
+
+    import onnxruntime as ort
+
+    started = time.perf_counter()
+    path = export_ctr_head(tmp_path, 1)
+    assert time.perf_counter() - started < 60  # a bound against hangs, not a speed claim
+    features = sample_features(3000, np.random.default_rng(11))
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    ctr, ctcvr = session.run(["ctr", "ctcvr"], {"features": features})
+    want_ctr, want_ctcvr = prior_probabilities(features)
+    assert np.max(np.abs(ctr.reshape(-1) - want_ctr)) < 1e-6 and np.max(np.abs(ctcvr.reshape(-1) - want_ctcvr)) < 1e-6
+    metadata = read_metadata(tmp_path, 1)
+    assert metadata["kind"].startswith("prior") and metadata["max_abs_error"] < 1e-6
+    assert is_ctr_head_up_to_date(tmp_path, 1) and not holds_other_model(tmp_path, 1)
+    with pytest.raises(ValueError, match="positive"):
+        export_ctr_head(tmp_path, 0)
+    assert issubclass(ExportVerificationError, RuntimeError)
+
+
+def test_an_older_distilled_prior_is_a_prior_that_a_new_export_replaces(tmp_path) -> None:
+    old = {**expected_metadata(1), "kind": "prior distilled from feature-scoring/1",
+           "spearman_vs_formula": 0.9999, "max_abs_error": 0.002}
+    _write_version(tmp_path, old)
+    assert not is_ctr_head_up_to_date(tmp_path, 1) and not holds_other_model(tmp_path, 1)
 
 
 def _write_version(repository, metadata: dict) -> None:

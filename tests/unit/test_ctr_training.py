@@ -1,6 +1,6 @@
 """The pieces of a CTR head trained on events: the position-bias tower, the loss on log
 probabilities, the served (position-free) graph, and versioning that never lets a trained head
-and the distilled prior replace each other."""
+and the prior replace each other."""
 
 from __future__ import annotations
 
