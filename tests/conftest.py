@@ -136,7 +136,7 @@ async def start_system(environ: dict[str, str]) -> System:
 @pytest.fixture(scope="session")
 async def system(postgres_url, model_repository) -> System:
     from services.common.channels import wait_until_serving
-    from services.cli.main import demo_catalog_path, import_catalog
+    from services.cli.catalog_import import demo_catalog_path, import_catalog
 
     running = await start_system(system_environment(postgres_url, model_repository))
     await import_catalog(demo_catalog_path(), running.address("retrieval"), progress=False)

@@ -58,6 +58,21 @@ def language_of(query: str) -> str:
     return "zh" if any("\u4e00" <= ch <= "\u9fff" for ch in query) else "en"
 
 
+def add_arguments(parser) -> None:
+    """`shelfwise simulate`'s options: the simulator's, and the comparison's own."""
+    from training.simulator import add_arguments as add_simulator_arguments
+
+    add_simulator_arguments(parser)
+    parser.add_argument("--compare", choices=["learning"],
+                        help="learning: per seed a warm-up, CTR head training and a test period with frozen learned "
+                             "state, arms bm25 (reference), control and each behaviour-learned part "
+                             "(training/learning_comparison.py); uses --warmup-shoppers and --shoppers per seed")
+    parser.add_argument("--seeds", default="21,22,23", help="--compare: comma-separated seeds")
+    parser.add_argument("--exploration-share", type=float, default=0.2,
+                        help="--compare: share of test-period first pages shown in a sampled order for off-policy "
+                             "evaluation (left out of the A/B figures)")
+
+
 def comparison_config(name: str, arms, ctr_head_version: int | None) -> dict:
     """The experiments file: every preset arm, with the CTR head version pinned where used."""
     settings = []

@@ -617,14 +617,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stop-after-purchase", type=float, default=STOP_AFTER_PURCHASE,
                         help="shopper model: probability of reading no further after a purchase (0 makes clicks "
                              "depend on the product and its position only, the off-policy estimators' assumption)")
-    parser.add_argument("--compare", choices=["learning"],
-                        help="learning: per seed a warm-up, CTR head training and a test period with frozen learned "
-                             "state, arms bm25 (reference), control and each behaviour-learned part "
-                             "(training/learning_comparison.py); uses --warmup-shoppers and --shoppers per seed")
-    parser.add_argument("--seeds", default="21,22,23", help="--compare: comma-separated seeds")
-    parser.add_argument("--exploration-share", type=float, default=0.15,
-                        help="--compare: share of test-period first pages shown in a sampled order for off-policy "
-                             "evaluation (left out of the A/B figures)")
 
 
 def _now() -> datetime:
@@ -640,7 +632,7 @@ async def run_period(
     `environ` added to their settings), the catalogue brought up to date, the shoppers run, the
     services stopped. Returns the stats and the period's window [since, until)."""
     from services.cli.local_system import LocalSystem, free_port_environment
-    from services.cli.main import import_products
+    from services.cli.catalog_import import import_products
     from training.eval_search import FullPipeline
 
     experiments_file = state / "experiments.json"
@@ -674,10 +666,6 @@ async def simulate(args) -> int:
     from services.common.config import model_repository, shared_data_dir
     from training.experiment_report import analyse, format_report, plot, read_searches
 
-    if args.compare == "learning":
-        from training.learning_comparison import compare_learning
-
-        return await compare_learning(args)
     arms = [arm.strip() for arm in args.arms.split(",") if arm.strip()]
     if args.shoppers < 0 or args.warmup_shoppers < 0 or args.shoppers + args.warmup_shoppers == 0:
         print("--shoppers / --warmup-shoppers: simulate at least one shopper", file=sys.stderr)

@@ -10,9 +10,9 @@ import sys
 import threading
 import time
 import uuid
-from importlib import resources
 from pathlib import Path
 
+from services.cli.catalog_import import demo_catalog_path, import_catalog
 from services.common.config import DEFAULT_TEXT_ENCODER
 
 DEMO_QUERIES = (
@@ -152,42 +152,6 @@ async def _track(args) -> int:
     return 0
 
 
-async def import_catalog(path: Path, retrieval_address: str, batch_size: int = 200, progress: bool = True) -> tuple[int, int]:
-    """Upserts every product of a catalogue file through the retrieval service; returns
-    (inserted, updated). Raises ValueError listing the bad rows (nothing is imported then)."""
-    from services.retrieval.catalog import read_catalog
-
-    products, errors = read_catalog(path)
-    if errors:
-        listed = "\n".join(f"  {e.message}" for e in errors[:20])
-        more = f"\n  ... and {len(errors) - 20} more" if len(errors) > 20 else ""
-        raise ValueError(f"{path}: {len(errors)} invalid rows, nothing imported:\n{listed}{more}")
-    return await import_products(products, retrieval_address, batch_size, progress)
-
-
-async def import_products(products, retrieval_address: str, batch_size: int = 200, progress: bool = True) -> tuple[int, int]:
-    """Upserts validated products through the retrieval service; returns (inserted, updated)."""
-    from shelfwise.retrieval.v1 import retrieval_pb2, retrieval_pb2_grpc
-    from tqdm import tqdm
-
-    from services.common.channels import create_channel
-    from services.retrieval.catalog import chunked
-    from services.retrieval.servicer import product_to_pb
-
-    inserted = updated = 0
-    async with create_channel(retrieval_address, 64 * 1024 * 1024) as channel:
-        stub = retrieval_pb2_grpc.RetrievalServiceStub(channel)
-        with tqdm(total=len(products), unit="product", desc="import", disable=not progress) as bar:
-            for batch in chunked(products, batch_size):
-                response = await stub.UpsertProducts(
-                    retrieval_pb2.UpsertProductsRequest(products=[product_to_pb(p) for p in batch]), timeout=300
-                )
-                inserted += response.inserted
-                updated += response.updated
-                bar.update(len(batch))
-    return inserted, updated
-
-
 async def _import_catalog(args) -> int:
     try:
         inserted, updated = await import_catalog(Path(args.file), args.retrieval_address, args.batch_size)
@@ -196,10 +160,6 @@ async def _import_catalog(args) -> int:
         return 1
     print(f"imported {inserted + updated} products ({inserted} new, {updated} updated)")
     return 0
-
-
-def demo_catalog_path() -> Path:
-    return Path(str(resources.files("services.cli") / "demo_catalog.jsonl"))
 
 
 async def _up(args) -> int:
@@ -434,6 +394,10 @@ def _report_experiment(args):
 
 
 def _simulate(args):
+    if args.compare == "learning":
+        from training.learning_comparison import compare_learning
+
+        return compare_learning(args)
     from training.simulator import simulate
 
     return simulate(args)
@@ -661,7 +625,7 @@ def build_parser() -> argparse.ArgumentParser:
         "simulate", help="SIMULATED A/B test: Instacart-grounded shoppers search and buy through the real stack",
         description="A simulated A/B test (see training/simulator.py for the shopper model and its assumptions).",
     )
-    from training.simulator import add_arguments as add_simulate_arguments
+    from training.learning_comparison import add_arguments as add_simulate_arguments
 
     add_simulate_arguments(simulate)
     simulate.set_defaults(run=_simulate)
