@@ -40,7 +40,7 @@ Heads trained on logged events (``shelfwise train ctr``, ``training.train_ctr``)
 RecSys 2019), P(click | x, position) = P(seen | position) · P(click | seen, x), so that what the
 slot alone explains is not learned as relevance. Only the position-free part is exported
 (:class:`ServingHead`, same graph signature), as a new version >= 2 with metadata kind
-"trained on events" (:func:`export_trained_head`); version 1 stays the prior's, so neither
+"trained on events" (``training.ctr_export.export_trained_head``); version 1 stays the prior's, so neither
 export replaces the other, and ranking serves the highest version.
 """
 
@@ -54,7 +54,7 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -63,8 +63,6 @@ from torch import nn
 from services.ranking.features import FEATURE_NAMES, RRF_MAX
 from services.ranking.scorers import CTR_HEAD_MODEL, FEATURE_WEIGHTS, FeatureScorer
 
-if TYPE_CHECKING:
-    from training.ctr_trees import TreeHead
 
 MODEL_NAME = CTR_HEAD_MODEL
 INPUT_NAME = "features"
@@ -703,48 +701,3 @@ def latest_trained_version(model_repository: Path) -> int | None:
         if metadata and metadata.get("kind") == TRAINED_KIND and (version_dir(model_repository, version) / "model.onnx").is_file():
             return version
     return None
-
-
-def export_trained_head(
-    model: PositionBiasedHead | TreeHead,
-    model_repository: Path,
-    report: dict[str, Any],
-    version: int | None = None,
-    verify: bool = True,
-    serving_scale: float = 1.0,
-) -> Path:
-    """Install the relevance part of a trained head (the MLP :class:`PositionBiasedHead` or the
-    boosted :class:`training.ctr_trees.TreeHead`) as a new ctr_head version (default: the next
-    one) and return its model.onnx. metadata.json carries the kind "trained on events", the
-    head's family, the position-bias tower's P(seen | bucket) (so evaluation can put position
-    back) and ``report`` (window, row counts, metrics)."""
-    from training import ctr_trees
-
-    model_repository = Path(model_repository)
-    version = next_trained_version(model_repository) if version is None else version
-    # Rounded once, so the graph and the metadata (which evaluation reads) hold the same number.
-    serving_scale = round(float(serving_scale), 6)
-    if version < 2:
-        raise ValueError("version 1 is the distilled prior's; a trained head needs version >= 2")
-    if (version_dir(model_repository, version) / "model.onnx").exists():
-        raise FileExistsError(f"{version_dir(model_repository, version)} already holds a model; trained heads never replace one")
-    trees = isinstance(model, ctr_trees.TreeHead)
-    metadata = {
-        "model": MODEL_NAME,
-        "version": version,
-        "features": list(FEATURE_NAMES),
-        "outputs": list(OUTPUT_NAMES),
-        "kind": TRAINED_KIND,
-        "head": ctr_trees.FAMILY if trees else MLP_FAMILY,
-        "position_bias": {
-            "tower": model.position.enabled if trees else model.seen_logit is not None,
-            "position_edges": list(POSITION_EDGES),
-            "seen_probability": [round(float(p), 6) for p in model.seen_probabilities()],
-            "serving_scale": serving_scale,
-        },
-        **report,
-    }
-    if trees:
-        return ctr_trees.install_tree_head(model, serving_scale, model_repository, version, metadata, verify=verify)
-    serving = ServingHead(model.relevance, serving_scale)
-    return install_version(serving, model_repository, version, metadata, verify=verify, seed=version)

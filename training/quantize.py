@@ -43,16 +43,14 @@ from typing import Sequence
 
 from training.export import (
     MULTILINGUAL_MODEL_NAME,
-    ExportVerificationError,
     ReferenceCheck,
     _check_graph,
     _load_tokenizer,
     _onnx_session,
     embed_with_onnx,
-    install_staged_version,
     verify_against_reference,
-    version_dir,
 )
+from training.installs import ExportVerificationError, install_staged_version, version_dir
 
 # Measured on training.multilingual_e5's 100 shop texts: min 0.9952 for e5 version 1. Below 0.98
 # the quantization has gone wrong (a lost mask, a scale blown up by an outlier), not just lost bits.

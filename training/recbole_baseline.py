@@ -331,7 +331,7 @@ def score_with_our_evaluator(model, dataset, sequences: list[list[int]], config)
     import numpy as np
     from recbole.data.interaction import Interaction
 
-    from training.eval_rec import summarize, target_ranks
+    from training.rec_metrics import summarize, target_ranks
     from training.sequential_data import eval_split
 
     split = eval_split(sequences, "test")

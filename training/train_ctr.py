@@ -52,9 +52,9 @@ from training.ctr_head import (
     PositionBiasedHead,
     ServingHead,
     bernoulli_nll,
-    export_trained_head,
     position_buckets,
 )
+from training.ctr_export import export_trained_head
 from training.ctr_trees import TreeSettings
 
 

@@ -235,7 +235,7 @@ def verify(onnx_path: Path, booster, calibration: Calibration, features: np.ndar
     """Max abs difference between ONNX Runtime and LightGBM (calibrated) on `features`."""
     import onnxruntime as ort
 
-    from training.export import ExportVerificationError
+    from training.installs import ExportVerificationError
 
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     worst = 0.0

@@ -95,7 +95,7 @@ def expected_metadata(version: int) -> dict[str, Any]:
 
 
 def is_up_to_date(model_repository: Path, version: int = 1) -> bool:
-    from training.export import export_matches
+    from training.installs import export_matches
 
     return export_matches(model_repository, MODEL_NAME, version, expected_metadata(version))
 
@@ -206,7 +206,7 @@ def verify(source_path: Path, model, tokenizer, texts: Sequence[str] = VERIFY_TE
     import onnxruntime as ort
     from onnxruntime_extensions import get_library_path
 
-    from training.export import ExportVerificationError
+    from training.installs import ExportVerificationError
 
     options = ort.SessionOptions()
     options.register_custom_ops_library(get_library_path())
@@ -237,7 +237,7 @@ def export(model_repository: Path, version: int = 1, verify_export: bool = True)
     metadata.json) through a staging folder; returns model.onnx's path."""
     import onnx
 
-    from training.export import install_staged_version, version_dir
+    from training.installs import install_staged_version, version_dir
 
     started = time.perf_counter()
     source_path = source_model_path()

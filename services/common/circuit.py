@@ -28,7 +28,7 @@ import time
 from dataclasses import dataclass
 from typing import Awaitable, Callable, Mapping, TypeVar
 
-from services.common.config import env_float, env_int
+from services.common.env import env_float, env_int
 from services.common.errors import DeadlineExceeded, Unavailable
 
 log = logging.getLogger(__name__)

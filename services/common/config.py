@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Mapping
 
+from services.common.env import env_bool, env_float, env_int, env_str  # noqa: F401 (every config.py reads them here)
+
 if TYPE_CHECKING:
     from services.common.circuit import CircuitSettings
 
@@ -25,42 +27,6 @@ DEFAULT_PORTS = {
     "events": 50055,
 }
 
-
-def env_str(name: str, default: str, environ: Mapping[str, str] | None = None) -> str:
-    environ = os.environ if environ is None else environ
-    value = environ.get(name)
-    return default if value is None or value.strip() == "" else value.strip()
-
-
-def env_int(name: str, default: int, environ: Mapping[str, str] | None = None, minimum: int | None = None) -> int:
-    raw = env_str(name, str(default), environ)
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValueError(f"environment variable {name}={raw!r} is not an integer") from None
-    if minimum is not None and value < minimum:
-        raise ValueError(f"environment variable {name}={value} must be >= {minimum}")
-    return value
-
-
-def env_float(name: str, default: float, environ: Mapping[str, str] | None = None, minimum: float | None = None) -> float:
-    raw = env_str(name, str(default), environ)
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ValueError(f"environment variable {name}={raw!r} is not a number") from None
-    if minimum is not None and value < minimum:
-        raise ValueError(f"environment variable {name}={value} must be >= {minimum}")
-    return value
-
-
-def env_bool(name: str, default: bool, environ: Mapping[str, str] | None = None) -> bool:
-    raw = env_str(name, "true" if default else "false", environ).lower()
-    if raw in {"1", "true", "yes", "on"}:
-        return True
-    if raw in {"0", "false", "no", "off"}:
-        return False
-    raise ValueError(f"environment variable {name}={raw!r} is not a boolean (true/false)")
 
 # Clients are sent GOAWAY after this long and reconnect, re-resolving the service's address:
 # how a round-robin client over a headless Service finds replicas added since it connected

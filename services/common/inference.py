@@ -3,7 +3,8 @@
 Models live in the Triton model repository layout (`<repository>/<model>/<version>/model.onnx`
 next to a committed `config.pbtxt`). `InferenceBackend` is what services depend on; the
 embedded implementation runs the same ONNX files with ONNX Runtime inside the service process
-(the default), and a Triton implementation (tritonclient) plugs in behind the same methods.
+(the default), and a Triton implementation (tritonclient, services/common/triton.py) plugs in
+behind the same methods; services/common/backends.py builds the one the settings name.
 """
 
 from __future__ import annotations
@@ -12,14 +13,12 @@ import asyncio
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping, Protocol, Sequence
+from typing import Mapping, Protocol, Sequence
 
 import numpy as np
 
 from services.common.errors import Unavailable
 
-if TYPE_CHECKING:
-    from services.common.config import InferenceSettings
 
 
 # Models trained on the shop's own data rather than exported from packaged weights: the sequence
@@ -133,28 +132,3 @@ class EmbeddedOnnxRuntime:
 
     async def close(self) -> None:
         self._sessions.clear()
-
-
-def create_backend(settings: "InferenceSettings") -> InferenceBackend:
-    """The backend that settings name: `embedded` (ONNX Runtime in process, the default) or
-    `triton` (a Triton server over the same repository)."""
-    if settings.kind == "embedded":
-        return EmbeddedOnnxRuntime(settings.model_repository, settings.pinned_versions)
-    if settings.kind == "triton":
-        from services.common.triton import TritonInference
-
-        return TritonInference(
-            settings.triton_url,
-            settings.model_repository,
-            settings.pinned_versions,
-            settings.triton_timeout_seconds,
-            settings.triton_retries,
-            settings.circuit,
-        )
-    raise ValueError(f"SHELFWISE_INFERENCE={settings.kind!r} is not supported; use 'embedded' or 'triton'")
-
-
-async def wait_for_models(backend: InferenceBackend, models: Sequence[str], timeout: float) -> bool:
-    """Start-up readiness: True when the backend can serve these models (always, in process)."""
-    wait = getattr(backend, "wait_until_ready", None)
-    return True if wait is None else await wait(models, timeout)

@@ -11,7 +11,7 @@ from shelfwise.ranking.v1 import ranking_pb2, ranking_pb2_grpc
 from services.common.channels import create_channel
 from services.common.config import InferenceSettings
 from services.common.errors import NotFound
-from services.common.inference import create_backend, wait_for_models
+from services.common.backends import create_backend, wait_for_models
 from services.common.server import RunningServer, start_server
 from services.ranking.config import RankingSettings
 from services.ranking.ranker import PopularityCache, Ranker

@@ -8,7 +8,7 @@ from services.common.background import Periodic
 from services.common.database import create_pool
 from services.common.errors import Unavailable
 from services.common.heap import HeapFreezer
-from services.common.inference import create_backend, wait_for_models
+from services.common.backends import create_backend, wait_for_models
 from services.common.server import RunningServer, start_server
 from services.common.text_encoder import TextEncoder
 from services.retrieval.config import RetrievalSettings

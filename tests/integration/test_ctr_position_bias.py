@@ -20,7 +20,8 @@ import torch
 from scipy.stats import spearmanr
 
 from training import ctr_data, ctr_synthetic
-from training.ctr_head import export_trained_head, position_buckets, sample_features
+from training.ctr_export import export_trained_head
+from training.ctr_head import position_buckets, sample_features
 from training.ctr_trees import TreeSettings, train_tree_head
 from training.eval_ctr import run_head, with_position
 from training.train_ctr import TrainSettings, train_head

@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 import torch
 
+from training.ctr_export import export_trained_head
 from training.ctr_head import (
     POSITION_EDGES,
     CtrCvrHead,
     PositionBiasedHead,
     ServingHead,
     bernoulli_nll,
-    export_trained_head,
     latest_trained_version,
     next_trained_version,
     position_buckets,

@@ -72,7 +72,7 @@ def test_position_tower_keeps_the_first_slot_always_examined() -> None:
 
 
 def test_tree_head_onnx_graph_equals_the_trees_and_keeps_ctcvr_below_ctr(trained, tmp_path) -> None:
-    from training.ctr_head import export_trained_head
+    from training.ctr_export import export_trained_head
 
     path = export_trained_head(trained.model, tmp_path, {"window": {}}, serving_scale=trained.serving_scale)
     metadata = read_metadata(tmp_path, 2)

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from training.eval_rec import evaluate_popularity, per_user_metrics, summarize, target_ranks
+from training.eval_rec import evaluate_popularity
+from training.rec_metrics import per_user_metrics, summarize, target_ranks
 from training.sequential_data import EvalSet, right_aligned
 from training.sequential_model import (
     ModelConfig,
