@@ -7,7 +7,6 @@ ignores every event after it (the learned state of an experiment's test period).
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from datetime import datetime, timedelta, timezone
 
@@ -21,6 +20,7 @@ from shelfwise.retrieval.v1 import retrieval_pb2
 
 from services.common.channels import create_channel
 from services.gateway.exploration import placement_probabilities
+from tests.polling import wait_until
 
 QUERY = "red wine"
 
@@ -154,10 +154,10 @@ async def test_frozen_popularity_ignores_every_event_after_its_window(system):
                 return {i.product_id: next((r.value for r in i.reasons if r.feature == "popularity"), 0.0)
                         for i in ranked.items}
 
-            deadline = time.monotonic() + 15
-            while (values := await popularity_of())[before] == 0.0:
-                assert time.monotonic() < deadline, "ranking never loaded the frozen popularity within 15 s"
-                await asyncio.sleep(0.2)
+            async def loaded() -> bool:
+                return (await popularity_of())[before] > 0.0
+
+            await wait_until(loaded, 15, "ranking loading the frozen popularity", interval=0.2)
             await asyncio.sleep(1.0)  # five refreshes later, after the later click is stored
             values = await popularity_of()
             assert values[before] > 0.0 and values[after] == 0.0
