@@ -31,7 +31,7 @@ from services.events.model import Impression, Interaction
 from services.events.partitions import months_from
 from services.events.server import create_server
 from services.events.store import EventStore
-from tests.polling import wait_until
+from tests.support.eventually import eventually
 from tests.conftest import metric_points
 
 UTC = timezone.utc
@@ -380,7 +380,7 @@ async def test_no_acknowledged_event_is_lost_when_postgres_restarts_during_inges
 
     async def restart_postgres() -> None:
         try:
-            await wait_until(lambda: len(acknowledged) >= 50, 120, "50 acknowledged events before the restart")
+            await eventually(lambda: len(acknowledged) >= 50, 120, "50 acknowledged events before the restart")
             await asyncio.to_thread(own_postgres.stop)
             # Down until writes have failed and are being retried (30 s at most: the assertion
             # after the test says so if it never happened).
@@ -391,7 +391,7 @@ async def test_no_acknowledged_event_is_lost_when_postgres_restarts_during_inges
             await asyncio.to_thread(own_postgres.start)
             restarted.set()
             after_restart = len(acknowledged)
-            await wait_until(lambda: len(acknowledged) >= after_restart + 100, 180,
+            await eventually(lambda: len(acknowledged) >= after_restart + 100, 180,
                              "100 more acknowledged events after PostgreSQL came back")
         finally:
             stop_sending.set()  # the senders stop whatever happened, so a failure cannot hang them

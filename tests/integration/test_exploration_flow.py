@@ -20,7 +20,7 @@ from shelfwise.retrieval.v1 import retrieval_pb2
 
 from services.common.channels import create_channel
 from services.gateway.exploration import placement_probabilities
-from tests.polling import wait_until
+from tests.support.eventually import eventually
 
 QUERY = "red wine"
 
@@ -157,7 +157,7 @@ async def test_frozen_popularity_ignores_every_event_after_its_window(system):
             async def loaded() -> bool:
                 return (await popularity_of())[before] > 0.0
 
-            await wait_until(loaded, 15, "ranking loading the frozen popularity", interval=0.2)
+            await eventually(loaded, 15, "ranking loading the frozen popularity", interval=0.2)
             await asyncio.sleep(1.0)  # five refreshes later, after the later click is stored
             values = await popularity_of()
             assert values[before] > 0.0 and values[after] == 0.0

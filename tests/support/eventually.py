@@ -9,7 +9,7 @@ import time
 from typing import Awaitable, Callable
 
 
-async def wait_until(condition: Callable[[], bool | Awaitable[bool]], seconds: float, what: str,
+async def eventually(condition: Callable[[], bool | Awaitable[bool]], seconds: float, what: str,
                      interval: float = 0.05) -> None:
     """Polls `condition` (plain or async) every `interval` until it holds; after `seconds`
     fails with AssertionError("<what> did not happen within <seconds> s")."""

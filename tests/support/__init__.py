@@ -1,0 +1,1 @@
+"""Shared test support: what several test modules need (waiting with a bound, ...)."""
