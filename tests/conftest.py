@@ -22,6 +22,15 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL_REPOSITORY = ROOT / "model_repository"
+INTEGRATION = ROOT / "tests" / "integration"
+
+
+def pytest_collection_modifyitems(items) -> None:
+    """Every test under tests/integration is `slow` (real servers, PostgreSQL, training): the
+    marker is given here, by folder, so a new integration test cannot forget it."""
+    for item in items:
+        if INTEGRATION in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.slow)
 
 SPANS = InMemorySpanExporter()
 _provider = TracerProvider()
