@@ -13,6 +13,7 @@ import pytest
 
 from services.cli.bench import BENCH_EXPERIMENT, BM25, FULL, BenchSettings, measure, report
 from services.cli.synthetic_catalog import generate_queries
+from tests.support.eventually import eventually
 
 # Demo-catalogue queries (the session system holds the demo catalogue) plus synthetic ones.
 QUERIES = ["red wine", "green tea", "running shoes under $50", "绿茶", "wireles earbuds"] + generate_queries(20)
@@ -76,9 +77,11 @@ async def test_an_interrupted_catalogue_import_goes_on_where_it_stopped(postgres
     try:
         first = asyncio.create_task(import_synthetic(address, items, seed, progress=False,
                                                      state=ImportState(items, seed), state_path=state_path))
-        while ImportState.read(state_path, items, seed).imported_through < 20:
+        def partly_imported() -> bool:
             assert not first.done(), "the import finished before it could be interrupted"
-            await asyncio.sleep(0.02)
+            return ImportState.read(state_path, items, seed).imported_through >= 20
+
+        await eventually(partly_imported, 120, "the first 20 products imported", interval=0.02)
         first.cancel()
         with pytest.raises(asyncio.CancelledError):
             await first
