@@ -67,7 +67,7 @@ def model_repository() -> Path:
 
 @pytest.fixture(scope="session")
 def postgres_url(tmp_path_factory) -> str:
-    from services.cli.local_system import EmbeddedPostgres
+    from services.local.system import EmbeddedPostgres
 
     postgres = EmbeddedPostgres(tmp_path_factory.mktemp("postgres"))
     url = postgres.start()
@@ -145,7 +145,7 @@ async def start_system(environ: dict[str, str]) -> System:
 @pytest.fixture(scope="session")
 async def system(postgres_url, model_repository) -> System:
     from services.common.channels import wait_until_serving
-    from services.cli.catalog_import import demo_catalog_path, import_catalog
+    from services.local.catalog_import import demo_catalog_path, import_catalog
 
     running = await start_system(system_environment(postgres_url, model_repository))
     await import_catalog(demo_catalog_path(), running.address("retrieval"), progress=False)

@@ -186,7 +186,7 @@ def demo_catalog_path() -> Path:
     # The demo catalogue ships as package data of the CLI; read it in place.
     from importlib import resources
 
-    return Path(str(resources.files("services.cli") / "demo_catalog.jsonl"))
+    return Path(str(resources.files("services.local") / "demo_catalog.jsonl"))
 
 
 def load_vocabulary(catalog: Path) -> CatalogVocabulary:

@@ -240,8 +240,8 @@ class FullPipeline(Pipeline):
 
     @classmethod
     async def start(cls, catalog: Path, products, model_repository: Path, cache: Path) -> "FullPipeline":
-        from services.cli.local_system import EmbeddedPostgres, LocalSystem, free_port_environment
-        from services.cli.catalog_import import import_products
+        from services.local.system import EmbeddedPostgres, LocalSystem, free_port_environment
+        from services.local.catalog_import import import_products
 
         # One PostgreSQL per catalogue, kept between runs: products and their embeddings (cached
         # per encoder version) survive, so the next run does not re-encode the catalogue.

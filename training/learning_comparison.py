@@ -122,7 +122,7 @@ def format_table(report: dict, title: str) -> str:
 
 
 async def compare_learning(args) -> int:
-    from services.cli.local_system import EmbeddedPostgres
+    from services.local.system import EmbeddedPostgres
     from services.common.config import model_repository, shared_data_dir
     from training.experiment_report import analyse, read_searches
     from training.offpolicy import read_explored, target_policy

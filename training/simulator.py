@@ -631,8 +631,8 @@ async def run_period(
     """One period: the five services started with `config` as the experiments file (and
     `environ` added to their settings), the catalogue brought up to date, the shoppers run, the
     services stopped. Returns the stats and the period's window [since, until)."""
-    from services.cli.local_system import LocalSystem, free_port_environment
-    from services.cli.catalog_import import import_products
+    from services.local.system import LocalSystem, free_port_environment
+    from services.local.catalog_import import import_products
     from training.eval_search import FullPipeline
 
     experiments_file = state / "experiments.json"
@@ -662,7 +662,7 @@ async def run_period(
 
 
 async def simulate(args) -> int:
-    from services.cli.local_system import EmbeddedPostgres
+    from services.local.system import EmbeddedPostgres
     from services.common.config import model_repository, shared_data_dir
     from training.experiment_report import analyse, format_report, plot, read_searches
 

@@ -622,7 +622,7 @@ async def _run_own_system(folder: Path, settings: "BenchSettings", model_reposit
     """Starts the system in `folder`; imports the catalogue unless `folder` already holds this
     one (build.json from the run that built it: embedding a large catalogue on a CPU takes long,
     and retrieval rebuilds its indexes from PostgreSQL's cached vectors at start-up)."""
-    from services.cli.local_system import EmbeddedPostgres, LocalSystem, free_port_environment
+    from services.local.system import EmbeddedPostgres, LocalSystem, free_port_environment
 
     experiments = folder / "experiments.json"
     experiments.write_text(json.dumps(BENCH_EXPERIMENT))

@@ -12,7 +12,7 @@ import time
 import uuid
 from pathlib import Path
 
-from services.cli.catalog_import import demo_catalog_path, import_catalog
+from services.local.catalog_import import demo_catalog_path, import_catalog
 from services.common.config import DEFAULT_TEXT_ENCODER
 
 DEMO_QUERIES = (
@@ -163,7 +163,7 @@ async def _import_catalog(args) -> int:
 
 
 async def _up(args) -> int:
-    from services.cli.local_system import EmbeddedPostgres, LocalSystem
+    from services.local.system import EmbeddedPostgres, LocalSystem
     from training.export import main as export_models
 
     started = time.monotonic()

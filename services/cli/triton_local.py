@@ -31,7 +31,7 @@ import sys
 import time
 from pathlib import Path
 
-from services.cli.local_system import free_ports
+from services.local.system import free_ports
 from services.common.config import text_encoder_model
 from services.common.inference import TRAINED_ON_SHOP_DATA
 

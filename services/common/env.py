@@ -15,22 +15,19 @@ def env_str(name: str, default: str, environ: Mapping[str, str] | None = None) -
 
 
 def env_int(name: str, default: int, environ: Mapping[str, str] | None = None, minimum: int | None = None) -> int:
-    raw = env_str(name, str(default), environ)
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValueError(f"environment variable {name}={raw!r} is not an integer") from None
-    if minimum is not None and value < minimum:
-        raise ValueError(f"environment variable {name}={value} must be >= {minimum}")
-    return value
+    return _env_number(name, default, environ, minimum, int, "an integer")
 
 
 def env_float(name: str, default: float, environ: Mapping[str, str] | None = None, minimum: float | None = None) -> float:
+    return _env_number(name, default, environ, minimum, float, "a number")
+
+
+def _env_number(name, default, environ, minimum, parse, kind: str):
     raw = env_str(name, str(default), environ)
     try:
-        value = float(raw)
+        value = parse(raw)
     except ValueError:
-        raise ValueError(f"environment variable {name}={raw!r} is not a number") from None
+        raise ValueError(f"environment variable {name}={raw!r} is not {kind}") from None
     if minimum is not None and value < minimum:
         raise ValueError(f"environment variable {name}={value} must be >= {minimum}")
     return value

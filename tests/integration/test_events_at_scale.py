@@ -512,7 +512,7 @@ async def test_track_sends_the_buffered_impression_it_points_at_before_its_inter
 
 
 async def test_full_impression_buffer_drops_the_oldest_and_counts_them():
-    from services.cli.local_system import free_ports
+    from services.local.system import free_ports
     from services.common.metrics import GatewayMetrics
     from services.gateway.event_buffer import ImpressionBuffer
 

@@ -39,8 +39,8 @@ import pytest
 from shelfwise.events.v1 import events_pb2
 from shelfwise.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 
-from services.cli.local_system import LocalSystem, free_port_environment
-from services.cli.catalog_import import demo_catalog_path, import_catalog
+from services.local.system import LocalSystem, free_port_environment
+from services.local.catalog_import import demo_catalog_path, import_catalog
 from services.common.channels import create_channel, wait_until_serving
 from services.common.config import text_encoder_model
 from services.common.inference import find_model

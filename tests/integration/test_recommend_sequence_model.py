@@ -84,7 +84,7 @@ async def stop(system) -> None:
 async def trained(postgres_url, model_repository, tmp_path_factory):
     """(environment, products, version folder): the fixture's events are logged and the model
     trained and exported; no servers are left running."""
-    from services.cli.catalog_import import import_products
+    from services.local.catalog_import import import_products
     from services.common.config import content_encoder_model
     from services.retrieval.catalog import product_from_record
     from training.rec_catalog import read_behaviour, train_and_export

@@ -31,7 +31,7 @@ from training.multilingual_e5 import (
 MODEL_REPOSITORY = Path(__file__).resolve().parents[2] / "model_repository"
 MODEL = "text_encoder_multilingual"
 VERSION_DIR = MODEL_REPOSITORY / MODEL / "1"
-DEMO_CATALOG = Path(__file__).resolve().parents[2] / "services" / "cli" / "demo_catalog.jsonl"
+DEMO_CATALOG = Path(__file__).resolve().parents[2] / "services" / "local" / "demo_catalog.jsonl"
 MIN_COSINE = 0.99
 
 

@@ -16,7 +16,7 @@ import onnxruntime as ort
 from services.ranking.relevance import RELEVANCE_FEATURES
 from tests.conftest import MODEL_REPOSITORY, ROOT, require_export
 
-DEMO = ROOT / "services" / "cli" / "demo_catalog.jsonl"
+DEMO = ROOT / "services" / "local" / "demo_catalog.jsonl"
 # Queries that name or describe a category of the demo catalogue; relevant = its products.
 QUERIES = {
     "q1": ("red wine", "Red Wine"), "q2": ("something for a run", "Running Shoes"), "q3": ("green tea", "Tea"),

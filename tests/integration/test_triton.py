@@ -23,6 +23,7 @@ from tritonclient.grpc import model_config_pb2
 
 from services.cli.triton_local import LocalTriton, derive_cpu_repository, ensure_triton_environment
 from services.common.text_encoder import MODEL_NAME as MINILM, is_text_encoder
+from tests.support.eventually import eventually
 from tests.conftest import complete_model_repository
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -290,13 +291,19 @@ async def run_concurrently(url: str, model: str, requests: list[dict[str, np.nda
 
         before = (await aio.get_inference_statistics(model)).model_stats[0]
         results = await asyncio.gather(*(one(inputs) for inputs in requests))
-        # Triton records a batch's statistics just after sending its responses.
-        deadline = time.monotonic() + 5
-        while True:
+        # Triton records a batch's statistics just after sending its responses: wait for them
+        # (5 s at most; assert_merged then names the counts it saw).
+        async def recorded() -> bool:
+            nonlocal after
             after = (await aio.get_inference_statistics(model)).model_stats[0]
-            if after.inference_count - before.inference_count >= len(requests) or time.monotonic() > deadline:
-                return results, before, after
-            await asyncio.sleep(0.05)
+            return after.inference_count - before.inference_count >= len(requests)
+
+        after = before
+        try:
+            await eventually(recorded, 5, f"Triton recording {len(requests)} inferences of {model}")
+        except AssertionError:
+            pass  # assert_merged reports the counts
+        return results, before, after
 
 
 def assert_merged(model: str, before, after, requests: int) -> None:

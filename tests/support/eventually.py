@@ -14,12 +14,14 @@ async def eventually(condition: Callable[[], bool | Awaitable[bool]], seconds: f
     """Polls `condition` (plain or async) every `interval` until it holds; after `seconds`
     fails with AssertionError("<what> did not happen within <seconds> s")."""
     deadline = time.monotonic() + seconds
-    while True:
-        held = condition()
-        if asyncio.iscoroutine(held) or isinstance(held, Awaitable):
-            held = await held
-        if held:
+    while time.monotonic() < deadline:
+        if await _holds(condition):
             return
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"{what} did not happen within {seconds:g} s")
         await asyncio.sleep(interval)
+    if not await _holds(condition):  # one last look at the deadline
+        raise AssertionError(f"{what} did not happen within {seconds:g} s")
+
+
+async def _holds(condition: Callable[[], bool | Awaitable[bool]]) -> bool:
+    held = condition()
+    return bool(await held) if isinstance(held, Awaitable) else bool(held)

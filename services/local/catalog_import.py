@@ -1,7 +1,7 @@
 """Bringing a catalogue into a running system: a catalogue file (JSONL, CSV, Parquet) or a list
 of products, upserted in batches through the retrieval service; and the demo catalogue that
 `shelfwise up` imports. Used by the CLI, the evaluations, the simulator and the tests; it
-imports nothing from training/, so training can use it without an import circle."""
+imports nothing from training/ or the CLI, so training can use it without an import circle."""
 
 from __future__ import annotations
 
@@ -46,4 +46,4 @@ async def import_products(products, retrieval_address: str, batch_size: int = 20
 
 
 def demo_catalog_path() -> Path:
-    return Path(str(resources.files("services.cli") / "demo_catalog.jsonl"))
+    return Path(str(resources.files("services.local") / "demo_catalog.jsonl"))
