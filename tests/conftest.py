@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -67,7 +66,7 @@ def model_repository() -> Path:
 
 @pytest.fixture(scope="session")
 def postgres_url(tmp_path_factory) -> str:
-    from services.local.system import EmbeddedPostgres
+    from services.local.postgres import EmbeddedPostgres
 
     postgres = EmbeddedPostgres(tmp_path_factory.mktemp("postgres"))
     url = postgres.start()
@@ -89,17 +88,6 @@ async def create_database(postgres_url: str, name: str) -> str:
     return f"{base.rsplit('/', 1)[0]}/{name}" + (f"?{query}" if query else "")
 
 
-@dataclass
-class System:
-    """The five running servers; addresses are 127.0.0.1:<port>."""
-
-    servers: dict
-    environ: dict
-
-    def address(self, service: str) -> str:
-        return f"127.0.0.1:{self.servers[service].port}"
-
-
 def system_environment(postgres_url: str, model_repository: Path, **overrides: str) -> dict[str, str]:
     environ = {
         "SHELFWISE_DATABASE_URL": postgres_url,
@@ -115,45 +103,31 @@ def system_environment(postgres_url: str, model_repository: Path, **overrides: s
     return environ
 
 
-async def start_system(environ: dict[str, str]) -> System:
-    from services.events.config import EventsSettings
-    from services.events.server import create_server as create_events
-    from services.gateway.config import GatewaySettings
-    from services.gateway.server import create_server as create_gateway
-    from services.query_understanding.config import QueryUnderstandingSettings
-    from services.query_understanding.server import create_server as create_query_understanding
-    from services.ranking.config import RankingSettings
-    from services.ranking.server import create_server as create_ranking
-    from services.retrieval.config import RetrievalSettings
-    from services.retrieval.server import create_server as create_retrieval
+async def start_system(environ: dict[str, str]):
+    """The five servers in this process on port 0, through the same LocalStack as `shelfwise up`
+    (configured by `environ`, which names the database and the model repository)."""
+    import tempfile
 
-    servers = {}
-    servers["events"] = await create_events(EventsSettings.from_env(environ), port=0)
-    environ["SHELFWISE_EVENTS_ADDRESS"] = f"127.0.0.1:{servers['events'].port}"
-    servers["retrieval"] = await create_retrieval(RetrievalSettings.from_env(environ), port=0)
-    environ["SHELFWISE_RETRIEVAL_ADDRESS"] = f"127.0.0.1:{servers['retrieval'].port}"
-    servers["query_understanding"] = await create_query_understanding(
-        QueryUnderstandingSettings.from_env(environ), port=0
-    )
-    environ["SHELFWISE_QUERY_UNDERSTANDING_ADDRESS"] = f"127.0.0.1:{servers['query_understanding'].port}"
-    servers["ranking"] = await create_ranking(RankingSettings.from_env(environ), port=0)
-    environ["SHELFWISE_RANKING_ADDRESS"] = f"127.0.0.1:{servers['ranking'].port}"
-    servers["gateway"] = await create_gateway(GatewaySettings.from_env(environ), port=0)
-    return System(servers, environ)
+    from services.local.stack import LocalStack, StackSettings
+
+    stack = LocalStack(StackSettings(
+        state_dir=Path(tempfile.mkdtemp(prefix="shelfwise-stack-")),
+        model_repository=Path(environ["SHELFWISE_MODEL_REPOSITORY"]), environ=environ,
+        database_url=environ["SHELFWISE_DATABASE_URL"], free_ports=False, in_process=True,
+    ))
+    await stack.start()
+    return stack
 
 
 @pytest.fixture(scope="session")
-async def system(postgres_url, model_repository) -> System:
-    from services.common.channels import wait_until_serving
-    from services.local.catalog_import import demo_catalog_path, import_catalog
+async def system(postgres_url, model_repository):
+    """The system every integration test shares, holding the demo catalogue."""
+    from services.local.catalog_import import demo_catalog_path, read_catalog_file
 
     running = await start_system(system_environment(postgres_url, model_repository))
-    await import_catalog(demo_catalog_path(), running.address("retrieval"), progress=False)
-    await running.servers["query_understanding"].app.refresh()
-    await wait_until_serving(running.address("gateway"), timeout=30)
+    await running.sync_catalog(read_catalog_file(demo_catalog_path()))
     yield running
-    for name in ("gateway", "ranking", "query_understanding", "retrieval", "events"):
-        await running.servers[name].stop(grace=1.0)
+    await running.stop()
 
 
 @pytest.fixture(scope="session")
@@ -182,7 +156,7 @@ def triton_server(tmp_path_factory, model_repository):
     the CPU repository derived from model_repository/. Fails, never skips, if it cannot start."""
     import os
 
-    from services.cli.triton_local import LocalTriton, derive_cpu_repository, ensure_triton_environment
+    from services.local.triton import LocalTriton, derive_cpu_repository, ensure_triton_environment
 
     env_dir = ensure_triton_environment(Path(os.environ.get("SHELFWISE_TRITON_ENV", ROOT / ".venv-triton")))
     work = tmp_path_factory.mktemp("triton")

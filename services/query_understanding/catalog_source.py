@@ -20,6 +20,15 @@ from services.query_understanding.vocabulary import CatalogVocabulary
 
 log = logging.getLogger(__name__)
 
+# What a vocabulary is read from: the products table's size and latest update. Its text form is
+# what Understand reports as vocabulary_version and what the local stack compares after an import.
+CATALOG_STATE_SQL = "SELECT count(*), max(updated_at) FROM products"
+
+
+def catalog_version(count: int, latest_update) -> str:
+    """"<products>@<latest update, ISO 8601>", e.g. "120@2026-12-05T06:40:00.123456+00:00"."""
+    return f"{count}@{latest_update.isoformat() if latest_update is not None else '-'}"
+
 
 class CatalogVocabularySource:
     def __init__(
@@ -28,6 +37,8 @@ class CatalogVocabularySource:
     ):
         self._pool = pool
         self._version: tuple | None = None
+        # The version of the vocabulary in use ("" until the first read of the catalogue).
+        self.version = ""
         self._translate = translate_queries
         self._rates = currency_rates
         self.understander = QueryUnderstander(CatalogVocabulary.empty(), translate=translate_queries, currency_rates=currency_rates)
@@ -35,7 +46,7 @@ class CatalogVocabularySource:
 
     async def refresh(self) -> bool:
         """Rebuilds when the catalogue changed; returns whether it did."""
-        version = tuple(await self._pool.fetchrow("SELECT count(*), max(updated_at) FROM products"))
+        version = tuple(await self._pool.fetchrow(CATALOG_STATE_SQL))
         if version == self._version:
             return False
         rows = await self._pool.fetch(
@@ -48,6 +59,7 @@ class CatalogVocabularySource:
         await asyncio.to_thread(understander.warm_up)
         self.understander = understander
         self._version = version
+        self.version = catalog_version(*version)
         log.info("vocabulary rebuilt from %d products", len(products))
         return True
 

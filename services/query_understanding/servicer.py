@@ -55,4 +55,5 @@ class QueryUnderstandingServicer(qu_pb2_grpc.QueryUnderstandingServiceServicer):
             translated_query=understanding.translation,
             prefers_low_price=understanding.prefers_low_price,
             notes=list(understanding.notes),
+            vocabulary_version=self._source.version,
         )

@@ -29,7 +29,7 @@ _understander = None
 def _load_understander():
     """The understander over the demo catalogue's vocabulary (brands, categories, attributes
     and spelling live, as in production); built once, warmed up."""
-    from services.cli.main import demo_catalog_path
+    from services.local.catalog_import import demo_catalog_path
     from services.query_understanding.understanding import QueryUnderstander
     from services.query_understanding.vocabulary import CatalogVocabulary
     from services.retrieval.catalog import read_catalog

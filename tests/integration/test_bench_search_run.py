@@ -11,8 +11,8 @@ import json
 
 import pytest
 
-from services.cli.bench import BENCH_EXPERIMENT, BM25, FULL, BenchSettings, measure, report
-from services.cli.synthetic_catalog import generate_queries
+from services.cli.bench.search import BENCH_EXPERIMENT, BM25, FULL, BenchSettings, measure, report
+from services.local.synthetic_catalog import generate_queries
 from tests.support.eventually import eventually
 
 # Demo-catalogue queries (the session system holds the demo catalogue) plus synthetic ones.
@@ -61,8 +61,8 @@ async def test_an_interrupted_catalogue_import_goes_on_where_it_stopped(postgres
 
     import asyncpg
 
-    from services.cli import bench
-    from services.cli.bench import IMPORT_STATE, ImportState, import_synthetic
+    from services.cli.bench import synthetic_import as bench
+    from services.cli.bench.synthetic_import import IMPORT_STATE, ImportState, import_synthetic
     from services.retrieval.config import RetrievalSettings
     from services.retrieval.server import create_server
     from tests.conftest import create_database, system_environment

@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 
-from services.local.system import free_port_environment
+from services.local.processes import free_port_environment
 from tests.conftest import MODEL_REPOSITORY, ROOT
 
 def test_shelfwise_up_starts_everything_prints_ranked_results_and_stops_cleanly(tmp_path):

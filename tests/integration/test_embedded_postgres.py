@@ -12,7 +12,7 @@ import os
 import subprocess
 import sys
 
-from services.local.system import PGSERVER_HANDLES, EmbeddedPostgres, forget_dead_handles
+from services.local.postgres import PGSERVER_HANDLES, EmbeddedPostgres, forget_dead_handles
 
 
 def dead_pid() -> int:

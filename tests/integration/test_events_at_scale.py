@@ -512,7 +512,7 @@ async def test_track_sends_the_buffered_impression_it_points_at_before_its_inter
 
 
 async def test_full_impression_buffer_drops_the_oldest_and_counts_them():
-    from services.local.system import free_ports
+    from services.local.processes import free_ports
     from services.common.metrics import GatewayMetrics
     from services.gateway.event_buffer import ImpressionBuffer
 
@@ -548,7 +548,7 @@ async def test_full_impression_buffer_drops_the_oldest_and_counts_them():
 
 
 async def test_bench_events_prints_copy_and_unnest_rates_side_by_side(own_postgres):
-    from services.cli.bench_events import bench_events
+    from services.cli.bench.events import bench_events
 
     report = await bench_events(own_postgres.url, events=40, batch_sizes=[10], concurrency=2, rounds=1)
     lines = report.splitlines()

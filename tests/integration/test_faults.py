@@ -25,8 +25,6 @@ import random
 import shutil
 import signal
 import string
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -39,9 +37,9 @@ import pytest
 from shelfwise.events.v1 import events_pb2
 from shelfwise.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 
-from services.local.system import LocalSystem, free_port_environment
+from services.local.stack import LocalStack, StackSettings
 from services.local.catalog_import import demo_catalog_path, import_catalog
-from services.common.channels import create_channel, wait_until_serving
+from services.common.channels import create_channel
 from services.common.config import text_encoder_model
 from services.common.inference import find_model
 from tests.conftest import system_environment
@@ -176,7 +174,7 @@ def assert_every_search_answered_ok(load: Load) -> None:
 
 @dataclass
 class FaultySystem:
-    local: LocalSystem
+    local: LocalStack
     postgres: OwnPostgres
     triton: object
 
@@ -198,14 +196,7 @@ class FaultySystem:
         await asyncio.to_thread(process.wait)
 
     async def restart(self, service: str) -> None:
-        """Starts the service again on its port, the way LocalSystem.start runs it."""
-        log_file = (self.local.log_dir / f"{service}.log").open("ab")
-        process = subprocess.Popen(
-            [sys.executable, "-m", f"services.{service}"], env=self.local.service_environment(),
-            stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-        self.local.processes[service] = process
-        await wait_until_serving(self.local.address(service), 120, lambda: process.poll() is None)
+        await self.local.restart(service, 120)
 
 
 @pytest.fixture(scope="module")
@@ -215,7 +206,6 @@ async def faulty(triton_server, model_repository):
     postgres = OwnPostgres(root)
     await asyncio.to_thread(postgres.init)
     environ = system_environment(postgres.url, model_repository, **STAGE_DEADLINES)
-    environ.update(free_port_environment())
     environ.update({
         "SHELFWISE_INFERENCE": "triton",
         "SHELFWISE_TRITON_URL": triton_server.grpc_url,
@@ -226,7 +216,9 @@ async def faulty(triton_server, model_repository):
         # Give up on the database within the events deadline: the gateway hears UNAVAILABLE.
         "SHELFWISE_EVENTS_WRITE_RETRY_SECONDS": "2",
     })
-    local = LocalSystem(postgres.url, model_repository, root / "logs", environ)
+    local = LocalStack(StackSettings(
+        state_dir=root, model_repository=model_repository, environ=environ, database_url=postgres.url,
+    ))
     try:
         await local.start(timeout=180)
         catalogue = root / "catalogue.jsonl"
@@ -238,7 +230,7 @@ async def faulty(triton_server, model_repository):
         for process in local.processes.values():  # a failed test may leave one frozen
             if process.poll() is None:
                 process.send_signal(signal.SIGCONT)
-        await asyncio.to_thread(local.stop)
+        await local.stop()
         await asyncio.to_thread(postgres.stop)
         shutil.rmtree(root, ignore_errors=True)
 

@@ -102,7 +102,7 @@ def test_refuses_what_it_cannot_do(repository, capsys) -> None:
 
 
 async def test_bench_encoding_compares_the_two_versions_on_the_same_products(repository) -> None:
-    from services.cli.bench_encoding import bench_encoding, catalog_texts
+    from services.cli.bench.encoding import bench_encoding, catalog_texts
 
     texts, source = catalog_texts(None, 130, seed=7)  # two full batches and a partial one
     printed = await bench_encoding(repository, MODEL, texts, source, rounds=1, threads=1, versions=[1, 2])

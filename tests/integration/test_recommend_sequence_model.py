@@ -37,7 +37,7 @@ FIXTURE_SEED = 2
 
 
 def demo_products(categories) -> list[dict]:
-    from services.cli.main import demo_catalog_path
+    from services.local.catalog_import import demo_catalog_path
 
     with demo_catalog_path().open(encoding="utf-8") as handle:
         rows = [json.loads(line) for line in handle if line.strip()]
@@ -75,11 +75,6 @@ async def log_journeys(database_url: str, products: list[dict]) -> None:
         await pool.close()
 
 
-async def stop(system) -> None:
-    for name in ("gateway", "ranking", "query_understanding", "retrieval", "events"):
-        await system.servers[name].stop(grace=1.0)
-
-
 @pytest.fixture(scope="module")
 async def trained(postgres_url, model_repository, tmp_path_factory):
     """(environment, products, version folder): the fixture's events are logged and the model
@@ -107,7 +102,7 @@ async def trained(postgres_url, model_repository, tmp_path_factory):
             [product_from_record(p, where=p["id"]) for p in products], system.address("retrieval"), progress=False
         )
     finally:
-        await stop(system)
+        await system.stop()
     await log_journeys(database_url, products)
     behaviour = await read_behaviour(database_url, repository, content_encoder_model(environ), {})
     folder, report = await asyncio.to_thread(
@@ -123,7 +118,7 @@ async def served(trained):
     channel = create_channel(system.address("gateway"))
     yield system, gateway_pb2_grpc.GatewayServiceStub(channel), products
     await channel.close()
-    await stop(system)
+    await system.stop()
 
 
 def ids_of(products, category: str) -> list[str]:
@@ -244,7 +239,7 @@ async def test_triton_and_the_embedded_runtime_recommend_the_same_for_the_same_h
     import os
     from pathlib import Path
 
-    from services.cli.triton_local import LocalTriton, derive_cpu_repository, ensure_triton_environment
+    from services.local.triton import LocalTriton, derive_cpu_repository, ensure_triton_environment
     from services.retrieval.config import RetrievalSettings
     from services.retrieval.server import create_server as create_retrieval
 

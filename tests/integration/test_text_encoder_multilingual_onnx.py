@@ -119,7 +119,7 @@ async def test_a_full_batch_padded_only_to_its_longest_text_embeds_as_at_the_buc
 
 
 async def test_bench_encoding_compares_both_paddings_on_the_same_products() -> None:
-    from services.cli.bench_encoding import bench_encoding, catalog_texts
+    from services.cli.bench.encoding import bench_encoding, catalog_texts
 
     texts, source = catalog_texts(DEMO_CATALOG, 100, seed=7)
     # Version 1, the fp32 export (an int8 version's activation scales depend on the padding).

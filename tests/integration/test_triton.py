@@ -2,7 +2,7 @@
 
 One `tritonserver` (the build bundled in nvidia-pytriton, in its own environment `.venv-triton`
 or `$SHELFWISE_TRITON_ENV`) runs for this whole file on free ports, over the CPU repository
-`services.cli.triton_local` derives from `model_repository/`. The tests check that clients see
+`services.local.triton` derives from `model_repository/`. The tests check that clients see
 the same models (names, tensors, batch limits, dynamic batching), that Triton computes what
 embedded ONNX Runtime computes, and that concurrent requests really merge into dynamic batches
 (and, with ragged batching on, across length buckets, which a second short-lived server checks).
@@ -21,7 +21,7 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from services.cli.triton_local import LocalTriton, derive_cpu_repository, ensure_triton_environment
+from services.local.triton import LocalTriton, derive_cpu_repository, ensure_triton_environment
 from services.common.text_encoder import MODEL_NAME as MINILM, is_text_encoder
 from tests.support.eventually import eventually
 from tests.conftest import complete_model_repository

@@ -13,25 +13,27 @@ import time
 
 import pytest
 
-from services.cli.bench import (
-    BENCH_EXPERIMENT,
-    BM25,
-    FULL,
+from services.cli.bench.open_loop import (
     OK,
     OVERFLOW,
-    NotLoopback,
     Outcome,
     PhaseResult,
     Sample,
     arrival_offsets,
-    check_loopback,
     percentile,
+    run_open_loop,
+    summarize,
+)
+from services.cli.bench.search import (
+    BENCH_EXPERIMENT,
+    BM25,
+    FULL,
+    NotLoopback,
+    check_loopback,
     repeated_share,
     report,
     request_id_for_arm,
-    run_open_loop,
     served_arm,
-    summarize,
 )
 from services.gateway.experiments import parse_experiments
 

@@ -28,7 +28,7 @@ PROPERTY_SETTINGS = settings(
 
 @pytest.fixture(scope="module")
 def understander() -> QueryUnderstander:
-    from services.cli.main import demo_catalog_path
+    from services.local.catalog_import import demo_catalog_path
     from services.retrieval.catalog import read_catalog
 
     products, errors = read_catalog(demo_catalog_path())

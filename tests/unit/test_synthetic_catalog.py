@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import itertools
 
-from services.cli.synthetic_catalog import (
+from services.local.synthetic_catalog import (
     CATEGORIES,
     DESCRIPTION,
     SOURCE_TAG,

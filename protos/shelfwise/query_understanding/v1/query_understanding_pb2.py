@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from shelfwise.common.v1 import common_pb2 as shelfwise_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n:shelfwise/query_understanding/v1/query_understanding.proto\x12 shelfwise.query_understanding.v1\x1a shelfwise/common/v1/common.proto\"F\n\x11UnderstandRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\x0e\n\x06locale\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"9\n\x12SpellingCorrection\x12\x10\n\x08original\x18\x01 \x01(\t\x12\x11\n\tcorrected\x18\x02 \x01(\t\"5\n\x12\x43\x61tegoryPrediction\x12\x10\n\x08\x63\x61tegory\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\"\xd2\x03\n\x12UnderstandResponse\x12\x16\n\x0eoriginal_query\x18\x01 \x01(\t\x12\x18\n\x10normalized_query\x18\x02 \x01(\t\x12\x17\n\x0f\x63orrected_query\x18\x03 \x01(\t\x12I\n\x0b\x63orrections\x18\x04 \x03(\x0b\x32\x34.shelfwise.query_understanding.v1.SpellingCorrection\x12\x10\n\x08language\x18\x05 \x01(\t\x12\x1b\n\x13language_confidence\x18\x06 \x01(\x01\x12-\n\x07\x66ilters\x18\x07 \x01(\x0b\x32\x1c.shelfwise.common.v1.Filters\x12H\n\ncategories\x18\x08 \x03(\x0b\x32\x34.shelfwise.query_understanding.v1.CategoryPrediction\x12\x13\n\x0bsearch_text\x18\t \x01(\t\x12\x0e\n\x06tokens\x18\n \x03(\t\x12\x15\n\rmodel_version\x18\x0b \x01(\t\x12\x18\n\x10translated_query\x18\x0c \x01(\t\x12\x19\n\x11prefers_low_price\x18\r \x01(\x08\x12\r\n\x05notes\x18\x0e \x03(\t2\x94\x01\n\x19QueryUnderstandingService\x12w\n\nUnderstand\x12\x33.shelfwise.query_understanding.v1.UnderstandRequest\x1a\x34.shelfwise.query_understanding.v1.UnderstandResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n:shelfwise/query_understanding/v1/query_understanding.proto\x12 shelfwise.query_understanding.v1\x1a shelfwise/common/v1/common.proto\"F\n\x11UnderstandRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\x0e\n\x06locale\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"9\n\x12SpellingCorrection\x12\x10\n\x08original\x18\x01 \x01(\t\x12\x11\n\tcorrected\x18\x02 \x01(\t\"5\n\x12\x43\x61tegoryPrediction\x12\x10\n\x08\x63\x61tegory\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\"\xee\x03\n\x12UnderstandResponse\x12\x16\n\x0eoriginal_query\x18\x01 \x01(\t\x12\x18\n\x10normalized_query\x18\x02 \x01(\t\x12\x17\n\x0f\x63orrected_query\x18\x03 \x01(\t\x12I\n\x0b\x63orrections\x18\x04 \x03(\x0b\x32\x34.shelfwise.query_understanding.v1.SpellingCorrection\x12\x10\n\x08language\x18\x05 \x01(\t\x12\x1b\n\x13language_confidence\x18\x06 \x01(\x01\x12-\n\x07\x66ilters\x18\x07 \x01(\x0b\x32\x1c.shelfwise.common.v1.Filters\x12H\n\ncategories\x18\x08 \x03(\x0b\x32\x34.shelfwise.query_understanding.v1.CategoryPrediction\x12\x13\n\x0bsearch_text\x18\t \x01(\t\x12\x0e\n\x06tokens\x18\n \x03(\t\x12\x15\n\rmodel_version\x18\x0b \x01(\t\x12\x18\n\x10translated_query\x18\x0c \x01(\t\x12\x19\n\x11prefers_low_price\x18\r \x01(\x08\x12\r\n\x05notes\x18\x0e \x03(\t\x12\x1a\n\x12vocabulary_version\x18\x0f \x01(\t2\x94\x01\n\x19QueryUnderstandingService\x12w\n\nUnderstand\x12\x33.shelfwise.query_understanding.v1.UnderstandRequest\x1a\x34.shelfwise.query_understanding.v1.UnderstandResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,7 +39,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CATEGORYPREDICTION']._serialized_start=261
   _globals['_CATEGORYPREDICTION']._serialized_end=314
   _globals['_UNDERSTANDRESPONSE']._serialized_start=317
-  _globals['_UNDERSTANDRESPONSE']._serialized_end=783
-  _globals['_QUERYUNDERSTANDINGSERVICE']._serialized_start=786
-  _globals['_QUERYUNDERSTANDINGSERVICE']._serialized_end=934
+  _globals['_UNDERSTANDRESPONSE']._serialized_end=811
+  _globals['_QUERYUNDERSTANDINGSERVICE']._serialized_start=814
+  _globals['_QUERYUNDERSTANDINGSERVICE']._serialized_end=962
 # @@protoc_insertion_point(module_scope)

@@ -34,7 +34,7 @@ class CategoryPrediction(_message.Message):
     def __init__(self, category: _Optional[str] = ..., score: _Optional[float] = ...) -> None: ...
 
 class UnderstandResponse(_message.Message):
-    __slots__ = ("original_query", "normalized_query", "corrected_query", "corrections", "language", "language_confidence", "filters", "categories", "search_text", "tokens", "model_version", "translated_query", "prefers_low_price", "notes")
+    __slots__ = ("original_query", "normalized_query", "corrected_query", "corrections", "language", "language_confidence", "filters", "categories", "search_text", "tokens", "model_version", "translated_query", "prefers_low_price", "notes", "vocabulary_version")
     ORIGINAL_QUERY_FIELD_NUMBER: _ClassVar[int]
     NORMALIZED_QUERY_FIELD_NUMBER: _ClassVar[int]
     CORRECTED_QUERY_FIELD_NUMBER: _ClassVar[int]
@@ -49,6 +49,7 @@ class UnderstandResponse(_message.Message):
     TRANSLATED_QUERY_FIELD_NUMBER: _ClassVar[int]
     PREFERS_LOW_PRICE_FIELD_NUMBER: _ClassVar[int]
     NOTES_FIELD_NUMBER: _ClassVar[int]
+    VOCABULARY_VERSION_FIELD_NUMBER: _ClassVar[int]
     original_query: str
     normalized_query: str
     corrected_query: str
@@ -63,4 +64,5 @@ class UnderstandResponse(_message.Message):
     translated_query: str
     prefers_low_price: bool
     notes: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, original_query: _Optional[str] = ..., normalized_query: _Optional[str] = ..., corrected_query: _Optional[str] = ..., corrections: _Optional[_Iterable[_Union[SpellingCorrection, _Mapping]]] = ..., language: _Optional[str] = ..., language_confidence: _Optional[float] = ..., filters: _Optional[_Union[_common_pb2.Filters, _Mapping]] = ..., categories: _Optional[_Iterable[_Union[CategoryPrediction, _Mapping]]] = ..., search_text: _Optional[str] = ..., tokens: _Optional[_Iterable[str]] = ..., model_version: _Optional[str] = ..., translated_query: _Optional[str] = ..., prefers_low_price: _Optional[bool] = ..., notes: _Optional[_Iterable[str]] = ...) -> None: ...
+    vocabulary_version: str
+    def __init__(self, original_query: _Optional[str] = ..., normalized_query: _Optional[str] = ..., corrected_query: _Optional[str] = ..., corrections: _Optional[_Iterable[_Union[SpellingCorrection, _Mapping]]] = ..., language: _Optional[str] = ..., language_confidence: _Optional[float] = ..., filters: _Optional[_Union[_common_pb2.Filters, _Mapping]] = ..., categories: _Optional[_Iterable[_Union[CategoryPrediction, _Mapping]]] = ..., search_text: _Optional[str] = ..., tokens: _Optional[_Iterable[str]] = ..., model_version: _Optional[str] = ..., translated_query: _Optional[str] = ..., prefers_low_price: _Optional[bool] = ..., notes: _Optional[_Iterable[str]] = ..., vocabulary_version: _Optional[str] = ...) -> None: ...

@@ -9,10 +9,11 @@ module makes that server usable for tests, benchmarks and `shelfwise triton up`:
   nvidia-pytriton pulls a tritonclient that needs protobuf<7 and the main environment runs
   protobuf 7;
 - `derive_cpu_repository` writes a CPU repository with the same model names, tensors, batch
-  limits and dynamic batching as the source, each model a python-backend `model.py` that runs the
-  source ONNX file with ONNX Runtime once per dynamic batch;
+  limits and dynamic batching as the source, each model the python-backend
+  `triton_backend/model.py`, which runs the source ONNX file with ONNX Runtime once per dynamic
+  batch;
 - `LocalTriton` starts and stops the server with the environment the bundled binary needs;
-- `main` runs it in the foreground: `python -m services.cli.triton_local`.
+- `main` runs it in the foreground: `shelfwise triton up`.
 
 Clients (tritonclient 2.41 in the main environment) cannot tell the derived models from the
 GPU ones: input/output names, types and dims are identical.
@@ -20,7 +21,6 @@ GPU ones: input/output names, types and dims are identical.
 
 from __future__ import annotations
 
-import argparse
 import atexit
 import fcntl
 import os
@@ -31,8 +31,7 @@ import sys
 import time
 from pathlib import Path
 
-from services.local.system import free_ports
-from services.common.config import text_encoder_model
+from services.local.processes import free_ports
 from services.common.inference import TRAINED_ON_SHOP_DATA
 
 # Only what the server and its python-backend models import; kept apart from the main
@@ -44,7 +43,9 @@ PYTHON_VERSION = "3.11"
 DERIVED_MARKER = ".shelfwise-derived"
 # The config parameter that tells the generic model.py which ONNX file to run. `{version}` is
 # replaced by the version Triton loads, so one config serves every exported version.
+# Parameters of the derived configs that triton_backend/model.py reads.
 ONNX_PATH_PARAMETER = "onnx_model_path"
+ONNX_THREADS_PARAMETER = "onnx_intra_op_threads"
 ONNX_INTRA_OP_THREADS = 2
 # Triton drains in-flight requests for up to this long on SIGTERM; stop() kills after STOP_TIMEOUT.
 EXIT_TIMEOUT_SECONDS = 10
@@ -92,125 +93,8 @@ def ensure_triton_environment(env_dir: Path, python: str = "python3.11") -> Path
     return env_dir
 
 
-# The one python-backend model every derived model runs. It executes inside Triton's
-# `triton_python_backend_stub` with the Triton environment's packages (numpy, onnxruntime), not
-# the project's, so it imports nothing from this repository.
-MODEL_PY = '''\
-"""Generic Triton python-backend model written by services/cli/triton_local.py: runs one ONNX
-file with ONNX Runtime on the CPU, once per dynamic batch Triton hands over."""
-
-import json
-from pathlib import Path
-
-import numpy as np
-import onnxruntime as ort
-import triton_python_backend_utils as pb_utils
-
-PARAMETER = "@PARAMETER@"
-INTRA_OP_THREADS = @THREADS@
-
-
-class TritonPythonModel:
-    def initialize(self, args):
-        config = json.loads(args["model_config"])
-        path = config["parameters"][PARAMETER]["string_value"].replace("{version}", args["model_version"])
-        if not Path(path).is_file():
-            raise pb_utils.TritonModelException(f"ONNX file {path} not found: run the export first")
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = INTRA_OP_THREADS
-        options.inter_op_num_threads = 1
-        # Idle ORT threads spin by default, stealing the cores clients and other models need.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = ort.InferenceSession(path, sess_options=options, providers=["CPUExecutionProvider"])
-        self.batching = config.get("max_batch_size", 0) > 0
-        self.inputs = [(i["name"], pb_utils.triton_string_to_numpy(i["data_type"])) for i in config["input"]]
-        self.outputs = [(o["name"], pb_utils.triton_string_to_numpy(o["data_type"])) for o in config["output"]]
-        # Triton hands over requests of different shapes only for inputs marked
-        # allow_ragged_batch; those are zero-padded to one shape. Padding would change outputs
-        # with a variable non-batch dim (per-token outputs), so such models group by shape.
-        self.pad = all(-1 not in o["dims"] for o in config["output"])
-
-    def execute(self, requests):
-        try:
-            arrays = [
-                {name: pb_utils.get_input_tensor_by_name(request, name).as_numpy() for name, _ in self.inputs}
-                for request in requests
-            ]
-            if not self.batching:
-                groups = [[index] for index in range(len(requests))]
-            elif self.pad:
-                groups = [list(range(len(requests)))]
-            else:
-                by_shape = {}
-                for index, request_arrays in enumerate(arrays):
-                    key = tuple(a.shape[1:] for a in request_arrays.values())
-                    by_shape.setdefault(key, []).append(index)
-                groups = list(by_shape.values())
-            responses = [None] * len(requests)
-            for group in groups:
-                try:
-                    results = self._run([arrays[i] for i in group])
-                except Exception:
-                    if len(group) == 1:
-                        raise
-                    # A malformed request must fail alone, not the requests it was merged with.
-                    results = [self._run_alone(arrays[i]) for i in group]
-                for index, result in zip(group, results):
-                    failed = isinstance(result, pb_utils.InferenceResponse)
-                    responses[index] = result if failed else self._response(result)
-            return responses
-        except Exception as error:  # an exception here would take the stub down with the model
-            return [_error_response(error) for _ in requests]
-
-    def _run_alone(self, request):
-        try:
-            return self._run([request])[0]
-        except Exception as error:
-            return _error_response(error)
-
-    def _response(self, outputs):
-        return pb_utils.InferenceResponse(
-            output_tensors=[pb_utils.Tensor(name, outputs[name]) for name, _ in self.outputs]
-        )
-
-    def _run(self, requests):
-        """Runs ONNX Runtime once on all `requests` (dicts of input arrays), split back per request."""
-        if not self.batching:
-            results = self.session.run([name for name, _ in self.outputs], requests[0])
-            return [{name: np.ascontiguousarray(r, dtype=dtype) for (name, dtype), r in zip(self.outputs, results)}]
-        feed = {name: _pad_and_concatenate([request[name] for request in requests]) for name, _ in self.inputs}
-        results = self.session.run([name for name, _ in self.outputs], feed)
-        sizes = np.cumsum([next(iter(request.values())).shape[0] for request in requests])[:-1]
-        split = [np.split(result, sizes, axis=0) for result in results]
-        return [
-            {name: np.ascontiguousarray(split[k][i], dtype=dtype) for k, (name, dtype) in enumerate(self.outputs)}
-            for i in range(len(requests))
-        ]
-
-    def finalize(self):
-        self.session = None
-
-
-def _error_response(error):
-    return pb_utils.InferenceResponse(
-        output_tensors=[], error=pb_utils.TritonError(f"{type(error).__name__}: {error}")
-    )
-
-
-def _pad_and_concatenate(parts):
-    """One batch from per-request arrays: non-batch dims zero-padded to the largest among them.
-
-    Token ids 0 under attention mask 0 leave a mean-pooled embedding as it was, which is what lets
-    requests from different length buckets share one run; fixed-size inputs are left untouched.
-    """
-    target = tuple(max(sizes) for sizes in zip(*(part.shape[1:] for part in parts)))
-    padded = [
-        np.pad(part, [(0, 0)] + [(0, t - s) for t, s in zip(target, part.shape[1:])])
-        if part.shape[1:] != target else part
-        for part in parts
-    ]
-    return np.concatenate(padded, axis=0)
-'''.replace("@PARAMETER@", ONNX_PATH_PARAMETER).replace("@THREADS@", str(ONNX_INTRA_OP_THREADS))
+# The one python-backend model every derived model runs, copied into each version folder.
+BACKEND_MODEL = Path(__file__).with_name("triton_backend") / "model.py"
 
 
 def _exported_versions(model_dir: Path) -> list[str]:
@@ -271,7 +155,7 @@ def derive_cpu_repository(
             max_batch_size=original.max_batch_size,
         )
         config.input.extend(original.input)
-        # Padding is only harmless when no output has a variable dim (see MODEL_PY).
+        # Padding is only harmless when no output has a variable dim (see triton_backend/model.py).
         if ragged_batching and all(-1 not in output.dims for output in original.output):
             for tensor in config.input:
                 if -1 in tensor.dims:
@@ -286,23 +170,24 @@ def derive_cpu_repository(
         config.instance_group.add(kind=model_config_pb2.ModelInstanceGroup.KIND_CPU, count=1)
         # A path, not a copy: the weights are ~90 MB and already on disk.
         config.parameters[ONNX_PATH_PARAMETER].string_value = str(model_dir / "{version}" / "model.onnx")
+        config.parameters[ONNX_THREADS_PARAMETER].string_value = str(ONNX_INTRA_OP_THREADS)
 
         out_dir = target / model_dir.name
         out_dir.mkdir()
         (out_dir / "config.pbtxt").write_text(
-            f"# Derived by services/cli/triton_local.py from {model_dir / 'config.pbtxt'}: same tensors and\n"
+            f"# Derived by services/local/triton.py from {model_dir / 'config.pbtxt'}: same tensors and\n"
             "# batching, python backend on the CPU. Rewritten by every derive; do not edit.\n"
             + text_format.MessageToString(config),
             encoding="utf-8",
         )
         for version in versions:
             (out_dir / version).mkdir()
-            (out_dir / version / "model.py").write_text(MODEL_PY, encoding="utf-8")
+            shutil.copyfile(BACKEND_MODEL, out_dir / version / "model.py")
         derived.append(config.name)
     return derived
 
 
-def _tail(path: Path, lines: int = 40) -> str:
+def tail(path: Path, lines: int = 40) -> str:
     try:
         return "\n".join(path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
     except OSError:
@@ -463,7 +348,7 @@ class LocalTriton:
                 if code is not None:
                     raise RuntimeError(
                         f"tritonserver exited with code {code} while starting; last lines of {self.log_path}:\n"
-                        + _tail(self.log_path)
+                        + tail(self.log_path)
                     )
                 try:
                     if client.is_server_live():
@@ -475,7 +360,7 @@ class LocalTriton:
                 if time.monotonic() > deadline:
                     raise TimeoutError(
                         f"tritonserver not ready after {timeout:.0f} s (models not ready: {pending}); "
-                        f"last lines of {self.log_path}:\n" + _tail(self.log_path)
+                        f"last lines of {self.log_path}:\n" + tail(self.log_path)
                     )
                 time.sleep(0.1)
 
@@ -510,82 +395,3 @@ class LocalTriton:
 
     def __exit__(self, *exc) -> None:
         self.stop()
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="shelfwise triton up", description="Run a real Triton server on the CPU over the model repository."
-    )
-    parser.add_argument("--model-repository", type=Path, default=Path("model_repository"))
-    parser.add_argument("--env-dir", type=Path, default=Path(".venv-triton"))
-    parser.add_argument("--work-dir", type=Path, default=Path(".shelfwise/triton"))
-    parser.add_argument("--grpc-port", type=int, default=8001)
-    parser.add_argument("--http-port", type=int, default=8000)
-    parser.add_argument("--metrics-port", type=int, default=8002)
-    parser.add_argument("--no-dynamic-batching", action="store_true", help="derive models without dynamic batching")
-    parser.add_argument(
-        "--ragged-batching",
-        action="store_true",
-        help="let requests of different length buckets merge (the GPU configs do not)",
-    )
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
-    parser.add_argument("--timeout", type=float, default=120, help="seconds to wait for the models to be ready")
-    args = parser.parse_args(argv)
-
-    env_dir = ensure_triton_environment(args.env_dir)
-    repository = args.work_dir.absolute() / "repository"
-    # The encoder the services will ask for (same setting, same default as retrieval's).
-    text_encoder = text_encoder_model()
-    try:
-        models = derive_cpu_repository(
-            args.model_repository,
-            repository,
-            dynamic_batching=not args.no_dynamic_batching,
-            ragged_batching=args.ragged_batching,
-        )
-    except ValueError as error:
-        print(error, file=sys.stderr)
-        return 1
-    if text_encoder not in models:
-        print(
-            f"SHELFWISE_TEXT_ENCODER={text_encoder} is not a model of {args.model_repository} "
-            f"(it has: {', '.join(models) or 'nothing'}); run `shelfwise export` or change the setting",
-            file=sys.stderr,
-        )
-        return 1
-    triton = LocalTriton(
-        repository,
-        env_dir,
-        grpc_port=args.grpc_port,
-        http_port=args.http_port,
-        metrics_port=args.metrics_port,
-        log_path=args.work_dir.absolute() / "tritonserver.log",
-        host=args.host,
-    )
-
-    def interrupt(signum, frame):
-        # SIGTERM too: the server runs in its own session and must not outlive us.
-        raise KeyboardInterrupt
-
-    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        started = time.monotonic()
-        triton.start(timeout=args.timeout)
-        elapsed = time.monotonic() - started
-        print(f"Triton ready in {elapsed:.1f} s at {triton.grpc_url} (gRPC), models: {', '.join(models)}")
-        print(f"services embed text with {text_encoder} (SHELFWISE_TEXT_ENCODER)")
-        print(f"log: {triton.log_path}; Ctrl-C to stop", flush=True)
-        while triton.running:
-            time.sleep(0.5)
-        print(f"tritonserver exited; last lines of {triton.log_path}:\n{_tail(triton.log_path)}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 0
-    finally:
-        triton.stop()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -32,7 +32,7 @@ understanding the ``bm25`` arm also reads no price from the text, so "under $50"
 filter there.
 
 Without ``--address`` the bench starts its own system (embedded PostgreSQL, the five services
-as processes on free ports) and imports a synthetic catalogue (`services.cli.synthetic_catalog`,
+as processes on free ports) and imports a synthetic catalogue (`services.local.synthetic_catalog`,
 ``--items`` products; the report says it is synthetic). The index build (import through
 retrieval's UpsertProducts: embedding, PostgreSQL, BM25 and ANN updates) is timed on its own,
 before query understanding starts and reads the catalogue vocabulary once (also timed). The
@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import itertools
 import json
 import math
 import os
@@ -52,11 +51,12 @@ import sys
 import tempfile
 import time
 import uuid
-from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Awaitable, Callable, Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
+from services.cli.bench.open_loop import OK, Outcome, Summary, arrival_offsets, run_open_loop, summarize
+from services.cli.bench.synthetic_import import IMPORT_STATE, ImportState, import_synthetic
 from services.gateway.experiments import parse_experiments
 
 EXPERIMENT_NAME = "bench"
@@ -73,13 +73,7 @@ BENCH_EXPERIMENT = {
     }]
 }
 LABELS = {FULL: "full pipeline", BM25: "BM25-only"}
-OK = "OK"
-OVERFLOW = "CLIENT_OVERFLOW"  # arrival while max_in_flight calls were outstanding: not sent
 WRONG_ARM = "WRONG_ARM"  # answered by another arm than the one asked for (gateway misconfigured)
-# Settings of the services the bench starts for itself (its own system only).
-IMPORT_BATCH = 500
-IMPORT_CONCURRENCY = 2  # one batch encodes while the previous one is written
-IMPORT_STATE = "import.json"  # in a kept data folder while an import is unfinished (ImportState)
 
 
 class NotLoopback(ValueError):
@@ -102,150 +96,6 @@ def check_loopback(address: str) -> str:
             "it generates load and must not be pointed at a shared or production gateway"
         )
     return address
-
-
-# --------------------------------------------------------------------------- schedule and run
-
-
-def arrival_offsets(rate: float, duration: float) -> list[float]:
-    """Seconds from the start at which each request is due: evenly spaced, `rate` per second."""
-    if rate <= 0 or duration <= 0:
-        raise ValueError("rate and duration must be > 0")
-    return [n / rate for n in range(int(round(rate * duration)))]
-
-
-@dataclass(frozen=True)
-class Outcome:
-    status: str
-    degraded: tuple[str, ...] = ()
-    stages: tuple[tuple[str, float], ...] = ()  # (stage, ms) as the gateway timed them
-
-
-@dataclass(frozen=True)
-class Sample:
-    due: float  # seconds from the phase start the request was scheduled at
-    latency_ms: float  # completion - scheduled time (0 for an overflow: never sent)
-    status: str
-    degraded: tuple[str, ...] = ()
-    send_lag_ms: float = 0.0  # how late the client sent it
-    stages: tuple[tuple[str, float], ...] = ()
-
-
-@dataclass
-class PhaseResult:
-    samples: list[Sample]
-    elapsed: float  # phase start to the last completion
-    rate: float
-    duration: float
-
-
-async def run_open_loop(
-    call: Callable[[int], Awaitable[Outcome]],
-    rate: float,
-    duration: float,
-    max_in_flight: int,
-    clock: Callable[[], float] = time.perf_counter,
-) -> PhaseResult:
-    """Calls `call(n)` at each arrival time, never waiting for earlier calls; an arrival that
-    finds `max_in_flight` calls outstanding is recorded as OVERFLOW and not sent."""
-    samples: list[Sample] = []
-    tasks: set[asyncio.Task] = set()
-    in_flight = 0
-    start = clock()
-
-    async def one(number: int, due: float) -> None:
-        nonlocal in_flight
-        lag = clock() - (start + due)
-        try:
-            outcome = await call(number)
-        except Exception as error:  # a bug in the call must not stop the schedule
-            outcome = Outcome(f"CLIENT_ERROR:{type(error).__name__}")
-        finally:
-            in_flight -= 1
-        latency = (clock() - (start + due)) * 1000
-        samples.append(Sample(due, latency, outcome.status, outcome.degraded, lag * 1000, outcome.stages))
-
-    for number, due in enumerate(arrival_offsets(rate, duration)):
-        delay = start + due - clock()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        if in_flight >= max_in_flight:
-            samples.append(Sample(due, 0.0, OVERFLOW, (), (clock() - start - due) * 1000))
-            continue
-        in_flight += 1  # counted now: tasks created in one burst must see each other
-        task = asyncio.create_task(one(number, due))
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
-    while tasks:
-        await asyncio.gather(*list(tasks))
-    return PhaseResult(sorted(samples, key=lambda s: s.due), clock() - start, rate, duration)
-
-
-# --------------------------------------------------------------------------- figures
-
-
-def percentile(values: Sequence[float], share: float) -> float:
-    """Nearest-rank percentile: the smallest value with at least `share` of all at or below
-    it (p99 of 3000 values is the 2970th smallest). NaN for no values."""
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    rank = max(1, math.ceil(share * len(ordered)))
-    return ordered[min(rank, len(ordered)) - 1]
-
-
-@dataclass
-class Summary:
-    configuration: str
-    scheduled: int
-    ok: int
-    achieved_qps: float
-    p50_ms: float
-    p95_ms: float
-    p99_ms: float
-    max_ms: float
-    mean_ms: float
-    errors: dict[str, int]
-    degraded: dict[str, int]
-    send_lag_p99_ms: float
-    send_lag_max_ms: float
-    elapsed_s: float
-    cpu_ms_per_request: dict[str, float] = field(default_factory=dict)
-    # Per gateway stage: [p50, p99] ms over the OK answers.
-    stage_ms: dict[str, list[float]] = field(default_factory=dict)
-
-
-def summarize(configuration: str, result: PhaseResult, cpu_seconds: dict[str, float] | None = None) -> Summary:
-    ok = [s.latency_ms for s in result.samples if s.status == OK]
-    errors = Counter(s.status for s in result.samples if s.status != OK)
-    degraded = Counter(stage for s in result.samples for stage in s.degraded)
-    lags = [s.send_lag_ms for s in result.samples if s.status != OVERFLOW]
-    scheduled = len(result.samples)
-    stage_values: dict[str, list[float]] = {}
-    for sample in result.samples:
-        if sample.status == OK:
-            for stage, milliseconds in sample.stages:
-                stage_values.setdefault(stage, []).append(milliseconds)
-    return Summary(
-        configuration=configuration,
-        scheduled=scheduled,
-        ok=len(ok),
-        achieved_qps=len(ok) / result.elapsed if result.elapsed > 0 else 0.0,
-        p50_ms=percentile(ok, 0.50),
-        p95_ms=percentile(ok, 0.95),
-        p99_ms=percentile(ok, 0.99),
-        max_ms=max(ok, default=float("nan")),
-        mean_ms=sum(ok) / len(ok) if ok else float("nan"),
-        errors=dict(sorted(errors.items())),
-        degraded=dict(sorted(degraded.items())),
-        send_lag_p99_ms=percentile(lags, 0.99),
-        send_lag_max_ms=max(lags, default=float("nan")),
-        elapsed_s=result.elapsed,
-        cpu_ms_per_request={
-            service: 1000 * seconds / scheduled for service, seconds in sorted((cpu_seconds or {}).items())
-        } if scheduled else {},
-        stage_ms={stage: [percentile(v, 0.50), percentile(v, 0.99)] for stage, v in sorted(stage_values.items())},
-    )
 
 
 def _ratio(a: float, b: float) -> str:
@@ -395,6 +245,8 @@ class BenchSettings:
     configurations: tuple[str, ...] = CONFIGURATIONS
     # Retrieval processes of the own system; the gateway calls them round robin.
     retrieval_replicas: int = 1
+    # Seed of the query stream and of the own system's synthetic catalogue.
+    seed: int = 7
 
 
 async def measure(
@@ -443,103 +295,6 @@ async def measure(
     return summaries, notes
 
 
-# --------------------------------------------------------------------------- own system
-
-
-@dataclass
-class ImportState:
-    """How far an import into a kept data folder got (`IMPORT_STATE` there), so that a run
-    killed mid-import (a reboot, Ctrl-C: a 1M-item catalogue takes hours to embed on a CPU)
-    goes on where it stopped. `imported_through`: every product up to this number is in
-    PostgreSQL (batches finish out of order by at most IMPORT_CONCURRENCY; later ones that had
-    finished are sent again, and retrieval keeps their vectors instead of encoding them again).
-    `seconds`: import time of all runs so far."""
-
-    items: int
-    seed: int
-    imported_through: int = 0
-    seconds: float = 0.0
-    runs: int = 0
-
-    @classmethod
-    def read(cls, path: Path, items: int, seed: int) -> "ImportState":
-        """The state of this catalogue's import in `path`, or a fresh one (none there, another
-        catalogue's, or unreadable)."""
-        try:
-            state = cls(**json.loads(path.read_text()))
-        except (OSError, ValueError, TypeError):
-            return cls(items, seed)
-        return state if (state.items, state.seed) == (items, seed) else cls(items, seed)
-
-    def write(self, path: Path) -> None:
-        staging = path.with_suffix(".tmp")
-        staging.write_text(json.dumps(asdict(self)))
-        os.replace(staging, path)
-
-
-async def import_synthetic(retrieval_address: str, items: int, seed: int, progress: bool = True,
-                           state: ImportState | None = None, state_path: Path | None = None) -> float:
-    """Upserts the synthetic catalogue through retrieval, IMPORT_CONCURRENCY batches in flight
-    (products are generated as they are sent, never all held); returns the seconds it took.
-    With `state`, starts after its `imported_through` and keeps it (and the seconds) up to
-    date in `state_path` as batches finish."""
-    from shelfwise.retrieval.v1 import retrieval_pb2, retrieval_pb2_grpc
-
-    from services.cli.synthetic_catalog import generate_products
-    from services.common.channels import create_channel
-    from services.retrieval.catalog import chunked
-    from services.retrieval.servicer import product_to_pb
-
-    start = state.imported_through if state else 0
-    earlier_seconds = state.seconds if state else 0.0
-    started = time.perf_counter()
-    done = 0
-    finished_batches: set[int] = set()
-    contiguous = 0  # batches 0..contiguous-1 (counted from `start`) have all finished
-    last_report = started
-    products = itertools.islice(generate_products(items, seed), start, None)
-    async with create_channel(retrieval_address, 64 * 1024 * 1024) as channel:
-        stub = retrieval_pb2_grpc.RetrievalServiceStub(channel)
-        pending: set[asyncio.Task] = set()
-
-        async def send(number: int, batch) -> tuple[int, int]:
-            await stub.UpsertProducts(
-                retrieval_pb2.UpsertProductsRequest(products=[product_to_pb(p) for p in batch]), timeout=600
-            )
-            return number, len(batch)
-
-        def record(finished: Iterable[asyncio.Task]) -> int:
-            nonlocal contiguous
-            count = 0
-            for task in finished:
-                number, size = task.result()
-                finished_batches.add(number)
-                count += size
-            while contiguous in finished_batches:
-                contiguous += 1
-            if state is not None and state_path is not None:
-                state.imported_through = min(items, start + contiguous * IMPORT_BATCH)
-                state.seconds = earlier_seconds + time.perf_counter() - started
-                state.write(state_path)
-            return count
-
-        for number, batch in enumerate(chunked(products, IMPORT_BATCH)):
-            if len(pending) >= IMPORT_CONCURRENCY:
-                finished, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                done += record(finished)
-            pending.add(asyncio.create_task(send(number, batch)))
-            now = time.perf_counter()
-            if progress and now - last_report > 30:
-                last_report = now
-                rate = done / (now - started)
-                left = (items - start - done) / rate if rate else float("nan")
-                print(f"  imported {start + done:,}/{items:,} ({rate:.0f}/s, about {left / 60:.0f} min left)",
-                      file=sys.stderr, flush=True)
-        if pending:
-            done += record((await asyncio.wait(pending))[0])
-    return time.perf_counter() - started
-
-
 def peak_rss_mib(pids: Iterable[int]) -> dict[int, float]:
     """Peak resident memory (VmHWM) of processes, MiB, from /proc."""
     peaks = {}
@@ -553,22 +308,26 @@ def peak_rss_mib(pids: Iterable[int]) -> dict[int, float]:
     return peaks
 
 
-async def bench_search(
-    address: str | None,
-    settings: BenchSettings,
-    model_repository: Path,
-    items: int = 10_000,
-    seed: int = 7,
-    json_path: Path | None = None,
-    profile_dir: Path | None = None,
-    data_dir: Path | None = None,
-) -> dict:
+@dataclass(frozen=True)
+class OwnSystem:
+    """The system the bench starts for itself when it is given no gateway address."""
+
+    model_repository: Path
+    items: int = 10_000  # synthetic catalogue size
+    # Every service runs under cProfile and writes <service>.prof here.
+    profile_dir: Path | None = None
+    # Keep PostgreSQL here and reuse its catalogue next time (default: a temporary folder).
+    data_dir: Path | None = None
+
+
+async def bench_search(address: str | None, settings: BenchSettings, own: OwnSystem, json_path: Path | None = None) -> dict:
     """The whole command: own system (unless `address`), import, both phases, the report."""
-    from services.cli.synthetic_catalog import DESCRIPTION, generate_queries
+    from services.local.synthetic_catalog import DESCRIPTION, generate_queries
 
     # One query per request, drawn independently from the vocabulary's templates (the head
     # queries such as "tent" recur by themselves, the long tail mostly does not).
     warm = warmup_requests(settings)
+    seed = settings.seed
     query_list = generate_queries(warm + len(arrival_offsets(settings.rate, settings.duration)), seed)
     queries = (f"{len(query_list):,} synthetic queries (seed {seed}), one per request, the same stream for each "
                f"configuration; {repeated_share(query_list, warm):.0%} of the measured ones occurred earlier")
@@ -583,16 +342,15 @@ async def bench_search(
         header.append(f"gateway {address} (its catalogue as it is); queries: {queries}, from the {DESCRIPTION}")
         summaries, notes = await measure(address, query_list, settings)
     else:
-        summaries, notes, build = await _bench_own_system(
-            settings, model_repository, items, seed, query_list, profile_dir, data_dir
-        )
+        summaries, notes, build = await _bench_own_system(settings, own, query_list)
         record["build"] = build
+        items = own.items
         header.append(
             f"catalogue: {items:,} products, {DESCRIPTION}, seed {seed}; queries: {queries}"
             + (f"; {settings.retrieval_replicas} retrieval processes, called round robin"
                if settings.retrieval_replicas > 1 else "")
         )
-        reused = (f" (built by an earlier run in {data_dir}; this run's retrieval rebuilt the indexes from "
+        reused = (f" (built by an earlier run in {own.data_dir}; this run's retrieval rebuilt the indexes from "
                   f"PostgreSQL's cached vectors in {build['retrieval_start_s']:.1f}s)") if build["reused"] else ""
         header.append(
             f"index build (import through retrieval: embedding + PostgreSQL + BM25 + ANN): {build['import_s']:.1f}s"
@@ -610,74 +368,79 @@ async def bench_search(
     return record
 
 
-async def _bench_own_system(settings, model_repository, items, seed, query_list, profile_dir, data_dir=None):
-    if data_dir is not None:
-        data_dir.mkdir(parents=True, exist_ok=True)
-        return await _run_own_system(data_dir, settings, model_repository, items, seed, query_list, profile_dir)
+async def _bench_own_system(settings: BenchSettings, own: OwnSystem, query_list: Sequence[str]):
+    if own.data_dir is not None:
+        own.data_dir.mkdir(parents=True, exist_ok=True)
+        return await _run_own_system(own.data_dir, settings, own, query_list)
     with tempfile.TemporaryDirectory(prefix="shelfwise-bench-") as directory:
-        return await _run_own_system(Path(directory), settings, model_repository, items, seed, query_list, profile_dir)
+        return await _run_own_system(Path(directory), settings, own, query_list)
 
 
-async def _run_own_system(folder: Path, settings: "BenchSettings", model_repository, items, seed, query_list, profile_dir):
+async def _import_once(folder: Path, retrieval_address: str, items: int, seed: int) -> tuple[float, int]:
+    """Imports the synthetic catalogue into the stack in `folder`, continuing an import an
+    earlier run left unfinished; returns (seconds over every run, runs) and records them in
+    build.json for later runs to reuse."""
+    state_path = folder / IMPORT_STATE
+    state = ImportState.read(state_path, items, seed)
+    if state.imported_through:
+        print(f"continuing the import of {items:,} synthetic products stopped at {state.imported_through:,} after "
+              f"{state.seconds:.0f}s ({state.runs} earlier run{'s' if state.runs != 1 else ''})",
+              file=sys.stderr, flush=True)
+    else:
+        print(f"importing {items:,} synthetic products", file=sys.stderr, flush=True)
+    state.runs += 1
+    await import_synthetic(retrieval_address, items, seed, state=state, state_path=state_path)
+    (folder / "build.json").write_text(json.dumps({
+        "items": items, "seed": seed, "import_s": state.seconds, "import_runs": state.runs,
+        "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }))
+    state_path.unlink()
+    return state.seconds, state.runs
+
+
+async def _run_own_system(folder: Path, settings: BenchSettings, own: OwnSystem, query_list: Sequence[str]):
     """Starts the system in `folder`; imports the catalogue unless `folder` already holds this
     one (build.json from the run that built it: embedding a large catalogue on a CPU takes long,
     and retrieval rebuilds its indexes from PostgreSQL's cached vectors at start-up)."""
-    from services.local.system import EmbeddedPostgres, LocalSystem, free_port_environment
+    from services.local.stack import LocalStack, StackSettings
 
     experiments = folder / "experiments.json"
     experiments.write_text(json.dumps(BENCH_EXPERIMENT))
     built_file = folder / "build.json"
     built = json.loads(built_file.read_text()) if built_file.is_file() else None
-    reuse = built is not None and built.get("items") == items and built.get("seed") == seed
-    postgres = EmbeddedPostgres(folder / "postgres")
-    url = postgres.start()
-    environ = free_port_environment()
-    environ["SHELFWISE_EXPERIMENTS"] = str(experiments)
-    system = LocalSystem(url, model_repository.resolve(), folder / "logs", environ=environ, profile_dir=profile_dir)
+    reuse = built is not None and built.get("items") == own.items and built.get("seed") == settings.seed
+    stack = LocalStack(StackSettings(
+        state_dir=folder, model_repository=own.model_repository, profile_dir=own.profile_dir,
+        environ={"SHELFWISE_EXPERIMENTS": str(experiments)},
+    ))
     try:
         started = time.perf_counter()
         # Query understanding starts after the import: it reads the catalogue vocabulary
         # once at start-up instead of rebuilding it every refresh while products pour in.
-        await system.start(timeout=3600, services=("events", "retrieval"),
-                           replicas={"retrieval": settings.retrieval_replicas})
+        await stack.start(services=("events", "retrieval"), replicas={"retrieval": settings.retrieval_replicas},
+                          timeout=3600)
         retrieval_start = time.perf_counter() - started
-        import_runs = 1
+        print(f"PostgreSQL, events and retrieval SERVING in {retrieval_start:.1f}s", file=sys.stderr, flush=True)
         if reuse:
             import_seconds, import_runs = built["import_s"], built.get("import_runs", 1)
             print(f"reusing the catalogue in {folder} (built in {import_seconds:.0f}s); retrieval rebuilt its indexes "
                   f"from PostgreSQL in {retrieval_start:.1f}s", file=sys.stderr, flush=True)
         else:
-            state_path = folder / IMPORT_STATE
-            state = ImportState.read(state_path, items, seed)
-            if state.imported_through:
-                print(f"events and retrieval SERVING in {retrieval_start:.1f}s; continuing the import of {items:,} "
-                      f"synthetic products stopped at {state.imported_through:,} after {state.seconds:.0f}s "
-                      f"({state.runs} earlier run{'s' if state.runs != 1 else ''})", file=sys.stderr, flush=True)
-            else:
-                print(f"events and retrieval SERVING in {retrieval_start:.1f}s; importing {items:,} synthetic products",
-                      file=sys.stderr, flush=True)
-            state.runs += 1
-            await import_synthetic(system.address("retrieval"), items, seed, state=state, state_path=state_path)
-            import_seconds, import_runs = state.seconds, state.runs
-            built_file.write_text(json.dumps({"items": items, "seed": seed, "import_s": import_seconds,
-                                              "import_runs": state.runs,
-                                              "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}))
-            state_path.unlink()
+            import_seconds, import_runs = await _import_once(folder, stack.address("retrieval"), own.items, settings.seed)
         started = time.perf_counter()
-        await system.start(timeout=3600, services=("query_understanding", "ranking", "gateway"))
+        await stack.start(services=("query_understanding", "ranking", "gateway"), timeout=3600)
         rest_start_seconds = time.perf_counter() - started
-        summaries, notes = await measure(system.address("gateway"), query_list, settings, system.cpu_seconds)
-        peaks = peak_rss_mib(process.pid for process in system.processes.values())
+        summaries, notes = await measure(stack.address("gateway"), query_list, settings, stack.cpu_seconds)
+        peaks = peak_rss_mib(process.pid for process in stack.processes.values())
         build = {
-            "items": items,
+            "items": own.items,
             "import_s": import_seconds,
             "import_runs": import_runs,
             "reused": reuse,
             "retrieval_start_s": retrieval_start,
             "rest_start_s": rest_start_seconds,
-            "peak_rss_mib": {service: peaks.get(process.pid, float("nan")) for service, process in system.processes.items()},
+            "peak_rss_mib": {service: peaks.get(process.pid, float("nan")) for service, process in stack.processes.items()},
         }
         return summaries, notes, build
     finally:
-        system.stop()
-        postgres.stop()
+        await stack.stop()

@@ -79,7 +79,7 @@ async def _ingest(stub, impressions, batch_size: int, concurrency: int, stream: 
 async def bench_events(
     database_url: str | None, events: int, batch_sizes: list[int], concurrency: int, rounds: int
 ) -> str:
-    from services.local.system import EmbeddedPostgres
+    from services.local.postgres import EmbeddedPostgres
     from services.common.channels import create_channel
     from services.events.config import EventsSettings
     from services.events.server import create_server

@@ -25,7 +25,7 @@ from typing import Iterator, Sequence
 
 from services.retrieval.catalog import Product
 
-DESCRIPTION = "SYNTHETIC catalogue (services.cli.synthetic_catalog: generated from a built-in vocabulary, not real shop data)"
+DESCRIPTION = "SYNTHETIC catalogue (services.local.synthetic_catalog: generated from a built-in vocabulary, not real shop data)"
 SOURCE_TAG = {"source": "synthetic"}
 DEFAULT_SEED = 7
 CHINESE_SHARE = 0.05

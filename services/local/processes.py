@@ -1,14 +1,14 @@
-"""Runs the whole system on one machine on embedded defaults: an embedded PostgreSQL
-(pgserver) and the five services as child processes on their default ports.
+"""The five services as child processes (`python -m services.<name>`), each logging to its own
+file, started in order and counted as started when their gRPC health check says SERVING.
 
 For measurements (`shelfwise bench search`): services can be started in groups (so a large
-catalogue is imported before query understanding reads its vocabulary once), run under
-cProfile (`profile_dir`: one .prof per service, written when it exits on SIGTERM), and each
-process's CPU time can be read, so a load test can say what a request costs per service."""
+catalogue is imported before query understanding reads its vocabulary once), in several
+replicas, under cProfile (`profile_dir`: one .prof per service, written when it exits on
+SIGTERM), and each process's CPU time can be read, so a load test can say what a request costs
+per service. `services.local.stack.LocalStack` is the one way the project starts them."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -24,58 +24,6 @@ from services.common.config import ServerSettings
 
 # Start order: the gateway checks retrieval's health; ranking reads popularity from events.
 SERVICE_ORDER = ("events", "retrieval", "query_understanding", "ranking", "gateway")
-# pgserver lists the processes using a data folder here and stops the server when the last of
-# them exits. A process that died without running its exit hook (kill -9, a machine restart)
-# stays listed, and from then on the server was never stopped: every later run left it running.
-PGSERVER_HANDLES = ".handle_pids.json"
-
-
-class EmbeddedPostgres:
-    """PostgreSQL 16 from the pgserver wheel, data in `data_dir`, reached over a unix socket."""
-
-    def __init__(self, data_dir: Path):
-        self.data_dir = data_dir
-        self._server = None
-
-    def start(self) -> str:
-        import pgserver
-
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        forget_dead_handles(self.data_dir)
-        self._server = pgserver.get_server(self.data_dir, cleanup_mode="stop")
-        return self.url
-
-    @property
-    def url(self) -> str:
-        return self._server.get_uri()
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.cleanup()
-            self._server = None
-
-
-def process_exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, owned by another user
-        return True
-    return True
-
-
-def forget_dead_handles(data_dir: Path) -> list[int]:
-    """Drops processes that no longer exist from pgserver's list of a data folder's users, so
-    that the last live one stops the server again. Returns the pids dropped."""
-    path = data_dir / PGSERVER_HANDLES
-    if not path.is_file():
-        return []
-    pids = json.loads(path.read_text())
-    dead = [pid for pid in pids if not process_exists(pid)]
-    if dead:
-        path.write_text(json.dumps([pid for pid in pids if pid not in dead]))
-    return dead
 
 
 def free_ports(count: int) -> list[int]:
@@ -99,7 +47,7 @@ def free_port_environment() -> dict[str, str]:
 
 
 @dataclass
-class LocalSystem:
+class ServiceProcesses:
     database_url: str
     model_repository: Path
     log_dir: Path
@@ -137,7 +85,7 @@ class LocalSystem:
     async def start(
         self, timeout: float = 120.0, services: tuple[str, ...] = SERVICE_ORDER, replicas: Mapping[str, int] | None = None
     ) -> None:
-        """Starts `services` (all five by default, in SERVICE_ORDER) and waits until each is
+        """Starts `services` (all five by default) in SERVICE_ORDER, then waits until each is
         SERVING. `replicas`: processes per service (default one), each on its own free port,
         named `<service>-2`, `<service>-3`, ...; the services started after them call all of
         them, round robin (their address becomes the list of every replica's)."""
@@ -150,24 +98,36 @@ class LocalSystem:
             ports = [str(ServerSettings.from_env(service, env).port)] + [str(p) for p in free_ports(count - 1)]
             for number, port in enumerate(ports, start=1):
                 name = service if number == 1 else f"{service}-{number}"
-                log_file = (self.log_dir / f"{name}.log").open("ab")
-                # Own session: a Ctrl-C in the terminal reaches `shelfwise up` alone, which then
-                # stops the services in order (gateway first) instead of all at once.
-                process = subprocess.Popen(
-                    self._command(service), env={**env, f"SHELFWISE_{service.upper()}_PORT": port},
-                    stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
-                )
-                self.processes[name] = process
+                self._spawn(name, service, port)
                 started[name] = f"127.0.0.1:{port}"
             if count > 1:
                 self.environ[f"SHELFWISE_{service.upper()}_ADDRESS"] = "ipv4:" + ",".join(f"127.0.0.1:{p}" for p in ports)
         for name, address in started.items():
-            try:
-                process = self.processes[name]
-                await wait_until_serving(address, timeout, lambda: process.poll() is None)
-            except Exception as error:
-                tail = (self.log_dir / f"{name}.log").read_text(errors="replace")[-3000:]
-                raise RuntimeError(f"{name} did not start: {error}\n--- {name}.log ---\n{tail}") from error
+            await self._wait_until_serving(name, address, timeout)
+
+    async def restart(self, service: str, timeout: float = 120.0) -> None:
+        """Starts `service` again on its port (after it was killed or exited) and waits until it
+        is SERVING."""
+        port = str(ServerSettings.from_env(service, self.service_environment()).port)
+        self._spawn(service, service, port)
+        await self._wait_until_serving(service, f"127.0.0.1:{port}", timeout)
+
+    def _spawn(self, name: str, service: str, port: str) -> None:
+        log_file = (self.log_dir / f"{name}.log").open("ab")
+        # Own session: a Ctrl-C in the terminal reaches `shelfwise up` alone, which then stops
+        # the services in order (gateway first) instead of all at once.
+        self.processes[name] = subprocess.Popen(
+            self._command(service), env={**self.service_environment(), f"SHELFWISE_{service.upper()}_PORT": port},
+            stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+
+    async def _wait_until_serving(self, name: str, address: str, timeout: float) -> None:
+        process = self.processes[name]
+        try:
+            await wait_until_serving(address, timeout, lambda: process.poll() is None)
+        except Exception as error:
+            tail = (self.log_dir / f"{name}.log").read_text(errors="replace")[-3000:]
+            raise RuntimeError(f"{name} did not start: {error}\n--- {name}.log ---\n{tail}") from error
 
     def cpu_seconds(self) -> dict[str, float]:
         """User + system CPU time each running service has used so far, all threads included

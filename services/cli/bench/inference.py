@@ -82,7 +82,7 @@ async def run_cell(backend: InferenceBackend, model: str, make_request, concurre
 
 
 async def bench_inference(repository: Path, env_dir: Path, seconds: float, concurrency=CONCURRENCY) -> str:
-    from services.cli.triton_local import LocalTriton, derive_cpu_repository, ensure_triton_environment
+    from services.local.triton import LocalTriton, derive_cpu_repository, ensure_triton_environment
     from services.common.triton import TritonInference
 
     repository = repository.resolve()

@@ -7,7 +7,7 @@ the event loop, for every search) and through a per-product scan of the same fil
 the columns), in alternating rounds so that a neighbour's load favours neither; a cell is the
 median of its rounds. The two must allow the same products, or the command fails. Building
 the columns is timed too, in import batches of 500. The catalogue is synthetic
-(`services.cli.synthetic_catalog`), generated in memory: no services, models or database.
+(`services.local.synthetic_catalog`), generated in memory: no services, models or database.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from collections import Counter
 
 import numpy as np
 
-from services.cli.synthetic_catalog import DESCRIPTION, generate_products
+from services.local.synthetic_catalog import DESCRIPTION, generate_products
 from services.retrieval.catalog import chunked
 from services.retrieval.filters import CandidateFilters, FilterColumns, matches
 

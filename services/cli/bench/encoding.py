@@ -14,7 +14,7 @@ tokens computed per real token, and the largest difference and the smallest cosi
 first configuration's vectors and each other's (paddings are masked, so they must agree; an
 int8 version keeps a cosine of about 0.99).
 
-Products are the synthetic catalogue's (`services.cli.synthetic_catalog`; the output says so)
+Products are the synthetic catalogue's (`services.local.synthetic_catalog`; the output says so)
 unless `--catalog` names a catalogue file.
 """
 
@@ -38,7 +38,7 @@ PADDINGS = (("length buckets", True), ("longest in batch", False))
 def catalog_texts(catalog: Path | None, items: int, seed: int) -> tuple[list[str], str]:
     """The embedding texts of the first `items` products, and where they came from."""
     if catalog is None:
-        from services.cli.synthetic_catalog import DESCRIPTION, generate_products
+        from services.local.synthetic_catalog import DESCRIPTION, generate_products
 
         products = list(itertools.islice(generate_products(items, seed), items))
         return [product.embedding_text() for product in products], f"{DESCRIPTION}, seed {seed}"
