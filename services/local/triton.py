@@ -29,6 +29,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from services.local.processes import free_ports
@@ -194,18 +195,21 @@ def tail(path: Path, lines: int = 40) -> str:
         return "(no server log)"
 
 
+@dataclass(frozen=True)
+class TritonPorts:
+    """The server's three ports; 0 picks a free one."""
+
+    grpc: int = 0
+    http: int = 0
+    metrics: int = 0
+
+
 class LocalTriton:
     """The bundled `tritonserver` over a derived CPU repository, as a child process."""
 
     def __init__(
-        self,
-        repository: Path,
-        env_dir: Path,
-        grpc_port: int = 0,
-        http_port: int = 0,
-        metrics_port: int = 0,
-        log_path: Path | None = None,
-        host: str = "127.0.0.1",
+        self, repository: Path, env_dir: Path, log_path: Path | None = None, host: str = "127.0.0.1",
+        ports: TritonPorts = TritonPorts(),
     ):
         self.repository = Path(repository).absolute()
         # Loopback by default: a developer's model server is not for the network.
@@ -213,9 +217,9 @@ class LocalTriton:
         self.env_dir = Path(env_dir).absolute()
         # Ports are fixed here, not at start, so `restart()` comes back on the same address.
         picked = iter(free_ports(3))
-        self.grpc_port = grpc_port or next(picked)
-        self.http_port = http_port or next(picked)
-        self.metrics_port = metrics_port or next(picked)
+        self.grpc_port = ports.grpc or next(picked)
+        self.http_port = ports.http or next(picked)
+        self.metrics_port = ports.metrics or next(picked)
         self.log_path = Path(log_path).absolute() if log_path else self.repository.parent / "tritonserver.log"
         self.backend_dir = self.repository.parent / "backends"
         self._process: subprocess.Popen | None = None

@@ -1,5 +1,8 @@
-"""Code conventions that keep the services easy to change (DESIGN.md §6): every service folder
-has the same shape, domain modules never import gRPC, every module says what it is for."""
+"""Code conventions that keep the code easy to change (DESIGN.md §6): every service folder has
+the same shape, domain modules never import gRPC, every module says what it is for and fits in
+one sitting, no function takes more than six parameters, and imports run one way: the CLI's
+commands reach training/ (lazily), training/ reaches the local stack, the runtime reaches
+neither."""
 
 from __future__ import annotations
 
@@ -56,7 +59,7 @@ def test_every_module_has_a_docstring():
 
 # The runtime: what runs in production. It never imports training/ (models reach it as files in
 # the model repository), so a service image needs none of the training code or its packages.
-RUNTIME = [ROOT / "services" / service for service in SERVICES] + [ROOT / "services" / "common"]
+RUNTIME = [ROOT / "services" / name for name in (*SERVICES, "common", "local")]
 
 
 def module_name(path: Path) -> str:
@@ -136,3 +139,82 @@ def test_no_import_circle_between_modules():
             visit(module, [])
     # Packages' __init__ modules hand names on; a circle through one is still a circle.
     assert not circles, "import circles: " + "; ".join(" -> ".join(c) for c in circles[:5])
+
+
+def test_only_the_cli_commands_reach_training_and_only_when_a_command_runs():
+    """Of the CLI, only its command modules import training/, and only inside the function that
+    runs a command (most through `commands.delegate`, which names a training function as
+    "module:function"), so `shelfwise search` loads no torch. Every delegated target exists."""
+    commands = ROOT / "services" / "cli" / "commands"
+    offending = {}
+    for path in sorted((ROOT / "services" / "cli").rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        # Command modules may import training lazily: only their top level is checked.
+        nodes = tree.body if path.parent == commands else list(ast.walk(tree))
+        names = {
+            name
+            for node in nodes
+            for name in ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                         [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+        }
+        if any(name.split(".")[0] == "training" for name in names):
+            offending[str(path.relative_to(ROOT))] = sorted(n for n in names if n.split(".")[0] == "training")
+    assert not offending, f"CLI modules importing training/ outside a command's function: {offending}"
+    targets = []
+    for path in sorted((ROOT / "services" / "cli" / "commands").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "delegate":
+                targets.append(node.args[3].value)
+    assert targets, "no delegated command found: did delegate change its signature?"
+    missing = []
+    for target in targets:
+        module, _, function = target.partition(":")
+        path = ROOT.joinpath(*module.split(".")).with_suffix(".py")
+        defined = path.is_file() and any(
+            isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == function
+            for node in ast.parse(path.read_text(encoding="utf-8")).body
+        )
+        if not defined:
+            missing.append(target)
+    assert not missing, f"delegated commands whose function does not exist: {missing}"
+
+
+# --- size ---------------------------------------------------------------------------------------
+
+MAX_MODULE_LINES = 450
+MAX_PARAMETERS = 6
+
+
+def source_modules():
+    for folder in ("services", "training"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            if not path.name.endswith(("_pb2.py", "_pb2_grpc.py")):
+                yield path
+
+
+def test_every_module_fits_in_one_sitting():
+    long = {
+        str(path.relative_to(ROOT)): lines
+        for path in source_modules()
+        if (lines := path.read_text(encoding="utf-8").count("\n")) > MAX_MODULE_LINES
+    }
+    assert not long, f"modules over {MAX_MODULE_LINES} lines (cut them along a seam): {long}"
+
+
+def parameter_count(function: ast.FunctionDef | ast.AsyncFunctionDef) -> int:
+    """Every parameter but self/cls; *args and **kwargs count one each."""
+    arguments = function.args
+    named = [a.arg for a in arguments.posonlyargs + arguments.args + arguments.kwonlyargs]
+    return len([n for n in named if n not in ("self", "cls")]) + (arguments.vararg is not None) + (
+        arguments.kwarg is not None
+    )
+
+
+def test_no_function_takes_more_than_six_parameters():
+    wide = [
+        f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({parameter_count(node)})"
+        for path in source_modules()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and parameter_count(node) > MAX_PARAMETERS
+    ]
+    assert not wide, f"functions with more than {MAX_PARAMETERS} parameters (group what travels together): {wide}"

@@ -321,7 +321,7 @@ async def test_killed_triton_degrades_dense_retrieval_and_the_ctr_head_then_reco
     faulty, load, model_repository
 ):
     triton = faulty.triton
-    encoder = text_encoder_model(faulty.local.service_environment())
+    encoder = text_encoder_model({**os.environ, **faulty.local.environ})  # as the child processes see it
     expected = {"retrieval.dense"} | ({"ranking.ctr_head"} if find_model(model_repository, "ctr_head") else set())
     logs_from = {service: faulty.log_size(service) for service in ("retrieval", "ranking")}
     await until(lambda: len(load.answered_since(0)) >= 4, "searches flow", load=load)

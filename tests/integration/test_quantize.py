@@ -102,10 +102,10 @@ def test_refuses_what_it_cannot_do(repository, capsys) -> None:
 
 
 async def test_bench_encoding_compares_the_two_versions_on_the_same_products(repository) -> None:
-    from services.cli.bench.encoding import bench_encoding, catalog_texts
+    from services.cli.bench.encoding import EncodingRuns, bench_encoding, catalog_texts
 
     texts, source = catalog_texts(None, 130, seed=7)  # two full batches and a partial one
-    printed = await bench_encoding(repository, MODEL, texts, source, rounds=1, threads=1, versions=[1, 2])
+    printed = await bench_encoding(repository, MODEL, texts, source, EncodingRuns(rounds=1, threads=1, versions=[1, 2]))
     assert "SYNTHETIC" in printed.splitlines()[0]
     rows = {line[:18].strip(): line[18:].split() for line in printed.splitlines()[3:-1]}
     assert list(rows) == ["version 1", "version 2"]

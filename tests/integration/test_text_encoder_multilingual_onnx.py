@@ -119,11 +119,11 @@ async def test_a_full_batch_padded_only_to_its_longest_text_embeds_as_at_the_buc
 
 
 async def test_bench_encoding_compares_both_paddings_on_the_same_products() -> None:
-    from services.cli.bench.encoding import bench_encoding, catalog_texts
+    from services.cli.bench.encoding import EncodingRuns, bench_encoding, catalog_texts
 
     texts, source = catalog_texts(DEMO_CATALOG, 100, seed=7)
     # Version 1, the fp32 export (an int8 version's activation scales depend on the padding).
-    printed = await bench_encoding(MODEL_REPOSITORY, MODEL, texts, source, rounds=1, threads=1, versions=[1])
+    printed = await bench_encoding(MODEL_REPOSITORY, MODEL, texts, source, EncodingRuns(rounds=1, threads=1, versions=[1]))
     assert printed.startswith(f"{len(texts):,} product texts from {DEMO_CATALOG}")
     rows = {line[:18].strip(): line[18:].split() for line in printed.splitlines()[3:-1]}
     assert list(rows) == ["length buckets", "longest in batch"]

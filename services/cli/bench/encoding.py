@@ -63,9 +63,19 @@ def configurations(versions: Sequence[int] = ()) -> list[Configuration]:
     return [Configuration(label, versions[0] if versions else None, to_bucket) for label, to_bucket in PADDINGS]
 
 
-async def bench_encoding(repository: Path, model: str, texts: list[str], source: str, rounds: int,
-                         threads: int | None = None, versions: Sequence[int] = ()) -> str:
-    runs = configurations(versions)
+@dataclass(frozen=True)
+class EncodingRuns:
+    """How `bench_encoding` measures: alternating rounds (the median is reported), ONNX Runtime
+    threads (None: the services' own), and the model versions to compare (none: the paddings)."""
+
+    rounds: int = 3
+    threads: int | None = None
+    versions: Sequence[int] = ()
+
+
+async def bench_encoding(repository: Path, model: str, texts: list[str], source: str, runs_of: EncodingRuns) -> str:
+    rounds, threads = runs_of.rounds, runs_of.threads
+    runs = configurations(runs_of.versions)
     backends, inputs, names = {}, {}, {}
     sessions: dict[int | None, EmbeddedOnnxRuntime] = {}  # one per version: the paddings share theirs
     for run in runs:

@@ -78,7 +78,7 @@ async def run_bench_inference(args) -> int:
 
 
 async def run_bench_encoding(args) -> int:
-    from services.cli.bench.encoding import bench_encoding, catalog_texts
+    from services.cli.bench.encoding import EncodingRuns, bench_encoding, catalog_texts
 
     if args.items < 1 or args.rounds < 1:
         print("--items and --rounds must be >= 1", file=sys.stderr)
@@ -91,8 +91,8 @@ async def run_bench_encoding(args) -> int:
         print(f"--versions {args.versions!r} must be distinct version numbers, e.g. 1,2", file=sys.stderr)
         return 2
     texts, source = catalog_texts(Path(args.catalog) if args.catalog else None, args.items, args.seed)
-    print(await bench_encoding(Path(args.model_repository), args.model, texts, source, args.rounds, args.threads,
-                               versions))
+    print(await bench_encoding(Path(args.model_repository), args.model, texts, source,
+                               EncodingRuns(args.rounds, args.threads, versions)))
     return 0
 
 

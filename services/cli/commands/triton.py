@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from services.common.config import text_encoder_model
-from services.local.triton import LocalTriton, derive_cpu_repository, ensure_triton_environment, tail
+from services.local.triton import LocalTriton, TritonPorts, derive_cpu_repository, ensure_triton_environment, tail
 
 
 def register(commands) -> None:
@@ -65,9 +65,7 @@ def triton_up_command(args) -> int:
     triton = LocalTriton(
         repository,
         env_dir,
-        grpc_port=args.grpc_port,
-        http_port=args.http_port,
-        metrics_port=args.metrics_port,
+        ports=TritonPorts(args.grpc_port, args.http_port, args.metrics_port),
         log_path=args.work_dir.absolute() / "tritonserver.log",
         host=args.host,
     )
