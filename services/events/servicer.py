@@ -12,9 +12,9 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from shelfwise.events.v1 import events_pb2, events_pb2_grpc
 
 from services.common.errors import InvalidArgument, ShelfwiseError
-from services.common.metrics import EventsMetrics
 from services.common.server import status_for
 from services.common.tracing import current_trace_id
+from services.events.metrics import EventsMetrics
 from services.events.model import (
     MAX_BATCH,
     MAX_ID_CHARS,

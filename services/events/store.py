@@ -24,7 +24,7 @@ from typing import Sequence
 import asyncpg
 
 from services.common.errors import InvalidArgument, NotFound, ShelfwiseError, Unavailable
-from services.common.metrics import EventsMetrics
+from services.events.metrics import EventsMetrics
 from services.events.model import Impression, Interaction
 
 log = logging.getLogger(__name__)

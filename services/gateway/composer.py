@@ -48,7 +48,7 @@ from shelfwise.ranking.v1 import ranking_pb2
 from shelfwise.retrieval.v1 import retrieval_pb2
 
 from services.common.errors import DeadlineExceeded, InvalidArgument, NotFound, Unavailable
-from services.common.metrics import GatewayMetrics
+from services.gateway.metrics import GatewayMetrics
 from services.gateway.config import StageDeadlines
 from services.gateway.event_buffer import ImpressionBuffer
 from services.gateway.experiments import ArmPolicy, Assignment, Experiments, interleaving_seed, team_draft

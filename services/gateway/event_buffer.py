@@ -28,7 +28,7 @@ from typing import Awaitable, Callable, Sequence
 from shelfwise.events.v1 import events_pb2
 
 from services.common.errors import DeadlineExceeded, Unavailable
-from services.common.metrics import GatewayMetrics
+from services.gateway.metrics import GatewayMetrics
 
 log = logging.getLogger(__name__)
 

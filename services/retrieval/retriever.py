@@ -36,7 +36,6 @@ from typing import Sequence
 import numpy as np
 
 from services.common.errors import DeadlineExceeded, InvalidArgument, NotFound, Unavailable
-from services.common.metrics import RetrievalMetrics
 from services.common.text_encoder import TextEncoder
 from services.common.tracing import tracer
 from services.retrieval.catalog import Product, validate_product
@@ -44,6 +43,7 @@ from services.retrieval.dense import DenseIndex
 from services.retrieval.filters import CandidateFilters, FilterColumns
 from services.retrieval.fusion import Fusion
 from services.retrieval.lexical import LexicalIndex
+from services.retrieval.metrics import RetrievalMetrics
 from services.retrieval.personal import (
     MAX_HISTORY,
     TEXT_HISTORY,

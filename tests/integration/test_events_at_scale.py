@@ -483,7 +483,7 @@ async def test_gateway_keeps_impressions_while_events_cannot_store_them_and_stor
 async def test_track_sends_the_buffered_impression_it_points_at_before_its_interactions(system, database):
     from shelfwise.gateway.v1 import gateway_pb2
 
-    from services.common.metrics import GatewayMetrics
+    from services.gateway.metrics import GatewayMetrics
     from services.gateway.composer import Composer
     from services.gateway.config import StageDeadlines
     from services.gateway.event_buffer import ImpressionBuffer
@@ -513,7 +513,7 @@ async def test_track_sends_the_buffered_impression_it_points_at_before_its_inter
 
 async def test_full_impression_buffer_drops_the_oldest_and_counts_them():
     from services.local.system import free_ports
-    from services.common.metrics import GatewayMetrics
+    from services.gateway.metrics import GatewayMetrics
     from services.gateway.event_buffer import ImpressionBuffer
 
     (port,) = free_ports(1)  # nothing listens there: every send is UNAVAILABLE
