@@ -16,37 +16,9 @@ from services.common.inference import EmbeddedOnnxRuntime
 from services.ranking.features import FEATURE_NAMES, RRF_MAX, QueryPreferences, RankingCandidate, feature_matrix
 from services.ranking.ranker import MAX_CANDIDATES, PopularityCache, Ranker
 from services.ranking.scorers import FEATURE_WEIGHTS, FeatureScorer, OnnxCtrHead, create_scorer
+from tests.support.ranking import candidate, popularity, varied_candidates
 
 COLUMN = {name: index for index, name in enumerate(FEATURE_NAMES)}
-
-
-def candidate(
-    product_id: str,
-    lexical: float = 0.0,
-    dense: float = 0.0,
-    fused: float = 0.0,
-    brand: str = "",
-    category: str = "",
-    attributes: dict | None = None,
-) -> RankingCandidate:
-    return RankingCandidate(product_id, brand, category, attributes or {}, lexical, dense, fused)
-
-
-def popularity(values: dict[str, float] | None = None) -> PopularityCache:
-    async def fetch():
-        return values or {}
-
-    cache = PopularityCache(fetch, refresh_seconds=60)
-    cache.values = dict(values or {})
-    return cache
-
-
-def varied_candidates(count: int = 12) -> list[RankingCandidate]:
-    rng = np.random.default_rng(0)
-    return [
-        candidate(f"p{i}", lexical=float(rng.uniform(0, 20)), dense=float(rng.uniform(-0.2, 1.0)), fused=float(rng.uniform(0, RRF_MAX)))
-        for i in range(count)
-    ]
 
 
 # --- features --------------------------------------------------------------------------------

@@ -11,8 +11,8 @@ from services.ranking.features import QueryPreferences
 from services.ranking.ranker import FORMULA, MODEL, RETRIEVAL_ORDER, RETRIEVAL_ORDER_VERSION, Ranker
 from services.ranking.scorers import FeatureScorer
 from services.retrieval.retriever import DENSE, LEXICAL, CandidateFilters
-from tests.unit.test_ranking import popularity, varied_candidates
-from tests.unit.test_retriever import index  # noqa: F401  (the retriever tests' catalogue fixture)
+from tests.support.ranking import popularity, varied_candidates
+from tests.support.retrieval import index  # noqa: F401  (the retriever tests' catalogue fixture)
 
 
 async def test_lexical_mode_never_encodes_the_query_and_returns_bm25_order(index):

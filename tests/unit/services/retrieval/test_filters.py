@@ -13,7 +13,7 @@ from services.retrieval.catalog import Product
 from services.retrieval.filters import CandidateFilters, FilterColumns, matches
 from services.retrieval.growing_array import GrowingArray
 from services.retrieval.retriever import CatalogIndex
-from tests.unit.test_retriever import HashingEncoder
+from tests.support.retrieval import HashingEncoder
 
 PROPERTY_SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

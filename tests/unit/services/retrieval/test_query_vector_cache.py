@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from services.retrieval.retriever import CandidateFilters, CatalogIndex, QueryVectorCache
-from tests.unit.test_retriever import PRODUCTS, HashingEncoder
+from tests.support.retrieval import PRODUCTS, HashingEncoder
 
 
 async def catalogue(cache_size: int = 10) -> tuple[CatalogIndex, HashingEncoder]:

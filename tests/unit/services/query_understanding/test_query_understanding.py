@@ -534,7 +534,7 @@ def test_query_understanding_never_imports_grpc() -> None:
         "import services.common.text\n"
         "assert not any(m == 'grpc' or m.startswith('grpc.') for m in sys.modules)\n"
     )
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[2])
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[4])
 
 
 def test_understand_never_raises_anything_but_invalid_argument_on_random_input(

@@ -12,7 +12,7 @@ import pytest
 from services.common.batching import MicroBatcher
 from services.retrieval.dense import DenseIndex
 from services.retrieval.retriever import CandidateFilters, CatalogIndex
-from tests.unit.test_retriever import PRODUCTS, HashingEncoder
+from tests.support.retrieval import PRODUCTS, HashingEncoder
 
 
 async def test_calls_that_arrive_while_a_batch_runs_go_together_in_order():
