@@ -46,7 +46,10 @@ class GatewayMetrics:
             "time the gateway spent on one stage (query_understanding, retrieval, ranking) of a request",
         )
 
-    def record_stages(self, rpc: str, timings) -> None:
-        """`timings`: the StageTiming messages (stage, milliseconds) of one response."""
+    def record_response(self, rpc: str, timings, degraded) -> None:
+        """`timings`: the StageTiming messages (stage, milliseconds) of one response;
+        `degraded`: the stages it was answered without."""
+        for stage in degraded:
+            self.degraded_responses.add(1, {"rpc": rpc, "stage": stage})
         for timing in timings:
             self._stage_duration.record(timing.milliseconds, {"rpc": rpc, "stage": timing.stage})
