@@ -61,6 +61,6 @@ PRODUCTS = [
 async def index() -> tuple[CatalogIndex, HashingEncoder]:
     encoder = HashingEncoder()
     catalog = CatalogIndex(store=None, encoder=encoder)
-    catalog._apply_upsert(PRODUCTS, await encoder.encode([p.embedding_text() for p in PRODUCTS], kind="passage"))
+    catalog.slots.apply_upsert(PRODUCTS, await encoder.encode([p.embedding_text() for p in PRODUCTS], kind="passage"))
     encoder.calls.clear()
     return catalog, encoder

@@ -10,14 +10,15 @@ from services.common.errors import InvalidArgument, NotFound
 from services.ranking.features import QueryPreferences
 from services.ranking.ranker import FORMULA, MODEL, RETRIEVAL_ORDER, RETRIEVAL_ORDER_VERSION, Ranker
 from services.ranking.scorers import FeatureScorer
-from services.retrieval.retriever import DENSE, LEXICAL, CandidateFilters
+from services.retrieval.filters import CandidateFilters
+from services.retrieval.retriever import DENSE, LEXICAL, TextQueryOptions
 from tests.support.ranking import popularity, varied_candidates
 from tests.support.retrieval import index  # noqa: F401  (the retriever tests' catalogue fixture)
 
 
 async def test_lexical_mode_never_encodes_the_query_and_returns_bm25_order(index):
     catalog, encoder = index
-    result = await catalog.retrieve("red wine", CandidateFilters(), 10, mode=LEXICAL)
+    result = await catalog.retrieve("red wine", CandidateFilters(), 10, options=TextQueryOptions(mode=LEXICAL))
     assert encoder.calls == []
     assert result.degraded == ()  # chosen, not a failure
     assert result.candidates and all(c.dense_score == 0.0 and c.dense_rank == 0 for c in result.candidates)
@@ -26,7 +27,7 @@ async def test_lexical_mode_never_encodes_the_query_and_returns_bm25_order(index
 
 async def test_dense_mode_has_no_lexical_candidates(index):
     catalog, _ = index
-    result = await catalog.retrieve("red wine", CandidateFilters(), 10, mode=DENSE)
+    result = await catalog.retrieve("red wine", CandidateFilters(), 10, options=TextQueryOptions(mode=DENSE))
     assert result.candidates and all(c.lexical_rank == 0 and c.lexical_score == 0.0 for c in result.candidates)
     assert [c.dense_rank for c in result.candidates] == list(range(1, len(result.candidates) + 1))
 
@@ -34,14 +35,14 @@ async def test_dense_mode_has_no_lexical_candidates(index):
 async def test_dense_mode_without_the_encoder_falls_back_to_bm25_and_says_so(index):
     catalog, encoder = index
     encoder.down = True
-    result = await catalog.retrieve("red wine", CandidateFilters(), 10, mode=DENSE)
+    result = await catalog.retrieve("red wine", CandidateFilters(), 10, options=TextQueryOptions(mode=DENSE))
     assert result.degraded == ("dense",) and result.candidates
 
 
 async def test_an_unknown_retrieval_mode_is_invalid(index):
     catalog, _ = index
     with pytest.raises(InvalidArgument, match="mode"):
-        await catalog.retrieve("red wine", CandidateFilters(), 10, mode="sql")
+        await catalog.retrieve("red wine", CandidateFilters(), 10, options=TextQueryOptions(mode="sql"))
 
 
 class ConstantScorer:

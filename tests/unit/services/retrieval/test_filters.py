@@ -102,8 +102,8 @@ async def test_the_catalogue_index_filters_right_after_updates_deletes_and_compa
 
     for round_ in range(3):
         batch = products(round_)
-        catalog._apply_upsert(batch, await encoder.encode([p.embedding_text() for p in batch], kind="passage"))
-    assert catalog._dense.slots == count  # compacted
+        catalog.slots.apply_upsert(batch, await encoder.encode([p.embedding_text() for p in batch], kind="passage"))
+    assert catalog.slots.dense.slots == count  # compacted
     filters = CandidateFilters(categories=("c1",), attributes={"color": "red"}, price_max=500.0)
     expected = {p.id for p in products(2) if matches(p, filters)}
     result = await catalog.retrieve("item", filters, limit=1_000)
