@@ -12,6 +12,7 @@ from services.common.database import create_pool
 from services.common.server import RunningServer, start_server
 from services.events.config import EventsSettings
 from services.events.partitions import ensure_partitions
+from services.events.queries import EventQueries
 from services.events.servicer import EventsServicer
 from services.events.store import EventStore
 
@@ -34,7 +35,7 @@ async def create_server(settings: EventsSettings, port: int | None = None) -> Ru
         await pool.close()
         raise
     store = EventStore(pool, settings.write_method, settings.write_retry_seconds)
-    servicer = EventsServicer(store, settings.write_retry_seconds)
+    servicer = EventsServicer(store, EventQueries(pool), settings.write_retry_seconds)
     running = await start_server(
         register=lambda server: events_pb2_grpc.add_EventsServiceServicer_to_server(servicer, server),
         service_names=[SERVICE_NAME],
