@@ -11,8 +11,9 @@ import pytest
 
 from services.common.errors import InvalidArgument
 from services.common.text import normalize
-from services.query_understanding.filters import extract_filters, extract_price
+from services.query_understanding.filters import extract_filters
 from services.query_understanding.language import detect_language
+from services.query_understanding.price_phrases import extract_price
 from services.query_understanding.spelling import SpellingCorrector
 from services.query_understanding.understanding import QueryUnderstander, Understanding
 from services.query_understanding.vocabulary import CatalogVocabulary
