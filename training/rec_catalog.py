@@ -39,7 +39,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from services.common.config import database_url, model_repository, parse_versions, content_encoder_model
-from services.events.store import HistoryEntry, collapse_history
+from services.events.queries import HistoryEntry, collapse_history
 from training.sequential_data import SequenceData
 from training.train_rec import RecSettings
 

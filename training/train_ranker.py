@@ -12,7 +12,7 @@ benchmark's train and dev splits, every query set (English, Chinese, misspelt).
 Features come from the running system, so the ranker learns from exactly what it will rank: the
 five services start on free ports over the catalogue (the evaluation's cached PostgreSQL, see
 `training.eval_search.FullPipeline`), and each query goes through query understanding and
-retrieval as a Search sends it (`services.gateway.composer.search_retrieve_request`); the
+retrieval as a Search sends it (`services.gateway.search.search_retrieve_request`); the
 candidates' relevance features are computed by ranking's own code.
 
 The exported model (``relevance_ranker/<next version>/``, ONNX-ML trees as the CTR head's, see
@@ -94,7 +94,7 @@ async def judged_queries(
     from shelfwise.retrieval.v1 import retrieval_pb2_grpc
 
     from services.common.channels import create_channel
-    from services.gateway.composer import search_rank_inputs, search_retrieve_request
+    from services.gateway.search import search_rank_inputs, search_retrieve_request
     from services.ranking.relevance import relevance_matrix
     from services.ranking.servicer import candidate_from_pb, preferences_from_pb
 

@@ -25,7 +25,7 @@ from grpc_reflection.v1alpha import reflection
 
 from services.common import errors
 from services.common.auth import CallerInterceptor, server_credentials
-from services.common.config import DEFAULT_MAX_MESSAGE_BYTES, SecuritySettings
+from services.common.config import DEFAULT_MAX_MESSAGE_BYTES, SecuritySettings, ServerSettings
 from services.common.metrics import RpcMetrics
 from services.common.tracing import current_trace_id, instrument_libraries
 
@@ -181,23 +181,40 @@ class RunningServer:
                 log.exception("error while stopping")
 
 
+@dataclass(frozen=True)
+class Listening:
+    """Where and how a server listens. `max_connection_age_seconds` > 0: each client connection
+    is closed (GOAWAY, in-flight calls get `connection_age_grace_seconds` to finish) after about
+    that long, so clients reconnect and spread over the current replicas."""
+
+    host: str = "127.0.0.1"
+    port: int = 0
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    max_connection_age_seconds: float = 0.0
+    connection_age_grace_seconds: float = CONNECTION_AGE_GRACE_SECONDS
+
+    @classmethod
+    def of(cls, settings: ServerSettings, port: int | None = None) -> "Listening":
+        """A service's listening settings; `port` (e.g. 0 in tests) replaces the configured one."""
+        return cls(
+            host=settings.host,
+            port=settings.port if port is None else port,
+            max_message_bytes=settings.max_message_bytes,
+            max_connection_age_seconds=settings.max_connection_age_seconds,
+        )
+
+
 async def start_server(
     *,
     register: Callable[[grpc.aio.Server], None],
     service_names: Iterable[str],
-    host: str = "127.0.0.1",
-    port: int = 0,
-    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    listening: Listening = Listening(),
     security: SecuritySettings | None = None,
-    max_connection_age_seconds: float = 0.0,
-    connection_age_grace_seconds: float = CONNECTION_AGE_GRACE_SECONDS,
 ) -> RunningServer:
     """Builds, binds and starts a server; health starts NOT_SERVING until the caller is ready.
 
-    `security` defaults to SecuritySettings.from_env() (authentication, rate limits, TLS).
-    `max_connection_age_seconds` > 0: each client connection is closed (GOAWAY, in-flight calls
-    get `connection_age_grace_seconds` to finish) after about that long, so clients reconnect
-    and spread over the current replicas."""
+    `security` defaults to SecuritySettings.from_env() (authentication, rate limits, TLS)."""
+    host, port = listening.host, listening.port
     instrument_libraries()
     security = SecuritySettings.from_env() if security is None else security
     # Error mapping outermost, so refused calls are counted in the RPC metrics with their status.
@@ -205,8 +222,9 @@ async def start_server(
     caller_interceptor = CallerInterceptor.from_settings(security)
     if caller_interceptor is not None:
         interceptors.append(caller_interceptor)
-    options = grpc_options(max_message_bytes) + connection_age_options(max_connection_age_seconds,
-                                                                       connection_age_grace_seconds)
+    options = grpc_options(listening.max_message_bytes) + connection_age_options(
+        listening.max_connection_age_seconds, listening.connection_age_grace_seconds
+    )
     server = grpc.aio.server(interceptors=interceptors, options=options)
     register(server)
     health_servicer = health.aio.HealthServicer()

@@ -16,7 +16,7 @@ The same periodic round is the event tables' maintenance (`ensure_partitions`):
   round.
 - Pseudonyms: user ids still stored in clear (rows older than pseudonymisation, or written by
   pods of the previous version during a rolling update) are hashed in place
-  (`services.events.store.pseudonymise_stored_user_ids`).
+  (`services.events.pseudonyms.pseudonymise_stored_user_ids`).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from datetime import date, datetime, timezone
 
 import asyncpg
 
-from services.events.store import UserIdPseudonyms, pseudonymise_stored_user_ids
+from services.events.pseudonyms import UserIdPseudonyms, pseudonymise_stored_user_ids
 
 log = logging.getLogger(__name__)
 

@@ -9,9 +9,10 @@ from shelfwise.events.v1 import events_pb2, events_pb2_grpc
 
 from services.common.background import Periodic
 from services.common.database import create_pool
-from services.common.server import RunningServer, start_server
+from services.common.server import Listening, RunningServer, start_server
 from services.events.config import EventsSettings
 from services.events.partitions import ensure_partitions
+from services.events.queries import EventQueries
 from services.events.servicer import EventsServicer
 from services.events.store import EventStore
 
@@ -34,14 +35,11 @@ async def create_server(settings: EventsSettings, port: int | None = None) -> Ru
         await pool.close()
         raise
     store = EventStore(pool, settings.write_method, settings.write_retry_seconds)
-    servicer = EventsServicer(store, settings.write_retry_seconds)
+    servicer = EventsServicer(store, EventQueries(pool), settings.write_retry_seconds)
     running = await start_server(
         register=lambda server: events_pb2_grpc.add_EventsServiceServicer_to_server(servicer, server),
         service_names=[SERVICE_NAME],
-        host=settings.server.host,
-        port=settings.server.port if port is None else port,
-        max_message_bytes=settings.server.max_message_bytes,
-        max_connection_age_seconds=settings.server.max_connection_age_seconds,
+        listening=Listening.of(settings.server, port),
     )
     # A month rolls over while the service runs: keep partitions ahead of it. Events of a month
     # without a partition still land in DEFAULT, so a missed round loses nothing.

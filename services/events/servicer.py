@@ -12,9 +12,9 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from shelfwise.events.v1 import events_pb2, events_pb2_grpc
 
 from services.common.errors import InvalidArgument, ShelfwiseError
-from services.common.metrics import EventsMetrics
 from services.common.server import status_for
 from services.common.tracing import current_trace_id
+from services.events.metrics import EventsMetrics
 from services.events.model import (
     MAX_BATCH,
     MAX_ID_CHARS,
@@ -24,6 +24,7 @@ from services.events.model import (
     validate_impression,
     validate_interaction,
 )
+from services.events.queries import EventQueries
 from services.events.store import EventStore
 
 log = logging.getLogger(__name__)
@@ -126,8 +127,9 @@ def _limit(request, default: int, maximum: int) -> int:
 
 
 class EventsServicer(events_pb2_grpc.EventsServiceServicer):
-    def __init__(self, store: EventStore, write_retry_seconds: float = 30.0):
+    def __init__(self, store: EventStore, queries: EventQueries, write_retry_seconds: float = 30.0):
         self._store = store
+        self._queries = queries
         self._metrics = EventsMetrics()
         self._write_retry_seconds = write_retry_seconds
 
@@ -200,7 +202,7 @@ class EventsServicer(events_pb2_grpc.EventsServiceServicer):
         until = _time(request.until, "until", None) if request.HasField("until") else None
         if since is not None and until is not None and since > until:
             raise InvalidArgument("since", f"must not be after until ({since.isoformat()} > {until.isoformat()})")
-        rows = await self._store.metrics(group_by, request.request_id, since, until, _limit(request, 100, 1000))
+        rows = await self._queries.metrics(group_by, request.request_id, since, until, _limit(request, 100, 1000))
         return events_pb2.GetMetricsResponse(
             rows=[
                 events_pb2.MetricsRow(
@@ -229,7 +231,7 @@ class EventsServicer(events_pb2_grpc.EventsServiceServicer):
             frozen = (request.since.ToDatetime(tzinfo=timezone.utc), request.until.ToDatetime(tzinfo=timezone.utc))
             if frozen[0] >= frozen[1]:
                 raise InvalidArgument("until", f"must be after since ({frozen[0].isoformat()}), got {frozen[1].isoformat()}")
-        products = await self._store.popular(window, _limit(request, 1000, 10_000), frozen)
+        products = await self._queries.popular(window, _limit(request, 1000, 10_000), frozen)
         return events_pb2.ListPopularProductsResponse(
             products=[
                 events_pb2.PopularProduct(
@@ -250,7 +252,7 @@ class EventsServicer(events_pb2_grpc.EventsServiceServicer):
             if len(getattr(request, name)) > MAX_ID_CHARS:
                 raise InvalidArgument(name, f"must be at most {MAX_ID_CHARS} characters")
             check_storable(getattr(request, name), name)
-        entries = await self._store.history(request.user_id, request.session_id, _limit(request, 50, MAX_HISTORY))
+        entries = await self._queries.history(request.user_id, request.session_id, _limit(request, 50, MAX_HISTORY))
         response = events_pb2.ListUserHistoryResponse()
         for entry in entries:
             message = response.entries.add(product_id=entry.product_id, type=INTERACTION_TYPES_PB[entry.type])

@@ -1,31 +1,23 @@
-"""Events in PostgreSQL: idempotent bulk writes (COPY through a staging table), retried across
-lost connections, attribution checks and metrics queries.
+"""Event writes to PostgreSQL: idempotent bulk writes (COPY through a staging table), retried
+across lost connections, with attribution checks. Reads are in queries.py.
 
-User ids never reach the tables in clear: the store keeps a keyed hash of each
-(`UserIdPseudonyms`, HMAC-SHA256 with SHELFWISE_USER_ID_KEY) and hashes the id a history read
-asks for the same way, so a shopper's events still group together while the analytics tables
-hold no id that leads back to the shop's customer records without the key. Rows stored
-before pseudonyms existed are hashed in place by `pseudonymise_stored_user_ids`
-(migration 0007 explains why not in SQL)."""
+User ids never reach the tables in clear: the store writes a keyed hash of each
+(`services.events.pseudonyms.UserIdPseudonyms`, HMAC-SHA256 with SHELFWISE_USER_ID_KEY)."""
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import json
 import logging
 import random
-import re
-from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
 from typing import Sequence
 
 import asyncpg
 
 from services.common.errors import InvalidArgument, NotFound, ShelfwiseError, Unavailable
-from services.common.metrics import EventsMetrics
+from services.events.metrics import EventsMetrics
 from services.events.model import Impression, Interaction
+from services.events.pseudonyms import UserIdPseudonyms
 
 log = logging.getLogger(__name__)
 
@@ -87,34 +79,6 @@ _UNNEST_INTERACTIONS = """(
 )"""
 
 
-PSEUDONYM_PREFIX = "pseudo:"
-_PSEUDONYM = re.compile(r"^pseudo:[0-9a-f]{64}$")
-
-
-class UserIdPseudonyms:
-    """user id -> 'pseudo:' + hex HMAC-SHA256(key, user id); the empty id (anonymous) stays empty.
-
-    Every id is hashed, even one that already looks like a pseudonym: otherwise a caller that
-    saw a pseudonym in the analytics tables could read that shopper's history with it."""
-
-    def __init__(self, key: bytes) -> None:
-        if len(key) < 16:
-            raise ValueError("the user id key must be at least 16 bytes")
-        self._key = key
-
-    def __repr__(self) -> str:
-        return "UserIdPseudonyms(<key>)"
-
-    def __call__(self, user_id: str) -> str:
-        if not user_id:
-            return ""
-        return PSEUDONYM_PREFIX + hmac.new(self._key, user_id.encode("utf-8"), hashlib.sha256).hexdigest()
-
-    @staticmethod
-    def is_pseudonym(value: str) -> bool:
-        return bool(_PSEUDONYM.match(value))
-
-
 def _store_new(table: str, key_table: str, key_columns: tuple[str, ...], columns: tuple[str, ...], source: str) -> str:
     listed = ", ".join(columns)
     return f"""
@@ -142,28 +106,6 @@ _INSERT_INTERACTIONS = {
     "unnest": _store_new("interactions", "interaction_keys", _INTERACTION_KEY_COLUMNS, _INTERACTION_COLUMNS, _UNNEST_INTERACTIONS),
 }
 
-# Pseudonymising rows stored in clear (see migration 0007): the distinct clear ids of a table
-# since a time, and the update from a staged (raw, pseudonym) mapping.
-_CLEAR_USER_IDS = {
-    table: f"""
-    SELECT DISTINCT user_id FROM {table}
-    WHERE user_id <> '' AND user_id !~ '^pseudo:[0-9a-f]{{64}}$' AND occurred_at >= $1
-    """
-    for table in ("impressions", "interactions")
-}
-_PSEUDONYMISE = {
-    table: f"""
-    UPDATE {table} AS t SET user_id = m.pseudonym FROM user_pseudonyms_in AS m
-    WHERE t.user_id = m.raw AND t.occurred_at >= $1
-    """
-    for table in ("impressions", "interactions")
-}
-_STAGE_PSEUDONYMS = "CREATE TEMPORARY TABLE user_pseudonyms_in (raw text PRIMARY KEY, pseudonym text) ON COMMIT DROP"
-PSEUDONYMISE_TASK = "pseudonymise-user-ids"
-# Later passes look this far behind the previous one: events of pods still on the previous
-# version during a rolling update, with clients' clock skew.
-PSEUDONYMISE_OVERLAP = timedelta(days=2)
-
 class ConnectionLost(Exception):
     """A write failed on a connection that is now closed (whatever error asyncpg raised)."""
 
@@ -190,91 +132,6 @@ RETRY_FIRST_DELAY = 0.05
 ACQUIRE_TIMEOUT_SECONDS = 2.0
 MIN_ATTEMPT_SECONDS = 1.0
 RETRY_MAX_DELAY = 2.0
-
-
-_METRICS = """
-WITH shown AS (
-    SELECT {key} AS key, count(*) AS requests, sum(cardinality(product_ids)) AS impressions
-    FROM impressions
-    WHERE occurred_at >= $1 AND occurred_at < $2 AND ($3 = '' OR request_id = $3)
-    GROUP BY 1
-), acted AS (
-    SELECT {key_i} AS key,
-           count(*) FILTER (WHERE x.type = 'click') AS clicks,
-           count(*) FILTER (WHERE x.type = 'add_to_cart') AS add_to_carts,
-           count(*) FILTER (WHERE x.type = 'purchase') AS purchases,
-           coalesce(sum(x.value) FILTER (WHERE x.type = 'purchase'), 0) AS revenue
-    FROM interactions x JOIN impressions i ON i.request_id = x.request_id
-    WHERE i.occurred_at >= $1 AND i.occurred_at < $2 AND ($3 = '' OR i.request_id = $3)
-    GROUP BY 1
-)
-SELECT s.key, s.requests, s.impressions, coalesce(a.clicks, 0) AS clicks,
-       coalesce(a.add_to_carts, 0) AS add_to_carts, coalesce(a.purchases, 0) AS purchases,
-       coalesce(a.revenue, 0) AS revenue
-FROM shown s LEFT JOIN acted a USING (key)
-ORDER BY s.requests DESC, s.key
-LIMIT $4
-"""
-
-GROUP_KEYS = {"request": "request_id", "experiment_arm": "experiment_arm", "model_version": "model_version"}
-# One query per grouping, built from the fixed table above: no query text comes from input.
-_METRICS_BY_GROUP = {group: _METRICS.format(key=key, key_i=f"i.{key}") for group, key in GROUP_KEYS.items()}
-
-
-@dataclass(frozen=True)
-class MetricsRow:
-    key: str
-    requests: int
-    impressions: int
-    clicks: int
-    add_to_carts: int
-    purchases: int
-    revenue: float
-
-    @property
-    def ctr(self) -> float:
-        return self.clicks / self.impressions if self.impressions else 0.0
-
-    @property
-    def conversion_rate(self) -> float:
-        return self.purchases / self.requests if self.requests else 0.0
-
-
-@dataclass(frozen=True)
-class HistoryEntry:
-    product_id: str
-    type: str
-    occurred_at: datetime
-
-
-# Which of several interactions with one product in a row describes the step.
-_STRENGTH = {"click": 0, "add_to_cart": 1, "purchase": 2}
-
-
-def collapse_history(newest_first: Sequence[HistoryEntry], limit: int) -> list[HistoryEntry]:
-    """Oldest-first history with runs of the same product (click, add-to-cart, purchase of one
-    item) merged into one entry of the strongest type; the most recent `limit` entries."""
-    steps: list[HistoryEntry] = []
-    for entry in reversed(newest_first):
-        if steps and steps[-1].product_id == entry.product_id:
-            previous = steps[-1]
-            strongest = max(previous.type, entry.type, key=_STRENGTH.__getitem__)
-            steps[-1] = HistoryEntry(entry.product_id, strongest, max(previous.occurred_at, entry.occurred_at))
-        else:
-            steps.append(entry)
-    return steps[-limit:]
-
-
-@dataclass(frozen=True)
-class PopularProduct:
-    product_id: str
-    clicks: int
-    add_to_carts: int
-    purchases: int
-
-    @property
-    def score(self) -> float:
-        return self.clicks + 3 * self.add_to_carts + 10 * self.purchases
 
 
 class EventStore:
@@ -455,98 +312,3 @@ class EventStore:
                     f"product {event.product_id!r} was not shown at position {event.position} of request "
                     f"{event.request_id!r}",
                 )
-
-    async def metrics(
-        self, group_by: str, request_id: str, since: datetime | None, until: datetime | None, limit: int
-    ) -> list[MetricsRow]:
-        sql = _METRICS_BY_GROUP[group_by]
-        since = since or datetime(1970, 1, 1, tzinfo=timezone.utc)
-        until = until or datetime.now(timezone.utc) + timedelta(days=1)
-        rows = await self._pool.fetch(sql, since, until, request_id, limit)
-        return [
-            MetricsRow(
-                key=row["key"],
-                requests=row["requests"],
-                impressions=int(row["impressions"] or 0),
-                clicks=row["clicks"],
-                add_to_carts=row["add_to_carts"],
-                purchases=row["purchases"],
-                revenue=float(row["revenue"]),
-            )
-            for row in rows
-        ]
-
-    async def history(self, user_id: str, session_id: str, limit: int) -> list[HistoryEntry]:
-        """The shopper's recent interactions by user id or session id, oldest first (see
-        `collapse_history`). Reads a few times `limit` rows so that merged runs still fill it."""
-        rows = await self._pool.fetch(
-            """
-            SELECT product_id, type, occurred_at FROM interactions
-            WHERE ($1 <> '' AND user_id = $1) OR ($2 <> '' AND session_id = $2)
-            ORDER BY occurred_at DESC, received_at DESC, event_id DESC
-            LIMIT $3
-            """,
-            self._pseudonym(user_id),
-            session_id,
-            limit * 4,
-        )
-        return collapse_history([HistoryEntry(r["product_id"], r["type"], r["occurred_at"]) for r in rows], limit)
-
-    async def popular(
-        self, window_days: int, limit: int, window: tuple[datetime, datetime] | None = None
-    ) -> list[PopularProduct]:
-        """Engagement per product over the last `window_days`, or over a fixed `window`
-        [since, until) (popularity frozen at a point in time)."""
-        since, until = window or (None, None)
-        rows = await self._pool.fetch(
-            """
-            SELECT product_id,
-                   count(*) FILTER (WHERE type = 'click') AS clicks,
-                   count(*) FILTER (WHERE type = 'add_to_cart') AS add_to_carts,
-                   count(*) FILTER (WHERE type = 'purchase') AS purchases
-            FROM interactions
-            WHERE CASE WHEN $3::timestamptz IS NULL THEN occurred_at >= now() - make_interval(days => $1)
-                       ELSE occurred_at >= $3 AND occurred_at < $4 END
-            GROUP BY product_id
-            ORDER BY count(*) FILTER (WHERE type = 'click') + 3 * count(*) FILTER (WHERE type = 'add_to_cart')
-                     + 10 * count(*) FILTER (WHERE type = 'purchase') DESC, product_id
-            LIMIT $2
-            """,
-            window_days,
-            limit,
-            since,
-            until,
-        )
-        return [PopularProduct(r["product_id"], r["clicks"], r["add_to_carts"], r["purchases"]) for r in rows]
-
-
-async def pseudonymise_stored_user_ids(pool: asyncpg.Pool, pseudonyms: UserIdPseudonyms) -> int:
-    """Replaces user ids stored in clear with their pseudonyms; returns how many distinct ids.
-
-    The first run covers every row; later ones the rows since the previous run minus
-    PSEUDONYMISE_OVERLAP (a partition-pruned scan of recent months). One transaction, under an
-    advisory lock so that replicas starting together do the work once."""
-    async with pool.acquire() as connection, connection.transaction():
-        await connection.execute("SELECT pg_advisory_xact_lock(hashtext('shelfwise_pseudonymise_user_ids'))")
-        previous = await connection.fetchval("SELECT done_at FROM event_maintenance WHERE task = $1", PSEUDONYMISE_TASK)
-        since = previous - PSEUDONYMISE_OVERLAP if previous else datetime(1, 1, 1, tzinfo=timezone.utc)
-        hashed = 0
-        for table in ("impressions", "interactions"):
-            clear = [row["user_id"] for row in await connection.fetch(_CLEAR_USER_IDS[table], since)]
-            if not clear:
-                continue
-            await connection.execute(_STAGE_PSEUDONYMS)
-            await connection.copy_records_to_table(
-                "user_pseudonyms_in", columns=("raw", "pseudonym"), records=[(raw, pseudonyms(raw)) for raw in clear]
-            )
-            await connection.execute(_PSEUDONYMISE[table], since)
-            await connection.execute("DROP TABLE user_pseudonyms_in")
-            hashed += len(clear)
-        await connection.execute(
-            "INSERT INTO event_maintenance (task, done_at) VALUES ($1, now())"
-            " ON CONFLICT (task) DO UPDATE SET done_at = excluded.done_at",
-            PSEUDONYMISE_TASK,
-        )
-    if hashed:
-        log.info("pseudonymised %d user id(s) stored in clear", hashed)
-    return hashed

@@ -1,6 +1,6 @@
 """The gateway's buffer of impressions that could not be sent yet.
 
-An impression is sent once in the background right after its page is served (composer.py).
+An impression is sent once in the background right after its page is served (impressions.py).
 When that send fails for a transient reason (the events service, or its database, is down or
 slow: UNAVAILABLE / DEADLINE_EXCEEDED), the impression waits here and a background task sends
 the waiting ones again in batches, with exponential backoff, until they are stored. Event ids
@@ -28,7 +28,7 @@ from typing import Awaitable, Callable, Sequence
 from shelfwise.events.v1 import events_pb2
 
 from services.common.errors import DeadlineExceeded, Unavailable
-from services.common.metrics import GatewayMetrics
+from services.gateway.metrics import GatewayMetrics
 
 log = logging.getLogger(__name__)
 

@@ -44,7 +44,7 @@ experiment, so a shopper paging through a result list sees one consistent merged
 The impression's ``experiment_arm`` is ``"<experiment>/<arm>"`` (``"<experiment>/interleaved"``
 for interleaved requests), so the report can select one experiment's impressions by prefix.
 
-This module is pure logic (no grpc); the composer applies the policies.
+This module is pure logic (no grpc); search.py and interleaving.py apply the policies.
 """
 
 from __future__ import annotations

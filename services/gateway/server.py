@@ -10,7 +10,7 @@ from shelfwise.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 
 from services.common.background import Periodic
 from services.common.channels import create_channel, is_serving
-from services.common.server import RunningServer, start_server
+from services.common.server import Listening, RunningServer, start_server
 from services.gateway.composer import Composer
 from services.gateway.config import GatewaySettings
 from services.gateway.downstream import Downstream
@@ -54,10 +54,7 @@ async def create_server(settings: GatewaySettings, port: int | None = None) -> R
     running = await start_server(
         register=lambda server: gateway_pb2_grpc.add_GatewayServiceServicer_to_server(servicer, server),
         service_names=[SERVICE_NAME],
-        host=settings.server.host,
-        port=settings.server.port if port is None else port,
-        max_message_bytes=settings.server.max_message_bytes,
-        max_connection_age_seconds=settings.server.max_connection_age_seconds,
+        listening=Listening.of(settings.server, port),
     )
     running.app = composer
     health = RetrievalHealth(running, settings.retrieval_address)

@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass
 from typing import Mapping
 
-from services.query_understanding.filters import PriceFilter
+from services.query_understanding.price_phrases import PriceFilter
 
 # English words as whole words (with their comparative/superlative); Chinese ones as written.
 LOW_PRICE_WORDS_EN = (

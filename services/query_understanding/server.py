@@ -6,7 +6,7 @@ from shelfwise.query_understanding.v1 import query_understanding_pb2 as qu_pb2
 from shelfwise.query_understanding.v1 import query_understanding_pb2_grpc as qu_pb2_grpc
 
 from services.common.database import create_pool
-from services.common.server import RunningServer, start_server
+from services.common.server import Listening, RunningServer, start_server
 from services.query_understanding.catalog_source import CatalogVocabularySource
 from services.query_understanding.config import QueryUnderstandingSettings
 from services.query_understanding.servicer import QueryUnderstandingServicer
@@ -25,10 +25,7 @@ async def create_server(settings: QueryUnderstandingSettings, port: int | None =
     running = await start_server(
         register=lambda server: qu_pb2_grpc.add_QueryUnderstandingServiceServicer_to_server(servicer, server),
         service_names=[SERVICE_NAME],
-        host=settings.server.host,
-        port=settings.server.port if port is None else port,
-        max_message_bytes=settings.server.max_message_bytes,
-        max_connection_age_seconds=settings.server.max_connection_age_seconds,
+        listening=Listening.of(settings.server, port),
     )
     running.on_stop += [pool.close, source.stop]
     running.app = source

@@ -21,8 +21,8 @@ import threading
 from collections.abc import Sequence
 
 from services.common.text import is_latin_word, stem
-from services.query_understanding.filters import PRICE_WORDS
 from services.query_understanding.lexicon import english_words
+from services.query_understanding.price_phrases import PRICE_WORDS
 from services.query_understanding.vocabulary import CatalogVocabulary
 
 __all__ = ["COMMON_ENGLISH_WORDS", "SpellingCorrector"]

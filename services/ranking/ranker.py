@@ -82,6 +82,28 @@ class RankingQuery:
 
 
 @dataclass(frozen=True)
+class ScoringPolicy:
+    """How a request's candidates are scored: `policy` (MODEL, FORMULA or RETRIEVAL_ORDER), a
+    pinned CTR head version (None: the deployed head) and the learned parts (LEARNED_PARTS)
+    left out of the score."""
+
+    policy: str = MODEL
+    ctr_head_version: int | None = None
+    exclude: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class _Candidates:
+    """The unique candidates of a request with their engagement and relevance feature rows, and
+    the query's category vote reported with the ranking."""
+
+    unique: list[RankingCandidate]
+    features: np.ndarray
+    relevance_features: np.ndarray
+    categories: tuple[tuple[str, float], ...]
+
+
+@dataclass(frozen=True)
 class AdjustmentWeights:
     """How named preferences and engagement adjust relevance-ranked results, in log-odds per
     unit of each feature (see the module docstring)."""
@@ -203,12 +225,10 @@ class Ranker:
         preferences: QueryPreferences,
         offset: int,
         limit: int,
-        policy: str = MODEL,
-        ctr_head_version: int | None = None,
         query: RankingQuery = RankingQuery(),
-        exclude: frozenset[str] = frozenset(),
+        scoring: ScoringPolicy = ScoringPolicy(),
     ) -> Ranking:
-        """`exclude`: learned parts (LEARNED_PARTS) left out of the score."""
+        policy, exclude = scoring.policy, scoring.exclude
         if len(candidates) > MAX_CANDIDATES:
             raise InvalidArgument("candidates", f"must be at most {MAX_CANDIDATES}, got {len(candidates)}")
         if offset < 0:
@@ -230,12 +250,11 @@ class Ranker:
         unknown = exclude - set(LEARNED_PARTS)
         if unknown:
             raise InvalidArgument("exclude", f"unknown learned parts {sorted(unknown)}; known: {', '.join(LEARNED_PARTS)}")
-        scorer, degraded = self._scorer_for(policy, ctr_head_version, exclude), ()
+        scorer, degraded = self._scorer_for(policy, scoring.ctr_head_version, exclude), ()
         if policy == MODEL and self._relevance is not None and relevance_features is not None:
             try:
-                return await self._rank_by_relevance(
-                    unique, features, relevance_features, scorer, offset, limit, categories, query, exclude
-                )
+                scored = _Candidates(unique, features, relevance_features, categories)
+                return await self._rank_by_relevance(scored, scorer, offset, limit, query, exclude)
             except (Unavailable, DeadlineExceeded) as error:
                 log.warning("%s unavailable, ranking by %s: %s", self._relevance.version, scorer.version, error)
                 degraded = ("relevance_ranker",)
@@ -264,11 +283,12 @@ class Ranker:
         return Ranking(items, len(unique), scorer.version, degraded, categories)
 
     async def _rank_by_relevance(
-        self, unique, features: np.ndarray, relevance_features: np.ndarray, engagement_head: Scorer,
-        offset: int, limit: int, categories: tuple[tuple[str, float], ...], query: RankingQuery,
+        self, scored: _Candidates, engagement_head: Scorer, offset: int, limit: int, query: RankingQuery,
         exclude: frozenset[str],
     ) -> Ranking:
         """Relevance first, engagement as an adjustment (the module docstring)."""
+        unique, features, relevance_features = scored.unique, scored.features, scored.relevance_features
+        categories = scored.categories
         relevance = (await self._relevance.score(relevance_features)).astype(np.float64)
         weights = self._adjustments
         adjustments = feature_adjustments(features, relevance, weights, exclude)

@@ -12,7 +12,7 @@ from services.common.channels import create_channel
 from services.common.config import InferenceSettings
 from services.common.errors import NotFound
 from services.common.backends import create_backend, wait_for_models
-from services.common.server import RunningServer, start_server
+from services.common.server import Listening, RunningServer, start_server
 from services.ranking.config import RankingSettings
 from services.ranking.ranker import PopularityCache, Ranker
 from services.ranking.scorers import (
@@ -85,10 +85,7 @@ async def create_server(settings: RankingSettings, port: int | None = None) -> R
     running = await start_server(
         register=lambda server: ranking_pb2_grpc.add_RankingServiceServicer_to_server(servicer, server),
         service_names=[SERVICE_NAME],
-        host=settings.server.host,
-        port=settings.server.port if port is None else port,
-        max_message_bytes=settings.server.max_message_bytes,
-        max_connection_age_seconds=settings.server.max_connection_age_seconds,
+        listening=Listening.of(settings.server, port),
     )
     running.on_stop += [channel.close, popularity.stop, backend.close, versions.close]
     # Ranking needs no dependency to answer (popularity is optional), so it serves at once.

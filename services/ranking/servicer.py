@@ -16,6 +16,7 @@ from services.ranking.features import (
 )
 from services.ranking.ranker import (
     CTR_HEAD, FORMULA, MAX_CANDIDATES, MODEL, PERSONALIZATION, POPULARITY, RETRIEVAL_ORDER, Ranker, RankingQuery,
+    ScoringPolicy,
 )
 
 POLICIES = {
@@ -92,12 +93,12 @@ class RankingServicer(ranking_pb2_grpc.RankingServiceServicer):
         preferences = validate_preferences(preferences_from_pb(request))
         limit = request.limit if request.HasField("limit") else 10
         ranking = await self._ranker.rank(
-            candidates, preferences, request.offset, limit, POLICIES[request.policy], request.ctr_head_version or None,
+            candidates, preferences, request.offset, limit,
             query=RankingQuery(
                 text=request.query, translated=bool(request.translated_query.strip()),
                 prefers_low_price=request.prefer_low_price,
             ),
-            exclude=excluded_parts(request),
+            scoring=ScoringPolicy(POLICIES[request.policy], request.ctr_head_version or None, excluded_parts(request)),
         )
         return ranking_pb2.RankResponse(
             items=[

@@ -17,6 +17,7 @@ import tantivy
 
 from services.common.text import index_terms
 from services.retrieval.catalog import Product
+from services.retrieval.filters import CandidateFilters
 
 
 def attribute_token(name: str, value: str) -> str:
@@ -66,7 +67,9 @@ class LexicalIndex:
         self._writer.commit()
         self._index.reload()
 
-    def _filter_clauses(self, categories, brands, price_min, price_max, attributes) -> list:
+    def _filter_clauses(self, filters: CandidateFilters) -> list:
+        categories, brands = filters.categories, filters.brands
+        price_min, price_max = filters.price_min, filters.price_max
         clauses = []
         if categories:
             clauses.append((tantivy.Occur.Must, tantivy.Query.term_set_query(self._schema, "category", list(categories))))
@@ -79,21 +82,14 @@ class LexicalIndex:
                     tantivy.Query.range_query(self._schema, "price", tantivy.FieldType.Float, price_min, price_max),
                 )
             )
-        for name, value in (attributes or {}).items():
+        for name, value in filters.attributes.items():
             clauses.append(
                 (tantivy.Occur.Must, tantivy.Query.term_query(self._schema, "attribute", attribute_token(name, value)))
             )
         return clauses
 
     def search(
-        self,
-        query_text: str,
-        limit: int,
-        categories: Sequence[str] = (),
-        brands: Sequence[str] = (),
-        price_min: float | None = None,
-        price_max: float | None = None,
-        attributes: dict[str, str] | None = None,
+        self, query_text: str, limit: int, filters: CandidateFilters = CandidateFilters()
     ) -> tuple[list[tuple[str, float]], float]:
         """(product id, BM25 score) best first, only products passing the filters; and the
         query's ceiling: the score of an average-length document holding each term once."""
@@ -103,9 +99,7 @@ class LexicalIndex:
         text_query = tantivy.Query.boolean_query(
             [(tantivy.Occur.Should, tantivy.Query.term_query(self._schema, "text", term)) for term in terms]
         )
-        clauses = [(tantivy.Occur.Must, text_query)] + self._filter_clauses(
-            categories, brands, price_min, price_max, attributes
-        )
+        clauses = [(tantivy.Occur.Must, text_query)] + self._filter_clauses(filters)
         searcher = self._index.searcher()
         hits = searcher.search(tantivy.Query.boolean_query(clauses), limit).hits
         return [(searcher.doc(address)["id"][0], float(score)) for score, address in hits], self._ceiling(searcher, terms)

@@ -9,7 +9,7 @@ from services.common.database import create_pool
 from services.common.errors import Unavailable
 from services.common.heap import HeapFreezer
 from services.common.backends import create_backend, wait_for_models
-from services.common.server import RunningServer, start_server
+from services.common.server import Listening, RunningServer, start_server
 from services.common.text_encoder import TextEncoder
 from services.retrieval.config import RetrievalSettings
 from services.retrieval.personal import USER_SEQUENCE_ENCODER, SequenceModel
@@ -57,10 +57,7 @@ async def create_server(settings: RetrievalSettings, port: int | None = None, fr
     running = await start_server(
         register=lambda server: retrieval_pb2_grpc.add_RetrievalServiceServicer_to_server(servicer, server),
         service_names=[SERVICE_NAME],
-        host=settings.server.host,
-        port=settings.server.port if port is None else port,
-        max_message_bytes=settings.server.max_message_bytes,
-        max_connection_age_seconds=settings.server.max_connection_age_seconds,
+        listening=Listening.of(settings.server, port),
     )
     # Other replicas' upserts and deletes reach this replica's indexes within a sync period.
     sync = Periodic("catalog sync", index.sync, settings.catalog_sync_seconds, run_first=False)

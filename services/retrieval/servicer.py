@@ -10,8 +10,9 @@ from shelfwise.retrieval.v1 import retrieval_pb2, retrieval_pb2_grpc
 from services.common.errors import InvalidArgument
 from services.retrieval.catalog import MAX_ID_CHARS, MAX_SHORT_FIELD_CHARS, Product
 from services.retrieval.config import DEFAULT_DENSE_WAIT_SECONDS
+from services.retrieval.filters import CandidateFilters
 from services.retrieval.personal import MAX_HISTORY
-from services.retrieval.retriever import DENSE, HYBRID, LEXICAL, MAX_LIMIT, CandidateFilters, CatalogIndex
+from services.retrieval.retriever import DENSE, HYBRID, LEXICAL, MAX_LIMIT, CatalogIndex, TextQueryOptions
 
 MAX_EXCLUDED = 1_000
 MAX_QUERY_CHARS = 1_000
@@ -159,10 +160,10 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
         if seed == "similar_to_product_id":
             result = await self._index.similar(request.similar_to_product_id, filters, limit, history, exclude)
         elif seed == "query_text" and request.query_text.strip():
-            result = await self._index.retrieve(
-                request.query_text, filters, limit, history, exclude, MODES[request.mode], self._dense_wait_for(context),
-                translation=request.translated_text.strip(),
+            options = TextQueryOptions(
+                MODES[request.mode], self._dense_wait_for(context), translation=request.translated_text.strip()
             )
+            result = await self._index.retrieve(request.query_text, filters, limit, history, exclude, options)
         elif history:
             result = await self._index.personal(history, filters, limit, exclude)
         else:

@@ -56,7 +56,7 @@ def test_one_input(data: bytes) -> None:
     """One fuzz input. Raises (a crash) on anything but a clean result or InvalidArgument."""
     from services.common.errors import InvalidArgument
     from services.common.text import normalize, words
-    from services.query_understanding.filters import extract_price
+    from services.query_understanding.price_phrases import extract_price
 
     query = data.decode("utf-8", errors="surrogateescape")
     normalized = normalize(query)

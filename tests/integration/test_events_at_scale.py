@@ -440,14 +440,16 @@ async def test_gateway_keeps_impressions_while_events_cannot_store_them_and_stor
     from shelfwise.common.v1 import common_pb2
     from shelfwise.gateway.v1 import gateway_pb2
 
-    from services.gateway.composer import Composer, _Page
+    from services.gateway.composer import Composer
     from services.gateway.config import StageDeadlines
+    from services.gateway.request_context import Budget, RequestContext
+    from services.gateway.stages import Page
 
     # The events service gives up on its database quickly, so the gateway hears UNAVAILABLE.
     events = await create_server(settings(own_postgres.url, SHELFWISE_EVENTS_WRITE_RETRY_SECONDS="0.3"), port=0)
     downstream = gateway_downstream(f"127.0.0.1:{events.port}")
     composer = Composer(downstream, StageDeadlines(1.0, 1.0, 1.0, 5.0), candidates=10)
-    page = _Page(
+    page = Page(
         results=[gateway_pb2.SearchResult(product=common_pb2.Product(id=f"p-{i}"), position=i + 1) for i in range(3)],
         total=3, next_token="", model_version="test",
     )
@@ -456,15 +458,16 @@ async def test_gateway_keeps_impressions_while_events_cannot_store_them_and_stor
     try:
         await asyncio.to_thread(own_postgres.stop)
         for request_id in request_ids:
-            composer._log_impression(request_id, gateway_pb2.SearchRequest(query="x"), events_pb2.SURFACE_SEARCH, "x", page, 0)
+            context = RequestContext(request_id, user_id="", session_id="", budget=Budget(None))
+            composer.impressions.log(context, events_pb2.SURFACE_SEARCH, "x", page, 0)
         await composer.wait_for_impressions(timeout=30)
-        assert len(composer._impression_buffer) == 5
+        assert len(composer.impressions.buffer) == 5
         assert buffer_metric("impressions_buffered") == buffered_before + 5
 
         await asyncio.to_thread(own_postgres.start)
-        assert await composer._impression_buffer.wait_until_empty(timeout=120)
+        assert await composer.impressions.buffer.wait_until_empty(timeout=120)
         assert buffer_metric("impressions_buffered") == buffered_before
-        assert composer.impressions_failed == 0 and composer._impression_buffer.dropped == 0
+        assert composer.impressions.failed == 0 and composer.impressions.buffer.dropped == 0
         connection = await asyncpg.connect(own_postgres.url)
         try:
             rows = await connection.fetch(
@@ -475,7 +478,7 @@ async def test_gateway_keeps_impressions_while_events_cannot_store_them_and_stor
             await connection.close()
         assert {row["request_id"]: row["copies"] for row in rows} == {request_id: 1 for request_id in request_ids}
     finally:
-        await composer._impression_buffer.close()
+        await composer.impressions.buffer.close()
         await downstream.close()
         await events.stop()
 
@@ -483,38 +486,38 @@ async def test_gateway_keeps_impressions_while_events_cannot_store_them_and_stor
 async def test_track_sends_the_buffered_impression_it_points_at_before_its_interactions(system, database):
     from shelfwise.gateway.v1 import gateway_pb2
 
-    from services.common.metrics import GatewayMetrics
     from services.gateway.composer import Composer
     from services.gateway.config import StageDeadlines
     from services.gateway.event_buffer import ImpressionBuffer
+    from services.gateway.metrics import GatewayMetrics
 
     downstream = gateway_downstream(system.address("events"))
     composer = Composer(downstream, StageDeadlines(1.0, 1.0, 1.0, 5.0), candidates=10)
     # The same sender, but no resend during the test: only Track can store what it points at.
-    composer._impression_buffer = ImpressionBuffer(composer._impression_buffer._send, GatewayMetrics(), first_delay=60.0)
+    composer.impressions.buffer = ImpressionBuffer(composer.impressions.buffer._send, GatewayMetrics(), first_delay=60.0)
     # As if their first sends had failed while events was down.
     waiting = [impression_pb(f"waiting-{uuid.uuid4().hex[:8]}") for _ in range(2)]
     for impression in waiting:
-        composer._impression_buffer.add(impression)
+        composer.impressions.buffer.add(impression)
     try:
         response = await composer.track(
             gateway_pb2.TrackRequest(interactions=[click_pb(waiting[0].request_id)]), remaining=5.0
         )
         assert response.accepted == 1
-        assert [m.request_id for m in composer._impression_buffer._waiting] == [waiting[1].request_id]
+        assert [m.request_id for m in composer.impressions.buffer._waiting] == [waiting[1].request_id]
         stored = await database.fetch(
             "SELECT request_id FROM impressions WHERE request_id = ANY($1::text[])", [m.request_id for m in waiting]
         )
         assert [row["request_id"] for row in stored] == [waiting[0].request_id]
     finally:
-        await composer._impression_buffer.close()
+        await composer.impressions.buffer.close()
         await downstream.close()
 
 
 async def test_full_impression_buffer_drops_the_oldest_and_counts_them():
-    from services.local.processes import free_ports
-    from services.common.metrics import GatewayMetrics
     from services.gateway.event_buffer import ImpressionBuffer
+    from services.gateway.metrics import GatewayMetrics
+    from services.local.processes import free_ports
 
     (port,) = free_ports(1)  # nothing listens there: every send is UNAVAILABLE
     downstream = gateway_downstream(f"127.0.0.1:{port}")

@@ -15,7 +15,7 @@ from shelfwise.retrieval.v1 import retrieval_pb2, retrieval_pb2_grpc
 
 from services.common.channels import create_channel
 from services.events.config import DEVELOPMENT_USER_ID_KEY
-from services.events.store import UserIdPseudonyms
+from services.events.pseudonyms import UserIdPseudonyms
 from services.gateway.experiments import ExperimentConfigError, parse_experiments
 
 SPLIT = {

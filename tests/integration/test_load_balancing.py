@@ -13,7 +13,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.common.channels import create_channel
 from services.common.config import SecuritySettings, ServerSettings
-from services.common.server import start_server
+from services.common.server import Listening, start_server
 
 NO_AUTH = SecuritySettings.from_env({})
 
@@ -46,10 +46,8 @@ async def _replica(name: str, served: Counter, max_connection_age_seconds: float
     return await start_server(
         register=lambda server: server.add_generic_rpc_handlers((handler,)),
         service_names=["test.Counting"],
-        port=0,
+        listening=Listening(port=0, max_connection_age_seconds=max_connection_age_seconds, **server_options),
         security=NO_AUTH,
-        max_connection_age_seconds=max_connection_age_seconds,
-        **server_options,
     )
 
 

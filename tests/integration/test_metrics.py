@@ -144,8 +144,10 @@ async def test_health_checks_are_not_counted(system):
 
 async def test_impressions_pending_rise_while_sending_and_fall_when_sent():
     """A composer whose events service answers only when the test says so."""
-    from services.gateway.composer import Composer, _Page
+    from services.gateway.composer import Composer
     from services.gateway.config import StageDeadlines
+    from services.gateway.request_context import Budget, RequestContext
+    from services.gateway.stages import Page
 
     class HeldEvents:
         events = SimpleNamespace(LogEvents="LogEvents")
@@ -159,12 +161,13 @@ async def test_impressions_pending_rise_while_sending_and_fall_when_sent():
 
     downstream = HeldEvents()
     composer = Composer(downstream, StageDeadlines(1.0, 1.0, 1.0, 1.0), candidates=10)
-    page = _Page(
+    page = Page(
         results=[gateway_pb2.SearchResult(product=common_pb2.Product(id="p-1"), position=1)],
         total=1, next_token="", model_version="test",
     )
     before = total("shelfwise.gateway.impressions_pending")
-    composer._log_impression("r-pending", gateway_pb2.SearchRequest(query="x"), events_pb2.SURFACE_SEARCH, "x", page, 0)
+    context = RequestContext("r-pending", user_id="", session_id="", budget=Budget(None))
+    composer.impressions.log(context, events_pb2.SURFACE_SEARCH, "x", page, 0)
     assert total("shelfwise.gateway.impressions_pending") == before + 1
     downstream.release.set()
     await composer.wait_for_impressions()

@@ -19,7 +19,9 @@ from services.events.config import DEVELOPMENT_USER_ID_KEY, EventsSettings
 from services.events.model import Impression, Interaction
 from services.events.partitions import ensure_partitions, retention_cutoff
 from services.events.server import create_server
-from services.events.store import EventStore, UserIdPseudonyms, pseudonymise_stored_user_ids
+from services.events.pseudonyms import UserIdPseudonyms, pseudonymise_stored_user_ids
+from services.events.queries import EventQueries
+from services.events.store import EventStore
 
 UTC = timezone.utc
 PSEUDONYMS = UserIdPseudonyms(DEVELOPMENT_USER_ID_KEY)
@@ -108,7 +110,7 @@ async def test_user_ids_stored_in_clear_before_are_hashed_in_place_and_history_s
         assert await database.fetchval(
             f"SELECT user_id FROM {table} WHERE request_id = $1", impression.request_id
         ) == PSEUDONYMS(user)
-    assert [entry.product_id for entry in await EventStore(database, pseudonyms=PSEUDONYMS).history(user, "", 10)] == ["p2"]
+    assert [entry.product_id for entry in await EventQueries(database, pseudonyms=PSEUDONYMS).history(user, "", 10)] == ["p2"]
     # Later runs find nothing left to do, and look only at recent months.
     assert await pseudonymise_stored_user_ids(database, PSEUDONYMS) == 0
 

@@ -15,7 +15,7 @@ from shelfwise.retrieval.v1 import retrieval_pb2, retrieval_pb2_grpc
 
 from services.common.channels import create_channel
 from services.events.config import DEVELOPMENT_USER_ID_KEY
-from services.events.store import UserIdPseudonyms
+from services.events.pseudonyms import UserIdPseudonyms
 
 
 def click(request_id: str, result, event_id: str | None = None) -> events_pb2.Interaction:
@@ -141,7 +141,7 @@ async def test_search_then_click_stores_one_impression_and_one_click(gateway, sy
     )
     assert len(impressions) == 1
     assert impressions[0]["product_ids"] == [r.product.id for r in response.results]
-    # Stored pseudonymised (services.events.store.UserIdPseudonyms), with the development key here.
+    # Stored pseudonymised (services.events.pseudonyms.UserIdPseudonyms), with the development key here.
     pseudonym = UserIdPseudonyms(DEVELOPMENT_USER_ID_KEY)("u-1")
     assert impressions[0]["first_position"] == 1 and impressions[0]["user_id"] == pseudonym != "u-1"
     clicks = await database.fetch(

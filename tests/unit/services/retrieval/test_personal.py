@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 import pytest
 
-from services.events.store import HistoryEntry, collapse_history
+from services.events.queries import HistoryEntry, collapse_history
 from services.retrieval.personal import (
     ItemTable,
     SequenceModel,

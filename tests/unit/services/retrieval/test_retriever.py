@@ -4,67 +4,13 @@ from BM25 alone and says so. The encoder here is a deterministic stand-in for th
 
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
 import pytest
 
-from services.common.errors import Unavailable
 from services.retrieval.catalog import Product
-from services.retrieval.retriever import CandidateFilters, CatalogIndex
-
-DIMENSION = 64
-
-
-class HashingEncoder:
-    """Same protocol as services.common.text_encoder.TextEncoder; `down` makes it fail the way
-    an unreachable model server does."""
-
-    version = "hashing/1"
-    dimension = DIMENSION
-
-    def __init__(self) -> None:
-        self.down = False
-        self.calls: list[tuple[str, list[str]]] = []
-        self.released = None
-
-    def hold(self):
-        """From now on every encoding waits until the returned event is set (a backed-up
-        encoder); calls are still recorded when they start."""
-        import asyncio
-
-        self.released = asyncio.Event()
-        return self.released
-
-    async def encode(self, texts, *, kind, timeout=None):
-        assert kind in ("query", "passage")
-        self.calls.append((kind, list(texts)))
-        if self.released is not None:
-            await self.released.wait()
-        if self.down:
-            raise Unavailable("text_encoder: model server unreachable")
-        vectors = np.zeros((len(texts), DIMENSION), dtype=np.float32)
-        for row, text in enumerate(texts):
-            for word in text.lower().split():
-                vectors[row, int(hashlib.md5(word.encode()).hexdigest(), 16) % DIMENSION] += 1.0
-        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-        return vectors / np.where(norms == 0, 1, norms)
-
-
-PRODUCTS = [
-    Product(id="wine-1", title="Malbec Mendoza red wine", price=19.0, category="Red Wine"),
-    Product(id="wine-2", title="Riesling white wine", price=15.0, category="White Wine"),
-    Product(id="shoe-1", title="Road running shoe red", price=45.0, category="Running Shoes"),
-]
-
-
-@pytest.fixture
-async def index() -> tuple[CatalogIndex, HashingEncoder]:
-    encoder = HashingEncoder()
-    catalog = CatalogIndex(store=None, encoder=encoder)
-    catalog._apply_upsert(PRODUCTS, await encoder.encode([p.embedding_text() for p in PRODUCTS], kind="passage"))
-    encoder.calls.clear()
-    return catalog, encoder
+from services.retrieval.filters import CandidateFilters
+from services.retrieval.retriever import CatalogIndex, TextQueryOptions
+from tests.support.retrieval import PRODUCTS, HashingEncoder, index  # noqa: F401  (`index`: a fixture)
 
 
 async def test_search_text_is_encoded_as_a_query(index):
@@ -76,18 +22,18 @@ async def test_search_text_is_encoded_as_a_query(index):
 async def test_with_one_space_a_translation_joins_the_query_in_the_dense_search_and_in_bm25(index):
     catalog, encoder = index
     # A query the lexical list cannot match, and its English rendering.
-    result = await catalog.retrieve("红葡萄酒", CandidateFilters(), limit=10, translation="red wine")
+    result = await catalog.retrieve("红葡萄酒", CandidateFilters(), limit=10, options=TextQueryOptions(translation="red wine"))
     assert sorted(texts for _, texts in encoder.calls) == [["红葡萄酒", "red wine"]]  # one batch, both texts
     top = result.candidates[0]
     # BM25 reads "红葡萄酒 red wine": the rendering's English words match.
     assert top.product.id == "wine-1" and top.lexical_rank == 1 and top.dense_rank == 1
     query, translation = (await encoder.encode(["红葡萄酒", "red wine"], kind="query"))
     mean = (query + translation) / np.linalg.norm(query + translation)
-    vectors, degraded = await catalog._query_vectors("红葡萄酒", "red wine", None)
+    vectors, degraded = await catalog.query_encoding.vectors("红葡萄酒", "red wine", None)
     assert np.allclose(vectors[0], mean, atol=1e-6) and degraded == ()
     # Each text's vector is cached on its own: the query again, or the rendering as a query, encode nothing.
     encoder.calls.clear()
-    await catalog.retrieve("红葡萄酒", CandidateFilters(), limit=10, translation="red wine")
+    await catalog.retrieve("红葡萄酒", CandidateFilters(), limit=10, options=TextQueryOptions(translation="red wine"))
     await catalog.retrieve("red wine", CandidateFilters(), limit=10)
     assert encoder.calls == []
 
@@ -116,7 +62,7 @@ async def routed() -> tuple[CatalogIndex, HashingEncoder, MultilingualEncoder]:
     english, multilingual = HashingEncoder(), MultilingualEncoder()
     catalog = CatalogIndex(store=None, encoder=english, multilingual_encoder=multilingual)
     texts = [p.embedding_text() for p in PRODUCTS]
-    catalog._apply_upsert(
+    catalog.slots.apply_upsert(
         PRODUCTS, await english.encode(texts, kind="passage"), await multilingual.encode(texts, kind="passage")
     )
     english.calls.clear()
@@ -126,7 +72,7 @@ async def routed() -> tuple[CatalogIndex, HashingEncoder, MultilingualEncoder]:
 
 async def test_routing_sends_the_rendering_to_the_english_space_and_the_query_as_typed_to_the_multilingual_one(routed):
     catalog, english, multilingual = routed
-    result = await catalog.retrieve("红葡萄酒", CandidateFilters(), limit=10, translation="red wine")
+    result = await catalog.retrieve("红葡萄酒", CandidateFilters(), limit=10, options=TextQueryOptions(translation="red wine"))
     assert english.calls == [("query", ["red wine"])]
     assert multilingual.calls == [("query", ["红葡萄酒"])]
     top = result.candidates[0]
@@ -179,7 +125,7 @@ async def test_an_upsert_encodes_only_products_whose_text_changed():
     encoder = HashingEncoder()
     catalog = CatalogIndex(store=RecordingStore(), encoder=encoder)
     await catalog.upsert(PRODUCTS)
-    first = catalog._dense.vectors[[catalog._slot_of[p.id] for p in PRODUCTS]].copy()
+    first = catalog.slots.dense.vectors[[catalog.slots.slot_of[p.id] for p in PRODUCTS]].copy()
     encoder.calls.clear()
     # A new price and attributes (not in the embedding text), a new title, a new product.
     repriced = Product(id="wine-1", title="Malbec Mendoza red wine", price=12.0, category="Red Wine",
@@ -188,10 +134,10 @@ async def test_an_upsert_encodes_only_products_whose_text_changed():
     added = Product(id="tea-1", title="Green tea", price=4.0, category="Tea")
     await catalog.upsert([repriced, renamed, added, PRODUCTS[2]])
     assert encoder.calls == [("passage", [renamed.embedding_text(), added.embedding_text()])]
-    vector = lambda product_id: catalog._dense.vectors[catalog._slot_of[product_id]]  # noqa: E731
+    vector = lambda product_id: catalog.slots.dense.vectors[catalog.slots.slot_of[product_id]]  # noqa: E731
     assert np.array_equal(vector("wine-1"), first[0]) and np.array_equal(vector("shoe-1"), first[2])
     assert np.array_equal(vector("wine-2"), (await encoder.encode([renamed.embedding_text()], kind="passage"))[0])
-    assert catalog._products[catalog._slot_of["wine-1"]].price == 12.0
+    assert catalog.slots.products[catalog.slots.slot_of["wine-1"]].price == 12.0
     encoder.calls.clear()
     await catalog.upsert([repriced])  # all unchanged: nothing to encode, no encoder call at all
     assert encoder.calls == []
@@ -231,7 +177,7 @@ async def test_a_product_deleted_while_the_query_is_encoded_is_not_returned(inde
 
     async def encode_then_lose_a_product(texts, *, kind, timeout=None):
         vectors = await encode(texts, kind=kind, timeout=timeout)
-        catalog._apply_delete(["wine-1"])  # what a catalogue sync applying another replica's delete does
+        catalog.slots.apply_delete(["wine-1"])  # what a catalogue sync applying another replica's delete does
         return vectors
 
     encoder.encode = encode_then_lose_a_product
@@ -260,10 +206,10 @@ async def test_dense_scores_computed_while_the_catalogue_changed_are_not_used(in
     def stale_scores(queries):
         # The catalogue changes while the matrix product runs off the event loop; what comes
         # back no longer fits it (here: scores no fresh computation would give).
-        catalog._apply_delete(["shoe-1"])
+        catalog.slots.apply_delete(["shoe-1"])
         return np.tile(np.array([-1.0, 1.0, 0.0], dtype=np.float32), (len(queries), 1))
 
-    catalog._dense.all_scores = stale_scores
+    catalog.slots.dense.all_scores = stale_scores
     result = await catalog.retrieve("red wine", CandidateFilters(), limit=10)
     by_dense_rank = sorted((c for c in result.candidates if c.dense_rank), key=lambda c: c.dense_rank)
     assert [c.product.id for c in by_dense_rank] == ["wine-1", "wine-2"]
@@ -293,7 +239,9 @@ async def test_a_search_whose_query_vector_is_late_answers_from_bm25_and_sheds_i
     release = encoder.hold()
     first = asyncio.create_task(catalog.retrieve("white wine", CandidateFilters(), limit=10))
     await asyncio.sleep(0)  # "white wine" is being encoded, and stays so
-    late = await asyncio.wait_for(catalog.retrieve("red wine", CandidateFilters(), limit=10, dense_wait=0.05), 10)
+    late = await asyncio.wait_for(
+        catalog.retrieve("red wine", CandidateFilters(), limit=10, options=TextQueryOptions(dense_wait=0.05)), 10
+    )
     assert late.degraded == ("dense",)
     assert [c.product.id for c in late.candidates][:2] == ["wine-1", "wine-2"]
     assert all(c.dense_rank == 0 for c in late.candidates)
@@ -327,13 +275,15 @@ async def test_a_vector_encoded_for_a_search_that_stopped_waiting_is_still_cache
     release = encoder.hold()
     # The search gives up while its own batch is being encoded: the work is done anyway, so
     # its vector serves the next search of the same text (no second encoding under overload).
-    shed = await asyncio.wait_for(catalog.retrieve("red wine", CandidateFilters(), limit=10, dense_wait=0.05), 10)
+    shed = await asyncio.wait_for(
+        catalog.retrieve("red wine", CandidateFilters(), limit=10, options=TextQueryOptions(dense_wait=0.05)), 10
+    )
     assert shed.degraded == ("dense",)
     release.set()
     for _ in range(1000):  # the batch finishes on its own, after the search has answered
         if catalog.query_cache.get("red wine") is not None:
             break
         await asyncio.sleep(0.01)
-    again = await catalog.retrieve("red wine", CandidateFilters(), limit=10, dense_wait=0.05)
+    again = await catalog.retrieve("red wine", CandidateFilters(), limit=10, options=TextQueryOptions(dense_wait=0.05))
     assert again.degraded == ()
     assert encoder.calls == [("query", ["red wine"])]

@@ -6,14 +6,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from services.retrieval.retriever import CandidateFilters, CatalogIndex, QueryVectorCache
-from tests.unit.test_retriever import PRODUCTS, HashingEncoder
+from services.retrieval.filters import CandidateFilters
+from services.retrieval.retriever import CatalogIndex, TextQueryOptions
+from services.retrieval.vector_space import QueryVectorCache
+from tests.support.retrieval import PRODUCTS, HashingEncoder
 
 
 async def catalogue(cache_size: int = 10) -> tuple[CatalogIndex, HashingEncoder]:
     encoder = HashingEncoder()
     catalog = CatalogIndex(store=None, encoder=encoder, query_cache_size=cache_size)
-    catalog._apply_upsert(PRODUCTS, await encoder.encode([p.embedding_text() for p in PRODUCTS], kind="passage"))
+    catalog.slots.apply_upsert(PRODUCTS, await encoder.encode([p.embedding_text() for p in PRODUCTS], kind="passage"))
     encoder.calls.clear()
     return catalog, encoder
 
@@ -29,7 +31,7 @@ async def test_a_repeated_query_is_encoded_once_and_answered_the_same():
 
 async def test_lexical_only_requests_never_encode_nor_fill_the_cache():
     catalog, encoder = await catalogue()
-    await catalog.retrieve("red wine", CandidateFilters(), limit=10, mode="lexical")
+    await catalog.retrieve("red wine", CandidateFilters(), limit=10, options=TextQueryOptions(mode="lexical"))
     assert encoder.calls == [] and len(catalog.query_cache) == 0
 
 
@@ -82,7 +84,7 @@ async def test_concurrent_queries_are_encoded_together_and_answered_like_single_
 async def test_a_query_whose_request_gave_up_while_waiting_is_not_encoded():
     import asyncio
 
-    from services.retrieval.retriever import QueryBatcher
+    from services.retrieval.vector_space import QueryBatcher
 
     encoder = HashingEncoder()
     release = encoder.hold()

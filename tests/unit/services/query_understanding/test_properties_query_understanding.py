@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from services.common.errors import InvalidArgument
 from services.common.text import normalize, words
-from services.query_understanding.filters import extract_price
+from services.query_understanding.price_phrases import extract_price
 from services.query_understanding.understanding import QueryUnderstander, Understanding
 from services.query_understanding.vocabulary import CatalogVocabulary
 

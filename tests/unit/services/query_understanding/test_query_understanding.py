@@ -11,8 +11,9 @@ import pytest
 
 from services.common.errors import InvalidArgument
 from services.common.text import normalize
-from services.query_understanding.filters import extract_filters, extract_price
+from services.query_understanding.filters import extract_filters
 from services.query_understanding.language import detect_language
+from services.query_understanding.price_phrases import extract_price
 from services.query_understanding.spelling import SpellingCorrector
 from services.query_understanding.understanding import QueryUnderstander, Understanding
 from services.query_understanding.vocabulary import CatalogVocabulary
@@ -534,7 +535,7 @@ def test_query_understanding_never_imports_grpc() -> None:
         "import services.common.text\n"
         "assert not any(m == 'grpc' or m.startswith('grpc.') for m in sys.modules)\n"
     )
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[2])
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[4])
 
 
 def test_understand_never_raises_anything_but_invalid_argument_on_random_input(

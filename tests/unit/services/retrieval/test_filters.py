@@ -13,7 +13,7 @@ from services.retrieval.catalog import Product
 from services.retrieval.filters import CandidateFilters, FilterColumns, matches
 from services.retrieval.growing_array import GrowingArray
 from services.retrieval.retriever import CatalogIndex
-from tests.unit.test_retriever import HashingEncoder
+from tests.support.retrieval import HashingEncoder
 
 PROPERTY_SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -102,8 +102,8 @@ async def test_the_catalogue_index_filters_right_after_updates_deletes_and_compa
 
     for round_ in range(3):
         batch = products(round_)
-        catalog._apply_upsert(batch, await encoder.encode([p.embedding_text() for p in batch], kind="passage"))
-    assert catalog._dense.slots == count  # compacted
+        catalog.slots.apply_upsert(batch, await encoder.encode([p.embedding_text() for p in batch], kind="passage"))
+    assert catalog.slots.dense.slots == count  # compacted
     filters = CandidateFilters(categories=("c1",), attributes={"color": "red"}, price_max=500.0)
     expected = {p.id for p in products(2) if matches(p, filters)}
     result = await catalog.retrieve("item", filters, limit=1_000)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.query_understanding.filters import extract_price
+from services.query_understanding.price_phrases import extract_price
 from services.query_understanding.prices import CurrencyRates, low_price_intent, price_in_catalogue_currency
 from services.query_understanding.understanding import QueryUnderstander
 from services.query_understanding.vocabulary import CatalogVocabulary

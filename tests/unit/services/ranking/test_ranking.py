@@ -14,39 +14,11 @@ from onnx import TensorProto, helper, numpy_helper
 from services.common.errors import InvalidArgument
 from services.common.inference import EmbeddedOnnxRuntime
 from services.ranking.features import FEATURE_NAMES, RRF_MAX, QueryPreferences, RankingCandidate, feature_matrix
-from services.ranking.ranker import MAX_CANDIDATES, PopularityCache, Ranker
+from services.ranking.ranker import MAX_CANDIDATES, PopularityCache, Ranker, ScoringPolicy
 from services.ranking.scorers import FEATURE_WEIGHTS, FeatureScorer, OnnxCtrHead, create_scorer
+from tests.support.ranking import candidate, popularity, varied_candidates
 
 COLUMN = {name: index for index, name in enumerate(FEATURE_NAMES)}
-
-
-def candidate(
-    product_id: str,
-    lexical: float = 0.0,
-    dense: float = 0.0,
-    fused: float = 0.0,
-    brand: str = "",
-    category: str = "",
-    attributes: dict | None = None,
-) -> RankingCandidate:
-    return RankingCandidate(product_id, brand, category, attributes or {}, lexical, dense, fused)
-
-
-def popularity(values: dict[str, float] | None = None) -> PopularityCache:
-    async def fetch():
-        return values or {}
-
-    cache = PopularityCache(fetch, refresh_seconds=60)
-    cache.values = dict(values or {})
-    return cache
-
-
-def varied_candidates(count: int = 12) -> list[RankingCandidate]:
-    rng = np.random.default_rng(0)
-    return [
-        candidate(f"p{i}", lexical=float(rng.uniform(0, 20)), dense=float(rng.uniform(-0.2, 1.0)), fused=float(rng.uniform(0, RRF_MAX)))
-        for i in range(count)
-    ]
 
 
 # --- features --------------------------------------------------------------------------------
@@ -486,7 +458,7 @@ async def test_excluded_learned_parts_keep_their_features_but_do_not_move_the_sc
     ranker = Ranker(FeatureScorer(), popularity({"popular": 50.0}))
     with_popularity = await ranker.rank(same, QueryPreferences(), 0, 2)
     assert [item.product_id for item in with_popularity.items] == ["popular", "quiet"]
-    without = await ranker.rank(same, QueryPreferences(), 0, 2, exclude=frozenset({POPULARITY}))
+    without = await ranker.rank(same, QueryPreferences(), 0, 2, scoring=ScoringPolicy(exclude=frozenset({POPULARITY})))
     assert [item.product_id for item in without.items] == ["quiet", "popular"]  # retrieval's order: a tie
     assert without.items[0].score == without.items[1].score
     reasons = {name: (value, part) for name, value, part in without.items[1].reasons}
@@ -496,7 +468,7 @@ async def test_excluded_learned_parts_keep_their_features_but_do_not_move_the_sc
 async def test_unknown_or_contradictory_exclusions_are_refused() -> None:
     ranker = Ranker(FeatureScorer(), popularity())
     with pytest.raises(InvalidArgument, match="unknown learned parts"):
-        await ranker.rank(varied_candidates(3), QueryPreferences(), 0, 2, exclude=frozenset({"recency"}))
+        await ranker.rank(varied_candidates(3), QueryPreferences(), 0, 2, scoring=ScoringPolicy(exclude=frozenset({"recency"})))
     with pytest.raises(InvalidArgument, match="excludes"):
-        await ranker.rank(varied_candidates(3), QueryPreferences(), 0, 2, ctr_head_version=2,
-                          exclude=frozenset({"ctr_head"}))
+        await ranker.rank(varied_candidates(3), QueryPreferences(), 0, 2,
+                          scoring=ScoringPolicy(ctr_head_version=2, exclude=frozenset({"ctr_head"})))

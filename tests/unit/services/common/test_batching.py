@@ -11,8 +11,9 @@ import pytest
 
 from services.common.batching import MicroBatcher
 from services.retrieval.dense import DenseIndex
-from services.retrieval.retriever import CandidateFilters, CatalogIndex
-from tests.unit.test_retriever import PRODUCTS, HashingEncoder
+from services.retrieval.filters import CandidateFilters
+from services.retrieval.retriever import CatalogIndex
+from tests.support.retrieval import PRODUCTS, HashingEncoder
 
 
 async def test_calls_that_arrive_while_a_batch_runs_go_together_in_order():
@@ -74,18 +75,18 @@ def test_scores_of_a_batch_of_queries_equal_each_query_scored_alone():
 async def test_concurrent_searches_share_one_matrix_product_and_answer_as_alone():
     encoder = HashingEncoder()
     catalog = CatalogIndex(store=None, encoder=encoder)
-    catalog._apply_upsert(PRODUCTS, await encoder.encode([p.embedding_text() for p in PRODUCTS], kind="passage"))
+    catalog.slots.apply_upsert(PRODUCTS, await encoder.encode([p.embedding_text() for p in PRODUCTS], kind="passage"))
     queries = ["red wine", "white wine", "running shoe", "red shoe"]
     alone = [await catalog.retrieve(q, CandidateFilters(), limit=10) for q in queries]
 
     products: list[int] = []
-    all_scores = catalog._dense.all_scores
+    all_scores = catalog.slots.dense.all_scores
 
     def counting(batch):
         products.append(len(batch))
         return all_scores(batch)
 
-    catalog._dense.all_scores = counting
+    catalog.slots.dense.all_scores = counting
     together = await asyncio.gather(*(catalog.retrieve(q, CandidateFilters(), limit=10) for q in queries))
     assert together == alone
     # The query vectors are cached from the first pass, so all four searches are waiting
@@ -106,7 +107,7 @@ def test_fused_scores_of_rank_arrays_equal_the_scalar_formula(k, lexical_weight)
 async def test_fused_candidates_are_ordered_by_fused_score_then_cosine():
     encoder = HashingEncoder()
     catalog = CatalogIndex(store=None, encoder=encoder)
-    catalog._apply_upsert(PRODUCTS, await encoder.encode([p.embedding_text() for p in PRODUCTS], kind="passage"))
+    catalog.slots.apply_upsert(PRODUCTS, await encoder.encode([p.embedding_text() for p in PRODUCTS], kind="passage"))
     result = await catalog.retrieve("red wine shoe", CandidateFilters(), limit=10)
     keys = [(-c.fused_score, -c.dense_score) for c in result.candidates]
     assert keys == sorted(keys) and len(keys) == len(PRODUCTS)

@@ -8,16 +8,17 @@ import pytest
 
 from services.common.errors import InvalidArgument, NotFound
 from services.ranking.features import QueryPreferences
-from services.ranking.ranker import FORMULA, MODEL, RETRIEVAL_ORDER, RETRIEVAL_ORDER_VERSION, Ranker
+from services.ranking.ranker import FORMULA, MODEL, RETRIEVAL_ORDER, RETRIEVAL_ORDER_VERSION, Ranker, ScoringPolicy
 from services.ranking.scorers import FeatureScorer
-from services.retrieval.retriever import DENSE, LEXICAL, CandidateFilters
-from tests.unit.test_ranking import popularity, varied_candidates
-from tests.unit.test_retriever import index  # noqa: F401  (the retriever tests' catalogue fixture)
+from services.retrieval.filters import CandidateFilters
+from services.retrieval.retriever import DENSE, LEXICAL, TextQueryOptions
+from tests.support.ranking import popularity, varied_candidates
+from tests.support.retrieval import index  # noqa: F401  (the retriever tests' catalogue fixture)
 
 
 async def test_lexical_mode_never_encodes_the_query_and_returns_bm25_order(index):
     catalog, encoder = index
-    result = await catalog.retrieve("red wine", CandidateFilters(), 10, mode=LEXICAL)
+    result = await catalog.retrieve("red wine", CandidateFilters(), 10, options=TextQueryOptions(mode=LEXICAL))
     assert encoder.calls == []
     assert result.degraded == ()  # chosen, not a failure
     assert result.candidates and all(c.dense_score == 0.0 and c.dense_rank == 0 for c in result.candidates)
@@ -26,7 +27,7 @@ async def test_lexical_mode_never_encodes_the_query_and_returns_bm25_order(index
 
 async def test_dense_mode_has_no_lexical_candidates(index):
     catalog, _ = index
-    result = await catalog.retrieve("red wine", CandidateFilters(), 10, mode=DENSE)
+    result = await catalog.retrieve("red wine", CandidateFilters(), 10, options=TextQueryOptions(mode=DENSE))
     assert result.candidates and all(c.lexical_rank == 0 and c.lexical_score == 0.0 for c in result.candidates)
     assert [c.dense_rank for c in result.candidates] == list(range(1, len(result.candidates) + 1))
 
@@ -34,14 +35,14 @@ async def test_dense_mode_has_no_lexical_candidates(index):
 async def test_dense_mode_without_the_encoder_falls_back_to_bm25_and_says_so(index):
     catalog, encoder = index
     encoder.down = True
-    result = await catalog.retrieve("red wine", CandidateFilters(), 10, mode=DENSE)
+    result = await catalog.retrieve("red wine", CandidateFilters(), 10, options=TextQueryOptions(mode=DENSE))
     assert result.degraded == ("dense",) and result.candidates
 
 
 async def test_an_unknown_retrieval_mode_is_invalid(index):
     catalog, _ = index
     with pytest.raises(InvalidArgument, match="mode"):
-        await catalog.retrieve("red wine", CandidateFilters(), 10, mode="sql")
+        await catalog.retrieve("red wine", CandidateFilters(), 10, options=TextQueryOptions(mode="sql"))
 
 
 class ConstantScorer:
@@ -60,7 +61,7 @@ class ConstantScorer:
 async def test_retrieval_order_policy_keeps_the_candidates_order_and_pages():
     candidates = varied_candidates(12)
     ranker = Ranker(ConstantScorer("ctr_head/1"), popularity())
-    ranking = await ranker.rank(candidates, QueryPreferences(), 5, 4, policy=RETRIEVAL_ORDER)
+    ranking = await ranker.rank(candidates, QueryPreferences(), 5, 4, scoring=ScoringPolicy(policy=RETRIEVAL_ORDER))
     assert [i.product_id for i in ranking.items] == [c.product_id for c in candidates[5:9]]
     assert [i.position for i in ranking.items] == [6, 7, 8, 9]
     assert ranking.model_version == RETRIEVAL_ORDER_VERSION and ranking.total == 12
@@ -70,11 +71,11 @@ async def test_retrieval_order_policy_keeps_the_candidates_order_and_pages():
 async def test_formula_policy_ignores_the_deployed_model():
     candidates = varied_candidates(12)
     ranker = Ranker(ConstantScorer("ctr_head/1"), popularity())
-    formula = await ranker.rank(candidates, QueryPreferences(), 0, 12, policy=FORMULA)
+    formula = await ranker.rank(candidates, QueryPreferences(), 0, 12, scoring=ScoringPolicy(policy=FORMULA))
     reference = await Ranker(FeatureScorer(), popularity()).rank(candidates, QueryPreferences(), 0, 12)
     assert formula.model_version == FeatureScorer.version
     assert [i.product_id for i in formula.items] == [i.product_id for i in reference.items]
-    deployed = await ranker.rank(candidates, QueryPreferences(), 0, 12, policy=MODEL)
+    deployed = await ranker.rank(candidates, QueryPreferences(), 0, 12, scoring=ScoringPolicy(policy=MODEL))
     assert deployed.model_version == "ctr_head/1"
     assert [i.product_id for i in deployed.items] == [c.product_id for c in reversed(candidates)]
 
@@ -89,11 +90,15 @@ async def test_a_pinned_ctr_head_version_ranks_with_that_version():
         return ConstantScorer("ctr_head/3")
 
     ranker = Ranker(FeatureScorer(), popularity(), versions=versions)
-    ranking = await ranker.rank(varied_candidates(5), QueryPreferences(), 0, 5, policy=MODEL, ctr_head_version=3)
+    ranking = await ranker.rank(
+        varied_candidates(5), QueryPreferences(), 0, 5, scoring=ScoringPolicy(policy=MODEL, ctr_head_version=3)
+    )
     assert ranking.model_version == "ctr_head/3" and asked == [3]
     with pytest.raises(NotFound, match="ctr_head_version"):
-        await ranker.rank(varied_candidates(5), QueryPreferences(), 0, 5, ctr_head_version=9)
+        await ranker.rank(varied_candidates(5), QueryPreferences(), 0, 5, scoring=ScoringPolicy(ctr_head_version=9))
     with pytest.raises(InvalidArgument, match="ctr_head_version"):
-        await ranker.rank(varied_candidates(5), QueryPreferences(), 0, 5, policy=FORMULA, ctr_head_version=3)
+        await ranker.rank(
+            varied_candidates(5), QueryPreferences(), 0, 5, scoring=ScoringPolicy(policy=FORMULA, ctr_head_version=3)
+        )
     with pytest.raises(InvalidArgument, match="policy"):
-        await ranker.rank(varied_candidates(5), QueryPreferences(), 0, 5, policy="magic")
+        await ranker.rank(varied_candidates(5), QueryPreferences(), 0, 5, scoring=ScoringPolicy(policy="magic"))

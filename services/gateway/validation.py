@@ -1,0 +1,77 @@
+"""Validation of what a caller sends the gateway: the limits of each field, and the checks that
+turn a malformed field into INVALID_ARGUMENT naming it, before any stage is called."""
+
+from __future__ import annotations
+
+import uuid
+
+from shelfwise.common.v1 import common_pb2
+
+from services.common.errors import InvalidArgument
+
+MAX_QUERY_CHARS = 512
+DEFAULT_PAGE_SIZE = 10
+MAX_PAGE_SIZE = 100
+MAX_TRACK_EVENTS = 500
+MAX_HISTORY_IDS = 200
+MAX_ID_CHARS = 128
+MAX_CATEGORY_CHARS = 200
+
+
+def query_of(request) -> str:
+    query = request.query
+    if len(query) > MAX_QUERY_CHARS:
+        raise InvalidArgument("query", f"must be at most {MAX_QUERY_CHARS} characters, got {len(query)}")
+    if not query.strip():
+        raise InvalidArgument("query", "must not be empty or whitespace")
+    return query
+
+
+def page_size_of(request) -> int:
+    size = request.page_size if request.HasField("page_size") else DEFAULT_PAGE_SIZE
+    if not 1 <= size <= MAX_PAGE_SIZE:
+        raise InvalidArgument("page_size", f"must be between 1 and {MAX_PAGE_SIZE}, got {size}")
+    return size
+
+
+def request_id_of(request) -> str:
+    if not request.request_id:
+        return uuid.uuid4().hex
+    if len(request.request_id) > MAX_ID_CHARS or not request.request_id.isprintable():
+        raise InvalidArgument("request_id", f"must be 1-{MAX_ID_CHARS} printable characters")
+    return request.request_id
+
+
+def shopper_ids_of(request) -> None:
+    for name in ("user_id", "session_id"):
+        value = getattr(request, name)
+        if len(value) > MAX_ID_CHARS or (value and not value.isprintable()):
+            raise InvalidArgument(name, f"must be at most {MAX_ID_CHARS} printable characters")
+
+
+def product_ids_of(values, field: str, maximum: int, required: bool = False) -> list[str]:
+    ids = list(values)
+    if required and not ids:
+        raise InvalidArgument(field, f"must list 1-{maximum} product ids")
+    if len(ids) > maximum:
+        raise InvalidArgument(field, f"must list at most {maximum} product ids, got {len(ids)}")
+    for index, product_id in enumerate(ids):
+        if not product_id or len(product_id) > MAX_ID_CHARS:
+            raise InvalidArgument(f"{field}[{index}]", f"must be 1-{MAX_ID_CHARS} characters")
+    return ids
+
+
+def validate_filters(filters: common_pb2.Filters, where: str = "filters") -> None:
+    for bound in ("min", "max"):
+        if filters.price.HasField(bound):
+            value = getattr(filters.price, bound)
+            if not (value >= 0 and value != float("inf")):
+                raise InvalidArgument(f"{where}.price.{bound}", f"must be a finite number >= 0, got {value}")
+    if filters.price.HasField("min") and filters.price.HasField("max") and filters.price.min > filters.price.max:
+        raise InvalidArgument(f"{where}.price", "min must not exceed max")
+
+
+def validate_track_size(request) -> None:
+    count = len(request.interactions)
+    if not 1 <= count <= MAX_TRACK_EVENTS:
+        raise InvalidArgument("interactions", f"must contain 1-{MAX_TRACK_EVENTS} events, got {count}")

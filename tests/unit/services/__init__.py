@@ -1,0 +1,1 @@
+"""Unit tests of the services, one folder per service (mirroring services/)."""
