@@ -1,0 +1,1 @@
+"""Unit tests of the shared test helpers in tests/support."""
