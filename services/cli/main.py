@@ -164,7 +164,7 @@ async def _import_catalog(args) -> int:
 
 async def _up(args) -> int:
     from services.local.system import EmbeddedPostgres, LocalSystem
-    from training.export import main as export_models
+    from training.encoders.export import main as export_models
 
     started = time.monotonic()
     repository = Path(args.model_repository).resolve()
@@ -306,105 +306,105 @@ async def _bench_search(args) -> int:
 
 
 def _export(args) -> int:
-    from training.export import main as export_main
+    from training.encoders.export import main as export_main
 
     return export_main(args.rest)
 
 
 def _quantize(args) -> int:
-    from training.quantize import main as quantize_main
+    from training.encoders.quantize import main as quantize_main
 
     return quantize_main(args.rest)
 
 
 def _eval_search(args):
-    from training.eval_search import run_command
+    from training.search.eval_search import run_command
 
     return run_command(args)
 
 
 def _eval_instacart(args):
-    from training.eval_search import instacart_command
+    from training.search.eval_search import instacart_command
 
     return instacart_command(args)
 
 
 def _eval_query_understanding(args) -> int:
-    from training.eval_query_understanding import main as evaluate
+    from training.search.eval_query_understanding import main as evaluate
 
     return evaluate(args.rest)
 
 
 def _eval_query_category(args) -> int:
-    from training.eval_query_category import main as evaluate
+    from training.search.eval_query_category import main as evaluate
 
     return evaluate(args.rest)
 
 
 def _train_encoder(args) -> int:
-    from training.train_encoder import main as train
+    from training.encoders.train_encoder import main as train
 
     return train(args.rest)
 
 
 def _train_rec(args) -> int:
     if "--events" in args.rest:  # the served model, on this shop's logged interactions
-        from training.rec_catalog import main as train_on_events
+        from training.rec.rec_catalog import main as train_on_events
 
         return train_on_events(args.rest)
-    from training.train_rec import main as train
+    from training.rec.train_rec import main as train
 
     return train(args.rest)
 
 
 def _eval_rec(args) -> int:
-    from training.eval_rec import main as evaluate
+    from training.rec.eval_rec import main as evaluate
 
     return evaluate(args.rest)
 
 
 def _train_ranker(args) -> int:
-    from training.train_ranker import main as train
+    from training.search.train_ranker import main as train
 
     return train(args.rest)
 
 
 def _train_ctr(args) -> int:
-    from training.train_ctr import main as train
+    from training.ctr.train_ctr import main as train
 
     return train(args.rest)
 
 
 def _eval_ctr(args) -> int:
-    from training.eval_ctr import main as evaluate
+    from training.ctr.eval_ctr import main as evaluate
 
     return evaluate(args.rest)
 
 
 def _eval_offpolicy(args) -> int:
-    from training.offpolicy import main as evaluate
+    from training.experiments.offpolicy import main as evaluate
 
     return evaluate(args.rest)
 
 
 def _report_experiment(args):
-    from training.experiment_report import run_command
+    from training.experiments.experiment_report import run_command
 
     return run_command(args)
 
 
 def _simulate(args):
     if args.compare == "learning":
-        from training.learning_comparison import compare_learning
+        from training.experiments.learning_comparison import compare_learning
 
         return compare_learning(args)
-    from training.simulator import simulate
+    from training.experiments.simulator import simulate
 
     return simulate(args)
 
 
 def _tune_fusion(args):
-    from training.eval_search import tune_fusion_command
+    from training.search.eval_search import tune_fusion_command
 
     return tune_fusion_command(args)
 
@@ -535,7 +535,7 @@ def build_parser() -> argparse.ArgumentParser:
     triton_up.add_argument("rest", nargs=argparse.REMAINDER)
     triton_up.set_defaults(run=_triton_up)
 
-    from training.eval_search import add_arguments as add_eval_arguments, add_benchmark_arguments, pipeline_name
+    from training.search.eval_search import add_arguments as add_eval_arguments, add_benchmark_arguments, pipeline_name
 
     evaluate = commands.add_parser("eval", help="evaluations on data, against baselines, with intervals")
     eval_commands = evaluate.add_subparsers(dest="evaluation", required=True)
@@ -613,7 +613,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     report = commands.add_parser("report", help="reports on logged traffic")
     report_commands = report.add_subparsers(dest="report", required=True)
-    from training.experiment_report import add_arguments as add_report_arguments
+    from training.experiments.experiment_report import add_arguments as add_report_arguments
 
     report_experiment = report_commands.add_parser(
         "experiment", help="CTR, add-to-cart rate, CVR and revenue per search per arm, with 95% intervals and lifts"
@@ -623,9 +623,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     simulate = commands.add_parser(
         "simulate", help="SIMULATED A/B test: Instacart-grounded shoppers search and buy through the real stack",
-        description="A simulated A/B test (see training/simulator.py for the shopper model and its assumptions).",
+        description="A simulated A/B test (see training/experiments/simulator.py for the shopper model and its assumptions).",
     )
-    from training.learning_comparison import add_arguments as add_simulate_arguments
+    from training.experiments.learning_comparison import add_arguments as add_simulate_arguments
 
     add_simulate_arguments(simulate)
     simulate.set_defaults(run=_simulate)

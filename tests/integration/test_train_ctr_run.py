@@ -2,7 +2,7 @@
 in a real PostgreSQL: the reader's labels, the exported head's graph and metadata, and the
 side-by-side evaluation on a later window.
 
-The events come from ``training.ctr_synthetic`` (a known click model with strong position bias)
+The events come from ``training.ctr.ctr_synthetic`` (a known click model with strong position bias)
 in 2021, a window no other test writes to, so the shared database's other traffic never enters.
 """
 
@@ -20,7 +20,7 @@ import torch
 from services.events.model import Impression, Interaction
 from services.ranking.features import FEATURE_NAMES
 from tests.conftest import MODEL_REPOSITORY, require_export
-from training import ctr_data, ctr_synthetic
+from training.ctr import ctr_data, ctr_synthetic
 
 T0 = datetime(2021, 3, 1, tzinfo=timezone.utc)
 TRAIN_UNTIL = T0 + timedelta(days=3)
@@ -130,7 +130,7 @@ def trained(synthetic_events, repository, postgres_url) -> Path:
 
 
 def test_train_ctr_exports_the_next_version_with_the_prior_left_in_place(trained, repository) -> None:
-    from training import ctr_head
+    from training.ctr import ctr_head
 
     assert (trained / "model.onnx").is_file()
     assert not ctr_head.is_ctr_head_up_to_date(repository, 2)

@@ -1,0 +1,761 @@
+"""`shelfwise simulate`: an offline A/B test with simulated shoppers grounded in real Instacart
+data, driving the real gRPC stack (gateway.Search, then gateway.Track).
+
+THIS IS A SIMULATION. Its figures measure the system against a model of shoppers, not real
+shoppers; they are only as right as the assumptions below (``ASSUMPTIONS``, printed with every
+report).
+
+What runs: the five services start on free ports over an embedded PostgreSQL (the machinery
+of ``shelfwise eval search``'s ``full`` pipeline: ``LocalSystem``, ``EmbeddedPostgres``,
+``import_products``), with an experiments file whose arms are the ``--arms`` presets
+(``ARM_PRESETS``). The catalogue is Instacart's product list (as ``training.search.instacart`` builds
+it: title = product name, category = department) with a synthetic price per product. Each
+simulated shopper:
+
+1. takes a real basket (an order of ``order_products__prior.csv``) and forms one to four
+   intents from it, each either one product of the basket or the aisle of one (a shopper
+   wanting "yogurt" rather than one yogurt);
+2. types a query for each intent: for an aisle, the aisle's name or our written description of
+   it (``training/search/benchmarks/instacart_aisle_queries.tsv``), in English or Chinese (the
+   ``--language-mix``); for a product, a fragment of its name (English; a Chinese shopper asks
+   for the product's aisle in Chinese); English queries get one keyboard typo with probability
+   ``TYPO_RATE`` (``training.search.instacart.one_typo``);
+3. searches through the gateway (page of 10) and reacts to the page with a position-based
+   examination model: position k is examined with probability ``EXAMINATION[k]``, an examined
+   result is clicked with the attractiveness of its match to the intent (same product > a product
+   of the shopper's real basket > same aisle > same department > none), a click becomes an
+   add-to-cart and an add-to-cart a purchase with probabilities that depend on the match too;
+   after a purchase the shopper stops reading with probability ``STOP_AFTER_PURCHASE``;
+4. reports what they did through gateway.Track (click, add-to-cart, purchase with its value).
+
+Reproducibility: every shopper's choices come from a random stream seeded by (``--seed``,
+period, shopper), so the shoppers, their intents, queries and reactions to a given page are the
+same on every run. The pages themselves can differ slightly between runs with shoppers in
+flight concurrently, because ranking's popularity feature learns from the events as they
+arrive; ``--concurrency 1`` on a fresh ``--state-dir`` makes a run repeatable end to end.
+Request and event ids are deterministic too, so one ``--state-dir`` holds an experiment name
+once: a second run of the same name is refused (its events would be dropped as duplicates).
+
+Periods: a warm-up (``--warmup-shoppers``, experiment ``<name>-warmup``) logs traffic to train
+the CTR head on; the test period (``--shoppers``, experiment ``<name>``) is the A/B test. They
+draw their baskets from disjoint halves of the orders (by a hash of the order id), so the head
+is never trained on the test period's shoppers or events. Train between two runs, since the
+ranking service loads the latest ``ctr_head`` at start-up::
+
+    shelfwise simulate --warmup-shoppers 2000 --shoppers 0 --experiment sim   # prints the window
+    shelfwise train ctr --since <start> --until <end>                        # the new ctr_head
+    shelfwise simulate --shoppers 2000 --arms bm25,full --experiment sim      # the A/B test
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import math
+import random
+import re
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Sequence
+
+PAGE_SIZE = 10
+# Position-based examination: probability that the shopper looks at position k (1-based).
+# Decays like the eye-tracking and click-model literature's position curves (Joachims et al.
+# 2005; Craswell et al. 2008): nearly everyone reads the first result, about a third the tenth.
+EXAMINATION = tuple(round(0.95 * 0.88 ** k, 4) for k in range(PAGE_SIZE))
+# Match of a shown product to the shopper's intent, best first.
+MATCH_LEVELS = ("product", "basket", "aisle", "department", "none")
+ATTRACTIVENESS = {"product": 0.85, "basket": 0.45, "aisle": 0.40, "department": 0.06, "none": 0.02}
+ADD_TO_CART = {"product": 0.80, "basket": 0.60, "aisle": 0.45, "department": 0.10, "none": 0.03}
+PURCHASE = {"product": 0.90, "basket": 0.85, "aisle": 0.70, "department": 0.40, "none": 0.25}
+STOP_AFTER_PURCHASE = 0.6
+PRODUCT_INTENT_SHARE = 0.4
+TYPO_RATE = 0.1
+MAX_INTENTS = 4
+DEFAULT_LANGUAGE_MIX = "en:0.7,zh:0.3"
+INTENT_AISLES = ("test", "dev", "train", "train-dev", "all")
+
+# Arms by name: how each serves a search (services.gateway.experiments settings).
+ARM_PRESETS = {
+    "bm25": {"retrieval": "lexical", "ranking": "retrieval", "query_understanding": False},
+    "dense": {"retrieval": "dense", "ranking": "formula"},
+    "hybrid": {"retrieval": "hybrid", "ranking": "formula"},
+    "full": {},  # everything: query understanding, hybrid retrieval, the deployed ranker
+    # The fair control of `--compare learning`: the best configuration with nothing learned from
+    # behaviour (the relevance ranker is trained on judgments, not on behaviour), and one arm
+    # per behaviour-learned part added to it, then all of them.
+    "control": {"popularity": False, "personalization": False, "ctr_head": False},
+    "ctr-head": {"popularity": False, "personalization": False},
+    "popularity": {"personalization": False, "ctr_head": False},
+    "personalization": {"popularity": False, "ctr_head": False},
+    "learned-all": {},
+}
+
+ASSUMPTIONS = (
+    "SIMULATED shoppers, not real ones: every figure measures the system against this model.",
+    "Intents come from real Instacart baskets (orders/order_products__prior): one product of the "
+    f"basket ({PRODUCT_INTENT_SHARE:.0%}) or the aisle of one; 1-{MAX_INTENTS} searches per shopper; by "
+    "default only products of the benchmark's held-out test-split aisles are wanted. Warm-up and test "
+    "shoppers draw from disjoint halves of the orders.",
+    "Queries: aisle name or our written description (English), our Chinese aisle queries, or a "
+    f"fragment of the product name; one keyboard typo in {TYPO_RATE:.0%} of English queries.",
+    "Clicks: position-based examination, P(examine position k) = "
+    + ", ".join(f"{p:.2f}" for p in EXAMINATION)
+    + "; P(click | examined) by match to the intent: "
+    + ", ".join(f"{level} {ATTRACTIVENESS[level]}" for level in MATCH_LEVELS) + ".",
+    "Add-to-cart given a click: " + ", ".join(f"{level} {ADD_TO_CART[level]}" for level in MATCH_LEVELS)
+    + "; purchase given add-to-cart: " + ", ".join(f"{level} {PURCHASE[level]}" for level in MATCH_LEVELS)
+    + f"; after a purchase the shopper stops reading with probability {STOP_AFTER_PURCHASE}.",
+    "Match levels: the intended product > another product of the shopper's real basket > same aisle "
+    "> same department > none (aisles and departments are Instacart's own).",
+    "Prices are SYNTHETIC (Instacart has none): a deterministic log-normal price per product id "
+    "(median about $4); revenue = price x quantity (1-3).",
+    "Only the first page (10 results) is read; no reformulation, no pagination, no cross-search memory "
+    "beyond the events the system itself records.",
+)
+
+
+# --------------------------------------------------------------------------- the data
+
+
+@dataclass(frozen=True)
+class SimProduct:
+    id: str
+    name: str
+    aisle_id: int
+    department_id: int
+    price: float
+
+
+@dataclass(frozen=True)
+class World:
+    """Instacart as the shoppers know it."""
+
+    products: dict[str, SimProduct]
+    aisles: dict[int, str]
+    departments: dict[int, str]
+    orders: list[tuple[str, tuple[str, ...]]]  # (order id, product ids), only known products
+    aisle_queries: dict  # aisle id -> training.search.instacart.AisleQueries
+
+    def catalog(self):
+        """The catalogue the shop serves: as ``training.search.instacart.build`` writes it, plus prices."""
+        from services.retrieval.catalog import Product
+
+        return [
+            Product(id=p.id, title=p.name, category=self.departments.get(p.department_id, ""),
+                    price=p.price, currency="USD", locale="en")
+            for p in self.products.values()
+        ]
+
+
+def synthetic_price(product_id: str) -> float:
+    """A deterministic price from the product id: log-normal, median $4, clipped to $0.50-$60.
+    Instacart publishes no prices; revenue figures rest on these."""
+    digest = hashlib.sha256(f"shelfwise-price:{product_id}".encode()).digest()
+    uniform = (int.from_bytes(digest[:8], "big") + 0.5) / 2**64
+    z = statistics.NormalDist().inv_cdf(uniform)
+    return round(min(max(math.exp(math.log(4.0) + 0.7 * z), 0.5), 60.0), 2)
+
+
+def load_world(data_dir: Path) -> World:
+    from training.search.instacart import EXCLUDED_AISLES, _read_csv, read_written_queries
+
+    source = Path(data_dir) / "instacart"
+    aisles = {int(r["aisle_id"]): r["aisle"].strip() for r in _read_csv(source / "aisles.csv")}
+    departments = {int(r["department_id"]): r["department"].strip() for r in _read_csv(source / "departments.csv")}
+    products = {}
+    for row in _read_csv(source / "products.csv"):
+        product_id = row["product_id"].strip()
+        products[product_id] = SimProduct(
+            product_id, row["product_name"].strip(), int(row["aisle_id"]), int(row["department_id"]),
+            synthetic_price(product_id),
+        )
+    baskets: dict[str, list[str]] = {}
+    for row in _read_csv(source / "order_products__prior.csv"):
+        product_id = row["product_id"].strip()
+        if product_id in products:
+            baskets.setdefault(row["order_id"].strip(), []).append(product_id)
+    # Intents need a query: products of "other"/"missing" aisles cannot be asked for by aisle.
+    queryable = {a for a, name in aisles.items() if name not in EXCLUDED_AISLES}
+    orders = sorted(
+        (order_id, tuple(items)) for order_id, items in baskets.items()
+        if any(products[p].aisle_id in queryable for p in items)
+    )
+    if not orders:
+        raise ValueError(f"{source}: no orders with known products; is order_products__prior.csv there?")
+    return World(products, aisles, departments, orders, read_written_queries())
+
+
+# --------------------------------------------------------------------------- shoppers
+
+
+@dataclass(frozen=True)
+class Intent:
+    kind: str  # "product" or "aisle"
+    aisle_id: int
+    department_id: int
+    product_id: str = ""
+    basket: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class PlannedSearch:
+    intent: Intent
+    query: str
+    language: str
+
+
+@dataclass(frozen=True)
+class Shopper:
+    user_id: str
+    order_id: str
+    language: str
+    searches: tuple[PlannedSearch, ...]
+    seed: int
+
+
+def parse_language_mix(text: str) -> dict[str, float]:
+    mix = {}
+    for part in text.split(","):
+        language, _, share = part.partition(":")
+        language = language.strip()
+        if language not in ("en", "zh"):
+            raise ValueError(f"--language-mix: language must be en or zh, got {language!r}")
+        try:
+            mix[language] = float(share)
+        except ValueError:
+            raise ValueError(f"--language-mix: share of {language} must be a number, got {share!r}") from None
+        if mix[language] < 0:
+            raise ValueError(f"--language-mix: share of {language} must be >= 0")
+    total = sum(mix.values())
+    if total <= 0:
+        raise ValueError("--language-mix: shares must sum to more than 0")
+    return {language: share / total for language, share in mix.items()}
+
+
+def in_period(order_id: str, period: str) -> bool:
+    """Warm-up and test shoppers use disjoint halves of the orders."""
+    digest = hashlib.sha256(f"shelfwise-sim-period:{order_id}".encode()).digest()
+    return (digest[0] % 2 == 0) == (period == "warmup")
+
+
+def shopper_seed(seed: int, period: str, index: int) -> int:
+    digest = hashlib.sha256(f"{seed}:{period}:{index}".encode()).digest()
+    return int.from_bytes(digest[:8], "big")
+
+
+_RANKER = re.compile(r"ranker=([^,;)]+)")
+_WORD = re.compile(r"[A-Za-z][A-Za-z'&-]*")
+
+
+def product_query(name: str, rng: random.Random) -> str:
+    """A fragment a shopper would type for a product: its last word or two (the head noun of
+    most product names: "Organic Hass Avocado" -> "hass avocado"), sometimes the whole name."""
+    words = [w.lower() for w in _WORD.findall(name)] or [name.lower()]
+    draw = rng.random()
+    if draw < 0.35:
+        return words[-1]
+    if draw < 0.8:
+        return " ".join(words[-2:])
+    return " ".join(words)
+
+
+def aisle_query(world: World, aisle_id: int, language: str, rng: random.Random) -> str:
+    written = world.aisle_queries.get(aisle_id)
+    if language == "zh" and written is not None:
+        return written.zh_name if rng.random() < 0.5 else written.zh_describe
+    if written is not None and rng.random() < 0.5:
+        return written.en_describe
+    return world.aisles[aisle_id]
+
+
+def intent_aisles(world: World, which: str) -> set[int]:
+    """Aisles a shopper may want: ``test`` = the Instacart benchmark's test-split aisles only,
+    whose queries no training step reads (``shelfwise train encoder`` and ``train ranker`` train
+    on the others), so a trained model cannot be flattered by queries it was trained on;
+    ``train``, ``dev``, ``train-dev`` = the benchmark's other splits (``--compare learning``
+    warms up on train-dev and tests on test, or, to develop on, warms up on train and tests on
+    dev, so that what is learned from behaviour meets new aisles and query strings in the
+    test period); ``all`` = every aisle with queries."""
+    from training.search.instacart import EXCLUDED_AISLES, split_of
+
+    if which not in INTENT_AISLES:
+        raise ValueError(f"--intent-aisles: must be one of {', '.join(INTENT_AISLES)}, got {which!r}")
+    aisles = {a for a, name in world.aisles.items() if name not in EXCLUDED_AISLES}
+    if which == "all":
+        return aisles
+    return {a for a in aisles if split_of(a) in which.split("-")}
+
+
+def plan_shoppers(
+    world: World, count: int, seed: int, period: str, language_mix: dict[str, float], aisles: str = "test",
+    experiment: str = "sim",
+) -> list[Shopper]:
+    """The shoppers of a period, deterministic given the seed. Their user ids name the
+    experiment, so two experiments never share a shopper (nor their event histories)."""
+    from training.search.instacart import one_typo
+
+    queryable = intent_aisles(world, aisles)
+    orders = [
+        order for order in world.orders
+        if in_period(order[0], period) and any(world.products[p].aisle_id in queryable for p in order[1])
+    ]
+    if not orders:
+        raise ValueError(f"no {period} orders hold a product of the {aisles} aisles")
+    languages = sorted(language_mix)
+    shoppers = []
+    for index in range(count):
+        own_seed = shopper_seed(seed, period, index)
+        rng = random.Random(own_seed)
+        order_id, items = orders[rng.randrange(len(orders))]
+        language = rng.choices(languages, weights=[language_mix[lang] for lang in languages])[0]
+        basket = frozenset(items)
+        candidates = [p for p in items if world.products[p].aisle_id in queryable]
+        searches = []
+        for _ in range(min(1 + rng.randrange(MAX_INTENTS), len(candidates))):
+            product = world.products[candidates[rng.randrange(len(candidates))]]
+            if rng.random() < PRODUCT_INTENT_SHARE:
+                intent = Intent("product", product.aisle_id, product.department_id, product.id, basket)
+                query = product_query(product.name, rng) if language == "en" else aisle_query(world, product.aisle_id, language, rng)
+            else:
+                intent = Intent("aisle", product.aisle_id, product.department_id, "", basket)
+                query = aisle_query(world, product.aisle_id, language, rng)
+            if language == "en" and rng.random() < TYPO_RATE:
+                query = one_typo(query, rng)
+            searches.append(PlannedSearch(intent, query, language))
+        shoppers.append(Shopper(f"sim-{experiment}-{seed}-{index}", order_id, language, tuple(searches), own_seed))
+    return shoppers
+
+
+def match_level(intent: Intent, product: SimProduct | None) -> str:
+    if product is None:
+        return "none"
+    if intent.kind == "product" and product.id == intent.product_id:
+        return "product"
+    if product.id in intent.basket and product.id != intent.product_id:
+        return "basket"
+    if product.aisle_id == intent.aisle_id:
+        return "aisle"
+    if product.department_id == intent.department_id:
+        return "department"
+    return "none"
+
+
+@dataclass(frozen=True)
+class Action:
+    kind: str  # "click", "add_to_cart", "purchase"
+    product_id: str
+    position: int
+    quantity: int = 1
+    value: float = 0.0
+
+
+def react(intent: Intent, page: Sequence[str], world: World, rng: random.Random,
+          stop_after_purchase: float = STOP_AFTER_PURCHASE) -> list[Action]:
+    """What a shopper does with a page of product ids (position = index + 1)."""
+    actions = []
+    for index, product_id in enumerate(page[: len(EXAMINATION)]):
+        if rng.random() >= EXAMINATION[index]:
+            continue
+        product = world.products.get(product_id)
+        level = match_level(intent, product)
+        if rng.random() >= ATTRACTIVENESS[level]:
+            continue
+        position = index + 1
+        actions.append(Action("click", product_id, position))
+        if rng.random() >= ADD_TO_CART[level]:
+            continue
+        quantity = 1 + rng.randrange(3)
+        actions.append(Action("add_to_cart", product_id, position, quantity))
+        if rng.random() >= PURCHASE[level]:
+            continue
+        actions.append(Action("purchase", product_id, position, quantity, round(product.price * quantity, 2)))
+        if rng.random() < stop_after_purchase:
+            break
+    return actions
+
+
+# --------------------------------------------------------------------------- driving the stack
+
+
+@dataclass
+class PeriodStats:
+    searches: int = 0
+    failed_searches: int = 0
+    failed_tracks: int = 0
+    events: int = 0
+    degraded: dict[str, int] = field(default_factory=dict)
+    arms: dict[str, int] = field(default_factory=dict)
+    # Searches that showed nothing (logged as impressions without products, so the report read
+    # from the database counts them as searches with nothing shown).
+    empty: int = 0
+    # Arm label -> the rankers that served it ("ctr_head/2", "retrieval-order", ...).
+    rankers: dict[str, set] = field(default_factory=dict)
+
+
+async def run_shoppers(gateway_address: str, shoppers: Sequence[Shopper], world: World, concurrency: int = 4,
+                       progress: bool = True, stop_after_purchase: float = STOP_AFTER_PURCHASE) -> PeriodStats:
+    """Every shopper's searches through gateway.Search, then their actions through gateway.Track."""
+    import grpc
+    from shelfwise.events.v1 import events_pb2
+    from shelfwise.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+    from tqdm import tqdm
+
+    from services.common.channels import create_channel
+
+    types = {
+        "click": events_pb2.INTERACTION_TYPE_CLICK,
+        "add_to_cart": events_pb2.INTERACTION_TYPE_ADD_TO_CART,
+        "purchase": events_pb2.INTERACTION_TYPE_PURCHASE,
+    }
+    stats = PeriodStats()
+    limit = asyncio.Semaphore(concurrency)
+    async with create_channel(gateway_address) as channel:
+        stub = gateway_pb2_grpc.GatewayServiceStub(channel)
+        bar = tqdm(total=len(shoppers), unit="shopper", desc="simulate", disable=not progress, file=sys.stderr)
+
+        async def shop(shopper: Shopper) -> None:
+            rng = random.Random(shopper.seed ^ 0x5EED)  # reactions: a stream of their own
+            async with limit:
+                for number, search in enumerate(shopper.searches):
+                    request_id = "sim-" + hashlib.sha256(f"{shopper.user_id}:{number}".encode()).hexdigest()[:32]
+                    try:
+                        response = await stub.Search(
+                            gateway_pb2.SearchRequest(
+                                query=search.query, page_size=PAGE_SIZE, user_id=shopper.user_id,
+                                session_id=f"{shopper.user_id}-s", request_id=request_id,
+                            ),
+                            timeout=30,
+                        )
+                    except grpc.aio.AioRpcError as error:
+                        stats.failed_searches += 1
+                        print(f"search {search.query!r} failed: {error.code().name} {error.details()}", file=sys.stderr)
+                        continue
+                    stats.searches += 1
+                    label = response.model_version.rpartition("experiment=")[2]
+                    stats.arms[label] = stats.arms.get(label, 0) + 1
+                    stats.rankers.setdefault(label, set()).update(_RANKER.findall(response.model_version))
+                    if not response.results:
+                        stats.empty += 1
+                    for stage in response.degraded_stages:
+                        stats.degraded[stage] = stats.degraded.get(stage, 0) + 1
+                    actions = react(search.intent, [r.product.id for r in response.results], world, rng,
+                                    stop_after_purchase)
+                    if not actions:
+                        continue
+                    interactions = []
+                    for n, action in enumerate(actions):
+                        interaction = events_pb2.Interaction(
+                            event_id=f"{response.request_id}-{n}-{action.kind}", type=types[action.kind],
+                            request_id=response.request_id, product_id=action.product_id, position=action.position,
+                            user_id=shopper.user_id, session_id=f"{shopper.user_id}-s",
+                            quantity=action.quantity, value=action.value,
+                        )
+                        interaction.occurred_at.GetCurrentTime()
+                        interactions.append(interaction)
+                    try:
+                        await stub.Track(gateway_pb2.TrackRequest(interactions=interactions), timeout=30)
+                        stats.events += len(interactions)
+                    except grpc.aio.AioRpcError as error:
+                        stats.failed_tracks += 1
+                        print(f"track of {response.request_id} failed: {error.code().name} {error.details()}",
+                              file=sys.stderr)
+            bar.update(1)
+
+        try:
+            await asyncio.gather(*(shop(shopper) for shopper in shoppers))
+        finally:
+            bar.close()
+    return stats
+
+
+# A simulation measures what shoppers get, not latency: on a small shared machine the default
+# stage deadlines would turn a slow moment into a degraded or failed search, which is noise here.
+SIMULATION_DEADLINES = {
+    "SHELFWISE_DEADLINE_QUERY_UNDERSTANDING_SECONDS": "5",
+    "SHELFWISE_DEADLINE_RETRIEVAL_SECONDS": "15",
+    "SHELFWISE_DEADLINE_RANKING_SECONDS": "10",
+    "SHELFWISE_DEADLINE_EVENTS_SECONDS": "10",
+}
+
+
+async def warm_up(gateway_address: str, config: dict) -> None:
+    """A few searches through every arm before the period starts (models load, caches fill), so
+    the first shoppers do not meet a cold system. Their impressions fall before the period's
+    window and outside its report."""
+    from shelfwise.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+
+    from services.common.channels import create_channel
+    from services.gateway.experiments import parse_experiments
+
+    experiments = parse_experiments(config)
+    experiment = experiments.experiments[0]
+    users = {}
+    wanted = 1 if experiment.interleaving else len(experiment.arms)  # interleaved: every search runs both
+    for n in range(10_000):
+        assignment = experiments.assign(f"warm-up-{n}", "", "")
+        users.setdefault(assignment.label, f"warm-up-{n}")
+        if len(users) == wanted:
+            break
+    async with create_channel(gateway_address) as channel:
+        stub = gateway_pb2_grpc.GatewayServiceStub(channel)
+        for user in users.values():
+            for query in ("milk", "新鲜水果"):
+                await stub.Search(gateway_pb2.SearchRequest(query=query, page_size=PAGE_SIZE, user_id=user), timeout=60)
+
+
+def arm_setting(spec: str) -> dict:
+    """An arm of the experiments file from a preset name, or ``full@N`` (``model``-ranked presets
+    only): that preset with ctr_head version N pinned, named ``full-ctrN`` (to compare heads)."""
+    preset, _, version = spec.partition("@")
+    if preset not in ARM_PRESETS:
+        raise ValueError(f"--arms: unknown arm {spec!r}; known: {', '.join(ARM_PRESETS)} (or full@N)")
+    setting = {"name": preset, **ARM_PRESETS[preset]}
+    if version:
+        if not version.isdigit() or int(version) < 1 or setting.get("ranking", "model") != "model":
+            raise ValueError(f"--arms: {spec!r}: @N pins ctr_head version N (>= 1) of a model-ranked arm such as full")
+        setting.update(name=f"{preset}-ctr{int(version)}", ctr_head_version=int(version))
+    return setting
+
+
+def experiment_config(name: str, arms: Sequence[str], control: str | None = None, interleaving: bool = False) -> dict:
+    settings = [arm_setting(arm) for arm in arms]
+    names = [setting["name"] for setting in settings]
+    if len(names) < 2 or len(set(names)) != len(names):
+        raise ValueError(f"--arms: give two or more different arms, got {','.join(arms)}")
+    if interleaving and len(names) != 2:
+        raise ValueError(f"--arms: --interleaving compares exactly two arms, got {','.join(arms)}")
+    experiment = {"name": name, "control": control or names[0], "arms": settings}
+    if interleaving:
+        experiment["interleaving"] = True
+    return {"experiments": [experiment]}
+
+
+async def logged_searches(url: str, experiment: str) -> int:
+    import asyncpg
+
+    connection = await asyncpg.connect(url)
+    try:
+        return await connection.fetchval(
+            "SELECT count(*) FROM impressions WHERE split_part(experiment_arm, '/', 1) = $1", experiment
+        )
+    except asyncpg.UndefinedTableError:  # a fresh database: the events service has not migrated it yet
+        return 0
+    finally:
+        await connection.close()
+
+
+async def train_ctr_head(url: str, since: datetime, until: datetime, repository: Path) -> str:
+    """`shelfwise train ctr` on the warm-up window; returns the new version's folder."""
+    from services.common.inference import find_model
+    from training.ctr.train_ctr import main as train_ctr
+
+    argv = ["--database-url", url, "--since", since.isoformat(), "--until", until.isoformat(),
+            "--out", str(repository), "--threads", "1", "--quiet"]
+    print(f"training the CTR head on the warm-up window: shelfwise train ctr {' '.join(argv[2:])}", file=sys.stderr)
+    code = await asyncio.to_thread(train_ctr, argv)  # it runs its own event loop
+    if code != 0:
+        raise RuntimeError(f"shelfwise train ctr failed (exit {code}); the test period would not use a trained head")
+    return find_model(repository, "ctr_head").label
+
+
+def simulation_header(args, periods: dict) -> str:
+    lines = ["=" * 100, "SIMULATION: simulated shoppers on the real Shelfwise stack (not real traffic)", "=" * 100]
+    lines.append(f"arms: {args.arms}  seed: {args.seed}  language mix: {args.language_mix}  intents in "
+                 f"{args.intent_aisles} aisles  catalogue: Instacart products with synthetic prices")
+    for period, info in periods.items():
+        stats = info["stats"]
+        degraded = ", ".join(f"{k} x{v}" for k, v in sorted(stats.degraded.items())) or "none"
+        lines.append(f"{period}: experiment {info['experiment']!r}, {info['shoppers']} shoppers, {stats.searches} "
+                     f"searches ({stats.failed_searches} failed), {stats.events} events ({stats.failed_tracks} Track calls failed), window "
+                     f"{info['since']} .. {info['until']}; degraded responses: {degraded}")
+        rankers = "; ".join(f"{label}: {', '.join(sorted(names))}" for label, names in sorted(stats.rankers.items()))
+        lines.append(f"  rankers served: {rankers}")
+        if info.get("ctr_head_trained"):
+            lines.append(f"  CTR head trained on this period's events: {info['ctr_head_trained']}")
+    lines.append("assumptions:")
+    lines += [f"  - {assumption}" for assumption in ASSUMPTIONS]
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- the command
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--arms", default="bm25,full", help=f"comma-separated arms, the first is the control "
+                        f"(presets: {', '.join(ARM_PRESETS)}; full@N pins ctr_head version N, e.g. full@1,full@2)")
+    parser.add_argument("--shoppers", type=int, default=500, help="test-period shoppers (0 = warm-up only)")
+    parser.add_argument("--warmup-shoppers", type=int, default=0,
+                        help="warm-up shoppers first, as experiment NAME-warmup (train the CTR head on them "
+                             "between runs; see the module docs)")
+    parser.add_argument("--interleaving", action="store_true",
+                        help="test period: team-draft interleave the two arms on every search instead of splitting "
+                             "shoppers (the report gives each arm's share of wins)")
+    parser.add_argument("--train-ctr", action="store_true",
+                        help="after the warm-up, train the CTR head on its events (shelfwise train ctr, into the "
+                             "model repository) so the test period's full arm serves it")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--experiment", default="sim", help="experiment name of the test period")
+    parser.add_argument("--language-mix", default=DEFAULT_LANGUAGE_MIX, help="e.g. en:0.7,zh:0.3")
+    parser.add_argument("--intent-aisles", choices=INTENT_AISLES, default="test",
+                        help="aisles shoppers want: the benchmark's held-out test-split aisles (default), or all")
+    parser.add_argument("--concurrency", type=int, default=4, help="shoppers in flight at once")
+    parser.add_argument("--data-dir", type=Path, help="folder holding instacart/ (default: SHELFWISE_DATA_DIR)")
+    parser.add_argument("--state-dir", type=Path, default=Path(".shelfwise") / "simulate",
+                        help="PostgreSQL data (events are kept between runs), logs and the experiments file")
+    parser.add_argument("--model-repository", type=Path, help="default: SHELFWISE_MODEL_REPOSITORY")
+    parser.add_argument("--samples", type=int, default=2000, help="bootstrap resamples of the report")
+    parser.add_argument("--out", type=Path, help="write the report (and the simulation settings) as JSON")
+    parser.add_argument("--plot", type=Path, help="write a PNG of the per-arm metrics")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--stop-after-purchase", type=float, default=STOP_AFTER_PURCHASE,
+                        help="shopper model: probability of reading no further after a purchase (0 makes clicks "
+                             "depend on the product and its position only, the off-policy estimators' assumption)")
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+async def run_period(
+    url: str, repository: Path, state: Path, config: dict, shoppers: Sequence[Shopper], world: World,
+    environ: dict | None = None, concurrency: int = 4, quiet: bool = False,
+    stop_after_purchase: float = STOP_AFTER_PURCHASE,
+) -> tuple[PeriodStats, datetime, datetime]:
+    """One period: the five services started with `config` as the experiments file (and
+    `environ` added to their settings), the catalogue brought up to date, the shoppers run, the
+    services stopped. Returns the stats and the period's window [since, until)."""
+    from services.local.system import LocalSystem, free_port_environment
+    from services.local.catalog_import import import_products
+    from training.search.eval_search import FullPipeline
+
+    experiments_file = state / "experiments.json"
+    experiments_file.write_text(json.dumps(config, indent=2))
+    env = free_port_environment()
+    env.update({"SHELFWISE_EXPERIMENTS": str(experiments_file), "SHELFWISE_VOCABULARY_REFRESH_SECONDS": "2",
+                "SHELFWISE_POPULARITY_REFRESH_SECONDS": "5", **SIMULATION_DEADLINES, **(environ or {})})
+    system = LocalSystem(url, repository, state / "logs", environ=env)
+    try:
+        await system.start(timeout=600)
+        products = world.catalog()
+        changed = await FullPipeline._changed_products(products, system.address("retrieval"))
+        if changed:
+            started = time.monotonic()
+            inserted, updated = await import_products(changed, system.address("retrieval"), 500, not quiet)
+            print(f"catalogue: {inserted} new, {updated} updated products in {time.monotonic() - started:.0f}s",
+                  file=sys.stderr)
+        # Query understanding reads the catalogue vocabulary on its refresh period.
+        await asyncio.sleep(5)
+        await warm_up(system.address("gateway"), config)
+        since = _now()
+        stats = await run_shoppers(system.address("gateway"), shoppers, world, concurrency, not quiet,
+                                   stop_after_purchase)
+    finally:
+        system.stop()  # the gateway first: its last impressions reach events
+    return stats, since, _now()
+
+
+async def simulate(args) -> int:
+    from services.local.system import EmbeddedPostgres
+    from services.common.config import model_repository, shared_data_dir
+    from training.experiments.experiment_report import analyse, format_report, plot, read_searches
+
+    arms = [arm.strip() for arm in args.arms.split(",") if arm.strip()]
+    if args.shoppers < 0 or args.warmup_shoppers < 0 or args.shoppers + args.warmup_shoppers == 0:
+        print("--shoppers / --warmup-shoppers: simulate at least one shopper", file=sys.stderr)
+        return 2
+    try:
+        language_mix = parse_language_mix(args.language_mix)
+        config = experiment_config(args.experiment, arms, interleaving=args.interleaving)
+        # The warm-up logs traffic for training: each shopper on one arm's ranking, never merged.
+        warmup_config = experiment_config(f"{args.experiment}-warmup", arms)
+    except ValueError as error:
+        print(error, file=sys.stderr)
+        return 2
+    world = load_world(args.data_dir or shared_data_dir())
+    plans = {
+        "warm-up": (f"{args.experiment}-warmup", plan_shoppers(
+            world, args.warmup_shoppers, args.seed, "warmup", language_mix, args.intent_aisles, f"{args.experiment}-warmup"
+        )),
+        "test": (args.experiment, plan_shoppers(
+            world, args.shoppers, args.seed, "test", language_mix, args.intent_aisles, args.experiment
+        )),
+    }
+    state = Path(args.state_dir).resolve()
+    state.mkdir(parents=True, exist_ok=True)
+    # Each period is its own experiment holding all traffic while it runs (its own system run),
+    # so the report of one never mixes in the other's impressions.
+    repository = Path(args.model_repository or model_repository()).resolve()
+    postgres = EmbeddedPostgres(state / "postgres")
+    url = postgres.start()
+    periods = {}
+    try:
+        for name, shoppers in plans.values():
+            # Request and event ids are deterministic: a second run of the same experiment into
+            # the same database would be stored as duplicates (dropped) and report nothing new.
+            if shoppers and await logged_searches(url, name):
+                print(f"--experiment: {name!r} already has searches in {state / 'postgres'}; choose another "
+                      "experiment name or a fresh --state-dir", file=sys.stderr)
+                return 2
+        for period, (name, shoppers) in plans.items():
+            if not shoppers:
+                continue
+            stats, since, until = await run_period(
+                url, repository, state, warmup_config if period == "warm-up" else config, shoppers, world,
+                concurrency=args.concurrency, quiet=args.quiet, stop_after_purchase=args.stop_after_purchase,
+            )
+            periods[period] = {"experiment": name, "shoppers": len(shoppers), "stats": stats,
+                               "since": since.isoformat(), "until": until.isoformat()}
+            if period == "warm-up" and args.train_ctr:
+                periods[period]["ctr_head_trained"] = await train_ctr_head(url, since, until, repository)
+        header = simulation_header(args, periods)
+        print(header)
+        result = {"simulation": True, "assumptions": list(ASSUMPTIONS), "arms": arms, "seed": args.seed,
+                  "language_mix": language_mix, "periods": {
+                      p: {k: v for k, v in info.items() if k != "stats"}
+                      | {"searches": info["stats"].searches,
+                         "rankers": {label: sorted(names) for label, names in info["stats"].rankers.items()}}
+                      for p, info in periods.items()}}
+        if "warm-up" in periods and not args.train_ctr:
+            info = periods["warm-up"]
+            print(f"\nwarm-up logged (PostgreSQL data in {state / 'postgres'}): train the CTR head on the window\n"
+                  f"  --since {info['since']} --until {info['until']}\n"
+                  "before the test period, or run both periods with --train-ctr, which does it in between.")
+        if "test" in periods:
+            info = periods["test"]
+            records = await read_searches(url, info["experiment"], datetime.fromisoformat(info["since"]),
+                                          datetime.fromisoformat(info["until"]))
+            print(f"\n{periods['test']['stats'].empty} searches showed no results; they count as searches "
+                  "with nothing shown")
+            report = analyse(records, info["experiment"], config["experiments"][0]["control"], args.samples)
+            print("\n" + format_report(report))
+            print("\n(SIMULATION: see the assumptions above)")
+            result["report"] = report
+            if args.plot:
+                plot(report, args.plot, title=f"SIMULATION {info['experiment']}: {len(plans['test'][1])} simulated "
+                                              f"shoppers (95% bootstrap over users)")
+                print(f"plot: {args.plot}")
+        if args.out:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps(result, indent=2, default=float, ensure_ascii=False) + "\n", encoding="utf-8")
+            print(f"report: {args.out}")
+        return 0
+    finally:
+        postgres.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="shelfwise simulate", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    return asyncio.run(simulate(parser.parse_args(argv)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
