@@ -51,6 +51,7 @@ import numpy as np
 
 from training.ctr import ctr_data, ctr_head
 from training.ctr.ctr_data import CtrRows
+from training.stats import cluster_weights, percentile_interval
 
 LIGHTGBM = "LightGBM"
 DEFAULT_BOOTSTRAP = 200
@@ -83,16 +84,6 @@ class RankedScores:
         below = np.cumsum(negatives) - negatives
         denominator = positives.sum() * negatives.sum()
         return float((positives * (below + 0.5 * negatives)).sum() / denominator) if denominator > 0 else float("nan")
-
-
-def bootstrap_weights(impression: np.ndarray, resamples: int, seed: int):
-    """Yields ``resamples`` row-weight vectors [N]: impressions drawn with replacement, every row
-    of a drawn impression weighted by how often it was drawn (a clustered bootstrap). One at a
-    time: [resamples, N] at once would not fit for large windows."""
-    count = int(impression.max()) + 1 if len(impression) else 0
-    rng = np.random.default_rng(seed)
-    for _ in range(resamples):
-        yield np.bincount(rng.integers(0, count, size=count), minlength=count)[impression].astype(np.float64)
 
 
 class StratifiedScores:
@@ -186,17 +177,19 @@ def score_rows(
     }
     # The same resamples for every model and metric: the differences below are paired.
     draws: dict[str, dict[str, list[float]]] = {kind: {s.model: [] for s in scored} for kind in metrics}
-    for weights in bootstrap_weights(impression, resamples, seed):
+    # A clustered bootstrap: whole impressions (pages) are drawn, never single rows.
+    for weights in cluster_weights(impression, resamples, seed):
         for kind, by_model in metrics.items():
             for model, computer in by_model.items():
                 draws[kind][model].append(computer.auc(weights))
 
     def metric(kind: str, item: Scored) -> Metric:
         value = metrics[kind][item.model].auc()
-        result = Metric(value, _interval(np.array(draws[kind][item.model])))
+        result = Metric(value, percentile_interval(draws[kind][item.model], finite_only=True))
         if item.reference is not None and item.reference in metrics[kind]:
             result.delta = value - metrics[kind][item.reference].auc()
-            result.delta_interval = _interval(np.array(draws[kind][item.model]) - np.array(draws[kind][item.reference]))
+            result.delta_interval = percentile_interval(
+                np.array(draws[kind][item.model]) - np.array(draws[kind][item.reference]), finite_only=True)
         return result
 
     return [
@@ -204,14 +197,6 @@ def score_rows(
             log_loss(labels, item.probabilities), item.note)
         for item in scored
     ]
-
-
-def _interval(values: np.ndarray) -> tuple[float, float]:
-    values = values[np.isfinite(values)]
-    if len(values) == 0:
-        return (float("nan"), float("nan"))
-    low, high = np.percentile(values, [2.5, 97.5])
-    return (float(low), float(high))
 
 
 # --- baselines ----------------------------------------------------------------------------------

@@ -48,6 +48,7 @@ from typing import Sequence
 import numpy as np
 
 from services.gateway.experiments import INTERLEAVED, credit_clicks
+from training.stats import percentile_interval, resampled_sums
 
 METRICS = ("ctr", "search_ctr", "add_to_cart_rate", "cvr", "revenue_per_search")
 METRIC_LABELS = {
@@ -174,24 +175,13 @@ def ratios(sums: np.ndarray) -> dict[str, np.ndarray]:
     return out
 
 
-def bootstrap_sums(units: np.ndarray, samples: int, rng: np.random.Generator, chunk: int = 250) -> np.ndarray:
-    """[samples, len(COLUMNS)]: column sums of `samples` resamples of the units (with
-    replacement, as many as there are), as multinomial counts times the unit sums."""
-    n = len(units)
-    out = np.empty((samples, units.shape[1]), dtype=np.float64)
-    for start in range(0, samples, chunk):
-        size = min(chunk, samples - start)
-        counts = rng.multinomial(n, np.full(n, 1.0 / n), size=size).astype(np.float64)
-        out[start : start + size] = counts @ units
-    return out
-
-
 def _interval(point: float, replicates: np.ndarray) -> dict[str, float]:
-    finite = replicates[np.isfinite(replicates)]
-    if not math.isfinite(point) or len(finite) == 0:
+    if not math.isfinite(point):
         return {"value": point, "low": float("nan"), "high": float("nan")}
-    low, high = np.percentile(finite, [2.5, 97.5])
-    return {"value": float(point), "low": float(low), "high": float(high)}
+    low, high = percentile_interval(replicates, finite_only=True)
+    if math.isnan(low):
+        return {"value": point, "low": low, "high": high}
+    return {"value": float(point), "low": low, "high": high}
 
 
 def wilson_interval(successes: int, trials: int, z: float = 1.959964) -> tuple[float, float]:
@@ -227,7 +217,7 @@ def analyse(
         units = unit_sums([r for r in split if r.arm == arm])
         totals = units.sum(axis=0)
         point = ratios(totals)
-        replicates[arm] = ratios(bootstrap_sums(units, samples, rng))
+        replicates[arm] = ratios(resampled_sums(units, samples, rng))
         per_arm[arm] = {
             "arm": arm,
             "units": int(len(units)),

@@ -46,6 +46,8 @@ from typing import Sequence
 
 import numpy as np
 
+from training.stats import cluster_weights, percentile_interval
+
 # The arms of `shelfwise simulate --compare learning` a target policy can be: which learned
 # parts each uses (services/gateway/experiments.LEARNED_PARTS).
 POLICY_PARTS = {
@@ -236,20 +238,15 @@ def estimate_pooled(logs: Sequence[tuple[TargetPolicy, Sequence[ExploredSearch]]
     point = _estimates(m, np.ones(len(searches)))
     unit_index: dict[str, int] = {}
     unit_of = np.array([unit_index.setdefault(s.unit, len(unit_index)) for s in searches])
-    rng = np.random.default_rng(seed)
-    replicates = []
-    for _ in range(samples):
-        # Users drawn with replacement; each search counts as often as its user was drawn.
-        drawn = np.bincount(rng.integers(0, len(unit_index), len(unit_index)), minlength=len(unit_index))
-        replicates.append(_estimates(m, drawn[unit_of].astype(np.float64)))
+    # Users drawn with replacement; each search counts as often as its user was drawn.
+    replicates = [_estimates(m, weights) for weights in cluster_weights(unit_of, samples, seed)]
     result = {"policy": policy.name, "ctr_head": ", ".join(str(t.ctr_head) for t, _ in logs if t.ctr_head),
               "searches": len(searches),
               "left_out_not_relevance_ranked": logged - len(searches), "units": len(unit_index)}
     for metric in ("ctr", "cvr"):
         for estimator in ESTIMATORS:
-            values = np.array([r[metric][estimator] for r in replicates])
-            low, high = np.percentile(values, [2.5, 97.5])
-            result[f"{metric}_{estimator}"] = {"value": point[metric][estimator], "low": float(low), "high": float(high)}
+            low, high = percentile_interval([r[metric][estimator] for r in replicates])
+            result[f"{metric}_{estimator}"] = {"value": point[metric][estimator], "low": low, "high": high}
     w = m["w"]
     with np.errstate(invalid="ignore", divide="ignore"):
         ess = np.nan_to_num(w.sum(axis=0) ** 2 / (w**2).sum(axis=0))

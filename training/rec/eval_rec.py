@@ -67,11 +67,13 @@ from training.rec.sequential_data import (
     right_aligned,
     training_sequences,
 )
+from training.stats import mean_interval
 
 if TYPE_CHECKING:
     from training.rec.sequential_model import SequentialRecommender
 
 BOOTSTRAP_SAMPLES = 1000
+BOOTSTRAP_SEED = 7
 PROTOCOL = ("leave-one-out, full ranking over all items, items in the user's history excluded, "
             "ties counted pessimistically")
 # Beauty, full ranking, as published (Recall@10, NDCG@10): all four from the TIGER paper's table
@@ -84,12 +86,6 @@ PUBLISHED_BEAUTY = {
 }
 
 
-def bootstrap(values: np.ndarray, samples: int = BOOTSTRAP_SAMPLES, seed: int = 7) -> tuple[float, float]:
-    """95% percentile-bootstrap interval of the mean over users."""
-    from training.search.eval_search import bootstrap_interval
-
-    _, low, high = bootstrap_interval(values, samples=samples, seed=seed)
-    return low, high
 
 
 def evaluate_model(model: "SequentialRecommender", split: EvalSet, num_items: int, max_length: int | None = None,
@@ -229,7 +225,7 @@ def evaluate_dataset(key: str, args) -> tuple[int, dict | None]:
         training = json.loads(report_path.read_text(encoding="utf-8"))
     rows.append({
         "label": "Shelfwise sequential (ours)", "history_excluded": True, "metrics": ours["metrics"],
-        "ndcg@10_ci": bootstrap(per_user_metrics(ours["ranks"])["ndcg@10"], args.bootstrap),
+        "ndcg@10_ci": mean_interval(per_user_metrics(ours["ranks"])["ndcg@10"], args.bootstrap, BOOTSTRAP_SEED)[1:],
         "model": str(model_path), "config": model.config.to_json(),
         "training": {k: training.get(k) for k in ("training_seconds", "epochs_run", "best_epoch", "best_valid",
                                                   "settings", "machine", "command")},
@@ -239,7 +235,7 @@ def evaluate_dataset(key: str, args) -> tuple[int, dict | None]:
     rows.append({
         "label": "Shelfwise sequential (ours), RecBole's rule", "history_excluded": False,
         "metrics": ours_kept["metrics"],
-        "ndcg@10_ci": bootstrap(per_user_metrics(ours_kept["ranks"])["ndcg@10"], args.bootstrap),
+        "ndcg@10_ci": mean_interval(per_user_metrics(ours_kept["ranks"])["ndcg@10"], args.bootstrap, BOOTSTRAP_SEED)[1:],
     })
 
     recbole_label = "RecBole SASRec (re-run, RecBole's evaluator)"
@@ -276,7 +272,7 @@ def evaluate_dataset(key: str, args) -> tuple[int, dict | None]:
     popularity = evaluate_popularity(counts, split)
     rows.append({"label": "Popularity (training-split counts)", "history_excluded": True,
                  "metrics": popularity["metrics"],
-                 "ndcg@10_ci": bootstrap(per_user_metrics(popularity["ranks"])["ndcg@10"], args.bootstrap)})
+                 "ndcg@10_ci": mean_interval(per_user_metrics(popularity["ranks"])["ndcg@10"], args.bootstrap, BOOTSTRAP_SEED)[1:]})
 
     notes = []
     if "metrics" in recbole_row:

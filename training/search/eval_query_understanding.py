@@ -59,6 +59,7 @@ from services.common.text import normalize
 from services.query_understanding.understanding import QueryUnderstander, Understanding
 from services.query_understanding.vocabulary import CatalogVocabulary
 from training.search.misspell import misspell
+from training.stats import percentile_interval, resampled_indices
 
 __all__ = [
     "LabelledQuery",
@@ -479,15 +480,13 @@ def classification_report(
     names = {name: i for i, name in enumerate(sorted(set(y_true) | set(y_pred)))}
     truth = np.asarray([names[y] for y in y_true], dtype=np.int64)
     pred = np.asarray([names[y] for y in y_pred], dtype=np.int64)
-    rng = np.random.default_rng(seed)
     accuracies, f1s = [], []
-    for _ in range(samples):
-        pick = rng.integers(0, len(truth), len(truth))
+    for pick in resampled_indices(len(truth), samples, seed):
         accuracies.append(float(np.mean(truth[pick] == pred[pick])))
         f1s.append(_macro_f1(truth[pick], pred[pick], len(names)))
 
     def interval(values: list[float]) -> list[float]:
-        return [round(float(np.percentile(values, 2.5)), 4), round(float(np.percentile(values, 97.5)), 4)]
+        return [round(bound, 4) for bound in percentile_interval(values)]
 
     return {
         "n": len(truth),

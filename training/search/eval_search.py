@@ -51,6 +51,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from services.common.config import model_repository, shared_data_dir
+from training.stats import mean_interval, paired_difference_interval
 
 DEPTH = 100
 BOOTSTRAP_SAMPLES = 10_000
@@ -394,17 +395,6 @@ def evaluate_run(qrels: dict[str, dict[str, int]], rankings: dict[str, Ranking])
     return Scores(values)
 
 
-def bootstrap_interval(values: Sequence[float], samples: int = BOOTSTRAP_SAMPLES, seed: int = BOOTSTRAP_SEED) -> tuple[float, float, float]:
-    """(mean, low, high): percentile bootstrap over queries, 95%."""
-    data = np.asarray(values, dtype=np.float64)
-    if len(data) == 0:
-        return float("nan"), float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    means = data[rng.integers(0, len(data), size=(samples, len(data)))].mean(axis=1)
-    low, high = np.percentile(means, [2.5, 97.5])
-    return float(data.mean()), float(low), float(high)
-
-
 def query_language(text: str) -> str:
     from services.query_understanding.language import detect_language
 
@@ -526,7 +516,7 @@ class Evaluation:
                 for language, qids in groups:
                     row = {"pipeline": name, "query_set": query_set.name, "language": language, "queries": len(qids)}
                     for measure in MEASURES:
-                        mean, low, high = bootstrap_interval([scores.per_query[measure][q] for q in qids])
+                        mean, low, high = mean_interval([scores.per_query[measure][q] for q in qids], BOOTSTRAP_SAMPLES, BOOTSTRAP_SEED)
                         row[MEASURE_LABELS[measure]] = {"mean": mean, "ci95": [low, high]}
                     rows.append(row)
         overall = []
@@ -538,7 +528,7 @@ class Evaluation:
                     values[measure] += list(scores.per_query[measure].values())
             row = {"pipeline": name, "query_set": "all sets", "language": "all", "queries": len(values[MEASURES[0]])}
             for measure in MEASURES:
-                mean, low, high = bootstrap_interval(values[measure])
+                mean, low, high = mean_interval(values[measure], BOOTSTRAP_SAMPLES, BOOTSTRAP_SEED)
                 row[MEASURE_LABELS[measure]] = {"mean": mean, "ci95": [low, high]}
             overall.append(row)
         return {
@@ -563,10 +553,10 @@ class Evaluation:
                 if other == pipeline:
                     continue
                 theirs = self.results[(other, query_set.name)].per_query[measure]
-                differences = [ours[qid] - theirs[qid] for qid in ours]
-                mean, low, high = bootstrap_interval(differences)
+                mean, low, high = paired_difference_interval(
+                    [ours[qid] for qid in ours], [theirs[qid] for qid in ours], BOOTSTRAP_SAMPLES, BOOTSTRAP_SEED)
                 rows.append({"pipeline": pipeline, "baseline": other, "query_set": query_set.name,
-                             "measure": MEASURE_LABELS[measure], "queries": len(differences),
+                             "measure": MEASURE_LABELS[measure], "queries": len(ours),
                              "difference": {"mean": mean, "ci95": [low, high]}})
         return rows
 

@@ -1,13 +1,13 @@
 """The evaluation's metrics: the sorted-once weighted AUC equals scikit-learn's (ties and
-bootstrap weights included), the clustered bootstrap keeps pages together, and the
-position-stratified AUC compares products only within a slot."""
+bootstrap weights included) and the position-stratified AUC compares products only within a
+slot (the clustered bootstrap's weights are tested with training/stats.py)."""
 
 from __future__ import annotations
 
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from training.ctr.eval_ctr import RankedScores, Scored, StratifiedScores, bootstrap_weights, score_rows, stratified_auc
+from training.ctr.eval_ctr import RankedScores, Scored, StratifiedScores, score_rows, stratified_auc
 
 
 def test_weighted_auc_matches_scikit_learn_with_ties_and_weights() -> None:
@@ -18,14 +18,6 @@ def test_weighted_auc_matches_scikit_learn_with_ties_and_weights() -> None:
     ranked = RankedScores.of(labels, scores)
     assert abs(ranked.auc() - roc_auc_score(labels, scores)) < 1e-12
     assert abs(ranked.auc(weights) - roc_auc_score(labels, scores, sample_weight=weights)) < 1e-12
-
-
-def test_bootstrap_weights_draw_whole_impressions() -> None:
-    impression = np.repeat(np.arange(20), 5)
-    for weights in bootstrap_weights(impression, 10, seed=1):
-        per_page = weights.reshape(20, 5)
-        assert (per_page == per_page[:, :1]).all()
-        assert per_page[:, 0].sum() == 20
 
 
 def test_stratified_auc_ignores_what_position_alone_explains() -> None:

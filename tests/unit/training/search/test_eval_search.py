@@ -9,7 +9,6 @@ import pytest
 from services.retrieval.fusion import REFERENCE_MAX, Fusion
 from training.search.eval_search import (
     MEASURE_LABELS,
-    bootstrap_interval,
     evaluate_run,
     format_table,
     pipeline_name,
@@ -57,15 +56,6 @@ def test_metrics_reward_relevant_documents_at_the_top_and_count_empty_results_as
     assert scores["RR@10"]["q2"] == pytest.approx(0.5)
     assert scores["nDCG@10"]["q2"] == pytest.approx(1 / 1.5849625, rel=1e-4)  # 1/log2(3)
     assert scores["nDCG@10"]["q3"] == 0.0 and scores["R@100"]["q3"] == 0.0
-
-
-def test_bootstrap_interval_brackets_the_mean_and_narrows_with_more_queries():
-    mean, low, high = bootstrap_interval([0.0, 1.0] * 10)
-    assert mean == pytest.approx(0.5) and low < mean < high
-    _, wide_low, wide_high = bootstrap_interval([0.0, 1.0] * 5)
-    _, narrow_low, narrow_high = bootstrap_interval([0.0, 1.0] * 200)
-    assert narrow_high - narrow_low < wide_high - wide_low
-    assert bootstrap_interval([0.3] * 7) == pytest.approx((0.3, 0.3, 0.3))
 
 
 def test_fusion_adds_weighted_reciprocal_ranks_and_a_zero_weight_ignores_that_list():
