@@ -78,7 +78,7 @@ def test_the_tokenizer_tokenizes_as_the_packaged_graphs_sentencepiece_operator(r
 
 
 def test_a_broken_rewrite_is_refused_before_anything_is_installed(tmp_path, monkeypatch):
-    from training.encoders.export import ExportVerificationError
+    from training.onnx_export import ExportVerificationError
 
     original = use.rewrite_graph
 

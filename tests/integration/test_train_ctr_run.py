@@ -130,14 +130,14 @@ def trained(synthetic_events, repository, postgres_url) -> Path:
 
 
 def test_train_ctr_exports_the_next_version_with_the_prior_left_in_place(trained, repository) -> None:
-    from training.ctr import ctr_head
+    from training.ctr import ctr_install
 
     assert (trained / "model.onnx").is_file()
-    assert not ctr_head.is_ctr_head_up_to_date(repository, 2)
-    assert ctr_head.is_ctr_head_up_to_date(repository, 1)
-    assert ctr_head.holds_other_model(repository, 2)
-    assert ctr_head.latest_trained_version(repository) == 2
-    assert ctr_head.next_trained_version(repository) == 3
+    assert not ctr_install.is_ctr_head_up_to_date(repository, 2)
+    assert ctr_install.is_ctr_head_up_to_date(repository, 1)
+    assert ctr_install.holds_other_model(repository, 2)
+    assert ctr_install.latest_trained_version(repository) == 2
+    assert ctr_install.next_trained_version(repository) == 3
 
 
 def test_trained_head_metadata_records_kind_window_rows_and_metrics(trained) -> None:

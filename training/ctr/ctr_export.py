@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from services.common.model_versions import MODEL_FILE, version_dir
 from services.ranking.features import FEATURE_NAMES
 from training.ctr import ctr_trees
 from training.ctr.ctr_head import (
@@ -17,10 +18,9 @@ from training.ctr.ctr_head import (
     TRAINED_KIND,
     PositionBiasedHead,
     ServingHead,
-    install_version,
-    next_trained_version,
-    version_dir,
 )
+from training.ctr.ctr_install import install_version, next_trained_version
+from training.onnx_export import VersionTarget
 
 
 def export_trained_head(
@@ -42,8 +42,9 @@ def export_trained_head(
     serving_scale = round(float(serving_scale), 6)
     if version < 2:
         raise ValueError("version 1 is the prior's; a trained head needs version >= 2")
-    if (version_dir(model_repository, version) / "model.onnx").exists():
-        raise FileExistsError(f"{version_dir(model_repository, version)} already holds a model; trained heads never replace one")
+    folder = version_dir(model_repository, MODEL_NAME, version)
+    if (folder / MODEL_FILE).exists():
+        raise FileExistsError(f"{folder} already holds a model; trained heads never replace one")
     trees = isinstance(model, ctr_trees.TreeHead)
     metadata = {
         "model": MODEL_NAME,
@@ -60,7 +61,8 @@ def export_trained_head(
         },
         **report,
     }
+    target = VersionTarget(model_repository, MODEL_NAME, version, metadata)
     if trees:
-        return ctr_trees.install_tree_head(model, serving_scale, model_repository, version, metadata, verify=verify)
+        return ctr_trees.install_tree_head(model, serving_scale, target, verify=verify)
     serving = ServingHead(model.relevance, serving_scale)
-    return install_version(serving, model_repository, version, metadata, verify=verify, seed=version)
+    return install_version(serving, target, verify=verify, seed=version)

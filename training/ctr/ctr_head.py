@@ -1,5 +1,6 @@
-"""The ranking CTR/CVR head: architecture, a first version distilled from the feature scoring,
-and its export to ONNX for Triton.
+"""The ranking CTR/CVR head: architecture, the prior (the feature scoring written as the head),
+and the heads trained on logged events; their export and installation is
+training/ctr/ctr_install.py.
 
 Architecture (``CtrCvrHead``) is ESMM (Ma et al., "Entire Space Multi-Task Model", SIGIR 2018):
 a shared MLP over the 8 ranking features (``services.ranking.features.FEATURE_NAMES``, in that
@@ -27,7 +28,7 @@ signature the trained head will have. (Until December 2026 version 1 was an MLP 
 the formula over 12,000 training steps, about four minutes of a first ``make up`` to
 approximate what two ONNX nodes express exactly.)
 
-Export writes, atomically (staging folder, then rename)::
+Export (training/ctr/ctr_install.py) writes, atomically (staging folder, then rename)::
 
     model_repository/ctr_head/<version>/model.onnx      features float32[N, 8] -> ctr, ctcvr float32[N, 1]
     model_repository/ctr_head/<version>/metadata.json   what the version is and how well it matches
@@ -46,15 +47,7 @@ export replaces the other, and ranking serves the highest version.
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import shutil
-import tempfile
-import time
-import warnings
-from pathlib import Path
-from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -63,14 +56,13 @@ from torch import nn
 from services.ranking.features import FEATURE_NAMES, RRF_MAX
 from services.ranking.scorers import CTR_HEAD_MODEL, FEATURE_WEIGHTS, FeatureScorer
 
-
 MODEL_NAME = CTR_HEAD_MODEL
 INPUT_NAME = "features"
 OUTPUT_NAMES: tuple[str, ...] = ("ctr", "ctcvr")
 NUM_FEATURES = len(FEATURE_NAMES)
 PRIOR_KIND = f"prior, {FeatureScorer.version} as an exact graph"
 # Kinds earlier exporters wrote for version 1; a newer export may replace them.
-_PRIOR_KIND_PREFIX = "prior"
+PRIOR_KIND_PREFIX = "prior"
 # Same opset as the text encoder: torch's ONNX function library is written in 18 (no version
 # conversion pass) and every Triton ONNX Runtime backend since 23.04 runs it.
 OPSET_VERSION = 18
@@ -91,10 +83,6 @@ MAX_EXPORT_DIFF = 1e-5
 # Batch sizes checked after export: 1 (a single candidate), an odd size the exporter never saw,
 # a typical page-sized batch and a full 2000-candidate list (ranking's MAX_CANDIDATES).
 VERIFY_BATCH_SIZES: tuple[int, ...] = (1, 7, 256, 2000)
-
-
-class ExportVerificationError(RuntimeError):
-    """The head misses its quality gates, or the exported graph does not reproduce it."""
 
 
 # --- the model ---------------------------------------------------------------------------------
@@ -253,298 +241,6 @@ def sample_features(n: int, rng: np.random.Generator) -> np.ndarray:
     return out.astype(np.float32)
 
 
-# --- export ------------------------------------------------------------------------------------
-
-
-def version_dir(model_repository: Path, version: int) -> Path:
-    return Path(model_repository) / MODEL_NAME / str(version)
-
-
-def expected_metadata(version: int) -> dict[str, Any]:
-    """The metadata.json keys that identify this exporter's prior (the rest are measurements)."""
-    return {
-        "model": MODEL_NAME,
-        "version": version,
-        "features": list(FEATURE_NAMES),
-        "outputs": list(OUTPUT_NAMES),
-        "kind": PRIOR_KIND,
-        # The weights the prior was distilled from: changing FEATURE_WEIGHTS outdates the export
-        # even though the formula's version label stays the same.
-        "feature_weights": {name: FEATURE_WEIGHTS[name] for name in FEATURE_NAMES},
-    }
-
-
-def read_metadata(model_repository: Path, version: int = 1) -> dict[str, Any] | None:
-    try:
-        metadata = json.loads((version_dir(model_repository, version) / "metadata.json").read_text())
-    except (OSError, ValueError):
-        return None
-    return metadata if isinstance(metadata, dict) else None
-
-
-def is_ctr_head_up_to_date(model_repository: Path, version: int = 1) -> bool:
-    """True when ``ctr_head/<version>/model.onnx`` exists and its metadata.json describes the
-    prior this module builds now (same features, outputs, formula weights) within its gates."""
-    model_file = version_dir(model_repository, version) / "model.onnx"
-    metadata = read_metadata(model_repository, version)
-    if not model_file.is_file() or model_file.stat().st_size == 0 or metadata is None:
-        return False
-    if any(metadata.get(key) != value for key, value in expected_metadata(version).items()):
-        return False
-    spearman, max_error = metadata.get("spearman_vs_formula"), metadata.get("max_abs_error")
-    return (
-        isinstance(spearman, (int, float))
-        and isinstance(max_error, (int, float))
-        and spearman >= MIN_SPEARMAN
-        and max_error <= MAX_ABS_ERROR
-    )
-
-
-def holds_other_model(model_repository: Path, version: int = 1) -> bool:
-    """True when ``ctr_head/<version>/`` holds a model that is not a prior (e.g. a head trained
-    on events), which an export of the prior must not silently replace."""
-    if not (version_dir(model_repository, version) / "model.onnx").is_file():
-        return False
-    metadata = read_metadata(model_repository, version)
-    kind = metadata.get("kind") if metadata else None
-    return not (isinstance(kind, str) and kind.startswith(_PRIOR_KIND_PREFIX))
-
-
-def _check_graph(onnx_path: Path) -> None:
-    import onnx
-
-    onnx.checker.check_model(str(onnx_path), full_check=True)
-    graph = onnx.load(str(onnx_path)).graph
-    initializers = {init.name for init in graph.initializer}
-    inputs = [value.name for value in graph.input if value.name not in initializers]
-    outputs = [value.name for value in graph.output]
-    if inputs != [INPUT_NAME] or outputs != list(OUTPUT_NAMES):
-        raise ExportVerificationError(f"unexpected graph signature: inputs={inputs} outputs={outputs}")
-    for value in list(graph.input) + list(graph.output):
-        dims = value.type.tensor_type.shape.dim
-        if value.type.tensor_type.elem_type != onnx.TensorProto.FLOAT:
-            raise ExportVerificationError(f"{value.name}: expected float32")
-        if len(dims) != 2 or dims[0].HasField("dim_value"):
-            raise ExportVerificationError(f"{value.name}: batch dim must be dynamic, got {dims}")
-        expected_width = NUM_FEATURES if value.name == INPUT_NAME else 1
-        if dims[1].dim_value != expected_width:
-            raise ExportVerificationError(f"{value.name}: expected width {expected_width}, got {dims[1]}")
-
-
-def _verify_against_torch(onnx_path: Path, model: nn.Module, seed: int) -> float:
-    """Max abs difference (both outputs) between ONNX Runtime and torch at VERIFY_BATCH_SIZES."""
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    rng = np.random.default_rng(seed)
-    worst = 0.0
-    for batch in VERIFY_BATCH_SIZES:
-        features = sample_features(batch, rng)
-        onnx_ctr, onnx_ctcvr = session.run(list(OUTPUT_NAMES), {INPUT_NAME: features})
-        with torch.no_grad():
-            torch_ctr, torch_ctcvr = (t.numpy() for t in model(torch.from_numpy(features)))
-        for name, got in (("ctr", onnx_ctr), ("ctcvr", onnx_ctcvr)):
-            if got.shape != (batch, 1) or got.dtype != np.float32:
-                raise ExportVerificationError(f"batch {batch}: {name} is {got.dtype}{list(got.shape)}, expected float32[{batch}, 1]")
-        diff = float(max(np.max(np.abs(onnx_ctr - torch_ctr)), np.max(np.abs(onnx_ctcvr - torch_ctcvr))))
-        worst = max(worst, diff)
-        print(f"  onnxruntime vs torch  batch={batch:<4d}  max|diff| = {diff:.3e}", flush=True)
-    if worst > MAX_EXPORT_DIFF:
-        raise ExportVerificationError(f"ONNX output differs from torch by {worst:.3e} (> {MAX_EXPORT_DIFF:g})")
-    return worst
-
-
-def _log(start: float, message: str, model_name: str = MODEL_NAME) -> None:
-    print(f"[export {model_name} {time.perf_counter() - start:6.1f}s] {message}", flush=True)
-
-
-def prior_graph():
-    """The prior as an ONNX model: features [N, 8] -> ctr, ctcvr [N, 1] (module docstring)."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    def constant(name: str, value) -> "onnx.TensorProto":
-        return numpy_helper.from_array(np.asarray(value, dtype=np.float32), name)
-
-    batch = "batch"
-    nodes = [
-        helper.make_node("MatMul", [INPUT_NAME, "weights"], ["score"]),
-        helper.make_node("Mul", ["score", "ctr_slope"], ["ctr_scaled"]),
-        helper.make_node("Add", ["ctr_scaled", "ctr_intercept"], ["ctr_logit"]),
-        helper.make_node("Sigmoid", ["ctr_logit"], ["ctr"]),
-        helper.make_node("Mul", ["score", "cvr_slope"], ["cvr_scaled"]),
-        helper.make_node("Add", ["cvr_scaled", "cvr_intercept"], ["cvr_logit"]),
-        helper.make_node("Sigmoid", ["cvr_logit"], ["cvr"]),
-        helper.make_node("Mul", ["ctr", "cvr"], ["ctcvr"]),
-    ]
-    graph = helper.make_graph(
-        nodes, "ctr_head_prior",
-        [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, [batch, NUM_FEATURES])],
-        [helper.make_tensor_value_info(name, TensorProto.FLOAT, [batch, 1]) for name in OUTPUT_NAMES],
-        initializer=[
-            constant("weights", formula_weights().reshape(NUM_FEATURES, 1)),
-            constant("ctr_slope", CTR_SLOPE), constant("ctr_intercept", CTR_INTERCEPT),
-            constant("cvr_slope", CVR_SLOPE), constant("cvr_intercept", CVR_INTERCEPT),
-        ],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET_VERSION)],
-                              producer_name="shelfwise.training.ctr_head")
-    model.ir_version = 8  # what every Triton ONNX Runtime backend since 23.04 reads
-    return model
-
-
-def prior_probabilities(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(ctr, ctcvr) of the prior in float64, from the formula."""
-    ctr_logit, cvr_logit = prior_logits(formula_scores(features))
-    ctr = 1.0 / (1.0 + np.exp(-ctr_logit))
-    return ctr, ctr / (1.0 + np.exp(-cvr_logit))
-
-
-def _verify_prior(onnx_path: Path, seed: int) -> tuple[float, float]:
-    """(Spearman of ONNX Runtime's ctr vs the formula score, max |ONNX - formula| over both
-    outputs) at VERIFY_BATCH_SIZES; raises when the graph is not the formula."""
-    import onnxruntime as ort
-    from scipy.stats import spearmanr
-
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    rng = np.random.default_rng(seed)
-    worst, ctrs, scores = 0.0, [], []
-    for batch in VERIFY_BATCH_SIZES:
-        features = sample_features(batch, rng)
-        got_ctr, got_ctcvr = session.run(list(OUTPUT_NAMES), {INPUT_NAME: features})
-        for name, got in (("ctr", got_ctr), ("ctcvr", got_ctcvr)):
-            if got.shape != (batch, 1) or got.dtype != np.float32:
-                raise ExportVerificationError(f"batch {batch}: {name} is {got.dtype}{list(got.shape)}, expected float32[{batch}, 1]")
-        ctr, ctcvr = prior_probabilities(features)
-        worst = max(worst, float(np.max(np.abs(got_ctr.reshape(-1) - ctr))), float(np.max(np.abs(got_ctcvr.reshape(-1) - ctcvr))))
-        ctrs.append(got_ctr.reshape(-1))
-        scores.append(formula_scores(features))
-    if worst > MAX_PRIOR_DIFF:
-        raise ExportVerificationError(f"the prior graph differs from the formula by {worst:.3e} (> {MAX_PRIOR_DIFF:g})")
-    return float(spearmanr(np.concatenate(ctrs), np.concatenate(scores)).statistic), worst
-
-
-def export_ctr_head(model_repository: Path, version: int = 1, verify: bool = True) -> Path:
-    """Export the prior into ``model_repository/ctr_head/<version>/`` and return model.onnx's path.
-
-    Always exports (use :func:`is_ctr_head_up_to_date` to skip). Raises
-    :class:`ExportVerificationError`, leaving any previous version untouched, when ONNX Runtime
-    does not reproduce the formula (checked even with ``verify=False``: it takes milliseconds).
-    """
-    import onnx
-
-    if version < 1:
-        raise ValueError(f"version must be a positive integer, got {version}")
-    start = time.perf_counter()
-    _log(start, f"writing the prior: {FeatureScorer.version} as an exact graph")
-    measured: dict[str, Any] = {}
-
-    def write(staged_model: Path) -> dict[str, Any]:
-        onnx.save(prior_graph(), str(staged_model))
-        _check_graph(staged_model)
-        spearman, worst = _verify_prior(staged_model, seed=version)
-        measured.update(spearman_vs_formula=round(spearman, 6), max_abs_error=float(f"{worst:.3e}"))
-        _log(start, f"onnxruntime vs the formula: max|diff| = {worst:.3e}, Spearman {spearman:.6f}")
-        return dict(measured)
-
-    return install_onnx(write, Path(model_repository), version, expected_metadata(version), start)
-
-
-def install_version(
-    model: nn.Module,
-    model_repository: Path,
-    version: int,
-    metadata: dict[str, Any],
-    verify: bool = True,
-    seed: int = 0,
-    start: float | None = None,
-) -> Path:
-    """Export ``model`` (features[N, 8] -> ctr, ctcvr [N, 1]) to ONNX, check its graph and (``verify``)
-    ONNX Runtime against torch, and install it with ``metadata`` as ``ctr_head/<version>/``
-    (atomically: see :func:`install_onnx`)."""
-    start = time.perf_counter() if start is None else start
-    model = model.eval()
-
-    def write(staged_model: Path) -> dict[str, Any]:
-        # No upper bound: ranking sends up to 2000 candidates, plus 7 occlusion copies of a page.
-        batch = torch.export.Dim("batch", min=1)
-        example = (torch.from_numpy(sample_features(16, np.random.default_rng(0))),)
-        _log(start, f"exporting with torch.onnx.export(dynamo=True, opset {OPSET_VERSION})")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", category=UserWarning)
-            warnings.simplefilter("ignore", category=DeprecationWarning)
-            warnings.simplefilter("ignore", category=FutureWarning)
-            torch.onnx.export(
-                model,
-                example,
-                str(staged_model),
-                dynamo=True,
-                dynamic_shapes={"features": {0: batch}},
-                external_data=False,
-                opset_version=OPSET_VERSION,
-                input_names=[INPUT_NAME],
-                output_names=list(OUTPUT_NAMES),
-                verbose=False,
-            )
-        _log(start, f"exported graph: {staged_model.stat().st_size / 1e3:.1f} kB; running onnx.checker")
-        _check_graph(staged_model)
-        if not verify:
-            _log(start, "verification skipped (--no-verify)")
-            return {}
-        _log(start, "verifying onnxruntime against the torch model")
-        return {"onnx_vs_torch_max_abs_diff": float(f"{_verify_against_torch(staged_model, model, seed):.3e}")}
-
-    return install_onnx(write, model_repository, version, metadata, start)
-
-
-def install_onnx(
-    write: Callable[[Path], dict[str, Any]],
-    model_repository: Path,
-    version: int,
-    metadata: dict[str, Any],
-    start: float | None = None,
-    model_name: str = MODEL_NAME,
-) -> Path:
-    """Install a model as ``<model_name>/<version>/`` (a CTR head by default):
-    ``write(staged model.onnx path)`` writes and checks the graph and returns what to add to
-    ``metadata``.
-
-    All of it happens in a staging folder renamed into place at the end, so Triton and the
-    ranking service never see a half-written version; on any error the previous content of
-    the version folder is left untouched.
-    """
-    start = time.perf_counter() if start is None else start
-    target = Path(model_repository) / model_name / str(version)
-    model_dir = target.parent
-    model_dir.mkdir(parents=True, exist_ok=True)
-    # Staging lives next to the version folders (same filesystem, so the renames are atomic);
-    # Triton ignores non-numeric folder names and .gitignore covers .export-*.
-    staging = Path(tempfile.mkdtemp(prefix=f".export-v{version}-", dir=model_dir))
-    # mkdtemp creates the folder 0700; once renamed into place it must be as readable as any
-    # other version folder (Triton's container may run as another user).
-    umask = os.umask(0)
-    os.umask(umask)
-    staging.chmod(0o777 & ~umask)
-    retired: Path | None = None
-    try:
-        metadata = {**metadata, **write(staging / "model.onnx")}
-        (staging / "metadata.json").write_text(json.dumps(metadata, indent=2) + "\n")
-
-        # Swap the whole version folder: the old one is renamed aside, the staged one renamed
-        # in, so Triton / the ranking service never see a model.onnx without its metadata.
-        _log(start, f"installing into {target}", model_name)
-        if target.exists():
-            retired = Path(tempfile.mkdtemp(prefix=f".export-v{version}-old-", dir=model_dir))
-            os.replace(target, retired / "previous")
-        os.replace(staging, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-        if retired is not None:
-            shutil.rmtree(retired, ignore_errors=True)
-    _log(start, f"done: {target / 'model.onnx'}", model_name)
-    return target / "model.onnx"
-
-
 # --- heads trained on logged events: position bias (PAL) + ESMM --------------------------------
 
 class PiecewiseLinearEncoding(nn.Module):
@@ -678,26 +374,3 @@ class ServingHead(nn.Module):
         ctr_logit, cvr_logit = self.relevance.logits(features)
         ctr = self.scale * torch.sigmoid(ctr_logit)
         return ctr, ctr * torch.sigmoid(cvr_logit)
-
-
-def version_numbers(model_repository: Path) -> list[int]:
-    """Numbered version folders of ctr_head (with or without a model in them), ascending."""
-    model_dir = Path(model_repository) / MODEL_NAME
-    if not model_dir.is_dir():
-        return []
-    return sorted(int(path.name) for path in model_dir.iterdir() if path.is_dir() and path.name.isdigit())
-
-
-def next_trained_version(model_repository: Path) -> int:
-    """The version a newly trained head gets: after every existing folder, and never 1, which
-    ``shelfwise export`` keeps for the distilled prior (so neither replaces the other)."""
-    return max([1, *version_numbers(model_repository)]) + 1
-
-
-def latest_trained_version(model_repository: Path) -> int | None:
-    """Highest version holding a head trained on events (not a distilled prior), if any."""
-    for version in reversed(version_numbers(model_repository)):
-        metadata = read_metadata(model_repository, version)
-        if metadata and metadata.get("kind") == TRAINED_KIND and (version_dir(model_repository, version) / "model.onnx").is_file():
-            return version
-    return None

@@ -50,12 +50,18 @@ from training.ctr.ctr_head import (
     OUTPUT_NAMES,
     POSITION_EDGES,
     VERIFY_BATCH_SIZES,
-    ExportVerificationError,
-    _check_graph,
-    _log,
-    install_onnx,
     position_buckets,
     sample_features,
+)
+from training.ctr.ctr_install import check_graph, log_step
+from training.onnx_export import (
+    ExportVerificationError,
+    VersionTarget,
+    check_output,
+    cpu_session,
+    install_onnx,
+    max_abs_difference,
+    require_within,
 )
 
 FAMILY = "ESMM + PAL, gradient-boosted tree towers (LightGBM)"
@@ -381,9 +387,7 @@ def tree_head_graph(model: TreeHead, scale: float):
 def verify_onnx(onnx_path: Path, model: TreeHead, scale: float, seed: int, extra: np.ndarray | None = None) -> float:
     """Max abs difference between ONNX Runtime and the Python model on sampled feature rows at
     VERIFY_BATCH_SIZES (and on ``extra`` rows, e.g. the logged ones)."""
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    session = cpu_session(onnx_path)
     rng = np.random.default_rng(seed)
     batches = [sample_features(size, rng) for size in VERIFY_BATCH_SIZES]
     if extra is not None and len(extra):
@@ -391,19 +395,13 @@ def verify_onnx(onnx_path: Path, model: TreeHead, scale: float, seed: int, extra
     worst = 0.0
     for features in batches:
         got_ctr, got_ctcvr = session.run(list(OUTPUT_NAMES), {INPUT_NAME: features})
-        if got_ctr.shape != (len(features), 1) or got_ctr.dtype != np.float32:
-            raise ExportVerificationError(f"ctr is {got_ctr.dtype}{list(got_ctr.shape)}, expected float32[{len(features)}, 1]")
+        check_output(got_ctr, (len(features), 1), "ctr")
         want_ctr, want_ctcvr = model.served(features.astype(np.float64), scale)
-        diff = float(max(np.max(np.abs(got_ctr[:, 0] - want_ctr)), np.max(np.abs(got_ctcvr[:, 0] - want_ctcvr))))
-        worst = max(worst, diff)
-    if worst > MAX_EXPORT_DIFF:
-        raise ExportVerificationError(f"ONNX output differs from the trees by {worst:.3e} (> {MAX_EXPORT_DIFF:g})")
-    return worst
+        worst = max(worst, max_abs_difference((got_ctr[:, 0], got_ctcvr[:, 0]), (want_ctr, want_ctcvr)))
+    return require_within(worst, MAX_EXPORT_DIFF, "the trees")
 
 
-def install_tree_head(
-    model: TreeHead, scale: float, model_repository: Path, version: int, metadata: dict[str, Any], verify: bool = True,
-) -> Path:
+def install_tree_head(model: TreeHead, scale: float, target: VersionTarget, verify: bool = True) -> Path:
     """Write the graph, check it as every ctr_head version is checked, verify ONNX Runtime
     against the Python trees (``verify``) and install it atomically."""
     import onnx
@@ -413,12 +411,12 @@ def install_tree_head(
     def write(staged_model: Path) -> dict[str, Any]:
         proto = tree_head_graph(model, scale)
         onnx.save(proto, str(staged_model))
-        _log(start, f"tree graph: {staged_model.stat().st_size / 1e3:.1f} kB "
+        log_step(start, f"tree graph: {staged_model.stat().st_size / 1e3:.1f} kB "
                     f"({model.ctr.rounds} + {model.cvr.rounds} trees); running onnx.checker")
-        _check_graph(staged_model)
+        check_graph(staged_model)
         if not verify:
             return {}
-        _log(start, "verifying onnxruntime against the trees")
-        return {"onnx_vs_trees_max_abs_diff": float(f"{verify_onnx(staged_model, model, scale, seed=version):.3e}")}
+        log_step(start, "verifying onnxruntime against the trees")
+        return {"onnx_vs_trees_max_abs_diff": float(f"{verify_onnx(staged_model, model, scale, seed=target.version):.3e}")}
 
-    return install_onnx(write, model_repository, version, metadata, start)
+    return install_onnx(write, target, start)

@@ -49,7 +49,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from training.ctr import ctr_data, ctr_head
+from services.common.model_versions import read_metadata, version_dir
+from training.ctr import ctr_data, ctr_head, ctr_install
 from training.ctr.ctr_data import CtrRows
 from training.stats import cluster_weights, percentile_interval
 
@@ -254,7 +255,7 @@ def run_head(model_repository: Path, version: int, features: np.ndarray) -> tupl
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     session = ort.InferenceSession(
-        str(ctr_head.version_dir(model_repository, version) / "model.onnx"), options, providers=["CPUExecutionProvider"]
+        str(version_dir(model_repository, ctr_head.MODEL_NAME, version) / "model.onnx"), options, providers=["CPUExecutionProvider"]
     )
     outputs = [np.zeros((0, 1), np.float32), np.zeros((0, 1), np.float32)]
     chunks = [session.run(list(ctr_head.OUTPUT_NAMES), {ctr_head.INPUT_NAME: features[i:i + 4096]})
@@ -291,11 +292,11 @@ def evaluate(
     """Every row of the comparison (see the module docstring) on ``test``; baselines fit on ``train``."""
     from tqdm.auto import tqdm
 
-    metadata = ctr_head.read_metadata(model_repository, version) or {}
+    metadata = read_metadata(model_repository, ctr_head.MODEL_NAME, version) or {}
     validation_fraction = float((metadata.get("settings") or {}).get("validation_fraction", 0.1))
     served = dict(zip(("ctr", "ctcvr"), run_head(model_repository, version, test.features)))
     prior = None
-    if version != 1 and (ctr_head.version_dir(model_repository, 1) / "model.onnx").is_file() and not ctr_head.holds_other_model(model_repository, 1):
+    if version != 1 and (version_dir(model_repository, ctr_head.MODEL_NAME, 1) / "model.onnx").is_file() and not ctr_install.holds_other_model(model_repository, 1):
         prior = dict(zip(("ctr", "ctcvr"), run_head(model_repository, 1, test.features)))
     rows: list[Row] = []
     skipped: list[str] = []
@@ -373,12 +374,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     repository = args.repository or model_repository()
-    version = args.version or ctr_head.latest_trained_version(repository)
+    version = args.version or ctr_install.latest_trained_version(repository)
     if version is None:
         print(f"error: no ctr_head trained on events in {repository}: run `shelfwise train ctr --until <time>` first",
               file=sys.stderr)
         return 2
-    metadata = ctr_head.read_metadata(repository, version)
+    metadata = read_metadata(repository, ctr_head.MODEL_NAME, version)
     window = (metadata or {}).get("window")
     if not window:
         print(f"error: ctr_head/{version} has no training window in its metadata (not trained on events)", file=sys.stderr)

@@ -36,21 +36,21 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Sequence
 
-from training.encoders.export import (
-    MULTILINGUAL_MODEL_NAME,
+from services.common.model_versions import install_staged, staging_folder, version_dir
+from training.encoders.export import MULTILINGUAL_MODEL_NAME
+from training.encoders.sentence_encoder import (
     ReferenceCheck,
-    _check_graph,
-    _load_tokenizer,
-    _onnx_session,
+    TextFormat,
+    check_graph,
+    load_tokenizer,
     embed_with_onnx,
     verify_against_reference,
 )
-from training.installs import ExportVerificationError, install_staged_version, version_dir
+from training.onnx_export import ExportVerificationError, cpu_session
 
 # Measured on training.encoders.multilingual_e5's 100 shop texts: min 0.9952 for e5 version 1. Below 0.98
 # the quantization has gone wrong (a lost mask, a scale blown up by an outlier), not just lost bits.
@@ -128,7 +128,7 @@ def source_version_reference(source_onnx: Path, tokenizer, metadata: dict) -> Re
     shop texts; the int8 version must keep a cosine of at least MIN_COSINE_INT8 to it."""
     from training.encoders.multilingual_e5 import REFERENCE_PASSAGES, REFERENCE_QUERIES
 
-    session = _onnx_session(source_onnx)
+    session = cpu_session(source_onnx)
     prefixes = {"query": metadata["query_prefix"], "passage": metadata["passage_prefix"]}
 
     def embed(texts: Sequence[str], kind: str):
@@ -159,19 +159,18 @@ def quantize_sentence_encoder(
         raise ValueError(f"--version {version} would overwrite the version it is made from")
     start = time.perf_counter()
     model_repository = Path(model_repository)
-    source = version_dir(model_repository, from_version, model_name)
+    source = version_dir(model_repository, model_name, from_version)
     if not (source / "model.onnx").is_file() or not (source / "metadata.json").is_file():
         raise FileNotFoundError(f"{source} holds no exported model (run `shelfwise export` or `shelfwise train encoder`)")
     source_metadata = json.loads((source / "metadata.json").read_text())
     if "quantization" in source_metadata:
         raise ValueError(f"{source} is already quantized ({source_metadata['quantization']['method']})")
-    target = version_dir(model_repository, version, model_name)
+    target = version_dir(model_repository, model_name, version)
 
     def log(message: str) -> None:
         print(f"[quantize {time.perf_counter() - start:6.1f}s] {message}", flush=True)
 
-    staging = Path(tempfile.mkdtemp(prefix=f".quantize-v{version}-", dir=source.parent))
-    try:
+    with staging_folder(model_repository, model_name, version, prefix=".quantize") as staging:
         log(f"fusing {source / 'model.onnx'} for ONNX Runtime")
         fusions = fuse_for_onnxruntime(source / "model.onnx", staging / "fused.onnx")
         log(f"fusions: { {name: count for name, count in fusions.items() if count} }")
@@ -183,18 +182,15 @@ def quantize_sentence_encoder(
         operators = quantize_int8(staging / "fused.onnx", staging / "model.onnx")
         (staging / "fused.onnx").unlink()
         log(f"quantized graph: {operators.get('QAttention', 0)} QAttention, {operators.get('MatMulInteger', 0)} MatMulInteger")
-        _check_graph(staging / "model.onnx")
-        tokenizer = _load_tokenizer(source / "tokenizer")
+        check_graph(staging / "model.onnx")
+        tokenizer = load_tokenizer(source / "tokenizer")
         cosines = None
         if verify:
             reference = source_version_reference(source / "model.onnx", tokenizer, source_metadata)
             log(f"verifying against {reference.name}")
-            min_cosine, mean_cosine, _ = verify_against_reference(
-                staging / "model.onnx", tokenizer, reference,
-                query_prefix=source_metadata["query_prefix"], passage_prefix=source_metadata["passage_prefix"],
-                length_buckets=source_metadata["length_buckets"],
-                max_sequence_length=source_metadata["max_sequence_length"],
-            )
+            text = TextFormat(source_metadata["query_prefix"], source_metadata["passage_prefix"],
+                              source_metadata["max_sequence_length"], source_metadata["length_buckets"])
+            min_cosine, mean_cosine, _ = verify_against_reference(staging / "model.onnx", tokenizer, reference, text)
             cosines = {"min": round(min_cosine, 5), "mean": round(mean_cosine, 5)}
         metadata = {
             **source_metadata,
@@ -208,9 +204,7 @@ def quantize_sentence_encoder(
         }
         shutil.copytree(source / "tokenizer", staging / "tokenizer")
         (staging / "metadata.json").write_text(json.dumps(metadata, indent=2) + "\n")
-        install_staged_version(staging, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        install_staged(staging, target)
     size_mb = (target / "model.onnx").stat().st_size / 1e6
     log(f"done: {target / 'model.onnx'} ({size_mb:.1f} MB)")
     return target / "model.onnx"

@@ -56,6 +56,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
+from services.common.model_versions import next_version as next_free_version
+from training.encoders.sentence_encoder import EncoderVersion, ReferenceCheck, TextFormat, export_sentence_encoder
+
 # Never reach for the Hugging Face hub: bases are local directories.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -593,9 +596,7 @@ def train(encoder: Encoder, data: PairData, texts: dict[str, str], dev: DevSet |
 
 def next_version(model_repository: Path, model_name: str) -> int:
     """One above the highest version folder; version 1 is the zero-shot export, so at least 2."""
-    folder = Path(model_repository) / model_name
-    versions = [int(p.name) for p in folder.glob("*") if p.is_dir() and p.name.isdigit()] if folder.is_dir() else []
-    return max([1, *versions]) + 1
+    return next_free_version(model_repository, model_name, after=1)
 
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
@@ -813,9 +814,10 @@ def run(args, parser: argparse.ArgumentParser) -> int:
     improved = dev is None or result.best_step > 0
     if model_name is not None and improved:
         version = next_version(args.model_repository, model_name)
-        exported = export(out_dir, args.model_repository, model_name, version,
-                          source_string(base, inputs, settings, result), base,
-                          training_reference(result.encoder, data, texts, dev), verify=not args.no_verify)
+        destination = EncoderVersion(Path(args.model_repository), model_name, version,
+                                     source_string(base, inputs, settings, result))
+        exported = export(out_dir, destination, base, training_reference(result.encoder, data, texts, dev),
+                          verify=not args.no_verify)
         report["exported"] = {"model": model_name, "version": version, "path": str(exported)}
         write_report(report, out_dir, exported)
         print(f"exported {model_name} version {version} to {exported}", flush=True)
@@ -852,8 +854,6 @@ def training_reference(encoder: Encoder, data: PairData, texts: dict[str, str], 
     """The training-time embedding (transformers tokenizer, this module's pooling) as the
     export's reference: the served graph must score what training scored (cosine >= 0.9999)
     on training and dev queries, in every language they come in, and on product texts."""
-    from training.encoders.export import ReferenceCheck
-
     queries = [q.text for q in data.queries[:24]]
     if dev is not None:
         queries += [text for s in dev.query_sets for text in list(s.queries.values())[:12]]
@@ -872,14 +872,10 @@ def training_reference(encoder: Encoder, data: PairData, texts: dict[str, str], 
     )
 
 
-def export(hf_dir: Path, model_repository: Path, model_name: str, version: int, source: str, base: Base,
-           reference, verify: bool) -> Path:
+def export(hf_dir: Path, destination: EncoderVersion, base: Base, reference, verify: bool) -> Path:
     """Exports ``hf_dir`` and returns the version folder."""
-    from training.encoders.export import export_sentence_encoder
-
     model_file = export_sentence_encoder(
-        hf_dir, model_repository, model_name, version, source=source,
-        query_prefix=base.query_prefix, passage_prefix=base.passage_prefix,
+        hf_dir, destination, TextFormat(base.query_prefix, base.passage_prefix),
         verify=verify, reference=reference if verify else None,
     )
     return Path(model_file).parent

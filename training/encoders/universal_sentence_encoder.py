@@ -35,8 +35,6 @@ the rewritten graph fed by the exported tokenizer must reproduce the packaged gr
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -95,9 +93,9 @@ def expected_metadata(version: int) -> dict[str, Any]:
 
 
 def is_up_to_date(model_repository: Path, version: int = 1) -> bool:
-    from training.installs import export_matches
+    from services.common.model_versions import install_matches
 
-    return export_matches(model_repository, MODEL_NAME, version, expected_metadata(version))
+    return install_matches(model_repository, MODEL_NAME, version, expected_metadata(version), ("tokenizer/tokenizer.json",))
 
 
 def _tokenizer_node(model) -> Any:
@@ -206,7 +204,7 @@ def verify(source_path: Path, model, tokenizer, texts: Sequence[str] = VERIFY_TE
     import onnxruntime as ort
     from onnxruntime_extensions import get_library_path
 
-    from training.installs import ExportVerificationError
+    from training.onnx_export import ExportVerificationError
 
     options = ort.SessionOptions()
     options.register_custom_ops_library(get_library_path())
@@ -237,24 +235,20 @@ def export(model_repository: Path, version: int = 1, verify_export: bool = True)
     metadata.json) through a staging folder; returns model.onnx's path."""
     import onnx
 
-    from training.installs import install_staged_version, version_dir
+    from services.common.model_versions import install_staged, staging_folder, version_dir
 
     started = time.perf_counter()
     source_path = source_model_path()
     model, spm_model = rewrite_graph(onnx.load(str(source_path)))
     tokenizer = build_tokenizer(spm_model)
-    target = version_dir(Path(model_repository), version, MODEL_NAME)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".export-", dir=target.parent))
-    try:
+    target = version_dir(Path(model_repository), MODEL_NAME, version)
+    with staging_folder(Path(model_repository), MODEL_NAME, version) as staging:
         checked = verify(source_path, model, tokenizer) if verify_export else None
         onnx.save(model, str(staging / "model.onnx"))
         (staging / "tokenizer").mkdir()
         tokenizer.save(str(staging / "tokenizer" / "tokenizer.json"))
         (staging / "metadata.json").write_text(json.dumps(expected_metadata(version), indent=2) + "\n")
-        install_staged_version(staging, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        install_staged(staging, target)
     print(f"[export {time.perf_counter() - started:5.1f}s] {MODEL_NAME} version {version}: {target / 'model.onnx'}"
           + (f" (min cosine to the packaged graph {checked['min_cosine']:.6f})" if checked else ""), flush=True)
     return target / "model.onnx"

@@ -28,9 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import shutil
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -39,9 +37,11 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from services.common.config import database_url, model_repository, parse_versions, content_encoder_model
+from services.common.model_versions import install_staged, next_version, staging_folder, version_dir
 from services.events.store import HistoryEntry, collapse_history
 from training.rec.sequential_data import SequenceData
 from training.rec.train_rec import RecSettings
+from training.onnx_export import cpu_session, max_abs_difference, require_within
 
 MODEL_NAME = "user_sequence_encoder"
 # Below this many shoppers a validation hold-out is too noisy to stop on: train a fixed
@@ -124,12 +124,8 @@ def export_version(model, product_ids, trained_items, text_encoder: str, reposit
 
     from training.rec.sequential_model import export_user_encoder
 
-    model_dir = repository / MODEL_NAME
-    model_dir.mkdir(parents=True, exist_ok=True)
-    versions = [int(p.name) for p in model_dir.iterdir() if p.name.isdigit()]
-    version = max(versions, default=0) + 1
-    staging = Path(tempfile.mkdtemp(prefix=".export-", dir=model_dir))
-    try:
+    version = next_version(repository, MODEL_NAME)
+    with staging_folder(repository, MODEL_NAME, version) as staging:
         export_user_encoder(model, staging / "model.onnx")
         with torch.no_grad():
             table, scoring = (t.numpy() for t in model.item_tables())
@@ -155,21 +151,16 @@ def export_version(model, product_ids, trained_items, text_encoder: str, reposit
             "report": {k: v for k, v in report.items() if k != "epochs"},
         }
         (staging / "metadata.json").write_text(json.dumps(metadata, indent=2, default=str) + "\n")
-        staging.chmod(0o755)
-        target = model_dir / str(version)
-        staging.rename(target)
+        target = version_dir(repository, MODEL_NAME, version)
+        install_staged(staging, target)
         return target
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
 
 
 def verify_onnx(model, path: Path, table: np.ndarray) -> None:
     """ONNX Runtime must give torch's user vectors for short and full histories."""
-    import onnxruntime as ort
     import torch
 
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    session = cpu_session(path)
     rng = np.random.default_rng(0)
     length, dim = model.config.max_length, model.config.dim
     for batch in VERIFY_BATCH_SIZES:
@@ -182,9 +173,8 @@ def verify_onnx(model, path: Path, table: np.ndarray) -> None:
         with torch.no_grad():
             expected = model.encode_history(torch.from_numpy(history), torch.from_numpy(mask)).numpy()
         (actual,) = session.run(["user_vector"], {"history": history, "history_mask": mask})
-        error = float(np.abs(actual - expected).max())
-        if error > 1e-4:
-            raise RuntimeError(f"ONNX user encoder differs from torch by {error:.2e} at batch {batch}")
+        require_within(max_abs_difference([actual], [expected]), 1e-4, f"torch at batch {batch}",
+                       subject="ONNX user encoder")
 
 
 async def read_behaviour(dsn: str, repository: Path, encoder_name: str, pinned: Mapping[str, int]) -> CatalogBehaviour:

@@ -51,6 +51,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from training.onnx_export import TorchGraph, export_torch
+
 NEG = -1e9  # additive mask: large and finite, so no row of the softmax ever becomes NaN
 
 
@@ -307,11 +309,10 @@ def export_user_encoder(model: SequentialRecommender, path: Path) -> None:
         config = model.config
         example = (torch.zeros(2, config.max_length, config.dim), torch.ones(2, config.max_length))
         batch = torch.export.Dim("batch", min=1, max=4096)
-        torch.onnx.export(
-            UserEncoder(model).eval(), example, str(path), dynamo=True, external_data=False,
+        export_torch(UserEncoder(model).eval(), example, path, TorchGraph(
             input_names=["history", "history_mask"], output_names=["user_vector"],
             dynamic_shapes={"history": {0: batch}, "history_mask": {0: batch}},
-        )
+        ))
     finally:
         model.train(was_training)
 

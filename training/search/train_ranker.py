@@ -40,8 +40,10 @@ from typing import Sequence
 
 import numpy as np
 
+from services.common.model_versions import latest_version
 from services.ranking.relevance import RELEVANCE_FEATURES
 from services.ranking.scorers import RELEVANCE_RANKER_MODEL
+from training.onnx_export import VersionTarget, check_output, cpu_session, install_onnx, max_abs_difference, require_within
 
 FOLDS = 5
 CANDIDATES = 200  # the gateway's default candidate count (SHELFWISE_GATEWAY_CANDIDATES)
@@ -233,41 +235,31 @@ def ranker_graph(booster, calibration: Calibration):
 
 def verify(onnx_path: Path, booster, calibration: Calibration, features: np.ndarray) -> float:
     """Max abs difference between ONNX Runtime and LightGBM (calibrated) on `features`."""
-    import onnxruntime as ort
-
-    from training.installs import ExportVerificationError
-
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    session = cpu_session(onnx_path)
     worst = 0.0
     for size in (1, 7, len(features)):
         rows = np.asarray(features[:size], dtype=np.float32)
         got = session.run([OUTPUT_NAME], {INPUT_NAME: rows})[0]
         want = calibration.scale * booster.predict(rows.astype(np.float64), raw_score=True) + calibration.offset
-        if got.shape != (len(rows), 1):
-            raise ExportVerificationError(f"relevance is {list(got.shape)}, expected [{len(rows)}, 1]")
-        worst = max(worst, float(np.max(np.abs(got[:, 0] - want))))
-    if worst > MAX_EXPORT_DIFF:
-        raise ExportVerificationError(f"ONNX output differs from LightGBM by {worst:.3e} (> {MAX_EXPORT_DIFF:g})")
-    return worst
+        check_output(got, (len(rows), 1), "relevance", dtype=None)
+        worst = max(worst, max_abs_difference([got[:, 0]], [want]))
+    return require_within(worst, MAX_EXPORT_DIFF, "LightGBM")
 
 
 def next_version(model_repository: Path) -> int:
-    folder = Path(model_repository) / RELEVANCE_RANKER_MODEL
-    versions = [int(p.name) for p in folder.glob("*") if p.name.isdigit() and (p / "model.onnx").is_file()]
-    return max(versions, default=0) + 1
+    """One above the highest version holding a ranker."""
+    return (latest_version(model_repository, RELEVANCE_RANKER_MODEL) or 0) + 1
 
 
 def install(booster, calibration: Calibration, model_repository: Path, version: int, metadata: dict,
             features: np.ndarray) -> Path:
     import onnx
 
-    from training.ctr.ctr_head import install_onnx
-
     def write(staged: Path) -> dict:  # checked by onnx's full checker in ranker_graph
         onnx.save(ranker_graph(booster, calibration), str(staged))
         return {"onnx_vs_lightgbm_max_abs_diff": float(f"{verify(staged, booster, calibration, features):.3e}")}
 
-    return install_onnx(write, model_repository, version, metadata, model_name=RELEVANCE_RANKER_MODEL)
+    return install_onnx(write, VersionTarget(Path(model_repository), RELEVANCE_RANKER_MODEL, version, metadata))
 
 
 # --- the command ----------------------------------------------------------------------------------

@@ -11,19 +11,16 @@ import torch
 
 from services.ranking.features import FEATURE_NAMES
 from services.ranking.scorers import FEATURE_WEIGHTS
-from training.ctr.ctr_head import (
-    CtrCvrHead,
-    ExportVerificationError,
+from services.common.model_versions import read_metadata
+from training.ctr.ctr_head import MODEL_NAME, CtrCvrHead, formula_scores, prior_ctr, sample_features
+from training.ctr.ctr_install import (
     export_ctr_head,
     expected_metadata,
-    formula_scores,
     holds_other_model,
     is_ctr_head_up_to_date,
-    prior_ctr,
     prior_probabilities,
-    read_metadata,
-    sample_features,
 )
+from training.onnx_export import ExportVerificationError
 
 COLUMN = {name: index for index, name in enumerate(FEATURE_NAMES)}
 
@@ -100,7 +97,7 @@ def test_the_prior_is_the_formula_as_an_exact_graph_exported_in_a_second(tmp_pat
     ctr, ctcvr = session.run(["ctr", "ctcvr"], {"features": features})
     want_ctr, want_ctcvr = prior_probabilities(features)
     assert np.max(np.abs(ctr.reshape(-1) - want_ctr)) < 1e-6 and np.max(np.abs(ctcvr.reshape(-1) - want_ctcvr)) < 1e-6
-    metadata = read_metadata(tmp_path, 1)
+    metadata = read_metadata(tmp_path, MODEL_NAME, 1)
     assert metadata["kind"].startswith("prior") and metadata["max_abs_error"] < 1e-6
     assert is_ctr_head_up_to_date(tmp_path, 1) and not holds_other_model(tmp_path, 1)
     with pytest.raises(ValueError, match="positive"):

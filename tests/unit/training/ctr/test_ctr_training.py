@@ -17,10 +17,9 @@ from training.ctr.ctr_head import (
     PositionBiasedHead,
     ServingHead,
     bernoulli_nll,
-    latest_trained_version,
-    next_trained_version,
     position_buckets,
 )
+from training.ctr.ctr_install import latest_trained_version, next_trained_version
 
 
 def test_position_buckets_are_one_per_slot_on_the_first_pages_then_wider() -> None:

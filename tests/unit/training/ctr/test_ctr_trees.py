@@ -11,7 +11,8 @@ import onnxruntime as ort
 import pytest
 
 from training.ctr import ctr_data, ctr_synthetic
-from training.ctr.ctr_head import INPUT_NAME, OUTPUT_NAMES, read_metadata, sample_features
+from services.common.model_versions import read_metadata
+from training.ctr.ctr_head import INPUT_NAME, MODEL_NAME, OUTPUT_NAMES, sample_features
 from training.ctr.ctr_trees import (
     PositionTower,
     TreeSettings,
@@ -75,7 +76,7 @@ def test_tree_head_onnx_graph_equals_the_trees_and_keeps_ctcvr_below_ctr(trained
     from training.ctr.ctr_export import export_trained_head
 
     path = export_trained_head(trained.model, tmp_path, {"window": {}}, serving_scale=trained.serving_scale)
-    metadata = read_metadata(tmp_path, 2)
+    metadata = read_metadata(tmp_path, MODEL_NAME, 2)
     assert metadata["head"].startswith("ESMM + PAL, gradient-boosted") and metadata["onnx_vs_trees_max_abs_diff"] <= 1e-5
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     features = sample_features(3000, np.random.default_rng(2))
@@ -91,4 +92,4 @@ def test_train_ctr_exports_the_family_with_the_lower_validation_loss(rows, tmp_p
     losses = {name: candidate["validation_loss"] for name, candidate in report["candidates"].items()}
     assert set(losses) == {"mlp", "trees"}
     assert report["chosen_head"] == min(losses, key=losses.get)
-    assert read_metadata(tmp_path, 2)["chosen_head"] == report["chosen_head"]
+    assert read_metadata(tmp_path, MODEL_NAME, 2)["chosen_head"] == report["chosen_head"]
