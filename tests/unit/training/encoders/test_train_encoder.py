@@ -10,20 +10,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from training.encoders.train_encoder import (
-    Batch,
-    BatchSampler,
+from training.encoders.encoder_data import (
+    HeldOutSplitError,
     JudgedQuery,
     PairData,
-    HeldOutSplitError,
-    false_negative_mask,
-    info_nce,
     mine_hard_negatives,
-    main,
-    next_version,
     refuse_test_files,
     says_test,
 )
+from training.encoders.encoder_training import Batch, BatchSampler, false_negative_mask, info_nce
+from training.encoders.train_encoder import main, next_version
 
 # Two queries about fruit (same relevant products), one about dairy, one about cleaning.
 RELEVANT = {
