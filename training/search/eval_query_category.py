@@ -76,7 +76,7 @@ async def _encode(repository: Path, texts: Sequence[str], kind: str) -> np.ndarr
 def compare(examples: Sequence[str], example_labels: Sequence[str], example_vectors: np.ndarray,
             queries: Sequence[str], truth: Sequence[str], query_vectors: np.ndarray, lexical_queries: Sequence[str],
             bootstrap: int, seed: int) -> dict:
-    from training.search.eval_query_understanding import classification_report
+    from training.search.query_classification import classification_report
 
     majority = Counter(example_labels).most_common(1)[0][0]
     methods = {
@@ -93,7 +93,7 @@ def instacart(args) -> dict:
     from services.retrieval.catalog import read_catalog
     from services.retrieval.retriever import lexical_text
     from training.search import instacart as benchmark
-    from training.search.eval_query_understanding import load_vocabulary
+    from training.search.query_extraction import load_vocabulary
     from training.search.eval_search import build_benchmark, read_qrels, read_queries
 
     files = build_benchmark(args)
@@ -125,7 +125,7 @@ def instacart(args) -> dict:
 
 def labelled_queries(data, args) -> dict:
     """Other queries as the labelled examples (seeded stratified split)."""
-    from training.search.eval_query_understanding import stratified_split
+    from training.search.query_classification import stratified_split
 
     train, test = stratified_split(data.labels, args.test_fraction, args.seed)
     vectors = asyncio.run(_encode(args.model_repository, data.texts, "query"))
@@ -146,7 +146,7 @@ def print_report(name: str, results: dict) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from training.search.eval_query_understanding import DEFAULT_SEED, DEFAULT_TEST_FRACTION, read_bestbuy, read_wands
+    from training.search.query_classification import DEFAULT_SEED, DEFAULT_TEST_FRACTION, read_bestbuy, read_wands
     from training.search.eval_search import add_benchmark_arguments
 
     parser = argparse.ArgumentParser(prog="shelfwise eval query-category", description=__doc__.split("\n\n")[0])

@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from training.search.eval_query_understanding import (
+from training.search.eval_query_understanding import main
+from training.search.query_classification import (
     LabelledTexts,
     classification_report,
-    main,
-    read_labels,
     run_classification,
     stratified_split,
 )
+from training.search.query_extraction import read_labels
 
 
 def write_labels(path: Path, rows: list[dict]) -> Path:
@@ -147,7 +147,7 @@ class KeywordEncoder:
 
 
 def test_zero_shot_label_categories_scores_top1_against_the_labelled_set(tmp_path: Path) -> None:
-    from training.search.eval_query_understanding import zero_shot_label_categories
+    from training.search.query_classification import zero_shot_label_categories
 
     rows = read_labels(write_labels(tmp_path / "labels.jsonl", ROWS))  # "d" names no category
     encoder = KeywordEncoder(["shoe", "headphone", "coffee"])
