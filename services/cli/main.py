@@ -324,7 +324,7 @@ def _eval_search(args):
 
 
 def _eval_instacart(args):
-    from training.search.eval_search import instacart_command
+    from training.search.instacart_eval import instacart_command
 
     return instacart_command(args)
 
@@ -404,7 +404,7 @@ def _simulate(args):
 
 
 def _tune_fusion(args):
-    from training.search.eval_search import tune_fusion_command
+    from training.search.instacart_eval import tune_fusion_command
 
     return tune_fusion_command(args)
 
@@ -535,7 +535,8 @@ def build_parser() -> argparse.ArgumentParser:
     triton_up.add_argument("rest", nargs=argparse.REMAINDER)
     triton_up.set_defaults(run=_triton_up)
 
-    from training.search.eval_search import add_arguments as add_eval_arguments, add_benchmark_arguments, pipeline_name
+    from training.search.eval_search import add_arguments as add_eval_arguments, pipeline_name
+    from training.search.instacart_eval import add_benchmark_arguments
 
     evaluate = commands.add_parser("eval", help="evaluations on data, against baselines, with intervals")
     eval_commands = evaluate.add_subparsers(dest="evaluation", required=True)

@@ -68,7 +68,7 @@ def read_products(catalog: Path):
 def judged_pairs(query_files: Sequence[Path], qrels_file: Path, product_ids: set[str]) -> PairData:
     """Every (query set, qid) with relevant products; identical query texts are kept once
     (a query may not appear twice in one batch, it would be its own false negative)."""
-    from training.search.eval_search import read_qrels, read_queries
+    from training.search.search_judgments import read_qrels, read_queries
 
     qrels = read_qrels(qrels_file)
     relevant = {

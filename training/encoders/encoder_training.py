@@ -157,7 +157,7 @@ def prepare_trainable(encoder: Encoder, settings: TrainingSettings) -> list:
 class DevSet:
     """Dev queries (per query set, since sets share query ids), their qrels and the pool."""
 
-    query_sets: list  # training.search.eval_search.QuerySet
+    query_sets: list  # training.search.search_judgments.QuerySet
     qrels: dict[str, dict[str, int]]
     pool_ids: list[str]
     pool_texts: list[str]
@@ -170,7 +170,7 @@ class DevSet:
 def build_dev_set(products, query_files: Sequence[Path], qrels_file: Path, pool_others: int, seed: int) -> DevSet:
     """Every product relevant to a dev query, plus ``pool_others`` other products drawn with
     ``seed``: the same pool at every evaluation, so the numbers compare across steps."""
-    from training.search.eval_search import read_qrels, read_queries
+    from training.search.search_judgments import read_qrels, read_queries
 
     query_sets = [read_queries(path) for path in query_files]
     qrels = read_qrels(qrels_file)
@@ -189,7 +189,7 @@ def build_dev_set(products, query_files: Sequence[Path], qrels_file: Path, pool_
 
 def evaluate_dev(encoder: Encoder, dev: DevSet) -> float:
     """Mean NDCG@10 over all dev queries of dense retrieval (exact cosine) over the pool."""
-    from training.search.eval_search import DEPTH, evaluate_run
+    from training.search.search_judgments import DEPTH, evaluate_run
 
     passages = encoder.encode(dev.pool_texts, "passage", desc="dev: encode pool")
     values: list[float] = []

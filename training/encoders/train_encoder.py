@@ -24,7 +24,7 @@ Training (the usual recipe for bi-encoders such as E5 and sentence-transformers'
   linear warm-up then decay, or, with ``--lora``, only LoRA adapters on the attention and
   feed-forward projections (peft), merged into the weights before saving.
 
-Early stopping: NDCG@10 (ir-measures, through ``training.search.eval_search.evaluate_run``) of dense
+Early stopping: NDCG@10 (ir-measures, through ``training.search.search_judgments.evaluate_run``) of dense
 retrieval over a fixed candidate pool: every product relevant to a dev query plus a seeded
 sample of other catalogue products (about 5,000 texts on Instacart, half a minute on 2 cores,
 where the whole catalogue would take twice that). The base model is evaluated first; the best state seen is kept and

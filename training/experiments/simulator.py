@@ -633,7 +633,7 @@ async def run_period(
     services stopped. Returns the stats and the period's window [since, until)."""
     from services.local.system import LocalSystem, free_port_environment
     from services.local.catalog_import import import_products
-    from training.search.eval_search import FullPipeline
+    from training.search.search_pipelines import FullPipeline
 
     experiments_file = state / "experiments.json"
     experiments_file.write_text(json.dumps(config, indent=2))

@@ -94,7 +94,8 @@ def instacart(args) -> dict:
     from services.retrieval.retriever import lexical_text
     from training.search import instacart as benchmark
     from training.search.query_extraction import load_vocabulary
-    from training.search.eval_search import build_benchmark, read_qrels, read_queries
+    from training.search.instacart_eval import build_benchmark
+    from training.search.search_judgments import read_qrels, read_queries
 
     files = build_benchmark(args)
     products, errors = read_catalog(files.catalog)
@@ -147,7 +148,7 @@ def print_report(name: str, results: dict) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from training.search.query_classification import DEFAULT_SEED, DEFAULT_TEST_FRACTION, read_bestbuy, read_wands
-    from training.search.eval_search import add_benchmark_arguments
+    from training.search.instacart_eval import add_benchmark_arguments
 
     parser = argparse.ArgumentParser(prog="shelfwise eval query-category", description=__doc__.split("\n\n")[0])
     add_benchmark_arguments(parser)

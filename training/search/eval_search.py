@@ -37,27 +37,31 @@ second run only encodes the queries.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import hashlib
 import json
 import os
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
-from services.common.config import model_repository, shared_data_dir
+from services.common.config import model_repository
+from training.search.search_judgments import MEASURE_LABELS, MEASURES, QuerySet, evaluate_run, read_qrels, read_queries
+from training.search.search_pipelines import (
+    Bm25sPipeline,
+    DensePipeline,
+    FullPipeline,
+    HybridPipeline,
+    LexicalPipeline,
+    Pipeline,
+    encode_catalog,
+    model_fingerprint,
+)
 from training.stats import mean_interval, paired_difference_interval
 
-DEPTH = 100
 BOOTSTRAP_SAMPLES = 10_000
 BOOTSTRAP_SEED = 7
-MEASURES = ("nDCG@10", "R@100", "RR@10")
-MEASURE_LABELS = {"nDCG@10": "NDCG@10", "R@100": "Recall@100", "RR@10": "MRR@10"}
 PIPELINES = ("bm25", "bm25s", "dense-zeroshot", "dense-use", "dense-multilingual", "dense-finetuned", "hybrid", "full")
 # The dense pipelines that read one model of the repository (version 1 unless pinned with "@").
 DENSE_MODELS = {
@@ -68,9 +72,6 @@ DENSE_MODELS = {
 # The dense lists `hybrid` fuses with bm25, as retrieval fuses its English and multilingual spaces.
 HYBRID_DENSE = ("dense-zeroshot", "dense-use")
 DEFAULT_CACHE = Path(".shelfwise") / "eval"
-
-Ranking = list[tuple[str, float]]
-
 
 def pipeline_name(value: str) -> str:
     """argparse type of --pipeline: one of PIPELINES, or a dense pipeline over a pinned version
@@ -86,313 +87,7 @@ def pipeline_name(value: str) -> str:
     )
 
 
-# --------------------------------------------------------------------------- inputs
-
-
-@dataclass(frozen=True)
-class QuerySet:
-    name: str
-    queries: dict[str, str]
-    languages: dict[str, str] = field(default_factory=dict)  # qid -> language, when the file says
-
-
-def read_queries(path: Path) -> QuerySet:
-    """``qid<TAB>query`` per line, optionally ``<TAB>language`` (else it is detected); blank
-    lines skipped; a bad line is an error naming it."""
-    queries: dict[str, str] = {}
-    languages: dict[str, str] = {}
-    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        cells = line.split("\t")
-        if len(cells) not in (2, 3) or not cells[0].strip() or not cells[1].strip():
-            raise ValueError(f"{path}:{number}: expected 'qid<TAB>query' (optionally '<TAB>language')")
-        qid = cells[0].strip()
-        if qid in queries:
-            raise ValueError(f"{path}:{number}: duplicate query id {qid!r}")
-        queries[qid] = cells[1].strip()
-        if len(cells) == 3 and cells[2].strip():
-            languages[qid] = cells[2].strip()
-    if not queries:
-        raise ValueError(f"{path}: no queries")
-    name = Path(path).name.removesuffix(".tsv").removesuffix(".queries")
-    return QuerySet(name, queries, languages)
-
-
-def read_qrels(path: Path) -> dict[str, dict[str, int]]:
-    """TREC qrels ``qid iteration docid grade`` (whitespace separated)."""
-    qrels: dict[str, dict[str, int]] = {}
-    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        parts = line.split()
-        if len(parts) != 4:
-            raise ValueError(f"{path}:{number}: expected 'qid 0 docid grade'")
-        try:
-            grade = int(parts[3])
-        except ValueError:
-            raise ValueError(f"{path}:{number}: grade must be an integer, got {parts[3]!r}") from None
-        qrels.setdefault(parts[0], {})[parts[2]] = grade
-    if not qrels:
-        raise ValueError(f"{path}: no judgments")
-    return qrels
-
-
-# ------------------------------------------------------------------------ pipelines
-
-
-class Pipeline:
-    """Returns, for each query text, up to DEPTH (product id, score) best first."""
-
-    name: str
-
-    async def search(self, texts: Sequence[str]) -> list[Ranking]:
-        raise NotImplementedError
-
-    async def close(self) -> None:
-        return None
-
-
-class LexicalPipeline(Pipeline):
-    name = "bm25"
-
-    def __init__(self, products):
-        from services.retrieval.lexical import LexicalIndex
-
-        self._index = LexicalIndex()
-        self._index.upsert(products)
-
-    async def search(self, texts):
-        return [self._index.search(text, DEPTH)[0] for text in texts]
-
-
-class Bm25sPipeline(Pipeline):
-    name = "bm25s"
-
-    def __init__(self, products):
-        import bm25s
-        import Stemmer
-
-        self._stemmer = Stemmer.Stemmer("english")
-        self._ids = [p.id for p in products]
-        corpus = [" ".join(part for part in (p.title, p.brand, p.category, p.description) if part) for p in products]
-        self._retriever = bm25s.BM25()
-        self._retriever.index(bm25s.tokenize(corpus, stopwords="en", stemmer=self._stemmer, show_progress=False),
-                              show_progress=False)
-
-    async def search(self, texts):
-        import bm25s
-
-        results = []
-        for text in texts:
-            tokens = bm25s.tokenize([text], stopwords="en", stemmer=self._stemmer, show_progress=False)
-            if not tokens.vocab:
-                results.append([])
-                continue
-            k = min(DEPTH, len(self._ids))
-            documents, scores = self._retriever.retrieve(tokens, k=k, show_progress=False, n_threads=1)
-            results.append([(self._ids[d], float(s)) for d, s in zip(documents[0], scores[0]) if s > 0])
-        return results
-
-
-class DensePipeline(Pipeline):
-    def __init__(self, name: str, encoder, vectors: np.ndarray, ids: list[str]):
-        self.name = name
-        self._encoder = encoder
-        self._vectors = vectors
-        self._ids = ids
-
-    async def search(self, texts):
-        queries = await self._encoder.encode(list(texts), kind="query", timeout=600)
-        scores = queries @ self._vectors.T
-        results = []
-        for row in scores:
-            top = np.argpartition(-row, min(DEPTH, len(row) - 1))[:DEPTH]
-            top = top[np.argsort(-row[top])]
-            results.append([(self._ids[i], float(row[i])) for i in top])
-        return results
-
-
-class HybridPipeline(Pipeline):
-    name = "hybrid"
-
-    def __init__(self, lexical: Pipeline, english: Pipeline, multilingual: Pipeline,
-                 fuse: Callable[[Ranking, Ranking, Ranking], Ranking]):
-        self._lexical, self._english, self._multilingual, self._fuse = lexical, english, multilingual, fuse
-
-    async def search(self, texts):
-        lexical = await self._lexical.search(texts)
-        english = await self._english.search(texts)
-        multilingual = await self._multilingual.search(texts)
-        return [self._fuse(l, e, m)[:DEPTH] for l, e, m in zip(lexical, english, multilingual)]
-
-
-class FullPipeline(Pipeline):
-    """The whole system on free ports; queries through gateway.Search."""
-
-    name = "full"
-
-    def __init__(self, system, postgres, scratch):
-        self._system, self._postgres, self._scratch = system, postgres, scratch
-        # Stage -> number of responses that bypassed it; reported, since a degraded stage
-        # would otherwise silently lower (or flatter) the figures.
-        self.degraded: dict[str, int] = {}
-        self.encoder_model = system.environ.get("SHELFWISE_TEXT_ENCODER", "")
-
-    @classmethod
-    async def start(cls, catalog: Path, products, model_repository: Path, cache: Path) -> "FullPipeline":
-        from services.local.system import EmbeddedPostgres, LocalSystem, free_port_environment
-        from services.local.catalog_import import import_products
-
-        # One PostgreSQL per catalogue, kept between runs: products and their embeddings (cached
-        # per encoder version) survive, so the next run does not re-encode the catalogue.
-        data_dir = cache / f"system-{_file_digest(catalog)}"
-        postgres = EmbeddedPostgres(data_dir / "postgres")
-        url = postgres.start()
-        scratch = tempfile.TemporaryDirectory(prefix="shelfwise-eval-")
-        env = free_port_environment()
-        # Query understanding reloads the catalogue vocabulary on this period; the eval waits
-        # one period after the import so every query sees the whole catalogue.
-        env.setdefault("SHELFWISE_VOCABULARY_REFRESH_SECONDS", "2")
-        system = LocalSystem(url, model_repository.resolve(), Path(scratch.name) / "logs", environ=env)
-        try:
-            await system.start(timeout=600)
-            started = time.monotonic()
-            changed = await cls._changed_products(products, system.address("retrieval"))
-            if changed:
-                inserted, updated = await import_products(changed, system.address("retrieval"), batch_size=500)
-                print(f"  full: catalogue imported ({inserted} new, {updated} updated) in "
-                      f"{time.monotonic() - started:.0f}s", file=sys.stderr, flush=True)
-            await asyncio.sleep(float(env["SHELFWISE_VOCABULARY_REFRESH_SECONDS"]) * 2 + 1)
-        except BaseException:
-            system.stop()
-            postgres.stop()
-            scratch.cleanup()
-            raise
-        return cls(system, postgres, scratch)
-
-    @staticmethod
-    async def _changed_products(products, retrieval_address: str) -> list:
-        """Catalogue products that retrieval does not hold as they are. Upserts re-encode
-        their products, so a second run against the kept database skips the unchanged ones."""
-        from shelfwise.retrieval.v1 import retrieval_pb2, retrieval_pb2_grpc
-
-        from services.common.channels import create_channel
-        from services.retrieval.catalog import chunked
-        from services.retrieval.servicer import product_to_pb
-
-        changed = []
-        async with create_channel(retrieval_address, 64 * 1024 * 1024) as channel:
-            stub = retrieval_pb2_grpc.RetrievalServiceStub(channel)
-            for batch in chunked(products, 1000):
-                response = await stub.GetProducts(
-                    retrieval_pb2.GetProductsRequest(product_ids=[p.id for p in batch]), timeout=60
-                )
-                held = {message.id: message for message in response.products}
-                changed += [p for p in batch if held.get(p.id) != product_to_pb(p)]
-        return changed
-
-    def address(self, service: str) -> str:
-        return self._system.address(service)
-
-    @property
-    def encoders(self) -> list[str]:
-        """The text encoders retrieval embeds with (the English space's first)."""
-        from services.common.config import multilingual_encoder_model, text_encoder_model
-
-        return [name for name in (text_encoder_model(self._system.service_environment()),
-                                  multilingual_encoder_model(self._system.service_environment())) if name]
-
-    async def search(self, texts):
-        from shelfwise.gateway.v1 import gateway_pb2, gateway_pb2_grpc
-
-        from services.common.channels import create_channel
-
-        results = []
-        async with create_channel(self._system.address("gateway")) as channel:
-            stub = gateway_pb2_grpc.GatewayServiceStub(channel)
-            for text in texts:
-                response = await stub.Search(
-                    gateway_pb2.SearchRequest(query=text, page_size=DEPTH, user_id="eval", session_id="eval"),
-                    timeout=30,
-                )
-                results.append([(item.product.id, float(item.score)) for item in response.results])
-                for stage in response.degraded_stages:
-                    self.degraded[stage] = self.degraded.get(stage, 0) + 1
-        return results
-
-    async def close(self):
-        self._system.stop()
-        self._postgres.stop()
-        self._scratch.cleanup()
-
-
-def _file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:16]
-
-
-def model_fingerprint(model_file: Path) -> str:
-    """Identifies an exported model file without hashing hundreds of MB: path, size, mtime."""
-    stat = Path(model_file).stat()
-    return f"{Path(model_file).resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
-
-
-async def encode_catalog(encoder, products, cache: Path, fingerprint: str) -> np.ndarray:
-    """Passage vectors of every product, cached per model file and product texts."""
-    texts = [p.embedding_text() for p in products]
-    key = hashlib.sha256()
-    key.update(encoder.version.encode())
-    key.update(fingerprint.encode())
-    for text in texts:
-        key.update(text.encode("utf-8"))
-        key.update(b"\x00")
-    path = cache / f"vectors-{key.hexdigest()[:24]}.npy"
-    if path.is_file():
-        return np.load(path)
-    from tqdm import tqdm
-
-    vectors = []
-    chunk = 512
-    with tqdm(total=len(texts), unit="product", desc=f"encode {encoder.version}", file=sys.stderr) as bar:
-        for start in range(0, len(texts), chunk):
-            vectors.append(await encoder.encode(texts[start : start + chunk], kind="passage", timeout=600))
-            bar.update(len(texts[start : start + chunk]))
-    stacked = np.concatenate(vectors).astype(np.float32)
-    cache.mkdir(parents=True, exist_ok=True)
-    np.save(path, stacked)
-    return stacked
-
-
 # ------------------------------------------------------------------------ metrics
-
-
-@dataclass
-class Scores:
-    """Per-query values of every measure for one (pipeline, query set)."""
-
-    per_query: dict[str, dict[str, float]] = field(default_factory=dict)  # measure -> qid -> value
-
-
-def evaluate_run(qrels: dict[str, dict[str, int]], rankings: dict[str, Ranking]) -> Scores:
-    import ir_measures
-
-    measures = [ir_measures.parse_measure(m) for m in MEASURES]
-    judged = [qid for qid in rankings if qid in qrels]
-    run = []
-    for qid in judged:
-        # Scores from the rank, so ties in a pipeline's own scores cannot reorder its list.
-        for position, doc_id in enumerate(dict.fromkeys(doc_id for doc_id, _ in rankings[qid])):
-            run.append(ir_measures.ScoredDoc(qid, doc_id, float(2 * DEPTH - position)))
-    qrel_rows = [ir_measures.Qrel(qid, doc_id, grade) for qid in judged for doc_id, grade in qrels[qid].items()]
-    # A query with no results is a zero on every measure, not a missing row.
-    values = {str(m): {qid: 0.0 for qid in judged} for m in measures}
-    for metric in ir_measures.iter_calc(measures, qrel_rows, run):
-        values[str(metric.measure)][metric.query_id] = float(metric.value)
-    return Scores(values)
 
 
 def query_language(text: str) -> str:
@@ -703,82 +398,3 @@ def write_runs(rankings: dict, folder: Path) -> None:
                     handle.write(f"{qid} Q0 {doc_id} {rank} {score:.6f} {pipeline}\n")
 
 
-# ------------------------------------------------------------ Instacart and tuning
-
-
-def add_benchmark_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data-dir", type=Path, default=shared_data_dir(),
-                        help="folder holding instacart/ (default: $SHELFWISE_DATA_DIR or ../shared/data)")
-    parser.add_argument("--benchmark-dir", type=Path, default=Path("build") / "benchmarks" / "instacart",
-                        help="where the built catalogue, queries and qrels go (not committed: data licence)")
-    parser.add_argument("--model-repository", type=Path, default=model_repository())
-    parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
-
-
-def build_benchmark(args):
-    from training.search import instacart
-
-    files = instacart.build(args.data_dir, args.benchmark_dir)
-    counts = instacart.split_summary(args.data_dir)
-    print(f"Instacart benchmark in {files.folder}: aisles with queries per split "
-          + ", ".join(f"{split} {count}" for split, count in counts.items()), flush=True)
-    return files
-
-
-async def instacart_command(args) -> int:
-    """Build the benchmark, then evaluate the split's en, zh and misspelled query sets."""
-    from training.search import instacart
-
-    try:
-        files = build_benchmark(args)
-    except (FileNotFoundError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    args.catalog = files.catalog
-    args.queries = [files.queries(args.split, name) for name in instacart.QUERY_SETS]
-    args.qrels = files.qrels(args.split)
-    args.out = args.out or Path("build") / "reports" / f"instacart-{args.split}.json"
-    args.plot = args.plot or Path("build") / "reports" / f"instacart-{args.split}.png"
-    code = await run_command(args)
-    if code == 0:
-        print(f"report: {args.out}  plot: {args.plot}")
-    return code
-
-
-async def tune_fusion_command(args) -> int:
-    """Grid-search the fusion settings of retrieval's three lists on the dev split (never the
-    test split). Fusion picks the candidates ranking orders, and their order when ranking is
-    down; the query sets are read without query understanding (no rendering of Chinese)."""
-    from services.retrieval.fusion import Fusion
-
-    files = build_benchmark(args)
-    evaluation = Evaluation(
-        catalog=files.catalog,
-        query_sets=[read_queries(files.queries("dev", name)) for name in ("en", "zh")],
-        qrels=read_qrels(files.qrels("dev")),
-        pipelines=["bm25", *HYBRID_DENSE],
-        model_repository=args.model_repository,
-        cache=args.cache,
-    )
-    await evaluation.run()
-    grid = []
-    for k in (5, 10, 20, 40, 60, 100):
-        for weight in (0.0, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5):
-            for multilingual in (0.25, 0.5, 1.0):
-                fusion = Fusion(k=k, lexical_weight=weight, multilingual_weight=multilingual)
-                values = []
-                for query_set in evaluation.query_sets:
-                    lists = [evaluation.rankings[(name, query_set.name)] for name in ("bm25", *HYBRID_DENSE)]
-                    fused = {qid: fusion.fuse_rankings(*(ranking[qid] for ranking in lists))[:DEPTH] for qid in lists[0]}
-                    values += list(evaluate_run(evaluation.qrels, fused).per_query["nDCG@10"].values())
-                grid.append((float(np.mean(values)), k, weight, multilingual))
-    grid.sort(reverse=True)
-    print(f"dev split, bm25 + {' + '.join(HYBRID_DENSE)}, NDCG@10 over {len(values)} en+zh queries (best first):")
-    for score, k, weight, multilingual in grid[:10]:
-        print(f"  k={k:<4g} lexical_weight={weight:<5g} multilingual_weight={multilingual:<5g} NDCG@10={score:.4f}")
-    default = next(score for score, k, weight, multilingual in grid if (k, weight, multilingual) == (60, 1.0, 1.0))
-    print(f"  (plain RRF k=60, weights 1/1/1: {default:.4f})")
-    best = grid[0]
-    print(f"best: SHELFWISE_FUSION_K={best[1]:g} SHELFWISE_FUSION_LEXICAL_WEIGHT={best[2]:g} "
-          f"SHELFWISE_FUSION_MULTILINGUAL_WEIGHT={best[3]:g}")
-    return 0

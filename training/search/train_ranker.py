@@ -11,7 +11,7 @@ benchmark's train and dev splits, every query set (English, Chinese, misspelt).
 
 Features come from the running system, so the ranker learns from exactly what it will rank: the
 five services start on free ports over the catalogue (the evaluation's cached PostgreSQL, see
-`training.search.eval_search.FullPipeline`), and each query goes through query understanding and
+`training.search.search_pipelines.FullPipeline`), and each query goes through query understanding and
 retrieval as a Search sends it (`services.gateway.composer.search_retrieve_request`); the
 candidates' relevance features are computed by ranking's own code.
 
@@ -43,7 +43,14 @@ import numpy as np
 from services.common.model_versions import latest_version
 from services.ranking.relevance import RELEVANCE_FEATURES
 from services.ranking.scorers import RELEVANCE_RANKER_MODEL
-from training.onnx_export import VersionTarget, check_output, cpu_session, install_onnx, max_abs_difference, require_within
+from training.onnx_export import (
+    VersionTarget,
+    check_output,
+    cpu_session,
+    install_onnx,
+    max_abs_difference,
+    require_within,
+)
 
 FOLDS = 5
 CANDIDATES = 200  # the gateway's default candidate count (SHELFWISE_GATEWAY_CANDIDATES)
@@ -268,7 +275,8 @@ def install(booster, calibration: Calibration, model_repository: Path, version: 
 async def train_on(catalog: Path, query_files: Sequence[Path], qrels_file: Path, model_repository: Path,
                    cache: Path, settings: RankerSettings, version: int | None, describe: str) -> Path:
     from services.retrieval.catalog import read_catalog
-    from training.search.eval_search import FullPipeline, read_qrels, read_queries
+    from training.search.search_judgments import read_qrels, read_queries
+    from training.search.search_pipelines import FullPipeline
 
     started = time.monotonic()
     products, errors = read_catalog(catalog)
@@ -314,7 +322,7 @@ async def train_on(catalog: Path, query_files: Sequence[Path], qrels_file: Path,
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from training.search.eval_search import add_benchmark_arguments
+    from training.search.instacart_eval import add_benchmark_arguments
 
     add_benchmark_arguments(parser)
     parser.add_argument("--split", choices=("train", "train+dev"), default="train+dev",
@@ -349,7 +357,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def benchmark_inputs(args) -> tuple[Path, list[Path], Path, str]:
     """The Instacart benchmark's files for `args.split` (qrels of two splits concatenated)."""
     from training.search import instacart
-    from training.search.eval_search import build_benchmark
+    from training.search.instacart_eval import build_benchmark
 
     files = build_benchmark(args)
     splits = args.split.split("+")

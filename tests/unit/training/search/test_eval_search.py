@@ -7,15 +7,8 @@ import argparse
 import pytest
 
 from services.retrieval.fusion import REFERENCE_MAX, Fusion
-from training.search.eval_search import (
-    MEASURE_LABELS,
-    evaluate_run,
-    format_table,
-    pipeline_name,
-    read_qrels,
-    read_queries,
-    trained_from,
-)
+from training.search.eval_search import format_table, pipeline_name, trained_from
+from training.search.search_judgments import MEASURE_LABELS, evaluate_run, read_qrels, read_queries
 
 
 def test_queries_file_is_qid_tab_query_and_names_bad_lines(tmp_path):
@@ -134,7 +127,8 @@ def _scale(fusion):
 
 
 def test_the_paired_difference_resamples_queries_with_both_pipelines_values_together(tmp_path):
-    from training.search.eval_search import Evaluation, QuerySet, Scores
+    from training.search.eval_search import Evaluation
+    from training.search.search_judgments import QuerySet, Scores
 
     queries = QuerySet("dev.en", {f"q{i}": "x" for i in range(40)})
     evaluation = Evaluation(tmp_path, [queries], {}, ["bm25", "full"], tmp_path, tmp_path)
