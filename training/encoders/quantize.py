@@ -126,7 +126,7 @@ def quantize_int8(fused: Path, target: Path) -> dict[str, int]:
 def source_version_reference(source_onnx: Path, tokenizer, metadata: dict) -> ReferenceCheck:
     """The source version itself, fed the way the services feed it, on 100 English and Chinese
     shop texts; the int8 version must keep a cosine of at least MIN_COSINE_INT8 to it."""
-    from training.encoders.multilingual_e5 import REFERENCE_PASSAGES, REFERENCE_QUERIES
+    from training.encoders.e5_texts import REFERENCE_PASSAGES, REFERENCE_QUERIES
 
     session = cpu_session(source_onnx)
     prefixes = {"query": metadata["query_prefix"], "passage": metadata["passage_prefix"]}

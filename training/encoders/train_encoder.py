@@ -123,7 +123,8 @@ class Base:
 def resolve_base(base: str, query_prefix: str | None, passage_prefix: str | None) -> Base:
     if base == "multilingual-e5":
         from training.encoders.export import multilingual_source
-        from training.encoders.multilingual_e5 import PASSAGE_PREFIX, QUERY_PREFIX, hf_model_dir
+        from training.encoders.e5_tokenizer import PASSAGE_PREFIX, QUERY_PREFIX
+        from training.encoders.multilingual_e5 import hf_model_dir
 
         resolved = Base(multilingual_source(), Path(hf_model_dir()), QUERY_PREFIX, PASSAGE_PREFIX)
     elif base == "minilm":

