@@ -38,10 +38,10 @@ import sys
 import time
 from pathlib import Path
 
-from training.experiments.simulator import (
-    ARM_PRESETS, ASSUMPTIONS, load_world, logged_searches, parse_language_mix, plan_shoppers, run_period,
-    train_ctr_head,
-)
+from training.experiments.arms import ARM_PRESETS
+from training.experiments.shop_log import logged_searches, train_ctr_head
+from training.experiments.shoppers import ASSUMPTIONS, Audience, load_world, parse_language_mix, plan_shoppers
+from training.experiments.simulator import PeriodOptions, SimulatedShop, run_period
 
 TEST_ARMS = ("bm25", "control", "ctr-head", "popularity", "personalization", "learned-all")
 TREATMENTS = ("ctr-head", "popularity", "personalization", "learned-all")
@@ -167,25 +167,26 @@ async def compare_learning(args) -> int:
                 return 2
         for seed in seeds:
             name = f"{args.experiment}-s{seed}"
-            warmup_shoppers = plan_shoppers(world, args.warmup_shoppers, seed, "warmup", language_mix, warmup_aisles,
-                                            f"{name}-warmup")
+            warmup_shoppers = plan_shoppers(world, args.warmup_shoppers, seed, "warmup",
+                                            Audience(language_mix, warmup_aisles, f"{name}-warmup"))
             print(f"seed {seed}: warm-up, {len(warmup_shoppers)} shoppers on {warmup_aisles} aisles", file=sys.stderr)
             _, warm_since, warm_until = await run_period(
-                url, repository, state, comparison_config(f"{name}-warmup", WARMUP_ARMS, None), warmup_shoppers, world,
-                concurrency=args.concurrency, quiet=args.quiet, stop_after_purchase=args.stop_after_purchase,
+                SimulatedShop(url, repository, state), comparison_config(f"{name}-warmup", WARMUP_ARMS, None),
+                warmup_shoppers, world, PeriodOptions(concurrency=args.concurrency, quiet=args.quiet,
+                                                      stop_after_purchase=args.stop_after_purchase),
             )
             label = await train_ctr_head(url, warm_since, warm_until, repository)
             version = int(label.rpartition("/")[2])
             frozen = {"SHELFWISE_POPULARITY_SINCE": warm_since.isoformat(),
                       "SHELFWISE_POPULARITY_UNTIL": warm_until.isoformat(),
                       "SHELFWISE_EXPLORATION_SHARE": str(args.exploration_share)}
-            test_shoppers = plan_shoppers(world, args.shoppers, seed, "test", language_mix, args.intent_aisles, name)
+            test_shoppers = plan_shoppers(world, args.shoppers, seed, "test", Audience(language_mix, args.intent_aisles, name))
             print(f"seed {seed}: test, {len(test_shoppers)} shoppers on {args.intent_aisles} aisles, ctr_head/{version}, popularity "
                   f"frozen on [{warm_since.isoformat()}, {warm_until.isoformat()})", file=sys.stderr)
             stats, since, until = await run_period(
-                url, repository, state, comparison_config(name, TEST_ARMS, version), test_shoppers, world,
-                environ=frozen, concurrency=args.concurrency, quiet=args.quiet,
-                stop_after_purchase=args.stop_after_purchase,
+                SimulatedShop(url, repository, state), comparison_config(name, TEST_ARMS, version), test_shoppers,
+                world, PeriodOptions(environ=frozen, concurrency=args.concurrency, quiet=args.quiet,
+                                     stop_after_purchase=args.stop_after_purchase),
             )
             records = await read_searches(url, name, since, until)
             all_records += records

@@ -53,10 +53,7 @@ import argparse
 import asyncio
 import hashlib
 import json
-import math
 import random
-import re
-import statistics
 import sys
 import time
 from dataclasses import dataclass, field
@@ -64,322 +61,22 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Sequence
 
-PAGE_SIZE = 10
-# Position-based examination: probability that the shopper looks at position k (1-based).
-# Decays like the eye-tracking and click-model literature's position curves (Joachims et al.
-# 2005; Craswell et al. 2008): nearly everyone reads the first result, about a third the tenth.
-EXAMINATION = tuple(round(0.95 * 0.88 ** k, 4) for k in range(PAGE_SIZE))
-# Match of a shown product to the shopper's intent, best first.
-MATCH_LEVELS = ("product", "basket", "aisle", "department", "none")
-ATTRACTIVENESS = {"product": 0.85, "basket": 0.45, "aisle": 0.40, "department": 0.06, "none": 0.02}
-ADD_TO_CART = {"product": 0.80, "basket": 0.60, "aisle": 0.45, "department": 0.10, "none": 0.03}
-PURCHASE = {"product": 0.90, "basket": 0.85, "aisle": 0.70, "department": 0.40, "none": 0.25}
-STOP_AFTER_PURCHASE = 0.6
-PRODUCT_INTENT_SHARE = 0.4
-TYPO_RATE = 0.1
-MAX_INTENTS = 4
-DEFAULT_LANGUAGE_MIX = "en:0.7,zh:0.3"
-INTENT_AISLES = ("test", "dev", "train", "train-dev", "all")
-
-# Arms by name: how each serves a search (services.gateway.experiments settings).
-ARM_PRESETS = {
-    "bm25": {"retrieval": "lexical", "ranking": "retrieval", "query_understanding": False},
-    "dense": {"retrieval": "dense", "ranking": "formula"},
-    "hybrid": {"retrieval": "hybrid", "ranking": "formula"},
-    "full": {},  # everything: query understanding, hybrid retrieval, the deployed ranker
-    # The fair control of `--compare learning`: the best configuration with nothing learned from
-    # behaviour (the relevance ranker is trained on judgments, not on behaviour), and one arm
-    # per behaviour-learned part added to it, then all of them.
-    "control": {"popularity": False, "personalization": False, "ctr_head": False},
-    "ctr-head": {"popularity": False, "personalization": False},
-    "popularity": {"personalization": False, "ctr_head": False},
-    "personalization": {"popularity": False, "ctr_head": False},
-    "learned-all": {},
-}
-
-ASSUMPTIONS = (
-    "SIMULATED shoppers, not real ones: every figure measures the system against this model.",
-    "Intents come from real Instacart baskets (orders/order_products__prior): one product of the "
-    f"basket ({PRODUCT_INTENT_SHARE:.0%}) or the aisle of one; 1-{MAX_INTENTS} searches per shopper; by "
-    "default only products of the benchmark's held-out test-split aisles are wanted. Warm-up and test "
-    "shoppers draw from disjoint halves of the orders.",
-    "Queries: aisle name or our written description (English), our Chinese aisle queries, or a "
-    f"fragment of the product name; one keyboard typo in {TYPO_RATE:.0%} of English queries.",
-    "Clicks: position-based examination, P(examine position k) = "
-    + ", ".join(f"{p:.2f}" for p in EXAMINATION)
-    + "; P(click | examined) by match to the intent: "
-    + ", ".join(f"{level} {ATTRACTIVENESS[level]}" for level in MATCH_LEVELS) + ".",
-    "Add-to-cart given a click: " + ", ".join(f"{level} {ADD_TO_CART[level]}" for level in MATCH_LEVELS)
-    + "; purchase given add-to-cart: " + ", ".join(f"{level} {PURCHASE[level]}" for level in MATCH_LEVELS)
-    + f"; after a purchase the shopper stops reading with probability {STOP_AFTER_PURCHASE}.",
-    "Match levels: the intended product > another product of the shopper's real basket > same aisle "
-    "> same department > none (aisles and departments are Instacart's own).",
-    "Prices are SYNTHETIC (Instacart has none): a deterministic log-normal price per product id "
-    "(median about $4); revenue = price x quantity (1-3).",
-    "Only the first page (10 results) is read; no reformulation, no pagination, no cross-search memory "
-    "beyond the events the system itself records.",
+from training.experiments.arms import ARM_PRESETS, RANKER_SETTING, experiment_config
+from training.experiments.shop_log import logged_searches, train_ctr_head
+from training.experiments.shoppers import (
+    ASSUMPTIONS,
+    DEFAULT_LANGUAGE_MIX,
+    INTENT_AISLES,
+    PAGE_SIZE,
+    STOP_AFTER_PURCHASE,
+    Audience,
+    Shopper,
+    World,
+    load_world,
+    parse_language_mix,
+    plan_shoppers,
+    react,
 )
-
-
-# --------------------------------------------------------------------------- the data
-
-
-@dataclass(frozen=True)
-class SimProduct:
-    id: str
-    name: str
-    aisle_id: int
-    department_id: int
-    price: float
-
-
-@dataclass(frozen=True)
-class World:
-    """Instacart as the shoppers know it."""
-
-    products: dict[str, SimProduct]
-    aisles: dict[int, str]
-    departments: dict[int, str]
-    orders: list[tuple[str, tuple[str, ...]]]  # (order id, product ids), only known products
-    aisle_queries: dict  # aisle id -> training.search.instacart.AisleQueries
-
-    def catalog(self):
-        """The catalogue the shop serves: as ``training.search.instacart.build`` writes it, plus prices."""
-        from services.retrieval.catalog import Product
-
-        return [
-            Product(id=p.id, title=p.name, category=self.departments.get(p.department_id, ""),
-                    price=p.price, currency="USD", locale="en")
-            for p in self.products.values()
-        ]
-
-
-def synthetic_price(product_id: str) -> float:
-    """A deterministic price from the product id: log-normal, median $4, clipped to $0.50-$60.
-    Instacart publishes no prices; revenue figures rest on these."""
-    digest = hashlib.sha256(f"shelfwise-price:{product_id}".encode()).digest()
-    uniform = (int.from_bytes(digest[:8], "big") + 0.5) / 2**64
-    z = statistics.NormalDist().inv_cdf(uniform)
-    return round(min(max(math.exp(math.log(4.0) + 0.7 * z), 0.5), 60.0), 2)
-
-
-def load_world(data_dir: Path) -> World:
-    from training.search.instacart import EXCLUDED_AISLES, _read_csv, read_written_queries
-
-    source = Path(data_dir) / "instacart"
-    aisles = {int(r["aisle_id"]): r["aisle"].strip() for r in _read_csv(source / "aisles.csv")}
-    departments = {int(r["department_id"]): r["department"].strip() for r in _read_csv(source / "departments.csv")}
-    products = {}
-    for row in _read_csv(source / "products.csv"):
-        product_id = row["product_id"].strip()
-        products[product_id] = SimProduct(
-            product_id, row["product_name"].strip(), int(row["aisle_id"]), int(row["department_id"]),
-            synthetic_price(product_id),
-        )
-    baskets: dict[str, list[str]] = {}
-    for row in _read_csv(source / "order_products__prior.csv"):
-        product_id = row["product_id"].strip()
-        if product_id in products:
-            baskets.setdefault(row["order_id"].strip(), []).append(product_id)
-    # Intents need a query: products of "other"/"missing" aisles cannot be asked for by aisle.
-    queryable = {a for a, name in aisles.items() if name not in EXCLUDED_AISLES}
-    orders = sorted(
-        (order_id, tuple(items)) for order_id, items in baskets.items()
-        if any(products[p].aisle_id in queryable for p in items)
-    )
-    if not orders:
-        raise ValueError(f"{source}: no orders with known products; is order_products__prior.csv there?")
-    return World(products, aisles, departments, orders, read_written_queries())
-
-
-# --------------------------------------------------------------------------- shoppers
-
-
-@dataclass(frozen=True)
-class Intent:
-    kind: str  # "product" or "aisle"
-    aisle_id: int
-    department_id: int
-    product_id: str = ""
-    basket: frozenset[str] = frozenset()
-
-
-@dataclass(frozen=True)
-class PlannedSearch:
-    intent: Intent
-    query: str
-    language: str
-
-
-@dataclass(frozen=True)
-class Shopper:
-    user_id: str
-    order_id: str
-    language: str
-    searches: tuple[PlannedSearch, ...]
-    seed: int
-
-
-def parse_language_mix(text: str) -> dict[str, float]:
-    mix = {}
-    for part in text.split(","):
-        language, _, share = part.partition(":")
-        language = language.strip()
-        if language not in ("en", "zh"):
-            raise ValueError(f"--language-mix: language must be en or zh, got {language!r}")
-        try:
-            mix[language] = float(share)
-        except ValueError:
-            raise ValueError(f"--language-mix: share of {language} must be a number, got {share!r}") from None
-        if mix[language] < 0:
-            raise ValueError(f"--language-mix: share of {language} must be >= 0")
-    total = sum(mix.values())
-    if total <= 0:
-        raise ValueError("--language-mix: shares must sum to more than 0")
-    return {language: share / total for language, share in mix.items()}
-
-
-def in_period(order_id: str, period: str) -> bool:
-    """Warm-up and test shoppers use disjoint halves of the orders."""
-    digest = hashlib.sha256(f"shelfwise-sim-period:{order_id}".encode()).digest()
-    return (digest[0] % 2 == 0) == (period == "warmup")
-
-
-def shopper_seed(seed: int, period: str, index: int) -> int:
-    digest = hashlib.sha256(f"{seed}:{period}:{index}".encode()).digest()
-    return int.from_bytes(digest[:8], "big")
-
-
-_RANKER = re.compile(r"ranker=([^,;)]+)")
-_WORD = re.compile(r"[A-Za-z][A-Za-z'&-]*")
-
-
-def product_query(name: str, rng: random.Random) -> str:
-    """A fragment a shopper would type for a product: its last word or two (the head noun of
-    most product names: "Organic Hass Avocado" -> "hass avocado"), sometimes the whole name."""
-    words = [w.lower() for w in _WORD.findall(name)] or [name.lower()]
-    draw = rng.random()
-    if draw < 0.35:
-        return words[-1]
-    if draw < 0.8:
-        return " ".join(words[-2:])
-    return " ".join(words)
-
-
-def aisle_query(world: World, aisle_id: int, language: str, rng: random.Random) -> str:
-    written = world.aisle_queries.get(aisle_id)
-    if language == "zh" and written is not None:
-        return written.zh_name if rng.random() < 0.5 else written.zh_describe
-    if written is not None and rng.random() < 0.5:
-        return written.en_describe
-    return world.aisles[aisle_id]
-
-
-def intent_aisles(world: World, which: str) -> set[int]:
-    """Aisles a shopper may want: ``test`` = the Instacart benchmark's test-split aisles only,
-    whose queries no training step reads (``shelfwise train encoder`` and ``train ranker`` train
-    on the others), so a trained model cannot be flattered by queries it was trained on;
-    ``train``, ``dev``, ``train-dev`` = the benchmark's other splits (``--compare learning``
-    warms up on train-dev and tests on test, or, to develop on, warms up on train and tests on
-    dev, so that what is learned from behaviour meets new aisles and query strings in the
-    test period); ``all`` = every aisle with queries."""
-    from training.search.instacart import EXCLUDED_AISLES, split_of
-
-    if which not in INTENT_AISLES:
-        raise ValueError(f"--intent-aisles: must be one of {', '.join(INTENT_AISLES)}, got {which!r}")
-    aisles = {a for a, name in world.aisles.items() if name not in EXCLUDED_AISLES}
-    if which == "all":
-        return aisles
-    return {a for a in aisles if split_of(a) in which.split("-")}
-
-
-def plan_shoppers(
-    world: World, count: int, seed: int, period: str, language_mix: dict[str, float], aisles: str = "test",
-    experiment: str = "sim",
-) -> list[Shopper]:
-    """The shoppers of a period, deterministic given the seed. Their user ids name the
-    experiment, so two experiments never share a shopper (nor their event histories)."""
-    from training.search.instacart import one_typo
-
-    queryable = intent_aisles(world, aisles)
-    orders = [
-        order for order in world.orders
-        if in_period(order[0], period) and any(world.products[p].aisle_id in queryable for p in order[1])
-    ]
-    if not orders:
-        raise ValueError(f"no {period} orders hold a product of the {aisles} aisles")
-    languages = sorted(language_mix)
-    shoppers = []
-    for index in range(count):
-        own_seed = shopper_seed(seed, period, index)
-        rng = random.Random(own_seed)
-        order_id, items = orders[rng.randrange(len(orders))]
-        language = rng.choices(languages, weights=[language_mix[lang] for lang in languages])[0]
-        basket = frozenset(items)
-        candidates = [p for p in items if world.products[p].aisle_id in queryable]
-        searches = []
-        for _ in range(min(1 + rng.randrange(MAX_INTENTS), len(candidates))):
-            product = world.products[candidates[rng.randrange(len(candidates))]]
-            if rng.random() < PRODUCT_INTENT_SHARE:
-                intent = Intent("product", product.aisle_id, product.department_id, product.id, basket)
-                query = product_query(product.name, rng) if language == "en" else aisle_query(world, product.aisle_id, language, rng)
-            else:
-                intent = Intent("aisle", product.aisle_id, product.department_id, "", basket)
-                query = aisle_query(world, product.aisle_id, language, rng)
-            if language == "en" and rng.random() < TYPO_RATE:
-                query = one_typo(query, rng)
-            searches.append(PlannedSearch(intent, query, language))
-        shoppers.append(Shopper(f"sim-{experiment}-{seed}-{index}", order_id, language, tuple(searches), own_seed))
-    return shoppers
-
-
-def match_level(intent: Intent, product: SimProduct | None) -> str:
-    if product is None:
-        return "none"
-    if intent.kind == "product" and product.id == intent.product_id:
-        return "product"
-    if product.id in intent.basket and product.id != intent.product_id:
-        return "basket"
-    if product.aisle_id == intent.aisle_id:
-        return "aisle"
-    if product.department_id == intent.department_id:
-        return "department"
-    return "none"
-
-
-@dataclass(frozen=True)
-class Action:
-    kind: str  # "click", "add_to_cart", "purchase"
-    product_id: str
-    position: int
-    quantity: int = 1
-    value: float = 0.0
-
-
-def react(intent: Intent, page: Sequence[str], world: World, rng: random.Random,
-          stop_after_purchase: float = STOP_AFTER_PURCHASE) -> list[Action]:
-    """What a shopper does with a page of product ids (position = index + 1)."""
-    actions = []
-    for index, product_id in enumerate(page[: len(EXAMINATION)]):
-        if rng.random() >= EXAMINATION[index]:
-            continue
-        product = world.products.get(product_id)
-        level = match_level(intent, product)
-        if rng.random() >= ATTRACTIVENESS[level]:
-            continue
-        position = index + 1
-        actions.append(Action("click", product_id, position))
-        if rng.random() >= ADD_TO_CART[level]:
-            continue
-        quantity = 1 + rng.randrange(3)
-        actions.append(Action("add_to_cart", product_id, position, quantity))
-        if rng.random() >= PURCHASE[level]:
-            continue
-        actions.append(Action("purchase", product_id, position, quantity, round(product.price * quantity, 2)))
-        if rng.random() < stop_after_purchase:
-            break
-    return actions
-
 
 # --------------------------------------------------------------------------- driving the stack
 
@@ -440,7 +137,7 @@ async def run_shoppers(gateway_address: str, shoppers: Sequence[Shopper], world:
                     stats.searches += 1
                     label = response.model_version.rpartition("experiment=")[2]
                     stats.arms[label] = stats.arms.get(label, 0) + 1
-                    stats.rankers.setdefault(label, set()).update(_RANKER.findall(response.model_version))
+                    stats.rankers.setdefault(label, set()).update(RANKER_SETTING.findall(response.model_version))
                     if not response.results:
                         stats.empty += 1
                     for stage in response.degraded_stages:
@@ -510,61 +207,6 @@ async def warm_up(gateway_address: str, config: dict) -> None:
                 await stub.Search(gateway_pb2.SearchRequest(query=query, page_size=PAGE_SIZE, user_id=user), timeout=60)
 
 
-def arm_setting(spec: str) -> dict:
-    """An arm of the experiments file from a preset name, or ``full@N`` (``model``-ranked presets
-    only): that preset with ctr_head version N pinned, named ``full-ctrN`` (to compare heads)."""
-    preset, _, version = spec.partition("@")
-    if preset not in ARM_PRESETS:
-        raise ValueError(f"--arms: unknown arm {spec!r}; known: {', '.join(ARM_PRESETS)} (or full@N)")
-    setting = {"name": preset, **ARM_PRESETS[preset]}
-    if version:
-        if not version.isdigit() or int(version) < 1 or setting.get("ranking", "model") != "model":
-            raise ValueError(f"--arms: {spec!r}: @N pins ctr_head version N (>= 1) of a model-ranked arm such as full")
-        setting.update(name=f"{preset}-ctr{int(version)}", ctr_head_version=int(version))
-    return setting
-
-
-def experiment_config(name: str, arms: Sequence[str], control: str | None = None, interleaving: bool = False) -> dict:
-    settings = [arm_setting(arm) for arm in arms]
-    names = [setting["name"] for setting in settings]
-    if len(names) < 2 or len(set(names)) != len(names):
-        raise ValueError(f"--arms: give two or more different arms, got {','.join(arms)}")
-    if interleaving and len(names) != 2:
-        raise ValueError(f"--arms: --interleaving compares exactly two arms, got {','.join(arms)}")
-    experiment = {"name": name, "control": control or names[0], "arms": settings}
-    if interleaving:
-        experiment["interleaving"] = True
-    return {"experiments": [experiment]}
-
-
-async def logged_searches(url: str, experiment: str) -> int:
-    import asyncpg
-
-    connection = await asyncpg.connect(url)
-    try:
-        return await connection.fetchval(
-            "SELECT count(*) FROM impressions WHERE split_part(experiment_arm, '/', 1) = $1", experiment
-        )
-    except asyncpg.UndefinedTableError:  # a fresh database: the events service has not migrated it yet
-        return 0
-    finally:
-        await connection.close()
-
-
-async def train_ctr_head(url: str, since: datetime, until: datetime, repository: Path) -> str:
-    """`shelfwise train ctr` on the warm-up window; returns the new version's folder."""
-    from services.common.inference import find_model
-    from training.ctr.train_ctr import main as train_ctr
-
-    argv = ["--database-url", url, "--since", since.isoformat(), "--until", until.isoformat(),
-            "--out", str(repository), "--threads", "1", "--quiet"]
-    print(f"training the CTR head on the warm-up window: shelfwise train ctr {' '.join(argv[2:])}", file=sys.stderr)
-    code = await asyncio.to_thread(train_ctr, argv)  # it runs its own event loop
-    if code != 0:
-        raise RuntimeError(f"shelfwise train ctr failed (exit {code}); the test period would not use a trained head")
-    return find_model(repository, "ctr_head").label
-
-
 def simulation_header(args, periods: dict) -> str:
     lines = ["=" * 100, "SIMULATION: simulated shoppers on the real Shelfwise stack (not real traffic)", "=" * 100]
     lines.append(f"arms: {args.arms}  seed: {args.seed}  language mix: {args.language_mix}  intents in "
@@ -623,10 +265,30 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
+@dataclass(frozen=True)
+class SimulatedShop:
+    """Where a simulated shop runs: its database, its model repository and its state folder
+    (the experiments file, the services' logs)."""
+
+    url: str
+    repository: Path
+    state: Path
+
+
+@dataclass(frozen=True)
+class PeriodOptions:
+    """How a period runs: settings added to the services' environment, shoppers at once,
+    progress output, and the shopper model's stop-after-purchase probability."""
+
+    environ: dict | None = None
+    concurrency: int = 4
+    quiet: bool = False
+    stop_after_purchase: float = STOP_AFTER_PURCHASE
+
+
 async def run_period(
-    url: str, repository: Path, state: Path, config: dict, shoppers: Sequence[Shopper], world: World,
-    environ: dict | None = None, concurrency: int = 4, quiet: bool = False,
-    stop_after_purchase: float = STOP_AFTER_PURCHASE,
+    shop: SimulatedShop, config: dict, shoppers: Sequence[Shopper], world: World,
+    options: PeriodOptions = PeriodOptions(),
 ) -> tuple[PeriodStats, datetime, datetime]:
     """One period: the five services started with `config` as the experiments file (and
     `environ` added to their settings), the catalogue brought up to date, the shoppers run, the
@@ -635,6 +297,9 @@ async def run_period(
     from services.local.catalog_import import import_products
     from training.search.search_pipelines import FullPipeline
 
+    url, repository, state = shop.url, shop.repository, shop.state
+    environ, concurrency, quiet = options.environ, options.concurrency, options.quiet
+    stop_after_purchase = options.stop_after_purchase
     experiments_file = state / "experiments.json"
     experiments_file.write_text(json.dumps(config, indent=2))
     env = free_port_environment()
@@ -681,10 +346,11 @@ async def simulate(args) -> int:
     world = load_world(args.data_dir or shared_data_dir())
     plans = {
         "warm-up": (f"{args.experiment}-warmup", plan_shoppers(
-            world, args.warmup_shoppers, args.seed, "warmup", language_mix, args.intent_aisles, f"{args.experiment}-warmup"
+            world, args.warmup_shoppers, args.seed, "warmup",
+            Audience(language_mix, args.intent_aisles, f"{args.experiment}-warmup"),
         )),
         "test": (args.experiment, plan_shoppers(
-            world, args.shoppers, args.seed, "test", language_mix, args.intent_aisles, args.experiment
+            world, args.shoppers, args.seed, "test", Audience(language_mix, args.intent_aisles, args.experiment)
         )),
     }
     state = Path(args.state_dir).resolve()
@@ -707,8 +373,9 @@ async def simulate(args) -> int:
             if not shoppers:
                 continue
             stats, since, until = await run_period(
-                url, repository, state, warmup_config if period == "warm-up" else config, shoppers, world,
-                concurrency=args.concurrency, quiet=args.quiet, stop_after_purchase=args.stop_after_purchase,
+                SimulatedShop(url, repository, state), warmup_config if period == "warm-up" else config, shoppers,
+                world, PeriodOptions(concurrency=args.concurrency, quiet=args.quiet,
+                                     stop_after_purchase=args.stop_after_purchase),
             )
             periods[period] = {"experiment": name, "shoppers": len(shoppers), "stats": stats,
                                "since": since.isoformat(), "until": until.isoformat()}

@@ -10,10 +10,11 @@ import pytest
 
 from services.gateway.experiments import parse_experiments
 from tests.support.instacart_fixture import write_instacart
-from training.experiments.simulator import (
+from training.experiments.arms import experiment_config
+from training.experiments.shoppers import (
     EXAMINATION,
+    Audience,
     Intent,
-    experiment_config,
     load_world,
     match_level,
     parse_language_mix,
@@ -44,9 +45,9 @@ def test_synthetic_prices_are_deterministic_and_plausible():
 
 def test_shoppers_are_deterministic_given_the_seed_and_differ_across_seeds(world):
     mix = parse_language_mix("en:0.5,zh:0.5")
-    first = plan_shoppers(world, 30, 7, "test", mix, aisles="all")
-    assert first == plan_shoppers(world, 30, 7, "test", mix, aisles="all")
-    assert first != plan_shoppers(world, 30, 8, "test", mix, aisles="all")
+    first = plan_shoppers(world, 30, 7, "test", Audience(mix, aisles="all"))
+    assert first == plan_shoppers(world, 30, 7, "test", Audience(mix, aisles="all"))
+    assert first != plan_shoppers(world, 30, 8, "test", Audience(mix, aisles="all"))
     assert {s.language for s in first} == {"en", "zh"}
     for shopper in first:
         basket = dict(world.orders)[shopper.order_id]
@@ -59,21 +60,21 @@ def test_shoppers_are_deterministic_given_the_seed_and_differ_across_seeds(world
 
 def test_shoppers_of_different_experiments_are_different_users(world):
     mix = parse_language_mix("en:1")
-    a = plan_shoppers(world, 5, 1, "test", mix, aisles="all", experiment="exp-a")
-    b = plan_shoppers(world, 5, 1, "test", mix, aisles="all", experiment="exp-b")
+    a = plan_shoppers(world, 5, 1, "test", Audience(mix, aisles="all", experiment="exp-a"))
+    b = plan_shoppers(world, 5, 1, "test", Audience(mix, aisles="all", experiment="exp-b"))
     assert [s.searches for s in a] == [s.searches for s in b]  # same seed: the same shoppers' plans
     assert not {s.user_id for s in a} & {s.user_id for s in b}
 
 
 def test_warm_up_and_test_shoppers_use_disjoint_orders(world):
     mix = parse_language_mix("en:1")
-    warmup = {s.order_id for s in plan_shoppers(world, 60, 1, "warmup", mix, aisles="all")}
-    test = {s.order_id for s in plan_shoppers(world, 60, 1, "test", mix, aisles="all")}
+    warmup = {s.order_id for s in plan_shoppers(world, 60, 1, "warmup", Audience(mix, aisles="all"))}
+    test = {s.order_id for s in plan_shoppers(world, 60, 1, "test", Audience(mix, aisles="all"))}
     assert warmup and test and not warmup & test
 
 
 def test_chinese_shoppers_type_chinese_aisle_queries(world):
-    shoppers = plan_shoppers(world, 20, 3, "test", parse_language_mix("zh:1"), aisles="all")
+    shoppers = plan_shoppers(world, 20, 3, "test", Audience(parse_language_mix("zh:1"), aisles="all"))
     assert all(any("\u4e00" <= ch <= "\u9fff" for ch in s.query) for shopper in shoppers for s in shopper.searches)
 
 
@@ -173,7 +174,7 @@ def test_the_learning_comparison_has_a_fair_control_and_one_learned_part_per_arm
 def test_warm_up_and_test_aisles_are_disjoint_benchmark_splits(world):
     from training.search.instacart import split_of
     from training.experiments.learning_comparison import COMPARISON_AISLES
-    from training.experiments.simulator import intent_aisles
+    from training.experiments.shoppers import intent_aisles
 
     for test, warmup in COMPARISON_AISLES.items():
         assert not intent_aisles(world, test) & intent_aisles(world, warmup)
