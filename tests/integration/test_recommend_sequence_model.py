@@ -19,12 +19,12 @@ from collections import Counter
 from datetime import datetime, timedelta, timezone
 
 import pytest
+
+from services.common.channels import create_channel
 from shelfwise.common.v1 import common_pb2
 from shelfwise.events.v1 import events_pb2
 from shelfwise.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from shelfwise.retrieval.v1 import retrieval_pb2, retrieval_pb2_grpc
-
-from services.common.channels import create_channel
 from tests.conftest import create_database, start_system, system_environment
 
 JOURNEYS = {"Tea": "Board Games", "Running Shoes": "Headphones", "Red Wine": "Cookware"}
@@ -88,7 +88,7 @@ async def trained(postgres_url, model_repository, tmp_path_factory):
     from services.common.config import content_encoder_model
     from services.retrieval.catalog import product_from_record
     from training.rec.rec_catalog import read_behaviour, train_and_export
-    from training.rec.train_rec import RecSettings
+    from training.rec.rec_training import RecSettings
 
     repository = tmp_path_factory.mktemp("rec-repository")
     for model_dir in model_repository.iterdir():

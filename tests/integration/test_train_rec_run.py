@@ -17,9 +17,15 @@ import pytest
 
 from training.rec.eval_rec import evaluate_model, evaluate_popularity
 from training.rec.eval_rec import main as eval_main
+from training.rec.rec_training import (
+    FULL_SOFTMAX_MAX_ITEMS,
+    SAMPLED_NEGATIVES,
+    RecSettings,
+    default_negatives,
+    resolve_settings,
+    train_model,
+)
 from training.rec.sequential_data import SequenceData, eval_split, item_counts, training_sequences
-from training.rec.train_rec import (FULL_SOFTMAX_MAX_ITEMS, SAMPLED_NEGATIVES, RecSettings, default_negatives,
-                                 resolve_settings, train_model)
 from training.rec.train_rec import main as train_main
 
 NUM_ITEMS = 50
@@ -74,7 +80,7 @@ def test_training_beats_popularity_on_the_validation_item(variant):
 
 
 def test_only_the_untied_output_correction_gets_the_output_decay():
-    from training.rec.train_rec import build_model, parameter_groups
+    from training.rec.rec_training import build_model, parameter_groups
 
     data = synthetic_shop(users=20)
     tied = build_model(data, fast_settings())

@@ -8,7 +8,7 @@
 - the catalogue and the text embeddings retrieval cached for it, under the text encoder the
   services use (the content space: `SHELFWISE_MULTILINGUAL_ENCODER`, else `SHELFWISE_TEXT_ENCODER`; pinned versions honoured).
 
-It trains the sequential recommender (`training.rec.train_rec.train_model`) with the text
+It trains the sequential recommender (`training.rec.rec_training.train_model`) with the text
 embeddings as content features, so that the content part of every item vector is a learned
 projection of its text, and exports the next version of `user_sequence_encoder`:
 
@@ -36,12 +36,12 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from services.common.config import database_url, model_repository, parse_versions, content_encoder_model
+from services.common.config import content_encoder_model, database_url, model_repository, parse_versions
 from services.common.model_versions import install_staged, next_version, staging_folder, version_dir
 from services.events.store import HistoryEntry, collapse_history
-from training.rec.sequential_data import SequenceData
-from training.rec.train_rec import RecSettings
 from training.onnx_export import cpu_session, max_abs_difference, require_within
+from training.rec.rec_training import RecSettings
+from training.rec.sequential_data import SequenceData
 
 MODEL_NAME = "user_sequence_encoder"
 # Below this many shoppers a validation hold-out is too noisy to stop on: train a fixed
@@ -101,7 +101,7 @@ def train_and_export(
     behaviour: CatalogBehaviour, repository: Path, settings: RecSettings | None = None, progress: bool = True
 ) -> tuple[Path, dict]:
     """Trains on the behaviour and installs the next version; returns (version folder, report)."""
-    from training.rec.train_rec import train_model
+    from training.rec.rec_training import train_model
 
     data, product_ids = sequence_data(behaviour)
     if not data.sequences:

@@ -213,7 +213,7 @@ def test_onnx_user_encoder_matches_torch(tmp_path, variant):
 
 
 def test_history_negatives_cover_each_positions_own_earlier_items_only():
-    from training.rec.train_rec import history_negative_logits, softmax_loss
+    from training.rec.rec_training import history_negative_logits, softmax_loss
 
     table = torch.randn(NUM_ITEMS + 1, 8)
     table[0] = 0
