@@ -18,11 +18,20 @@ a given seed and resample count reproduce the published figures.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Iterator, Sequence
 
 import numpy as np
 
 PERCENTILES = (2.5, 97.5)
+
+
+@dataclass(frozen=True)
+class Resampling:
+    """How many bootstrap resamples to draw, and the seed that makes them reproducible."""
+
+    samples: int
+    seed: int
 
 
 def percentile_interval(replicates: Sequence[float] | np.ndarray, finite_only: bool = False) -> tuple[float, float]:

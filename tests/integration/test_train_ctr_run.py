@@ -102,7 +102,8 @@ async def test_reader_puts_clicks_and_purchases_on_their_rows_and_skips_impressi
 async def synthetic_events(store):
     # ~3 days of training traffic and 2 later days, one impression every 90 s; every 25th
     # impression is logged without features, as an old client would.
-    events = ctr_synthetic.generate(4800, T0, step=timedelta(seconds=90), seed=11, prefix="ctrrun", without_features_every=25)
+    events = ctr_synthetic.generate(4800, T0, step=timedelta(seconds=90), seed=11,
+                                    shape=ctr_synthetic.LogShape(prefix="ctrrun", without_features_every=25))
     await write(store, events.impressions, events.interactions)
     return events
 

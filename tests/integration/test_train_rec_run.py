@@ -259,7 +259,7 @@ def test_train_and_eval_commands_write_model_reports_and_table(tmp_path, capsys,
     # A RecBole result (stubbed: the real run takes hours) lands in its row and in the comparison.
     import training.rec.eval_rec as eval_rec
 
-    def fake_recbole(name, sequences, work_dir, epochs, threads, fresh, cached_only=False, checkpoint=False):
+    def fake_recbole(name, sequences, work_dir, run):
         assert name == "Beauty" and len(sequences) == 200 and work_dir.name == "Beauty"
         return {"recall@10": 0.5, "ndcg@10": 0.25, "recall@20": 0.6, "ndcg@20": 0.3, "train_seconds": 1.0,
                 "epochs_run": 3, "cached": True, "config": {"epochs": 3}}
@@ -273,8 +273,8 @@ def test_train_and_eval_commands_write_model_reports_and_table(tmp_path, capsys,
     assert recbole["metrics"]["ndcg@10"] == 0.25 and recbole["history_excluded"] is False
 
     # --recbole-checkpoint: the best checkpoint of an unfinished run, named as such.
-    def fake_checkpoint(name, sequences, work_dir, epochs, threads, fresh, cached_only=False, checkpoint=False):
-        assert checkpoint
+    def fake_checkpoint(name, sequences, work_dir, run):
+        assert run.checkpoint
         return {"recall@10": 0.5, "ndcg@10": 0.25, "recall@20": 0.6, "ndcg@20": 0.3, "checkpoint": True,
                 "checkpoint_epoch": 20, "best_valid_ndcg@10": 0.05, "checkpoint_epoch_cap": 300,
                 "history_excluded": {"recall@10": 0.6, "ndcg@10": 0.3, "recall@20": 0.7, "ndcg@20": 0.35}}

@@ -61,19 +61,28 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
 
+@dataclass(frozen=True)
+class LogShape:
+    """How the synthetic log looks: products per page, the id prefix of its impressions, and
+    every how many impressions one is logged without features (0: none)."""
+
+    page_size: int = 10
+    prefix: str = "syn"
+    without_features_every: int = 0
+
+
 def generate(
     count: int,
     start: datetime,
     step: timedelta = timedelta(minutes=1),
     model: ClickModel = ClickModel(),
-    page_size: int = 10,
     seed: int = 0,
-    prefix: str = "syn",
-    without_features_every: int = 0,
+    shape: LogShape = LogShape(),
 ) -> SyntheticEvents:
     """``count`` impressions, one every ``step`` from ``start``, with their clicks and purchases.
     Every ``without_features_every``-th impression (0: none) is logged without features, as an
     old client would; it still gets clicks."""
+    page_size, prefix, without_features_every = shape.page_size, shape.prefix, shape.without_features_every
     rng = np.random.default_rng(seed)
     impressions: list[Impression] = []
     interactions: list[Interaction] = []

@@ -202,17 +202,26 @@ class TreeTrainResult:
     seconds: float
 
 
+@dataclass(frozen=True)
+class RoundHooks:
+    """What runs around each boosting round: ``before_round(logits)`` (the position tower's
+    Newton steps) and ``snapshot()`` of what the best round's state is (its position logits)."""
+
+    before_round: Callable[[np.ndarray], None] | None = None
+    snapshot: Callable[[], Any] | None = None
+
+
 def _boost(
     features: np.ndarray,
     labels: np.ndarray,
     log_factor: Callable[[], np.ndarray],
     validation_loss: Callable[[Tower], float],
     settings: TreeSettings,
-    before_round: Callable[[np.ndarray], None] | None = None,
-    snapshot: Callable[[], Any] | None = None,
+    hooks: RoundHooks = RoundHooks(),
 ) -> tuple[Tower, Any]:
     """Boosts one tower until the validation loss stops improving; returns the best round's
     tower and ``snapshot()`` taken at that round (the position logits, for the CTR tower)."""
+    before_round, snapshot = hooks.before_round, hooks.snapshot
     import lightgbm
 
     rate = float(labels.mean())
@@ -260,8 +269,8 @@ def train_tree_head(rows: CtrRows, settings: TreeSettings = TreeSettings(), vali
     ctr, best_logits = _boost(
         fit.features, clicks, lambda: position.log_seen(fit_buckets),
         lambda tower: bernoulli_nll(held_out.clicks, position.log_seen(held_out_buckets) + log_sigmoid(tower.logits(held_out.features))),
-        settings, before_round=move_position if settings.position_tower else None,
-        snapshot=lambda: position.logits.copy(),
+        settings, RoundHooks(before_round=move_position if settings.position_tower else None,
+                             snapshot=lambda: position.logits.copy()),
     )
     position.logits = best_logits
     # The CVR tower's fixed factor: P(click | x, pos) of the trained CTR part.

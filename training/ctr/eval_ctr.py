@@ -52,7 +52,7 @@ import numpy as np
 from services.common.model_versions import read_metadata, version_dir
 from training.ctr import ctr_data, ctr_head, ctr_install
 from training.ctr.ctr_data import CtrRows
-from training.stats import cluster_weights, percentile_interval
+from training.stats import Resampling, cluster_weights, percentile_interval
 
 LIGHTGBM = "LightGBM"
 DEFAULT_BOOTSTRAP = 200
@@ -167,7 +167,7 @@ class Row:
 
 def score_rows(
     task: str, labels: np.ndarray, positions: np.ndarray, impression: np.ndarray,
-    scored: Sequence[Scored], resamples: int, seed: int,
+    scored: Sequence[Scored], resampling: Resampling,
 ) -> list[Row]:
     """One Row per scored model: AUC and position-stratified AUC with clustered-bootstrap
     intervals, their paired differences to the row's reference, and log-loss."""
@@ -179,7 +179,7 @@ def score_rows(
     # The same resamples for every model and metric: the differences below are paired.
     draws: dict[str, dict[str, list[float]]] = {kind: {s.model: [] for s in scored} for kind in metrics}
     # A clustered bootstrap: whole impressions (pages) are drawn, never single rows.
-    for weights in cluster_weights(impression, resamples, seed):
+    for weights in cluster_weights(impression, resampling.samples, resampling.seed):
         for kind, by_model in metrics.items():
             for model, computer in by_model.items():
                 draws[kind][model].append(computer.auc(weights))
@@ -285,11 +285,20 @@ class Evaluation:
     report: dict[str, Any] = field(default_factory=dict)
 
 
-def evaluate(
-    train: CtrRows, test: CtrRows, model_repository: Path, version: int, resamples: int = DEFAULT_BOOTSTRAP,
-    threads: int = 1, seed: int = 0, progress: bool = True,
-) -> Evaluation:
+@dataclass(frozen=True)
+class EvalSettings:
+    """Bootstrap resamples and their seed, the baselines' threads, progress bars."""
+
+    resamples: int = DEFAULT_BOOTSTRAP
+    threads: int = 1
+    seed: int = 0
+    progress: bool = True
+
+
+def evaluate(train: CtrRows, test: CtrRows, model_repository: Path, version: int,
+             settings: EvalSettings = EvalSettings()) -> Evaluation:
     """Every row of the comparison (see the module docstring) on ``test``; baselines fit on ``train``."""
+    resamples, threads, seed, progress = settings.resamples, settings.threads, settings.seed, settings.progress
     from tqdm.auto import tqdm
 
     metadata = read_metadata(model_repository, ctr_head.MODEL_NAME, version) or {}
@@ -318,7 +327,7 @@ def evaluate(
         for name, predict in fit_baselines(train, validation_fraction, label, threads, seed).items():
             reference = None if name in like_for_like else like_for_like["position" in name]
             scored.append(Scored(name, predict(test), "fitted on the head's training window", reference))
-        rows += score_rows(task, labels, test.positions, test.impression, scored, resamples, seed)
+        rows += score_rows(task, labels, test.positions, test.impression, scored, Resampling(resamples, seed))
     report = {
         "model": ctr_head.MODEL_NAME, "version": version, "bootstrap_resamples": resamples,
         "skipped_tasks": skipped, "rows": [row.as_dict() for row in rows],
@@ -405,7 +414,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: no impressions with features in the evaluation window [{ctr_data.as_utc_text(since)}, "
               f"{ctr_data.as_utc_text(until)})", file=sys.stderr)
         return 2
-    evaluation = evaluate(train, test, repository, version, args.bootstrap, args.threads, args.seed, progress=not args.quiet)
+    evaluation = evaluate(train, test, repository, version,
+                          EvalSettings(args.bootstrap, args.threads, args.seed, progress=not args.quiet))
     report = {
         **evaluation.report,
         "training_window": window,

@@ -190,23 +190,42 @@ def train_head(rows: CtrRows, settings: TrainSettings = TrainSettings(), progres
 HEADS = ("auto", "trees", "mlp")
 
 
+@dataclass(frozen=True)
+class HeadChoice:
+    """Which family to train: "mlp" (ESMM + PAL with MLP towers), "trees" (the same model with
+    boosted-tree towers, :mod:`training.ctr.ctr_trees`, with `trees` settings or defaults
+    derived from the MLP settings) or "auto": both, keeping the one with the lower validation
+    loss."""
+
+    head: str = "auto"
+    trees: TreeSettings | None = None
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """How the rows were attributed (recorded in the report), progress bars, and the ONNX
+    Runtime check of the installed graph."""
+
+    attribution: timedelta = ctr_data.DEFAULT_ATTRIBUTION
+    progress: bool = True
+    verify: bool = True
+
+
 def train_and_export(
     rows: CtrRows,
     repository: Path,
     window: tuple[datetime, datetime],
     settings: TrainSettings = TrainSettings(),
-    attribution: timedelta = ctr_data.DEFAULT_ATTRIBUTION,
-    progress: bool = True,
-    verify: bool = True,
-    head: str = "auto",
-    tree_settings: TreeSettings | None = None,
+    choice: HeadChoice = HeadChoice(),
+    options: ExportOptions = ExportOptions(),
 ) -> tuple[Path, dict[str, Any]]:
     """Train on ``rows`` and install the next ctr_head version; returns (model.onnx, report).
 
-    ``head``: "mlp" (ESMM + PAL with MLP towers), "trees" (the same model with boosted-tree
-    towers, :mod:`training.ctr.ctr_trees`) or "auto": train both and keep the one with the lower
-    loss on the validation slice (click + purchase log-loss at the shown positions, the loss
-    both families stop early on), so the choice never looks at the evaluation window."""
+    "auto" (:class:`HeadChoice`) keeps the family with the lower loss on the validation slice
+    (click + purchase log-loss at the shown positions, the loss both families stop early on),
+    so the choice never looks at the evaluation window."""
+    head, tree_settings = choice.head, choice.trees
+    attribution, progress, verify = options.attribution, options.progress, options.verify
     from training.ctr.ctr_trees import train_tree_head
 
     if head not in HEADS:
@@ -297,8 +316,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         path, report = train_and_export(
-            rows, repository, (since, until), settings, attribution, progress=not args.quiet, verify=not args.no_verify,
-            head=args.head,
+            rows, repository, (since, until), settings, HeadChoice(args.head),
+            ExportOptions(attribution, progress=not args.quiet, verify=not args.no_verify),
         )
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)

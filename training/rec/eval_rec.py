@@ -51,6 +51,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
@@ -126,8 +127,19 @@ def evaluate_popularity(counts: np.ndarray, split: EvalSet, chunk_users: int = C
 # ------------------------------------------------------------------------------ command
 
 
-def run_recbole(name: str, sequences: list[list[int]], work_dir: Path, epochs: int | None, threads: int,
-                fresh: bool, cached_only: bool = False, checkpoint: bool = False) -> dict:
+@dataclass(frozen=True)
+class RecboleRun:
+    """How the RecBole baseline is obtained: its epoch cap (None: the benchmark's), CPU threads,
+    `fresh` (retrain even if cached), `cached_only` and `checkpoint` (see :func:`run_recbole`)."""
+
+    epochs: int | None = None
+    threads: int = 1
+    fresh: bool = False
+    cached_only: bool = False
+    checkpoint: bool = False
+
+
+def run_recbole(name: str, sequences: list[list[int]], work_dir: Path, run: RecboleRun) -> dict:
     """RecBole SASRec through the baseline module, or a dict with `unavailable` saying why.
     `cached_only`: return the baseline's cached result for exactly these data and settings,
     never train (a full RecBole run takes hours on a CPU). `checkpoint`: never train either,
@@ -137,6 +149,7 @@ def run_recbole(name: str, sequences: list[list[int]], work_dir: Path, epochs: i
         from training.rec import recbole_baseline
     except Exception as error:  # the module, RecBole or one of its dependencies is missing
         return {"unavailable": f"training.rec.recbole_baseline not importable: {type(error).__name__}: {error}"}
+    epochs, threads, fresh, cached_only, checkpoint = run.epochs, run.threads, run.fresh, run.cached_only, run.checkpoint
     if checkpoint:
         try:
             return {**recbole_baseline.rescore(name, sequences, work_dir, threads=threads), "checkpoint": True}
@@ -162,8 +175,8 @@ def run_recbole(name: str, sequences: list[list[int]], work_dir: Path, epochs: i
                                    f"`python -m training.rec.recbole_baseline {name}` or drop --recbole-cached-only"}
         return {**cached[key], "cached": True}
     try:
-        return recbole_baseline.run_sasrec(name, sequences, work_dir, epochs=epochs, seed=2020, threads=threads,
-                                           fresh=fresh)
+        return recbole_baseline.run_sasrec(name, sequences, work_dir, epochs=epochs, seed=2020,
+                                           run=recbole_baseline.SasrecRun(threads=threads, fresh=fresh))
     except Exception as error:
         return {"unavailable": f"run_sasrec failed: {type(error).__name__}: {error}"}
 
@@ -243,8 +256,8 @@ def evaluate_dataset(key: str, args) -> tuple[int, dict | None]:
         recbole_row = {"label": recbole_label, "unavailable": "skipped with --skip-recbole"}
     else:
         print(f"{data.name}: RecBole SASRec ...", file=sys.stderr, flush=True)
-        recbole = run_recbole(data.name, data.sequences, args.recbole_dir / data.name, args.recbole_epochs,
-                              args.threads, args.recbole_fresh, args.recbole_cached_only, args.recbole_checkpoint)
+        recbole = run_recbole(data.name, data.sequences, args.recbole_dir / data.name, RecboleRun(
+            args.recbole_epochs, args.threads, args.recbole_fresh, args.recbole_cached_only, args.recbole_checkpoint))
         if "unavailable" in recbole:
             recbole_row = {"label": recbole_label, "unavailable": recbole["unavailable"]}
         else:

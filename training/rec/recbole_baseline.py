@@ -41,6 +41,7 @@ import os
 import sys
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -99,6 +100,16 @@ RESULT_FILE = "result.json"
 BEST_CHECKPOINT = "SASRec-best.pth"
 
 
+@dataclass(frozen=True)
+class SasrecRun:
+    """How a run goes: CPU threads, `fresh` (ignore a cached result), `resume` (go on from the
+    last checkpoint of an interrupted run)."""
+
+    threads: int = 1
+    fresh: bool = False
+    resume: bool = False
+
+
 def run_sasrec(
     name: str,
     sequences: list[list[int]],
@@ -106,9 +117,7 @@ def run_sasrec(
     *,
     epochs: int | None = None,
     seed: int = 2020,
-    threads: int = 1,
-    fresh: bool = False,
-    resume: bool = False,
+    run: SasrecRun = SasrecRun(),
 ) -> dict:
     """Trains and evaluates RecBole's SASRec on exactly our leave-one-out split of `sequences`
     (one list per user, item ids 1..N in time order): last item = test, second-last = validation,
@@ -131,6 +140,7 @@ def run_sasrec(
     settings returns it with "cached": True unless `fresh`. `threads` is not part of the cache
     key: it changes only the order of floating-point sums.
     """
+    threads, fresh, resume = run.threads, run.fresh, run.resume
     work_dir = Path(work_dir).resolve()
     short = [i for i, seq in enumerate(sequences) if len(seq) < MIN_SEQUENCE_LENGTH]
     if short:
@@ -416,7 +426,7 @@ def main(argv: list[str] | None = None) -> None:
             continue
         result = run_sasrec(
             name, sequences, args.build_dir / name,
-            epochs=args.epochs, seed=args.seed, threads=args.threads, fresh=args.fresh, resume=args.resume,
+            epochs=args.epochs, seed=args.seed, run=SasrecRun(args.threads, args.fresh, args.resume),
         )
         print(name, json.dumps({k: v for k, v in result.items() if k != "config"}), flush=True)
 

@@ -28,12 +28,14 @@ import asyncio
 import json
 import sys
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 from services.ranking.relevance import DENSE_VOTERS, LEXICAL_VOTERS, VOTE_TEMPERATURE, category_vote
+from training.stats import Resampling
 
 ENGLISH_ENCODER = "text_encoder"
 
@@ -73,10 +75,23 @@ async def _encode(repository: Path, texts: Sequence[str], kind: str) -> np.ndarr
     return await encoder.encode(list(texts), kind=kind, timeout=600)
 
 
-def compare(examples: Sequence[str], example_labels: Sequence[str], example_vectors: np.ndarray,
-            queries: Sequence[str], truth: Sequence[str], query_vectors: np.ndarray, lexical_queries: Sequence[str],
-            bootstrap: int, seed: int) -> dict:
+@dataclass(frozen=True)
+class Encoded:
+    """Texts with their category labels and their (query-encoder) vectors, row for row."""
+
+    texts: Sequence[str]
+    labels: Sequence[str]
+    vectors: np.ndarray
+
+
+def compare(examples: Encoded, queries: Encoded, lexical_queries: Sequence[str], resampling: Resampling) -> dict:
+    """Each method's predictions for `queries` from the labelled `examples`, scored against the
+    queries' labels (`lexical_queries`: the texts BM25 searches, e.g. with translations)."""
     from training.search.query_classification import classification_report
+
+    example_labels, example_vectors = examples.labels, examples.vectors
+    truth, query_vectors = queries.labels, queries.vectors
+    queries, examples = queries.texts, examples.texts
 
     majority = Counter(example_labels).most_common(1)[0][0]
     methods = {
@@ -84,7 +99,8 @@ def compare(examples: Sequence[str], example_labels: Sequence[str], example_vect
         "BM25 vote": bm25_predictions(examples, example_labels, lexical_queries, majority),
         "category vote (served)": vote_predictions(example_vectors, example_labels, query_vectors),
     }
-    return {name: classification_report(truth, predicted, bootstrap, seed) for name, predicted in methods.items()}
+    return {name: classification_report(truth, predicted, resampling.samples, resampling.seed)
+            for name, predicted in methods.items()}
 
 
 def instacart(args) -> dict:
@@ -118,8 +134,8 @@ def instacart(args) -> dict:
             truth.append(departments.most_common(1)[0][0])
         vectors = asyncio.run(_encode(args.model_repository, english, "query"))
         report[f"{args.split}.{name}"] = compare(
-            [p.title for p in products], [p.category for p in products], example_vectors,
-            texts, truth, vectors, lexical, args.bootstrap, args.seed,
+            Encoded([p.title for p in products], [p.category for p in products], example_vectors),
+            Encoded(texts, truth, vectors), lexical, Resampling(args.bootstrap, args.seed),
         )
     return report
 
@@ -132,9 +148,9 @@ def labelled_queries(data, args) -> dict:
     vectors = asyncio.run(_encode(args.model_repository, data.texts, "query"))
     pick = lambda values, rows: [values[i] for i in rows]  # noqa: E731
     return compare(
-        pick(data.texts, train), pick(data.labels, train), vectors[train],
-        pick(data.texts, test), pick(data.labels, test), vectors[test], pick(data.texts, test),
-        args.bootstrap, args.seed,
+        Encoded(pick(data.texts, train), pick(data.labels, train), vectors[train]),
+        Encoded(pick(data.texts, test), pick(data.labels, test), vectors[test]), pick(data.texts, test),
+        Resampling(args.bootstrap, args.seed),
     )
 
 

@@ -272,12 +272,26 @@ def install(booster, calibration: Calibration, model_repository: Path, version: 
 # --- the command ----------------------------------------------------------------------------------
 
 
-async def train_on(catalog: Path, query_files: Sequence[Path], qrels_file: Path, model_repository: Path,
-                   cache: Path, settings: RankerSettings, version: int | None, describe: str) -> Path:
+@dataclass(frozen=True)
+class Judgments:
+    """What a ranker is trained on: a catalogue, judged query files, their qrels, and the
+    line metadata.json describes them with."""
+
+    catalog: Path
+    query_files: Sequence[Path]
+    qrels_file: Path
+    describe: str
+
+
+async def train_on(judgments: Judgments, model_repository: Path, cache: Path, settings: RankerSettings,
+                   version: int | None) -> Path:
+    """Judge candidates through the running stack, fit and calibrate the ranker, install it."""
     from services.retrieval.catalog import read_catalog
     from training.search.search_judgments import read_qrels, read_queries
     from training.search.search_pipelines import FullPipeline
 
+    catalog, query_files, qrels_file, describe = (
+        judgments.catalog, judgments.query_files, judgments.qrels_file, judgments.describe)
     started = time.monotonic()
     products, errors = read_catalog(catalog)
     if errors:
@@ -346,8 +360,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             describe = f"{args.catalog.name}, {', '.join(p.name for p in args.queries)}, {args.qrels.name}"
         else:
             catalog, query_files, qrels_file, describe = benchmark_inputs(args)
-        asyncio.run(train_on(catalog, query_files, qrels_file, args.model_repository, args.cache, settings,
-                             args.version, describe))
+        judgments = Judgments(catalog, query_files, qrels_file, describe)
+        asyncio.run(train_on(judgments, args.model_repository, args.cache, settings, args.version))
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

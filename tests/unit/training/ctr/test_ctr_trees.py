@@ -21,7 +21,7 @@ from training.ctr.ctr_trees import (
     bernoulli_nll,
     train_tree_head,
 )
-from training.ctr.train_ctr import train_and_export
+from training.ctr.train_ctr import ExportOptions, HeadChoice, train_and_export
 
 T0 = datetime(2022, 1, 1, tzinfo=timezone.utc)
 
@@ -88,7 +88,8 @@ def test_tree_head_onnx_graph_equals_the_trees_and_keeps_ctcvr_below_ctr(trained
 
 
 def test_train_ctr_exports_the_family_with_the_lower_validation_loss(rows, tmp_path) -> None:
-    _, report = train_and_export(rows, tmp_path, (T0, T0), progress=False, tree_settings=TreeSettings(max_rounds=200))
+    _, report = train_and_export(rows, tmp_path, (T0, T0), choice=HeadChoice(trees=TreeSettings(max_rounds=200)),
+                                 options=ExportOptions(progress=False))
     losses = {name: candidate["validation_loss"] for name, candidate in report["candidates"].items()}
     assert set(losses) == {"mlp", "trees"}
     assert report["chosen_head"] == min(losses, key=losses.get)

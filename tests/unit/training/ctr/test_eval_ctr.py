@@ -8,6 +8,7 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from training.ctr.eval_ctr import RankedScores, Scored, StratifiedScores, score_rows, stratified_auc
+from training.stats import Resampling
 
 
 def test_weighted_auc_matches_scikit_learn_with_ties_and_weights() -> None:
@@ -49,7 +50,7 @@ def test_rows_compare_with_their_reference_on_paired_resamples() -> None:
     squash = lambda x: 1 / (1 + np.exp(-x))  # noqa: E731
     rows = score_rows(
         "click", labels, rng.integers(1, 11, 2000), np.repeat(np.arange(200), 10),
-        [Scored("reference", squash(good)), Scored("weaker", squash(weak), reference="reference")], resamples=50, seed=0,
+        [Scored("reference", squash(good)), Scored("weaker", squash(weak), reference="reference")], Resampling(50, 0),
     )
     reference, weaker = rows
     assert reference.auc.delta is None and reference.auc.interval[0] < reference.auc.value < reference.auc.interval[1]

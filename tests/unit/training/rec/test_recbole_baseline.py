@@ -16,6 +16,7 @@ pytest.importorskip("recbole", reason="RecBole is not installed (the `eval` extr
 
 from training.rec.recbole_baseline import (  # noqa: E402
     SASREC_SETTINGS,
+    SasrecRun,
     _recbole_process,
     cache_key,
     prepare,
@@ -117,7 +118,7 @@ def test_a_second_run_is_read_from_the_cache_unless_fresh_and_the_process_is_lef
 
     again = run_sasrec("fixture", SEQUENCES, work_dir, epochs=1, seed=7)
     assert again == {**first, "cached": True}
-    assert run_sasrec("fixture", SEQUENCES, work_dir, epochs=1, seed=7, fresh=True)["cached"] is False
+    assert run_sasrec("fixture", SEQUENCES, work_dir, epochs=1, seed=7, run=SasrecRun(fresh=True))["cached"] is False
 
 
 def test_our_evaluator_ranks_recboles_model_as_recbole_does_and_a_resumed_run_continues_from_the_checkpoint(tmp_path):
@@ -129,26 +130,26 @@ def test_our_evaluator_ranks_recboles_model_as_recbole_does_and_a_resumed_run_co
     # The last user's test target is already in its history: a miss once history is excluded.
     assert first["history_excluded"]["recall@20"] <= 5 / 6
 
-    resumed = run_sasrec("fixture", SEQUENCES, work_dir, epochs=3, seed=7, resume=True)
+    resumed = run_sasrec("fixture", SEQUENCES, work_dir, epochs=3, seed=7, run=SasrecRun(resume=True))
     assert resumed["cached"] is False and resumed["resumed_from_epoch"] == 0 and resumed["epochs_run"] == 3
     again = rescore("fixture", SEQUENCES, work_dir, seed=7)
     assert again["checkpoint_epoch"] == resumed["best_epoch"]
     assert again["history_excluded"] == pytest.approx(resumed["history_excluded"])
 
     # `shelfwise eval rec --recbole-checkpoint` scores that same checkpoint, without training.
-    from training.rec.eval_rec import run_recbole
+    from training.rec.eval_rec import RecboleRun, run_recbole
 
-    row = run_recbole("fixture", SEQUENCES, work_dir, None, 1, False, checkpoint=True)
+    row = run_recbole("fixture", SEQUENCES, work_dir, RecboleRun(None, 1, False, checkpoint=True))
     assert row["checkpoint"] and row["checkpoint_epoch"] == again["checkpoint_epoch"]
     assert row["history_excluded"] == pytest.approx(again["history_excluded"])
     assert row["ndcg@10"] == pytest.approx(again["ndcg@10"])
-    missing = run_recbole("fixture", SEQUENCES, tmp_path / "none", None, 1, False, checkpoint=True)
+    missing = run_recbole("fixture", SEQUENCES, tmp_path / "none", RecboleRun(None, 1, False, checkpoint=True))
     assert "no checkpoint at" in missing["unavailable"] and "python -m training.rec.recbole_baseline fixture" in missing["unavailable"]
 
 
 def test_resuming_without_a_checkpoint_says_what_to_run_first(tmp_path):
     with pytest.raises(FileNotFoundError, match="run without --resume first"):
-        run_sasrec("fixture", SEQUENCES, tmp_path / "empty", epochs=2, seed=7, resume=True)
+        run_sasrec("fixture", SEQUENCES, tmp_path / "empty", epochs=2, seed=7, run=SasrecRun(resume=True))
 
 
 def test_sequences_too_short_for_the_same_split_are_refused(tmp_path):

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from training.search.eval_query_category import bm25_predictions, compare, vote_predictions
+from training.search.eval_query_category import Encoded, bm25_predictions, compare, vote_predictions
+from training.stats import Resampling
 
 
 def unit(rows):
@@ -26,8 +27,8 @@ def test_the_bm25_vote_reads_words_and_falls_back_to_the_majority():
 
 
 def test_every_method_is_scored_on_the_same_queries():
-    report = compare(EXAMPLES, LABELS, VECTORS, ["tea", "roast"], ["Tea", "Coffee"], unit([[1, 0], [0, 1]]),
-                     ["tea", "roast"], bootstrap=50, seed=1)
+    queries = Encoded(["tea", "roast"], ["Tea", "Coffee"], unit([[1, 0], [0, 1]]))
+    report = compare(Encoded(EXAMPLES, LABELS, VECTORS), queries, ["tea", "roast"], Resampling(50, 1))
     assert set(report) == {"majority class", "BM25 vote", "category vote (served)"}
     assert report["category vote (served)"]["accuracy"] == 1.0
     assert report["majority class"]["accuracy"] == 0.5
