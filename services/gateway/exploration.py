@@ -21,7 +21,7 @@ Later pages of an explored search never repeat or lose a product: the page token
 pool ranks the first page showed, and later pages list the ranked order without them.
 
 What it costs: explored pages are a little worse on average (the ranker's best product is not
-always first). What it does not give: support outside the pool (see training/offpolicy.py).
+always first). What it does not give: support outside the pool (see training/experiments/offpolicy.py).
 
 Pure logic: no grpc.
 """

@@ -27,7 +27,7 @@ from services.ranking.relevance import RELEVANCE_FEATURES
 
 CTR_HEAD_MODEL = "ctr_head"
 RELEVANCE_RANKER_MODEL = "relevance_ranker"
-# metadata.json "kind" of a CTR head trained on logged events (training/ctr_head.py TRAINED_KIND).
+# metadata.json "kind" of a CTR head trained on logged events (training/ctr/ctr_head.py TRAINED_KIND).
 TRAINED_ON_EVENTS = "trained on events"
 
 FEATURE_WEIGHTS = {
@@ -100,7 +100,7 @@ class OnnxRelevanceRanker:
     judgments, calibrated): input `features` float32 [n, len(RELEVANCE_FEATURES)], output
     `relevance` float32 [n, 1], the log-odds that the candidate is relevant. metadata.json
     names the features it was trained on and `threshold`, the probability from which a
-    candidate counts as relevant (chosen on its training data, see training/train_ranker.py)."""
+    candidate counts as relevant (chosen on its training data, see training/search/train_ranker.py)."""
 
     def __init__(self, backend: InferenceBackend):
         self._backend = backend

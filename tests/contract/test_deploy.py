@@ -624,7 +624,7 @@ def test_model_repository_volume_is_shared_and_filled_by_the_export_job(rendered
     job = named(docs, "Job", "model-export")
     assert job, overlay
     (export,) = pod_spec(job)["containers"]
-    assert "python -m training.export --model-repository /models" in " ".join(export["command"])
+    assert "python -m training.encoders.export --model-repository /models" in " ".join(export["command"])
     assert {m["mountPath"] for m in export["volumeMounts"]} >= {"/models", "/tmp"}
 
 

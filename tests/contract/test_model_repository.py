@@ -3,7 +3,7 @@
 Every ``model_repository/<model>/config.pbtxt`` must parse as Triton's ``ModelConfig``, be set up
 for dynamic batching on GPU, and, for ONNX models, describe exactly the inputs and outputs of
 the exported graph. The ONNX files are build outputs (``shelfwise export`` /
-``python -m training.export``); a missing export is a failure here, not a skip, because the test
+``python -m training.encoders.export``); a missing export is a failure here, not a skip, because the test
 command exports first and a silently skipped contract check is how config drift ships.
 """
 
@@ -82,11 +82,11 @@ def _exported_onnx_models(config_path: Path, config: model_config_pb2.ModelConfi
     if not versions:
         pytest.fail(
             f"{model_dir / '1' / filename} is missing: run `shelfwise export` first "
-            "(or `python -m training.export`)"
+            "(or `python -m training.encoders.export`)"
         )
     missing = [v / filename for v in versions if not (v / filename).is_file()]
     if missing:
-        pytest.fail(f"{', '.join(map(str, missing))} missing: run `shelfwise export` first (or `python -m training.export`)")
+        pytest.fail(f"{', '.join(map(str, missing))} missing: run `shelfwise export` first (or `python -m training.encoders.export`)")
     return [v / filename for v in versions]
 
 
@@ -129,7 +129,7 @@ def test_text_encoder_config_takes_what_the_text_encoder_client_sends(config_pat
     for model_file in _exported_onnx_models(config_path, config, tmp_path):
         metadata_file = model_file.parent / "metadata.json"
         if not metadata_file.is_file():
-            pytest.fail(f"{metadata_file} missing: run `shelfwise export` first (or `python -m training.export`)")
+            pytest.fail(f"{metadata_file} missing: run `shelfwise export` first (or `python -m training.encoders.export`)")
         metadata = json.loads(metadata_file.read_text())
         assert metadata["model"] == config.name
         assert list(output.dims) == [metadata["dimension"]]

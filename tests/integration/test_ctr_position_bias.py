@@ -2,7 +2,7 @@
 head trained with the position-bias tower orders products by their true relevance better
 than the same head trained without it; for both tower families (MLP and boosted trees).
 
-The fixture (``training.ctr_synthetic``) knows the truth: the logging policy puts popular
+The fixture (``training.ctr.ctr_synthetic``) knows the truth: the logging policy puts popular
 products on top, shoppers examine position p with probability 1/p and click what they examine
 by text similarity alone. Popularity therefore predicts clicks only through position; a head
 that does not separate position learns it as relevance. Both heads are exported through the
@@ -19,12 +19,12 @@ import pytest
 import torch
 from scipy.stats import spearmanr
 
-from training import ctr_data, ctr_synthetic
-from training.ctr_export import export_trained_head
-from training.ctr_head import position_buckets, sample_features
-from training.ctr_trees import TreeSettings, train_tree_head
-from training.eval_ctr import run_head, with_position
-from training.train_ctr import TrainSettings, train_head
+from training.ctr import ctr_data, ctr_synthetic
+from training.ctr.ctr_export import export_trained_head
+from training.ctr.ctr_head import position_buckets, sample_features
+from training.ctr.ctr_trees import TreeSettings, train_tree_head
+from training.ctr.eval_ctr import run_head, with_position
+from training.ctr.train_ctr import TrainSettings, train_head
 
 T0 = datetime(2022, 1, 1, tzinfo=timezone.utc)
 CLICK_MODEL = ctr_synthetic.ClickModel(eta=1.0)

@@ -113,7 +113,7 @@ async def test_the_lexical_arm_skips_query_understanding_and_serves_bm25_order(s
 async def test_interleaving_logs_the_contributing_arm_of_every_position_and_credits_clicks(
     interleaved_gateway, system, database
 ):
-    from training.experiment_report import analyse, read_searches
+    from training.experiments.experiment_report import analyse, read_searches
 
     stub, server = interleaved_gateway
     user = f"il-user-{uuid.uuid4().hex[:6]}"

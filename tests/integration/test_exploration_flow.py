@@ -84,7 +84,7 @@ async def test_an_explored_page_logs_its_propensities_and_pool_and_later_pages_s
 
 
 async def test_the_offpolicy_reader_returns_the_explored_log_with_its_clicks(exploring_gateway, system):
-    from training.offpolicy import TargetPolicy, estimate, read_explored
+    from training.experiments.offpolicy import TargetPolicy, estimate, read_explored
 
     stub, server = exploring_gateway
     since = datetime.now(timezone.utc)

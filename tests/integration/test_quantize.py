@@ -17,9 +17,9 @@ import onnx
 import pytest
 
 from tests.conftest import require_export
-from training.eval_search import finetuned_encoder, trained_from
-from training.multilingual_e5 import REFERENCE_PASSAGES, REFERENCE_QUERIES
-from training.quantize import MIN_COSINE_INT8, main, quantize_sentence_encoder
+from training.encoders.e5_texts import REFERENCE_PASSAGES, REFERENCE_QUERIES
+from training.encoders.quantize import MIN_COSINE_INT8, main, quantize_sentence_encoder
+from training.search.eval_search import finetuned_encoder, trained_from
 
 MODEL = "text_encoder_multilingual"
 

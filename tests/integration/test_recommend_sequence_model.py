@@ -3,7 +3,7 @@
 The test builds its fixture: a catalogue of demo products from six categories and shoppers
 whose journeys go from one category to an unrelated one (tea drinkers go on to buy board games,
 runners headphones, wine buyers cookware), logged as impressions and purchases in a real
-PostgreSQL. `training.rec_catalog` trains on those events and exports `user_sequence_encoder`
+PostgreSQL. `training.rec.rec_catalog` trains on those events and exports `user_sequence_encoder`
 into a model repository of the test's own; the five real servers then serve it. Content alone
 (the text embeddings) cannot know these journeys, so where they show up the model is serving.
 """
@@ -19,12 +19,12 @@ from collections import Counter
 from datetime import datetime, timedelta, timezone
 
 import pytest
+
+from services.common.channels import create_channel
 from shelfwise.common.v1 import common_pb2
 from shelfwise.events.v1 import events_pb2
 from shelfwise.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from shelfwise.retrieval.v1 import retrieval_pb2, retrieval_pb2_grpc
-
-from services.common.channels import create_channel
 from tests.conftest import create_database, start_system, system_environment
 
 JOURNEYS = {"Tea": "Board Games", "Running Shoes": "Headphones", "Red Wine": "Cookware"}
@@ -82,8 +82,8 @@ async def trained(postgres_url, model_repository, tmp_path_factory):
     from services.local.catalog_import import import_products
     from services.common.config import content_encoder_model
     from services.retrieval.catalog import product_from_record
-    from training.rec_catalog import read_behaviour, train_and_export
-    from training.train_rec import RecSettings
+    from training.rec.rec_catalog import read_behaviour, train_and_export
+    from training.rec.rec_training import RecSettings
 
     repository = tmp_path_factory.mktemp("rec-repository")
     for model_dir in model_repository.iterdir():

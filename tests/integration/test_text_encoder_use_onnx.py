@@ -14,7 +14,7 @@ from onnxruntime_extensions import get_library_path
 
 from services.common.inference import EmbeddedOnnxRuntime
 from services.common.text_encoder import TextEncoder
-from training import universal_sentence_encoder as use
+from training.encoders import universal_sentence_encoder as use
 
 TEXTS = ["red wine", "红葡萄酒", "running shoes", "跑鞋", "fresh fruit for a picnic", "新鲜水果", "a" * 400]
 
@@ -78,7 +78,7 @@ def test_the_tokenizer_tokenizes_as_the_packaged_graphs_sentencepiece_operator(r
 
 
 def test_a_broken_rewrite_is_refused_before_anything_is_installed(tmp_path, monkeypatch):
-    from training.export import ExportVerificationError
+    from training.onnx_export import ExportVerificationError
 
     original = use.rewrite_graph
 

@@ -2,7 +2,7 @@
 in a real PostgreSQL: the reader's labels, the exported head's graph and metadata, and the
 side-by-side evaluation on a later window.
 
-The events come from ``training.ctr_synthetic`` (a known click model with strong position bias)
+The events come from ``training.ctr.ctr_synthetic`` (a known click model with strong position bias)
 in 2021, a window no other test writes to, so the shared database's other traffic never enters.
 """
 
@@ -20,7 +20,7 @@ import torch
 from services.events.model import Impression, Interaction
 from services.ranking.features import FEATURE_NAMES
 from tests.conftest import MODEL_REPOSITORY, require_export
-from training import ctr_data, ctr_synthetic
+from training.ctr import ctr_data, ctr_synthetic
 
 T0 = datetime(2021, 3, 1, tzinfo=timezone.utc)
 TRAIN_UNTIL = T0 + timedelta(days=3)
@@ -102,7 +102,8 @@ async def test_reader_puts_clicks_and_purchases_on_their_rows_and_skips_impressi
 async def synthetic_events(store):
     # ~3 days of training traffic and 2 later days, one impression every 90 s; every 25th
     # impression is logged without features, as an old client would.
-    events = ctr_synthetic.generate(4800, T0, step=timedelta(seconds=90), seed=11, prefix="ctrrun", without_features_every=25)
+    events = ctr_synthetic.generate(4800, T0, step=timedelta(seconds=90), seed=11,
+                                    shape=ctr_synthetic.LogShape(prefix="ctrrun", without_features_every=25))
     await write(store, events.impressions, events.interactions)
     return events
 
@@ -130,14 +131,14 @@ def trained(synthetic_events, repository, postgres_url) -> Path:
 
 
 def test_train_ctr_exports_the_next_version_with_the_prior_left_in_place(trained, repository) -> None:
-    from training import ctr_head
+    from training.ctr import ctr_install
 
     assert (trained / "model.onnx").is_file()
-    assert not ctr_head.is_ctr_head_up_to_date(repository, 2)
-    assert ctr_head.is_ctr_head_up_to_date(repository, 1)
-    assert ctr_head.holds_other_model(repository, 2)
-    assert ctr_head.latest_trained_version(repository) == 2
-    assert ctr_head.next_trained_version(repository) == 3
+    assert not ctr_install.is_ctr_head_up_to_date(repository, 2)
+    assert ctr_install.is_ctr_head_up_to_date(repository, 1)
+    assert ctr_install.holds_other_model(repository, 2)
+    assert ctr_install.latest_trained_version(repository) == 2
+    assert ctr_install.next_trained_version(repository) == 3
 
 
 def test_trained_head_metadata_records_kind_window_rows_and_metrics(trained) -> None:

@@ -1,4 +1,4 @@
-"""A tiny real fine-tuning run of ``shelfwise train encoder`` (training.train_encoder) on a
+"""A tiny real fine-tuning run of ``shelfwise train encoder`` (training.encoders.train_encoder) on a
 catalogue this test writes itself: all-MiniLM-L6-v2 as the base, a handful of steps. Checks
 that training lowers the contrastive loss, that the dev metric is computed before and during
 training, that a run is repeatable, and that the command saves a model that embeds like the
@@ -13,16 +13,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from training.export import pretrained_model_path
-from training.train_encoder import (
-    TrainingSettings,
-    build_dev_set,
-    judged_pairs,
-    load_encoder,
-    main,
-    read_products,
-    train,
-)
+from training.encoders.encoder_data import judged_pairs, read_products
+from training.encoders.encoder_model import load_encoder
+from training.encoders.encoder_training import TrainingSettings, build_dev_set, train
+from training.encoders.export import pretrained_model_path
+from training.encoders.train_encoder import main
 
 # Six shelves; the shop's department is the only category a product carries (like Instacart).
 SHELVES = {
@@ -139,7 +134,7 @@ def test_command_saves_the_best_model_and_its_report(fixture_files, tmp_path) ->
     # set exactly as the best evaluation did.
     assert (saved / "config.json").is_file() and (saved / "model.safetensors").is_file()
     assert not (saved / "adapter_config.json").exists()
-    from training.train_encoder import evaluate_dev
+    from training.encoders.encoder_training import evaluate_dev
 
     reloaded = load_encoder(saved, "", "")
     products = read_products(fixture_files["catalog"])

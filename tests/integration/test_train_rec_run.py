@@ -15,12 +15,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from training.eval_rec import evaluate_model, evaluate_popularity
-from training.eval_rec import main as eval_main
-from training.sequential_data import SequenceData, eval_split, item_counts, training_sequences
-from training.train_rec import (FULL_SOFTMAX_MAX_ITEMS, SAMPLED_NEGATIVES, RecSettings, default_negatives,
-                                 resolve_settings, train_model)
-from training.train_rec import main as train_main
+from training.rec.eval_rec import evaluate_model, evaluate_popularity
+from training.rec.eval_rec import main as eval_main
+from training.rec.rec_training import (
+    FULL_SOFTMAX_MAX_ITEMS,
+    SAMPLED_NEGATIVES,
+    RecSettings,
+    default_negatives,
+    resolve_settings,
+    train_model,
+)
+from training.rec.sequential_data import SequenceData, eval_split, item_counts, training_sequences
+from training.rec.train_rec import main as train_main
 
 NUM_ITEMS = 50
 REPOSITORY = Path(__file__).resolve().parents[2]
@@ -74,7 +80,7 @@ def test_training_beats_popularity_on_the_validation_item(variant):
 
 
 def test_only_the_untied_output_correction_gets_the_output_decay():
-    from training.train_rec import build_model, parameter_groups
+    from training.rec.rec_training import build_model, parameter_groups
 
     data = synthetic_shop(users=20)
     tied = build_model(data, fast_settings())
@@ -177,7 +183,7 @@ def test_ctrl_c_or_kill_keeps_the_best_epoch_so_far_and_resume_goes_on(tmp_path,
                "--batch-size", "32", "--layers", "1", "--no-progress"]
     # Far more epochs and patience than it will get: only Ctrl-C ends this run.
     process = subprocess.Popen(
-        [sys.executable, "-m", "training.train_rec", *options, "--epochs", "1000"],
+        [sys.executable, "-m", "training.rec.train_rec", *options, "--epochs", "1000"],
         cwd=REPOSITORY, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )
     try:
@@ -251,9 +257,9 @@ def test_train_and_eval_commands_write_model_reports_and_table(tmp_path, capsys,
     assert result["users"] == 200
 
     # A RecBole result (stubbed: the real run takes hours) lands in its row and in the comparison.
-    import training.eval_rec as eval_rec
+    import training.rec.eval_rec as eval_rec
 
-    def fake_recbole(name, sequences, work_dir, epochs, threads, fresh, cached_only=False, checkpoint=False):
+    def fake_recbole(name, sequences, work_dir, run):
         assert name == "Beauty" and len(sequences) == 200 and work_dir.name == "Beauty"
         return {"recall@10": 0.5, "ndcg@10": 0.25, "recall@20": 0.6, "ndcg@20": 0.3, "train_seconds": 1.0,
                 "epochs_run": 3, "cached": True, "config": {"epochs": 3}}
@@ -267,8 +273,8 @@ def test_train_and_eval_commands_write_model_reports_and_table(tmp_path, capsys,
     assert recbole["metrics"]["ndcg@10"] == 0.25 and recbole["history_excluded"] is False
 
     # --recbole-checkpoint: the best checkpoint of an unfinished run, named as such.
-    def fake_checkpoint(name, sequences, work_dir, epochs, threads, fresh, cached_only=False, checkpoint=False):
-        assert checkpoint
+    def fake_checkpoint(name, sequences, work_dir, run):
+        assert run.checkpoint
         return {"recall@10": 0.5, "ndcg@10": 0.25, "recall@20": 0.6, "ndcg@20": 0.3, "checkpoint": True,
                 "checkpoint_epoch": 20, "best_valid_ndcg@10": 0.05, "checkpoint_epoch_cap": 300,
                 "history_excluded": {"recall@10": 0.6, "ndcg@10": 0.3, "recall@20": 0.7, "ndcg@20": 0.35}}

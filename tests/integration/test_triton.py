@@ -75,7 +75,7 @@ def onnx_path(repository: Path, model: str) -> Path:
         (int(p.name) for p in (repository / model).iterdir() if p.name.isdigit() and (p / "model.onnx").is_file())
     )
     if not versions:
-        pytest.fail(f"{model} has a config.pbtxt but no exported model.onnx: run `python -m training.export`")
+        pytest.fail(f"{model} has a config.pbtxt but no exported model.onnx: run `python -m training.encoders.export`")
     return repository / model / str(versions[-1]) / "model.onnx"
 
 
@@ -120,7 +120,7 @@ def tokenizers(repository) -> dict:
     for model in TEXT_ENCODERS:
         path = onnx_path(repository, model).parent / "tokenizer" / "tokenizer.json"
         if not path.is_file():
-            pytest.fail(f"{path} missing: run `python -m training.export`")
+            pytest.fail(f"{path} missing: run `python -m training.encoders.export`")
         loaded[model] = Tokenizer.from_file(str(path))
     return loaded
 

@@ -39,7 +39,7 @@ def register(commands) -> None:
 async def run_up(args) -> int:
     from services.local.catalog_import import read_catalog_file
     from services.local.stack import LocalStack, StackSettings
-    from training.export import main as export_models
+    from training.encoders.export import main as export_models
 
     started = time.monotonic()
     repository = Path(args.model_repository).resolve()

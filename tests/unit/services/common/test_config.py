@@ -262,7 +262,7 @@ def test_pass_through_commands_hand_every_option_on_including_help(capsys):
     from services.cli.main import main
 
     for argv, usage in (
-        (["export", "--help"], "python -m training.export"),
+        (["export", "--help"], "python -m training.encoders.export"),
         (["train", "encoder", "--help"], "shelfwise train encoder"),
         (["eval", "query-understanding", "--help"], "shelfwise eval query-understanding"),
     ):

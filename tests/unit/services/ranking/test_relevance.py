@@ -1,6 +1,6 @@
 """Relevance ranking: the category vote, the relevance features, and the ranker ordering search
 results by a real ONNX relevance ranker (trained here on synthetic judgments through
-`training.train_ranker`) with the documented adjustments."""
+`training.search.train_ranker`) with the documented adjustments."""
 
 from __future__ import annotations
 
@@ -94,7 +94,7 @@ def test_cheapness_is_the_price_rank_from_dearest_to_cheapest() -> None:
 def repository(tmp_path_factory):
     """A relevance_ranker version trained on synthetic judgments where relevance follows the
     English cosine, through the real training and export code."""
-    from training.train_ranker import Calibration, JudgedQuery, RankerSettings, calibrate, fit, ranker_graph
+    from training.search.train_ranker import Calibration, JudgedQuery, RankerSettings, calibrate, fit, ranker_graph
 
     rng = np.random.default_rng(1)
     queries = []

@@ -1,0 +1,1 @@
+"""Unit tests of the training/ packages, one folder per package."""
