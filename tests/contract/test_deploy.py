@@ -35,6 +35,8 @@ TOOLS_REQUIREMENTS = REPO / ".ci" / "deploy-tools.txt"
 TOOLS = Path(os.environ.get("SHELFWISE_DEPLOY_TOOLS", REPO / ".venv-deploy" / "bin"))
 # The oldest and the newest Kubernetes release the manifests are validated against.
 KUBERNETES_VERSIONS = ("1.30.0", "1.37.0")
+# The oldest kubectl the overlays are rendered with (.ci/kubectl-oldest.txt), beside TOOLS' newest.
+OLDEST_KUBECTL = Path(os.environ.get("SHELFWISE_OLDEST_KUBECTL", REPO / ".venv-deploy" / "kubectl-oldest" / "bin" / "kubectl"))
 
 IMAGE = "ghcr.io/shelfwise/shelfwise"
 # The export Job's image: the same Dockerfile's `train` target (torch and pretrained weights).
@@ -107,6 +109,40 @@ def rendered_dir(tmp_path_factory) -> Path:
         assert result.returncode == 0, f"overlay {overlay} does not render:\n{result.stderr}"
         (out / f"{overlay}.yaml").write_text(result.stdout)
     return out
+
+
+def test_every_overlay_renders_the_same_with_the_oldest_and_the_newest_kubectl(rendered_dir):
+    if not (OLDEST_KUBECTL.is_file() and os.access(OLDEST_KUBECTL, os.X_OK)):
+        pytest.fail(f"{OLDEST_KUBECTL} not found: make deploy-tools (see .ci/kubectl-oldest.txt)", pytrace=False)
+    for overlay in OVERLAYS:
+        result = run([OLDEST_KUBECTL, "kustomize", DEPLOY / "overlays" / overlay])
+        assert result.returncode == 0, f"overlay {overlay} does not render with {OLDEST_KUBECTL}:\n{result.stderr}"
+        assert result.stdout == (rendered_dir / f"{overlay}.yaml").read_text(), f"{overlay} renders differently"
+
+
+def patch_documents(kustomization: Path) -> list[tuple[str, list]]:
+    """(where, its YAML documents) for every patch a kustomization applies, inline or from a file."""
+    spec = yaml.safe_load(kustomization.read_text())
+    found = []
+    for number, patch in enumerate(spec.get("patches") or []):
+        text = patch["patch"] if "patch" in patch else (kustomization.parent / patch["path"]).read_text()
+        where = f"{kustomization.relative_to(REPO)} patches[{number}]"
+        found.append((where, [doc for doc in yaml.safe_load_all(text) if doc is not None]))
+    return found
+
+
+def test_no_patch_deletes_more_than_one_resource():
+    """kustomize 5.0-5.6 (kubectl 1.27-1.33, still common in clusters) panics with a nil pointer
+    dereference on a patch holding several `$patch: delete` documents
+    (kubernetes-sigs/kustomize#5552, fixed in kustomize 5.7): the kubectl versions CI can run
+    both bundle 5.8, so the pattern itself is kept out. One delete per patch, with a target."""
+    several = [
+        where
+        for kustomization in sorted(DEPLOY.rglob("kustomization.yaml"))
+        for where, documents in patch_documents(kustomization)
+        if sum(isinstance(doc, dict) and doc.get("$patch") == "delete" for doc in documents) > 1
+    ]
+    assert not several, f"patches deleting several resources at once: {several}"
 
 
 @pytest.fixture(scope="session")
