@@ -13,6 +13,7 @@ import uuid
 from pathlib import Path
 
 from services.cli.commands.client import recommend, search
+from services.cli.library_noise import quiet_library_noise
 from services.local.catalog_import import demo_catalog_path
 
 DEMO_QUERIES = (
@@ -37,6 +38,7 @@ def register(commands) -> None:
 
 
 async def run_up(args) -> int:
+    quiet_library_noise()
     from services.local.catalog_import import read_catalog_file
     from services.local.stack import LocalStack, StackSettings
     from training.encoders.export import main as export_models
