@@ -23,7 +23,9 @@ $(VENV)/.installed: pyproject.toml
 export: install
 	$(BIN)/shelfwise export
 
-up: export
+# `shelfwise up` exports what is missing or outdated itself: depending on `export` as well would
+# print every export step twice.
+up: install
 	$(BIN)/shelfwise up
 
 deploy-tools: $(DEPLOY_VENV)/.installed

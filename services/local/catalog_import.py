@@ -5,6 +5,7 @@ imports nothing from training/ or the CLI, so training can use it without an imp
 
 from __future__ import annotations
 
+import sys
 from importlib import resources
 from pathlib import Path
 
@@ -40,7 +41,7 @@ async def import_products(products, retrieval_address: str, batch_size: int = 20
     inserted = updated = 0
     async with create_channel(retrieval_address, 64 * 1024 * 1024) as channel:
         stub = retrieval_pb2_grpc.RetrievalServiceStub(channel)
-        with tqdm(total=len(products), unit="product", desc="import", disable=not progress) as bar:
+        with tqdm(total=len(products), unit="product", desc="import", disable=not progress or not sys.stderr.isatty()) as bar:
             for batch in chunked(products, batch_size):
                 response = await stub.UpsertProducts(
                     retrieval_pb2.UpsertProductsRequest(products=[product_to_pb(p) for p in batch]), timeout=300

@@ -1,5 +1,6 @@
-"""The command line as a user runs it: `shelfwise up` (the README's first command) and
-`shelfwise import-catalog`, in real subprocesses."""
+"""The command line as a user runs it: `shelfwise up` (the README's first command),
+`shelfwise import-catalog`, `search --json` into `track`, in real subprocesses (the README's
+examples are run by test_readme.py)."""
 
 from __future__ import annotations
 
@@ -27,6 +28,8 @@ def test_shelfwise_up_starts_everything_prints_ranked_results_and_stops_cleanly(
     assert "recommend complete_cart sku-redwine-0001" in output
     assert "recommend for_user new-shopper-" in output
     assert output.count("    1. ") >= 4, output
+    assert "    1. sku-redwine-" in output, "each result line shows its product id"
+    assert "record a click on the first result: shelfwise track --request-id " in output
     assert "stopped: all services exited cleanly" in output
 
 
@@ -60,6 +63,27 @@ async def test_import_catalog_reports_the_bad_row_and_imports_nothing(system, tm
     )
     assert completed.returncode == 0, completed.stderr
     assert "imported 1 products (1 new, 0 updated)" in completed.stdout
+
+
+async def test_search_json_gives_the_ids_that_track_takes(system):
+    """`--json` prints one JSON object with the proto's field names; the request_id, product id
+    and position it holds are what `shelfwise track` accepts."""
+    import json
+
+    run = lambda *args, **kwargs: asyncio.to_thread(subprocess.run, *args, **kwargs)  # noqa: E731
+    address = ["--address", system.address("gateway")]
+    completed = await run([sys.executable, "-m", "services.cli", "search", "red wine", "--page-size", "3", "--json",
+                           *address], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 0, completed.stderr
+    response = json.loads(completed.stdout)
+    first = response["results"][0]
+    assert first["product"]["category"] == "Red Wine" and first["position"] == 1
+
+    completed = await run([sys.executable, "-m", "services.cli", "track", "--request-id", response["request_id"],
+                           "--product-id", first["product"]["id"], "--position", str(first["position"]), "--json",
+                           *address], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 0, completed.stderr
+    assert json.loads(completed.stdout) == {"accepted": 1}
 
 
 def test_kill_stops_a_running_command_and_what_it_started(tmp_path):

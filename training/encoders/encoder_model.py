@@ -65,7 +65,7 @@ class Encoder:
         out = torch.empty((len(prefixed), self.model.config.hidden_size))
         try:
             with torch.no_grad(), tqdm(total=len(prefixed), desc=desc or f"encode {kind}s", unit="text",
-                                       leave=False, file=sys.stderr, disable=desc is None) as bar:
+                                       leave=False, file=sys.stderr, disable=desc is None or not sys.stderr.isatty()) as bar:
                 for start in range(0, len(order), batch_size):
                     rows = order[start:start + batch_size]
                     encoded = self.tokenizer([prefixed[i] for i in rows], padding=True, truncation=True,

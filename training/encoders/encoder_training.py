@@ -302,7 +302,8 @@ def train(encoder: Encoder, data: PairData, texts: dict[str, str], dev: DevSet |
     stopped_early = False
     step = 0
     encoder.model.train()
-    with tqdm(total=settings.steps, desc="train encoder", unit="step", file=sys.stderr, disable=not progress) as bar:
+    with tqdm(total=settings.steps, desc="train encoder", unit="step", file=sys.stderr,
+              disable=not progress or not sys.stderr.isatty()) as bar:
         for step in range(1, settings.steps + 1):
             loss = batch_loss(encoder, sampler.next_batch(), data.relevant, texts, settings)
             loss.backward()

@@ -391,6 +391,8 @@ def export_sentence_encoder(hf_dir: Path, destination: EncoderVersion, text: Tex
         export_torch(wrapper, example, staged_model, TorchGraph(
             input_names=list(INPUT_NAMES), output_names=[OUTPUT_NAME], opset_version=OPSET_VERSION,
             dynamic_shapes={"input_ids": {0: batch, 1: sequence}, "attention_mask": {0: batch, 1: sequence}},
+            # The exporter's own "[torch.onnx] ..." step lines repeat what the line above says.
+            quiet=True,
         ))
         size_mb = staged_model.stat().st_size / 1e6
         _log(start, f"exported graph: {size_mb:.1f} MB; running onnx.checker")

@@ -13,13 +13,18 @@ from __future__ import annotations
 import argparse
 import importlib
 
+from services.cli.library_noise import quiet_library_noise
 
-def delegate(commands, name: str, help_text: str, target: str) -> None:
+
+def delegate(commands, name: str, help_text: str, target: str, quiet_libraries: bool = False) -> None:
     """Adds subcommand `name`, which calls `target` ("package.module:function") with the
-    arguments after the name (its own parser then reads them, --help included)."""
+    arguments after the name (its own parser then reads them, --help included). With
+    `quiet_libraries`, the libraries' noise is filtered first (services/cli/library_noise.py)."""
     module_name, _, function_name = target.partition(":")
 
     def run(args) -> int:
+        if quiet_libraries:
+            quiet_library_noise()
         return getattr(importlib.import_module(module_name), function_name)(args.rest)
 
     sub = commands.add_parser(name, help=help_text, add_help=False)

@@ -1,8 +1,11 @@
 """`shelfwise search`, `recommend`, `track` and `import-catalog`: a shop's calls to a running
-gateway (and retrieval, for the catalogue), printed for a person to read."""
+gateway (and retrieval, for the catalogue), printed for a person to read, or with `--json` as
+one JSON object for a script."""
 
 from __future__ import annotations
 
+import json
+import shlex
 import sys
 import uuid
 from pathlib import Path
@@ -19,41 +22,43 @@ def register(commands) -> None:
         sub.add_argument("--address", default=GATEWAY_ADDRESS, help="gateway address")
         sub.add_argument("--timeout", type=float, default=10.0, help="deadline in seconds")
         sub.add_argument("--user-id")
+        sub.add_argument("--json", action="store_true",
+                         help="print the response as one JSON object (proto field names) instead of text")
         return sub
 
-    search = client("search", "search the catalogue")
-    search.add_argument("query")
-    search.add_argument("--page-size", type=int, default=10)
-    search.add_argument("--page-token")
-    search.add_argument("--category", action="append")
-    search.add_argument("--brand", action="append")
-    search.add_argument("--min-price", type=float)
-    search.add_argument("--max-price", type=float)
-    search.add_argument("--session-id")
-    search.set_defaults(run=search)
+    search_parser = client("search", "search the catalogue")
+    search_parser.add_argument("query")
+    search_parser.add_argument("--page-size", type=int, default=10)
+    search_parser.add_argument("--page-token")
+    search_parser.add_argument("--category", action="append")
+    search_parser.add_argument("--brand", action="append")
+    search_parser.add_argument("--min-price", type=float)
+    search_parser.add_argument("--max-price", type=float)
+    search_parser.add_argument("--session-id")
+    search_parser.set_defaults(run=search)
 
-    recommend = client(
+    recommend_parser = client(
         "recommend", "similar products, popular in a category, next for a shopper, or what completes a cart"
     )
-    recommend.add_argument("--product-id", help="similar to this product")
-    recommend.add_argument("--category", help="popular in this category (alone), or the context of --for-user")
-    recommend.add_argument("--for-user", action="store_true",
-                           help="next for the shopper: --history, else the events of --user-id / --session-id")
-    recommend.add_argument("--history", nargs="+", metavar="PRODUCT_ID", help="the shopper's products, oldest first")
-    recommend.add_argument("--cart", nargs="+", metavar="PRODUCT_ID", help="complete this cart")
-    recommend.add_argument("--session-id")
-    recommend.add_argument("--page-size", type=int, default=10)
-    recommend.set_defaults(run=recommend)
+    recommend_parser.add_argument("--product-id", help="similar to this product")
+    recommend_parser.add_argument("--category", help="popular in this category (alone), or the context of --for-user")
+    recommend_parser.add_argument("--for-user", action="store_true",
+                                  help="next for the shopper: --history, else the events of --user-id / --session-id")
+    recommend_parser.add_argument("--history", nargs="+", metavar="PRODUCT_ID", help="the shopper's products, oldest first")
+    recommend_parser.add_argument("--cart", nargs="+", metavar="PRODUCT_ID", help="complete this cart")
+    recommend_parser.add_argument("--session-id")
+    recommend_parser.add_argument("--page-size", type=int, default=10)
+    recommend_parser.set_defaults(run=recommend)
 
-    track = client("track", "record a click, add-to-cart or purchase of a shown product")
-    track.add_argument("--request-id", required=True)
-    track.add_argument("--product-id", required=True)
-    track.add_argument("--position", type=int, required=True)
-    track.add_argument("--type", choices=["click", "add_to_cart", "purchase"], default="click")
-    track.add_argument("--event-id", help="idempotency key (default: random)")
-    track.add_argument("--quantity", type=int, default=1)
-    track.add_argument("--value", type=float, default=0.0)
-    track.set_defaults(run=track)
+    track_parser = client("track", "record a click, add-to-cart or purchase of a shown product")
+    track_parser.add_argument("--request-id", required=True, help="the request_id a search or recommend printed")
+    track_parser.add_argument("--product-id", required=True, help="the product id of the result, as printed")
+    track_parser.add_argument("--position", type=int, required=True, help="the result's position, as printed (1 = first)")
+    track_parser.add_argument("--type", choices=["click", "add_to_cart", "purchase"], default="click")
+    track_parser.add_argument("--event-id", help="idempotency key (default: random)")
+    track_parser.add_argument("--quantity", type=int, default=1)
+    track_parser.add_argument("--value", type=float, default=0.0)
+    track_parser.set_defaults(run=track)
 
     importer = commands.add_parser("import-catalog", help="import a JSONL/CSV/Parquet catalogue")
     importer.add_argument("file")
@@ -71,27 +76,30 @@ def gateway_stub(address: str):
     return channel, gateway_pb2_grpc.GatewayServiceStub(channel)
 
 
-def print_results(title: str, response) -> None:
+def print_json(response) -> None:
+    """The whole response as one JSON object on one line, named as in the proto files."""
+    from google.protobuf.json_format import MessageToDict
+
+    print(json.dumps(MessageToDict(response, preserving_proto_field_name=True), ensure_ascii=False))
+
+
+def track_example(response, address: str) -> str:
+    """A `shelfwise track` command for the first result, to copy: it records a click on it."""
+    first = response.results[0]
+    command = ["shelfwise", "track", "--request-id", response.request_id, "--product-id", first.product.id,
+               "--position", str(first.position)]
+    if address != GATEWAY_ADDRESS:
+        command += ["--address", address]
+    return shlex.join(command)
+
+
+def print_results(title: str, response, address: str) -> None:
+    """Each result as position, product id, title, price, category and score (with its two
+    largest reasons), then the request_id and a track command for the first result."""
     print(f"\n{title}")
     interpretation = getattr(response, "interpretation", None)
     if interpretation is not None and interpretation.corrected_query:
-        filters = interpretation.extracted_filters
-        notes = [f"language={interpretation.language}", f"matched text={interpretation.search_text!r}"]
-        if interpretation.translated_text:
-            notes.append(f"also searched as {interpretation.translated_text!r}")
-        if filters.price.HasField("min") or filters.price.HasField("max"):
-            low = f"{filters.price.min:g}" if filters.price.HasField("min") else ""
-            high = f"{filters.price.max:g}" if filters.price.HasField("max") else ""
-            notes.append(f"price={low}..{high}")
-        if filters.attributes:
-            notes.append("attributes=" + ",".join(f"{k}={v}" for k, v in filters.attributes.items()))
-        if interpretation.prefers_low_price:
-            notes.append("prefers low prices")
-        if interpretation.predicted_categories:
-            notes.append("categories=" + ", ".join(
-                f"{c.category} {c.score:.2f}" for c in interpretation.predicted_categories
-            ))
-        print(f"  understood: {interpretation.corrected_query!r} ({'; '.join(notes)})")
+        print_interpretation(interpretation)
         print(f"  {response.total_size} products match")
     for note in getattr(response, "notes", ()):
         print(f"  note: {note}")
@@ -101,12 +109,35 @@ def print_results(title: str, response) -> None:
         product = result.product
         top = sorted(result.reasons, key=lambda r: -r.contribution)[:2]
         why = ", ".join(f"{r.feature} {r.value:.2f}" for r in top)
-        print(f"  {result.position:>3}. {product.title[:60]:<60} {product.price:>8.2f} {product.currency}  "
-              f"[{product.category}] score={result.score:.3f} ({why})")
+        print(f"  {result.position:>3}. {product.id:<18} {product.title[:52]:<52} {product.price:>8.2f} "
+              f"{product.currency}  [{product.category}] score={result.score:.3f} ({why})")
     if not response.results:
         print("  (no results)")
     timings = ", ".join(f"{t.stage} {t.milliseconds:.0f} ms" for t in response.timings)
     print(f"  request_id={response.request_id} model_version={response.model_version} [{timings}]")
+    if response.results:
+        print(f"  record a click on the first result: {track_example(response, address)}")
+
+
+def print_interpretation(interpretation) -> None:
+    """What query understanding read in the query: corrections, language, filters, categories."""
+    filters = interpretation.extracted_filters
+    notes = [f"language={interpretation.language}", f"matched text={interpretation.search_text!r}"]
+    if interpretation.translated_text:
+        notes.append(f"also searched as {interpretation.translated_text!r}")
+    if filters.price.HasField("min") or filters.price.HasField("max"):
+        low = f"{filters.price.min:g}" if filters.price.HasField("min") else ""
+        high = f"{filters.price.max:g}" if filters.price.HasField("max") else ""
+        notes.append(f"price={low}..{high}")
+    if filters.attributes:
+        notes.append("attributes=" + ",".join(f"{k}={v}" for k, v in filters.attributes.items()))
+    if interpretation.prefers_low_price:
+        notes.append("prefers low prices")
+    if interpretation.predicted_categories:
+        notes.append("categories=" + ", ".join(
+            f"{c.category} {c.score:.2f}" for c in interpretation.predicted_categories
+        ))
+    print(f"  understood: {interpretation.corrected_query!r} ({'; '.join(notes)})")
 
 
 async def search(args) -> int:
@@ -125,7 +156,10 @@ async def search(args) -> int:
             user_id=args.user_id or "", session_id=args.session_id or "",
         )
         response = await stub.Search(request, timeout=args.timeout)
-    print_results(f"search {args.query!r}", response)
+    if args.json:
+        print_json(response)
+        return 0
+    print_results(f"search {args.query!r}", response, args.address)
     if response.next_page_token:
         print(f"  next page: --page-token {response.next_page_token}")
     return 0
@@ -162,9 +196,12 @@ async def recommend(args) -> int:
             ),
             timeout=args.timeout,
         )
+    if args.json:
+        print_json(response)
+        return 0
     what = gateway_pb2.RecommendMode.Name(mode).removeprefix("RECOMMEND_MODE_").lower()
     seed = args.product_id or args.category or ",".join(args.cart or args.history or []) or args.user_id or args.session_id
-    print_results(f"recommend {what} {seed or ''}".rstrip(), response)
+    print_results(f"recommend {what} {seed or ''}".rstrip(), response, args.address)
     return 0
 
 
@@ -186,6 +223,9 @@ async def track(args) -> int:
         )
         interaction.occurred_at.GetCurrentTime()
         response = await stub.Track(gateway_pb2.TrackRequest(interactions=[interaction]), timeout=args.timeout)
+    if args.json:
+        print_json(response)
+        return 0
     print(f"accepted={response.accepted} duplicates={response.duplicates}")
     return 0
 

@@ -8,7 +8,8 @@ from services.cli.commands import delegate
 
 
 def register(commands) -> None:
-    delegate(commands, "export", "export the models to ONNX in model_repository/", "training.encoders.export:main")
+    delegate(commands, "export", "export the models to ONNX in model_repository/", "training.encoders.export:main",
+             quiet_libraries=True)
     delegate(commands, "quantize", "write an int8 version of a text encoder for CPU serving (~2x faster)",
              "training.encoders.quantize:main")
 

@@ -13,6 +13,7 @@ import uuid
 from pathlib import Path
 
 from services.cli.commands.client import recommend, search
+from services.cli.library_noise import quiet_library_noise
 from services.local.catalog_import import demo_catalog_path
 
 DEMO_QUERIES = (
@@ -37,6 +38,7 @@ def register(commands) -> None:
 
 
 async def run_up(args) -> int:
+    quiet_library_noise()
     from services.local.catalog_import import read_catalog_file
     from services.local.stack import LocalStack, StackSettings
     from training.encoders.export import main as export_models
@@ -72,7 +74,7 @@ async def run_up(args) -> int:
         for query in args.queries or DEMO_QUERIES:
             await search(argparse.Namespace(
                 address=gateway, query=query, page_size=5, page_token="", category=None, brand=None,
-                min_price=None, max_price=None, user_id="demo-user", session_id="demo", timeout=10.0,
+                min_price=None, max_price=None, user_id="demo-user", session_id="demo", timeout=10.0, json=False,
             ))
         await demo_recommendations(gateway)
         if args.exit:
@@ -90,6 +92,6 @@ async def demo_recommendations(gateway: str) -> None:
     """Recommend on the demo catalogue: what completes a cart, and a first-time shopper (cold
     start: popular products, or the session's clicks once there are some)."""
     base = dict(address=gateway, product_id=None, category=None, for_user=False, history=None, cart=None,
-                user_id=None, session_id=None, page_size=5, timeout=10.0)
+                user_id=None, session_id=None, page_size=5, timeout=10.0, json=False)
     await recommend(argparse.Namespace(**dict(base, cart=["sku-redwine-0001"])))
     await recommend(argparse.Namespace(**dict(base, for_user=True, user_id=f"new-shopper-{uuid.uuid4().hex[:6]}")))

@@ -1,0 +1,98 @@
+"""The README's shell examples, run: every `shelfwise` client command of its ```sh blocks
+(search, recommend, track, import-catalog) as a subprocess against the started system, in order
+and with the shell lines between them (the one that writes products.jsonl), each of which must
+exit 0 and print something. A README example that stops working fails this test.
+
+Not run, by subcommand (each is named in EXCLUDED with why; a `shelfwise` command that is in
+neither list fails the test, so a new README example is never skipped unnoticed): `make up` /
+`make test` and `shelfwise up` / `triton` start a whole system of their own (test_cli.py runs
+`up`); `export`, `quantize` and `train` write into model_repository/, which tests only read;
+`eval`, `bench` and `simulate` take minutes to hours, or need placeholders filled in.
+
+The one liberty taken: a request_id is new on every search, so a `track` line gets the
+request_id printed by the search before it instead of the README's, and the product id the
+README tracks must be one that search printed."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shlex
+import subprocess
+import sys
+
+from tests.conftest import ROOT
+
+README = ROOT / "README.md"
+
+# Client subcommands: run against the gateway, or retrieval for the catalogue import.
+CLIENT_COMMANDS = {"search", "recommend", "track", "import-catalog"}
+EXCLUDED = {
+    "up": "starts its own PostgreSQL and services (tests/integration/test_cli.py runs it)",
+    "triton": "starts a Triton server",
+    "export": "writes into model_repository/, which the tests only read",
+    "quantize": "writes a model version into model_repository/",
+    "train": "trains for minutes and exports into model_repository/",
+    "eval": "evaluations on the benchmark data sets take minutes; offpolicy needs times filled in",
+    "bench": "load and latency benchmarks run for minutes on their own system",
+    "simulate": "a simulated A/B test through its own system, minutes",
+}
+
+
+def shell_examples(text: str) -> list[str]:
+    """The command lines of every ```sh block, in order."""
+    blocks = re.findall(r"^```sh\n(.*?)^```", text, flags=re.MULTILINE | re.DOTALL)
+    return [line.strip() for block in blocks for line in block.splitlines() if line.strip()]
+
+
+def option(args: list[str], name: str) -> str:
+    return args[args.index(name) + 1]
+
+
+def test_the_readme_shows_the_client_commands():
+    commands = [shlex.split(line, comments=True) for line in shell_examples(README.read_text(encoding="utf-8"))]
+    shown = {args[1] for args in commands if args[:1] == ["shelfwise"]}
+    assert CLIENT_COMMANDS <= shown, f"README.md shows no example of {sorted(CLIENT_COMMANDS - shown)}"
+    assert len(README.read_bytes()) < 12 * 1024, "README.md is meant to stay under 12 KB"
+
+
+async def test_every_client_example_of_the_readme_runs(system, tmp_path):
+    # The servers run on this test's event loop: the commands run in a thread so as not to block it.
+    def run(command, **kwargs):
+        return asyncio.to_thread(subprocess.run, command, cwd=tmp_path, capture_output=True, text=True,
+                                 timeout=120, **kwargs)
+
+    cli = [sys.executable, "-m", "services.cli"]
+    # The commands run in a scratch folder (the README writes products.jsonl): the code is found by path.
+    environ = {**os.environ, "PYTHONPATH": f"{ROOT}:{ROOT / 'protos'}"}
+    last_search = ""
+    ran = []
+    for line in shell_examples(README.read_text(encoding="utf-8")):
+        args = shlex.split(line, comments=True)
+        if args[0] == "make":
+            continue  # `make up` / `make test`: the set-up itself
+        if args[0] != "shelfwise":
+            completed = await run(line, shell=True, executable="/bin/bash")
+            assert completed.returncode == 0, f"{line}\n{completed.stderr}"
+            continue
+        subcommand = args[1]
+        if subcommand in EXCLUDED:
+            continue
+        assert subcommand in CLIENT_COMMANDS, f"README runs `shelfwise {subcommand}`: run it here or exclude it"
+        if subcommand == "track":
+            printed_ids = re.search(r"request_id=(\w+)", last_search)
+            assert printed_ids, f"README's `{line}` follows no search that printed a request_id"
+            assert f" {option(args, '--product-id')} " in last_search, (
+                f"README tracks {option(args, '--product-id')}, which the search before it did not print:\n"
+                f"{last_search}")
+            args[args.index("--request-id") + 1] = printed_ids.group(1)
+        target = (["--retrieval-address", system.address("retrieval")] if subcommand == "import-catalog"
+                  else ["--address", system.address("gateway")])
+        completed = await run([*cli, *args[1:], *target], env=environ)
+        assert completed.returncode == 0, f"{line}\n{completed.stdout}\n{completed.stderr}"
+        assert completed.stdout.strip(), f"{line} printed nothing"
+        if subcommand == "search" and "--json" not in args:
+            last_search = completed.stdout
+        ran.append(subcommand)
+    assert set(ran) == CLIENT_COMMANDS, ran
