@@ -17,7 +17,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
 from services.common.inference import TRAINED_ON_SHOP_DATA
-from tests.conftest import UNTRAINED_EXPORTS, export_untrained
+from tests.support.models import UNTRAINED_EXPORTS, export_untrained
 
 MODEL_REPOSITORY = Path(__file__).resolve().parents[2] / "model_repository"
 CONFIG_PATHS = sorted(MODEL_REPOSITORY.glob("*/config.pbtxt"))

@@ -23,7 +23,7 @@ from services.common.channels import create_channel, wait_until_serving
 from services.common.config import SecuritySettings
 from services.events.config import EventsSettings
 from services.events.server import create_server
-from tests.conftest import metric_points
+from tests.support.telemetry import metric_points
 
 SHOP_TOKEN = f"shop-{uuid.uuid4().hex}"
 GATEWAY_TOKEN = f"gateway-{uuid.uuid4().hex}"

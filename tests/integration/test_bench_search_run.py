@@ -65,7 +65,7 @@ async def test_an_interrupted_catalogue_import_goes_on_where_it_stopped(postgres
     from services.cli.bench.synthetic_import import IMPORT_STATE, ImportState, import_synthetic
     from services.retrieval.config import RetrievalSettings
     from services.retrieval.server import create_server
-    from tests.conftest import create_database, system_environment
+    from tests.support.system import create_database, system_environment
 
     monkeypatch.setattr(bench, "IMPORT_BATCH", 10)
     items, seed = 60, 11

@@ -10,7 +10,7 @@ import subprocess
 import sys
 
 from services.local.processes import free_port_environment
-from tests.conftest import MODEL_REPOSITORY, ROOT
+from tests.support.paths import MODEL_REPOSITORY, ROOT
 
 def test_shelfwise_up_starts_everything_prints_ranked_results_and_stops_cleanly(tmp_path):
     env = {**os.environ, **free_port_environment()}

@@ -21,7 +21,7 @@ from scipy.stats import spearmanr
 from services.ranking.features import FEATURE_NAMES
 from services.ranking.scorers import FEATURE_WEIGHTS, FeatureScorer
 
-from tests.conftest import require_export
+from tests.support.models import require_export
 
 MODEL_REPOSITORY = Path(__file__).resolve().parents[2] / "model_repository"
 VERSION_DIR = MODEL_REPOSITORY / "ctr_head" / "1"

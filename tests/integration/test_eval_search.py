@@ -8,7 +8,8 @@ import os
 import subprocess
 import sys
 
-from tests.conftest import MODEL_REPOSITORY, ROOT, require_export
+from tests.support.models import require_export
+from tests.support.paths import MODEL_REPOSITORY, ROOT
 
 PRODUCTS = [
     # Fruit that never says "fruit": only a semantic match finds it for "fresh fruit".

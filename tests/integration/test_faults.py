@@ -42,8 +42,8 @@ from services.local.catalog_import import demo_catalog_path, import_catalog
 from services.common.channels import create_channel
 from services.common.config import text_encoder_model
 from services.common.inference import find_model
-from tests.conftest import system_environment
-from tests.integration.test_events_at_scale import OwnPostgres
+from tests.support.system import system_environment
+from tests.support.own_postgres import OwnPostgres
 
 # The caller's deadline on every Search and Track of the load.
 CALL_DEADLINE = 15.0

@@ -12,7 +12,7 @@ from shelfwise.query_understanding.v1 import query_understanding_pb2_grpc as qu_
 
 from services.common.channels import create_channel
 from services.local.catalog_import import demo_catalog_path, read_catalog_file
-from tests.conftest import create_database, start_system, system_environment
+from tests.support.system import create_database, start_system, system_environment
 
 
 async def understand(stack, query: str) -> qu_pb2.UnderstandResponse:

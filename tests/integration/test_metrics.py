@@ -2,7 +2,7 @@
 stage latencies and impression queue, events ingested and refused, the retrieval index, and
 the Triton client's attempts and retries.
 
-The in-memory reader of tests/conftest.py is cumulative and shared by the whole session, so
+The in-memory reader of tests/support/telemetry.py is cumulative and shared by the whole session, so
 every check compares a count before and after the calls under test.
 """
 
@@ -24,7 +24,7 @@ from shelfwise.retrieval.v1 import retrieval_pb2, retrieval_pb2_grpc
 from services.common.channels import create_channel
 from services.common.errors import Unavailable
 from services.common.metrics import DURATION_BUCKETS_MS
-from tests.conftest import metric_points
+from tests.support.telemetry import metric_points
 
 GATEWAY = "shelfwise.gateway.v1.GatewayService"
 OK = grpc.StatusCode.OK.value[0]

@@ -15,7 +15,7 @@ from shelfwise.events.v1 import events_pb2
 from shelfwise.gateway.v1 import gateway_pb2
 
 from services.common.channels import create_channel
-from tests.conftest import metric_points
+from tests.support.telemetry import metric_points
 
 SERVICES = ("gateway", "query_understanding", "retrieval", "ranking", "events")
 

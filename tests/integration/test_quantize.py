@@ -16,7 +16,7 @@ import numpy as np
 import onnx
 import pytest
 
-from tests.conftest import require_export
+from tests.support.models import require_export
 from training.encoders.e5_texts import REFERENCE_PASSAGES, REFERENCE_QUERIES
 from training.encoders.quantize import MIN_COSINE_INT8, main, quantize_sentence_encoder
 from training.search.eval_search import finetuned_encoder, trained_from

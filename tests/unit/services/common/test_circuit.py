@@ -167,7 +167,7 @@ def test_settings_come_from_the_environment_with_defaults():
 
 async def test_each_transition_sets_the_state_metric_of_its_breaker(clock):
     from services.common.metrics import CircuitMetrics
-    from tests.conftest import metric_points
+    from tests.support.telemetry import metric_points
 
     def state(name: str) -> float:
         (point,) = [p for p in metric_points("shelfwise.circuit.state") if p.attributes["circuit"] == name]
