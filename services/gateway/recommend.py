@@ -57,11 +57,14 @@ class RecommendFlow:
         context = RequestContext.of(request, request_id, remaining)
         filters = common_pb2.Filters()
         filters.CopyFrom(request.filters)
-        if request.mode in PERSONAL_MODES:
-            seed, page = await self._personal(context, request, supplied_history, filters, (offset, page_size))
-        else:
-            seed, inputs = await self._seeded_inputs(context, request, filters)
-            page = await self._stages.retrieve_and_rank(context, inputs, offset, page_size)
+        try:
+            if request.mode in PERSONAL_MODES:
+                seed, page = await self._personal(context, request, supplied_history, filters, (offset, page_size))
+            else:
+                seed, inputs = await self._seeded_inputs(context, request, filters)
+                page = await self._stages.retrieve_and_rank(context, inputs, offset, page_size)
+        except InvalidArgument as error:
+            raise _in_request_terms(error, request) from None
         response = gateway_pb2.RecommendResponse(
             request_id=request_id,
             results=page.results,
@@ -168,3 +171,12 @@ class RecommendFlow:
             preferred_product_ids=preferred,
         )
         return await self._stages.retrieve_and_rank(context, RankingInputs(retrieve, {}), *window)
+
+
+def _in_request_terms(error: InvalidArgument, request: gateway_pb2.RecommendRequest) -> InvalidArgument:
+    """Retrieval's error about the category filter, named as the caller's `category` field in
+    the modes where `category` replaces the categories filter."""
+    replaced = request.category and request.mode != gateway_pb2.RECOMMEND_MODE_SIMILAR_ITEMS
+    if replaced and error.field == "filters.categories[0]":
+        return InvalidArgument("category", error.rule)
+    return error

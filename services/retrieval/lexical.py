@@ -17,11 +17,11 @@ import tantivy
 
 from services.common.text import index_terms
 from services.retrieval.catalog import Product
-from services.retrieval.filters import CandidateFilters
+from services.retrieval.filters import CandidateFilters, facet_form
 
 
 def attribute_token(name: str, value: str) -> str:
-    return f"{name.strip().casefold()}={value.strip().casefold()}"
+    return f"{facet_form(name)}={facet_form(value)}"
 
 
 class LexicalIndex:
