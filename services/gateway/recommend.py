@@ -20,7 +20,7 @@ from shelfwise.retrieval.v1 import retrieval_pb2
 from services.common.errors import DeadlineExceeded, InvalidArgument, NotFound, Unavailable
 from services.gateway.impressions import ImpressionLog
 from services.gateway.metrics import GatewayMetrics
-from services.gateway.page_tokens import decode_page_token
+from services.gateway.page_tokens import decode_page_token, recommend_scope
 from services.gateway.request_context import RequestContext
 from services.gateway.stages import Page, RankingInputs, Stages
 from services.gateway.validation import (
@@ -49,12 +49,13 @@ class RecommendFlow:
         self, request: gateway_pb2.RecommendRequest, remaining: float | None
     ) -> gateway_pb2.RecommendResponse:
         page_size = page_size_of(request)
-        offset = decode_page_token(request.page_token)
+        scope = recommend_scope(request)
+        offset = decode_page_token(request.page_token, scope)
         request_id = request_id_of(request)
         validate_filters(request.filters)
         shopper_ids_of(request)
         supplied_history = product_ids_of(request.history_product_ids, "history_product_ids", MAX_HISTORY_IDS)
-        context = RequestContext.of(request, request_id, remaining)
+        context = RequestContext.of(request, request_id, remaining, scope)
         filters = common_pb2.Filters()
         filters.CopyFrom(request.filters)
         try:

@@ -52,3 +52,23 @@ async def test_an_unknown_facet_value_names_the_field_and_close_known_values(gat
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert error.details().startswith("category: no product has category 'teaa'"), error.details()
     assert "'Tea'" in error.details()
+
+
+async def test_a_page_token_only_continues_the_request_that_made_it(gateway):
+    first = await gateway.Search(gateway_pb2.SearchRequest(query="red wine", page_size=5))
+    token = first.next_page_token
+    assert token
+    same = await gateway.Search(gateway_pb2.SearchRequest(query="  Red WINE", page_size=5, page_token=token))
+    assert [r.position for r in same.results] == list(range(6, 6 + len(same.results)))
+    for request in (
+        gateway_pb2.SearchRequest(query="white wine", page_size=5, page_token=token),
+        gateway_pb2.SearchRequest(query="red wine", page_size=5, page_token=token,
+                                  filters=common_pb2.Filters(categories=["Red Wine"])),
+    ):
+        error = await rejected(gateway.Search, request)
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert error.details() == "page_token: was issued for another query or filters; start again without it"
+    error = await rejected(gateway.Recommend, gateway_pb2.RecommendRequest(
+        mode=gateway_pb2.RECOMMEND_MODE_POPULAR_IN_CATEGORY, category="Red Wine", page_token=token
+    ))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and error.details().startswith("page_token: was issued")
