@@ -5,9 +5,12 @@ wording for required fields and enum values."""
 
 from __future__ import annotations
 
+import uuid
+
 import grpc
 import pytest
 from shelfwise.common.v1 import common_pb2
+from shelfwise.events.v1 import events_pb2
 from shelfwise.gateway.v1 import gateway_pb2
 
 
@@ -72,3 +75,48 @@ async def test_a_page_token_only_continues_the_request_that_made_it(gateway):
         mode=gateway_pb2.RECOMMEND_MODE_POPULAR_IN_CATEGORY, category="Red Wine", page_token=token
     ))
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and error.details().startswith("page_token: was issued")
+
+
+async def popularity(system) -> dict[str, float]:
+    from shelfwise.events.v1 import events_pb2, events_pb2_grpc
+
+    from services.common.channels import create_channel
+
+    async with create_channel(system.address("events")) as channel:
+        popular = await events_pb2_grpc.EventsServiceStub(channel).ListPopularProducts(
+            events_pb2.ListPopularProductsRequest(limit=10_000)
+        )
+    return {p.product_id: p.score for p in popular.products}
+
+
+async def test_popular_results_carry_their_engagement_score_and_are_ordered_by_it(gateway, system):
+    from tests.integration.test_recommend_flow import interact
+
+    user = f"popular-{uuid.uuid4().hex}"
+    bought = await interact(gateway, user, "green tea", "Tea", 2, kind=events_pb2.INTERACTION_TYPE_PURCHASE)
+    response = await gateway.Recommend(gateway_pb2.RecommendRequest(
+        mode=gateway_pb2.RECOMMEND_MODE_POPULAR_IN_CATEGORY, category="Tea", page_size=10
+    ))
+    scores = await popularity(system)
+    assert set(bought) <= {r.product.id for r in response.results[:len(scores)]}
+    for result in response.results:
+        assert [(r.feature, r.value) for r in result.reasons] == [("popular", result.score)]
+        assert result.score == scores.get(result.product.id, 0.0)
+    assert [r.score for r in response.results] == sorted((r.score for r in response.results), reverse=True)
+    assert response.results[0].score >= 10  # a purchase counts 10
+    stages = [t.stage for t in response.timings]
+    assert "ranking" not in stages and len(stages) == len(set(stages)), stages
+
+
+async def test_cold_start_results_are_labelled_cold_start(gateway, system):
+    response = await gateway.Recommend(gateway_pb2.RecommendRequest(
+        mode=gateway_pb2.RECOMMEND_MODE_FOR_USER, user_id=f"new-{uuid.uuid4().hex}", page_size=6
+    ))
+    scores = await popularity(system)
+    assert len(response.results) == 6
+    for result in response.results:
+        assert [(r.feature, r.value) for r in result.reasons] == [("cold_start", result.score)]
+        assert result.score == scores.get(result.product.id, 0.0)
+    assert [r.score for r in response.results] == sorted((r.score for r in response.results), reverse=True)
+    stages = [t.stage for t in response.timings]
+    assert len(stages) == len(set(stages)), stages
