@@ -120,3 +120,34 @@ async def test_cold_start_results_are_labelled_cold_start(gateway, system):
     assert [r.score for r in response.results] == sorted((r.score for r in response.results), reverse=True)
     stages = [t.stage for t in response.timings]
     assert len(stages) == len(set(stages)), stages
+
+
+def interaction(**fields) -> events_pb2.Interaction:
+    base = dict(event_id=uuid.uuid4().hex, type=events_pb2.INTERACTION_TYPE_CLICK, request_id="r-1",
+                product_id="sku-coffee-0001", position=1)
+    base.update(fields)
+    return events_pb2.Interaction(**base)
+
+
+MODES = "RECOMMEND_MODE_SIMILAR_ITEMS, RECOMMEND_MODE_POPULAR_IN_CATEGORY, RECOMMEND_MODE_FOR_USER, RECOMMEND_MODE_COMPLETE_CART"
+TYPES = "INTERACTION_TYPE_CLICK, INTERACTION_TYPE_ADD_TO_CART, INTERACTION_TYPE_PURCHASE"
+
+
+@pytest.mark.parametrize("method, request_, details", [
+    ("Search", gateway_pb2.SearchRequest(query="  "), "query: is required"),
+    ("Recommend", gateway_pb2.RecommendRequest(), "mode: is required"),
+    ("Recommend", gateway_pb2.RecommendRequest(mode=9), f"mode: must be one of {MODES}, got 9"),
+    ("Recommend", gateway_pb2.RecommendRequest(mode=gateway_pb2.RECOMMEND_MODE_SIMILAR_ITEMS), "product_id: is required"),
+    ("Recommend", gateway_pb2.RecommendRequest(mode=gateway_pb2.RECOMMEND_MODE_POPULAR_IN_CATEGORY), "category: is required"),
+    ("Recommend", gateway_pb2.RecommendRequest(mode=gateway_pb2.RECOMMEND_MODE_COMPLETE_CART), "cart_product_ids: is required"),
+    ("Track", gateway_pb2.TrackRequest(), "interactions: is required"),
+    ("Track", gateway_pb2.TrackRequest(interactions=[interaction(event_id="")]), "interactions[0].event_id: is required"),
+    ("Track", gateway_pb2.TrackRequest(interactions=[interaction(type=0)]), "interactions[0].type: is required"),
+    ("Track", gateway_pb2.TrackRequest(interactions=[interaction(type=7)]), f"interactions[0].type: must be one of {TYPES}"),
+    ("Track", gateway_pb2.TrackRequest(interactions=[interaction(position=0)]), "interactions[0].position: is required"),
+])
+async def test_required_fields_and_enum_values_have_one_wording(gateway, method, request_, details):
+    error = await rejected(getattr(gateway, method), request_)
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error.details() == details
+
