@@ -19,7 +19,7 @@ from shelfwise.common.v1 import common_pb2
 from shelfwise.gateway.v1 import gateway_pb2
 
 from services.common.errors import InvalidArgument
-from services.common.text import normalize
+from services.common.text import facet_form, normalize
 from services.gateway.exploration import MAX_DEPTH
 
 # Deeper than any candidate list (retrieval returns at most 2000); also keeps offsets in int32.
@@ -31,18 +31,14 @@ MALFORMED = "is not a token returned as next_page_token"
 OTHER_SCOPE = "was issued for another query or filters; start again without it"
 
 
-def _facet(text: str) -> str:
-    return " ".join(text.casefold().split())
-
-
 def _filters_key(filters: common_pb2.Filters) -> dict:
     """The filters as compared for a scope: facet values ignoring case, spaces and order."""
     return {
-        "categories": sorted({_facet(c) for c in filters.categories if c}),
-        "brands": sorted({_facet(b) for b in filters.brands if b}),
+        "categories": sorted({facet_form(c) for c in filters.categories if c}),
+        "brands": sorted({facet_form(b) for b in filters.brands if b}),
         "price": [filters.price.min if filters.price.HasField("min") else None,
                   filters.price.max if filters.price.HasField("max") else None],
-        "attributes": sorted((_facet(name), _facet(value)) for name, value in filters.attributes.items()),
+        "attributes": sorted((facet_form(name), facet_form(value)) for name, value in filters.attributes.items()),
     }
 
 
@@ -61,7 +57,7 @@ def recommend_scope(request: gateway_pb2.RecommendRequest) -> str:
         "mode": gateway_pb2.RecommendMode.Name(request.mode) if request.mode in gateway_pb2.RecommendMode.values()
         else request.mode,
         "product_id": request.product_id,
-        "category": _facet(request.category),
+        "category": facet_form(request.category),
         "history": list(request.history_product_ids),
         "cart": list(request.cart_product_ids),
         "filters": _filters_key(request.filters),

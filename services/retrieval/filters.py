@@ -35,6 +35,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from services.common.errors import InvalidArgument
+from services.common.text import facet_form
 from services.retrieval.catalog import Product
 from services.retrieval.growing_array import GrowingArray
 
@@ -43,11 +44,6 @@ MAX_FILTER_BRANDS = 100
 MAX_FILTER_ATTRIBUTES = 20
 # Close known values an unknown facet value's error lists.
 MAX_SUGGESTIONS = 5
-
-
-def facet_form(text: str) -> str:
-    """The form facet values are compared in: case folded, runs of whitespace made one space."""
-    return " ".join(text.casefold().split())
 
 
 def close_values(wanted: str, known: Iterable[str]) -> list[str]:

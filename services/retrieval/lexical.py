@@ -15,9 +15,9 @@ import math
 
 import tantivy
 
-from services.common.text import index_terms
+from services.common.text import facet_form, index_terms
 from services.retrieval.catalog import Product
-from services.retrieval.filters import CandidateFilters, facet_form
+from services.retrieval.filters import CandidateFilters
 
 
 def attribute_token(name: str, value: str) -> str:
