@@ -4,7 +4,8 @@ One function builds a grpc.aio server the same way everywhere: tracing instrumen
 message size limits, the error-mapping interceptor (which also counts and times every RPC),
 caller authentication and per-caller rate limits when configured (`services.common.auth`;
 off unless SHELFWISE_AUTH / SHELFWISE_RATE_LIMIT_RPS say otherwise), TLS when a certificate is
-configured, standard health service and server reflection. `serve` runs it until SIGTERM/SIGINT and then
+configured, standard health service and server reflection (v1 and v1alpha,
+`services.common.reflection`). `serve` runs it until SIGTERM/SIGINT and then
 shuts down gracefully: health goes NOT_SERVING first (load balancers stop sending), in-flight
 calls drain for the grace period, then the service's own resources close.
 """
@@ -21,12 +22,12 @@ from typing import Awaitable, Callable, Iterable
 import grpc
 from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from services.common import errors
 from services.common.auth import CallerInterceptor, server_credentials
 from services.common.config import DEFAULT_MAX_MESSAGE_BYTES, SecuritySettings, ServerSettings
 from services.common.metrics import RpcMetrics
+from services.common.reflection import enable_reflection
 from services.common.tracing import current_trace_id, instrument_libraries
 
 log = logging.getLogger(__name__)
@@ -230,7 +231,7 @@ async def start_server(
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = tuple(service_names)
-    reflection.enable_server_reflection((*names, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    enable_reflection((*names, health.SERVICE_NAME), server)
     credentials = server_credentials(security)
     if credentials is None:
         bound = server.add_insecure_port(f"{host}:{port}")

@@ -34,6 +34,7 @@ __all__ = [
     "KANA",
     "STOP_WORDS",
     "contains_cjk",
+    "facet_form",
     "index_terms",
     "is_latin_word",
     "normalize",
@@ -99,6 +100,13 @@ def normalize(text: str) -> str:
     text = unicodedata.normalize("NFKC", text)
     text = unicodedata.normalize("NFKC", text.casefold())
     return " ".join(text.split())
+
+
+def facet_form(text: str) -> str:
+    """The form catalogue facet values (categories, brands, attributes) are compared in: case
+    folded, runs of whitespace made one space. Lighter than `normalize`, since retrieval applies
+    it to every attribute of every product it indexes."""
+    return " ".join(text.casefold().split())
 
 
 def contains_cjk(text: str) -> bool:

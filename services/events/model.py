@@ -18,6 +18,21 @@ MAX_ARM_CHARS = 64
 MAX_EXPLORATION_POOL = 50
 INTERACTION_TYPES = ("click", "add_to_cart", "purchase")
 SURFACES = ("search", "recommend")
+# What a type or surface the adapter could not name is called ("" when the enum was unset).
+UNSPECIFIED = ""
+
+
+def api_names(prefix: str, values: tuple[str, ...]) -> str:
+    """The proto enum names of domain values, as every error lists them: callers write those
+    (INTERACTION_TYPE_CLICK), not the names stored (click)."""
+    return ", ".join(f"{prefix}_{value.upper()}" for value in values)
+
+
+def _check_enum(value: str, field: str, allowed: tuple[str, ...], prefix: str) -> None:
+    if value == UNSPECIFIED:
+        raise InvalidArgument(field, "is required")
+    if value not in allowed:
+        raise InvalidArgument(field, f"must be one of {api_names(prefix, allowed)}")
 # Clients' clocks drift; an event more than a day in the future is a bug, not drift.
 MAX_CLOCK_SKEW = timedelta(days=1)
 
@@ -89,8 +104,7 @@ def validate_impression(event: Impression, where: str, now: datetime | None = No
     if len(event.query) > 2_000:
         raise InvalidArgument(f"{where}.query", "must be at most 2000 characters")
     check_storable(event.query, f"{where}.query")
-    if event.surface not in SURFACES:
-        raise InvalidArgument(f"{where}.surface", f"must be one of {', '.join(SURFACES)}")
+    _check_enum(event.surface, f"{where}.surface", SURFACES, "SURFACE")
     # No products is a search that found nothing: logged too, so that zero-result searches count
     # in every report (an arm that often finds nothing must not look better for it).
     if len(event.product_ids) > MAX_PRODUCTS_PER_IMPRESSION:
@@ -146,8 +160,9 @@ def validate_interaction(event: Interaction, where: str, now: datetime | None = 
     _check_id(event.product_id, f"{where}.product_id")
     _check_id(event.user_id, f"{where}.user_id", required=False)
     _check_id(event.session_id, f"{where}.session_id", required=False)
-    if event.type not in INTERACTION_TYPES:
-        raise InvalidArgument(f"{where}.type", f"must be one of {', '.join(INTERACTION_TYPES)}")
+    _check_enum(event.type, f"{where}.type", INTERACTION_TYPES, "INTERACTION_TYPE")
+    if event.position == 0:
+        raise InvalidArgument(f"{where}.position", "is required")
     if event.position < 1:
         raise InvalidArgument(f"{where}.position", f"must be >= 1 (the position shown), got {event.position}")
     if event.quantity < 1:

@@ -18,6 +18,7 @@ from services.events.metrics import EventsMetrics
 from services.events.model import (
     MAX_BATCH,
     MAX_ID_CHARS,
+    UNSPECIFIED,
     Impression,
     Interaction,
     check_storable,
@@ -46,6 +47,12 @@ GROUPINGS = {
 }
 
 
+def _domain_name(names: dict[int, str], value: int) -> str:
+    """The domain's name of an enum value; UNSPECIFIED when unset, the number when unknown (the
+    model's validation names the field either way)."""
+    return names.get(value, UNSPECIFIED if value == 0 else str(value))
+
+
 def _time(stamp: Timestamp, field: str, default: datetime) -> datetime:
     if stamp.seconds == 0 and stamp.nanos == 0:
         return default
@@ -60,7 +67,7 @@ def impression_from_pb(message: events_pb2.Impression, where: str, now: datetime
         Impression(
             event_id=message.event_id,
             request_id=message.request_id,
-            surface=SURFACE_NAMES.get(message.surface, "unspecified"),
+            surface=_domain_name(SURFACE_NAMES, message.surface),
             product_ids=tuple(message.product_ids),
             first_position=message.first_position or 1,
             occurred_at=_time(message.occurred_at, f"{where}.occurred_at", now),
@@ -95,7 +102,7 @@ def interaction_from_pb(message: events_pb2.Interaction, where: str, now: dateti
     return validate_interaction(
         Interaction(
             event_id=message.event_id,
-            type=INTERACTION_NAMES.get(message.type, "unspecified"),
+            type=_domain_name(INTERACTION_NAMES, message.type),
             request_id=message.request_id,
             product_id=message.product_id,
             position=message.position,

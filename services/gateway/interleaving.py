@@ -65,7 +65,7 @@ async def interleaved(
     page = Page(
         results=results,
         total=total,
-        next_token=encode_page_token(next_offset) if next_offset < total else "",
+        next_token=encode_page_token(next_offset, context.page_scope) if next_offset < total else "",
         model_version=f"interleaved({version})",
         experiment_arm=assignment.label,
         interleaving_arms=tuple(contributors),

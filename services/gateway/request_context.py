@@ -44,10 +44,14 @@ class RequestContext:
     budget: Budget
     timings: list[gateway_pb2.StageTiming] = field(default_factory=list)
     degraded: list[str] = field(default_factory=list)
+    # What the page tokens it hands out are bound to (services/gateway/page_tokens.py).
+    page_scope: str = ""
 
     @classmethod
-    def of(cls, request, request_id: str, remaining: float | None) -> "RequestContext":
-        return cls(request_id, request.user_id, request.session_id, Budget.from_remaining(remaining))
+    def of(cls, request, request_id: str, remaining: float | None, page_scope: str) -> "RequestContext":
+        return cls(
+            request_id, request.user_id, request.session_id, Budget.from_remaining(remaining), page_scope=page_scope
+        )
 
     def timed(self, stage: str, started: float) -> None:
         """Records `stage` as having run from `started` (a time.perf_counter() reading) until now."""

@@ -23,7 +23,7 @@ from services.gateway.exploration import ExplorationSettings
 from services.gateway.impressions import ImpressionLog
 from services.gateway.interleaving import interleaved
 from services.gateway.metrics import GatewayMetrics
-from services.gateway.page_tokens import decode_search_token, encode_page_token
+from services.gateway.page_tokens import decode_search_token, encode_page_token, search_scope
 from services.gateway.request_context import RequestContext
 from services.gateway.stages import Page, RankingInputs, Stages, fallback_understanding
 from services.gateway.validation import page_size_of, query_of, request_id_of, shopper_ids_of, validate_filters
@@ -87,11 +87,12 @@ class SearchFlow:
     async def search(self, request: gateway_pb2.SearchRequest, remaining: float | None) -> gateway_pb2.SearchResponse:
         query = query_of(request)
         page_size = page_size_of(request)
-        offset, skip = decode_search_token(request.page_token)
+        scope = search_scope(request)
+        offset, skip = decode_search_token(request.page_token, scope)
         request_id = request_id_of(request)
         validate_filters(request.filters)
         shopper_ids_of(request)
-        context = RequestContext.of(request, request_id, remaining)
+        context = RequestContext.of(request, request_id, remaining, scope)
         assignment = self._experiments.assign(request.user_id, request.session_id, request_id)
         arms = _arm_policies(assignment)
 
@@ -123,9 +124,9 @@ class SearchFlow:
             if assignment is not None:
                 page = replace(page, experiment_arm=assignment.label)
             if explore and len(page.results) > 1:
-                page = self._explored(page, page_size, request_id)
+                page = self._explored(page, page_size, context)
             elif skip:
-                page = _without_explored(page, offset, page_size, skip, window)
+                page = _without_explored(page, (offset, page_size), skip, window, scope)
         response = _search_response(context, understood, page, assignment)
         self._metrics.record_response("search", context.timings, context.degraded)
         self._impressions.log(context, events_pb2.SURFACE_SEARCH, query, page, offset)
@@ -145,12 +146,12 @@ class SearchFlow:
             return 0, remainder + page_size + shown
         return offset, page_size
 
-    def _explored(self, page: Page, page_size: int, request_id: str) -> Page:
+    def _explored(self, page: Page, page_size: int, context: RequestContext) -> Page:
         """A page drawn from the ranked pool in a sampled order (services/gateway/exploration.py),
         with the propensity of each product at its position and the pool logged with it."""
         pool = page.results
         shown = min(page_size, len(pool))
-        drawn = self._exploration.sample(len(pool), shown, request_id)
+        drawn = self._exploration.sample(len(pool), shown, context.request_id)
         results = []
         for position, rank in enumerate(drawn.order):
             result = gateway_pb2.SearchResult()
@@ -163,7 +164,7 @@ class SearchFlow:
         return replace(
             page, results=results, propensities=tuple(drawn.propensities), exploration_pool=tuple(pool),
             exploration_pool_shown=tuple(drawn.shown_probabilities),
-            next_token=encode_page_token(shown, skip) if shown < total else "",
+            next_token=encode_page_token(shown, context.page_scope, skip) if shown < total else "",
             model_version=f"{page.model_version},exploration=plackett-luce(T={temperature},depth={len(pool)})",
         )
 
@@ -197,9 +198,11 @@ def _search_response(
     )
 
 
-def _without_explored(page: Page, offset: int, page_size: int, skip: int, window: tuple[int, int]) -> Page:
+def _without_explored(page: Page, requested: tuple[int, int], skip: int, window: tuple[int, int], scope: str) -> Page:
     """A later page of an explored search: the ranked order without the products the first page
-    showed (pool ranks in `skip`), cut at the requested page; positions continue from it."""
+    showed (pool ranks in `skip`), cut at the requested page; positions continue from it.
+    `requested`: (offset, page size)."""
+    offset, page_size = requested
     results = page.results
     if window[0] == 0:  # the ranked order from the top: drop the shown ranks, then cut the page
         kept = [r for rank, r in enumerate(results) if not skip >> rank & 1]
@@ -212,7 +215,7 @@ def _without_explored(page: Page, offset: int, page_size: int, skip: int, window
         renumbered.append(copy)
     next_offset = offset + page_size  # without the shown products, as many remain after it as without skipping
     return replace(page, results=renumbered,
-                   next_token=encode_page_token(next_offset, skip) if next_offset < page.total else "")
+                   next_token=encode_page_token(next_offset, scope, skip) if next_offset < page.total else "")
 
 
 def _arm_policies(assignment: Assignment | None) -> list[tuple[str, ArmPolicy]]:

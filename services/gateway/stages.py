@@ -187,7 +187,7 @@ class Stages:
         return Page(
             results=results,
             total=total,
-            next_token=encode_page_token(next_offset) if next_offset < total else "",
+            next_token=encode_page_token(next_offset, context.page_scope) if next_offset < total else "",
             model_version=f"text_encoder={retrieved.model_version},ranker={ranker_version}"
             + (f",personal={retrieved.personal_model_version}" if retrieved.personal_model_version else ""),
             query_categories=tuple(query_categories),

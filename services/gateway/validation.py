@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 
 from shelfwise.common.v1 import common_pb2
+from shelfwise.gateway.v1 import gateway_pb2
 
 from services.common.errors import InvalidArgument
 
@@ -16,14 +17,38 @@ MAX_TRACK_EVENTS = 500
 MAX_HISTORY_IDS = 200
 MAX_ID_CHARS = 128
 MAX_CATEGORY_CHARS = 200
+# The one wording of a missing required field: "<field path>: is required".
+REQUIRED = "is required"
+
+
+def enum_names(enum, skip_unspecified: bool = True) -> str:
+    """The proto names of an enum's values, as errors list them (e.g. RECOMMEND_MODE_FOR_USER)."""
+    return ", ".join(name for name in enum.keys() if not (skip_unspecified and name.endswith("_UNSPECIFIED")))
+
+
+def mode_of(request) -> int:
+    """RecommendRequest.mode: required, one of the RecommendMode values."""
+    if request.mode == gateway_pb2.RECOMMEND_MODE_UNSPECIFIED:
+        raise InvalidArgument("mode", REQUIRED)
+    if request.mode not in gateway_pb2.RecommendMode.values():
+        raise InvalidArgument("mode", f"must be one of {enum_names(gateway_pb2.RecommendMode)}, got {request.mode}")
+    return request.mode
+
+
+def required_id(value: str, field: str) -> str:
+    if not value:
+        raise InvalidArgument(field, REQUIRED)
+    if len(value) > MAX_ID_CHARS:
+        raise InvalidArgument(field, f"must be at most {MAX_ID_CHARS} characters")
+    return value
 
 
 def query_of(request) -> str:
     query = request.query
     if len(query) > MAX_QUERY_CHARS:
         raise InvalidArgument("query", f"must be at most {MAX_QUERY_CHARS} characters, got {len(query)}")
-    if not query.strip():
-        raise InvalidArgument("query", "must not be empty or whitespace")
+    if not query.strip():  # whitespace alone is no query either
+        raise InvalidArgument("query", REQUIRED)
     return query
 
 
@@ -52,7 +77,7 @@ def shopper_ids_of(request) -> None:
 def product_ids_of(values, field: str, maximum: int, required: bool = False) -> list[str]:
     ids = list(values)
     if required and not ids:
-        raise InvalidArgument(field, f"must list 1-{maximum} product ids")
+        raise InvalidArgument(field, REQUIRED)
     if len(ids) > maximum:
         raise InvalidArgument(field, f"must list at most {maximum} product ids, got {len(ids)}")
     for index, product_id in enumerate(ids):
@@ -73,5 +98,7 @@ def validate_filters(filters: common_pb2.Filters, where: str = "filters") -> Non
 
 def validate_track_size(request) -> None:
     count = len(request.interactions)
-    if not 1 <= count <= MAX_TRACK_EVENTS:
+    if not count:
+        raise InvalidArgument("interactions", REQUIRED)
+    if count > MAX_TRACK_EVENTS:
         raise InvalidArgument("interactions", f"must contain 1-{MAX_TRACK_EVENTS} events, got {count}")

@@ -15,13 +15,13 @@ import math
 
 import tantivy
 
-from services.common.text import index_terms
+from services.common.text import facet_form, index_terms
 from services.retrieval.catalog import Product
 from services.retrieval.filters import CandidateFilters
 
 
 def attribute_token(name: str, value: str) -> str:
-    return f"{name.strip().casefold()}={value.strip().casefold()}"
+    return f"{facet_form(name)}={facet_form(value)}"
 
 
 class LexicalIndex:

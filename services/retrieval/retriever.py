@@ -189,6 +189,10 @@ class CatalogIndex:
     def get(self, product_ids: Sequence[str]) -> tuple[list[Product], list[str]]:
         return self.slots.get(product_ids)
 
+    def resolve_filters(self, filters: CandidateFilters) -> CandidateFilters:
+        """The caller's facet values as the catalogue spells them (services.retrieval.filters)."""
+        return self.slots.filters.resolve(filters)
+
     # --- candidate queries ----------------------------------------------------------------------
 
     async def retrieve(

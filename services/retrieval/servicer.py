@@ -152,7 +152,7 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
         if not 1 <= limit <= MAX_LIMIT:
             raise InvalidArgument("limit", f"must be between 1 and {MAX_LIMIT}, got {limit}")
         _check_request(request)
-        filters = filters_from_pb(request.filters)
+        filters = self._index.resolve_filters(filters_from_pb(request.filters))
         history = _ids(request.history_product_ids, "history_product_ids", MAX_HISTORY)
         exclude = _ids(request.exclude_product_ids, "exclude_product_ids", MAX_EXCLUDED)
         preferred = _ids(request.preferred_product_ids, "preferred_product_ids", MAX_LIMIT)

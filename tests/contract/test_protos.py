@@ -1,6 +1,6 @@
 """The committed stubs are exactly what protos/generate.py makes from the committed protos,
 and the protos follow the stable-interface rules (versioned packages, VerbNoun RPCs with
-their own request/response messages)."""
+their own request/response messages, the fields the servers require documented as such)."""
 
 from __future__ import annotations
 
@@ -53,3 +53,26 @@ def test_every_service_proto_is_versioned_and_rpcs_have_their_own_messages():
             for method in svc.methods:
                 assert method.input_type.name == f"{method.name}Request"
                 assert method.output_type.name == f"{method.name}Response"
+
+
+def test_every_field_the_servers_require_says_so_in_the_proto():
+    """The fields the gateway's requests require (tests/integration/test_api_contract.py checks
+    their errors) are documented "Required." in the protos."""
+    root = PROTOS / "shelfwise"
+    required = {
+        "gateway/v1/gateway.proto": ["string query = 1;", "RecommendMode mode = 1;", "string product_id = 2;",
+                                     "string category = 3;", "repeated string cart_product_ids = 11;",
+                                     "repeated shelfwise.events.v1.Interaction interactions = 1;"],
+        "events/v1/events.proto": ["string event_id = 1;", "InteractionType type = 2;", "string request_id = 3;",
+                                   "string product_id = 4;", "int32 position = 5;"],
+    }
+    for path, fields in required.items():
+        lines = (root / path).read_text().splitlines()
+        for declaration in fields:
+            index = next(i for i, line in enumerate(lines) if line.strip() == declaration)
+            comment = []
+            for line in reversed(lines[:index]):
+                if not line.strip().startswith("//"):
+                    break
+                comment.append(line)
+            assert any("Required" in line for line in comment), (path, declaration)

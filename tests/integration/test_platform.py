@@ -9,6 +9,7 @@ import grpc
 import pytest
 from google.protobuf import descriptor_pool, json_format, message_factory
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 from shelfwise.common.v1 import common_pb2
 from shelfwise.events.v1 import events_pb2
@@ -57,6 +58,23 @@ async def test_generic_client_calls_search_through_reflection_only(system):
     response = await asyncio.to_thread(call)
     assert len(response["results"]) == 3
     assert response["results"][0]["product"]["title"]
+
+
+@pytest.mark.parametrize("version", ["v1", "v1alpha"])
+async def test_reflection_answers_under_v1_and_v1alpha(system, version):
+    """grpcurl 1.9+ and Postman ask v1 first: a raw call, no reflection stub, lists the services."""
+    async with create_channel(system.address("gateway")) as channel:
+        info = channel.stream_stream(
+            f"/grpc.reflection.{version}.ServerReflection/ServerReflectionInfo",
+            request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+            response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
+        )
+        answers = [a async for a in info(iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=10)]
+    names = {service.name for service in answers[0].list_services_response.service}
+    assert {
+        "shelfwise.gateway.v1.GatewayService", "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection",
+    } <= names
 
 
 async def test_one_search_is_one_trace_across_all_services(gateway, system, span_exporter):

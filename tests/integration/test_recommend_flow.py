@@ -89,9 +89,20 @@ async def test_cold_start_user_without_history_gets_popular_products_in_the_cate
     assert "personal=" not in response.model_version
 
 
-async def test_history_of_unknown_products_falls_back_to_popular_products(gateway):
-    response = await for_user(gateway, history_product_ids=["no-such-product"], page_size=6)
-    assert len(response.results) == 6
+async def test_a_history_of_only_unknown_products_is_not_found(gateway):
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await for_user(gateway, history_product_ids=["sku-nope-1"], page_size=6)
+    assert error.value.code() == grpc.StatusCode.NOT_FOUND
+    assert error.value.details() == "history_product_ids: no product sku-nope-1 in the catalogue"
+
+
+async def test_unknown_history_ids_are_reported_and_the_known_ones_used(gateway):
+    response = await for_user(gateway, history_product_ids=["sku-nope-1", *COFFEE, "sku-nope-2"])
+    assert list(response.unknown_product_ids) == ["sku-nope-1", "sku-nope-2"]
+    assert "personal=text-history" in response.model_version
+    assert categories(response)["Coffee"] >= 3, categories(response)
+    stages = [t.stage for t in response.timings]
+    assert len(stages) == len(set(stages)), stages
 
 
 async def test_session_so_far_personalises_an_anonymous_shopper(gateway):

@@ -252,7 +252,8 @@ async def test_recommend_popular_in_category_follows_clicks(gateway, system):
         await asyncio.sleep(0.2)
     assert response.results[0].product.id == target.product.id
     assert all(r.product.category == "Board Games" for r in response.results)
-    assert any(reason.feature == "popularity" for reason in response.results[0].reasons)
+    assert [reason.feature for reason in response.results[0].reasons] == ["popular"]
+    assert response.results[0].score >= 5  # its five clicks
 
 
 async def test_a_second_retrieval_replica_follows_upserts_and_deletes_of_the_first(system):

@@ -129,7 +129,7 @@ class RecommendRequest(_message.Message):
     def __init__(self, mode: _Optional[_Union[RecommendMode, str]] = ..., product_id: _Optional[str] = ..., category: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., filters: _Optional[_Union[_common_pb2.Filters, _Mapping]] = ..., user_id: _Optional[str] = ..., session_id: _Optional[str] = ..., request_id: _Optional[str] = ..., history_product_ids: _Optional[_Iterable[str]] = ..., cart_product_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class RecommendResponse(_message.Message):
-    __slots__ = ("request_id", "results", "next_page_token", "total_size", "model_version", "timings", "degraded_stages")
+    __slots__ = ("request_id", "results", "next_page_token", "total_size", "model_version", "timings", "degraded_stages", "unknown_product_ids")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     RESULTS_FIELD_NUMBER: _ClassVar[int]
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
@@ -137,6 +137,7 @@ class RecommendResponse(_message.Message):
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     TIMINGS_FIELD_NUMBER: _ClassVar[int]
     DEGRADED_STAGES_FIELD_NUMBER: _ClassVar[int]
+    UNKNOWN_PRODUCT_IDS_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     results: _containers.RepeatedCompositeFieldContainer[SearchResult]
     next_page_token: str
@@ -144,7 +145,8 @@ class RecommendResponse(_message.Message):
     model_version: str
     timings: _containers.RepeatedCompositeFieldContainer[StageTiming]
     degraded_stages: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, request_id: _Optional[str] = ..., results: _Optional[_Iterable[_Union[SearchResult, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., total_size: _Optional[int] = ..., model_version: _Optional[str] = ..., timings: _Optional[_Iterable[_Union[StageTiming, _Mapping]]] = ..., degraded_stages: _Optional[_Iterable[str]] = ...) -> None: ...
+    unknown_product_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, request_id: _Optional[str] = ..., results: _Optional[_Iterable[_Union[SearchResult, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., total_size: _Optional[int] = ..., model_version: _Optional[str] = ..., timings: _Optional[_Iterable[_Union[StageTiming, _Mapping]]] = ..., degraded_stages: _Optional[_Iterable[str]] = ..., unknown_product_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class TrackRequest(_message.Message):
     __slots__ = ("interactions",)

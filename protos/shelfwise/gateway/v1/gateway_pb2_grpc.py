@@ -26,7 +26,10 @@ if _version_not_supported:
 
 
 class GatewayServiceStub:
-    """Missing associated documentation comment in .proto file."""
+    """Errors: INVALID_ARGUMENT messages start with the field path; a missing required field reads
+    "<field path>: is required" (e.g. "interactions[0].event_id: is required"), and errors that
+    list allowed enum values use the proto names (e.g. INTERACTION_TYPE_CLICK).
+    """
 
     def __init__(self, channel):
         """Constructor.
@@ -52,7 +55,10 @@ class GatewayServiceStub:
 
 
 class GatewayServiceServicer:
-    """Missing associated documentation comment in .proto file."""
+    """Errors: INVALID_ARGUMENT messages start with the field path; a missing required field reads
+    "<field path>: is required" (e.g. "interactions[0].event_id: is required"), and errors that
+    list allowed enum values use the proto names (e.g. INTERACTION_TYPE_CLICK).
+    """
 
     def Search(self, request, context):
         """Missing associated documentation comment in .proto file."""
@@ -100,7 +106,10 @@ def add_GatewayServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class GatewayService:
-    """Missing associated documentation comment in .proto file."""
+    """Errors: INVALID_ARGUMENT messages start with the field path; a missing required field reads
+    "<field path>: is required" (e.g. "interactions[0].event_id: is required"), and errors that
+    list allowed enum values use the proto names (e.g. INTERACTION_TYPE_CLICK).
+    """
 
     @staticmethod
     def Search(request,

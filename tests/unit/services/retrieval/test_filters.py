@@ -6,9 +6,11 @@ right through updates, deletes and compaction."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from services.common.errors import InvalidArgument
 from services.retrieval.catalog import Product
 from services.retrieval.filters import CandidateFilters, FilterColumns, matches
 from services.retrieval.growing_array import GrowingArray
@@ -126,3 +128,23 @@ def test_bench_filters_prints_every_filter_with_both_timings(capsys) -> None:
     assert all(row[3].endswith("x") for row in rows.values())
     assert main(["bench", "filters", "--items", "0"]) == 2
 
+
+
+def test_resolve_finds_the_catalogues_spellings_and_names_unknown_values() -> None:
+    columns = FilterColumns([
+        Product(id="a", title="t", price=1.0, category="Red Wine", brand="Acme", attributes={"Color": "Dark  Red"}),
+        Product(id="b", title="t", price=1.0, category="red wine", brand="Globex"),
+        Product(id="c", title="t", price=1.0, category="Coffee"),
+    ])
+    resolved = columns.resolve(CandidateFilters(categories=("  RED wine ",), brands=("acme",)))
+    assert resolved.categories == ("Red Wine", "red wine") and resolved.brands == ("Acme",)
+    columns.resolve(CandidateFilters(attributes={"color": "dark red"}))  # known, ignoring case and spaces
+    with pytest.raises(InvalidArgument) as caught:
+        columns.resolve(CandidateFilters(categories=("Coffee", "cofee")))
+    assert caught.value.message == "filters.categories[1]: no product has category 'cofee'; close known values: 'Coffee'"
+    with pytest.raises(InvalidArgument) as caught:
+        columns.resolve(CandidateFilters(attributes={"colour": "red"}))
+    assert caught.value.field == "filters.attributes['colour']" and "'color'" in caught.value.rule
+    with pytest.raises(InvalidArgument) as caught:
+        columns.resolve(CandidateFilters(brands=("Initech",)))
+    assert caught.value.rule == "no product has brand 'Initech'; no known value is close"
