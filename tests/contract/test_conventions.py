@@ -218,3 +218,15 @@ def test_no_function_takes_more_than_six_parameters():
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and parameter_count(node) > MAX_PARAMETERS
     ]
     assert not wide, f"functions with more than {MAX_PARAMETERS} parameters (group what travels together): {wide}"
+
+
+def test_test_modules_share_helpers_only_through_tests_support():
+    """A test module imports shared helpers from tests/support/, never from conftest.py or from
+    another test module (which would run that module's tests' imports, and tie them together)."""
+    offending = {}
+    for path in sorted((ROOT / "tests").rglob("*.py")):
+        for name in imported_modules(path):
+            # The fuzz test runs its sibling fuzz target, which is not a test module.
+            if name.startswith("tests.") and not name.startswith("tests.support") and name != "tests.fuzz":
+                offending.setdefault(str(path.relative_to(ROOT)), []).append(name)
+    assert not offending, f"test modules importing from other test modules: {offending}"

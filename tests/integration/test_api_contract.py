@@ -90,7 +90,7 @@ async def popularity(system) -> dict[str, float]:
 
 
 async def test_popular_results_carry_their_engagement_score_and_are_ordered_by_it(gateway, system):
-    from tests.integration.test_recommend_flow import interact
+    from tests.support.shoppers import interact
 
     user = f"popular-{uuid.uuid4().hex}"
     bought = await interact(gateway, user, "green tea", "Tea", 2, kind=events_pb2.INTERACTION_TYPE_PURCHASE)
