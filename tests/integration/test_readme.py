@@ -9,6 +9,10 @@ neither list fails the test, so a new README example is never skipped unnoticed)
 `up`); `export`, `quantize` and `train` write into model_repository/, which tests only read;
 `eval`, `bench` and `simulate` take minutes to hours, or need placeholders filled in.
 
+The README's ```python blocks run too, as scripts, with the gateway's address put in for the
+default one. A grpcurl example is shown as text: grpcurl is not installable here (the reflection
+it relies on is tested in test_platform.py).
+
 The one liberty taken: a request_id is new on every search, so a `track` line gets the
 request_id printed by the search before it instead of the README's, and the product id the
 README tracks must be one that search printed."""
@@ -96,3 +100,21 @@ async def test_every_client_example_of_the_readme_runs(system, tmp_path):
             last_search = completed.stdout
         ran.append(subcommand)
     assert set(ran) == CLIENT_COMMANDS, ran
+
+
+def python_examples(text: str) -> list[str]:
+    return re.findall(r"^```python\n(.*?)^```", text, flags=re.MULTILINE | re.DOTALL)
+
+
+async def test_every_python_example_of_the_readme_runs(system, tmp_path):
+    examples = python_examples(README.read_text(encoding="utf-8"))
+    assert examples, "README.md shows no Python client example"
+    environ = {**os.environ, "PYTHONPATH": f"{ROOT}:{ROOT / 'protos'}"}
+    for example in examples:
+        assert "127.0.0.1:50051" in example, "the example should call the gateway's default address"
+        script = tmp_path / "example.py"
+        script.write_text(example.replace("127.0.0.1:50051", system.address("gateway")), encoding="utf-8")
+        completed = await asyncio.to_thread(subprocess.run, [sys.executable, str(script)], cwd=tmp_path,
+                                            capture_output=True, text=True, timeout=120, env=environ)
+        assert completed.returncode == 0, f"{example}\n{completed.stderr}"
+        assert completed.stdout.strip(), f"{example} printed nothing"

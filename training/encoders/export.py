@@ -189,6 +189,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--no-verify", action="store_true", help="skip the onnxruntime numerical checks")
     parser.add_argument("--force", action="store_true", help="re-export even if an up-to-date export exists")
+    parser.add_argument("--no-training", action="store_true",
+                        help="export only: do not train the relevance ranker when it has no version (`shelfwise up` "
+                             "starts without it; `shelfwise train ranker` adds it)")
     args = parser.parse_args(argv)
     for option in ("version", "multilingual_version", "ctr_head_version"):
         if getattr(args, option) < 1:
@@ -206,10 +209,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     _export_universal_sentence_encoder(args.model_repository, force=args.force, verify=not args.no_verify)
     _export_ctr_head(args.model_repository, args.ctr_head_version, force=args.force, verify=not args.no_verify)
-    return _train_relevance_ranker(args.model_repository)
+    return _train_relevance_ranker(args.model_repository, train=not args.no_training)
 
 
-def _train_relevance_ranker(model_repository: Path) -> int:
+def _train_relevance_ranker(model_repository: Path, train: bool = True) -> int:
     """Version 1 of the relevance ranker, trained on the Instacart benchmark's train and dev
     splits (``training.search.train_ranker``, about a minute: it imports the benchmark's catalogue
     into the running services), unless a version exists. Without the data set, the services
@@ -221,6 +224,10 @@ def _train_relevance_ranker(model_repository: Path) -> int:
     if latest_version(model_repository, train_ranker.RELEVANCE_RANKER_MODEL) is not None:
         print(f"{model_dir} has a version; skipping its training (`shelfwise train ranker` trains the next one)",
               flush=True)
+        return 0
+    if not train:
+        print(f"no relevance ranker yet: search results are ordered by the CTR head's prior; `shelfwise train ranker` "
+              f"(about two minutes, on the Instacart data) adds {model_dir}/1", flush=True)
         return 0
     if not (shared_data_dir() / "instacart" / "products.csv").is_file():
         print(f"no relevance ranker: {shared_data_dir() / 'instacart'} is missing (set SHELFWISE_DATA_DIR); search "

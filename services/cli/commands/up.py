@@ -45,7 +45,10 @@ async def run_up(args) -> int:
 
     started = time.monotonic()
     repository = Path(args.model_repository).resolve()
-    export_models(["--model-repository", str(repository)])  # skips models that are up to date
+    # Skips models that are up to date, and trains nothing: a first start needs no training (the
+    # relevance ranker comes from `shelfwise train ranker` or `shelfwise export`). In a thread:
+    # the export runs event loops of its own.
+    await asyncio.to_thread(export_models, ["--model-repository", str(repository), "--no-training"])
     data_dir = Path(args.data_dir).resolve()
     catalog = Path(args.catalog) if args.catalog else demo_catalog_path()
     try:
