@@ -7,15 +7,7 @@ import pytest
 from shelfwise.common.v1 import common_pb2
 
 from services.gateway.search import merged_filters
-
-
-def price(min: float | None = None, max: float | None = None) -> common_pb2.Filters:
-    filters = common_pb2.Filters()
-    if min is not None:
-        filters.price.min = min
-    if max is not None:
-        filters.price.max = max
-    return filters
+from tests.support.filters import price
 
 
 def bounds(filters: common_pb2.Filters) -> tuple[float | None, float | None]:

@@ -8,15 +8,7 @@ from shelfwise.gateway.v1 import gateway_pb2
 
 from services.common.errors import InvalidArgument
 from services.gateway.validation import DEFAULT_PAGE_SIZE, page_size_of, request_id_of, validate_filters
-
-
-def price(min: float | None = None, max: float | None = None) -> common_pb2.Filters:
-    filters = common_pb2.Filters()
-    if min is not None:
-        filters.price.min = min
-    if max is not None:
-        filters.price.max = max
-    return filters
+from tests.support.filters import price
 
 
 # --- page size -------------------------------------------------------------------------------
