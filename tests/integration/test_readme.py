@@ -13,9 +13,9 @@ The README's ```python blocks run too, as scripts, with the gateway's address pu
 default one. A grpcurl example is shown as text: grpcurl is not installable here (the reflection
 it relies on is tested in test_platform.py).
 
-The one liberty taken: a request_id is new on every search, so a `track` line gets the
-request_id printed by the search before it instead of the README's, and the product id the
-README tracks must be one that search printed."""
+The one liberty taken: a request_id is new on every search and the order of results moves with
+the clicks other tests log, so a `track` line gets the request id, product id and position of
+the track line the search before it printed (what a reader copies) instead of the README's."""
 
 from __future__ import annotations
 
@@ -50,10 +50,6 @@ def shell_examples(text: str) -> list[str]:
     return [line.strip() for block in blocks for line in block.splitlines() if line.strip()]
 
 
-def option(args: list[str], name: str) -> str:
-    return args[args.index(name) + 1]
-
-
 def test_the_readme_shows_the_client_commands():
     commands = [shlex.split(line, comments=True) for line in shell_examples(README.read_text(encoding="utf-8"))]
     shown = {args[1] for args in commands if args[:1] == ["shelfwise"]}
@@ -85,12 +81,11 @@ async def test_every_client_example_of_the_readme_runs(system, tmp_path):
             continue
         assert subcommand in CLIENT_COMMANDS, f"README runs `shelfwise {subcommand}`: run it here or exclude it"
         if subcommand == "track":
-            printed_ids = re.search(r"request_id=(\w+)", last_search)
-            assert printed_ids, f"README's `{line}` follows no search that printed a request_id"
-            assert f" {option(args, '--product-id')} " in last_search, (
-                f"README tracks {option(args, '--product-id')}, which the search before it did not print:\n"
-                f"{last_search}")
-            args[args.index("--request-id") + 1] = printed_ids.group(1)
+            # What a reader copies: the track line the search before it printed for its first result.
+            hint = re.search(r"shelfwise track --request-id (\w+) --product-id (\S+) --position (\d+)", last_search)
+            assert hint, f"README's `{line}` follows no search that printed a track line:\n{last_search}"
+            for flag, value in zip(("--request-id", "--product-id", "--position"), hint.groups()):
+                args[args.index(flag) + 1] = value
         target = (["--retrieval-address", system.address("retrieval")] if subcommand == "import-catalog"
                   else ["--address", system.address("gateway")])
         completed = await run([*cli, *args[1:], *target], env=environ)
