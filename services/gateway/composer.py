@@ -34,6 +34,7 @@ from __future__ import annotations
 
 from shelfwise.gateway.v1 import gateway_pb2
 
+from services.common.popularity import PopularityCache
 from services.gateway.config import StageDeadlines
 from services.gateway.experiments import Experiments
 from services.gateway.exploration import ExplorationSettings
@@ -48,10 +49,10 @@ from services.gateway.track import Tracker
 class Composer:
     def __init__(
         self, downstream, deadlines: StageDeadlines, candidates: int, experiments: Experiments | None = None,
-        exploration: ExplorationSettings = ExplorationSettings(),
+        exploration: ExplorationSettings = ExplorationSettings(), popularity: PopularityCache | None = None,
     ):
         metrics = GatewayMetrics()
-        stages = Stages(downstream, deadlines, candidates)
+        stages = Stages(downstream, deadlines, candidates, popularity)
         self.impressions = ImpressionLog(downstream, deadlines.events, metrics)
         self._search = SearchFlow(stages, experiments or Experiments(), exploration, self.impressions, metrics)
         self._recommend = RecommendFlow(stages, self.impressions, metrics)

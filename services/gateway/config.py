@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Mapping
 
 from services.common.circuit import CircuitSettings
+from services.common.popularity import PopularitySettings
 from services.common.config import ServerSettings, env_float, env_int, env_str, model_repository, service_address
 from services.gateway.experiments import Experiments, check_pinned_models, load_experiments
 from services.gateway.exploration import ExplorationSettings
@@ -40,6 +41,9 @@ class GatewaySettings:
     circuit: CircuitSettings = field(default_factory=CircuitSettings)
     # A share of first pages shown in a sampled order, for off-policy evaluation (exploration.py).
     exploration: ExplorationSettings = field(default_factory=ExplorationSettings)
+    # The engagement that orders popular and cold-start pages, read from events in the
+    # background (services/common/popularity.py), as ranking reads it.
+    popularity: PopularitySettings = PopularitySettings()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "GatewaySettings":
@@ -63,6 +67,7 @@ class GatewaySettings:
                 temperature=env_float("SHELFWISE_EXPLORATION_TEMPERATURE", 3.0, environ, minimum=0.01),
                 depth=env_int("SHELFWISE_EXPLORATION_DEPTH", 20, environ, minimum=1),
             ),
+            popularity=PopularitySettings.from_env(environ),
         )
 
 

@@ -2,7 +2,8 @@
 FOR_USER and COMPLETE_CART (no history, or none the sequence model can continue).
 
 The order is the products' engagement score from events (clicks + 3 × add-to-carts + 10 ×
-purchases over the popularity window), highest first; products nobody engaged with follow at 0
+purchases over the popularity window; services/common/popularity.py keeps it, refreshed in the
+background every SHELFWISE_POPULARITY_REFRESH_SECONDS, as ranking does), highest first; products nobody engaged with follow at 0
 in catalogue order. Each result's score is that engagement score, and its one reason names the
 fallback ("popular" or "cold_start") with the same value, so a caller can tell these results
 from ranked ones and see what ordered them. Ranking is not asked: its scores would not be the
@@ -11,27 +12,20 @@ order shown.
 
 from __future__ import annotations
 
-import logging
 import time
 from dataclasses import dataclass
+from typing import Mapping
 
 from shelfwise.common.v1 import common_pb2
-from shelfwise.events.v1 import events_pb2
 from shelfwise.gateway.v1 import gateway_pb2
 from shelfwise.retrieval.v1 import retrieval_pb2
 
-from services.common.errors import DeadlineExceeded, Unavailable
 from services.gateway.page_tokens import encode_page_token
 from services.gateway.request_context import RequestContext
 from services.gateway.stages import Page, Stages
 
-log = logging.getLogger(__name__)
-
 POPULAR = "popular"
 COLD_START = "cold_start"
-# Popular products read from events: the most ListPopularProducts returns, so that a category's
-# engaged-with products are found even when other categories' are more popular.
-POPULAR_LIMIT = 10_000
 # Most preferred ids retrieval accepts (its MAX_LIMIT).
 MAX_PREFERRED = 2_000
 
@@ -48,7 +42,7 @@ class PopularQuery:
 
 
 async def popular_page(stages: Stages, context: RequestContext, query: PopularQuery) -> Page:
-    scores = await _engagement_scores(stages, context)
+    scores = _engagement_scores(stages, context)
     retrieve = retrieval_pb2.RetrieveRequest(
         request_id=context.request_id,
         filters=query.filters,
@@ -81,19 +75,12 @@ async def popular_page(stages: Stages, context: RequestContext, query: PopularQu
     )
 
 
-async def _engagement_scores(stages: Stages, context: RequestContext) -> dict[str, float]:
-    """Product id -> engagement score, highest first; {} when events cannot answer in time
-    (then "events.popular" is degraded and the page is in catalogue order)."""
-    started = time.perf_counter()
-    try:
-        popular = await stages.call(
-            context, "events", stages.downstream.events.ListPopularProducts,
-            events_pb2.ListPopularProductsRequest(limit=POPULAR_LIMIT),
-        )
-    except (Unavailable, DeadlineExceeded) as error:
-        log.warning("popular products unavailable, browsing the catalogue: %s", error)
+def _engagement_scores(stages: Stages, context: RequestContext) -> Mapping[str, float]:
+    """Product id -> engagement score, highest first, as last read from events (in the
+    background: no request waits on events for it); {} when it never could be read (then
+    "events.popular" is degraded and the page is in catalogue order)."""
+    popularity = stages.popularity
+    if popularity is None or popularity.refreshed_at is None:
         context.degraded.append("events.popular")
         return {}
-    finally:
-        context.timed("popularity", started)
-    return {p.product_id: p.score for p in popular.products}
+    return popularity.values

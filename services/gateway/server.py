@@ -10,6 +10,7 @@ from shelfwise.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 
 from services.common.background import Periodic
 from services.common.channels import create_channel, is_serving
+from services.common.popularity import events_popularity
 from services.common.server import Listening, RunningServer, start_server
 from services.gateway.composer import Composer
 from services.gateway.config import GatewaySettings
@@ -49,7 +50,11 @@ class RetrievalHealth:
 
 async def create_server(settings: GatewaySettings, port: int | None = None) -> RunningServer:
     downstream = Downstream(settings)
-    composer = Composer(downstream, settings.deadlines, settings.candidates, settings.experiments, settings.exploration)
+    popularity = events_popularity(downstream.events, settings.popularity)
+    popularity.start()
+    composer = Composer(
+        downstream, settings.deadlines, settings.candidates, settings.experiments, settings.exploration, popularity
+    )
     servicer = GatewayServicer(composer)
     running = await start_server(
         register=lambda server: gateway_pb2_grpc.add_GatewayServiceServicer_to_server(servicer, server),
@@ -63,5 +68,5 @@ async def create_server(settings: GatewaySettings, port: int | None = None) -> R
     async def flush_impressions() -> None:
         await composer.close(timeout=settings.deadlines.events)
 
-    running.on_stop += [downstream.close, flush_impressions, health.stop]
+    running.on_stop += [downstream.close, flush_impressions, health.stop, popularity.stop]
     return running

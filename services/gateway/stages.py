@@ -19,6 +19,7 @@ from shelfwise.query_understanding.v1 import query_understanding_pb2 as qu_pb2
 from shelfwise.ranking.v1 import ranking_pb2
 from shelfwise.retrieval.v1 import retrieval_pb2
 
+from services.common.popularity import PopularityCache
 from services.common.errors import DeadlineExceeded, Unavailable
 from services.common.text import normalize
 from services.gateway.config import StageDeadlines
@@ -83,11 +84,14 @@ class Page:
 
 
 class Stages:
-    def __init__(self, downstream, deadlines: StageDeadlines, candidates: int):
+    def __init__(self, downstream, deadlines: StageDeadlines, candidates: int, popularity: PopularityCache | None = None):
         self.downstream = downstream
         self.deadlines = deadlines
         # How many candidates retrieval is asked for.
         self.candidates = candidates
+        # Engagement per product, refreshed in the background (popular and cold-start pages);
+        # None: no popularity source, those pages are in catalogue order.
+        self.popularity = popularity
 
     async def call(self, context: RequestContext, stage: str, method, request):
         """One call of `stage` (a StageDeadlines field) under its deadline and the request's budget."""

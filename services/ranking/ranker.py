@@ -33,14 +33,13 @@ Without a relevance ranker, or for recommendations (no query), or when it fails 
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass, replace
-from typing import Awaitable, Callable, Mapping, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
-from services.common.background import Periodic
 from services.common.errors import DeadlineExceeded, InvalidArgument, NotFound, Unavailable
+from services.common.popularity import PopularityCache
 from services.ranking.features import FEATURE_NAMES, QueryPreferences, RankingCandidate, feature_matrix
 from services.ranking.relevance import RELEVANCE_FEATURES, CategoryVote, neutral_row, relevance_matrix
 from services.ranking.scorers import FeatureScorer, OnnxRelevanceRanker, Scorer
@@ -144,39 +143,6 @@ class Ranking:
     query_categories: tuple[tuple[str, float], ...] = ()
     # Candidates the relevance ranker judges relevant (None: no relevance ranker scored them).
     relevant: int | None = None
-
-
-class PopularityCache:
-    """Engagement per product from events, refreshed in the background so that ranking never
-    waits on (or fails with) the events service; a failed refresh keeps the last values."""
-
-    def __init__(self, fetch: Callable[[], Awaitable[Mapping[str, float]]], refresh_seconds: float):
-        self._fetch = fetch
-        self.values = {}
-        self.refreshed_at: float | None = None
-        self._refresher = Periodic("popularity refresh", self.refresh, refresh_seconds)
-
-    @property
-    def values(self) -> Mapping[str, float]:
-        return self._values
-
-    @values.setter
-    def values(self, values: Mapping[str, float]) -> None:
-        # The largest engagement, found once per refresh rather than once per request.
-        self._values, self.best = values, max(values.values(), default=0.0)
-
-    async def refresh(self) -> None:
-        try:
-            self.values = dict(await self._fetch())
-            self.refreshed_at = time.monotonic()
-        except Exception as error:  # events down: keep serving with the last known values
-            log.warning("popularity refresh failed, keeping %d cached values: %s", len(self.values), error)
-
-    def start(self) -> None:
-        self._refresher.start()
-
-    async def stop(self) -> None:
-        await self._refresher.stop()
 
 
 class Ranker:

@@ -5,16 +5,17 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 
-from shelfwise.events.v1 import events_pb2, events_pb2_grpc
+from shelfwise.events.v1 import events_pb2_grpc
 from shelfwise.ranking.v1 import ranking_pb2, ranking_pb2_grpc
 
 from services.common.channels import create_channel
 from services.common.config import InferenceSettings
 from services.common.errors import NotFound
 from services.common.backends import create_backend, wait_for_models
+from services.common.popularity import events_popularity
 from services.common.server import Listening, RunningServer, start_server
 from services.ranking.config import RankingSettings
-from services.ranking.ranker import PopularityCache, Ranker
+from services.ranking.ranker import Ranker
 from services.ranking.scorers import (
     CTR_HEAD_MODEL,
     RELEVANCE_RANKER_MODEL,
@@ -64,19 +65,7 @@ async def create_server(settings: RankingSettings, port: int | None = None) -> R
         # Not fatal: each request falls back to the documented formula and says so.
         log.warning("%s not served yet; ranking without them until they are", ", ".join(models))
     channel = create_channel(settings.events_address, settings.server.max_message_bytes)
-    events = events_pb2_grpc.EventsServiceStub(channel)
-
-    request = events_pb2.ListPopularProductsRequest(window_days=settings.popularity_window_days, limit=10_000)
-    if settings.popularity_frozen is not None:
-        request.since.FromDatetime(settings.popularity_frozen[0])
-        request.until.FromDatetime(settings.popularity_frozen[1])
-        log.info("popularity frozen on the events of [%s, %s)", *(t.isoformat() for t in settings.popularity_frozen))
-
-    async def fetch_popularity() -> dict[str, float]:
-        response = await events.ListPopularProducts(request, timeout=5.0)
-        return {p.product_id: p.score for p in response.products}
-
-    popularity = PopularityCache(fetch_popularity, settings.popularity_refresh_seconds)
+    popularity = events_popularity(events_pb2_grpc.EventsServiceStub(channel), settings.popularity)
     popularity.start()
     versions = PinnedCtrHeads(settings.inference)
     servicer = RankingServicer(

@@ -13,6 +13,8 @@ from shelfwise.common.v1 import common_pb2
 from shelfwise.events.v1 import events_pb2
 from shelfwise.gateway.v1 import gateway_pb2
 
+from tests.support.eventually import eventually
+
 
 async def rejected(call, request) -> grpc.aio.AioRpcError:
     with pytest.raises(grpc.aio.AioRpcError) as error:
@@ -89,15 +91,30 @@ async def popularity(system) -> dict[str, float]:
     return {p.product_id: p.score for p in popular.products}
 
 
+async def recommend_in_step(gateway, system, request, expected: set[str] = frozenset()):
+    """(response, events' scores now) once the gateway's popularity, which it reads from events in
+    the background (every 0.3 s in tests), has caught up: every result scored as events scores it
+    now, and the `expected` products among the results."""
+    seen = {}
+
+    async def caught_up() -> bool:
+        seen["response"] = response = await gateway.Recommend(request)
+        seen["scores"] = scores = await popularity(system)
+        shown = {r.product.id for r in response.results}
+        return expected <= shown and all(r.score == scores.get(r.product.id, 0.0) for r in response.results)
+
+    await eventually(caught_up, 10, "the gateway's popularity catching up with events")
+    return seen["response"], seen["scores"]
+
+
 async def test_popular_results_carry_their_engagement_score_and_are_ordered_by_it(gateway, system):
     from tests.support.shoppers import interact
 
     user = f"popular-{uuid.uuid4().hex}"
     bought = await interact(gateway, user, "green tea", "Tea", 2, kind=events_pb2.INTERACTION_TYPE_PURCHASE)
-    response = await gateway.Recommend(gateway_pb2.RecommendRequest(
+    response, scores = await recommend_in_step(gateway, system, gateway_pb2.RecommendRequest(
         mode=gateway_pb2.RECOMMEND_MODE_POPULAR_IN_CATEGORY, category="Tea", page_size=10
-    ))
-    scores = await popularity(system)
+    ), expected=set(bought))
     assert set(bought) <= {r.product.id for r in response.results[:len(scores)]}
     for result in response.results:
         assert [(r.feature, r.value) for r in result.reasons] == [("popular", result.score)]
@@ -109,10 +126,9 @@ async def test_popular_results_carry_their_engagement_score_and_are_ordered_by_i
 
 
 async def test_cold_start_results_are_labelled_cold_start(gateway, system):
-    response = await gateway.Recommend(gateway_pb2.RecommendRequest(
+    response, scores = await recommend_in_step(gateway, system, gateway_pb2.RecommendRequest(
         mode=gateway_pb2.RECOMMEND_MODE_FOR_USER, user_id=f"new-{uuid.uuid4().hex}", page_size=6
     ))
-    scores = await popularity(system)
     assert len(response.results) == 6
     for result in response.results:
         assert [(r.feature, r.value) for r in result.reasons] == [("cold_start", result.score)]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from services.ranking.features import RRF_MAX, RankingCandidate
-from services.ranking.ranker import PopularityCache
+from services.common.popularity import PopularityCache
 
 
 def candidate(

@@ -14,7 +14,8 @@ from onnx import TensorProto, helper, numpy_helper
 from services.common.errors import InvalidArgument
 from services.common.inference import EmbeddedOnnxRuntime
 from services.ranking.features import FEATURE_NAMES, RRF_MAX, QueryPreferences, RankingCandidate, feature_matrix
-from services.ranking.ranker import MAX_CANDIDATES, PopularityCache, Ranker, ScoringPolicy
+from services.common.popularity import PopularityCache
+from services.ranking.ranker import MAX_CANDIDATES, Ranker, ScoringPolicy
 from services.ranking.scorers import FEATURE_WEIGHTS, FeatureScorer, OnnxCtrHead, create_scorer
 from tests.support.ranking import candidate, popularity, varied_candidates
 

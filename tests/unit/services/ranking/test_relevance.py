@@ -13,7 +13,8 @@ import pytest
 from services.common.errors import Unavailable
 from services.common.inference import EmbeddedOnnxRuntime
 from services.ranking.features import QueryPreferences, RankingCandidate
-from services.ranking.ranker import AdjustmentWeights, PopularityCache, Ranker, RankingQuery, cheapness
+from services.common.popularity import PopularityCache
+from services.ranking.ranker import AdjustmentWeights, Ranker, RankingQuery, cheapness
 from services.ranking.relevance import RELEVANCE_FEATURES, category_vote, neutral_row, relevance_matrix
 from services.ranking.scorers import OnnxRelevanceRanker, create_relevance_ranker, create_scorer
 
