@@ -4,6 +4,16 @@ gRPC is instrumented before any server or channel is created (spans are silently
 otherwise), so W3C trace context travels on every call and one Search is one trace. Health
 checks are left out of traces. Exporters follow the standard OTEL_* variables: OTLP when
 OTEL_EXPORTER_OTLP_ENDPOINT is set, the console when OTEL_TRACES_EXPORTER=console.
+
+Sampling follows OTEL_TRACES_SAMPLER / OTEL_TRACES_SAMPLER_ARG (e.g. `parentbased_traceidratio`
+and `0.1`), read by the SDK; unset, every trace is recorded (`parentbased_always_on`). One
+exception: a process with no exporter and no sampler named records no span at the root
+(`parentbased_always_off`), since nothing would ever read it; span contexts, and so the trace
+ids in log lines, error messages and propagated headers, are the same, and building spans that
+go nowhere was a measured share of every call's CPU (`shelfwise bench search`,
+services/cli/README.md). A process that exports nothing in front of one that exports (a mixed
+setup) should name a sampler, or it marks its traces unsampled downstream. RPC metrics come
+from the server interceptor, not from spans: they are complete whatever the sampler.
 """
 
 from __future__ import annotations
@@ -15,6 +25,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased, Sampler
 
 _lock = threading.Lock()
 _instrumented = False
@@ -53,7 +64,6 @@ def configure_tracing(service_name: str, exporter: SpanExporter | None = None) -
     if isinstance(current, TracerProvider):
         return None
     resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", f"shelfwise-{service_name}")})
-    provider = TracerProvider(resource=resource)
     if exporter is None:
         if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
             from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
@@ -61,11 +71,20 @@ def configure_tracing(service_name: str, exporter: SpanExporter | None = None) -
             exporter = OTLPSpanExporter()
         elif os.environ.get("OTEL_TRACES_EXPORTER", "").lower() == "console":
             exporter = ConsoleSpanExporter()
+    provider = TracerProvider(resource=resource, sampler=default_sampler(exporting=exporter is not None))
     if exporter is not None:
         provider.add_span_processor(BatchSpanProcessor(exporter))
     trace.set_tracer_provider(provider)
     _configure_metrics(resource)
     return provider
+
+
+def default_sampler(exporting: bool) -> Sampler | None:
+    """The sampler to give TracerProvider: None (the SDK then reads OTEL_TRACES_SAMPLER, default
+    parentbased_always_on) unless nothing exports spans and no sampler is named."""
+    if exporting or os.environ.get("OTEL_TRACES_SAMPLER"):
+        return None
+    return ParentBased(ALWAYS_OFF)
 
 
 def _configure_metrics(resource: Resource) -> None:

@@ -147,7 +147,6 @@ class Stages:
         retrieved = await self.call(context, "retrieval", self.downstream.retrieval.Retrieve, retrieve)
         context.timed("retrieval", started)
         context.degraded.extend(f"retrieval.{component}" for component in retrieved.degraded_components)
-        products = {c.product.id: c.product for c in retrieved.candidates}
         total = len(retrieved.candidates)
 
         started = time.perf_counter()
@@ -183,6 +182,7 @@ class Stages:
             ranker_version = "retrieval-order"
             query_categories, relevant = [], None
         context.timed("ranking", started)
+        products = _products_of(retrieved.candidates, {pid for pid, *_ in items})
         results = [
             gateway_pb2.SearchResult(product=products[pid], score=score, position=position, reasons=reasons)
             for pid, score, position, reasons in items
@@ -197,3 +197,17 @@ class Stages:
             query_categories=tuple(query_categories),
             relevant=relevant,
         )
+
+
+def _products_of(candidates, product_ids: set[str]) -> dict[str, common_pb2.Product]:
+    """The products of these ids among retrieval's candidates (one candidate per product: retrieval
+    fuses by product id). Stops at the last one found: a page sits mostly near the top of
+    retrieval's order, and reading every candidate's product cost CPU for ones never shown."""
+    products: dict[str, common_pb2.Product] = {}
+    for candidate in candidates:
+        product = candidate.product
+        if product.id in product_ids:
+            products[product.id] = product
+            if len(products) == len(product_ids):
+                break
+    return products
