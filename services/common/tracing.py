@@ -9,8 +9,8 @@ Sampling follows OTEL_TRACES_SAMPLER / OTEL_TRACES_SAMPLER_ARG (e.g. `parentbase
 and `0.1`), read by the SDK; unset, every trace is recorded (`parentbased_always_on`). One
 exception: a process with no exporter and no sampler named records no span at the root
 (`parentbased_always_off`), since nothing would ever read it; span contexts, and so the trace
-ids in log lines, error messages and propagated headers, are the same, and building spans that
-go nowhere was a measured share of every call's CPU (`shelfwise bench search`,
+ids in log lines, error messages and propagated headers, are the same, and a span costs about
+7 instead of 18 µs of CPU (2026-12-05, this 2-core machine; a Search makes about 13 over the services,
 services/cli/README.md). A process that exports nothing in front of one that exports (a mixed
 setup) should name a sampler, or it marks its traces unsampled downstream. RPC metrics come
 from the server interceptor, not from spans: they are complete whatever the sampler.
