@@ -88,16 +88,22 @@ async def test_one_search_is_one_trace_across_all_services(gateway, system, span
         "/shelfwise.query_understanding.v1.QueryUnderstandingService/Understand",
         "/shelfwise.retrieval.v1.RetrievalService/Retrieve",
         "/shelfwise.ranking.v1.RankingService/Rank",
-        "/shelfwise.events.v1.EventsService/LogEvents",
     ):
         kinds = {s.kind.name for s in spans if s.name == method and s.context.trace_id == root.context.trace_id}
         assert kinds == {"CLIENT", "SERVER"}, (method, in_trace)
     assert {"retrieval.lexical", "retrieval.dense"} <= in_trace
-    database_spans = [
+    # The impression goes in a batch, under a span of its own linked to the search.
+    batch = next(
         s for s in spans
-        if s.context.trace_id == root.context.trace_id and s.attributes.get("db.system") == "postgresql"
-    ]
-    assert database_spans, in_trace  # the impression's INSERT, under events' LogEvents
+        if s.name == "gateway.log_impressions" and any(link.context.trace_id == root.context.trace_id for link in s.links)
+    )
+    assert batch.parent is None and batch.attributes["batch_size"] >= 1
+    in_batch = [s for s in spans if s.context.trace_id == batch.context.trace_id]
+    kinds = {s.kind.name for s in in_batch if s.name == "/shelfwise.events.v1.EventsService/LogEvents"}
+    assert kinds == {"CLIENT", "SERVER"}, {s.name for s in in_batch}
+    assert "/shelfwise.events.v1.EventsService/LogEvents" not in in_trace
+    database_spans = [s for s in in_batch if s.attributes.get("db.system") == "postgresql"]
+    assert database_spans, {s.name for s in in_batch}  # the impression's INSERT, under events' LogEvents
     assert response.request_id
 
 
