@@ -1,7 +1,6 @@
 """Entry point: `python -m services.query_understanding`."""
 
-import asyncio
-
+from services.common.event_loop import run
 from services.common.logs import setup_logging
 from services.common.server import serve
 from services.common.tracing import configure_tracing
@@ -18,4 +17,4 @@ async def main() -> None:
 if __name__ == "__main__":
     setup_logging("query_understanding")
     configure_tracing("query_understanding")
-    asyncio.run(main())
+    run(main)

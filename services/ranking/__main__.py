@@ -1,7 +1,6 @@
 """Entry point: `python -m services.ranking`."""
 
-import asyncio
-
+from services.common.event_loop import run
 from services.common.logs import setup_logging
 from services.common.server import serve
 from services.common.tracing import configure_tracing
@@ -18,4 +17,4 @@ async def main() -> None:
 if __name__ == "__main__":
     setup_logging("ranking")
     configure_tracing("ranking")
-    asyncio.run(main())
+    run(main)
