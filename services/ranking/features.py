@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from operator import attrgetter
-from typing import Mapping, Sequence
+from typing import Mapping, NamedTuple, Sequence
 
 import numpy as np
 
@@ -51,8 +51,10 @@ SCORE_FIELDS = ("lexical_score", "dense_score", "fused_score", "lexical_coverage
 RANK_FIELDS = ("lexical_rank", "dense_rank", "multilingual_rank")
 
 
-@dataclass(frozen=True)
-class RankingCandidate:
+class RankingCandidate(NamedTuple):
+    """One retrieval candidate as ranking reads it. A NamedTuple, not a frozen dataclass: a
+    request builds 200 of them, and a frozen dataclass's __init__ cost 2.2 against 0.85 µs."""
+
     product_id: str
     brand: str
     category: str
