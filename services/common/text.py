@@ -28,6 +28,8 @@ import threading
 import unicodedata
 from typing import Any
 
+from services.common.errors import InvalidArgument
+
 __all__ = [
     "HAN",
     "HANGUL",
@@ -38,6 +40,7 @@ __all__ = [
     "index_terms",
     "is_latin_word",
     "normalize",
+    "normalize_within",
     "stem",
     "word_spans",
     "words",
@@ -100,6 +103,21 @@ def normalize(text: str) -> str:
     text = unicodedata.normalize("NFKC", text)
     text = unicodedata.normalize("NFKC", text.casefold())
     return " ".join(text.split())
+
+
+def normalize_within(text: str, limit: int, field: str) -> str:
+    """`normalize(text)`, refused with InvalidArgument naming the caller's `field` when it is
+    longer than `limit` characters. NFKC and case folding expand some characters (U+FDFA
+    becomes 18, "ß" two), so a text within its raw limit can leave it; the raw limit, checked
+    first by the caller, bounds the work (at most 18 characters out per character in)."""
+    normalized = normalize(text)
+    if len(normalized) > limit:
+        raise InvalidArgument(
+            field,
+            f"must be at most {limit} characters once normalised (Unicode NFKC and case folding expand "
+            f"some characters, e.g. U+FDFA to 18), got {len(normalized)}",
+        )
+    return normalized
 
 
 def facet_form(text: str) -> str:

@@ -9,6 +9,7 @@ from shelfwise.common.v1 import common_pb2
 from shelfwise.gateway.v1 import gateway_pb2
 
 from services.common.errors import InvalidArgument
+from services.common.text import normalize_within
 
 MAX_QUERY_CHARS = 512
 DEFAULT_PAGE_SIZE = 10
@@ -49,6 +50,9 @@ def query_of(request) -> str:
         raise InvalidArgument("query", f"must be at most {MAX_QUERY_CHARS} characters, got {len(query)}")
     if not query.strip():  # whitespace alone is no query either
         raise InvalidArgument("query", REQUIRED)
+    # Every stage reads the normalised text: refused here, under the caller's field name, rather
+    # than by a stage under its own.
+    normalize_within(query, MAX_QUERY_CHARS, "query")
     return query
 
 

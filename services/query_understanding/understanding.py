@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 
 from services.common.errors import InvalidArgument
-from services.common.text import is_latin_word, normalize, word_spans, words
+from services.common.text import is_latin_word, normalize_within, word_spans, words
 from services.query_understanding import language as _language
 from services.query_understanding.filters import extract_filters
 from services.query_understanding.language import detect_language
@@ -125,7 +125,7 @@ class QueryUnderstander:
             raise InvalidArgument(
                 "query", f"must be at most {self.MAX_QUERY_CHARS} characters, got {len(query)}"
             )
-        normalized = normalize(query)
+        normalized = normalize_within(query, self.MAX_QUERY_CHARS, "query")
         if not normalized:
             raise InvalidArgument("query", "must not be empty or whitespace")
         return normalized

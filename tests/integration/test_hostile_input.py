@@ -246,6 +246,8 @@ CASES: list[Case] = [
     case("qu-whitespace", "query_understanding", "Understand", understand(" \t\n\u3000"), INVALID, field="query"),
     case("qu-control-only", "query_understanding", "Understand", understand("\x00\x01\x1b\x7f"), INVALID, field="query"),
     case("qu-513-chars", "query_understanding", "Understand", understand("a" * 513), INVALID, field="query"),
+    # Within the raw limit, 18x that once normalised (NFKC): refused under the caller's field.
+    case("qu-expands-under-nfkc", "query_understanding", "Understand", understand("\ufdfa" * 512), INVALID, field="query: must be at most 512 characters once normalised"),
     case("qu-sql", "query_understanding", "Understand", understand(SQL), OK),
     case("qu-shell", "query_understanding", "Understand", understand(SHELL), OK),
     case("qu-price-overflow", "query_understanding", "Understand", understand("wine under 1e309"), OK),
@@ -419,6 +421,7 @@ CASES: list[Case] = [
     case("search-empty", "gateway", "Search", search(""), INVALID, field="query"),
     case("search-control-only", "gateway", "Search", search("\x00\x07\x1b"), INVALID, field="query"),
     case("search-513-chars", "gateway", "Search", search("a" * 513), INVALID, field="query"),
+    case("search-expands-under-nfkc", "gateway", "Search", search("\ufdfa" * 512), INVALID, field="query: must be at most 512 characters once normalised"),
     case("search-page-size-zero", "gateway", "Search", search(page_size=0), INVALID, field="page_size"),
     case("search-page-size-negative", "gateway", "Search", search(page_size=-1), INVALID, field="page_size"),
     case("search-page-size-huge", "gateway", "Search", search(page_size=2**31 - 1), INVALID, field="page_size"),

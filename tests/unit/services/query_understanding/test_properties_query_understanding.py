@@ -81,8 +81,8 @@ def check_invariants(understanding: Understanding, query: str) -> None:
     assert understanding.normalized == normalize(query)
     assert normalize(understanding.normalized) == understanding.normalized  # normalised
     assert understanding.normalized and understanding.normalized == understanding.normalized.strip()
-    # Bounded: NFKC expands one character to at most 18 (U+FDFA), case folding at most 3.
-    assert len(understanding.normalized) <= 54 * len(query)
+    # Bounded: a query that normalises to more than the limit is refused (U+FDFA expands to 18).
+    assert len(understanding.normalized) <= QueryUnderstander.MAX_QUERY_CHARS
     # Corrections replace whole words by catalogue words at most two edits away.
     assert len(understanding.corrected) <= len(understanding.normalized) + 2 * len(understanding.corrections)
     for original, corrected in understanding.corrections:
@@ -114,7 +114,9 @@ def check_invariants(understanding: Understanding, query: str) -> None:
 def test_any_text_is_understood_or_rejected_as_invalid_query(understander, query):
     understanding = understood_or_rejected(understander, query)
     if understanding is None:
-        assert len(query) > QueryUnderstander.MAX_QUERY_CHARS or not normalize(query) or _has_surrogate(query)
+        limit = QueryUnderstander.MAX_QUERY_CHARS
+        # Too long as sent or once normalised (U+FDFA expands to 18), empty, or unencodable.
+        assert len(query) > limit or len(normalize(query)) > limit or not normalize(query) or _has_surrogate(query)
     else:
         check_invariants(understanding, query)
 
