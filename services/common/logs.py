@@ -4,7 +4,13 @@ fields as plain text for reading on a terminal.
 
 Secrets never reach a log line: whatever a message or a traceback holds, bearer tokens and the
 passwords of URLs (`scheme://user:password@host`, `password=` parameters) are replaced with
-`***` by the formatters, the last step before a line is written."""
+`***` by the formatters, the last step before a line is written.
+
+Warnings that repeat are rate limited (`RepeatFilter`): during an outage every degraded request
+would otherwise log its own line (20-40 lines/s were seen), drowning what changed. The first
+warning from a line of code is written; the same warning again within
+SHELFWISE_LOG_REPEAT_SECONDS (10 s) is counted, not written, and the next one written after that
+says how many were left out. The metrics count every degraded request whatever the logs show."""
 
 from __future__ import annotations
 
@@ -12,6 +18,8 @@ import json
 import logging
 import os
 import re
+import threading
+import time
 from datetime import datetime, timezone
 
 from opentelemetry import trace
@@ -68,6 +76,49 @@ class TextFormatter(logging.Formatter):
         return redact_secrets(super().format(record))
 
 
+class RepeatFilter(logging.Filter):
+    """Lets through one WARNING per message template (and logger) per `interval` seconds; the
+    next one through carries the count of those left out. Errors and lower levels all pass."""
+
+    MAX_TEMPLATES = 1_000  # templates are lines of code; the bound only guards against a leak
+
+    def __init__(self, interval: float) -> None:
+        super().__init__()
+        self._interval = interval
+        self._lock = threading.Lock()
+        # (logger, template) -> [start of the current window, warnings left out in it]
+        self._windows: dict[tuple[str, str], list] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.WARNING or self._interval <= 0:
+            return True
+        key = (record.name, str(record.msg))
+        now = time.monotonic()
+        with self._lock:
+            window = self._windows.get(key)
+            if window is not None and now - window[0] < self._interval:
+                window[1] += 1
+                return False
+            left_out, started = (window[1], window[0]) if window is not None else (0, now)
+            if len(self._windows) >= self.MAX_TEMPLATES and key not in self._windows:
+                self._windows.clear()
+            self._windows[key] = [now, 0]
+        if left_out:
+            record.msg = f"{record.msg} [and {left_out} more like this in the {now - started:.0f}s before, not logged]"
+        return True
+
+
+def repeat_interval(environ=None) -> float:
+    raw = (environ if environ is not None else os.environ).get("SHELFWISE_LOG_REPEAT_SECONDS", "10")
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = -1.0
+    if not seconds >= 0:
+        raise ValueError(f"SHELFWISE_LOG_REPEAT_SECONDS must be a number of seconds >= 0 (0 = log every warning), got {raw!r}")
+    return seconds
+
+
 def setup_logging(service: str) -> None:
     """Configures the root logger of a service process (call once, in __main__)."""
     kind = os.environ.get("SHELFWISE_LOG_FORMAT", "json").lower()
@@ -75,4 +126,5 @@ def setup_logging(service: str) -> None:
         raise ValueError(f"SHELFWISE_LOG_FORMAT={kind!r} must be 'json' or 'text'")
     handler = logging.StreamHandler()
     handler.setFormatter(JsonFormatter(service) if kind == "json" else TextFormatter(service))
+    handler.addFilter(RepeatFilter(repeat_interval()))
     logging.basicConfig(level=os.environ.get("SHELFWISE_LOG_LEVEL", "INFO").upper(), handlers=[handler], force=True)
