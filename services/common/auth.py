@@ -4,12 +4,17 @@ credentials a service presents on its own calls.
 Server side (`CallerInterceptor`, installed by `services.common.server.start_server`):
 
 - SHELFWISE_AUTH=token: every call carries `authorization: Bearer <token>`, and the token is one
-  of the configured callers' (lines `principal token`, e.g. from a mounted Kubernetes Secret).
+  of the configured callers' (lines `principal token role`, e.g. from a mounted Kubernetes
+  Secret; the roles are in services/common/authorization.py).
   A missing or unknown token gets UNAUTHENTICATED with a message saying what to send; the
   token itself is never echoed, logged or put on a span. Only SHA-256 digests of the accepted
   tokens are kept in memory, compared in constant time (hmac.compare_digest).
 - SHELFWISE_AUTH=mtls: the TLS handshake already refused clients without a certificate signed
-  by the CA; the principal is the certificate's common name.
+  by the CA; the principal is the certificate's common name, its role the organisational unit
+  (`OU=service`; `caller` without one).
+- Authenticated callers are then authorised: a method their role does not cover gets
+  PERMISSION_DENIED naming the role it needs (services/common/authorization.py). The check
+  reads only metadata, like authentication, so a refused call's message is never decoded.
 - grpc.health.v1 stays open: kubelet's native gRPC probes cannot send a token, and health
   reveals nothing but SERVING/NOT_SERVING. Server reflection is NOT open: it describes every
   method and message of the API, which is for operators (grpcurl sends the token with
@@ -32,6 +37,7 @@ from typing import Awaitable, Callable, Iterable, Sequence
 import grpc
 from opentelemetry import trace
 
+from services.common.authorization import ADMIN, CALLER, allowed, check_role, required_role
 from services.common.config import SecuritySettings
 from services.common.rate_limit import RateLimiter
 
@@ -55,8 +61,10 @@ class Refused(Exception):
         self.message = message
 
 
-def parse_tokens(text: str, source: str = "SHELFWISE_AUTH_TOKENS") -> list[tuple[str, str]]:
-    """`principal token` entries, one per line (or separated by commas); `#` starts a comment.
+def parse_tokens(text: str, source: str = "SHELFWISE_AUTH_TOKENS") -> list[tuple[str, str, str]]:
+    """`principal token role` entries, one per line (or separated by commas); `#` starts a
+    comment. The role is required: a tokens file written before roles existed fails here, at
+    start-up, rather than each call later.
 
     Errors name the line and the principal, never the token."""
     entries = []
@@ -65,12 +73,15 @@ def parse_tokens(text: str, source: str = "SHELFWISE_AUTH_TOKENS") -> list[tuple
         if not line:
             continue
         fields = line.split()
-        if len(fields) != 2:
-            raise ValueError(f"{source}: entry {number} is not `principal token` (two fields separated by a space)")
-        principal, token = fields
+        if len(fields) != 3:
+            raise ValueError(
+                f"{source}: entry {number} is not `principal token role` (three fields separated by spaces; "
+                "role caller, service or admin)"
+            )
+        principal, token, role = fields
         if len(token) < MIN_TOKEN_CHARS:
             raise ValueError(f"{source}: the token of {principal!r} is shorter than {MIN_TOKEN_CHARS} characters")
-        entries.append((principal, token))
+        entries.append((principal, token, check_role(role, f"{source}: entry {number} ({principal!r})")))
     return entries
 
 
@@ -79,17 +90,17 @@ def _digest(token: str) -> bytes:
 
 
 class Authenticator:
-    """Maps a bearer token to the caller's principal; keeps only digests of the tokens."""
+    """Maps a bearer token to the caller's principal and role; keeps only digests of the tokens."""
 
-    def __init__(self, entries: Iterable[tuple[str, str]]) -> None:
-        self._digests: list[tuple[bytes, str]] = []
+    def __init__(self, entries: Iterable[tuple[str, str, str]]) -> None:
+        self._digests: list[tuple[bytes, str, str]] = []
         seen: dict[bytes, str] = {}
-        for principal, token in entries:
+        for principal, token, role in entries:
             digest = _digest(token)
             if digest in seen and seen[digest] != principal:
                 raise ValueError(f"the same token is configured for {seen[digest]!r} and {principal!r}")
             seen[digest] = principal
-            self._digests.append((digest, principal))
+            self._digests.append((digest, principal, role))
         if not self._digests:
             raise ValueError("token authentication is on but no caller token is configured")
 
@@ -97,17 +108,18 @@ class Authenticator:
     def from_settings(cls, settings: SecuritySettings) -> "Authenticator":
         entries = parse_tokens(settings.caller_tokens)
         # The own token is usually listed already under the service's principal (the gateway's
-        # token in the deployed tokens file): `self` only when it is not.
-        if settings.own_token and settings.own_token not in {token for _, token in entries}:
-            entries += parse_tokens(f"{SELF_PRINCIPAL} {settings.own_token}", "SHELFWISE_AUTH_TOKEN")
+        # token in the deployed tokens file): `self` only when it is not, the setup with one
+        # token for everything (the operator's own processes), so it gets every role.
+        if settings.own_token and settings.own_token not in {token for _, token, _ in entries}:
+            entries += parse_tokens(f"{SELF_PRINCIPAL} {settings.own_token} {ADMIN}", "SHELFWISE_AUTH_TOKEN")
         return cls(entries)
 
     @property
     def principals(self) -> list[str]:
-        return sorted({principal for _, principal in self._digests})
+        return sorted({principal for _, principal, _ in self._digests})
 
-    def principal(self, metadata: Sequence[tuple[str, str | bytes]] | None) -> str:
-        """The caller's principal, or Refused(UNAUTHENTICATED) saying what to send."""
+    def principal(self, metadata: Sequence[tuple[str, str | bytes]] | None) -> tuple[str, str]:
+        """The caller's (principal, role), or Refused(UNAUTHENTICATED) saying what to send."""
         values = [value for key, value in (metadata or ()) if key == AUTHORIZATION]
         if not values:
             raise Refused(grpc.StatusCode.UNAUTHENTICATED, f"no credentials: {WHAT_TO_SEND}")
@@ -121,20 +133,37 @@ class Authenticator:
             raise Refused(grpc.StatusCode.UNAUTHENTICATED, f"the authorization header is not a bearer token: {WHAT_TO_SEND}")
         presented = _digest(token.strip())
         found = None
-        for digest, principal in self._digests:  # every entry, so the time does not tell which matched
+        for digest, principal, role in self._digests:  # every entry, so the time does not tell which matched
             if hmac.compare_digest(digest, presented):
-                found = principal
+                found = (principal, role)
         if found is None:
             raise Refused(grpc.StatusCode.UNAUTHENTICATED, f"the token is not valid for this service: {WHAT_TO_SEND}")
         return found
 
 
-def certificate_principal(context: grpc.aio.ServicerContext) -> str:
-    """The common name of the client certificate the TLS handshake verified."""
-    names = context.auth_context().get("x509_common_name") or []
+def certificate_principal(context: grpc.aio.ServicerContext) -> tuple[str, str]:
+    """The (common name, role) of the client certificate the TLS handshake verified: the role
+    is its organisational unit (OU), `caller` when it has none."""
+    auth = context.auth_context()
+    names = auth.get("x509_common_name") or []
     if not names:
         raise Refused(grpc.StatusCode.UNAUTHENTICATED, "a client certificate signed by the service CA is required")
-    return names[0].decode("utf-8", "replace")
+    name = names[0].decode("utf-8", "replace")
+    subjects = auth.get("x509_subject") or []
+    unit = subject_unit(subjects[0].decode("utf-8", "replace")) if subjects else ""
+    try:
+        return name, check_role(unit or CALLER, "client certificate OU")
+    except ValueError as error:
+        raise Refused(grpc.StatusCode.PERMISSION_DENIED, str(error)) from None
+
+
+def subject_unit(subject: str) -> str:
+    """The OU of an RFC 2253 subject such as `CN=gateway,OU=service,O=Shop` ("" if none)."""
+    for part in subject.replace("\\,", "\0").split(","):
+        key, _, value = part.strip().partition("=")
+        if key.upper() == "OU":
+            return value.replace("\0", ",").strip()
+    return ""
 
 
 def _host(peer: str) -> str:
@@ -170,21 +199,28 @@ class CallerInterceptor(grpc.aio.ServerInterceptor):
             return handler
         refusal: Refused | None = None
         principal: str | None = None
+        role: str | None = None
         if self._mode == "token":
             try:
-                principal = self._authenticator.principal(handler_call_details.invocation_metadata)
+                principal, role = self._authenticator.principal(handler_call_details.invocation_metadata)
+                authorize(principal, role, method)
             except Refused as refused:
+                if handler.unary_unary is not None:
+                    # Known from the metadata alone: the message is never decoded.
+                    return refusing_handler(refused, handler, principal)
                 refusal = refused
 
         async def check(context: grpc.aio.ServicerContext) -> None:
-            nonlocal principal
+            nonlocal principal, role
             try:
                 if refusal is not None:
                     raise refusal
                 if self._mode == "mtls":
-                    principal = certificate_principal(context)
+                    principal, role = certificate_principal(context)
                 if principal is not None:
                     trace.get_current_span().set_attribute("shelfwise.principal", principal)
+                if role is not None:
+                    authorize(principal, role, method)
                 if self._limiter is not None:
                     caller = f"principal:{principal}" if principal is not None else _host(context.peer() or "")
                     if not self._limiter.allow(caller, principal, method):
@@ -196,6 +232,33 @@ class CallerInterceptor(grpc.aio.ServerInterceptor):
                 await context.abort(refused.code, refused.message)
 
         return guard(handler, check)
+
+
+def authorize(principal: str, role: str, method: str) -> None:
+    """Refused(PERMISSION_DENIED) naming the role `method` needs, unless `role` covers it."""
+    if not allowed(role, method):
+        raise Refused(
+            grpc.StatusCode.PERMISSION_DENIED,
+            f"{method} needs the {required_role(method)} role; {principal!r} has the {role} role "
+            "(roles: services/common/authorization.py)",
+        )
+
+
+def refusing_handler(
+    refused: Refused, handler: grpc.RpcMethodHandler, principal: str | None = None
+) -> grpc.RpcMethodHandler:
+    """A unary handler that answers `refused` without decoding the request: no deserializer,
+    so the error-mapping interceptor outside passes the raw bytes, which nothing reads. The
+    server span names the `principal` when one authenticated."""
+
+    async def refuse(raw_request, context: grpc.aio.ServicerContext):
+        if principal is not None:
+            trace.get_current_span().set_attribute("shelfwise.principal", principal)
+        await context.abort(refused.code, refused.message)
+
+    return grpc.unary_unary_rpc_method_handler(
+        refuse, request_deserializer=None, response_serializer=handler.response_serializer
+    )
 
 
 def guard(handler: grpc.RpcMethodHandler, check: Callable[[grpc.aio.ServicerContext], Awaitable[None]]):

@@ -94,7 +94,7 @@ class SecuritySettings:
     auth          off (default locally), token (`authorization: Bearer <token>` on every call
                   but health checks) or mtls (a client certificate signed by the CA; the
                   principal is its common name). The Kubernetes overlays turn token on.
-    caller_tokens the accepted tokens, lines `principal token` (SHELFWISE_AUTH_TOKENS_FILE or
+    caller_tokens the accepted tokens, lines `principal token role` (SHELFWISE_AUTH_TOKENS_FILE or
                   SHELFWISE_AUTH_TOKENS; in the env, entries may also be separated by commas).
     own_token     the token this process sends on its own calls (SHELFWISE_AUTH_TOKEN[_FILE]);
                   the server accepts it too, as principal `self`, so one token is enough for
@@ -160,7 +160,7 @@ class SecuritySettings:
             )
         if auth == "token" and not (settings.caller_tokens or settings.own_token):
             raise ValueError(
-                "SHELFWISE_AUTH=token needs the accepted tokens: SHELFWISE_AUTH_TOKENS_FILE (lines `principal token`), "
+                "SHELFWISE_AUTH=token needs the accepted tokens: SHELFWISE_AUTH_TOKENS_FILE (lines `principal token role`), "
                 "SHELFWISE_AUTH_TOKENS or at least SHELFWISE_AUTH_TOKEN"
             )
         return settings

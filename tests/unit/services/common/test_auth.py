@@ -13,15 +13,25 @@ SHOP = "s" * 32
 GATEWAY = "g" * 32
 
 
-def test_tokens_file_lines_name_a_principal_each_and_comments_are_ignored():
-    assert parse_tokens(f"# callers\nshop {SHOP}\n\ngateway {GATEWAY}  # the gateway\n") == [
-        ("shop", SHOP),
-        ("gateway", GATEWAY),
+def test_tokens_file_lines_name_a_principal_and_its_role_each_and_comments_are_ignored():
+    assert parse_tokens(f"# callers\nshop {SHOP} caller\n\ngateway {GATEWAY} service  # the gateway\n") == [
+        ("shop", SHOP, "caller"),
+        ("gateway", GATEWAY, "service"),
     ]
-    assert parse_tokens(f"shop {SHOP}, gateway {GATEWAY}") == [("shop", SHOP), ("gateway", GATEWAY)]
+    assert parse_tokens(f"shop {SHOP} caller, gateway {GATEWAY} admin") == [
+        ("shop", SHOP, "caller"), ("gateway", GATEWAY, "admin"),
+    ]
 
 
-@pytest.mark.parametrize("text, message", [("shop", "two fields"), ("shop short", "shorter than 16")])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("shop", "three fields"),
+        (f"shop {SHOP}", "role caller, service or admin"),  # a tokens file from before roles
+        ("shop short caller", "shorter than 16"),
+        (f"shop {SHOP} root", "role 'root' is not one of caller, service, admin"),
+    ],
+)
 def test_bad_token_entries_fail_without_showing_the_token(text, message):
     with pytest.raises(ValueError, match=message) as error:
         parse_tokens(text)
@@ -29,9 +39,9 @@ def test_bad_token_entries_fail_without_showing_the_token(text, message):
 
 
 def test_a_bearer_token_maps_to_its_principal():
-    authenticator = Authenticator([("shop", SHOP), ("gateway", GATEWAY)])
-    assert authenticator.principal([("authorization", f"Bearer {SHOP}")]) == "shop"
-    assert authenticator.principal([("authorization", f"bearer {GATEWAY}".encode())]) == "gateway"
+    authenticator = Authenticator([("shop", SHOP, "caller"), ("gateway", GATEWAY, "service")])
+    assert authenticator.principal([("authorization", f"Bearer {SHOP}")]) == ("shop", "caller")
+    assert authenticator.principal([("authorization", f"bearer {GATEWAY}".encode())]) == ("gateway", "service")
 
 
 @pytest.mark.parametrize(
@@ -45,25 +55,25 @@ def test_a_bearer_token_maps_to_its_principal():
 )
 def test_missing_or_unknown_tokens_are_unauthenticated_and_say_what_to_send(metadata, reason):
     with pytest.raises(Refused) as refused:
-        Authenticator([("shop", SHOP)]).principal(metadata)
+        Authenticator([("shop", SHOP, "caller")]).principal(metadata)
     assert refused.value.code == grpc.StatusCode.UNAUTHENTICATED
     assert reason in refused.value.message and "authorization: Bearer <token>" in refused.value.message
     assert SHOP not in refused.value.message and "x" * 10 not in refused.value.message
 
 
 def test_only_digests_of_the_tokens_are_kept():
-    authenticator = Authenticator([("shop", SHOP)])
+    authenticator = Authenticator([("shop", SHOP, "caller")])
     assert SHOP not in repr(vars(authenticator))
 
 
-def test_the_own_token_is_accepted_as_self_so_one_token_runs_everything_locally():
+def test_the_own_token_is_accepted_as_self_with_every_role_so_one_token_runs_everything_locally():
     settings = SecuritySettings(auth="token", own_token=SHOP)
-    assert Authenticator.from_settings(settings).principal([("authorization", f"Bearer {SHOP}")]) == SELF_PRINCIPAL
+    assert Authenticator.from_settings(settings).principal([("authorization", f"Bearer {SHOP}")]) == (SELF_PRINCIPAL, "admin")
 
 
 def test_settings_read_tokens_from_files_and_never_print_them(tmp_path):
     tokens = tmp_path / "tokens"
-    tokens.write_text(f"shop {SHOP}\n")
+    tokens.write_text(f"shop {SHOP} caller\n")
     own = tmp_path / "token"
     own.write_text(GATEWAY + "\n")
     settings = SecuritySettings.from_env(
@@ -112,9 +122,9 @@ def test_log_lines_never_carry_bearer_tokens_or_url_passwords():
 
 def test_an_own_token_listed_among_the_callers_keeps_its_principal():
     """As deployed: the gateway's tokens file lists `gateway <its own token>`."""
-    settings = SecuritySettings(auth="token", caller_tokens=f"gateway {GATEWAY}\nshop {SHOP}", own_token=GATEWAY)
+    settings = SecuritySettings(auth="token", caller_tokens=f"gateway {GATEWAY} service\nshop {SHOP} caller", own_token=GATEWAY)
     authenticator = Authenticator.from_settings(settings)
-    assert authenticator.principal([("authorization", f"Bearer {GATEWAY}")]) == "gateway"
+    assert authenticator.principal([("authorization", f"Bearer {GATEWAY}")]) == ("gateway", "service")
     assert authenticator.principals == ["gateway", "shop"]
 
 
