@@ -2,7 +2,6 @@
 
 from services.common.event_loop import run
 from services.common.logs import setup_logging
-from services.common.native_threads import limit_native_threads
 from services.common.server import serve
 from services.common.tracing import configure_tracing
 from services.events.config import EventsSettings
@@ -18,5 +17,4 @@ async def main() -> None:
 if __name__ == "__main__":
     setup_logging("events")
     configure_tracing("events")
-    limit_native_threads()
     run(main)

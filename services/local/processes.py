@@ -58,6 +58,11 @@ class ServiceProcesses:
 
     def service_environment(self) -> dict[str, str]:
         env = dict(os.environ)
+        # One OpenBLAS thread per service unless the caller says otherwise: its worker threads
+        # spin after every numpy call (language identification, dense scoring), and with five
+        # services on a few cores that spinning took most of the CPU of a search (measured:
+        # language identification 3.8 -> 0.5 ms of CPU per query; `shelfwise bench search`).
+        env.setdefault("OPENBLAS_NUM_THREADS", "1")
         env.update(
             {
                 "SHELFWISE_DATABASE_URL": self.database_url,
