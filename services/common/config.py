@@ -18,6 +18,15 @@ if TYPE_CHECKING:
     from services.common.circuit import CircuitSettings
 
 DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+# The largest request each service's API needs, as its default limit. A call whose message is
+# larger is refused from its frame header, before the body is read: at 4 MiB everywhere, each
+# rejected 2 MB message cost the gateway 10-35 MB of memory (issue 27). The gateway's largest
+# request is a Track of 500 interactions (a few hundred KB); query understanding's a query of
+# 512 characters; ranking, retrieval (catalogue upserts) and events (batches) take bulk.
+SERVICE_MAX_MESSAGE_BYTES = {
+    "gateway": 1024 * 1024,
+    "query_understanding": 64 * 1024,
+}
 
 DEFAULT_PORTS = {
     "gateway": 50051,
@@ -52,11 +61,13 @@ class ServerSettings:
             service=service,
             host=env_str(f"{prefix}_HOST", env_str("SHELFWISE_HOST", "127.0.0.1", environ), environ),
             port=env_int(f"{prefix}_PORT", DEFAULT_PORTS[service], environ, minimum=0),
-            # One limit for every service, overridable per service (e.g. retrieval takes large
-            # catalogue upserts, the gateway small queries).
+            # Per service, else the common setting, else what the service's API needs.
             max_message_bytes=env_int(
                 f"{prefix}_MAX_MESSAGE_BYTES",
-                env_int("SHELFWISE_MAX_MESSAGE_BYTES", DEFAULT_MAX_MESSAGE_BYTES, environ, minimum=1024),
+                env_int(
+                    "SHELFWISE_MAX_MESSAGE_BYTES", SERVICE_MAX_MESSAGE_BYTES.get(service, DEFAULT_MAX_MESSAGE_BYTES),
+                    environ, minimum=1024,
+                ),
                 environ,
                 minimum=1024,
             ),

@@ -124,9 +124,17 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
 
 
 def grpc_options(max_message_bytes: int) -> list[tuple[str, int]]:
+    """Message limits, and HTTP/2 flow-control windows left at their 64 KiB default. With
+    bandwidth-delay probing on (gRPC's default) the windows grow to megabytes, and a peer may
+    send that much of a message before the receiver can refuse it for its size: 64 concurrent
+    3 MB calls, all refused, took the gateway from 68 to 158 MiB and left it at 83-119 MiB a
+    minute later; with probing off, it stayed at its idle size
+    (tests/integration/test_oversized_calls.py, issue 27). The services talk within a cluster,
+    where a round trip is short and 64 KiB windows keep even a bulk upsert moving."""
     return [
         ("grpc.max_receive_message_length", max_message_bytes),
         ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.http2.bdp_probe", 0),
     ]
 
 

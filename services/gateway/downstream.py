@@ -21,6 +21,7 @@ from shelfwise.retrieval.v1 import retrieval_pb2_grpc
 from services.common import errors
 from services.common.channels import create_channel
 from services.common.circuit import Breakers
+from services.common.config import DEFAULT_MAX_MESSAGE_BYTES
 from services.common.metrics import CircuitMetrics
 from services.gateway.config import GatewaySettings
 
@@ -45,7 +46,9 @@ class Downstream:
         # A stage's own deadline: a call cut shorter by the caller's deadline that runs out is
         # no verdict on the service (see CircuitBreaker.call).
         self._stage_limits = asdict(settings.deadlines)
-        size = settings.server.max_message_bytes
+        # Not the gateway's own (small) request limit: retrieval's answers carry hundreds of
+        # products, and a Rank request as many.
+        size = DEFAULT_MAX_MESSAGE_BYTES
         self._channels = [
             create_channel(settings.query_understanding_address, size),
             create_channel(settings.retrieval_address, size),

@@ -131,7 +131,10 @@ def test_an_own_token_listed_among_the_callers_keeps_its_principal():
 def test_message_size_limit_is_set_for_all_services_and_overridable_per_service():
     from services.common.config import DEFAULT_MAX_MESSAGE_BYTES, ServerSettings
 
-    assert ServerSettings.from_env("gateway", {}).max_message_bytes == DEFAULT_MAX_MESSAGE_BYTES
+    # By default what each API needs: small requests at the edge, bulk ones inside.
+    assert ServerSettings.from_env("gateway", {}).max_message_bytes == 1024 * 1024
+    assert ServerSettings.from_env("query_understanding", {}).max_message_bytes == 64 * 1024
+    assert ServerSettings.from_env("retrieval", {}).max_message_bytes == DEFAULT_MAX_MESSAGE_BYTES
     environ = {"SHELFWISE_MAX_MESSAGE_BYTES": "2000000", "SHELFWISE_RETRIEVAL_MAX_MESSAGE_BYTES": "64000000"}
     assert ServerSettings.from_env("gateway", environ).max_message_bytes == 2_000_000
     assert ServerSettings.from_env("retrieval", environ).max_message_bytes == 64_000_000

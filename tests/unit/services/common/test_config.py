@@ -123,7 +123,7 @@ def test_server_settings_defaults() -> None:
         service="gateway",
         host="127.0.0.1",
         port=50051,
-        max_message_bytes=4 * 1024 * 1024,
+        max_message_bytes=1024 * 1024,  # what the gateway's largest request needs
         shutdown_grace_seconds=5.0,
     )
 
