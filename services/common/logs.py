@@ -6,11 +6,13 @@ Secrets never reach a log line: whatever a message or a traceback holds, bearer 
 passwords of URLs (`scheme://user:password@host`, `password=` parameters) are replaced with
 `***` by the formatters, the last step before a line is written.
 
-Warnings that repeat are rate limited (`RepeatFilter`): during an outage every degraded request
-would otherwise log its own line (20-40 lines/s were seen), drowning what changed. The first
-warning from a line of code is written; the same warning again within
-SHELFWISE_LOG_REPEAT_SECONDS (10 s) is counted, not written, and the next one written after that
-says how many were left out. The metrics count every degraded request whatever the logs show."""
+Warnings logged per request are rate limited (`RepeatFilter`, added to the logger of each module
+that logs a degraded request): during an outage every such request would otherwise log its own
+line (20-40 lines/s were seen), drowning what changed. The first warning from a line of code is
+written; the same warning again within SHELFWISE_LOG_REPEAT_SECONDS (10 s) is counted, not
+written, and the next one written after that says how many were left out. The metrics count
+every degraded request whatever the logs show. Other warnings (a breaker's transitions, start-up
+problems) are events in their own right and are all written."""
 
 from __future__ import annotations
 
@@ -78,11 +80,12 @@ class TextFormatter(logging.Formatter):
 
 class RepeatFilter(logging.Filter):
     """Lets through one WARNING per message template (and logger) per `interval` seconds; the
-    next one through carries the count of those left out. Errors and lower levels all pass."""
+    next one through carries the count of those left out. Errors and lower levels all pass.
+    `interval` None: SHELFWISE_LOG_REPEAT_SECONDS, read at the first warning."""
 
     MAX_TEMPLATES = 1_000  # templates are lines of code; the bound only guards against a leak
 
-    def __init__(self, interval: float) -> None:
+    def __init__(self, interval: float | None = None) -> None:
         super().__init__()
         self._interval = interval
         self._lock = threading.Lock()
@@ -90,7 +93,11 @@ class RepeatFilter(logging.Filter):
         self._windows: dict[tuple[str, str], list] = {}
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno != logging.WARNING or self._interval <= 0:
+        if record.levelno != logging.WARNING:
+            return True
+        if self._interval is None:
+            self._interval = repeat_interval()
+        if self._interval <= 0:
             return True
         key = (record.name, str(record.msg))
         now = time.monotonic()
@@ -126,5 +133,5 @@ def setup_logging(service: str) -> None:
         raise ValueError(f"SHELFWISE_LOG_FORMAT={kind!r} must be 'json' or 'text'")
     handler = logging.StreamHandler()
     handler.setFormatter(JsonFormatter(service) if kind == "json" else TextFormatter(service))
-    handler.addFilter(RepeatFilter(repeat_interval()))
+    repeat_interval()  # a bad setting stops the service at start-up, not at its first warning
     logging.basicConfig(level=os.environ.get("SHELFWISE_LOG_LEVEL", "INFO").upper(), handlers=[handler], force=True)

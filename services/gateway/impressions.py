@@ -26,6 +26,7 @@ from opentelemetry import trace
 from shelfwise.events.v1 import events_pb2
 
 from services.common.errors import DeadlineExceeded, Unavailable
+from services.common.logs import RepeatFilter
 from services.common.tracing import tracer
 from services.gateway.event_buffer import ImpressionBuffer
 from services.gateway.metrics import GatewayMetrics
@@ -33,6 +34,7 @@ from services.gateway.request_context import RequestContext
 from services.gateway.stages import Page
 
 log = logging.getLogger(__name__)
+log.addFilter(RepeatFilter())  # its warnings are per request: rate limited (services/common/logs.py)
 _tracer = tracer(__name__)
 
 IMPRESSION_WAIT_SECONDS = 2.0

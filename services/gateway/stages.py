@@ -19,6 +19,7 @@ from shelfwise.query_understanding.v1 import query_understanding_pb2 as qu_pb2
 from shelfwise.ranking.v1 import ranking_pb2
 from shelfwise.retrieval.v1 import retrieval_pb2
 
+from services.common.logs import RepeatFilter
 from services.common.popularity import PopularityCache
 from services.common.errors import DeadlineExceeded, Unavailable
 from services.common.text import normalize
@@ -28,6 +29,7 @@ from services.gateway.page_tokens import encode_page_token
 from services.gateway.request_context import RequestContext
 
 log = logging.getLogger(__name__)
+log.addFilter(RepeatFilter())  # its warnings are per request: rate limited (services/common/logs.py)
 
 # History read per request: the sequence model looks at the last 50 steps.
 HISTORY_LIMIT = 50

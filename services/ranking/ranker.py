@@ -39,12 +39,14 @@ from typing import Callable, Sequence
 import numpy as np
 
 from services.common.errors import DeadlineExceeded, InvalidArgument, NotFound, Unavailable
+from services.common.logs import RepeatFilter
 from services.common.popularity import PopularityCache
 from services.ranking.features import FEATURE_NAMES, QueryPreferences, RankingCandidate, feature_matrix
 from services.ranking.relevance import RELEVANCE_FEATURES, CategoryVote, neutral_row, relevance_matrix
 from services.ranking.scorers import FeatureScorer, OnnxRelevanceRanker, Scorer
 
 log = logging.getLogger(__name__)
+log.addFilter(RepeatFilter())  # its warnings are per request: rate limited (services/common/logs.py)
 
 MAX_CANDIDATES = 2_000
 MAX_PAGE = 100

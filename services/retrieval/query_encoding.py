@@ -10,10 +10,12 @@ import logging
 import numpy as np
 
 from services.common.errors import DeadlineExceeded, Unavailable
+from services.common.logs import RepeatFilter
 from services.retrieval.metrics import RetrievalMetrics
 from services.retrieval.vector_space import VectorSpace
 
 log = logging.getLogger(__name__)
+log.addFilter(RepeatFilter())  # its warnings are per request: rate limited (services/common/logs.py)
 
 # Degraded components: the English (primary) space's query vector missing, the multilingual one's.
 DEGRADED_DENSE, DEGRADED_MULTILINGUAL = "dense", "dense.multilingual"
