@@ -41,6 +41,7 @@ async def run_up(args) -> int:
     quiet_library_noise()
     from services.local.catalog_import import read_catalog_file
     from services.local.stack import LocalStack, StackSettings
+    from services.local.supervision import Supervisor
     from training.encoders.export import main as export_models
 
     started = time.monotonic()
@@ -61,6 +62,7 @@ async def run_up(args) -> int:
         triton_env_dir=Path(args.triton_env_dir) if args.triton else None,
     ))
     stop = asyncio.Event()
+    supervising: asyncio.Task | None = None
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
@@ -83,9 +85,17 @@ async def run_up(args) -> int:
         if args.exit:
             return 0
         print(f"\nShelfwise is running: gateway at {gateway}. Try `shelfwise search \"red wine\"`. Ctrl-C stops.", flush=True)
+        # A service that dies is reported and started again (services/local/supervision.py).
+        supervisor = Supervisor(stack)
+        supervising = asyncio.create_task(supervisor.run())
         await stop.wait()
+        if supervisor.restarts:
+            print(f"restarts while running: {supervisor.restarts}", flush=True)
         return 0
     finally:
+        if supervising is not None:
+            supervising.cancel()
+            await asyncio.gather(supervising, return_exceptions=True)
         codes = await stack.stop()
         unclean = {service: code for service, code in codes.items() if code != 0}
         print(f"stopped: {'all services exited cleanly' if not unclean else f'unclean exits {unclean}'}", flush=True)
