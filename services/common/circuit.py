@@ -47,16 +47,20 @@ class CircuitOpen(Unavailable):
 @dataclass(frozen=True)
 class CircuitSettings:
     """SHELFWISE_CIRCUIT_FAILURES (consecutive failures that open a breaker, default 5) and
-    SHELFWISE_CIRCUIT_OPEN_SECONDS (how long it stays open before one probe, default 5)."""
+    SHELFWISE_CIRCUIT_OPEN_SECONDS (how long it stays open before one probe, default 0.5).
+
+    Half a second, not the 5 s it was: every call in the open time fails, so after the
+    dependency is back its callers kept failing for up to that long (issue 27). A probe is one
+    call at a time, so probing twice a second costs a dead dependency next to nothing."""
 
     failure_threshold: int = 5
-    open_seconds: float = 5.0
+    open_seconds: float = 0.5
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "CircuitSettings":
         return cls(
             failure_threshold=env_int("SHELFWISE_CIRCUIT_FAILURES", 5, environ, minimum=1),
-            open_seconds=env_float("SHELFWISE_CIRCUIT_OPEN_SECONDS", 5.0, environ, minimum=0.0),
+            open_seconds=env_float("SHELFWISE_CIRCUIT_OPEN_SECONDS", 0.5, environ, minimum=0.0),
         )
 
 

@@ -9,6 +9,7 @@ from shelfwise.events.v1 import events_pb2, events_pb2_grpc
 
 from services.common.background import Periodic
 from services.common.database import create_pool
+from services.common.dependency_health import DependencyHealth
 from services.common.server import Listening, RunningServer, start_server
 from services.events.config import EventsSettings
 from services.events.partitions import ensure_partitions
@@ -45,7 +46,12 @@ async def create_server(settings: EventsSettings, port: int | None = None) -> Ru
     # without a partition still land in DEFAULT, so a missed round loses nothing.
     partitions = Periodic("event partitions", create_partitions, settings.partition_check_seconds, run_first=False)
     partitions.start()
+    # Without its database nothing can be stored: NOT_SERVING until it answers again (callers
+    # of a replica whose database is down go to another; the gateway buffers impressions).
+    health = DependencyHealth(running, "database", lambda: pool.fetchval("SELECT true"), timeout=5.0)
     running.on_stop.append(pool.close)
     running.on_stop.append(partitions.stop)
+    running.on_stop.append(health.stop)
     await running.set_serving(True)
+    health.start()
     return running

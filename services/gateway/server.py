@@ -8,8 +8,8 @@ import logging
 from grpc_health.v1 import health_pb2_grpc
 from shelfwise.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 
-from services.common.background import Periodic
 from services.common.channels import create_channel, is_serving
+from services.common.dependency_health import DependencyHealth
 from services.common.popularity import events_popularity
 from services.common.server import Listening, RunningServer, start_server
 from services.gateway.composer import Composer
@@ -20,32 +20,6 @@ from services.gateway.servicer import GatewayServicer
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = gateway_pb2.DESCRIPTOR.services_by_name["GatewayService"].full_name
-
-
-class RetrievalHealth:
-    """Keeps the gateway's health in step with retrieval's: without retrieval there is nothing
-    to show, so load balancers should send Search elsewhere."""
-
-    def __init__(self, running: RunningServer, retrieval_address: str, interval: float = 2.0):
-        self._running = running
-        self._channel = create_channel(retrieval_address)
-        self._stub = health_pb2_grpc.HealthStub(self._channel)
-        self._serving: bool | None = None
-        self._checker = Periodic("retrieval health", self.check, interval)
-
-    async def check(self) -> None:
-        serving = await is_serving(self._stub)
-        if serving != self._serving:
-            log.info("retrieval %s: gateway %s", "up" if serving else "down", "SERVING" if serving else "NOT_SERVING")
-            await self._running.set_serving(serving)
-            self._serving = serving
-
-    def start(self) -> None:
-        self._checker.start()
-
-    async def stop(self) -> None:
-        await self._checker.stop()
-        await self._channel.close()
 
 
 async def create_server(settings: GatewaySettings, port: int | None = None) -> RunningServer:
@@ -62,11 +36,14 @@ async def create_server(settings: GatewaySettings, port: int | None = None) -> R
         listening=Listening.of(settings.server, port),
     )
     running.app = composer
-    health = RetrievalHealth(running, settings.retrieval_address)
+    # Without retrieval there is nothing to show: NOT_SERVING, so load balancers send Search elsewhere.
+    retrieval_channel = create_channel(settings.retrieval_address)
+    retrieval_health = health_pb2_grpc.HealthStub(retrieval_channel)
+    health = DependencyHealth(running, "retrieval", lambda: is_serving(retrieval_health))
     health.start()
 
     async def flush_impressions() -> None:
         await composer.close(timeout=settings.deadlines.events)
 
-    running.on_stop += [downstream.close, flush_impressions, health.stop, popularity.stop]
+    running.on_stop += [downstream.close, flush_impressions, health.stop, retrieval_channel.close, popularity.stop]
     return running

@@ -38,6 +38,7 @@ from shelfwise.events.v1 import events_pb2
 from shelfwise.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 
 from services.local.stack import LocalStack, StackSettings
+from services.local.supervision import Supervisor
 from services.local.catalog_import import demo_catalog_path, import_catalog
 from services.common.channels import create_channel
 from services.common.config import text_encoder_model
@@ -211,8 +212,9 @@ async def faulty(triton_server, model_repository):
         "SHELFWISE_TRITON_URL": triton_server.grpc_url,
         "SHELFWISE_TRITON_TIMEOUT_SECONDS": "2",
         "SHELFWISE_CIRCUIT_FAILURES": "3",
-        "SHELFWISE_CIRCUIT_OPEN_SECONDS": "1",
         "SHELFWISE_LOG_FORMAT": "text",
+        # These tests read each fault's cause in the gateway's log: every warning written.
+        "SHELFWISE_LOG_REPEAT_SECONDS": "0",
         # Give up on the database within the events deadline: the gateway hears UNAVAILABLE.
         "SHELFWISE_EVENTS_WRITE_RETRY_SECONDS": "2",
     })
@@ -264,9 +266,34 @@ async def test_killed_ranking_degrades_to_retrieval_order_until_it_is_started_ag
     await until(lambda: answered_clean_since(load, restarted, "ranking"), "ranking is used again", load=load)
     await load.stop()
     assert faulty.logged("gateway", "circuit ranking: half_open -> closed", log_from)
+    # The breaker probes twice a second: under a second of degraded answers once ranking is back.
+    late = [o for o in load.searches if o.started >= restarted + 1.0 and "ranking" in o.degraded]
+    assert not late, f"{len(late)} searches still degraded more than 1 s after ranking was back"
     assert_every_search_answered_ok(load)
     down = [o for o in load.searches if o.started >= killed and "ranking" in o.degraded]
     assert down, "no search was answered while ranking was down"
+
+
+async def test_a_killed_service_is_restarted_by_the_supervisor_and_serving_within_15_seconds(faulty, load):
+    """What `shelfwise up` runs while it is up (services/local/supervision.py)."""
+    lines: list[str] = []
+    supervisor = Supervisor(faulty.local, report=lines.append)
+    watching = asyncio.create_task(supervisor.run())
+    try:
+        await until(lambda: len(load.answered_since(0)) >= 4, "searches flow", load=load)
+        killed = time.monotonic()
+        await faulty.kill("query_understanding")
+        await until(lambda: any(line.startswith("query_understanding restarted") for line in lines), "restarted", timeout=60)
+        back_after = time.monotonic() - killed
+        await until(lambda: answered_clean_since(load, killed + back_after, "query_understanding"), "used again", load=load)
+    finally:
+        watching.cancel()
+        await asyncio.gather(watching, return_exceptions=True)
+    assert back_after < 15, (back_after, lines)
+    assert lines[0] == "query_understanding was killed by signal 9; restarting it in 0.5s (restart 1)", lines
+    assert supervisor.restarts == {"query_understanding": 1}
+    await load.stop()
+    assert_every_search_answered_ok(load)
 
 
 async def test_frozen_query_understanding_times_out_and_search_answers_with_the_raw_query(faulty, load):
@@ -346,19 +373,53 @@ async def test_killed_triton_degrades_dense_retrieval_and_the_ctr_head_then_reco
     assert faulty.logged("retrieval", f"circuit triton:{encoder}: half_open -> closed", logs_from["retrieval"])
 
 
+class HealthWatch:
+    """Polls a service's overall health (the readiness a load balancer reads) in the background."""
+
+    def __init__(self, address: str) -> None:
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        self.last = ""
+        self._channel = create_channel(address)
+        stub = health_pb2_grpc.HealthStub(self._channel)
+
+        async def poll() -> None:
+            while True:
+                try:
+                    answer = await stub.Check(health_pb2.HealthCheckRequest(), timeout=2)
+                    self.last = health_pb2.HealthCheckResponse.ServingStatus.Name(answer.status)
+                except grpc.aio.AioRpcError as error:
+                    self.last = error.code().name
+                await asyncio.sleep(0.2)
+
+        self._task = asyncio.create_task(poll())
+
+    async def stop(self) -> None:
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+        await self._channel.close()
+
+
 async def test_postgres_restart_loses_no_acknowledged_click_nor_served_impression(faulty, load):
     await until(lambda: len(load.acknowledged_clicks) >= 4, "clicks acknowledged", load=load)
-    stopped = time.monotonic()
-    await asyncio.to_thread(faulty.postgres.stop)
+    events_health = HealthWatch(faulty.local.address("events"))
     try:
-        await until(lambda: load.failed_tracks > 0 and degraded_since(load, stopped, "events.history"),
-                    "clicks refused and searches answered without the shopper's history", load=load)
+        stopped = time.monotonic()
+        await asyncio.to_thread(faulty.postgres.stop)
+        try:
+            await until(lambda: load.failed_tracks > 0 and degraded_since(load, stopped, "events.history"),
+                        "clicks refused and searches answered without the shopper's history", load=load)
+            # Nothing can be stored: events tells readiness probes so (its liveness stays SERVING).
+            await until(lambda: events_health.last == "NOT_SERVING", "events NOT_SERVING without its database", load=load)
+        finally:
+            await asyncio.to_thread(faulty.postgres.start)
+        started = time.monotonic()
+        acknowledged_before = len(load.acknowledged_clicks)
+        await until(lambda: len(load.acknowledged_clicks) >= acknowledged_before + 4
+                    and answered_clean_since(load, started, "events"), "clicks acknowledged again", load=load)
+        await until(lambda: events_health.last == "SERVING", "events SERVING again", load=load)
     finally:
-        await asyncio.to_thread(faulty.postgres.start)
-    started = time.monotonic()
-    acknowledged_before = len(load.acknowledged_clicks)
-    await until(lambda: len(load.acknowledged_clicks) >= acknowledged_before + 4
-                and answered_clean_since(load, started, "events"), "clicks acknowledged again", load=load)
+        await events_health.stop()
     await load.stop()
     assert_every_search_answered_ok(load)
 

@@ -157,7 +157,7 @@ async def test_breakers_are_made_once_per_name_with_shared_settings(clock, seen)
 
 
 def test_settings_come_from_the_environment_with_defaults():
-    assert CircuitSettings.from_env({}) == CircuitSettings(failure_threshold=5, open_seconds=5.0)
+    assert CircuitSettings.from_env({}) == CircuitSettings(failure_threshold=5, open_seconds=0.5)
     assert CircuitSettings.from_env(
         {"SHELFWISE_CIRCUIT_FAILURES": "2", "SHELFWISE_CIRCUIT_OPEN_SECONDS": "0.5"}
     ) == CircuitSettings(2, 0.5)
