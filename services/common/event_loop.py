@@ -2,10 +2,10 @@
 SHELFWISE_EVENT_LOOP=asyncio.
 
 Each search crosses five Python processes and four gRPC hops; the event loop's own work per
-call is a visible share of their CPU. With uvloop a grpc.aio unary call cost the server 0.47
-instead of 0.60 ms of CPU and the client 0.33 instead of 0.39 ms (one process each, this 2-core
-machine, 2026-12-05). grpc.aio runs on any asyncio loop; `asyncio` is the fallback should a
-platform lack uvloop or a problem be traced to it.
+call is a visible share of their CPU, and libuv's loop does that work with less of it (part of
+the before/after runs in services/cli/README.md, "Load, measured"). grpc.aio runs on any
+asyncio loop; `asyncio` is the fallback should a platform lack uvloop or a problem be traced to
+it.
 """
 
 from __future__ import annotations

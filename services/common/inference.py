@@ -68,8 +68,8 @@ class InferenceBackend(Protocol):
 
 
 # Models up to this size (the relevance ranker, the CTR head: trees and small MLPs) run on the
-# event loop's thread: a run over 200 candidates takes about 0.3 ms, and handing it to a worker
-# thread added 0.13 ms of CPU to each (this 2-core machine, 2026-12-05).
+# event loop's thread: a run over 200 candidates is short, and handing it to a worker thread
+# (a queue, a wake-up, the GIL handed over and back) cost about half as much again.
 INLINE_MAX_BYTES = 1 << 20
 
 

@@ -53,7 +53,8 @@ RANK_FIELDS = ("lexical_rank", "dense_rank", "multilingual_rank")
 
 class RankingCandidate(NamedTuple):
     """One retrieval candidate as ranking reads it. A NamedTuple, not a frozen dataclass: a
-    request builds 200 of them, and a frozen dataclass's __init__ cost 2.2 against 0.85 µs."""
+    request builds 200 of them, and a frozen dataclass's __init__ sets each field through
+    object.__setattr__, several times slower than building a tuple."""
 
     product_id: str
     brand: str

@@ -374,9 +374,10 @@ async def test_killed_triton_degrades_dense_retrieval_and_the_ctr_head_then_reco
 
 
 class HealthWatch:
-    """Polls a service's overall health (the readiness a load balancer reads) in the background."""
+    """Polls a service's overall health (the readiness a load balancer reads) in the background,
+    until stopped or for `lifetime` seconds at most (then `last` says so)."""
 
-    def __init__(self, address: str) -> None:
+    def __init__(self, address: str, lifetime: float = 600.0) -> None:
         from grpc_health.v1 import health_pb2, health_pb2_grpc
 
         self.last = ""
@@ -384,13 +385,15 @@ class HealthWatch:
         stub = health_pb2_grpc.HealthStub(self._channel)
 
         async def poll() -> None:
-            while True:
+            deadline = time.monotonic() + lifetime
+            while time.monotonic() < deadline:
                 try:
                     answer = await stub.Check(health_pb2.HealthCheckRequest(), timeout=2)
                     self.last = health_pb2.HealthCheckResponse.ServingStatus.Name(answer.status)
                 except grpc.aio.AioRpcError as error:
                     self.last = error.code().name
                 await asyncio.sleep(0.2)
+            self.last = f"not watched after {lifetime:.0f}s"
 
         self._task = asyncio.create_task(poll())
 

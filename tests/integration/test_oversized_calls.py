@@ -21,6 +21,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from shelfwise.gateway.v1 import gateway_pb2
 
 from services.common.channels import create_channel
 from services.common.config import SecuritySettings
@@ -42,15 +43,8 @@ def resident_bytes(pid: int) -> int:
 
 
 def oversized_search() -> bytes:
-    """A SearchRequest on the wire whose query (field 1) holds MESSAGE_BYTES of text."""
-    payload = b"x" * MESSAGE_BYTES
-    length, varint = len(payload), bytearray()
-    while True:
-        byte, length = length & 0x7F, length >> 7
-        varint.append(byte | (0x80 if length else 0))
-        if not length:
-            break
-    return bytes([1 << 3 | 2]) + bytes(varint) + payload
+    """A SearchRequest on the wire whose query holds MESSAGE_BYTES of text."""
+    return gateway_pb2.SearchRequest(query="x" * MESSAGE_BYTES).SerializeToString()
 
 
 async def listening(address: str, process: subprocess.Popen, timeout: float = 60.0) -> None:
