@@ -19,14 +19,34 @@ from services.common.config import DEFAULT_MAX_MESSAGE_BYTES, SecuritySettings
 from services.common.server import grpc_options
 from services.common.tracing import instrument_libraries
 
-ROUND_ROBIN_SERVICE_CONFIG = json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})
+ROUND_ROBIN = {"loadBalancingConfig": [{"round_robin": {}}]}
+# A call refused by the server's admission control (RESOURCE_EXHAUSTED, nothing done) is tried
+# again after the server's `grpc-retry-pushback-ms`, at most three more times; when many calls
+# fail, gRPC's retry throttling stops the retries (a token bucket: each failure takes one of
+# ten tokens, each success gives back a tenth), so a shed server is not hit harder.
+RETRY_REFUSED = {
+    "methodConfig": [{
+        "name": [{}],
+        "retryPolicy": {
+            "maxAttempts": 4, "initialBackoff": "0.05s", "maxBackoff": "2s", "backoffMultiplier": 2,
+            "retryableStatusCodes": ["RESOURCE_EXHAUSTED"],
+        },
+    }],
+    "retryThrottling": {"maxTokens": 10, "tokenRatio": 0.1},
+}
 
 
 def create_channel(
-    address: str, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, security: SecuritySettings | None = None
+    address: str, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, security: SecuritySettings | None = None,
+    retry_refused: bool = False,
 ) -> grpc.aio.Channel:
     """An aio channel with tracing (instrumented before creation), size limits and this
-    process's credentials (`security` defaults to SecuritySettings.from_env())."""
+    process's credentials (`security` defaults to SecuritySettings.from_env()).
+
+    `retry_refused`: calls refused for load are retried as the server asks (`RETRY_REFUSED`),
+    what a client of a busy service should do; off where the caller must see the refusal (a
+    load generator, a gateway stage that degrades instead) or where RESOURCE_EXHAUSTED can
+    only mean a message too large."""
     instrument_libraries()
     security = SecuritySettings.from_env() if security is None else security
     options = grpc_options(max_message_bytes) + [
@@ -37,7 +57,7 @@ def create_channel(
         # ready pods, or a list like ipv4:10.0.0.1:50053,10.0.0.2:50053), not all to the first:
         # a replica added to a busy service takes its share of requests, not only of the
         # connections opened after it started. One address: the same as the default.
-        ("grpc.service_config", ROUND_ROBIN_SERVICE_CONFIG),
+        ("grpc.service_config", json.dumps({**ROUND_ROBIN, **(RETRY_REFUSED if retry_refused else {})})),
     ]
     interceptors = token_interceptors(security.own_token) if security.own_token else None
     credentials = channel_credentials(security)

@@ -11,7 +11,9 @@ server). States:
   success closes the breaker, its failure opens it for another `open_seconds`.
 
 Only what says "the dependency is down or too slow" counts as a failure (`Unavailable`,
-`DeadlineExceeded`); any other answer, an error about the request included, proves the
+`DeadlineExceeded`); a refusal by the dependency's admission control (`Overloaded`) does not:
+it answered at once, and opening the breaker would turn its shedding of some calls into
+failing all of them. Any other answer, an error about the request included, proves the
 dependency alive, and so does a success that arrives while the breaker is open (a call let
 through before it opened): it closes the breaker at once. Each transition is logged once and reported to an optional observer (the
 metrics). The clock is injected so tests need no sleeping.
@@ -29,7 +31,7 @@ from dataclasses import dataclass
 from typing import Awaitable, Callable, Mapping, TypeVar
 
 from services.common.env import env_float, env_int
-from services.common.errors import DeadlineExceeded, Unavailable
+from services.common.errors import DeadlineExceeded, Overloaded, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +139,9 @@ class CircuitBreaker:
         self.check()
         try:
             result = await make_call()
+        except Overloaded:
+            self.success()  # it answered at once: alive, only busy
+            raise
         except DeadlineExceeded:
             if judge_deadline:
                 self.failure()

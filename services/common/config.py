@@ -28,6 +28,15 @@ SERVICE_MAX_MESSAGE_BYTES = {
     "query_understanding": 64 * 1024,
 }
 
+ADMISSION_MODES = ("adaptive", "off")
+# The floor of the adaptive concurrency limits. The gateway's is one: it is the edge, where a
+# shop's excess traffic must be shed, and on a small machine one or two searches at a time
+# are all the downstream services serve at their unloaded latency. The internal services are
+# called by the gateway (already limited) and by operators' tools (an import sends two
+# batches at once): their floor keeps those from being refused by a limit learned in a quiet
+# moment.
+SERVICE_MIN_LIMIT = {"gateway": 1}
+
 DEFAULT_PORTS = {
     "gateway": 50051,
     "query_understanding": 50052,
@@ -44,6 +53,41 @@ DEFAULT_MAX_CONNECTION_AGE_SECONDS = 300.0
 
 
 @dataclass(frozen=True)
+class AdmissionSettings:
+    """Admission control of a server (`services.common.admission`): SHELFWISE_ADMISSION
+    (adaptive | off), SHELFWISE_ADMISSION_MIN_LIMIT and _MAX_LIMIT (concurrent calls per
+    method), SHELFWISE_ADMISSION_TOLERANCE (mean latency over the baseline that shrinks the
+    limit), SHELFWISE_ADMISSION_WINDOW_CALLS (finished calls averaged per adjustment). Defaults
+    chosen with `shelfwise bench search` at 50 and 200 requests/s (services/common/admission.py
+    lists the variants tried; figures in services/cli/README.md)."""
+
+    mode: str = "adaptive"
+    min_limit: int = 4
+    max_limit: int = 256
+    tolerance: float = 1.2
+    window_samples: int = 10
+    window_seconds: float = 1.0
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, service: str = "") -> "AdmissionSettings":
+        mode = env_str("SHELFWISE_ADMISSION", "adaptive", environ)
+        if mode not in ADMISSION_MODES:
+            raise ValueError(f"SHELFWISE_ADMISSION must be one of {', '.join(ADMISSION_MODES)}, got {mode!r}")
+        min_limit = env_int("SHELFWISE_ADMISSION_MIN_LIMIT", SERVICE_MIN_LIMIT.get(service, cls.min_limit), environ,
+                            minimum=1)
+        max_limit = env_int("SHELFWISE_ADMISSION_MAX_LIMIT", cls.max_limit, environ, minimum=1)
+        if max_limit < min_limit:
+            raise ValueError(
+                f"SHELFWISE_ADMISSION_MAX_LIMIT ({max_limit}) must be at least SHELFWISE_ADMISSION_MIN_LIMIT ({min_limit})"
+            )
+        return cls(
+            mode=mode, min_limit=min_limit, max_limit=max_limit,
+            tolerance=env_float("SHELFWISE_ADMISSION_TOLERANCE", cls.tolerance, environ, minimum=1.0),
+            window_samples=env_int("SHELFWISE_ADMISSION_WINDOW_CALLS", cls.window_samples, environ, minimum=1),
+        )
+
+
+@dataclass(frozen=True)
 class ServerSettings:
     """How a service's gRPC server listens."""
 
@@ -53,6 +97,7 @@ class ServerSettings:
     max_message_bytes: int
     shutdown_grace_seconds: float
     max_connection_age_seconds: float = DEFAULT_MAX_CONNECTION_AGE_SECONDS
+    admission: AdmissionSettings = AdmissionSettings()
 
     @classmethod
     def from_env(cls, service: str, environ: Mapping[str, str] | None = None) -> "ServerSettings":
@@ -73,6 +118,7 @@ class ServerSettings:
             ),
             shutdown_grace_seconds=env_float("SHELFWISE_SHUTDOWN_GRACE_SECONDS", 5.0, environ, minimum=0.0),
             max_connection_age_seconds=env_float("SHELFWISE_MAX_CONNECTION_AGE_SECONDS", DEFAULT_MAX_CONNECTION_AGE_SECONDS, environ, minimum=0.0),
+            admission=AdmissionSettings.from_env(environ, service),
         )
 
 

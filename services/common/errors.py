@@ -41,3 +41,14 @@ class Unavailable(ShelfwiseError):
 
 class DeadlineExceeded(ShelfwiseError):
     """The work did not finish within the caller's deadline."""
+
+
+class Overloaded(Unavailable):
+    """Refused at once because the server (or a dependency) is at its concurrency limit;
+    `retry_after_ms` is the hint sent to the caller (`grpc-retry-pushback-ms`). An Unavailable,
+    so every existing degradation path applies; circuit breakers do not count it as a failure:
+    the dependency answered."""
+
+    def __init__(self, message: str, retry_after_ms: int) -> None:
+        super().__init__(message)
+        self.retry_after_ms = retry_after_ms

@@ -2,6 +2,7 @@
 
 One function builds a grpc.aio server the same way everywhere: tracing instrumented first,
 message size limits, the error-mapping interceptor (which also counts and times every RPC),
+admission control (an adaptive concurrency limit per method, `services.common.admission`),
 caller authentication and per-caller rate limits when configured (`services.common.auth`;
 off unless SHELFWISE_AUTH / SHELFWISE_RATE_LIMIT_RPS say otherwise), TLS when a certificate is
 configured, standard health service and server reflection (v1 and v1alpha,
@@ -24,8 +25,9 @@ from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from services.common import errors
+from services.common.admission import AdmissionInterceptor
 from services.common.auth import CallerInterceptor, server_credentials
-from services.common.config import DEFAULT_MAX_MESSAGE_BYTES, SecuritySettings, ServerSettings
+from services.common.config import DEFAULT_MAX_MESSAGE_BYTES, AdmissionSettings, SecuritySettings, ServerSettings
 from services.common.metrics import RpcMetrics
 from services.common.reflection import enable_reflection
 from services.common.tracing import current_trace_id, instrument_libraries
@@ -37,6 +39,7 @@ LIVENESS_SERVICE = "liveness"
 
 # The one table from domain failures to gRPC status codes.
 STATUS_FOR_ERROR: dict[type[errors.ShelfwiseError], grpc.StatusCode] = {
+    errors.Overloaded: grpc.StatusCode.RESOURCE_EXHAUSTED,
     errors.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
     errors.NotFound: grpc.StatusCode.NOT_FOUND,
     errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
@@ -95,7 +98,7 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
                 return response
             except errors.ShelfwiseError as error:
                 code = status_for(error)
-                await context.abort(code, error.message)
+                await context.abort(code, error.message, trailing_metadata=retry_hint(error))
             except grpc.aio.AioRpcError as error:
                 code = error.code() if error.code() in PASSED_THROUGH_CODES else grpc.StatusCode.UNAVAILABLE
                 await context.abort(code, error.details() or code.name)
@@ -121,6 +124,16 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
             request_deserializer=None,
             response_serializer=handler.response_serializer,
         )
+
+
+# gRPC's retry-policy hint: how long a client should wait before it tries again.
+RETRY_PUSHBACK_KEY = "grpc-retry-pushback-ms"
+
+
+def retry_hint(error: errors.ShelfwiseError) -> tuple[tuple[str, str], ...]:
+    if isinstance(error, errors.Overloaded):
+        return ((RETRY_PUSHBACK_KEY, str(error.retry_after_ms)),)
+    return ()
 
 
 def grpc_options(max_message_bytes: int) -> list[tuple[str, int]]:
@@ -201,6 +214,7 @@ class Listening:
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     max_connection_age_seconds: float = 0.0
     connection_age_grace_seconds: float = CONNECTION_AGE_GRACE_SECONDS
+    admission: AdmissionSettings = AdmissionSettings()
 
     @classmethod
     def of(cls, settings: ServerSettings, port: int | None = None) -> "Listening":
@@ -210,6 +224,7 @@ class Listening:
             port=settings.port if port is None else port,
             max_message_bytes=settings.max_message_bytes,
             max_connection_age_seconds=settings.max_connection_age_seconds,
+            admission=settings.admission,
         )
 
 
@@ -226,8 +241,12 @@ async def start_server(
     host, port = listening.host, listening.port
     instrument_libraries()
     security = SecuritySettings.from_env() if security is None else security
-    # Error mapping outermost, so refused calls are counted in the RPC metrics with their status.
+    # Error mapping outermost, so refused calls are counted in the RPC metrics with their status;
+    # admission next, so a call that will be shed costs no authentication work.
     interceptors: list[grpc.aio.ServerInterceptor] = [ErrorMappingInterceptor()]
+    admission_interceptor = AdmissionInterceptor.from_settings(listening.admission)
+    if admission_interceptor is not None:
+        interceptors.append(admission_interceptor)
     caller_interceptor = CallerInterceptor.from_settings(security)
     if caller_interceptor is not None:
         interceptors.append(caller_interceptor)

@@ -23,6 +23,7 @@ from services.common.channels import create_channel
 from services.common.circuit import Breakers
 from services.common.config import DEFAULT_MAX_MESSAGE_BYTES
 from services.common.metrics import CircuitMetrics
+from services.common.server import RETRY_PUSHBACK_KEY
 from services.gateway.config import GatewaySettings
 
 
@@ -34,7 +35,20 @@ def domain_error(stage: str, error: grpc.aio.AioRpcError) -> errors.ShelfwiseErr
         return errors.NotFound(details)
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return errors.DeadlineExceeded(f"{stage}: did not answer in time")
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return errors.Overloaded(f"{stage}: {details}", retry_after_ms(error))
     return errors.Unavailable(f"{stage}: {code.name.lower()}: {details}")
+
+
+def retry_after_ms(error: grpc.aio.AioRpcError, default: int = 100) -> int:
+    """The dependency's `grpc-retry-pushback-ms` hint, passed on to our caller."""
+    for key, value in error.trailing_metadata() or ():
+        if key == RETRY_PUSHBACK_KEY:
+            try:
+                return max(0, int(value))
+            except ValueError:
+                break
+    return default
 
 
 class Downstream:

@@ -39,7 +39,7 @@ async def import_products(products, retrieval_address: str, batch_size: int = 20
     from services.retrieval.servicer import product_to_pb
 
     inserted = updated = 0
-    async with create_channel(retrieval_address, 64 * 1024 * 1024) as channel:
+    async with create_channel(retrieval_address, 64 * 1024 * 1024, retry_refused=True) as channel:
         stub = retrieval_pb2_grpc.RetrievalServiceStub(channel)
         with tqdm(total=len(products), unit="product", desc="import", disable=not progress or not sys.stderr.isatty()) as bar:
             for batch in chunked(products, batch_size):
@@ -62,7 +62,7 @@ async def changed_products(products, retrieval_address: str) -> list:
     from services.retrieval.servicer import product_to_pb
 
     changed = []
-    async with create_channel(retrieval_address, 64 * 1024 * 1024) as channel:
+    async with create_channel(retrieval_address, 64 * 1024 * 1024, retry_refused=True) as channel:
         stub = retrieval_pb2_grpc.RetrievalServiceStub(channel)
         for batch in chunked(products, 1000):
             response = await stub.GetProducts(

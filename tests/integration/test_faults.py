@@ -320,8 +320,9 @@ async def test_frozen_query_understanding_times_out_and_search_answers_with_the_
 
 async def test_frozen_retrieval_fails_searches_clearly_before_the_callers_deadline_and_recovers(faulty, load):
     """No fallback for retrieval: DEADLINE_EXCEEDED ("retrieval: ...") while the stage times
-    out, UNAVAILABLE ("retrieval: circuit open ...") once the breaker is open, never the
-    caller's own deadline."""
+    out, UNAVAILABLE ("retrieval: circuit open ...") once the breaker is open, perhaps
+    RESOURCE_EXHAUSTED ("retrieval: Retrieve: ... at its limit") from the burst of calls that
+    queued while it was frozen, never the caller's own deadline."""
     log_from = faulty.log_size("gateway")
     await until(lambda: len(load.answered_since(0)) >= 4, "searches flow", load=load)
     frozen = time.monotonic()
@@ -338,7 +339,7 @@ async def test_frozen_retrieval_fails_searches_clearly_before_the_callers_deadli
     failed = [o for o in load.searches if o.code != "OK"]
     assert failed
     for outcome in failed:
-        assert outcome.code in ("DEADLINE_EXCEEDED", "UNAVAILABLE"), (outcome.code, outcome.details)
+        assert outcome.code in ("DEADLINE_EXCEEDED", "UNAVAILABLE", "RESOURCE_EXHAUSTED"), (outcome.code, outcome.details)
         assert outcome.details.startswith("retrieval"), outcome.details  # the gateway's answer, not our deadline
     fast = [o for o in failed if "circuit open" in o.details]
     assert fast, [o.details for o in failed][:5]

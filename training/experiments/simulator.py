@@ -113,7 +113,7 @@ async def run_shoppers(gateway_address: str, shoppers: Sequence[Shopper], world:
     }
     stats = PeriodStats()
     limit = asyncio.Semaphore(concurrency)
-    async with create_channel(gateway_address) as channel:
+    async with create_channel(gateway_address, retry_refused=True) as channel:
         stub = gateway_pb2_grpc.GatewayServiceStub(channel)
         bar = tqdm(total=len(shoppers), unit="shopper", desc="simulate", disable=not progress, file=sys.stderr)
 
@@ -200,7 +200,7 @@ async def warm_up(gateway_address: str, config: dict) -> None:
         users.setdefault(assignment.label, f"warm-up-{n}")
         if len(users) == wanted:
             break
-    async with create_channel(gateway_address) as channel:
+    async with create_channel(gateway_address, retry_refused=True) as channel:
         stub = gateway_pb2_grpc.GatewayServiceStub(channel)
         for user in users.values():
             for query in ("milk", "新鲜水果"):

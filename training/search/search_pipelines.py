@@ -154,7 +154,7 @@ class FullPipeline(Pipeline):
         from services.common.channels import create_channel
 
         results = []
-        async with create_channel(self._stack.address("gateway")) as channel:
+        async with create_channel(self._stack.address("gateway"), retry_refused=True) as channel:
             stub = gateway_pb2_grpc.GatewayServiceStub(channel)
             for text in texts:
                 response = await stub.Search(

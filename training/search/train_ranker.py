@@ -108,7 +108,9 @@ async def judged_queries(
     from services.ranking.servicer import candidate_from_pb, preferences_from_pb
 
     judged = []
-    async with create_channel(qu_address) as qu_channel, create_channel(retrieval_address, 64 << 20) as r_channel:
+    async with create_channel(qu_address, retry_refused=True) as qu_channel, create_channel(
+        retrieval_address, 64 << 20, retry_refused=True
+    ) as r_channel:
         understand = qu_grpc.QueryUnderstandingServiceStub(qu_channel).Understand
         retrieve = retrieval_pb2_grpc.RetrievalServiceStub(r_channel).Retrieve
         for query_set in query_sets:

@@ -72,7 +72,7 @@ async def import_synthetic(retrieval_address: str, items: int, seed: int, progre
     contiguous = 0  # batches 0..contiguous-1 (counted from `start`) have all finished
     last_report = started
     products = itertools.islice(generate_products(items, seed), start, None)
-    async with create_channel(retrieval_address, 64 * 1024 * 1024) as channel:
+    async with create_channel(retrieval_address, 64 * 1024 * 1024, retry_refused=True) as channel:
         stub = retrieval_pb2_grpc.RetrievalServiceStub(channel)
         pending: set[asyncio.Task] = set()
 

@@ -72,7 +72,7 @@ def gateway_stub(address: str):
 
     from services.common.channels import create_channel
 
-    channel = create_channel(address)
+    channel = create_channel(address, retry_refused=True)
     return channel, gateway_pb2_grpc.GatewayServiceStub(channel)
 
 

@@ -9,7 +9,7 @@ import pytest
 from services.common.circuit import (
     CLOSED, HALF_OPEN, OPEN, Breakers, CircuitBreaker, CircuitOpen, CircuitSettings,
 )
-from services.common.errors import DeadlineExceeded, InvalidArgument, Unavailable
+from services.common.errors import DeadlineExceeded, InvalidArgument, Overloaded, Unavailable
 
 
 class Clock:
@@ -82,6 +82,23 @@ async def test_an_error_about_the_request_proves_the_dependency_alive(breaker):
         await breaker.call(lambda: fail(InvalidArgument("query", "must not be empty")))
     await failures(breaker, 2)
     assert breaker.state == CLOSED
+
+
+async def test_a_dependency_shedding_load_is_busy_not_down(breaker, clock, seen):
+    """Its admission control refused the call at once: it answered, so the refusal counts as
+    a sign of life, and a half-open probe it refuses closes the breaker (issue 27: breakers of
+    healthy services opened under load)."""
+    await failures(breaker, 2)
+    for _ in range(10):
+        with pytest.raises(Overloaded):
+            await breaker.call(lambda: fail(Overloaded("ranking: at its limit", 20)))
+    assert breaker.state == CLOSED
+    await failures(breaker, 3)
+    clock.now += 5
+    with pytest.raises(Overloaded):
+        await breaker.call(lambda: fail(Overloaded("ranking: at its limit", 20)))
+    assert breaker.state == CLOSED
+    assert seen == [("ranking", OPEN), ("ranking", HALF_OPEN), ("ranking", CLOSED)]
 
 
 async def test_a_deadline_cut_short_by_the_caller_is_no_verdict_on_the_dependency(breaker, clock):
