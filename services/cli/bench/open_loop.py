@@ -3,7 +3,7 @@ arrival times whether or not the earlier ones have answered, latency from each r
 scheduled time (so coordinated omission cannot hide a stall), at most `max_in_flight`
 outstanding (an arrival beyond that is counted as CLIENT_OVERFLOW, not queued), and the
 figures of one phase (`Summary`: QPS, latency percentiles, errors per status, the client's own
-lag, CPU per request)."""
+lag, CPU per request, the latency of each error status and of health checks sent beside it)."""
 
 from __future__ import annotations
 
@@ -127,10 +127,23 @@ class Summary:
     cpu_ms_per_request: dict[str, float] = field(default_factory=dict)
     # Per gateway stage: [p50, p99] ms over the OK answers.
     stage_ms: dict[str, list[float]] = field(default_factory=dict)
+    # Per error status the server answered (not CLIENT_OVERFLOW): p99 ms from the scheduled
+    # time; how fast a shed request (RESOURCE_EXHAUSTED) learns that it was shed.
+    error_p99_ms: dict[str, float] = field(default_factory=dict)
+    # Health checks sent beside the load (`probe_health`): p99 and max ms.
+    health_ms: list[float] = field(default_factory=list)
+    # CPU of the load generator itself (this process, all threads), ms per scheduled request:
+    # on a small machine it competes with the services it measures.
+    client_cpu_ms_per_request: float = float("nan")
 
 
-def summarize(configuration: str, result: PhaseResult, cpu_seconds: dict[str, float] | None = None) -> Summary:
+def summarize(configuration: str, result: PhaseResult, cpu_seconds: dict[str, float] | None = None,
+              health_latencies_ms: Sequence[float] = ()) -> Summary:
     ok = [s.latency_ms for s in result.samples if s.status == OK]
+    error_latencies: dict[str, list[float]] = {}
+    for sample in result.samples:
+        if sample.status not in (OK, OVERFLOW):
+            error_latencies.setdefault(sample.status, []).append(sample.latency_ms)
     errors = Counter(s.status for s in result.samples if s.status != OK)
     degraded = Counter(stage for s in result.samples for stage in s.degraded)
     lags = [s.send_lag_ms for s in result.samples if s.status != OVERFLOW]
@@ -159,4 +172,22 @@ def summarize(configuration: str, result: PhaseResult, cpu_seconds: dict[str, fl
             service: 1000 * seconds / scheduled for service, seconds in sorted((cpu_seconds or {}).items())
         } if scheduled else {},
         stage_ms={stage: [percentile(v, 0.50), percentile(v, 0.99)] for stage, v in sorted(stage_values.items())},
+        error_p99_ms={status: percentile(v, 0.99) for status, v in sorted(error_latencies.items())},
+        health_ms=[percentile(health_latencies_ms, 0.99), max(health_latencies_ms, default=float("nan"))]
+        if health_latencies_ms else [],
     )
+
+
+async def probe_health(check: Callable[[], Awaitable[object]], interval: float, latencies_ms: list[float],
+                       clock: Callable[[], float] = time.perf_counter) -> None:
+    """Calls `check()` every `interval` seconds until cancelled and appends each latency (a
+    failed check counts with the time it took): what a load balancer's probe sees under the
+    load."""
+    while True:
+        started = clock()
+        try:
+            await check()
+        except Exception:  # a failed probe is still a latency to report
+            pass
+        latencies_ms.append((clock() - started) * 1000)
+        await asyncio.sleep(max(0.0, interval - (clock() - started)))

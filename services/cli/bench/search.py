@@ -10,8 +10,10 @@ call has a deadline; at most ``max_in_flight`` calls are outstanding, and an arr
 is counted as an error (``CLIENT_OVERFLOW``) rather than queued, since queuing it would quietly
 turn the test back into a closed loop. The report gives, per configuration: achieved QPS (OK
 answers per second of the phase), p50/p95/p99/max latency of the OK answers, errors per gRPC
-status code, the gateway's ``degraded_stages`` counts, and how late the client itself sent
-(its own lag, to tell a saturated client from a saturated system).
+status code with their p99 latency (how fast a shed request learns it was shed), the gateway's
+``degraded_stages`` counts, the latency of health checks sent to the gateway every 100 ms
+beside the load (what a load balancer's probe sees), and how late the client itself sent (its
+own lag, to tell a saturated client from a saturated system).
 
 The BM25-only reference. The gateway already serves experiment arms with their own policies
 (`services.gateway.experiments`): an arm can use lexical retrieval only, keep retrieval's order
@@ -45,7 +47,6 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import json
-import math
 import os
 import sys
 import tempfile
@@ -55,12 +56,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
-from services.cli.bench.open_loop import OK, Outcome, Summary, arrival_offsets, run_open_loop, summarize
+from services.cli.bench.open_loop import (
+    OK, Outcome, Summary, arrival_offsets, probe_health, run_open_loop, summarize,
+)
+from services.cli.bench.search_report import BM25, FULL, LABELS, report
 from services.cli.bench.synthetic_import import IMPORT_STATE, ImportState, import_synthetic
 from services.gateway.experiments import parse_experiments
 
 EXPERIMENT_NAME = "bench"
-FULL, BM25 = "full", "bm25"
 CONFIGURATIONS = (FULL, BM25)
 BENCH_EXPERIMENT = {
     "experiments": [{
@@ -72,7 +75,8 @@ BENCH_EXPERIMENT = {
         ],
     }]
 }
-LABELS = {FULL: "full pipeline", BM25: "BM25-only"}
+# A health check on the gateway every so often during each phase, as a load balancer would.
+HEALTH_PROBE_SECONDS = 0.1
 WRONG_ARM = "WRONG_ARM"  # answered by another arm than the one asked for (gateway misconfigured)
 
 
@@ -96,57 +100,6 @@ def check_loopback(address: str) -> str:
             "it generates load and must not be pointed at a shared or production gateway"
         )
     return address
-
-
-def _ratio(a: float, b: float) -> str:
-    return f"{a / b:.2f}x" if b and not math.isnan(a) and not math.isnan(b) else "-"
-
-
-def report(summaries: Sequence[Summary], header: Sequence[str] = ()) -> str:
-    """The phases side by side (full / BM25-only ratio in the last column when both ran)."""
-    names = [LABELS.get(s.configuration, s.configuration) for s in summaries]
-    both = len(summaries) == 2
-    width = 16
-    lines = list(header)
-    lines.append(f"{'':<26}" + "".join(f"{name:>{width}}" for name in names) + (f"{'full / bm25':>{width}}" if both else ""))
-
-    def row(label: str, values: list[float], fmt: str = "{:.1f}", ratio: bool = True) -> None:
-        cells = "".join(f"{fmt.format(v):>{width}}" for v in values)
-        extra = f"{_ratio(values[0], values[1]):>{width}}" if both and ratio else ""
-        lines.append(f"{label:<26}{cells}{extra}")
-
-    row("requests scheduled", [s.scheduled for s in summaries], "{:d}", ratio=False)
-    row("answered OK", [s.ok for s in summaries], "{:d}", ratio=False)
-    row("achieved QPS", [s.achieved_qps for s in summaries])
-    for label, key in (("p50 ms", "p50_ms"), ("p95 ms", "p95_ms"), ("p99 ms", "p99_ms"), ("max ms", "max_ms"),
-                       ("mean ms", "mean_ms")):
-        row(label, [getattr(s, key) for s in summaries])
-    codes = sorted({code for s in summaries for code in s.errors})
-    row("errors", [sum(s.errors.values()) for s in summaries], "{:d}", ratio=False)
-    for code in codes:
-        row(f"  {code}", [s.errors.get(code, 0) for s in summaries], "{:d}", ratio=False)
-    stages = sorted({stage for s in summaries for stage in s.degraded})
-    row("degraded answers", [sum(s.degraded.values()) for s in summaries], "{:d}", ratio=False)
-    for stage in stages:
-        row(f"  {stage}", [s.degraded.get(stage, 0) for s in summaries], "{:d}", ratio=False)
-    row("client send lag p99 ms", [s.send_lag_p99_ms for s in summaries], ratio=False)
-    row("client send lag max ms", [s.send_lag_max_ms for s in summaries], ratio=False)
-    stages = sorted({stage for s in summaries for stage in s.stage_ms})
-    if stages:
-        lines.append("gateway stage timings of the OK answers, p50 / p99 ms:")
-        for stage in stages:
-            cells = "".join(
-                f"{(f'{s.stage_ms[stage][0]:.1f} / {s.stage_ms[stage][1]:.1f}' if stage in s.stage_ms else '-'):>{width}}"
-                for s in summaries
-            )
-            lines.append(f"{'  ' + stage:<26}{cells}")
-    services = sorted({service for s in summaries for service in s.cpu_ms_per_request})
-    if services:
-        lines.append("CPU ms per scheduled request (all threads of each service process, from /proc):")
-        for service in services:
-            row(f"  {service}", [s.cpu_ms_per_request.get(service, float("nan")) for s in summaries])
-        row("  total", [sum(s.cpu_ms_per_request.values()) for s in summaries])
-    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------- requests
@@ -258,6 +211,7 @@ async def measure(
 ) -> tuple[list[Summary], list[str]]:
     """Runs each configuration the gateway serves (warm-up, then the measured phase) and
     returns their summaries, plus notes (e.g. an arm the gateway does not serve)."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
     from shelfwise.gateway.v1 import gateway_pb2_grpc
 
     from services.common.channels import create_channel
@@ -267,6 +221,7 @@ async def measure(
     summaries = []
     async with create_channel(address, 16 * 1024 * 1024) as channel:
         stub = gateway_pb2_grpc.GatewayServiceStub(channel)
+        health = health_pb2_grpc.HealthStub(channel)
         answers = await check_arms(stub)
         for configuration in settings.configurations:
             answer = answers.get(configuration, "")
@@ -288,11 +243,32 @@ async def measure(
             log(f"{LABELS[configuration]}: {settings.duration:g}s at {settings.rate:g}/s")
             call = search_caller(stub, queries, configuration, settings.deadline, offset=warm)
             before = cpu_seconds() if cpu_seconds else {}
-            result = await run_open_loop(call, settings.rate, settings.duration, settings.max_in_flight)
+            client_before = time.process_time()
+            health_ms: list[float] = []
+            probing = asyncio.create_task(probe_health(lambda: health.Check(health_pb2.HealthCheckRequest(), timeout=5),
+                                                       HEALTH_PROBE_SECONDS, health_ms))
+            try:
+                result = await run_open_loop(call, settings.rate, settings.duration, settings.max_in_flight)
+            finally:
+                probing.cancel()
+                await asyncio.gather(probing, return_exceptions=True)
+            client_seconds = time.process_time() - client_before
             after = cpu_seconds() if cpu_seconds else {}
             used = {service: after[service] - before[service] for service in after if service in before}
-            summaries.append(summarize(configuration, result, used))
+            summary = summarize(configuration, result, used, health_ms)
+            summary.client_cpu_ms_per_request = 1000 * client_seconds / max(1, summary.scheduled)
+            summaries.append(summary)
     return summaries, notes
+
+
+def breakers_opened(log_path: Path, offset: int = 0) -> int:
+    """How many times a circuit breaker opened, counted in a service's log from byte `offset`
+    (`services.common.circuit` logs every transition to open once)."""
+    if not log_path.is_file():
+        return 0
+    with log_path.open("rb") as log:
+        log.seek(offset)
+        return sum(1 for line in log if b"circuit " in line and b" -> open after " in line)
 
 
 def peak_rss_mib(pids: Iterable[int]) -> dict[int, float]:
@@ -360,6 +336,7 @@ async def bench_search(address: str | None, settings: BenchSettings, own: OwnSys
             f"and gateway SERVING in {build['rest_start_s']:.1f}s; "
             f"peak RSS MiB: " + ", ".join(f"{k} {v:.0f}" for k, v in build["peak_rss_mib"].items())
         )
+        header.append(f"circuit breakers the gateway opened while the bench ran (from its log): {build['breakers_opened']}")
     text = report(summaries, header) + "".join(f"\nnote: {note}" for note in notes)
     record.update({"summaries": [asdict(s) for s in summaries], "notes": notes, "report": text})
     if json_path is not None:
@@ -430,6 +407,8 @@ async def _run_own_system(folder: Path, settings: BenchSettings, own: OwnSystem,
         started = time.perf_counter()
         await stack.start(services=("query_understanding", "ranking", "gateway"), timeout=3600)
         rest_start_seconds = time.perf_counter() - started
+        gateway_log = stack.log_dir / "gateway.log"
+        log_start = gateway_log.stat().st_size if gateway_log.is_file() else 0
         summaries, notes = await measure(stack.address("gateway"), query_list, settings, stack.cpu_seconds)
         peaks = peak_rss_mib(process.pid for process in stack.processes.values())
         build = {
@@ -440,6 +419,7 @@ async def _run_own_system(folder: Path, settings: BenchSettings, own: OwnSystem,
             "retrieval_start_s": retrieval_start,
             "rest_start_s": rest_start_seconds,
             "peak_rss_mib": {service: peaks.get(process.pid, float("nan")) for service, process in stack.processes.items()},
+            "breakers_opened": breakers_opened(gateway_log, log_start),
         }
         return summaries, notes, build
     finally:

@@ -21,6 +21,7 @@ from services.cli.bench.open_loop import (
     Sample,
     arrival_offsets,
     percentile,
+    probe_health,
     run_open_loop,
     summarize,
 )
@@ -125,6 +126,34 @@ def test_summary_figures_and_cpu_per_request():
     assert (summary.p50_ms, summary.p99_ms, summary.max_ms) == (5.0, 10.0, 10.0)
     assert summary.errors == {OVERFLOW: 1}
     assert summary.cpu_ms_per_request == {"retrieval": pytest.approx(100.0)}
+
+
+def test_each_error_status_gets_its_p99_latency_and_health_checks_theirs():
+    samples = ([Sample(i / 100, 2.0 + i, "RESOURCE_EXHAUSTED") for i in range(100)]
+               + [Sample(1.0, 500.0, OK), Sample(1.1, 0.0, OVERFLOW)])
+    summary = summarize(FULL, PhaseResult(samples, 2.0, 100, 1.1), None, [1.0] * 99 + [30.0])
+    assert summary.error_p99_ms == {"RESOURCE_EXHAUSTED": 100.0}  # no latency for a call never sent
+    assert summary.health_ms == [1.0, 30.0]
+    text = report([summary])
+    assert next(line for line in text.splitlines() if line.strip().startswith("p99 ms") and "100.0" in line)
+    assert next(line for line in text.splitlines() if line.startswith("health check max ms")).split()[-1] == "30.0"
+
+
+async def test_health_is_probed_at_its_interval_and_a_failed_probe_still_counts():
+    calls = []
+
+    async def check():
+        calls.append(time.perf_counter())
+        if len(calls) == 2:
+            raise RuntimeError("refused")
+
+    latencies: list[float] = []
+    probing = asyncio.create_task(probe_health(check, 0.02, latencies))
+    await asyncio.sleep(0.11)
+    probing.cancel()
+    await asyncio.gather(probing, return_exceptions=True)
+    assert 3 <= len(latencies) <= 7 and len(latencies) in (len(calls), len(calls) - 1)
+    assert all(latency >= 0 for latency in latencies)
 
 
 def test_report_puts_both_configurations_side_by_side_with_ratios():
