@@ -38,7 +38,7 @@ which under a sustained overload follows the overloaded latency; a floor of 4 se
 gateway left the admitted p99 at 4.5x the unloaded one; a baseline from windows with at most
 half the limit in use refused 11% of searches at 50 requests/s; a 20 ms wait for a slot before
 refusing serialised searches and slowed those admitted; tolerances 1.1, 1.3 and 1.5 and
-windows of 20 calls did no better than 1.2 and 10; the window mean (instead of the median)
+windows of 20 calls (tried with the window's mean) did no better than 1.2 and 10; the window mean (instead of the median)
 let a burst of slow calls after a recovery lift the baseline to 0.7 s. Vegas' minimum latency
 does not fit: searches differ by query (a cached query vector answers in a third of the time).
 
