@@ -106,6 +106,7 @@ class AdaptiveLimit:
         self.in_flight = 0
         self.set_aside_calls = 0
         self.baseline: float | None = None  # seconds
+        self.usual: float | None = None  # seconds, see hold_seconds
         self._window_started = clock()
         self._window_latencies: list[float] = []
         self._window_peak = 0
@@ -122,10 +123,13 @@ class AdaptiveLimit:
         return Slot()
 
     def hold_seconds(self) -> float:
-        """How long a call holds its slot before it is presumed stalled (see `set_aside`)."""
-        if self.baseline is None:
+        """How long a call holds its slot before it is presumed stalled (see `set_aside`):
+        `STALLED_AFTER_BASELINES` times the method's usual latency, which follows the baseline
+        down at once but up by 2% a window at most, so a slow spell (a model server warming up
+        after a restart) does not stretch the hold with it."""
+        if self.usual is None:
             return STALLED_BEFORE_BASELINE_SECONDS
-        return STALLED_AFTER_BASELINES * self.baseline
+        return STALLED_AFTER_BASELINES * self.usual
 
     def set_aside(self, slot: "Slot") -> None:
         """Frees the slot of a call that has run `hold_seconds`: it waits on something stalled
@@ -173,6 +177,7 @@ class AdaptiveLimit:
             self.baseline += (latency - self.baseline) / 2
         elif not self._window_refused or self.limit <= settings.min_limit:
             self.baseline += (latency - self.baseline) / 10
+        self.usual = self.baseline if self.usual is None else min(self.baseline, self.usual * 1.02)
         ratio = latency / self.baseline if self.baseline > 0 else 1.0
         if not bound:
             pass  # the limit decided nothing in this window: no evidence for or against it

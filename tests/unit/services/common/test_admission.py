@@ -170,6 +170,18 @@ def test_a_stalled_call_frees_its_slot_once_and_still_counts_when_it_ends():
     assert sorted(limit._window_latencies) == pytest.approx([0.020, 0.020, 2.0])
 
 
+def test_a_slow_spell_does_not_stretch_the_hold_with_the_baseline():
+    limit = AdaptiveLimit(SETTINGS, Clock())
+    window(limit, 0.020, concurrency=1)
+    for _ in range(10):  # slow but served in full: the baseline follows, the hold hardly
+        window(limit, 0.300, concurrency=1)
+    assert limit.baseline > 0.150
+    assert limit.hold_seconds() == pytest.approx(2 * 0.020 * 1.02 ** 10)
+    for _ in range(5):  # faster again: the usual latency follows the baseline down
+        window(limit, 0.010, concurrency=1)
+    assert limit.hold_seconds() < 2 * 0.020
+
+
 def test_settings_come_from_the_environment_and_refuse_nonsense():
     settings = AdmissionSettings.from_env({
         "SHELFWISE_ADMISSION": "off", "SHELFWISE_ADMISSION_MIN_LIMIT": "3", "SHELFWISE_ADMISSION_MAX_LIMIT": "9",
