@@ -27,10 +27,12 @@ Waiting is not load. The latency of a call that failed (a dependency down or pas
 deadline: breakers and deadlines deal with that) or that answered degraded (a response whose
 `degraded_stages` / `degraded_components` is not empty) is not a sample: it tells how long a
 dependency made it wait, not how busy this server is. And a call that has run
-`STALLED_AFTER_BASELINES` baselines frees its slot (`AdaptiveLimit.set_aside`): otherwise,
+`STALLED_AFTER_BASELINES` times the method's usual latency (the baseline, followed up by at most
+2% a window) frees its slot (`AdaptiveLimit.set_aside`): otherwise,
 with a dependency frozen, the few calls waiting for its deadline hold every slot, the server
 refuses everything else, and the breaker that would notice the freeze sees too few calls to
-open (tests/integration/test_faults.py failed so before these two rules).
+open (tests/integration/test_faults.py failed so before these rules; and with the hold at two
+baselines, the slow searches after Triton's restart lifted it to 0.6 s and were refused).
 
 Variants tried with `shelfwise bench search` at 20, 50 and 200 requests/s
 (services/cli/README.md): Netflix's Gradient2 compares with a long average of every window,
