@@ -171,6 +171,11 @@ def connection_age_options(max_connection_age_seconds: float,
     ]
 
 
+# How long one clean-up step of a stopping server may take (its own waits are shorter: the
+# gateway's impression flush waits at most its events deadline, twice).
+CLEANUP_STEP_SECONDS = 5.0
+
+
 @dataclass
 class RunningServer:
     """A started server with its bound port, health state and clean-up callbacks."""
@@ -197,10 +202,16 @@ class RunningServer:
         await self.set_serving(False)
         await self.server.stop(grace)
         for callback in reversed(self.on_stop):
-            try:
-                await callback()
-            except Exception:  # clean-up must go on for the other resources
-                log.exception("error while stopping")
+            # Each step bounded: one that hangs (a channel that does not close) must not keep
+            # the process from exiting until its supervisor kills it, and the log says which.
+            step = asyncio.ensure_future(callback())
+            done, _ = await asyncio.wait({step}, timeout=CLEANUP_STEP_SECONDS)
+            if not done:
+                step.cancel()
+                log.warning("stopping: %s did not finish within %.0fs; going on without it",
+                            getattr(callback, "__qualname__", callback), CLEANUP_STEP_SECONDS)
+            elif step.exception() is not None:  # clean-up must go on for the other resources
+                log.error("error while stopping", exc_info=step.exception())
 
 
 @dataclass(frozen=True)
