@@ -218,7 +218,8 @@ class RunningServer:
 class Listening:
     """Where and how a server listens. `max_connection_age_seconds` > 0: each client connection
     is closed (GOAWAY, in-flight calls get `connection_age_grace_seconds` to finish) after about
-    that long, so clients reconnect and spread over the current replicas."""
+    that long, so clients reconnect and spread over the current replicas. `admission`: how
+    many calls each method runs at once (`services.common.admission`)."""
 
     host: str = "127.0.0.1"
     port: int = 0
