@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n shelfwise/common/v1/common.proto\x12\x13shelfwise.common.v1\"\xe6\x02\n\x07Product\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\r\n\x05\x62rand\x18\x04 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x05 \x01(\t\x12\r\n\x05price\x18\x06 \x01(\x01\x12\x10\n\x08\x63urrency\x18\x07 \x01(\t\x12@\n\nattributes\x18\x08 \x03(\x0b\x32,.shelfwise.common.v1.Product.AttributesEntry\x12\x0e\n\x06locale\x18\t \x01(\t\x12\x36\n\x05\x65xtra\x18\n \x03(\x0b\x32\'.shelfwise.common.v1.Product.ExtraEntry\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a,\n\nExtraEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"@\n\nPriceRange\x12\x10\n\x03min\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x10\n\x03max\x18\x02 \x01(\x01H\x01\x88\x01\x01\x42\x06\n\x04_minB\x06\n\x04_max\"\xd2\x01\n\x07\x46ilters\x12\x12\n\ncategories\x18\x01 \x03(\t\x12\x0e\n\x06\x62rands\x18\x02 \x03(\t\x12.\n\x05price\x18\x03 \x01(\x0b\x32\x1f.shelfwise.common.v1.PriceRange\x12@\n\nattributes\x18\x04 \x03(\x0b\x32,.shelfwise.common.v1.Filters.AttributesEntry\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"C\n\x0bScoreReason\x12\x0f\n\x07\x66\x65\x61ture\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01\x12\x14\n\x0c\x63ontribution\x18\x03 \x01(\x01\"0\n\rCategoryScore\x12\x10\n\x08\x63\x61tegory\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n shelfwise/common/v1/common.proto\x12\x13shelfwise.common.v1\"\x9d\x03\n\x07Product\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\r\n\x05\x62rand\x18\x04 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x05 \x01(\t\x12\r\n\x05price\x18\x06 \x01(\x01\x12\x10\n\x08\x63urrency\x18\x07 \x01(\t\x12@\n\nattributes\x18\x08 \x03(\x0b\x32,.shelfwise.common.v1.Product.AttributesEntry\x12\x0e\n\x06locale\x18\t \x01(\t\x12\x36\n\x05\x65xtra\x18\n \x03(\x0b\x32\'.shelfwise.common.v1.Product.ExtraEntry\x12\x15\n\x08in_stock\x18\x0b \x01(\x08H\x00\x88\x01\x01\x12\x11\n\tlisted_at\x18\x0c \x01(\t\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a,\n\nExtraEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x0b\n\t_in_stock\"@\n\nPriceRange\x12\x10\n\x03min\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x10\n\x03max\x18\x02 \x01(\x01H\x01\x88\x01\x01\x42\x06\n\x04_minB\x06\n\x04_max\"\xe9\x01\n\x07\x46ilters\x12\x12\n\ncategories\x18\x01 \x03(\t\x12\x0e\n\x06\x62rands\x18\x02 \x03(\t\x12.\n\x05price\x18\x03 \x01(\x0b\x32\x1f.shelfwise.common.v1.PriceRange\x12@\n\nattributes\x18\x04 \x03(\x0b\x32,.shelfwise.common.v1.Filters.AttributesEntry\x12\x15\n\rin_stock_only\x18\x05 \x01(\x08\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"[\n\x0c\x46\x61\x63\x65tRequest\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\x17\n\nmax_values\x18\x02 \x01(\x05H\x00\x88\x01\x01\x12\x14\n\x0cprice_bounds\x18\x03 \x03(\x01\x42\r\n\x0b_max_values\"p\n\nFacetValue\x12\r\n\x05value\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\x05\x12\x10\n\x08selected\x18\x03 \x01(\x08\x12\x10\n\x03min\x18\x04 \x01(\x01H\x00\x88\x01\x01\x12\x10\n\x03max\x18\x05 \x01(\x01H\x01\x88\x01\x01\x42\x06\n\x04_minB\x06\n\x04_max\"\xb8\x01\n\x05\x46\x61\x63\x65t\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12/\n\x06values\x18\x02 \x03(\x0b\x32\x1f.shelfwise.common.v1.FacetValue\x12\x1b\n\x13products_with_value\x18\x03 \x01(\x05\x12\x17\n\x0f\x64istinct_values\x18\x04 \x01(\x05\x12\x13\n\x0b\x64isjunctive\x18\x05 \x01(\x08\x12\x11\n\tmin_price\x18\x06 \x01(\x01\x12\x11\n\tmax_price\x18\x07 \x01(\x01\"D\n\x04Sort\x12)\n\x03key\x18\x01 \x01(\x0e\x32\x1c.shelfwise.common.v1.SortKey\x12\x11\n\tattribute\x18\x02 \x01(\t\"C\n\x0bScoreReason\x12\x0f\n\x07\x66\x65\x61ture\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01\x12\x14\n\x0c\x63ontribution\x18\x03 \x01(\x01\"0\n\rCategoryScore\x12\x10\n\x08\x63\x61tegory\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01*\xd2\x01\n\x07SortKey\x12\x18\n\x14SORT_KEY_UNSPECIFIED\x10\x00\x12\x16\n\x12SORT_KEY_RELEVANCE\x10\x01\x12\x1c\n\x18SORT_KEY_PRICE_ASCENDING\x10\x02\x12\x1d\n\x19SORT_KEY_PRICE_DESCENDING\x10\x03\x12\x13\n\x0fSORT_KEY_NEWEST\x10\x04\x12 \n\x1cSORT_KEY_ATTRIBUTE_ASCENDING\x10\x05\x12!\n\x1dSORT_KEY_ATTRIBUTE_DESCENDING\x10\x06\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,20 +37,30 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PRODUCT_EXTRAENTRY']._serialized_options = b'8\001'
   _globals['_FILTERS_ATTRIBUTESENTRY']._loaded_options = None
   _globals['_FILTERS_ATTRIBUTESENTRY']._serialized_options = b'8\001'
+  _globals['_SORTKEY']._serialized_start=1359
+  _globals['_SORTKEY']._serialized_end=1569
   _globals['_PRODUCT']._serialized_start=58
-  _globals['_PRODUCT']._serialized_end=416
-  _globals['_PRODUCT_ATTRIBUTESENTRY']._serialized_start=321
-  _globals['_PRODUCT_ATTRIBUTESENTRY']._serialized_end=370
-  _globals['_PRODUCT_EXTRAENTRY']._serialized_start=372
-  _globals['_PRODUCT_EXTRAENTRY']._serialized_end=416
-  _globals['_PRICERANGE']._serialized_start=418
-  _globals['_PRICERANGE']._serialized_end=482
-  _globals['_FILTERS']._serialized_start=485
-  _globals['_FILTERS']._serialized_end=695
-  _globals['_FILTERS_ATTRIBUTESENTRY']._serialized_start=321
-  _globals['_FILTERS_ATTRIBUTESENTRY']._serialized_end=370
-  _globals['_SCOREREASON']._serialized_start=697
-  _globals['_SCOREREASON']._serialized_end=764
-  _globals['_CATEGORYSCORE']._serialized_start=766
-  _globals['_CATEGORYSCORE']._serialized_end=814
+  _globals['_PRODUCT']._serialized_end=471
+  _globals['_PRODUCT_ATTRIBUTESENTRY']._serialized_start=363
+  _globals['_PRODUCT_ATTRIBUTESENTRY']._serialized_end=412
+  _globals['_PRODUCT_EXTRAENTRY']._serialized_start=414
+  _globals['_PRODUCT_EXTRAENTRY']._serialized_end=458
+  _globals['_PRICERANGE']._serialized_start=473
+  _globals['_PRICERANGE']._serialized_end=537
+  _globals['_FILTERS']._serialized_start=540
+  _globals['_FILTERS']._serialized_end=773
+  _globals['_FILTERS_ATTRIBUTESENTRY']._serialized_start=363
+  _globals['_FILTERS_ATTRIBUTESENTRY']._serialized_end=412
+  _globals['_FACETREQUEST']._serialized_start=775
+  _globals['_FACETREQUEST']._serialized_end=866
+  _globals['_FACETVALUE']._serialized_start=868
+  _globals['_FACETVALUE']._serialized_end=980
+  _globals['_FACET']._serialized_start=983
+  _globals['_FACET']._serialized_end=1167
+  _globals['_SORT']._serialized_start=1169
+  _globals['_SORT']._serialized_end=1237
+  _globals['_SCOREREASON']._serialized_start=1239
+  _globals['_SCOREREASON']._serialized_end=1306
+  _globals['_CATEGORYSCORE']._serialized_start=1308
+  _globals['_CATEGORYSCORE']._serialized_end=1356
 # @@protoc_insertion_point(module_scope)

@@ -24,35 +24,40 @@ _sym_db = _symbol_database.Default()
 
 from shelfwise.common.v1 import common_pb2 as shelfwise_dot_common_dot_v1_dot_common__pb2
 from shelfwise.events.v1 import events_pb2 as shelfwise_dot_events_dot_v1_dot_events__pb2
+from shelfwise.query_understanding.v1 import query_understanding_pb2 as shelfwise_dot_query__understanding_dot_v1_dot_query__understanding__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"shelfwise/gateway/v1/gateway.proto\x12\x14shelfwise.gateway.v1\x1a shelfwise/common/v1/common.proto\x1a shelfwise/events/v1/events.proto\"\xd0\x01\n\rSearchRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\x16\n\tpage_size\x18\x02 \x01(\x05H\x00\x88\x01\x01\x12\x12\n\npage_token\x18\x03 \x01(\t\x12-\n\x07\x66ilters\x18\x04 \x01(\x0b\x32\x1c.shelfwise.common.v1.Filters\x12\x0f\n\x07user_id\x18\x05 \x01(\t\x12\x12\n\nsession_id\x18\x06 \x01(\t\x12\x12\n\nrequest_id\x18\x07 \x01(\t\x12\x0e\n\x06locale\x18\x08 \x01(\tB\x0c\n\n_page_size\"\x91\x01\n\x0cSearchResult\x12-\n\x07product\x18\x01 \x01(\x0b\x32\x1c.shelfwise.common.v1.Product\x12\r\n\x05score\x18\x02 \x01(\x01\x12\x10\n\x08position\x18\x03 \x01(\x05\x12\x31\n\x07reasons\x18\x04 \x03(\x0b\x32 .shelfwise.common.v1.ScoreReason\"\x84\x02\n\x13QueryInterpretation\x12\x17\n\x0f\x63orrected_query\x18\x01 \x01(\t\x12\x10\n\x08language\x18\x02 \x01(\t\x12\x37\n\x11\x65xtracted_filters\x18\x03 \x01(\x0b\x32\x1c.shelfwise.common.v1.Filters\x12\x13\n\x0bsearch_text\x18\x04 \x01(\t\x12\x17\n\x0ftranslated_text\x18\x05 \x01(\t\x12@\n\x14predicted_categories\x18\x06 \x03(\x0b\x32\".shelfwise.common.v1.CategoryScore\x12\x19\n\x11prefers_low_price\x18\x07 \x01(\x08\"2\n\x0bStageTiming\x12\r\n\x05stage\x18\x01 \x01(\t\x12\x14\n\x0cmilliseconds\x18\x02 \x01(\x01\"\xbc\x02\n\x0eSearchResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x33\n\x07results\x18\x02 \x03(\x0b\x32\".shelfwise.gateway.v1.SearchResult\x12\x17\n\x0fnext_page_token\x18\x03 \x01(\t\x12\x12\n\ntotal_size\x18\x04 \x01(\x05\x12\x41\n\x0einterpretation\x18\x05 \x01(\x0b\x32).shelfwise.gateway.v1.QueryInterpretation\x12\x15\n\rmodel_version\x18\x06 \x01(\t\x12\x32\n\x07timings\x18\x07 \x03(\x0b\x32!.shelfwise.gateway.v1.StageTiming\x12\x17\n\x0f\x64\x65graded_stages\x18\x08 \x03(\t\x12\r\n\x05notes\x18\t \x03(\t\"\xc4\x02\n\x10RecommendRequest\x12\x31\n\x04mode\x18\x01 \x01(\x0e\x32#.shelfwise.gateway.v1.RecommendMode\x12\x12\n\nproduct_id\x18\x02 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x03 \x01(\t\x12\x16\n\tpage_size\x18\x04 \x01(\x05H\x00\x88\x01\x01\x12\x12\n\npage_token\x18\x05 \x01(\t\x12-\n\x07\x66ilters\x18\x06 \x01(\x0b\x32\x1c.shelfwise.common.v1.Filters\x12\x0f\n\x07user_id\x18\x07 \x01(\t\x12\x12\n\nsession_id\x18\x08 \x01(\t\x12\x12\n\nrequest_id\x18\t \x01(\t\x12\x1b\n\x13history_product_ids\x18\n \x03(\t\x12\x18\n\x10\x63\x61rt_product_ids\x18\x0b \x03(\tB\x0c\n\n_page_size\"\x8a\x02\n\x11RecommendResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x33\n\x07results\x18\x02 \x03(\x0b\x32\".shelfwise.gateway.v1.SearchResult\x12\x17\n\x0fnext_page_token\x18\x03 \x01(\t\x12\x12\n\ntotal_size\x18\x04 \x01(\x05\x12\x15\n\rmodel_version\x18\x05 \x01(\t\x12\x32\n\x07timings\x18\x06 \x03(\x0b\x32!.shelfwise.gateway.v1.StageTiming\x12\x17\n\x0f\x64\x65graded_stages\x18\x07 \x03(\t\x12\x1b\n\x13unknown_product_ids\x18\x08 \x03(\t\"F\n\x0cTrackRequest\x12\x36\n\x0cinteractions\x18\x01 \x03(\x0b\x32 .shelfwise.events.v1.Interaction\"5\n\rTrackResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x05\x12\x12\n\nduplicates\x18\x02 \x01(\x05*\xb8\x01\n\rRecommendMode\x12\x1e\n\x1aRECOMMEND_MODE_UNSPECIFIED\x10\x00\x12 \n\x1cRECOMMEND_MODE_SIMILAR_ITEMS\x10\x01\x12&\n\"RECOMMEND_MODE_POPULAR_IN_CATEGORY\x10\x02\x12\x1b\n\x17RECOMMEND_MODE_FOR_USER\x10\x03\x12 \n\x1cRECOMMEND_MODE_COMPLETE_CART\x10\x04\x32\x95\x02\n\x0eGatewayService\x12S\n\x06Search\x12#.shelfwise.gateway.v1.SearchRequest\x1a$.shelfwise.gateway.v1.SearchResponse\x12\\\n\tRecommend\x12&.shelfwise.gateway.v1.RecommendRequest\x1a\'.shelfwise.gateway.v1.RecommendResponse\x12P\n\x05Track\x12\".shelfwise.gateway.v1.TrackRequest\x1a#.shelfwise.gateway.v1.TrackResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"shelfwise/gateway/v1/gateway.proto\x12\x14shelfwise.gateway.v1\x1a shelfwise/common/v1/common.proto\x1a shelfwise/events/v1/events.proto\x1a:shelfwise/query_understanding/v1/query_understanding.proto\"\xac\x02\n\rSearchRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\x16\n\tpage_size\x18\x02 \x01(\x05H\x00\x88\x01\x01\x12\x12\n\npage_token\x18\x03 \x01(\t\x12-\n\x07\x66ilters\x18\x04 \x01(\x0b\x32\x1c.shelfwise.common.v1.Filters\x12\x0f\n\x07user_id\x18\x05 \x01(\t\x12\x12\n\nsession_id\x18\x06 \x01(\t\x12\x12\n\nrequest_id\x18\x07 \x01(\t\x12\x0e\n\x06locale\x18\x08 \x01(\t\x12\x31\n\x06\x66\x61\x63\x65ts\x18\t \x03(\x0b\x32!.shelfwise.common.v1.FacetRequest\x12\'\n\x04sort\x18\n \x01(\x0b\x32\x19.shelfwise.common.v1.SortB\x0c\n\n_page_size\"\x91\x01\n\x0cSearchResult\x12-\n\x07product\x18\x01 \x01(\x0b\x32\x1c.shelfwise.common.v1.Product\x12\r\n\x05score\x18\x02 \x01(\x01\x12\x10\n\x08position\x18\x03 \x01(\x05\x12\x31\n\x07reasons\x18\x04 \x03(\x0b\x32 .shelfwise.common.v1.ScoreReason\"\x84\x02\n\x13QueryInterpretation\x12\x17\n\x0f\x63orrected_query\x18\x01 \x01(\t\x12\x10\n\x08language\x18\x02 \x01(\t\x12\x37\n\x11\x65xtracted_filters\x18\x03 \x01(\x0b\x32\x1c.shelfwise.common.v1.Filters\x12\x13\n\x0bsearch_text\x18\x04 \x01(\t\x12\x17\n\x0ftranslated_text\x18\x05 \x01(\t\x12@\n\x14predicted_categories\x18\x06 \x03(\x0b\x32\".shelfwise.common.v1.CategoryScore\x12\x19\n\x11prefers_low_price\x18\x07 \x01(\x08\"2\n\x0bStageTiming\x12\r\n\x05stage\x18\x01 \x01(\t\x12\x14\n\x0cmilliseconds\x18\x02 \x01(\x01\"\x82\x03\n\x0eSearchResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x33\n\x07results\x18\x02 \x03(\x0b\x32\".shelfwise.gateway.v1.SearchResult\x12\x17\n\x0fnext_page_token\x18\x03 \x01(\t\x12\x12\n\ntotal_size\x18\x04 \x01(\x05\x12\x41\n\x0einterpretation\x18\x05 \x01(\x0b\x32).shelfwise.gateway.v1.QueryInterpretation\x12\x15\n\rmodel_version\x18\x06 \x01(\t\x12\x32\n\x07timings\x18\x07 \x03(\x0b\x32!.shelfwise.gateway.v1.StageTiming\x12\x17\n\x0f\x64\x65graded_stages\x18\x08 \x03(\t\x12\r\n\x05notes\x18\t \x03(\t\x12*\n\x06\x66\x61\x63\x65ts\x18\n \x03(\x0b\x32\x1a.shelfwise.common.v1.Facet\x12\x18\n\x10\x61pplied_rule_ids\x18\x0b \x03(\t\"\xc4\x02\n\x10RecommendRequest\x12\x31\n\x04mode\x18\x01 \x01(\x0e\x32#.shelfwise.gateway.v1.RecommendMode\x12\x12\n\nproduct_id\x18\x02 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x03 \x01(\t\x12\x16\n\tpage_size\x18\x04 \x01(\x05H\x00\x88\x01\x01\x12\x12\n\npage_token\x18\x05 \x01(\t\x12-\n\x07\x66ilters\x18\x06 \x01(\x0b\x32\x1c.shelfwise.common.v1.Filters\x12\x0f\n\x07user_id\x18\x07 \x01(\t\x12\x12\n\nsession_id\x18\x08 \x01(\t\x12\x12\n\nrequest_id\x18\t \x01(\t\x12\x1b\n\x13history_product_ids\x18\n \x03(\t\x12\x18\n\x10\x63\x61rt_product_ids\x18\x0b \x03(\tB\x0c\n\n_page_size\"\x8a\x02\n\x11RecommendResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x33\n\x07results\x18\x02 \x03(\x0b\x32\".shelfwise.gateway.v1.SearchResult\x12\x17\n\x0fnext_page_token\x18\x03 \x01(\t\x12\x12\n\ntotal_size\x18\x04 \x01(\x05\x12\x15\n\rmodel_version\x18\x05 \x01(\t\x12\x32\n\x07timings\x18\x06 \x03(\x0b\x32!.shelfwise.gateway.v1.StageTiming\x12\x17\n\x0f\x64\x65graded_stages\x18\x07 \x03(\t\x12\x1b\n\x13unknown_product_ids\x18\x08 \x03(\t\"F\n\x0cTrackRequest\x12\x36\n\x0cinteractions\x18\x01 \x03(\x0b\x32 .shelfwise.events.v1.Interaction\"5\n\rTrackResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x05\x12\x12\n\nduplicates\x18\x02 \x01(\x05\"b\n\x0eSuggestRequest\x12\x0e\n\x06prefix\x18\x01 \x01(\t\x12\x12\n\x05limit\x18\x02 \x01(\x05H\x00\x88\x01\x01\x12\x0e\n\x06locale\x18\x03 \x01(\t\x12\x12\n\nrequest_id\x18\x04 \x01(\tB\x08\n\x06_limit\"\x7f\n\x0fSuggestResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x41\n\x0bsuggestions\x18\x02 \x03(\x0b\x32,.shelfwise.query_understanding.v1.Suggestion\x12\x15\n\rindex_version\x18\x03 \x01(\t*\xb8\x01\n\rRecommendMode\x12\x1e\n\x1aRECOMMEND_MODE_UNSPECIFIED\x10\x00\x12 \n\x1cRECOMMEND_MODE_SIMILAR_ITEMS\x10\x01\x12&\n\"RECOMMEND_MODE_POPULAR_IN_CATEGORY\x10\x02\x12\x1b\n\x17RECOMMEND_MODE_FOR_USER\x10\x03\x12 \n\x1cRECOMMEND_MODE_COMPLETE_CART\x10\x04\x32\xed\x02\n\x0eGatewayService\x12S\n\x06Search\x12#.shelfwise.gateway.v1.SearchRequest\x1a$.shelfwise.gateway.v1.SearchResponse\x12\\\n\tRecommend\x12&.shelfwise.gateway.v1.RecommendRequest\x1a\'.shelfwise.gateway.v1.RecommendResponse\x12P\n\x05Track\x12\".shelfwise.gateway.v1.TrackRequest\x1a#.shelfwise.gateway.v1.TrackResponse\x12V\n\x07Suggest\x12$.shelfwise.gateway.v1.SuggestRequest\x1a%.shelfwise.gateway.v1.SuggestResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'shelfwise.gateway.v1.gateway_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_RECOMMENDMODE']._serialized_start=1845
-  _globals['_RECOMMENDMODE']._serialized_end=2029
-  _globals['_SEARCHREQUEST']._serialized_start=129
-  _globals['_SEARCHREQUEST']._serialized_end=337
-  _globals['_SEARCHRESULT']._serialized_start=340
-  _globals['_SEARCHRESULT']._serialized_end=485
-  _globals['_QUERYINTERPRETATION']._serialized_start=488
-  _globals['_QUERYINTERPRETATION']._serialized_end=748
-  _globals['_STAGETIMING']._serialized_start=750
-  _globals['_STAGETIMING']._serialized_end=800
-  _globals['_SEARCHRESPONSE']._serialized_start=803
-  _globals['_SEARCHRESPONSE']._serialized_end=1119
-  _globals['_RECOMMENDREQUEST']._serialized_start=1122
-  _globals['_RECOMMENDREQUEST']._serialized_end=1446
-  _globals['_RECOMMENDRESPONSE']._serialized_start=1449
-  _globals['_RECOMMENDRESPONSE']._serialized_end=1715
-  _globals['_TRACKREQUEST']._serialized_start=1717
-  _globals['_TRACKREQUEST']._serialized_end=1787
-  _globals['_TRACKRESPONSE']._serialized_start=1789
-  _globals['_TRACKRESPONSE']._serialized_end=1842
-  _globals['_GATEWAYSERVICE']._serialized_start=2032
-  _globals['_GATEWAYSERVICE']._serialized_end=2309
+  _globals['_RECOMMENDMODE']._serialized_start=2296
+  _globals['_RECOMMENDMODE']._serialized_end=2480
+  _globals['_SEARCHREQUEST']._serialized_start=189
+  _globals['_SEARCHREQUEST']._serialized_end=489
+  _globals['_SEARCHRESULT']._serialized_start=492
+  _globals['_SEARCHRESULT']._serialized_end=637
+  _globals['_QUERYINTERPRETATION']._serialized_start=640
+  _globals['_QUERYINTERPRETATION']._serialized_end=900
+  _globals['_STAGETIMING']._serialized_start=902
+  _globals['_STAGETIMING']._serialized_end=952
+  _globals['_SEARCHRESPONSE']._serialized_start=955
+  _globals['_SEARCHRESPONSE']._serialized_end=1341
+  _globals['_RECOMMENDREQUEST']._serialized_start=1344
+  _globals['_RECOMMENDREQUEST']._serialized_end=1668
+  _globals['_RECOMMENDRESPONSE']._serialized_start=1671
+  _globals['_RECOMMENDRESPONSE']._serialized_end=1937
+  _globals['_TRACKREQUEST']._serialized_start=1939
+  _globals['_TRACKREQUEST']._serialized_end=2009
+  _globals['_TRACKRESPONSE']._serialized_start=2011
+  _globals['_TRACKRESPONSE']._serialized_end=2064
+  _globals['_SUGGESTREQUEST']._serialized_start=2066
+  _globals['_SUGGESTREQUEST']._serialized_end=2164
+  _globals['_SUGGESTRESPONSE']._serialized_start=2166
+  _globals['_SUGGESTRESPONSE']._serialized_end=2293
+  _globals['_GATEWAYSERVICE']._serialized_start=2483
+  _globals['_GATEWAYSERVICE']._serialized_end=2848
 # @@protoc_insertion_point(module_scope)

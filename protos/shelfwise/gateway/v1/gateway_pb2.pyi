@@ -1,5 +1,6 @@
 from shelfwise.common.v1 import common_pb2 as _common_pb2
 from shelfwise.events.v1 import events_pb2 as _events_pb2
+from shelfwise.query_understanding.v1 import query_understanding_pb2 as _query_understanding_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -23,7 +24,7 @@ RECOMMEND_MODE_FOR_USER: RecommendMode
 RECOMMEND_MODE_COMPLETE_CART: RecommendMode
 
 class SearchRequest(_message.Message):
-    __slots__ = ("query", "page_size", "page_token", "filters", "user_id", "session_id", "request_id", "locale")
+    __slots__ = ("query", "page_size", "page_token", "filters", "user_id", "session_id", "request_id", "locale", "facets", "sort")
     QUERY_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
@@ -32,6 +33,8 @@ class SearchRequest(_message.Message):
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     LOCALE_FIELD_NUMBER: _ClassVar[int]
+    FACETS_FIELD_NUMBER: _ClassVar[int]
+    SORT_FIELD_NUMBER: _ClassVar[int]
     query: str
     page_size: int
     page_token: str
@@ -40,7 +43,9 @@ class SearchRequest(_message.Message):
     session_id: str
     request_id: str
     locale: str
-    def __init__(self, query: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., filters: _Optional[_Union[_common_pb2.Filters, _Mapping]] = ..., user_id: _Optional[str] = ..., session_id: _Optional[str] = ..., request_id: _Optional[str] = ..., locale: _Optional[str] = ...) -> None: ...
+    facets: _containers.RepeatedCompositeFieldContainer[_common_pb2.FacetRequest]
+    sort: _common_pb2.Sort
+    def __init__(self, query: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., filters: _Optional[_Union[_common_pb2.Filters, _Mapping]] = ..., user_id: _Optional[str] = ..., session_id: _Optional[str] = ..., request_id: _Optional[str] = ..., locale: _Optional[str] = ..., facets: _Optional[_Iterable[_Union[_common_pb2.FacetRequest, _Mapping]]] = ..., sort: _Optional[_Union[_common_pb2.Sort, _Mapping]] = ...) -> None: ...
 
 class SearchResult(_message.Message):
     __slots__ = ("product", "score", "position", "reasons")
@@ -81,7 +86,7 @@ class StageTiming(_message.Message):
     def __init__(self, stage: _Optional[str] = ..., milliseconds: _Optional[float] = ...) -> None: ...
 
 class SearchResponse(_message.Message):
-    __slots__ = ("request_id", "results", "next_page_token", "total_size", "interpretation", "model_version", "timings", "degraded_stages", "notes")
+    __slots__ = ("request_id", "results", "next_page_token", "total_size", "interpretation", "model_version", "timings", "degraded_stages", "notes", "facets", "applied_rule_ids")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     RESULTS_FIELD_NUMBER: _ClassVar[int]
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
@@ -91,6 +96,8 @@ class SearchResponse(_message.Message):
     TIMINGS_FIELD_NUMBER: _ClassVar[int]
     DEGRADED_STAGES_FIELD_NUMBER: _ClassVar[int]
     NOTES_FIELD_NUMBER: _ClassVar[int]
+    FACETS_FIELD_NUMBER: _ClassVar[int]
+    APPLIED_RULE_IDS_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     results: _containers.RepeatedCompositeFieldContainer[SearchResult]
     next_page_token: str
@@ -100,7 +107,9 @@ class SearchResponse(_message.Message):
     timings: _containers.RepeatedCompositeFieldContainer[StageTiming]
     degraded_stages: _containers.RepeatedScalarFieldContainer[str]
     notes: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, request_id: _Optional[str] = ..., results: _Optional[_Iterable[_Union[SearchResult, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., total_size: _Optional[int] = ..., interpretation: _Optional[_Union[QueryInterpretation, _Mapping]] = ..., model_version: _Optional[str] = ..., timings: _Optional[_Iterable[_Union[StageTiming, _Mapping]]] = ..., degraded_stages: _Optional[_Iterable[str]] = ..., notes: _Optional[_Iterable[str]] = ...) -> None: ...
+    facets: _containers.RepeatedCompositeFieldContainer[_common_pb2.Facet]
+    applied_rule_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, request_id: _Optional[str] = ..., results: _Optional[_Iterable[_Union[SearchResult, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., total_size: _Optional[int] = ..., interpretation: _Optional[_Union[QueryInterpretation, _Mapping]] = ..., model_version: _Optional[str] = ..., timings: _Optional[_Iterable[_Union[StageTiming, _Mapping]]] = ..., degraded_stages: _Optional[_Iterable[str]] = ..., notes: _Optional[_Iterable[str]] = ..., facets: _Optional[_Iterable[_Union[_common_pb2.Facet, _Mapping]]] = ..., applied_rule_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class RecommendRequest(_message.Message):
     __slots__ = ("mode", "product_id", "category", "page_size", "page_token", "filters", "user_id", "session_id", "request_id", "history_product_ids", "cart_product_ids")
@@ -161,3 +170,25 @@ class TrackResponse(_message.Message):
     accepted: int
     duplicates: int
     def __init__(self, accepted: _Optional[int] = ..., duplicates: _Optional[int] = ...) -> None: ...
+
+class SuggestRequest(_message.Message):
+    __slots__ = ("prefix", "limit", "locale", "request_id")
+    PREFIX_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    LOCALE_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    prefix: str
+    limit: int
+    locale: str
+    request_id: str
+    def __init__(self, prefix: _Optional[str] = ..., limit: _Optional[int] = ..., locale: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class SuggestResponse(_message.Message):
+    __slots__ = ("request_id", "suggestions", "index_version")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    SUGGESTIONS_FIELD_NUMBER: _ClassVar[int]
+    INDEX_VERSION_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    suggestions: _containers.RepeatedCompositeFieldContainer[_query_understanding_pb2.Suggestion]
+    index_version: str
+    def __init__(self, request_id: _Optional[str] = ..., suggestions: _Optional[_Iterable[_Union[_query_understanding_pb2.Suggestion, _Mapping]]] = ..., index_version: _Optional[str] = ...) -> None: ...

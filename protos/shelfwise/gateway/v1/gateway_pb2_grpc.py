@@ -52,6 +52,11 @@ class GatewayServiceStub:
                 request_serializer=shelfwise_dot_gateway_dot_v1_dot_gateway__pb2.TrackRequest.SerializeToString,
                 response_deserializer=shelfwise_dot_gateway_dot_v1_dot_gateway__pb2.TrackResponse.FromString,
                 _registered_method=True)
+        self.Suggest = channel.unary_unary(
+                '/shelfwise.gateway.v1.GatewayService/Suggest',
+                request_serializer=shelfwise_dot_gateway_dot_v1_dot_gateway__pb2.SuggestRequest.SerializeToString,
+                response_deserializer=shelfwise_dot_gateway_dot_v1_dot_gateway__pb2.SuggestResponse.FromString,
+                _registered_method=True)
 
 
 class GatewayServiceServicer:
@@ -79,6 +84,13 @@ class GatewayServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Suggest(self, request, context):
+        """Completions as the shopper types (query understanding's Suggest).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GatewayServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -96,6 +108,11 @@ def add_GatewayServiceServicer_to_server(servicer, server):
                     servicer.Track,
                     request_deserializer=shelfwise_dot_gateway_dot_v1_dot_gateway__pb2.TrackRequest.FromString,
                     response_serializer=shelfwise_dot_gateway_dot_v1_dot_gateway__pb2.TrackResponse.SerializeToString,
+            ),
+            'Suggest': grpc.unary_unary_rpc_method_handler(
+                    servicer.Suggest,
+                    request_deserializer=shelfwise_dot_gateway_dot_v1_dot_gateway__pb2.SuggestRequest.FromString,
+                    response_serializer=shelfwise_dot_gateway_dot_v1_dot_gateway__pb2.SuggestResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -182,6 +199,33 @@ class GatewayService:
             '/shelfwise.gateway.v1.GatewayService/Track',
             shelfwise_dot_gateway_dot_v1_dot_gateway__pb2.TrackRequest.SerializeToString,
             shelfwise_dot_gateway_dot_v1_dot_gateway__pb2.TrackResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Suggest(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shelfwise.gateway.v1.GatewayService/Suggest',
+            shelfwise_dot_gateway_dot_v1_dot_gateway__pb2.SuggestRequest.SerializeToString,
+            shelfwise_dot_gateway_dot_v1_dot_gateway__pb2.SuggestResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -25,13 +25,15 @@ _sym_db = _symbol_database.Default()
 from shelfwise.common.v1 import common_pb2 as shelfwise_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n:shelfwise/query_understanding/v1/query_understanding.proto\x12 shelfwise.query_understanding.v1\x1a shelfwise/common/v1/common.proto\"F\n\x11UnderstandRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\x0e\n\x06locale\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"9\n\x12SpellingCorrection\x12\x10\n\x08original\x18\x01 \x01(\t\x12\x11\n\tcorrected\x18\x02 \x01(\t\"5\n\x12\x43\x61tegoryPrediction\x12\x10\n\x08\x63\x61tegory\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\"\xee\x03\n\x12UnderstandResponse\x12\x16\n\x0eoriginal_query\x18\x01 \x01(\t\x12\x18\n\x10normalized_query\x18\x02 \x01(\t\x12\x17\n\x0f\x63orrected_query\x18\x03 \x01(\t\x12I\n\x0b\x63orrections\x18\x04 \x03(\x0b\x32\x34.shelfwise.query_understanding.v1.SpellingCorrection\x12\x10\n\x08language\x18\x05 \x01(\t\x12\x1b\n\x13language_confidence\x18\x06 \x01(\x01\x12-\n\x07\x66ilters\x18\x07 \x01(\x0b\x32\x1c.shelfwise.common.v1.Filters\x12H\n\ncategories\x18\x08 \x03(\x0b\x32\x34.shelfwise.query_understanding.v1.CategoryPrediction\x12\x13\n\x0bsearch_text\x18\t \x01(\t\x12\x0e\n\x06tokens\x18\n \x03(\t\x12\x15\n\rmodel_version\x18\x0b \x01(\t\x12\x18\n\x10translated_query\x18\x0c \x01(\t\x12\x19\n\x11prefers_low_price\x18\r \x01(\x08\x12\r\n\x05notes\x18\x0e \x03(\t\x12\x1a\n\x12vocabulary_version\x18\x0f \x01(\t2\x94\x01\n\x19QueryUnderstandingService\x12w\n\nUnderstand\x12\x33.shelfwise.query_understanding.v1.UnderstandRequest\x1a\x34.shelfwise.query_understanding.v1.UnderstandResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n:shelfwise/query_understanding/v1/query_understanding.proto\x12 shelfwise.query_understanding.v1\x1a shelfwise/common/v1/common.proto\"F\n\x11UnderstandRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\x0e\n\x06locale\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"9\n\x12SpellingCorrection\x12\x10\n\x08original\x18\x01 \x01(\t\x12\x11\n\tcorrected\x18\x02 \x01(\t\"5\n\x12\x43\x61tegoryPrediction\x12\x10\n\x08\x63\x61tegory\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\"\xee\x03\n\x12UnderstandResponse\x12\x16\n\x0eoriginal_query\x18\x01 \x01(\t\x12\x18\n\x10normalized_query\x18\x02 \x01(\t\x12\x17\n\x0f\x63orrected_query\x18\x03 \x01(\t\x12I\n\x0b\x63orrections\x18\x04 \x03(\x0b\x32\x34.shelfwise.query_understanding.v1.SpellingCorrection\x12\x10\n\x08language\x18\x05 \x01(\t\x12\x1b\n\x13language_confidence\x18\x06 \x01(\x01\x12-\n\x07\x66ilters\x18\x07 \x01(\x0b\x32\x1c.shelfwise.common.v1.Filters\x12H\n\ncategories\x18\x08 \x03(\x0b\x32\x34.shelfwise.query_understanding.v1.CategoryPrediction\x12\x13\n\x0bsearch_text\x18\t \x01(\t\x12\x0e\n\x06tokens\x18\n \x03(\t\x12\x15\n\rmodel_version\x18\x0b \x01(\t\x12\x18\n\x10translated_query\x18\x0c \x01(\t\x12\x19\n\x11prefers_low_price\x18\r \x01(\x08\x12\r\n\x05notes\x18\x0e \x03(\t\x12\x1a\n\x12vocabulary_version\x18\x0f \x01(\t\"b\n\x0eSuggestRequest\x12\x0e\n\x06prefix\x18\x01 \x01(\t\x12\x12\n\x05limit\x18\x02 \x01(\x05H\x00\x88\x01\x01\x12\x0e\n\x06locale\x18\x03 \x01(\t\x12\x12\n\nrequest_id\x18\x04 \x01(\tB\x08\n\x06_limit\"\x80\x01\n\nSuggestion\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x42\n\x06source\x18\x02 \x01(\x0e\x32\x32.shelfwise.query_understanding.v1.SuggestionSource\x12\r\n\x05score\x18\x03 \x01(\x01\x12\x11\n\tcorrected\x18\x04 \x01(\x08\"k\n\x0fSuggestResponse\x12\x41\n\x0bsuggestions\x18\x01 \x03(\x0b\x32,.shelfwise.query_understanding.v1.Suggestion\x12\x15\n\rindex_version\x18\x02 \x01(\t*\xac\x01\n\x10SuggestionSource\x12!\n\x1dSUGGESTION_SOURCE_UNSPECIFIED\x10\x00\x12\x1b\n\x17SUGGESTION_SOURCE_QUERY\x10\x01\x12\x1b\n\x17SUGGESTION_SOURCE_TITLE\x10\x02\x12\x1b\n\x17SUGGESTION_SOURCE_BRAND\x10\x03\x12\x1e\n\x1aSUGGESTION_SOURCE_CATEGORY\x10\x04\x32\x84\x02\n\x19QueryUnderstandingService\x12w\n\nUnderstand\x12\x33.shelfwise.query_understanding.v1.UnderstandRequest\x1a\x34.shelfwise.query_understanding.v1.UnderstandResponse\x12n\n\x07Suggest\x12\x30.shelfwise.query_understanding.v1.SuggestRequest\x1a\x31.shelfwise.query_understanding.v1.SuggestResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'shelfwise.query_understanding.v1.query_understanding_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_SUGGESTIONSOURCE']._serialized_start=1154
+  _globals['_SUGGESTIONSOURCE']._serialized_end=1326
   _globals['_UNDERSTANDREQUEST']._serialized_start=130
   _globals['_UNDERSTANDREQUEST']._serialized_end=200
   _globals['_SPELLINGCORRECTION']._serialized_start=202
@@ -40,6 +42,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CATEGORYPREDICTION']._serialized_end=314
   _globals['_UNDERSTANDRESPONSE']._serialized_start=317
   _globals['_UNDERSTANDRESPONSE']._serialized_end=811
-  _globals['_QUERYUNDERSTANDINGSERVICE']._serialized_start=814
-  _globals['_QUERYUNDERSTANDINGSERVICE']._serialized_end=962
+  _globals['_SUGGESTREQUEST']._serialized_start=813
+  _globals['_SUGGESTREQUEST']._serialized_end=911
+  _globals['_SUGGESTION']._serialized_start=914
+  _globals['_SUGGESTION']._serialized_end=1042
+  _globals['_SUGGESTRESPONSE']._serialized_start=1044
+  _globals['_SUGGESTRESPONSE']._serialized_end=1151
+  _globals['_QUERYUNDERSTANDINGSERVICE']._serialized_start=1329
+  _globals['_QUERYUNDERSTANDINGSERVICE']._serialized_end=1589
 # @@protoc_insertion_point(module_scope)

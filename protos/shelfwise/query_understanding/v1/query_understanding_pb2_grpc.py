@@ -39,6 +39,11 @@ class QueryUnderstandingServiceStub:
                 request_serializer=shelfwise_dot_query__understanding_dot_v1_dot_query__understanding__pb2.UnderstandRequest.SerializeToString,
                 response_deserializer=shelfwise_dot_query__understanding_dot_v1_dot_query__understanding__pb2.UnderstandResponse.FromString,
                 _registered_method=True)
+        self.Suggest = channel.unary_unary(
+                '/shelfwise.query_understanding.v1.QueryUnderstandingService/Suggest',
+                request_serializer=shelfwise_dot_query__understanding_dot_v1_dot_query__understanding__pb2.SuggestRequest.SerializeToString,
+                response_deserializer=shelfwise_dot_query__understanding_dot_v1_dot_query__understanding__pb2.SuggestResponse.FromString,
+                _registered_method=True)
 
 
 class QueryUnderstandingServiceServicer:
@@ -51,6 +56,13 @@ class QueryUnderstandingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Suggest(self, request, context):
+        """Completions of what a shopper has typed so far (autocomplete).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_QueryUnderstandingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -58,6 +70,11 @@ def add_QueryUnderstandingServiceServicer_to_server(servicer, server):
                     servicer.Understand,
                     request_deserializer=shelfwise_dot_query__understanding_dot_v1_dot_query__understanding__pb2.UnderstandRequest.FromString,
                     response_serializer=shelfwise_dot_query__understanding_dot_v1_dot_query__understanding__pb2.UnderstandResponse.SerializeToString,
+            ),
+            'Suggest': grpc.unary_unary_rpc_method_handler(
+                    servicer.Suggest,
+                    request_deserializer=shelfwise_dot_query__understanding_dot_v1_dot_query__understanding__pb2.SuggestRequest.FromString,
+                    response_serializer=shelfwise_dot_query__understanding_dot_v1_dot_query__understanding__pb2.SuggestResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -87,6 +104,33 @@ class QueryUnderstandingService:
             '/shelfwise.query_understanding.v1.QueryUnderstandingService/Understand',
             shelfwise_dot_query__understanding_dot_v1_dot_query__understanding__pb2.UnderstandRequest.SerializeToString,
             shelfwise_dot_query__understanding_dot_v1_dot_query__understanding__pb2.UnderstandResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Suggest(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shelfwise.query_understanding.v1.QueryUnderstandingService/Suggest',
+            shelfwise_dot_query__understanding_dot_v1_dot_query__understanding__pb2.SuggestRequest.SerializeToString,
+            shelfwise_dot_query__understanding_dot_v1_dot_query__understanding__pb2.SuggestResponse.FromString,
             options,
             channel_credentials,
             insecure,

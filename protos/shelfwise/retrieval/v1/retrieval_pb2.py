@@ -25,33 +25,51 @@ _sym_db = _symbol_database.Default()
 from shelfwise.common.v1 import common_pb2 as shelfwise_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&shelfwise/retrieval/v1/retrieval.proto\x12\x16shelfwise.retrieval.v1\x1a shelfwise/common/v1/common.proto\"\xea\x02\n\x0fRetrieveRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x14\n\nquery_text\x18\x02 \x01(\tH\x00\x12\x1f\n\x15similar_to_product_id\x18\x03 \x01(\tH\x00\x12-\n\x07\x66ilters\x18\x04 \x01(\x0b\x32\x1c.shelfwise.common.v1.Filters\x12\x12\n\x05limit\x18\x05 \x01(\x05H\x01\x88\x01\x01\x12\x10\n\x08language\x18\x06 \x01(\t\x12\x1b\n\x13history_product_ids\x18\x07 \x03(\t\x12\x1b\n\x13\x65xclude_product_ids\x18\x08 \x03(\t\x12\x1d\n\x15preferred_product_ids\x18\t \x03(\t\x12\x33\n\x04mode\x18\n \x01(\x0e\x32%.shelfwise.retrieval.v1.RetrievalMode\x12\x17\n\x0ftranslated_text\x18\x0b \x01(\tB\x06\n\x04seedB\x08\n\x06_limit\"\xa5\x02\n\tCandidate\x12-\n\x07product\x18\x01 \x01(\x0b\x32\x1c.shelfwise.common.v1.Product\x12\x15\n\rlexical_score\x18\x02 \x01(\x01\x12\x13\n\x0b\x64\x65nse_score\x18\x03 \x01(\x01\x12\x13\n\x0b\x66used_score\x18\x04 \x01(\x01\x12\x14\n\x0clexical_rank\x18\x05 \x01(\x05\x12\x12\n\ndense_rank\x18\x06 \x01(\x05\x12\x18\n\x10lexical_coverage\x18\x07 \x01(\x01\x12\x16\n\x0epersonal_score\x18\x08 \x01(\x01\x12\x15\n\rpersonal_rank\x18\t \x01(\x05\x12\x1a\n\x12multilingual_score\x18\n \x01(\x01\x12\x19\n\x11multilingual_rank\x18\x0b \x01(\x05\"\xb5\x01\n\x10RetrieveResponse\x12\x35\n\ncandidates\x18\x01 \x03(\x0b\x32!.shelfwise.retrieval.v1.Candidate\x12\x16\n\x0etotal_matching\x18\x02 \x01(\x05\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12\x1b\n\x13\x64\x65graded_components\x18\x04 \x03(\t\x12\x1e\n\x16personal_model_version\x18\x05 \x01(\t\"G\n\x15UpsertProductsRequest\x12.\n\x08products\x18\x01 \x03(\x0b\x32\x1c.shelfwise.common.v1.Product\"R\n\x16UpsertProductsResponse\x12\x10\n\x08inserted\x18\x01 \x01(\x05\x12\x0f\n\x07updated\x18\x02 \x01(\x05\x12\x15\n\rmodel_version\x18\x03 \x01(\t\",\n\x15\x44\x65leteProductsRequest\x12\x13\n\x0bproduct_ids\x18\x01 \x03(\t\"W\n\x16\x44\x65leteProductsResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x05\x12\x15\n\rnot_found_ids\x18\x02 \x03(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\t\")\n\x12GetProductsRequest\x12\x13\n\x0bproduct_ids\x18\x01 \x03(\t\"s\n\x13GetProductsResponse\x12.\n\x08products\x18\x01 \x03(\x0b\x32\x1c.shelfwise.common.v1.Product\x12\x15\n\rnot_found_ids\x18\x02 \x03(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\t*\x80\x01\n\rRetrievalMode\x12\x1e\n\x1aRETRIEVAL_MODE_UNSPECIFIED\x10\x00\x12\x19\n\x15RETRIEVAL_MODE_HYBRID\x10\x01\x12\x1a\n\x16RETRIEVAL_MODE_LEXICAL\x10\x02\x12\x18\n\x14RETRIEVAL_MODE_DENSE\x10\x03\x32\xbb\x03\n\x10RetrievalService\x12]\n\x08Retrieve\x12\'.shelfwise.retrieval.v1.RetrieveRequest\x1a(.shelfwise.retrieval.v1.RetrieveResponse\x12o\n\x0eUpsertProducts\x12-.shelfwise.retrieval.v1.UpsertProductsRequest\x1a..shelfwise.retrieval.v1.UpsertProductsResponse\x12o\n\x0e\x44\x65leteProducts\x12-.shelfwise.retrieval.v1.DeleteProductsRequest\x1a..shelfwise.retrieval.v1.DeleteProductsResponse\x12\x66\n\x0bGetProducts\x12*.shelfwise.retrieval.v1.GetProductsRequest\x1a+.shelfwise.retrieval.v1.GetProductsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&shelfwise/retrieval/v1/retrieval.proto\x12\x16shelfwise.retrieval.v1\x1a shelfwise/common/v1/common.proto\"\xc6\x03\n\x0fRetrieveRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x14\n\nquery_text\x18\x02 \x01(\tH\x00\x12\x1f\n\x15similar_to_product_id\x18\x03 \x01(\tH\x00\x12-\n\x07\x66ilters\x18\x04 \x01(\x0b\x32\x1c.shelfwise.common.v1.Filters\x12\x12\n\x05limit\x18\x05 \x01(\x05H\x01\x88\x01\x01\x12\x10\n\x08language\x18\x06 \x01(\t\x12\x1b\n\x13history_product_ids\x18\x07 \x03(\t\x12\x1b\n\x13\x65xclude_product_ids\x18\x08 \x03(\t\x12\x1d\n\x15preferred_product_ids\x18\t \x03(\t\x12\x33\n\x04mode\x18\n \x01(\x0e\x32%.shelfwise.retrieval.v1.RetrievalMode\x12\x17\n\x0ftranslated_text\x18\x0b \x01(\t\x12\x31\n\x06\x66\x61\x63\x65ts\x18\x0c \x03(\x0b\x32!.shelfwise.common.v1.FacetRequest\x12\'\n\x04sort\x18\r \x01(\x0b\x32\x19.shelfwise.common.v1.SortB\x06\n\x04seedB\x08\n\x06_limit\"\xdb\x02\n\tCandidate\x12-\n\x07product\x18\x01 \x01(\x0b\x32\x1c.shelfwise.common.v1.Product\x12\x15\n\rlexical_score\x18\x02 \x01(\x01\x12\x13\n\x0b\x64\x65nse_score\x18\x03 \x01(\x01\x12\x13\n\x0b\x66used_score\x18\x04 \x01(\x01\x12\x14\n\x0clexical_rank\x18\x05 \x01(\x05\x12\x12\n\ndense_rank\x18\x06 \x01(\x05\x12\x18\n\x10lexical_coverage\x18\x07 \x01(\x01\x12\x16\n\x0epersonal_score\x18\x08 \x01(\x01\x12\x15\n\rpersonal_rank\x18\t \x01(\x05\x12\x1a\n\x12multilingual_score\x18\n \x01(\x01\x12\x19\n\x11multilingual_rank\x18\x0b \x01(\x05\x12\x12\n\nrule_boost\x18\x0c \x01(\x01\x12\x0e\n\x06\x62uried\x18\r \x01(\x08\x12\x10\n\x08rule_ids\x18\x0e \x03(\t\"a\n\rPinnedProduct\x12-\n\x07product\x18\x01 \x01(\x0b\x32\x1c.shelfwise.common.v1.Product\x12\x10\n\x08position\x18\x02 \x01(\x05\x12\x0f\n\x07rule_id\x18\x03 \x01(\t\"\xc9\x02\n\x10RetrieveResponse\x12\x35\n\ncandidates\x18\x01 \x03(\x0b\x32!.shelfwise.retrieval.v1.Candidate\x12\x16\n\x0etotal_matching\x18\x02 \x01(\x05\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12\x1b\n\x13\x64\x65graded_components\x18\x04 \x03(\t\x12\x1e\n\x16personal_model_version\x18\x05 \x01(\t\x12*\n\x06\x66\x61\x63\x65ts\x18\x06 \x03(\x0b\x32\x1a.shelfwise.common.v1.Facet\x12\x35\n\x06pinned\x18\x07 \x03(\x0b\x32%.shelfwise.retrieval.v1.PinnedProduct\x12\x18\n\x10\x61pplied_rule_ids\x18\x08 \x03(\t\x12\x15\n\rrules_version\x18\t \x01(\x03\"G\n\x15UpsertProductsRequest\x12.\n\x08products\x18\x01 \x03(\x0b\x32\x1c.shelfwise.common.v1.Product\"R\n\x16UpsertProductsResponse\x12\x10\n\x08inserted\x18\x01 \x01(\x05\x12\x0f\n\x07updated\x18\x02 \x01(\x05\x12\x15\n\rmodel_version\x18\x03 \x01(\t\",\n\x15\x44\x65leteProductsRequest\x12\x13\n\x0bproduct_ids\x18\x01 \x03(\t\"W\n\x16\x44\x65leteProductsResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x05\x12\x15\n\rnot_found_ids\x18\x02 \x03(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\t\")\n\x12GetProductsRequest\x12\x13\n\x0bproduct_ids\x18\x01 \x03(\t\"s\n\x13GetProductsResponse\x12.\n\x08products\x18\x01 \x03(\x0b\x32\x1c.shelfwise.common.v1.Product\x12\x15\n\rnot_found_ids\x18\x02 \x03(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\t\"\xfe\x01\n\x04Rule\x12\n\n\x02id\x18\x01 \x01(\t\x12\x32\n\x06\x61\x63tion\x18\x02 \x01(\x0e\x32\".shelfwise.retrieval.v1.RuleAction\x12\r\n\x05query\x18\x03 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x04 \x01(\t\x12\x13\n\x0bproduct_ids\x18\x05 \x03(\t\x12\x10\n\x08position\x18\x06 \x01(\x05\x12\x11\n\tattribute\x18\x07 \x01(\t\x12\r\n\x05value\x18\x08 \x01(\t\x12\r\n\x05\x62oost\x18\t \x01(\x01\x12\r\n\x05terms\x18\n \x03(\t\x12\x0f\n\x07one_way\x18\x0b \x01(\x08\x12\x0c\n\x04note\x18\x0c \x01(\t\x12\x0f\n\x07version\x18\r \x01(\x03\"<\n\x0ePutRuleRequest\x12*\n\x04rule\x18\x01 \x01(\x0b\x32\x1c.shelfwise.retrieval.v1.Rule\"e\n\x0fPutRuleResponse\x12*\n\x04rule\x18\x01 \x01(\x0b\x32\x1c.shelfwise.retrieval.v1.Rule\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\x12\x15\n\rrules_version\x18\x03 \x01(\x03\"$\n\x11\x44\x65leteRuleRequest\x12\x0f\n\x07rule_id\x18\x01 \x01(\t\"+\n\x12\x44\x65leteRuleResponse\x12\x15\n\rrules_version\x18\x01 \x01(\x03\"\x12\n\x10ListRulesRequest\"W\n\x11ListRulesResponse\x12+\n\x05rules\x18\x01 \x03(\x0b\x32\x1c.shelfwise.retrieval.v1.Rule\x12\x15\n\rrules_version\x18\x02 \x01(\x03*\x80\x01\n\rRetrievalMode\x12\x1e\n\x1aRETRIEVAL_MODE_UNSPECIFIED\x10\x00\x12\x19\n\x15RETRIEVAL_MODE_HYBRID\x10\x01\x12\x1a\n\x16RETRIEVAL_MODE_LEXICAL\x10\x02\x12\x18\n\x14RETRIEVAL_MODE_DENSE\x10\x03*\x9a\x01\n\nRuleAction\x12\x1b\n\x17RULE_ACTION_UNSPECIFIED\x10\x00\x12\x13\n\x0fRULE_ACTION_PIN\x10\x01\x12\x14\n\x10RULE_ACTION_HIDE\x10\x02\x12\x14\n\x10RULE_ACTION_BURY\x10\x03\x12\x15\n\x11RULE_ACTION_BOOST\x10\x04\x12\x17\n\x13RULE_ACTION_SYNONYM\x10\x05\x32\xde\x05\n\x10RetrievalService\x12]\n\x08Retrieve\x12\'.shelfwise.retrieval.v1.RetrieveRequest\x1a(.shelfwise.retrieval.v1.RetrieveResponse\x12o\n\x0eUpsertProducts\x12-.shelfwise.retrieval.v1.UpsertProductsRequest\x1a..shelfwise.retrieval.v1.UpsertProductsResponse\x12o\n\x0e\x44\x65leteProducts\x12-.shelfwise.retrieval.v1.DeleteProductsRequest\x1a..shelfwise.retrieval.v1.DeleteProductsResponse\x12\x66\n\x0bGetProducts\x12*.shelfwise.retrieval.v1.GetProductsRequest\x1a+.shelfwise.retrieval.v1.GetProductsResponse\x12Z\n\x07PutRule\x12&.shelfwise.retrieval.v1.PutRuleRequest\x1a\'.shelfwise.retrieval.v1.PutRuleResponse\x12\x63\n\nDeleteRule\x12).shelfwise.retrieval.v1.DeleteRuleRequest\x1a*.shelfwise.retrieval.v1.DeleteRuleResponse\x12`\n\tListRules\x12(.shelfwise.retrieval.v1.ListRulesRequest\x1a).shelfwise.retrieval.v1.ListRulesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'shelfwise.retrieval.v1.retrieval_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_RETRIEVALMODE']._serialized_start=1398
-  _globals['_RETRIEVALMODE']._serialized_end=1526
+  _globals['_RETRIEVALMODE']._serialized_start=2405
+  _globals['_RETRIEVALMODE']._serialized_end=2533
+  _globals['_RULEACTION']._serialized_start=2536
+  _globals['_RULEACTION']._serialized_end=2690
   _globals['_RETRIEVEREQUEST']._serialized_start=101
-  _globals['_RETRIEVEREQUEST']._serialized_end=463
-  _globals['_CANDIDATE']._serialized_start=466
-  _globals['_CANDIDATE']._serialized_end=759
-  _globals['_RETRIEVERESPONSE']._serialized_start=762
-  _globals['_RETRIEVERESPONSE']._serialized_end=943
-  _globals['_UPSERTPRODUCTSREQUEST']._serialized_start=945
-  _globals['_UPSERTPRODUCTSREQUEST']._serialized_end=1016
-  _globals['_UPSERTPRODUCTSRESPONSE']._serialized_start=1018
-  _globals['_UPSERTPRODUCTSRESPONSE']._serialized_end=1100
-  _globals['_DELETEPRODUCTSREQUEST']._serialized_start=1102
-  _globals['_DELETEPRODUCTSREQUEST']._serialized_end=1146
-  _globals['_DELETEPRODUCTSRESPONSE']._serialized_start=1148
-  _globals['_DELETEPRODUCTSRESPONSE']._serialized_end=1235
-  _globals['_GETPRODUCTSREQUEST']._serialized_start=1237
-  _globals['_GETPRODUCTSREQUEST']._serialized_end=1278
-  _globals['_GETPRODUCTSRESPONSE']._serialized_start=1280
-  _globals['_GETPRODUCTSRESPONSE']._serialized_end=1395
-  _globals['_RETRIEVALSERVICE']._serialized_start=1529
-  _globals['_RETRIEVALSERVICE']._serialized_end=1972
+  _globals['_RETRIEVEREQUEST']._serialized_end=555
+  _globals['_CANDIDATE']._serialized_start=558
+  _globals['_CANDIDATE']._serialized_end=905
+  _globals['_PINNEDPRODUCT']._serialized_start=907
+  _globals['_PINNEDPRODUCT']._serialized_end=1004
+  _globals['_RETRIEVERESPONSE']._serialized_start=1007
+  _globals['_RETRIEVERESPONSE']._serialized_end=1336
+  _globals['_UPSERTPRODUCTSREQUEST']._serialized_start=1338
+  _globals['_UPSERTPRODUCTSREQUEST']._serialized_end=1409
+  _globals['_UPSERTPRODUCTSRESPONSE']._serialized_start=1411
+  _globals['_UPSERTPRODUCTSRESPONSE']._serialized_end=1493
+  _globals['_DELETEPRODUCTSREQUEST']._serialized_start=1495
+  _globals['_DELETEPRODUCTSREQUEST']._serialized_end=1539
+  _globals['_DELETEPRODUCTSRESPONSE']._serialized_start=1541
+  _globals['_DELETEPRODUCTSRESPONSE']._serialized_end=1628
+  _globals['_GETPRODUCTSREQUEST']._serialized_start=1630
+  _globals['_GETPRODUCTSREQUEST']._serialized_end=1671
+  _globals['_GETPRODUCTSRESPONSE']._serialized_start=1673
+  _globals['_GETPRODUCTSRESPONSE']._serialized_end=1788
+  _globals['_RULE']._serialized_start=1791
+  _globals['_RULE']._serialized_end=2045
+  _globals['_PUTRULEREQUEST']._serialized_start=2047
+  _globals['_PUTRULEREQUEST']._serialized_end=2107
+  _globals['_PUTRULERESPONSE']._serialized_start=2109
+  _globals['_PUTRULERESPONSE']._serialized_end=2210
+  _globals['_DELETERULEREQUEST']._serialized_start=2212
+  _globals['_DELETERULEREQUEST']._serialized_end=2248
+  _globals['_DELETERULERESPONSE']._serialized_start=2250
+  _globals['_DELETERULERESPONSE']._serialized_end=2293
+  _globals['_LISTRULESREQUEST']._serialized_start=2295
+  _globals['_LISTRULESREQUEST']._serialized_end=2313
+  _globals['_LISTRULESRESPONSE']._serialized_start=2315
+  _globals['_LISTRULESRESPONSE']._serialized_end=2402
+  _globals['_RETRIEVALSERVICE']._serialized_start=2693
+  _globals['_RETRIEVALSERVICE']._serialized_end=3427
 # @@protoc_insertion_point(module_scope)

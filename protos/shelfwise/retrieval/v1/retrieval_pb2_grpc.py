@@ -54,6 +54,21 @@ class RetrievalServiceStub:
                 request_serializer=shelfwise_dot_retrieval_dot_v1_dot_retrieval__pb2.GetProductsRequest.SerializeToString,
                 response_deserializer=shelfwise_dot_retrieval_dot_v1_dot_retrieval__pb2.GetProductsResponse.FromString,
                 _registered_method=True)
+        self.PutRule = channel.unary_unary(
+                '/shelfwise.retrieval.v1.RetrievalService/PutRule',
+                request_serializer=shelfwise_dot_retrieval_dot_v1_dot_retrieval__pb2.PutRuleRequest.SerializeToString,
+                response_deserializer=shelfwise_dot_retrieval_dot_v1_dot_retrieval__pb2.PutRuleResponse.FromString,
+                _registered_method=True)
+        self.DeleteRule = channel.unary_unary(
+                '/shelfwise.retrieval.v1.RetrievalService/DeleteRule',
+                request_serializer=shelfwise_dot_retrieval_dot_v1_dot_retrieval__pb2.DeleteRuleRequest.SerializeToString,
+                response_deserializer=shelfwise_dot_retrieval_dot_v1_dot_retrieval__pb2.DeleteRuleResponse.FromString,
+                _registered_method=True)
+        self.ListRules = channel.unary_unary(
+                '/shelfwise.retrieval.v1.RetrievalService/ListRules',
+                request_serializer=shelfwise_dot_retrieval_dot_v1_dot_retrieval__pb2.ListRulesRequest.SerializeToString,
+                response_deserializer=shelfwise_dot_retrieval_dot_v1_dot_retrieval__pb2.ListRulesResponse.FromString,
+                _registered_method=True)
 
 
 class RetrievalServiceServicer:
@@ -89,6 +104,29 @@ class RetrievalServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PutRule(self, request, context):
+        """Merchandising rules and synonyms (the rules store, versioned in PostgreSQL): every
+        Retrieve applies the rules in force, on every replica within rules_refresh seconds of the
+        change (SHELFWISE_RULES_REFRESH_SECONDS, default 1). PutRule inserts or replaces a rule by
+        id; a rule that conflicts with one in force is INVALID_ARGUMENT naming both.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteRule(self, request, context):
+        """NOT_FOUND for an unknown id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListRules(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RetrievalServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -111,6 +149,21 @@ def add_RetrievalServiceServicer_to_server(servicer, server):
                     servicer.GetProducts,
                     request_deserializer=shelfwise_dot_retrieval_dot_v1_dot_retrieval__pb2.GetProductsRequest.FromString,
                     response_serializer=shelfwise_dot_retrieval_dot_v1_dot_retrieval__pb2.GetProductsResponse.SerializeToString,
+            ),
+            'PutRule': grpc.unary_unary_rpc_method_handler(
+                    servicer.PutRule,
+                    request_deserializer=shelfwise_dot_retrieval_dot_v1_dot_retrieval__pb2.PutRuleRequest.FromString,
+                    response_serializer=shelfwise_dot_retrieval_dot_v1_dot_retrieval__pb2.PutRuleResponse.SerializeToString,
+            ),
+            'DeleteRule': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteRule,
+                    request_deserializer=shelfwise_dot_retrieval_dot_v1_dot_retrieval__pb2.DeleteRuleRequest.FromString,
+                    response_serializer=shelfwise_dot_retrieval_dot_v1_dot_retrieval__pb2.DeleteRuleResponse.SerializeToString,
+            ),
+            'ListRules': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRules,
+                    request_deserializer=shelfwise_dot_retrieval_dot_v1_dot_retrieval__pb2.ListRulesRequest.FromString,
+                    response_serializer=shelfwise_dot_retrieval_dot_v1_dot_retrieval__pb2.ListRulesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -221,6 +274,87 @@ class RetrievalService:
             '/shelfwise.retrieval.v1.RetrievalService/GetProducts',
             shelfwise_dot_retrieval_dot_v1_dot_retrieval__pb2.GetProductsRequest.SerializeToString,
             shelfwise_dot_retrieval_dot_v1_dot_retrieval__pb2.GetProductsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PutRule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shelfwise.retrieval.v1.RetrievalService/PutRule',
+            shelfwise_dot_retrieval_dot_v1_dot_retrieval__pb2.PutRuleRequest.SerializeToString,
+            shelfwise_dot_retrieval_dot_v1_dot_retrieval__pb2.PutRuleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteRule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shelfwise.retrieval.v1.RetrievalService/DeleteRule',
+            shelfwise_dot_retrieval_dot_v1_dot_retrieval__pb2.DeleteRuleRequest.SerializeToString,
+            shelfwise_dot_retrieval_dot_v1_dot_retrieval__pb2.DeleteRuleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRules(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shelfwise.retrieval.v1.RetrievalService/ListRules',
+            shelfwise_dot_retrieval_dot_v1_dot_retrieval__pb2.ListRulesRequest.SerializeToString,
+            shelfwise_dot_retrieval_dot_v1_dot_retrieval__pb2.ListRulesResponse.FromString,
             options,
             channel_credentials,
             insecure,
