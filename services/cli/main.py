@@ -1,5 +1,5 @@
 """`shelfwise`: start the system locally (`up`) and talk to it (`search`, `recommend`, `track`,
-`import-catalog`), build its models (`export`, `train`), measure it (`eval`, `bench`).
+`suggest`, `import-catalog`), build its models (`export`, `train`), measure it (`eval`, `bench`).
 
 This module is the parser alone: each command group lives in services/cli/commands/."""
 

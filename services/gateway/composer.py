@@ -1,5 +1,5 @@
-"""Search, Recommend and Track composed from the stage services: the coordinator the servicer
-calls, wiring one stage caller, one impression log and one metrics holder into the flows.
+"""Search, Recommend, Track and Suggest composed from the stage services: the coordinator the
+servicer calls, wiring one stage caller, one impression log and one metrics holder into the flows.
 
 Search (search.py): query understanding → retrieval → ranking → (in the background) impression
 logging (impressions.py). Each stage runs under its own deadline, capped by what is left of the
@@ -22,6 +22,9 @@ what is popular (in the requested category) and search to non-personal ranking.
 Impression logging never blocks or fails a search; Track (track.py) waits briefly for the
 impression of the request it refers to, so a fast click is not rejected as unknown.
 
+Suggest (suggest.py) is one call to query understanding's autocomplete index under its own short
+stage deadline; it has no fallback (UNAVAILABLE naming query_understanding when that is down).
+
 Experiments (`services.gateway.experiments`, from SHELFWISE_EXPERIMENTS) apply to Search: the
 request's arm sets the stage policies (query understanding on/off, retrieval mode, ranking
 policy, pinned CTR head), or, for an interleaved experiment, both arms run and their rankings
@@ -43,6 +46,7 @@ from services.gateway.metrics import GatewayMetrics
 from services.gateway.recommend import RecommendFlow
 from services.gateway.search import SearchFlow
 from services.gateway.stages import Stages
+from services.gateway.suggest import SuggestFlow
 from services.gateway.track import Tracker
 
 
@@ -57,6 +61,7 @@ class Composer:
         self._search = SearchFlow(stages, experiments or Experiments(), exploration, self.impressions, metrics)
         self._recommend = RecommendFlow(stages, self.impressions, metrics)
         self._tracker = Tracker(downstream, deadlines.events, self.impressions)
+        self._suggest = SuggestFlow(stages, metrics)
 
     async def search(self, request: gateway_pb2.SearchRequest, remaining: float | None) -> gateway_pb2.SearchResponse:
         return await self._search.search(request, remaining)
@@ -68,6 +73,9 @@ class Composer:
 
     async def track(self, request: gateway_pb2.TrackRequest, remaining: float | None) -> gateway_pb2.TrackResponse:
         return await self._tracker.track(request, remaining)
+
+    async def suggest(self, request: gateway_pb2.SuggestRequest, remaining: float | None) -> gateway_pb2.SuggestResponse:
+        return await self._suggest.suggest(request, remaining)
 
     async def wait_for_impressions(self, request_ids=None, timeout: float = IMPRESSION_WAIT_SECONDS) -> None:
         """Waits (bounded) until the impressions of these requests (default: all) are sent."""

@@ -25,6 +25,9 @@ class StageDeadlines:
     retrieval: float
     ranking: float
     events: float
+    # Suggest's one call (query understanding's index look-up): a search box asks on every
+    # keystroke, and a late completion is worth nothing, so it is short.
+    suggest: float = 0.1
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,7 @@ class GatewaySettings:
                 retrieval=env_float("SHELFWISE_DEADLINE_RETRIEVAL_SECONDS", 2.0, environ, 0.001),
                 ranking=env_float("SHELFWISE_DEADLINE_RANKING_SECONDS", 1.0, environ, 0.001),
                 events=env_float("SHELFWISE_DEADLINE_EVENTS_SECONDS", 2.0, environ, 0.001),
+                suggest=env_float("SHELFWISE_DEADLINE_SUGGEST_SECONDS", 0.1, environ, 0.001),
             ),
             candidates=env_int("SHELFWISE_GATEWAY_CANDIDATES", 200, environ, minimum=1),
             experiments=experiments_from_env(environ),

@@ -19,3 +19,6 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
 
     async def Track(self, request, context):
         return await self._composer.track(request, context.time_remaining())
+
+    async def Suggest(self, request, context):
+        return await self._composer.suggest(request, context.time_remaining())

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from typing import Awaitable, Callable
 
 import asyncpg
 
@@ -43,6 +44,9 @@ class CatalogVocabularySource:
         self._rates = currency_rates
         self.understander = QueryUnderstander(CatalogVocabulary.empty(), translate=translate_queries, currency_rates=currency_rates)
         self._refresher = Periodic("vocabulary refresh", self.refresh, refresh_seconds, run_first=False)
+        # Called with (products, version) after each rebuild: what else is built from the same
+        # read of the catalogue (the autocomplete index, suggestion_source.py).
+        self.listeners: list[Callable[[list[dict], str], Awaitable[None]]] = []
 
     async def refresh(self) -> bool:
         """Rebuilds when the catalogue changed; returns whether it did."""
@@ -61,6 +65,8 @@ class CatalogVocabularySource:
         self._version = version
         self.version = catalog_version(*version)
         log.info("vocabulary rebuilt from %d products", len(products))
+        for listener in self.listeners:
+            await listener(products, self.version)
         return True
 
     def start(self) -> None:

@@ -118,6 +118,14 @@ def understand(query="red shoes", **kwargs):
     return lambda: qu_pb2.UnderstandRequest(query=query, **kwargs)
 
 
+def suggest_qu(prefix="mac", **kwargs):
+    return lambda: qu_pb2.SuggestRequest(prefix=prefix, **kwargs)
+
+
+def suggest_gw(prefix="mac", **kwargs):
+    return lambda: gateway_pb2.SuggestRequest(prefix=prefix, **kwargs)
+
+
 def retrieve(**kwargs):
     kwargs.setdefault("query_text", "red wine")
     return lambda: retrieval_pb2.RetrieveRequest(**kwargs)
@@ -253,6 +261,17 @@ CASES: list[Case] = [
     case("qu-price-overflow", "query_understanding", "Understand", understand("wine under 1e309"), OK),
     case("qu-negative-price", "query_understanding", "Understand", understand("wine $-5"), OK),
     case("qu-huge-number", "query_understanding", "Understand", understand("wine under $" + "9" * 400), OK),
+    # --- query_understanding.Suggest ------------------------------------------------------
+    case("qu-suggest-empty", "query_understanding", "Suggest", suggest_qu(""), INVALID, field="prefix: is required"),
+    case("qu-suggest-control-only", "query_understanding", "Suggest", suggest_qu("\x00\x1b\u200b"), INVALID, field="prefix: is required"),
+    case("qu-suggest-101-chars", "query_understanding", "Suggest", suggest_qu("a" * 101), INVALID, field="prefix: must be at most 100"),
+    case("qu-suggest-expands-under-nfkc", "query_understanding", "Suggest", suggest_qu("\ufdfa" * 100), INVALID, field="prefix: must be at most 100 characters once normalised"),
+    case("qu-suggest-limit-0", "query_understanding", "Suggest", suggest_qu(limit=0), INVALID, field="limit: must be between 1 and 20"),
+    case("qu-suggest-limit-negative", "query_understanding", "Suggest", suggest_qu(limit=-2**31), INVALID, field="limit"),
+    case("qu-suggest-limit-21", "query_understanding", "Suggest", suggest_qu(limit=21), INVALID, field="limit"),
+    case("qu-suggest-sql", "query_understanding", "Suggest", suggest_qu(SQL[:100]), OK),
+    case("qu-suggest-nul", "query_understanding", "Suggest", suggest_qu(NUL), OK),
+    case("qu-suggest-invalid-utf8", "query_understanding", "Suggest", raw(raw_string_field(1, INVALID_UTF8)), *BAD_WIRE, field="request"),
     case("qu-locale-long", "query_understanding", "Understand", understand(locale="x" * 10_000), INVALID, field="locale"),
     case("qu-request-id-long", "query_understanding", "Understand", understand(request_id="r" * 129), INVALID, field="request_id"),
     case("qu-invalid-utf8", "query_understanding", "Understand", raw(raw_string_field(1, INVALID_UTF8)), *BAD_WIRE, field="request"),
@@ -461,6 +480,18 @@ CASES: list[Case] = [
     case("track-nul", "gateway", "Track", track(lambda: interaction(product_id=NUL)), INVALID, field="interactions[0].product_id"),
     case("track-sql-duplicates", "gateway", "Track", track(*[interaction(event_id=uid("t-"), product_id=SQL, position=2)] * 2), OK),
     case("track-invalid-utf8", "gateway", "Track", raw(raw_string_field(1, raw_string_field(1, INVALID_UTF8))), *BAD_WIRE, field="request"),
+    # --- gateway.Suggest ------------------------------------------------------------------
+    case("suggest-empty", "gateway", "Suggest", suggest_gw(""), INVALID, field="prefix: is required"),
+    case("suggest-whitespace", "gateway", "Suggest", suggest_gw(" \t\n\u3000"), INVALID, field="prefix: is required"),
+    case("suggest-101-chars", "gateway", "Suggest", suggest_gw("a" * 101), INVALID, field="prefix: must be at most 100"),
+    case("suggest-expands-under-nfkc", "gateway", "Suggest", suggest_gw("\ufdfa" * 100), INVALID, field="prefix: must be at most 100 characters once normalised"),
+    case("suggest-limit-0", "gateway", "Suggest", suggest_gw(limit=0), INVALID, field="limit: must be between 1 and 20"),
+    case("suggest-limit-huge", "gateway", "Suggest", suggest_gw(limit=2**31 - 1), INVALID, field="limit"),
+    case("suggest-locale-long", "gateway", "Suggest", suggest_gw(locale="x" * 36), INVALID, field="locale"),
+    case("suggest-request-id-nul", "gateway", "Suggest", suggest_gw(request_id=NUL), INVALID, field="request_id"),
+    case("suggest-sql", "gateway", "Suggest", suggest_gw(SQL[:100]), OK),
+    case("suggest-chinese", "gateway", "Suggest", suggest_gw("绿"), OK),
+    case("suggest-invalid-utf8", "gateway", "Suggest", raw(raw_string_field(1, INVALID_UTF8)), *BAD_WIRE, field="request"),
 ]
 
 

@@ -1,5 +1,5 @@
 """The README's shell examples, run: every `shelfwise` client command of its ```sh blocks
-(search, recommend, track, import-catalog) as a subprocess against the started system, in order
+(search, recommend, track, suggest, import-catalog) as a subprocess against the started system, in order
 and with the shell lines between them (the one that writes products.jsonl), each of which must
 exit 0 and print something. A README example that stops working fails this test.
 
@@ -31,7 +31,7 @@ from tests.support.paths import ROOT
 README = ROOT / "README.md"
 
 # Client subcommands: run against the gateway, or retrieval for the catalogue import.
-CLIENT_COMMANDS = {"search", "recommend", "track", "import-catalog"}
+CLIENT_COMMANDS = {"search", "recommend", "track", "suggest", "import-catalog"}
 EXCLUDED = {
     "up": "starts its own PostgreSQL and services (tests/integration/test_cli.py runs it)",
     "triton": "starts a Triton server",

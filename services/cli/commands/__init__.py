@@ -1,5 +1,5 @@
 """The command groups of `shelfwise`, one module each: `up`, the client calls (`search`,
-`recommend`, `track`, `import-catalog`), `bench`, `triton` and the model and data work that
+`recommend`, `track`, `suggest`, `import-catalog`), `bench`, `triton` and the model and data work that
 training/ does (`export`, `quantize`, `train`, `eval`, `report`, `simulate`).
 
 Each module has `register(commands)`, which adds its subcommands to the top-level parser. A

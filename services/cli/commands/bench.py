@@ -1,4 +1,4 @@
-"""`shelfwise bench search|inference|encoding|events|filters`: the benchmarks, each printing
+"""`shelfwise bench search|suggest|inference|encoding|events|filters`: the benchmarks, each printing
 its figures side by side with its baseline from one run (services/cli/bench/ holds them)."""
 
 from __future__ import annotations
@@ -34,6 +34,17 @@ def register(commands) -> None:
                               "the same --items/--seed (default: a temporary folder, built from scratch)")
     bench_search.add_argument("--model-repository", default="model_repository")
     bench_search.set_defaults(run=run_bench_search)
+    bench_suggest = bench_commands.add_parser(
+        "suggest", help="open-loop load on the gateway's Suggest (autocomplete) over a synthetic catalogue: "
+        "p50/p99 latency and CPU per request, and the index look-up alone")
+    bench_suggest.add_argument("--items", type=int, default=10_000, help="synthetic catalogue size")
+    bench_suggest.add_argument("--rate", type=float, default=100.0, help="requests per second (fixed arrival rate)")
+    bench_suggest.add_argument("--duration", type=float, default=20.0, help="seconds measured")
+    bench_suggest.add_argument("--searches", type=int, default=10_000,
+                               help="synthetic searches with a click logged first (the query log)")
+    bench_suggest.add_argument("--seed", type=int, default=7, help="seed of the catalogue, the log and the prefixes")
+    bench_suggest.add_argument("--model-repository", default="model_repository")
+    bench_suggest.set_defaults(run=run_bench_suggest)
     bench_inference = bench_commands.add_parser(
         "inference", help="each model on Triton (batched / unbatched) and embedded, at 1-64 clients"
     )
@@ -137,4 +148,15 @@ async def run_bench_search(args) -> int:
         data_dir=Path(args.data_dir) if args.data_dir else None,
     )
     await bench_search(args.address, settings, own, json_path=Path(args.json) if args.json else None)
+    return 0
+
+
+async def run_bench_suggest(args) -> int:
+    from services.cli.bench.suggest import bench_suggest
+
+    if args.items < 1 or args.rate <= 0 or args.duration <= 0 or args.searches < 0:
+        print("--items, --rate and --duration must be positive, --searches at least 0", file=sys.stderr)
+        return 2
+    print(await bench_suggest(args.items, args.rate, args.duration, args.searches, args.seed,
+                              Path(args.model_repository)))
     return 0

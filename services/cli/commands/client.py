@@ -1,4 +1,4 @@
-"""`shelfwise search`, `recommend`, `track` and `import-catalog`: a shop's calls to a running
+"""`shelfwise search`, `recommend`, `track`, `suggest` and `import-catalog`: a shop's calls to a running
 gateway (and retrieval, for the catalogue), printed for a person to read, or with `--json` as
 one JSON object for a script."""
 
@@ -59,6 +59,12 @@ def register(commands) -> None:
     track_parser.add_argument("--quantity", type=int, default=1)
     track_parser.add_argument("--value", type=float, default=0.0)
     track_parser.set_defaults(run=track)
+
+    suggest_parser = client("suggest", "completions of what a shopper has typed so far (autocomplete)")
+    suggest_parser.add_argument("prefix")
+    suggest_parser.add_argument("--limit", type=int, default=5, help="most suggestions, 1-20")
+    suggest_parser.add_argument("--locale", default="")
+    suggest_parser.set_defaults(run=suggest)
 
     importer = commands.add_parser("import-catalog", help="import a JSONL/CSV/Parquet catalogue")
     importer.add_argument("file")
@@ -202,6 +208,29 @@ async def recommend(args) -> int:
     what = gateway_pb2.RecommendMode.Name(mode).removeprefix("RECOMMEND_MODE_").lower()
     seed = args.product_id or args.category or ",".join(args.cart or args.history or []) or args.user_id or args.session_id
     print_results(f"recommend {what} {seed or ''}".rstrip(), response, args.address)
+    return 0
+
+
+async def suggest(args) -> int:
+    from shelfwise.gateway.v1 import gateway_pb2
+    from shelfwise.query_understanding.v1 import query_understanding_pb2 as qu_pb2
+
+    channel, stub = gateway_stub(args.address)
+    async with channel:
+        response = await stub.Suggest(
+            gateway_pb2.SuggestRequest(prefix=args.prefix, limit=args.limit, locale=args.locale), timeout=args.timeout
+        )
+    if args.json:
+        print_json(response)
+        return 0
+    print(f"\nsuggest {args.prefix!r}")
+    for number, suggestion in enumerate(response.suggestions, start=1):
+        source = qu_pb2.SuggestionSource.Name(suggestion.source).removeprefix("SUGGESTION_SOURCE_").lower()
+        typo = "  (typo corrected)" if suggestion.corrected else ""
+        print(f"  {number:>2}. {suggestion.text:<48} {source:<8} score={suggestion.score:.3f}{typo}")
+    if not response.suggestions:
+        print("  (no suggestions)")
+    print(f"  request_id={response.request_id} index_version={response.index_version}")
     return 0
 
 

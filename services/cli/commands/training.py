@@ -35,6 +35,8 @@ def register(commands) -> None:
     delegate(evaluations, "query-category",
              "the query -> category vote search uses, against majority and BM25-vote baselines",
              "training.search.eval_query_category:main")
+    delegate(evaluations, "suggest", "autocomplete MRR@5 on the Best Buy query log: the service's suggestion index "
+             "vs plain prefix completion, clean and typo'd prefixes", "training.suggest.eval_suggest:main")
     delegate(evaluations, "rec", "next-item recommendation on Amazon Beauty/Sports/Toys: ours, RecBole SASRec, "
              "popularity", "training.rec.eval_rec:main")
     delegate(evaluations, "ctr", "the trained CTR/CVR head vs logistic regression and LightGBM on a later window "
