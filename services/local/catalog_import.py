@@ -69,8 +69,18 @@ async def changed_products(products, retrieval_address: str) -> list:
                 retrieval_pb2.GetProductsRequest(product_ids=[p.id for p in batch]), timeout=60
             )
             held = {message.id: message for message in response.products}
-            changed += [p for p in batch if held.get(p.id) != product_to_pb(p)]
+            changed += [p for p in batch if not _holds(held.get(p.id), product_to_pb(p))]
     return changed
+
+
+def _holds(held, given) -> bool:
+    """Whether retrieval holds the product as the file gives it; a product given without a
+    listing time keeps the one its first import gave it."""
+    if held is None:
+        return False
+    if not given.listed_at:
+        given.listed_at = held.listed_at
+    return held == given
 
 
 def demo_catalog_path() -> Path:

@@ -73,6 +73,11 @@ class RankingCandidate(NamedTuple):
     multilingual_rank: int = 0
     title: str = ""
     price: float = 0.0
+    # Merchandising rules (retrieval marks them): log-odds added to the score, whether the
+    # product goes to the end of the order, and the rules that did either.
+    rule_boost: float = 0.0
+    buried: bool = False
+    rule_ids: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -235,8 +235,8 @@ class Ranker:
             scores = await scorer.score(scored)
         if query.prefers_low_price:
             scores = scores + FORMULA_SCALE * self._adjustments.low_price * cheapness(unique)
-        # Ties keep retrieval's order (stable sort), so equal scores never shuffle between pages.
-        order = np.argsort(-scores, kind="stable")
+        scores = scores + FORMULA_SCALE * rule_boosts(unique)
+        order = merchandised_order(scores, unique)
         page = order[offset : offset + limit]
         try:
             contributions = await scorer.contributions(scored[page]) if len(page) else np.zeros((0, 0))
@@ -246,7 +246,7 @@ class Ranker:
             degraded = (*degraded, "ctr_head")
         items = []
         for row, index in enumerate(page.tolist()):
-            reasons = _reasons(features[index], contributions[row])
+            reasons = _reasons(features[index], contributions[row]) + rule_reasons(unique[index], FORMULA_SCALE)
             items.append(RankedItem(unique[index].product_id, float(scores[index]), offset + row + 1, reasons))
         return Ranking(items, len(unique), scorer.version, degraded, categories)
 
@@ -274,8 +274,8 @@ class Ranker:
                 degraded = ("ctr_head",)
         if query.prefers_low_price:
             adjustment = adjustment + weights.low_price * cheapness(unique)
-        scores = relevance + adjustment
-        order = np.argsort(-scores, kind="stable")
+        scores = relevance + adjustment + rule_boosts(unique)
+        order = merchandised_order(scores, unique)
         page = order[offset : offset + limit]
         neutral = neutral_row(len(unique))
         parts = (
@@ -303,7 +303,7 @@ class Ranker:
             reasons["relevance_probability"] = (float(probability[index]), float(relevance[index]))
             items.append(RankedItem(
                 unique[index].product_id, float(scores[index]), offset + row + 1,
-                tuple((name, value, part) for name, (value, part) in reasons.items()),
+                tuple((name, value, part) for name, (value, part) in reasons.items()) + rule_reasons(unique[index]),
             ))
         relevant = int(np.count_nonzero(probability >= self._relevance.threshold))
         return Ranking(items, len(unique), version, degraded, categories, relevant)
@@ -362,6 +362,35 @@ def _reported(vote: CategoryVote | None) -> tuple[tuple[str, float], ...]:
     if vote is None:
         return ()
     return tuple((category, share) for category, share in vote.top(QUERY_CATEGORIES) if share >= MIN_CATEGORY_SHARE)
+
+
+def rule_boosts(candidates: Sequence[RankingCandidate]) -> np.ndarray:
+    """The log-odds merchandising rules add to each candidate (BOOST rules; 0 for most)."""
+    return np.fromiter((c.rule_boost for c in candidates), dtype=np.float64, count=len(candidates))
+
+
+def merchandised_order(scores: np.ndarray, candidates: Sequence[RankingCandidate]) -> np.ndarray:
+    """Best score first, buried candidates (BURY rules) after all others. Ties keep retrieval's
+    order (a stable sort), so equal scores never shuffle between pages."""
+    buried = np.fromiter((c.buried for c in candidates), dtype=bool, count=len(candidates))
+    if not buried.any():
+        return np.argsort(-scores, kind="stable")
+    return np.lexsort((-scores, buried))
+
+
+def rule_reasons(candidate: RankingCandidate, scale: float = 1.0) -> tuple[tuple[str, float, float], ...]:
+    """A reason "rule:<id>" per rule that moved the candidate: for BOOST rules the product's
+    total rule boost as the value and an equal share of its part of the score each; for the
+    BURY rule (retrieval lists it last) the value -1 and no part of the score."""
+    if not candidate.rule_ids:
+        return ()
+    boosting = candidate.rule_ids[:-1] if candidate.buried else candidate.rule_ids
+    reasons = [
+        (f"rule:{rule_id}", candidate.rule_boost, scale * candidate.rule_boost / len(boosting)) for rule_id in boosting
+    ]
+    if candidate.buried:
+        reasons.append((f"rule:{candidate.rule_ids[-1]}", -1.0, 0.0))
+    return tuple(reasons)
 
 
 def _reasons(feature_row: np.ndarray, contribution_row: np.ndarray) -> tuple[tuple[str, float, float], ...]:

@@ -64,6 +64,9 @@ def candidate_from_pb(c: retrieval_pb2.Candidate) -> RankingCandidate:
         multilingual_rank=c.multilingual_rank,
         title=product.title,
         price=product.price,
+        rule_boost=c.rule_boost,
+        buried=c.buried,
+        rule_ids=tuple(c.rule_ids),
     )
 
 

@@ -1,7 +1,8 @@
 """Catalogue products: the domain record, its validation rules, and catalogue file parsing.
 
 Catalogue files are JSONL, CSV or Parquet with `id, title, description, brand, category,
-price, attributes, locale` (plus `currency`); any other column is kept in `extra`. Parsing
+price, attributes, locale` (plus `currency`, `in_stock` and `listed_at`); any other column is
+kept in `extra`. Parsing
 reports every bad row with its line number and field, so an import never half-succeeds
 silently.
 """
@@ -14,6 +15,7 @@ import json
 import math
 import re
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
@@ -33,7 +35,13 @@ MAX_EXTRA_VALUE_CHARS = MAX_DESCRIPTION_CHARS
 # errors="surrogateescape", so an invalid UTF-8 byte becomes one too: the row that holds it is
 # reported, the file's other rows still import.
 _SURROGATE = re.compile("[\ud800-\udfff]")
-KNOWN_FIELDS = ("id", "title", "description", "brand", "category", "price", "currency", "attributes", "locale")
+KNOWN_FIELDS = (
+    "id", "title", "description", "brand", "category", "price", "currency", "attributes", "locale", "in_stock",
+    "listed_at",
+)
+# Spellings of an availability column a feed may carry (CSV writes booleans as text).
+_TRUE_TEXTS = {"true", "1", "yes", "in stock", "in_stock", "instock", "available"}
+_FALSE_TEXTS = {"false", "0", "no", "out of stock", "out_of_stock", "outofstock", "unavailable", "sold out"}
 
 
 @dataclass(frozen=True)
@@ -48,6 +56,11 @@ class Product:
     attributes: Mapping[str, str] = field(default_factory=dict)
     locale: str = ""
     extra: Mapping[str, str] = field(default_factory=dict)
+    # Whether the shop can sell it now (catalogues without the field: in stock).
+    in_stock: bool = True
+    # When it was first listed, RFC 3339 with a zone; "" on import = at its first import (the
+    # store fills it in, services/retrieval/store.py).
+    listed_at: str = ""
 
     def embedding_text(self) -> str:
         """What the text encoder reads for this product. Attributes stay out: specs such as
@@ -81,6 +94,8 @@ def validate_product(product: Product, where: str = "product") -> Product:
         check_text(name, getattr(product, name), MAX_SHORT_FIELD_CHARS)
     if not math.isfinite(product.price) or product.price < 0:
         raise InvalidArgument(f"{where}.price", f"must be a finite number >= 0, got {product.price}")
+    if product.listed_at:
+        listed_timestamp(product.listed_at, f"{where}.listed_at")
     if len(product.attributes) > MAX_ATTRIBUTES:
         raise InvalidArgument(f"{where}.attributes", f"must have at most {MAX_ATTRIBUTES} entries")
     for key, value in product.attributes.items():
@@ -92,6 +107,33 @@ def validate_product(product: Product, where: str = "product") -> Product:
         check_text(f"extra[{key[:40]!r}]", key, MAX_SHORT_FIELD_CHARS)
         check_text(f"extra[{key[:40]!r}]", value, MAX_EXTRA_VALUE_CHARS)
     return product
+
+
+def listed_timestamp(listed_at: str, where: str = "listed_at") -> float:
+    """Seconds since the epoch of an RFC 3339 time with a zone ("2026-11-30T09:00:00Z");
+    InvalidArgument naming `where` otherwise."""
+    try:
+        moment = datetime.fromisoformat(listed_at.strip())
+    except ValueError:
+        moment = None
+    if moment is None or moment.tzinfo is None:
+        raise InvalidArgument(where, f"must be an RFC 3339 time with a zone, e.g. 2026-11-30T09:00:00Z, got {listed_at[:40]!r}")
+    return moment.timestamp()
+
+
+def _in_stock(value: Any, where: str) -> bool:
+    if value is None or value == "":
+        return True
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)) and value in (0, 1):
+        return bool(value)
+    text = str(value).strip().casefold()
+    if text in _TRUE_TEXTS:
+        return True
+    if text in _FALSE_TEXTS:
+        return False
+    raise InvalidArgument(where, f"must be true or false (or in stock / out of stock), got {_preview(value)}")
 
 
 def product_from_record(record: Mapping[str, Any], where: str) -> Product:
@@ -140,6 +182,8 @@ def product_from_record(record: Mapping[str, Any], where: str) -> Product:
         attributes={str(k): str(v) for k, v in attributes.items() if v is not None},
         locale=text("locale"),
         extra=extra,
+        in_stock=_in_stock(record.get("in_stock"), f"{where}.in_stock"),
+        listed_at=text("listed_at").strip(),
     )
     return validate_product(product, where)
 

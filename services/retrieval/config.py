@@ -35,6 +35,8 @@ class RetrievalSettings:
     catalog_sync_seconds: float
     fusion: Fusion
     dense_wait_seconds: float = DEFAULT_DENSE_WAIT_SECONDS
+    # How often each replica checks the merchandising rules store for a change.
+    rules_refresh_seconds: float = 1.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "RetrievalSettings":
@@ -48,4 +50,5 @@ class RetrievalSettings:
             catalog_sync_seconds=env_float("SHELFWISE_CATALOG_SYNC_SECONDS", 2.0, environ, minimum=0.05),
             fusion=Fusion.from_env(environ),
             dense_wait_seconds=env_float("SHELFWISE_RETRIEVAL_DENSE_WAIT_SECONDS", DEFAULT_DENSE_WAIT_SECONDS, environ, minimum=0.001),
+            rules_refresh_seconds=env_float("SHELFWISE_RULES_REFRESH_SECONDS", 1.0, environ, minimum=0.05),
         )

@@ -31,6 +31,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 import difflib
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 
 import numpy as np
 
@@ -71,6 +72,7 @@ class CandidateFilters:
     price_min: float | None = None
     price_max: float | None = None
     attributes: Mapping[str, str] = field(default_factory=dict)
+    in_stock_only: bool = False
 
     def validate(self, where: str = "filters") -> "CandidateFilters":
         for name, bound in (("price.min", self.price_min), ("price.max", self.price_max)):
@@ -138,6 +140,8 @@ def matches(product: Product, filters: CandidateFilters) -> bool:
         return False
     if filters.price_max is not None and not product.price <= filters.price_max:
         return False
+    if filters.in_stock_only and not product.in_stock:
+        return False
     attributes = _folded_attributes(product.attributes)
     return all(attributes.get(name) == value for name, value in _wanted_attributes(filters).items())
 
@@ -147,11 +151,19 @@ class FilterColumns:
 
     def __init__(self, products: Sequence[Product] = ()) -> None:
         self._price = GrowingArray(np.float64)
+        self._in_stock = GrowingArray(np.bool_)
+        # Listing time, seconds since the epoch (sort NEWEST); -inf when unknown.
+        self._listed = GrowingArray(np.float64)
         self._category = GrowingArray(np.int32)
         self._brand = GrowingArray(np.int32)
         self._category_codes = _Codes()
         self._brand_codes = _Codes()
         self._value_codes = _Codes()  # casefolded attribute values, shared by all names
+        # casefolded attribute value -> the catalogue's first spelling of it (facet values)
+        self._value_spelling: dict[str, str] = {}
+        # The leading number of each value code (sorting by an attribute), parsed on demand
+        # for the codes added since the last call: codes only grow until a rebuild.
+        self._value_numbers = GrowingArray(np.float64)
         # casefolded attribute name -> (slots that carry it, ascending; their value codes)
         self._attributes: dict[str, tuple[GrowingArray, GrowingArray]] = {}
         if products:
@@ -165,10 +177,14 @@ class FilterColumns:
         """Adds the products as the next slots, in order."""
         first = self.slots
         self._price.append([p.price for p in products])
+        self._in_stock.append([p.in_stock for p in products])
+        self._listed.append([_listed_seconds(p.listed_at) for p in products])
         self._category.append([self._category_codes.code(p.category) for p in products])
         self._brand.append([self._brand_codes.code(p.brand) for p in products])
         added: dict[str, tuple[list[int], list[int]]] = {}
         for offset, product in enumerate(products):
+            for raw_value in product.attributes.values():
+                self._value_spelling.setdefault(facet_form(raw_value), raw_value)
             for name, value in _folded_attributes(product.attributes).items():
                 slots, codes = added.setdefault(name, ([], []))
                 slots.append(first + offset)
@@ -221,6 +237,8 @@ class FilterColumns:
             allowed &= self._price.values >= filters.price_min
         if filters.price_max is not None:
             allowed &= self._price.values <= filters.price_max
+        if filters.in_stock_only:
+            allowed &= self._in_stock.values
         for name, value in _wanted_attributes(filters).items():
             carriers = np.zeros(len(allowed), dtype=bool)
             code = self._value_codes.known([value])
@@ -229,6 +247,53 @@ class FilterColumns:
                 carriers[np.take(slots.values, np.flatnonzero(codes.values == code[0]))] = True
             allowed &= carriers
         return allowed
+
+
+    # --- columns read by facets and sorting (facets.py, sorting.py) --------------------------
+
+    @property
+    def prices(self) -> np.ndarray:
+        return self._price.values
+
+    @property
+    def listed(self) -> np.ndarray:
+        """Listing time per slot, seconds since the epoch; -inf when unknown."""
+        return self._listed.values
+
+    def coded(self, field_name: str) -> tuple[np.ndarray, list[str]]:
+        """("category" or "brand") the code per slot and the text of each code."""
+        codes = self._category_codes if field_name == "category" else self._brand_codes
+        column = self._category if field_name == "category" else self._brand
+        return column.values, codes.texts
+
+    def attribute_names(self) -> list[str]:
+        return list(self._attributes)
+
+    def attribute(self, name: str) -> tuple[np.ndarray, np.ndarray, list[str]] | None:
+        """The slots that carry attribute `name` (facet form), their value codes, and the
+        catalogue's spelling of each value code; None when no product carries it."""
+        carriers = self._attributes.get(facet_form(name))
+        if carriers is None:
+            return None
+        slots, codes = carriers
+        return slots.values, codes.values, [self._value_spelling.get(t, t) for t in self._value_codes.texts]
+
+
+    def value_numbers(self, parse) -> np.ndarray:
+        """`parse(text)` of every attribute value code, by code (nan: no number)."""
+        known = len(self._value_numbers)
+        if known < len(self._value_codes):
+            self._value_numbers.append([parse(text) for text in self._value_codes.texts[known:]])
+        return self._value_numbers.values
+
+
+def _listed_seconds(listed_at: str) -> float:
+    if not listed_at:
+        return float("-inf")
+    try:
+        return datetime.fromisoformat(listed_at).timestamp()
+    except ValueError:  # validated on the way in; an odd stored value sorts as unknown
+        return float("-inf")
 
 
 # Up to this many wanted codes, comparing the column with each is fastest (0.3 ms per code at

@@ -33,6 +33,8 @@ class LexicalIndex:
         builder.add_text_field("brand", stored=False, tokenizer_name="raw")
         builder.add_text_field("attribute", stored=False, tokenizer_name="raw")
         builder.add_float_field("price", indexed=True, fast=True)
+        # "out" for a product out of stock (filters.in_stock_only leaves those out).
+        builder.add_text_field("stock", stored=False, tokenizer_name="raw")
         self._schema = builder.build()
         self._index = tantivy.Index(self._schema)  # in RAM: rebuilt from PostgreSQL at start-up
         self._writer = self._index.writer(heap_size=50_000_000, num_threads=1)
@@ -55,6 +57,8 @@ class LexicalIndex:
             )
             for name, value in product.attributes.items():
                 document.add_text("attribute", attribute_token(name, value))
+            if not product.in_stock:
+                document.add_text("stock", "out")
             self._writer.add_document(document)
         self._commit()
 
@@ -86,23 +90,29 @@ class LexicalIndex:
             clauses.append(
                 (tantivy.Occur.Must, tantivy.Query.term_query(self._schema, "attribute", attribute_token(name, value)))
             )
+        if filters.in_stock_only:
+            clauses.append((tantivy.Occur.MustNot, tantivy.Query.term_query(self._schema, "stock", "out")))
         return clauses
 
     def search(
-        self, query_text: str, limit: int, filters: CandidateFilters = CandidateFilters()
+        self, query_text: str, limit: int, filters: CandidateFilters = CandidateFilters(), expansions: str = ""
     ) -> tuple[list[tuple[str, float]], float]:
         """(product id, BM25 score) best first, only products passing the filters; and the
-        query's ceiling: the score of an average-length document holding each term once."""
+        query's ceiling: the score of an average-length document holding each term once.
+        `expansions`: more text to match (synonyms), left out of the ceiling, so a product that
+        matches the synonym covers the query as fully as one that matches the word."""
         terms = list(dict.fromkeys(index_terms(query_text)))
-        if not terms:
+        matched = list(dict.fromkeys(terms + index_terms(expansions))) if expansions else terms
+        if not matched:
             return [], 0.0
         text_query = tantivy.Query.boolean_query(
-            [(tantivy.Occur.Should, tantivy.Query.term_query(self._schema, "text", term)) for term in terms]
+            [(tantivy.Occur.Should, tantivy.Query.term_query(self._schema, "text", term)) for term in matched]
         )
         clauses = [(tantivy.Occur.Must, text_query)] + self._filter_clauses(filters)
         searcher = self._index.searcher()
         hits = searcher.search(tantivy.Query.boolean_query(clauses), limit).hits
-        return [(searcher.doc(address)["id"][0], float(score)) for score, address in hits], self._ceiling(searcher, terms)
+        ceiling = self._ceiling(searcher, terms) if terms else 0.0
+        return [(searcher.doc(address)["id"][0], float(score)) for score, address in hits], ceiling
 
     @staticmethod
     def _ceiling(searcher, terms: list[str]) -> float:

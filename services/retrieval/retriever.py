@@ -78,6 +78,8 @@ class TextQueryOptions:
     mode: str = HYBRID
     dense_wait: float | None = None
     translation: str = ""
+    # Synonyms of the query's words (merchandising rules): BM25 matches them too.
+    expansions: str = ""
 
 
 class Candidate(NamedTuple):
@@ -214,10 +216,10 @@ class CatalogIndex:
         if options.mode not in RETRIEVAL_MODES:
             raise InvalidArgument("mode", f"must be one of {', '.join(RETRIEVAL_MODES)}, got {options.mode!r}")
         shopper = await self._shopper(history)
-        result = await self._retrieve_text(query_text, filters, limit, options)
+        result = await self.text_candidates(query_text, filters, limit, options)
         return self._personalised(result, shopper, exclude)
 
-    async def _retrieve_text(
+    async def text_candidates(
         self, query_text: str, filters: CandidateFilters, limit: int, options: TextQueryOptions
     ) -> RetrievalResult:
         mode, translation = options.mode, options.translation
@@ -243,7 +245,9 @@ class CatalogIndex:
         no_vector = all(v is None for v in vectors)
         if mode != DENSE or no_vector:  # dense-only with no encoder: BM25 rather than nothing
             with _tracer.start_as_current_span("retrieval.lexical"):
-                lexical, ceiling = self.slots.lexical.search(lexical_text(query_text, translation), limit, filters)
+                lexical, ceiling = self.slots.lexical.search(
+                    lexical_text(query_text, translation), limit, filters, options.expansions
+                )
         if mode == LEXICAL:
             return RetrievalResult(self._fuse(lexical, [], limit, ceiling), np.count_nonzero(allowed))
         dense_lists = []

@@ -14,6 +14,7 @@ from services.common.text_encoder import TextEncoder
 from services.retrieval.config import RetrievalSettings
 from services.retrieval.personal import USER_SEQUENCE_ENCODER, SequenceModel
 from services.retrieval.retriever import CatalogIndex
+from services.retrieval.rule_store import RuleStore, RulesKeeper
 from services.retrieval.servicer import RetrievalServicer
 from services.retrieval.store import ProductStore
 
@@ -49,11 +50,13 @@ async def create_server(settings: RetrievalSettings, port: int | None = None, fr
             multilingual_encoder=multilingual[0] if multilingual else None,
         )
         await index.load()
+        rules = RulesKeeper(RuleStore(pool))
+        await rules.refresh()
     except BaseException:
         await pool.close()
         await backend.close()
         raise
-    servicer = RetrievalServicer(index, settings.default_limit, settings.dense_wait_seconds)
+    servicer = RetrievalServicer(index, settings.default_limit, settings.dense_wait_seconds, rules)
     running = await start_server(
         register=lambda server: retrieval_pb2_grpc.add_RetrievalServiceServicer_to_server(servicer, server),
         service_names=[SERVICE_NAME],
@@ -62,7 +65,10 @@ async def create_server(settings: RetrievalSettings, port: int | None = None, fr
     # Other replicas' upserts and deletes reach this replica's indexes within a sync period.
     sync = Periodic("catalog sync", index.sync, settings.catalog_sync_seconds, run_first=False)
     sync.start()
-    running.on_stop += [pool.close, backend.close, sync.stop]
+    # Merchandising rules written through any replica are in force here within a period.
+    rules_refresh = Periodic("rules refresh", rules.refresh, settings.rules_refresh_seconds, run_first=False)
+    rules_refresh.start()
+    running.on_stop += [sync.stop, rules_refresh.stop, pool.close, backend.close]
     if freeze_heap:
         # The catalogue index is most of the heap; full garbage collections would otherwise
         # stall every search for a time that grows with the catalogue (services.common.heap).

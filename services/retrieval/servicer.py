@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict
+from dataclasses import replace
 
 from shelfwise.common.v1 import common_pb2
 from shelfwise.retrieval.v1 import retrieval_pb2, retrieval_pb2_grpc
@@ -12,7 +13,11 @@ from services.retrieval.catalog import MAX_ID_CHARS, MAX_SHORT_FIELD_CHARS, Prod
 from services.retrieval.config import DEFAULT_DENSE_WAIT_SECONDS
 from services.retrieval.filters import CandidateFilters
 from services.retrieval.personal import MAX_HISTORY
+from services.retrieval.matching import BROWSE, PERSONAL, SIMILAR, TEXT, RetrieveQuery, answer
+from services.retrieval.messages import facet_to_pb, facets_from_pb, rule_from_pb, rule_to_pb, sort_from_pb
 from services.retrieval.retriever import DENSE, HYBRID, LEXICAL, MAX_LIMIT, CatalogIndex, TextQueryOptions
+from services.retrieval.rule_store import RulesKeeper
+from services.retrieval.rules import validate_rule
 
 MAX_EXCLUDED = 1_000
 MAX_QUERY_CHARS = 1_000
@@ -38,6 +43,8 @@ def product_from_pb(message: common_pb2.Product) -> Product:
         attributes=dict(message.attributes),
         locale=message.locale,
         extra=dict(message.extra),
+        in_stock=message.in_stock if message.HasField("in_stock") else True,
+        listed_at=message.listed_at.strip(),
     )
 
 
@@ -53,6 +60,8 @@ def product_to_pb(product: Product) -> common_pb2.Product:
         attributes=dict(product.attributes),
         locale=product.locale,
         extra=dict(product.extra),
+        in_stock=product.in_stock,
+        listed_at=product.listed_at,
     )
 
 
@@ -104,6 +113,7 @@ def filters_from_pb(message: common_pb2.Filters) -> CandidateFilters:
         price_min=price.min if price.HasField("min") else None,
         price_max=price.max if price.HasField("max") else None,
         attributes=dict(message.attributes),
+        in_stock_only=message.in_stock_only,
     ).validate()
 
 
@@ -135,8 +145,12 @@ def _check_request(request: retrieval_pb2.RetrieveRequest) -> None:
 
 
 class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
-    def __init__(self, index: CatalogIndex, default_limit: int, dense_wait_seconds: float = DEFAULT_DENSE_WAIT_SECONDS):
+    def __init__(
+        self, index: CatalogIndex, default_limit: int, dense_wait_seconds: float = DEFAULT_DENSE_WAIT_SECONDS,
+        rules: RulesKeeper | None = None,
+    ):
         self._index = index
+        self._rules = rules or RulesKeeper(None)
         self._default_limit = default_limit
         self._dense_wait = dense_wait_seconds
         self._messages = ProductMessages()
@@ -148,32 +162,21 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
         return self._dense_wait if remaining is None else max(0.0, min(self._dense_wait, remaining / 3))
 
     async def Retrieve(self, request: retrieval_pb2.RetrieveRequest, context) -> retrieval_pb2.RetrieveResponse:
-        limit = request.limit if request.HasField("limit") else self._default_limit
-        if not 1 <= limit <= MAX_LIMIT:
-            raise InvalidArgument("limit", f"must be between 1 and {MAX_LIMIT}, got {limit}")
-        _check_request(request)
-        filters = self._index.resolve_filters(filters_from_pb(request.filters))
-        history = _ids(request.history_product_ids, "history_product_ids", MAX_HISTORY)
-        exclude = _ids(request.exclude_product_ids, "exclude_product_ids", MAX_EXCLUDED)
-        preferred = _ids(request.preferred_product_ids, "preferred_product_ids", MAX_LIMIT)
-        seed = request.WhichOneof("seed")
-        if seed == "similar_to_product_id":
-            result = await self._index.similar(request.similar_to_product_id, filters, limit, history, exclude)
-        elif seed == "query_text" and request.query_text.strip():
-            options = TextQueryOptions(
-                MODES[request.mode], self._dense_wait_for(context), translation=request.translated_text.strip()
-            )
-            result = await self._index.retrieve(request.query_text, filters, limit, history, exclude, options)
-        elif history:
-            result = await self._index.personal(history, filters, limit, exclude)
-        else:
-            result = self._index.browse(filters, limit, exclude, preferred)
+        matched = await answer(self._index, self._rules.current, self._query_of(request, context))
+        result = matched.result
         response = retrieval_pb2.RetrieveResponse(
             total_matching=result.total_matching,
             model_version=self._index.model_version,
             degraded_components=list(result.degraded),
             personal_model_version=result.personal_model_version,
+            facets=[facet_to_pb(facet) for facet in matched.facets],
+            applied_rule_ids=matched.applied_rule_ids,
+            rules_version=matched.rules_version,
         )
+        for pin in matched.pinned:
+            pinned = response.pinned.add(position=pin.position, rule_id=pin.rule_id)
+            pinned.product.CopyFrom(self._messages.get(pin.product))
+        marks = matched.marks
         # add() + CopyFrom: half the CPU of Candidate(product=..., ...) per candidate (upb: 0.5
         # against 1.2 ms for 200), and a search returns hundreds of them.
         for c in result.candidates:
@@ -190,7 +193,35 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
                 multilingual_rank=c.multilingual_rank,
             )
             candidate.product.CopyFrom(self._messages.get(c.product))
+            mark = marks.get(c.product.id) if marks else None
+            if mark is not None:
+                candidate.rule_boost, candidate.buried = mark.boost, mark.buried
+                candidate.rule_ids.extend(mark.rule_ids)
         return response
+
+    def _query_of(self, request: retrieval_pb2.RetrieveRequest, context) -> RetrieveQuery:
+        limit = request.limit if request.HasField("limit") else self._default_limit
+        if not 1 <= limit <= MAX_LIMIT:
+            raise InvalidArgument("limit", f"must be between 1 and {MAX_LIMIT}, got {limit}")
+        _check_request(request)
+        filters = self._index.resolve_filters(filters_from_pb(request.filters))
+        history = _ids(request.history_product_ids, "history_product_ids", MAX_HISTORY)
+        columns = self._index.slots.filters
+        query = RetrieveQuery(
+            seed=BROWSE, filters=filters, limit=limit, history=history,
+            exclude=_ids(request.exclude_product_ids, "exclude_product_ids", MAX_EXCLUDED),
+            preferred=_ids(request.preferred_product_ids, "preferred_product_ids", MAX_LIMIT),
+            facets=facets_from_pb(request.facets, columns), sort=sort_from_pb(request.sort, columns),
+        )
+        seed = request.WhichOneof("seed")
+        if seed == "similar_to_product_id":
+            return replace(query, seed=SIMILAR, product_id=request.similar_to_product_id)
+        if seed == "query_text" and request.query_text.strip():
+            options = TextQueryOptions(
+                MODES[request.mode], self._dense_wait_for(context), translation=request.translated_text.strip()
+            )
+            return replace(query, seed=TEXT, text=request.query_text, options=options)
+        return replace(query, seed=PERSONAL) if history else query
 
     async def UpsertProducts(self, request, context) -> retrieval_pb2.UpsertProductsResponse:
         inserted, updated = await self._index.upsert([product_from_pb(p) for p in request.products])
@@ -210,3 +241,26 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
         return retrieval_pb2.GetProductsResponse(
             products=[product_to_pb(p) for p in found], not_found_ids=missing, model_version=self._index.model_version
         )
+
+    async def PutRule(self, request, context) -> retrieval_pb2.PutRuleResponse:
+        if not request.HasField("rule"):
+            raise InvalidArgument("rule", "is required")
+        rule = validate_rule(rule_from_pb(request.rule))
+        unknown = self._index.get(rule.product_ids)[1]
+        if unknown:
+            index = rule.product_ids.index(unknown[0])
+            raise InvalidArgument(f"rule.product_ids[{index}]", f"no product {unknown[0]!r} in the catalogue")
+        if rule.category:
+            self._index.resolve_filters(CandidateFilters(categories=(rule.category,)))
+        stored, created, version = await self._rules.put(rule)
+        return retrieval_pb2.PutRuleResponse(rule=rule_to_pb(stored), created=created, rules_version=version)
+
+    async def DeleteRule(self, request, context) -> retrieval_pb2.DeleteRuleResponse:
+        if not request.rule_id:
+            raise InvalidArgument("rule_id", "is required")
+        return retrieval_pb2.DeleteRuleResponse(rules_version=await self._rules.delete(request.rule_id))
+
+    async def ListRules(self, request, context) -> retrieval_pb2.ListRulesResponse:
+        await self._rules.refresh()
+        current = self._rules.current
+        return retrieval_pb2.ListRulesResponse(rules=[rule_to_pb(r) for r in current.rules], rules_version=current.version)

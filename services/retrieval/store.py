@@ -12,19 +12,31 @@ import numpy as np
 from services.retrieval.catalog import Product
 
 _UPSERT = """
-INSERT INTO products (id, title, description, brand, category, price, currency, attributes, locale, extra, updated_at)
+INSERT INTO products (id, title, description, brand, category, price, currency, attributes, locale, extra,
+                      in_stock, listed_at, updated_at)
 SELECT p.id, p.title, p.description, p.brand, p.category, p.price, p.currency, p.attributes::jsonb, p.locale,
-       p.extra::jsonb, now()
+       p.extra::jsonb, p.in_stock, p.listed_at, now()
 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::float8[], $7::text[], $8::text[],
-            $9::text[], $10::text[])
-     AS p(id, title, description, brand, category, price, currency, attributes, locale, extra)
+            $9::text[], $10::text[], $11::bool[], $12::timestamptz[])
+     AS p(id, title, description, brand, category, price, currency, attributes, locale, extra, in_stock, listed_at)
 ON CONFLICT (id) DO UPDATE SET
     title = EXCLUDED.title, description = EXCLUDED.description, brand = EXCLUDED.brand,
     category = EXCLUDED.category, price = EXCLUDED.price, currency = EXCLUDED.currency,
     attributes = EXCLUDED.attributes, locale = EXCLUDED.locale, extra = EXCLUDED.extra,
-    updated_at = now()
-RETURNING (xmax = 0) AS inserted
+    in_stock = EXCLUDED.in_stock, listed_at = EXCLUDED.listed_at, updated_at = now()
+RETURNING id, (xmax = 0) AS inserted, COALESCE(listed_at, created_at) AS listed
 """
+
+# Every product column the index reads, listed_at as the effective listing time.
+_LOAD_ALL = (
+    "SELECT id, title, description, brand, category, price, currency, attributes::text AS attributes, locale,"
+    " extra::text AS extra, in_stock, COALESCE(listed_at, created_at) AS listed FROM products ORDER BY id"
+)
+_CHANGED_SINCE = (
+    "SELECT id, title, description, brand, category, price, currency, attributes::text AS attributes, locale,"
+    " extra::text AS extra, in_stock, COALESCE(listed_at, created_at) AS listed, updated_at"
+    " FROM products WHERE updated_at > $1"
+)
 
 _UPSERT_EMBEDDINGS = """
 INSERT INTO product_embeddings (product_id, model_version, content_hash, vector)
@@ -56,6 +68,8 @@ def _row_to_product(row: asyncpg.Record) -> Product:
         attributes=json.loads(row["attributes"]),
         locale=row["locale"],
         extra=json.loads(row["extra"]),
+        in_stock=row["in_stock"],
+        listed_at=row["listed"].isoformat(),
     )
 
 
@@ -68,10 +82,7 @@ class ProductStore:
         return await self._pool.fetchval("SELECT clock_timestamp()")
 
     async def load_all(self) -> list[Product]:
-        rows = await self._pool.fetch(
-            "SELECT id, title, description, brand, category, price, currency, attributes::text AS attributes,"
-            " locale, extra::text AS extra FROM products ORDER BY id"
-        )
+        rows = await self._pool.fetch(_LOAD_ALL)
         return [_row_to_product(row) for row in rows]
 
     async def load_embeddings(self, model_version: str) -> dict[str, tuple[str, np.ndarray]]:
@@ -81,9 +92,12 @@ class ProductStore:
         )
         return {row["product_id"]: (row["content_hash"], np.frombuffer(row["vector"], dtype=np.float32)) for row in rows}
 
-    async def upsert(self, products: Sequence[Product], vectors: Mapping[str, np.ndarray]) -> tuple[int, int]:
+    async def upsert(
+        self, products: Sequence[Product], vectors: Mapping[str, np.ndarray]
+    ) -> tuple[int, int, dict[str, str]]:
         """Writes products and their embeddings (encoder version -> vectors, one row per
-        product) in one transaction; returns (inserted, updated)."""
+        product) in one transaction; returns (inserted, updated, id -> effective listing time
+        (the given one, else the first import's), RFC 3339)."""
         columns = [
             [p.id for p in products],
             [p.title for p in products],
@@ -95,13 +109,15 @@ class ProductStore:
             [json.dumps(dict(p.attributes), ensure_ascii=False) for p in products],
             [p.locale for p in products],
             [json.dumps(dict(p.extra), ensure_ascii=False) for p in products],
+            [p.in_stock for p in products],
+            [datetime.fromisoformat(p.listed_at) if p.listed_at else None for p in products],
         ]
         async with self._pool.acquire() as connection, connection.transaction():
             rows = await connection.fetch(_UPSERT, *columns)
             for model_version, matrix in vectors.items():
                 await connection.execute(_UPSERT_EMBEDDINGS, *_embedding_columns(products, matrix, model_version))
         inserted = sum(1 for row in rows if row["inserted"])
-        return inserted, len(rows) - inserted
+        return inserted, len(rows) - inserted, {row["id"]: row["listed"].isoformat() for row in rows}
 
     async def save_embeddings(self, products: Sequence[Product], vectors: np.ndarray, model_version: str) -> None:
         await self._pool.execute(_UPSERT_EMBEDDINGS, *_embedding_columns(products, vectors, model_version))
@@ -125,11 +141,7 @@ class ProductStore:
         """Products written and ids deleted after `since`, each product with its cached
         embeddings of these encoder versions (version -> (content hash, vector); absent when
         none is cached), and the latest change time seen."""
-        rows = await self._pool.fetch(
-            "SELECT id, title, description, brand, category, price, currency, attributes::text AS attributes,"
-            " locale, extra::text AS extra, updated_at FROM products WHERE updated_at > $1",
-            since,
-        )
+        rows = await self._pool.fetch(_CHANGED_SINCE, since)
         embeddings: dict[str, dict[str, tuple[str, np.ndarray]]] = {}
         if rows:
             cached = await self._pool.fetch(

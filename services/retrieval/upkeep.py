@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from typing import Sequence
 
@@ -100,7 +101,10 @@ class IndexUpkeep:
                 for space, matrix in zip(slots.spaces, vectors):
                     matrix[missing] = await space.encode_products(texts, timeout=BULK_ENCODE_TIMEOUT)
         async with self._write_lock:
-            inserted, updated = await self._store.upsert(products, dict(zip(slots.encoder_versions, vectors)))
+            inserted, updated, listed = await self._store.upsert(products, dict(zip(slots.encoder_versions, vectors)))
+            # The index holds what the store holds: a product imported without a listing time
+            # is listed at its first import (as a sync from another replica reads it).
+            products = [replace(p, listed_at=listed.get(p.id, p.listed_at)) for p in products]
             slots.apply_upsert(products, *vectors)
             self._metrics.index_size(slots.size)
         self._metrics.upserted(inserted, updated)

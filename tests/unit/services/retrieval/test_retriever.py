@@ -48,7 +48,7 @@ class RecordingStore:
         for version, matrix in vectors.items():
             assert len(matrix) == len(products)
             self.saved[version] = self.saved.get(version, 0) + len(matrix)
-        return len(products), 0
+        return len(products), 0, {}
 
 
 class MultilingualEncoder(HashingEncoder):
