@@ -35,10 +35,12 @@ the arm of every position); the response's model_version ends with
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 from shelfwise.gateway.v1 import gateway_pb2
 
 from services.common.popularity import PopularityCache
-from services.gateway.config import StageDeadlines
+from services.gateway.config import RecommendRules, StageDeadlines
 from services.gateway.experiments import Experiments
 from services.gateway.exploration import ExplorationSettings
 from services.gateway.impressions import IMPRESSION_WAIT_SECONDS, ImpressionLog
@@ -50,16 +52,26 @@ from services.gateway.suggest import SuggestFlow
 from services.gateway.track import Tracker
 
 
+@dataclass(frozen=True)
+class FlowPolicies:
+    """How the flows decide beyond their stages: Search's experiments and exploration, and the
+    business rules every Recommend obeys."""
+
+    experiments: Experiments = field(default_factory=Experiments)
+    exploration: ExplorationSettings = ExplorationSettings()
+    recommend_rules: RecommendRules = RecommendRules()
+
+
 class Composer:
     def __init__(
-        self, downstream, deadlines: StageDeadlines, candidates: int, experiments: Experiments | None = None,
-        exploration: ExplorationSettings = ExplorationSettings(), popularity: PopularityCache | None = None,
+        self, downstream, deadlines: StageDeadlines, candidates: int, policies: FlowPolicies = FlowPolicies(),
+        popularity: PopularityCache | None = None,
     ):
         metrics = GatewayMetrics()
         stages = Stages(downstream, deadlines, candidates, popularity)
         self.impressions = ImpressionLog(downstream, deadlines.events, metrics)
-        self._search = SearchFlow(stages, experiments or Experiments(), exploration, self.impressions, metrics)
-        self._recommend = RecommendFlow(stages, self.impressions, metrics)
+        self._search = SearchFlow(stages, policies.experiments, policies.exploration, self.impressions, metrics)
+        self._recommend = RecommendFlow(stages, self.impressions, metrics, policies.recommend_rules)
         self._tracker = Tracker(downstream, deadlines.events, self.impressions)
         self._suggest = SuggestFlow(stages, metrics)
 

@@ -13,6 +13,8 @@ from typing import Mapping
 from services.common.circuit import CircuitSettings
 from services.common.popularity import PopularitySettings
 from services.common.config import ServerSettings, env_float, env_int, env_str, model_repository, service_address
+from services.common.env import env_bool
+from services.common.text import facet_form
 from services.gateway.experiments import Experiments, check_pinned_models, load_experiments
 from services.gateway.exploration import ExplorationSettings
 
@@ -28,6 +30,27 @@ class StageDeadlines:
     # Suggest's one call (query understanding's index look-up): a search box asks on every
     # keystroke, and a late completion is worth nothing, so it is short.
     suggest: float = 0.1
+
+
+@dataclass(frozen=True)
+class RecommendRules:
+    """Business rules every Recommend obeys. `in_stock_only`: out-of-stock products are never
+    recommended. `exclude_purchased`: products the shopper (user_id, else session_id) bought are
+    never recommended, except in `repurchasable_categories` (facet forms: consumables bought
+    again, e.g. "coffee"); the purchases are read from events with the shopper's history."""
+
+    in_stock_only: bool = True
+    exclude_purchased: bool = True
+    repurchasable_categories: tuple[str, ...] = ()
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> "RecommendRules":
+        categories = env_str("SHELFWISE_RECOMMEND_REPURCHASABLE_CATEGORIES", "", environ)
+        return cls(
+            in_stock_only=env_bool("SHELFWISE_RECOMMEND_IN_STOCK_ONLY", True, environ),
+            exclude_purchased=env_bool("SHELFWISE_RECOMMEND_EXCLUDE_PURCHASED", True, environ),
+            repurchasable_categories=tuple(facet_form(c) for c in categories.split(",") if c.strip()),
+        )
 
 
 @dataclass(frozen=True)
@@ -47,6 +70,7 @@ class GatewaySettings:
     # The engagement that orders popular and cold-start pages, read from events in the
     # background (services/common/popularity.py), as ranking reads it.
     popularity: PopularitySettings = PopularitySettings()
+    recommend_rules: RecommendRules = RecommendRules()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "GatewaySettings":
@@ -72,6 +96,7 @@ class GatewaySettings:
                 depth=env_int("SHELFWISE_EXPLORATION_DEPTH", 20, environ, minimum=1),
             ),
             popularity=PopularitySettings.from_env(environ),
+            recommend_rules=RecommendRules.from_env(environ),
         )
 
 

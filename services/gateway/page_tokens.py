@@ -39,6 +39,8 @@ def _filters_key(filters: common_pb2.Filters) -> dict:
         "price": [filters.price.min if filters.price.HasField("min") else None,
                   filters.price.max if filters.price.HasField("max") else None],
         "attributes": sorted((facet_form(name), facet_form(value)) for name, value in filters.attributes.items()),
+        # Only when set: tokens issued before the field existed stay valid.
+        **({"in_stock_only": True} if filters.in_stock_only else {}),
     }
 
 
@@ -48,7 +50,10 @@ def _digest(scope: dict) -> str:
 
 
 def search_scope(request: gateway_pb2.SearchRequest) -> str:
-    return _digest({"kind": "search", "query": normalize(request.query), "filters": _filters_key(request.filters)})
+    scope = {"kind": "search", "query": normalize(request.query), "filters": _filters_key(request.filters)}
+    if request.sort.key not in (common_pb2.SORT_KEY_UNSPECIFIED, common_pb2.SORT_KEY_RELEVANCE):
+        scope["sort"] = [request.sort.key, facet_form(request.sort.attribute)]
+    return _digest(scope)
 
 
 def recommend_scope(request: gateway_pb2.RecommendRequest) -> str:

@@ -22,7 +22,8 @@ from shelfwise.retrieval.v1 import retrieval_pb2
 
 from services.gateway.page_tokens import encode_page_token
 from services.gateway.request_context import RequestContext
-from services.gateway.stages import Page, Stages
+from services.gateway.pins import place, ranked_window
+from services.gateway.stages import Page, Stages, with_pins
 
 POPULAR = "popular"
 COLD_START = "cold_start"
@@ -58,20 +59,26 @@ async def popular_page(stages: Stages, context: RequestContext, query: PopularQu
     context.degraded.extend(f"retrieval.{component}" for component in retrieved.degraded_components)
     # sorted() is stable: products with equal scores keep retrieval's (catalogue) order.
     ordered = sorted(retrieved.candidates, key=lambda c: -scores.get(c.product.id, 0.0))
-    offset, page_size = query.window
+    page_offset, page_size = query.window
+    pins = place([(p.position, p) for p in retrieved.pinned], len(ordered))
+    offset, count = ranked_window(page_offset, page_size, pins)
     results = []
-    for n, candidate in enumerate(ordered[offset : offset + page_size]):
+    for n, candidate in enumerate(ordered[offset : offset + count]):
         score = scores.get(candidate.product.id, 0.0)
         results.append(gateway_pb2.SearchResult(
             product=candidate.product, score=score, position=offset + n + 1,
             reasons=[common_pb2.ScoreReason(feature=query.reason, value=score, contribution=score)],
         ))
-    next_offset = offset + page_size
+    if pins:
+        results = with_pins(results, pins, page_offset, page_size)
+    total = len(ordered) + len(pins)
+    next_offset = page_offset + page_size
     return Page(
         results=results,
-        total=len(ordered),
-        next_token=encode_page_token(next_offset, context.page_scope) if next_offset < len(ordered) else "",
+        total=total,
+        next_token=encode_page_token(next_offset, context.page_scope) if next_offset < total else "",
         model_version=f"text_encoder={retrieved.model_version},ranker=popularity",
+        applied_rule_ids=tuple(retrieved.applied_rule_ids),
     )
 
 

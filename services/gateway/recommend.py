@@ -8,6 +8,11 @@ name no product are reported in `unknown_product_ids` and left out; NOT_FOUND wh
 field's ids names a product. With no history, or with events unreachable ("events.history" in
 `degraded_stages`), they fall back to what is popular (in the requested category), labelled
 "cold_start". Recommend is not under experiment.
+
+Business rules (RecommendRules, gateway settings): out-of-stock products are never recommended,
+nor what the shopper bought (among their last 50 logged interactions) outside the repurchasable
+categories. Merchandising rules apply as in Search (retrieval hides products and returns pins
+for the request's category; popular.py and stages.py place the pins).
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ from shelfwise.gateway.v1 import gateway_pb2
 from shelfwise.retrieval.v1 import retrieval_pb2
 
 from services.common.errors import InvalidArgument, NotFound
+from services.common.text import facet_form
+from services.gateway.config import RecommendRules
 from services.gateway.impressions import ImpressionLog
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.page_tokens import decode_page_token, recommend_scope
@@ -43,10 +50,14 @@ PERSONAL_MODES = (gateway_pb2.RECOMMEND_MODE_FOR_USER, gateway_pb2.RECOMMEND_MOD
 
 
 class RecommendFlow:
-    def __init__(self, stages: Stages, impressions: ImpressionLog, metrics: GatewayMetrics):
+    def __init__(
+        self, stages: Stages, impressions: ImpressionLog, metrics: GatewayMetrics,
+        rules: RecommendRules = RecommendRules(),
+    ):
         self._stages = stages
         self._impressions = impressions
         self._metrics = metrics
+        self._rules = rules
 
     async def recommend(
         self, request: gateway_pb2.RecommendRequest, remaining: float | None
@@ -61,16 +72,24 @@ class RecommendFlow:
         context = RequestContext.of(request, request_id, remaining, scope)
         filters = common_pb2.Filters()
         filters.CopyFrom(request.filters)
+        filters.in_stock_only = filters.in_stock_only or self._rules.in_stock_only
         window = (offset, page_size)
         unknown: list[str] = []
         try:
             if request.mode in PERSONAL_MODES:
                 seed, page, unknown = await self._personal(context, request, filters, window)
-            elif request.mode == gateway_pb2.RECOMMEND_MODE_POPULAR_IN_CATEGORY:
-                seed, page = request.category, await self._popular_in_category(context, request, filters, window)
             else:
-                inputs = await self._similar_items_inputs(context, request, filters)
-                seed, page = request.product_id, await self._stages.retrieve_and_rank(context, inputs, *window)
+                started = time.perf_counter()
+                bought = await self._bought(context, await self._purchase_history(context))
+                if bought is not None:
+                    context.timed("history", started)
+                if request.mode == gateway_pb2.RECOMMEND_MODE_POPULAR_IN_CATEGORY:
+                    seed = request.category
+                    page = await self._popular_in_category(context, request, filters, window, bought or [])
+                else:
+                    inputs = await self._similar_items_inputs(context, request, filters)
+                    inputs.retrieve.exclude_product_ids.extend(bought or [])
+                    seed, page = request.product_id, await self._stages.retrieve_and_rank(context, inputs, *window)
         except InvalidArgument as error:
             raise _in_request_terms(error, request) from None
         response = gateway_pb2.RecommendResponse(
@@ -107,14 +126,39 @@ class RecommendFlow:
 
     async def _popular_in_category(
         self, context: RequestContext, request: gateway_pb2.RecommendRequest, filters: common_pb2.Filters,
-        window: tuple[int, int],
+        window: tuple[int, int], bought: list[str],
     ) -> Page:
         if not request.category:
             raise InvalidArgument("category", REQUIRED)
         if len(request.category) > MAX_CATEGORY_CHARS:
             raise InvalidArgument("category", f"must be at most {MAX_CATEGORY_CHARS} characters")
         filters.categories[:] = [request.category]
-        return await popular_page(self._stages, context, PopularQuery(filters, (), POPULAR, window))
+        return await popular_page(self._stages, context, PopularQuery(filters, tuple(bought), POPULAR, window))
+
+    async def _purchase_history(self, context: RequestContext) -> list:
+        """The shopper's history entries when purchases are to be excluded, else []."""
+        if not self._rules.exclude_purchased:
+            return []
+        return await self._stages.history_entries(context)
+
+    async def _bought(self, context: RequestContext, entries: list) -> list[str] | None:
+        """The products in `entries` the shopper purchased that must not be recommended (all but
+        those in a repurchasable category); None when the rule is off or nothing was bought."""
+        if not self._rules.exclude_purchased:
+            return None
+        purchased = list(dict.fromkeys(
+            e.product_id for e in entries if e.type == events_pb2.INTERACTION_TYPE_PURCHASE
+        ))
+        if not purchased:
+            return None
+        if not self._rules.repurchasable_categories:
+            return purchased
+        found = await self._stages.call(
+            context, "retrieval", self._stages.downstream.retrieval.GetProducts,
+            retrieval_pb2.GetProductsRequest(product_ids=purchased),
+        )
+        again = set(self._rules.repurchasable_categories)
+        return [p.id for p in found.products if facet_form(p.category) not in again]
 
     async def _personal(
         self, context: RequestContext, request: gateway_pb2.RecommendRequest, filters: common_pb2.Filters,
@@ -135,7 +179,10 @@ class RecommendFlow:
         known_history, unknown = await self._known(context, supplied, "history_product_ids")
         known_cart, unknown_cart = await self._known(context, cart, "cart_product_ids")
         started = time.perf_counter()
-        history = known_history or await self._stages.history(context)  # none supplied: from events
+        # The logged history: the sequence when none is supplied, and the purchases either way.
+        entries = await self._stages.history_entries(context) if not known_history or self._rules.exclude_purchased else []
+        history = known_history or [entry.product_id for entry in entries]
+        excluded = list(dict.fromkeys(cart + (await self._bought(context, entries) or [])))
         context.timed("history", started)
         sequence = (history + known_cart)[-MAX_HISTORY_IDS:]
         seed = "cart" if cart else "user"
@@ -146,12 +193,12 @@ class RecommendFlow:
                 filters=filters,
                 limit=self._stages.candidates,
                 history_product_ids=sequence,
-                exclude_product_ids=cart,
+                exclude_product_ids=excluded,
             )
             page = await self._stages.retrieve_and_rank(context, RankingInputs(retrieve, {}), *window)
         if page is None or page.total == 0:
             seed = "popular"
-            page = await popular_page(self._stages, context, PopularQuery(filters, tuple(cart), COLD_START, window))
+            page = await popular_page(self._stages, context, PopularQuery(filters, tuple(excluded), COLD_START, window))
         return seed, page, unknown + unknown_cart
 
     async def _known(self, context: RequestContext, ids: list[str], field: str) -> tuple[list[str], list[str]]:

@@ -25,8 +25,15 @@ from services.gateway.interleaving import interleaved
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.page_tokens import decode_search_token, encode_page_token, search_scope
 from services.gateway.request_context import RequestContext
-from services.gateway.stages import Page, RankingInputs, Stages, fallback_understanding
-from services.gateway.validation import page_size_of, query_of, request_id_of, shopper_ids_of, validate_filters
+from services.gateway.stages import RELEVANCE_SORTS, Page, RankingInputs, Stages, fallback_understanding
+from services.gateway.validation import (
+    page_size_of,
+    query_of,
+    request_id_of,
+    shopper_ids_of,
+    validate_facets_and_sort,
+    validate_filters,
+)
 
 
 def merged_filters(requested: common_pb2.Filters, understood: common_pb2.Filters) -> common_pb2.Filters:
@@ -91,6 +98,8 @@ class SearchFlow:
         offset, skip = decode_search_token(request.page_token, scope)
         request_id = request_id_of(request)
         validate_filters(request.filters)
+        validate_facets_and_sort(request)
+        sorted_by_relevance = request.sort.key in RELEVANCE_SORTS
         shopper_ids_of(request)
         context = RequestContext.of(request, request_id, remaining, scope)
         assignment = self._experiments.assign(request.user_id, request.session_id, request_id)
@@ -107,6 +116,8 @@ class SearchFlow:
         def stage_inputs(policy: ArmPolicy) -> tuple[qu_pb2.UnderstandResponse, RankingInputs]:
             own = understood if policy.query_understanding else fallback_understanding(query)
             retrieve = search_retrieve_request(own, request.filters, request_id, self._stages.candidates, history)
+            retrieve.facets.extend(request.facets)
+            retrieve.sort.CopyFrom(request.sort)
             return own, RankingInputs(retrieve, search_rank_inputs(own), _ranked_query(own))
 
         if assignment is not None and assignment.interleaved:
@@ -116,14 +127,17 @@ class SearchFlow:
         else:
             _, policy = arms[0]
             understood, inputs = stage_inputs(policy)
-            explore = offset == 0 and self._exploration.explores(request_id, page_size)
+            # An explicit sort is the shopper's order: never explored.
+            explore = offset == 0 and sorted_by_relevance and self._exploration.explores(request_id, page_size)
             window = self._ranked_window(offset, page_size, skip, explore)
             page = await self._stages.retrieve_and_rank(
                 context, inputs, window[0], window[1], policy=policy if assignment else None
             )
             if assignment is not None:
                 page = replace(page, experiment_arm=assignment.label)
-            if explore and len(page.results) > 1:
+            if explore and page.pinned:  # merchandised pages keep their pins: the ranked order
+                page = _first_page(page, page_size, context.page_scope)
+            elif explore and len(page.results) > 1:
                 page = self._explored(page, page_size, context)
             elif skip:
                 page = _without_explored(page, (offset, page_size), skip, window, scope)
@@ -195,7 +209,15 @@ def _search_response(
         + experiment,
         timings=context.timings,
         degraded_stages=context.degraded,
+        facets=page.facets,
+        applied_rule_ids=page.applied_rule_ids,
     )
+
+
+def _first_page(page: Page, page_size: int, scope: str) -> Page:
+    """The first `page_size` results of a ranked pool (an exploration window not explored)."""
+    shown = page.results[:page_size]
+    return replace(page, results=shown, next_token=encode_page_token(len(shown), scope) if len(shown) < page.total else "")
 
 
 def _without_explored(page: Page, requested: tuple[int, int], skip: int, window: tuple[int, int], scope: str) -> Page:

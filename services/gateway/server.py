@@ -12,7 +12,7 @@ from services.common.channels import create_channel, is_serving
 from services.common.dependency_health import DependencyHealth
 from services.common.popularity import events_popularity
 from services.common.server import Listening, RunningServer, start_server
-from services.gateway.composer import Composer
+from services.gateway.composer import Composer, FlowPolicies
 from services.gateway.config import GatewaySettings
 from services.gateway.downstream import Downstream
 from services.gateway.servicer import GatewayServicer
@@ -27,7 +27,8 @@ async def create_server(settings: GatewaySettings, port: int | None = None) -> R
     popularity = events_popularity(downstream.events, settings.popularity)
     popularity.start()
     composer = Composer(
-        downstream, settings.deadlines, settings.candidates, settings.experiments, settings.exploration, popularity
+        downstream, settings.deadlines, settings.candidates,
+        FlowPolicies(settings.experiments, settings.exploration, settings.recommend_rules), popularity,
     )
     servicer = GatewayServicer(composer)
     running = await start_server(

@@ -26,6 +26,7 @@ from services.common.text import normalize
 from services.gateway.config import StageDeadlines
 from services.gateway.experiments import ArmPolicy
 from services.gateway.page_tokens import encode_page_token
+from services.gateway.pins import place, ranked_window, splice
 from services.gateway.request_context import RequestContext
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,8 @@ RETRIEVAL_MODES = {
     "lexical": retrieval_pb2.RETRIEVAL_MODE_LEXICAL,
     "dense": retrieval_pb2.RETRIEVAL_MODE_DENSE,
 }
+# Sort keys that leave the order to ranking.
+RELEVANCE_SORTS = (common_pb2.SORT_KEY_UNSPECIFIED, common_pb2.SORT_KEY_RELEVANCE)
 RANKING_POLICIES = {
     "model": ranking_pb2.RANKING_POLICY_MODEL,
     "formula": ranking_pb2.RANKING_POLICY_FORMULA,
@@ -83,6 +86,11 @@ class Page:
     propensities: tuple[float, ...] = ()
     exploration_pool: tuple = ()
     exploration_pool_shown: tuple[float, ...] = ()
+    # Retrieval's facet counts (common_pb2.Facet), the merchandising rules that changed the
+    # answer, and whether the page holds a pinned product.
+    facets: tuple = ()
+    applied_rule_ids: tuple[str, ...] = ()
+    pinned: bool = False
 
 
 class Stages:
@@ -115,6 +123,11 @@ class Stages:
     async def history(self, context: RequestContext) -> list[str]:
         """The shopper's recent products (oldest first) from events; [] for an anonymous
         request, or when events cannot answer in time (then marked degraded)."""
+        return [entry.product_id for entry in await self.history_entries(context)]
+
+    async def history_entries(self, context: RequestContext) -> list:
+        """The shopper's recent history entries (events_pb2.HistoryEntry: product and strongest
+        interaction), oldest first; [] as for `history`."""
         if not context.user_id and not context.session_id:
             return []
         try:
@@ -128,7 +141,7 @@ class Stages:
             log.warning("shopper history unavailable, answering without it: %s", error)
             context.degraded.append("events.history")
             return []
-        return [entry.product_id for entry in response.entries]
+        return list(response.entries)
 
     async def retrieve_and_rank(
         self, context: RequestContext, inputs: RankingInputs, offset: int, limit: int, policy: ArmPolicy | None = None
@@ -137,7 +150,10 @@ class Stages:
         of them. `policy`: an experiment arm's retrieval mode and ranking policy (None = defaults)."""
         retrieve = inputs.retrieve
         rank_policy = {}
-        if policy is not None:
+        if retrieve.sort.key not in RELEVANCE_SORTS:
+            # An explicit sort: retrieval's order is the order; ranking still explains it.
+            rank_policy = dict(policy=ranking_pb2.RANKING_POLICY_RETRIEVAL_ORDER)
+        elif policy is not None:
             retrieve.mode = RETRIEVAL_MODES[policy.retrieval]
             rank_policy = dict(
                 policy=RANKING_POLICIES[policy.ranking], ctr_head_version=policy.ctr_head_version or 0,
@@ -150,6 +166,9 @@ class Stages:
         context.timed("retrieval", started)
         context.degraded.extend(f"retrieval.{component}" for component in retrieved.degraded_components)
         total = len(retrieved.candidates)
+        pins = place([(p.position, p) for p in retrieved.pinned], total)
+        page_offset, page_size = offset, limit
+        offset, limit = ranked_window(offset, limit, pins)
 
         started = time.perf_counter()
         try:
@@ -160,7 +179,7 @@ class Stages:
                     query=inputs.query,
                     candidates=retrieved.candidates,
                     offset=offset,
-                    limit=limit,
+                    limit=max(limit, 1),  # a page of pins only still asks for the ranking's answer
                     user_id=context.user_id,
                     **inputs.preferences,
                     **rank_policy,
@@ -184,12 +203,17 @@ class Stages:
             ranker_version = "retrieval-order"
             query_categories, relevant = [], None
         context.timed("ranking", started)
+        items = items[:limit]
         products = _products_of(retrieved.candidates, {pid for pid, *_ in items})
         results = [
             gateway_pb2.SearchResult(product=products[pid], score=score, position=position, reasons=reasons)
             for pid, score, position, reasons in items
         ]
-        next_offset = offset + limit
+        if pins:
+            results = with_pins(results, pins, page_offset, page_size)
+            total += len(pins)
+            relevant = None if relevant is None else relevant + len(pins)
+        next_offset = page_offset + page_size
         return Page(
             results=results,
             total=total,
@@ -198,7 +222,30 @@ class Stages:
             + (f",personal={retrieved.personal_model_version}" if retrieved.personal_model_version else ""),
             query_categories=tuple(query_categories),
             relevant=relevant,
+            facets=tuple(retrieved.facets),
+            applied_rule_ids=tuple(retrieved.applied_rule_ids),
+            pinned=any(page_offset < pin.position <= page_offset + page_size for pin in pins),
         )
+
+
+def with_pins(results: list, pins, offset: int, size: int) -> list:
+    """The page's results with its pinned products in their places (services/gateway/pins.py),
+    each pinned one scored 0 with the reason "rule:<id>" (value: its position)."""
+    page = []
+    for position, result, pinned in splice(results, pins, offset, size):
+        if pinned:
+            pin = result
+            result = gateway_pb2.SearchResult(
+                product=pin.product, score=0.0,
+                reasons=[common_pb2.ScoreReason(feature=f"rule:{pin.rule_id}", value=pin.position)],
+            )
+        else:
+            copy = gateway_pb2.SearchResult()
+            copy.CopyFrom(result)
+            result = copy
+        result.position = position
+        page.append(result)
+    return page
 
 
 def _products_of(candidates, product_ids: set[str]) -> dict[str, common_pb2.Product]:

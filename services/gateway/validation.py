@@ -18,6 +18,7 @@ MAX_TRACK_EVENTS = 500
 MAX_HISTORY_IDS = 200
 MAX_ID_CHARS = 128
 MAX_CATEGORY_CHARS = 200
+MAX_FACETS = 20
 # The one wording of a missing required field: "<field path>: is required".
 REQUIRED = "is required"
 
@@ -106,3 +107,17 @@ def validate_track_size(request) -> None:
         raise InvalidArgument("interactions", REQUIRED)
     if count > MAX_TRACK_EVENTS:
         raise InvalidArgument("interactions", f"must contain 1-{MAX_TRACK_EVENTS} events, got {count}")
+
+
+def validate_facets_and_sort(request) -> None:
+    """What the gateway checks before any stage runs; retrieval checks the fields against the
+    catalogue (an unknown attribute is INVALID_ARGUMENT there, naming the same field)."""
+    if len(request.facets) > MAX_FACETS:
+        raise InvalidArgument("facets", f"must list at most {MAX_FACETS} facets, got {len(request.facets)}")
+    for index, facet in enumerate(request.facets):
+        if not facet.field.strip() or len(facet.field) > MAX_CATEGORY_CHARS + len("attributes."):
+            raise InvalidArgument(f"facets[{index}].field", "must be category, brand, price or attributes.<name>")
+    if request.sort.key not in common_pb2.SortKey.values():
+        raise InvalidArgument("sort.key", f"must be one of {enum_names(common_pb2.SortKey)}, got {request.sort.key}")
+    if len(request.sort.attribute) > MAX_CATEGORY_CHARS:
+        raise InvalidArgument("sort.attribute", f"must be at most {MAX_CATEGORY_CHARS} characters")
