@@ -1,5 +1,5 @@
 """`shelfwise`: start the system locally (`up`) and talk to it (`search`, `recommend`, `track`,
-`suggest`, `import-catalog`), build its models (`export`, `train`), measure it (`eval`, `bench`).
+`suggest`, `import-catalog`, `rules`), build its models (`export`, `train`), measure it (`eval`, `bench`).
 
 This module is the parser alone: each command group lives in services/cli/commands/."""
 
@@ -8,10 +8,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from services.cli.commands import bench, client, training, triton, up
+from services.cli.commands import bench, client, rules, training, triton, up
 from services.local.running import run_until_stopped
 
-COMMAND_GROUPS = (up, client, bench, triton, training)
+COMMAND_GROUPS = (up, client, rules, bench, triton, training)
 
 
 def build_parser() -> argparse.ArgumentParser:

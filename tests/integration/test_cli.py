@@ -86,6 +86,32 @@ async def test_search_json_gives_the_ids_that_track_takes(system):
     assert json.loads(completed.stdout) == {"accepted": 1}
 
 
+async def test_rules_commands_pin_list_refuse_a_conflict_and_delete(system, gateway):
+    """`shelfwise rules` writes the store through retrieval: the pin is in force for the next
+    search, a conflicting pin is refused naming the first, and delete removes it."""
+    from shelfwise.gateway.v1 import gateway_pb2
+
+    run = lambda *args: asyncio.to_thread(  # noqa: E731
+        subprocess.run, [sys.executable, "-m", "services.cli", "rules", *args, "--address", system.address("retrieval")],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    query, rule_id = "cli pinned wine", "cli-pin-test"
+    completed = await run("pin", "--id", rule_id, "--query", query, "--product", "sku-redwine-0002", "--position", "1")
+    try:
+        assert completed.returncode == 0, completed.stdout + completed.stderr
+        assert f"created {rule_id}: pin sku-redwine-0002 at position 1 (when query '{query}')" in completed.stdout
+        response = await gateway.Search(gateway_pb2.SearchRequest(query=query, page_size=1))
+        assert response.results[0].product.id == "sku-redwine-0002"
+        listed = await run("list")
+        assert rule_id in listed.stdout and "rules in force" in listed.stdout
+        refused = await run("pin", "--id", "cli-pin-other", "--query", query, "--product", "sku-redwine-0003",
+                            "--position", "1")
+        assert refused.returncode == 1 and f"INVALID_ARGUMENT: rule: conflicts with rule '{rule_id}'" in refused.stdout
+    finally:
+        deleted = await run("delete", rule_id)
+    assert deleted.returncode == 0 and f"deleted {rule_id}" in deleted.stdout, deleted.stdout + deleted.stderr
+
+
 def test_kill_stops_a_running_command_and_what_it_started(tmp_path):
     """`kill` (SIGTERM) mid-import of `bench search` cancels the command, whose clean-up stops
     the services and PostgreSQL it started; before, Python ended at once and left them running.

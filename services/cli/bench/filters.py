@@ -5,7 +5,8 @@ Each filter runs through `FilterColumns.narrow` (int32-coded columns: what retri
 the event loop, for every search) and through a per-product scan of the same filter
 (`filters.matches` over every live product: what retrieval did for attribute filters before
 the columns), in alternating rounds so that a neighbour's load favours neither; a cell is the
-median of its rounds. The two must allow the same products, or the command fails. Building
+median of its rounds. A second table times the facet counts and the price sort of the matching
+set (services/retrieval/facets.py, sorting.py) next to the filter itself. The two must allow the same products, or the command fails. Building
 the columns is timed too, in import batches of 500. The catalogue is synthetic
 (`services.local.synthetic_catalog`), generated in memory: no services, models or database.
 """
@@ -76,7 +77,49 @@ def bench_filters(items: int, rounds: int, seed: int) -> str:
         lines.append(
             f"{name:<18} {int(allowed.sum()):>9,} {columns_ms:>11.2f} {scan_ms:>9.1f} {scan_ms / columns_ms:>7.0f}x"
         )
-    return "\n".join(lines)
+    return "\n".join(lines + [""] + facet_lines(products, columns, rounds, seed))
+
+
+def facet_lines(products, columns: FilterColumns, rounds: int, seed: int) -> list[str]:
+    """What facets and a price sort add to a search, per filter: the four facets a result page
+    shows (BENCH_FACETS: category, brand, price buckets, color) counted over every product the
+    filters allow (a query that is only filters browses them all) and over 200 of them (a text
+    query's candidates), and the matching set sorted by price; medians of alternating rounds.
+    The category counts are checked against a count in Python, or the command fails."""
+    from services.cli.bench.search import BENCH_FACETS
+    from services.retrieval.facets import count_facet, facet_spec
+    from services.retrieval.sorting import sort_spec, sorted_slots
+
+    specs = [facet_spec(field, None, (), "facets", columns) for field in BENCH_FACETS]
+    by_price = sort_spec("price_ascending", "", columns)
+    rng = np.random.default_rng(seed)
+    lines = [
+        f"Facets ({', '.join(BENCH_FACETS)}) and a price sort over the matching set, median ms of {rounds} rounds:",
+        f"{'filter':<18} {'matching':>9} {'filter ms':>10} {'4 facets ms':>12} {'sort ms':>8} {'facets of 200 ms':>17}",
+    ]
+    alive = np.ones(len(products), dtype=bool)
+    for name, filters in typical_filters(products).items():
+        times: dict[str, list[float]] = {"filter": [], "facets": [], "sort": [], "candidates": []}
+        for _ in range(rounds):
+            elapsed, allowed = _milliseconds(lambda: columns.narrow(alive.copy(), filters))
+            times["filter"].append(elapsed)
+            slots = np.flatnonzero(allowed)
+            elapsed, counted = _milliseconds(lambda: [count_facet(columns, spec, slots, filters, False) for spec in specs])
+            times["facets"].append(elapsed)
+            times["sort"].append(_milliseconds(lambda: sorted_slots(columns, by_price, slots))[0])
+            candidates = rng.choice(slots, size=min(200, len(slots)), replace=False) if len(slots) else slots
+            times["candidates"].append(
+                _milliseconds(lambda: [count_facet(columns, spec, candidates, filters, False) for spec in specs])[0]
+            )
+        expected = Counter(products[slot].category for slot in slots.tolist())
+        if any(expected[v.value] != v.count for v in counted[0].values) or counted[0].distinct_values != len(expected):
+            raise AssertionError(f"filter {name!r}: the category counts differ from a count in Python")
+        median = {key: statistics.median(values) for key, values in times.items()}
+        lines.append(
+            f"{name:<18} {len(slots):>9,} {median['filter']:>10.2f} {median['facets']:>12.2f} "
+            f"{median['sort']:>8.2f} {median['candidates']:>17.2f}"
+        )
+    return lines
 
 
 def _build(products) -> FilterColumns:

@@ -15,6 +15,10 @@ status code with their p99 latency (how fast a shed request learns it was shed),
 beside the load (what a load balancer's probe sees), and how late the client itself sent (its
 own lag, to tell a saturated client from a saturated system).
 
+With ``--only full,facets`` the full pipeline runs twice, the second time asking every Search for
+four facets (category, brand, price buckets, attributes.color: `BENCH_FACETS`), so the cost of
+facets is the difference between two columns of one run.
+
 The BM25-only reference. The gateway already serves experiment arms with their own policies
 (`services.gateway.experiments`): an arm can use lexical retrieval only, keep retrieval's order
 instead of ranking with the model, and skip query understanding. The bench starts the gateway
@@ -59,12 +63,16 @@ from typing import Callable, Iterable, Sequence
 from services.cli.bench.open_loop import (
     OK, Outcome, Summary, arrival_offsets, probe_health, run_open_loop, summarize,
 )
-from services.cli.bench.search_report import BM25, FULL, LABELS, report
+from services.cli.bench.search_report import BM25, FACETS, FULL, LABELS, report
 from services.cli.bench.synthetic_import import IMPORT_STATE, ImportState, import_synthetic
 from services.gateway.experiments import parse_experiments
 
 EXPERIMENT_NAME = "bench"
 CONFIGURATIONS = (FULL, BM25)
+# What each configuration measures: an experiment arm, and whether the request asks for facets
+# (the full pipeline asking for what a shop's result page shows beside the results).
+ARM_OF = {FULL: FULL, BM25: BM25, FACETS: FULL}
+BENCH_FACETS = ("category", "brand", "price", "attributes.color")
 BENCH_EXPERIMENT = {
     "experiments": [{
         "name": EXPERIMENT_NAME,
@@ -123,19 +131,24 @@ def served_arm(model_version: str) -> str:
     return model_version.rpartition(marker)[2] if marker in model_version else ""
 
 
-def search_caller(stub, queries: Sequence[str], arm: str, deadline: float, page_size: int = 10, offset: int = 0):
-    """call(n) for `run_open_loop`: Search with query `offset + n` of the stream (cycled) in `arm`."""
+def search_caller(stub, queries: Sequence[str], configuration: str, deadline: float, page_size: int = 10, offset: int = 0):
+    """call(n) for `run_open_loop`: Search with query `offset + n` of the stream (cycled) in the
+    configuration's arm, with BENCH_FACETS for the FACETS configuration."""
     import grpc
+    from shelfwise.common.v1 import common_pb2
     from shelfwise.gateway.v1 import gateway_pb2
 
+    arm = ARM_OF[configuration]
     prefix = f"bench-{uuid.uuid4().hex[:8]}-{arm}"
     experiments = parse_experiments(BENCH_EXPERIMENT)
+    facets = [common_pb2.FacetRequest(field=field) for field in BENCH_FACETS] if configuration == FACETS else []
 
     async def call(number: int) -> Outcome:
         request = gateway_pb2.SearchRequest(
             query=queries[(offset + number) % len(queries)],
             page_size=page_size,
             request_id=request_id_for_arm(arm, prefix, number, experiments),
+            facets=facets,
         )
         try:
             response = await stub.Search(request, timeout=deadline)
@@ -224,15 +237,16 @@ async def measure(
         health = health_pb2_grpc.HealthStub(channel)
         answers = await check_arms(stub)
         for configuration in settings.configurations:
-            answer = answers.get(configuration, "")
-            if answer != configuration and answer in ("",) + CONFIGURATIONS:  # answered, by no or another arm
+            arm = ARM_OF[configuration]
+            answer = answers.get(arm, "")
+            if answer != arm and answer in ("",) + CONFIGURATIONS:  # answered, by no or another arm
                 notes.append(
                     f"{LABELS[configuration]} not measured: the gateway at {address} does not serve the arm "
-                    f"{EXPERIMENT_NAME}/{configuration}; start it with SHELFWISE_EXPERIMENTS naming a file holding "
+                    f"{EXPERIMENT_NAME}/{arm}; start it with SHELFWISE_EXPERIMENTS naming a file holding "
                     f"{json.dumps(BENCH_EXPERIMENT)}"
                 )
                 continue
-            if answer != configuration:
+            if answer != arm:
                 notes.append(f"{LABELS[configuration]}: the probes before the run failed ({answer}); measured anyway")
             # The same query stream for every configuration: warm-up first, then the measured part.
             warm = warmup_requests(settings)

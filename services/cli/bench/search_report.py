@@ -1,5 +1,6 @@
 """The report of `shelfwise bench search`: the measured phases side by side, one column per
-configuration (full pipeline, BM25-only) and their ratio when both ran."""
+configuration (full pipeline, BM25-only, full pipeline asking for facets) and the ratio of the
+first two when two ran."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ from typing import Sequence
 
 from services.cli.bench.open_loop import Summary
 
-FULL, BM25 = "full", "bm25"
-LABELS = {FULL: "full pipeline", BM25: "BM25-only"}
+FULL, BM25, FACETS = "full", "bm25", "facets"
+LABELS = {FULL: "full pipeline", BM25: "BM25-only", FACETS: "full + 4 facets"}
 
 
 def _ratio(a: float, b: float) -> str:
@@ -22,7 +23,8 @@ def report(summaries: Sequence[Summary], header: Sequence[str] = ()) -> str:
     both = len(summaries) == 2
     width = 16
     lines = list(header)
-    lines.append(f"{'':<26}" + "".join(f"{name:>{width}}" for name in names) + (f"{'full / bm25':>{width}}" if both else ""))
+    ratio_name = f"{summaries[0].configuration} / {summaries[1].configuration}" if both else ""
+    lines.append(f"{'':<26}" + "".join(f"{name:>{width}}" for name in names) + (f"{ratio_name:>{width}}" if both else ""))
 
     def row(label: str, values: list[float], fmt: str = "{:.1f}", ratio: bool = True) -> None:
         cells = "".join(f"{fmt.format(v):>{width}}" for v in values)

@@ -3,6 +3,7 @@ its figures side by side with its baseline from one run (services/cli/bench/ hol
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -25,7 +26,9 @@ def register(commands) -> None:
                               help="outstanding calls at most; an arrival beyond is counted as CLIENT_OVERFLOW")
     bench_search.add_argument("--items", type=int, default=10_000, help="synthetic catalogue size (own system only)")
     bench_search.add_argument("--seed", type=int, default=7, help="seed of the synthetic catalogue and queries")
-    bench_search.add_argument("--only", choices=("full", "bm25"), help="measure one configuration only")
+    bench_search.add_argument(
+        "--only", type=configurations, help="the configurations to measure, in order, comma-separated: full, bm25, "
+        "facets (the full pipeline asking for four facets); default full,bm25")
     bench_search.add_argument("--retrieval-replicas", type=int, default=1,
                               help="retrieval processes of the own system, called round robin (default: %(default)s)")
     bench_search.add_argument("--json", help="also write the figures to this JSON file")
@@ -125,6 +128,14 @@ def run_bench_filters(args) -> int:
     return 0
 
 
+def configurations(text: str) -> tuple[str, ...]:
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    unknown = [name for name in names if name not in ("full", "bm25", "facets")]
+    if not names or unknown or len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(f"must list full, bm25 and/or facets once each, comma-separated, got {text!r}")
+    return names
+
+
 async def run_bench_search(args) -> int:
     from services.cli.bench.search import BenchSettings, NotLoopback, OwnSystem, bench_search, check_loopback
 
@@ -137,7 +148,7 @@ async def run_bench_search(args) -> int:
     settings = BenchSettings(
         rate=args.rate, duration=args.duration, warmup=args.warmup, deadline=args.deadline,
         max_in_flight=args.max_in_flight,
-        configurations=tuple(args.only.split(",")) if args.only else ("full", "bm25"),
+        configurations=args.only or ("full", "bm25"),
         retrieval_replicas=args.retrieval_replicas, seed=args.seed,
     )
     if args.retrieval_replicas < 1 or (args.address is not None and args.retrieval_replicas != 1):
