@@ -153,9 +153,9 @@ def count_facet(
             if count > entry[2]:
                 entry[1], entry[2] = text, count
     ordered = sorted(merged.items(), key=lambda item: (-item[1][0], item[1][1]))
-    values = tuple(
-        FacetValueCount(spelling, count, form in wanted) for form, (count, spelling, _) in ordered[: spec.max_values]
-    )
+    # The values the shopper selected are always shown (after the top ones), however rare.
+    shown = ordered[: spec.max_values] + [item for item in ordered[spec.max_values:] if item[0] in wanted]
+    values = tuple(FacetValueCount(spelling, count, form in wanted) for form, (count, spelling, _) in shown)
     return FacetCounts(spec.field, values, sum(c for c, _, _ in merged.values()), len(merged), disjunctive)
 
 
@@ -195,6 +195,8 @@ def _round_number(value: float) -> float:
 
 
 def _bucket_label(low: float | None, high: float | None) -> str:
+    if low is None and high is None:  # no bound: one bucket (e.g. every matching price the same)
+        return "any"
     if low is None:
         return f"< {high:g}"
     if high is None:

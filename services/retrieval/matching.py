@@ -20,6 +20,7 @@ from typing import Sequence
 
 import numpy as np
 
+from services.common.tracing import tracer
 from services.retrieval.catalog import Product
 from services.retrieval.facets import FacetCounts, FacetSpec, count_facet
 from services.retrieval.filters import CandidateFilters, matches
@@ -28,6 +29,7 @@ from services.retrieval.rules import RequestEffects, RuleSet
 from services.retrieval.sorting import SortSpec, sorted_slots
 
 SIMILAR, TEXT, PERSONAL, BROWSE = "similar", "text", "personal", "browse"
+_tracer = tracer(__name__)
 
 
 @dataclass(frozen=True)
@@ -79,15 +81,25 @@ async def answer(index: CatalogIndex, rules: RuleSet, query: RetrieveQuery) -> M
     result = await _candidates(index, replace(query, exclude=exclude, options=options))
     slots = _slots(index, result.candidates)
     if not query.sort.is_relevance:
+        index.metrics.sorted(query.sort.key)
         order = sorted_slots(index.slots.filters, query.sort, slots)
         position = {slot: n for n, slot in enumerate(order.tolist())}
         result = replace(result, candidates=sorted(result.candidates, key=lambda c: position[index.slots.slot_of[c.product.id]]))
-    facets = tuple([await _facet(index, query, spec, slots, exclude) for spec in query.facets])
-    marks = _marks(result.candidates, effects)
-    applied = set(effects.synonym_rules) | {pin.rule_id for pin in pins}
-    applied |= {rule for mark in marks.values() for rule in mark.rule_ids}
-    applied |= _hid(index, query, effects)
     pinned = tuple(PinnedProduct(index.slots.products[index.slots.slot_of[p.product_id]], p.position, p.rule_id) for p in pins)
+    facets = ()
+    if query.facets:
+        with _tracer.start_as_current_span("retrieval.facets") as span:
+            span.set_attribute("shelfwise.facets", [spec.field for spec in query.facets])
+            # Pinned products are shown with the matching set, so they are counted with it.
+            pinned_slots = _slots(index, pinned)
+            facets = tuple([await _facet(index, query, spec, (slots, pinned_slots), exclude) for spec in query.facets])
+    marks = _marks(result.candidates, effects)
+    applied = {rule: "synonym" for rule in effects.synonym_rules} | {pin.rule_id: "pin" for pin in pins}
+    applied |= {rule: "boost" for mark in marks.values() for rule in mark.rule_ids}
+    applied |= {rule: "bury" for rule in effects.buried.values() if rule in applied}
+    applied |= {rule: "hide" for rule in _hid(index, query, effects)}
+    for action in applied.values():
+        index.metrics.rule_applied(action)
     return Matched(result, facets, pinned, marks, tuple(sorted(applied)), rules.version)
 
 
@@ -119,10 +131,14 @@ def _slots(index: CatalogIndex, candidates: Sequence[Candidate]) -> np.ndarray:
 
 
 async def _facet(
-    index: CatalogIndex, query: RetrieveQuery, spec: FacetSpec, slots: np.ndarray, exclude: Sequence[str]
+    index: CatalogIndex, query: RetrieveQuery, spec: FacetSpec, shown: tuple[np.ndarray, np.ndarray],
+    exclude: Sequence[str],
 ) -> FacetCounts:
+    """One facet's counts. `shown`: the slots of the candidates and of the pinned products."""
+    slots, pinned_slots = shown
     columns = index.slots.filters
     disjunctive = spec.filtered_by(query.filters) and query.seed in (TEXT, BROWSE)
+    index.metrics.facet("attribute" if spec.attribute else spec.field, disjunctive)
     filters = spec.without_own_filter(query.filters) if disjunctive else query.filters
     if query.seed == BROWSE:
         slots = np.flatnonzero(index.slots.allowed(filters, exclude))
@@ -130,7 +146,7 @@ async def _facet(
         relaxed = await index.text_candidates(query.text, filters, query.limit, query.options)
         excluded = set(exclude)
         slots = _slots(index, [c for c in relaxed.candidates if c.product.id not in excluded])
-    return count_facet(columns, spec, slots, query.filters, disjunctive)
+    return count_facet(columns, spec, np.union1d(slots, pinned_slots), query.filters, disjunctive)
 
 
 def _marks(candidates: Sequence[Candidate], effects: RequestEffects) -> dict[str, RuleMarks]:

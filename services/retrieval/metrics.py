@@ -14,6 +14,12 @@ class RetrievalMetrics:
     shelfwise.retrieval.deleted   counter  {product}  -
     shelfwise.retrieval.dense_skipped counter {search} reason (overload | encoder_unavailable):
                                   text searches answered from BM25 alone
+    shelfwise.retrieval.facets    counter  {facet}    field (category | brand | price | attribute),
+                                  disjunctive (true | false): facets counted
+    shelfwise.retrieval.sorted    counter  {request}  key (price_ascending | ... ): explicit sorts
+    shelfwise.retrieval.rules_applied counter {rule}  action (pin | hide | bury | boost | synonym):
+                                  rules that changed an answer
+    shelfwise.retrieval.rules_version gauge {version} - (the merchandising rules version in force)
     """
 
     def __init__(self) -> None:
@@ -31,6 +37,31 @@ class RetrievalMetrics:
             "shelfwise.retrieval.dense_skipped", unit="{search}",
             description="text searches answered from BM25 alone, by reason (overload: no query vector in time)",
         )
+
+        self._facets = meter.create_counter(
+            "shelfwise.retrieval.facets", unit="{facet}", description="facets counted, by field kind and disjunctive"
+        )
+        self._sorted = meter.create_counter(
+            "shelfwise.retrieval.sorted", unit="{request}", description="requests ordered by an explicit sort, by key"
+        )
+        self._rules_applied = meter.create_counter(
+            "shelfwise.retrieval.rules_applied", unit="{rule}", description="merchandising rules that changed an answer"
+        )
+        self._rules_version = meter.create_gauge(
+            "shelfwise.retrieval.rules_version", unit="{version}", description="merchandising rules version in force"
+        )
+
+    def facet(self, kind: str, disjunctive: bool) -> None:
+        self._facets.add(1, {"field": kind, "disjunctive": str(disjunctive).lower()})
+
+    def sorted(self, key: str) -> None:
+        self._sorted.add(1, {"key": key})
+
+    def rule_applied(self, action: str) -> None:
+        self._rules_applied.add(1, {"action": action})
+
+    def rules_version(self, version: int) -> None:
+        self._rules_version.set(version)
 
     def index_size(self, products: int) -> None:
         self._products.set(products)

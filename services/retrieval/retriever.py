@@ -144,7 +144,7 @@ class CatalogIndex:
             else None
         )
         self._fusion = fusion or Fusion()
-        metrics = RetrievalMetrics()
+        self.metrics = metrics = RetrievalMetrics()
         self.slots = CatalogSlots(english, multilingual, sequence_model)
         self.query_encoding = QueryEncoding(self.slots.spaces, metrics)
         self._upkeep = IndexUpkeep(store, self.slots, metrics)

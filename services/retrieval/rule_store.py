@@ -18,6 +18,7 @@ from dataclasses import asdict, fields
 import asyncpg
 
 from services.common.errors import InvalidArgument, NotFound
+from services.retrieval.metrics import RetrievalMetrics
 from services.retrieval.rules import Rule, RuleSet, conflict, validate_rule
 
 log = logging.getLogger(__name__)
@@ -99,8 +100,9 @@ class RuleStore:
 class RulesKeeper:
     """The RuleSet in force, refreshed from the store when its version moves."""
 
-    def __init__(self, store: RuleStore | None):
+    def __init__(self, store: RuleStore | None, metrics: RetrievalMetrics | None = None):
         self._store = store
+        self._metrics = metrics
         self.current = RuleSet()
 
     async def refresh(self) -> bool:
@@ -111,6 +113,8 @@ class RulesKeeper:
         if version == self.current.version:
             return False
         self.current = await self._store.load()
+        if self._metrics is not None:
+            self._metrics.rules_version(self.current.version)
         log.info("merchandising rules version %d in force: %d rules", self.current.version, len(self.current.rules))
         return True
 

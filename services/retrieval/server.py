@@ -50,7 +50,7 @@ async def create_server(settings: RetrievalSettings, port: int | None = None, fr
             multilingual_encoder=multilingual[0] if multilingual else None,
         )
         await index.load()
-        rules = RulesKeeper(RuleStore(pool))
+        rules = RulesKeeper(RuleStore(pool), index.metrics)
         await rules.refresh()
     except BaseException:
         await pool.close()

@@ -86,6 +86,20 @@ async def test_search_json_gives_the_ids_that_track_takes(system):
     assert json.loads(completed.stdout) == {"accepted": 1}
 
 
+async def test_search_prints_facets_and_sorts(system):
+    run = lambda *args: asyncio.to_thread(  # noqa: E731
+        subprocess.run, [sys.executable, "-m", "services.cli", "search", *args, "--address", system.address("gateway")],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    completed = await run("red wine", "--brand", "Bodega Alta", "--facet", "brand", "--facet", "price",
+                          "--sort", "price_ascending", "--page-size", "5")
+    assert completed.returncode == 0, completed.stderr
+    assert "facet brand (other values of a filtered field): " in completed.stdout and "Bodega Alta * (" in completed.stdout
+    assert "facet price: " in completed.stdout
+    refused = await run("red wine", "--facet", "flavour")
+    assert refused.returncode != 0 and "facets[0].field" in refused.stdout + refused.stderr
+
+
 async def test_rules_commands_pin_list_refuse_a_conflict_and_delete(system, gateway):
     """`shelfwise rules` writes the store through retrieval: the pin is in force for the next
     search, a conflicting pin is refused naming the first, and delete removes it."""

@@ -434,3 +434,27 @@ async def test_out_of_stock_products_are_never_recommended_and_searchable_on_req
         assert twin.id not in [r.product.id for r in in_stock.results]
     finally:
         await retrieval.DeleteProducts(retrieval_pb2.DeleteProductsRequest(product_ids=[twin.id]))
+
+
+async def test_facets_sorts_and_rules_are_traced_and_counted(gateway, retrieval, span_exporter):
+    from tests.support.telemetry import metric_points
+
+    def total(name: str, **attributes) -> float:
+        return sum(p.value for p in metric_points(name) if all(p.attributes.get(k) == v for k, v in attributes.items()))
+
+    facets_before = total("shelfwise.retrieval.facets", field="brand", disjunctive="true")
+    sorted_before = total("shelfwise.retrieval.sorted", key="price_descending")
+    query = "traced pinned tea"
+    await put_rule(retrieval, action=PIN, query=query, product_ids=["sku-redwine-0001"], position=1)
+    pins_before = total("shelfwise.retrieval.rules_applied", action="pin")
+    response = await gateway.Search(gateway_pb2.SearchRequest(
+        query=query, filters=common_pb2.Filters(brands=["Bodega Alta"]), facets=[common_pb2.FacetRequest(field="brand")],
+        sort=common_pb2.Sort(key=common_pb2.SORT_KEY_PRICE_DESCENDING),
+    ))
+    assert total("shelfwise.retrieval.facets", field="brand", disjunctive="true") == facets_before + 1
+    assert total("shelfwise.retrieval.sorted", key="price_descending") == sorted_before + 1
+    assert total("shelfwise.retrieval.rules_applied", action="pin") == pins_before + 1
+    trace = {span.context.trace_id for span in span_exporter.get_finished_spans()
+             if span.name == "retrieval.facets" and span.attributes.get("shelfwise.facets") == ("brand",)}
+    assert trace, "a retrieval.facets span for the request"
+    assert response.results[0].product.id == "sku-redwine-0001"

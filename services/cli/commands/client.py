@@ -13,6 +13,7 @@ from pathlib import Path
 from services.local.catalog_import import import_catalog
 
 GATEWAY_ADDRESS = "127.0.0.1:50051"
+SORTS = ("relevance", "price_ascending", "price_descending", "newest", "attribute_ascending", "attribute_descending")
 RETRIEVAL_ADDRESS = "127.0.0.1:50053"
 
 
@@ -34,6 +35,12 @@ def register(commands) -> None:
     search_parser.add_argument("--brand", action="append")
     search_parser.add_argument("--min-price", type=float)
     search_parser.add_argument("--max-price", type=float)
+    search_parser.add_argument("--in-stock-only", action="store_true")
+    search_parser.add_argument("--facet", action="append", metavar="FIELD",
+                               help="count this facet over the matching products: category, brand, price or "
+                               "attributes.<name> (repeatable)")
+    search_parser.add_argument("--sort", choices=SORTS, default="relevance")
+    search_parser.add_argument("--sort-attribute", default="", help="the attribute of --sort attribute_ascending/descending")
     search_parser.add_argument("--session-id")
     search_parser.set_defaults(run=search)
 
@@ -152,7 +159,9 @@ async def search(args) -> int:
 
     channel, stub = gateway_stub(args.address)
     async with channel:
-        filters = common_pb2.Filters(categories=args.category or [], brands=args.brand or [])
+        filters = common_pb2.Filters(
+            categories=args.category or [], brands=args.brand or [], in_stock_only=args.in_stock_only
+        )
         if args.min_price is not None:
             filters.price.min = args.min_price
         if args.max_price is not None:
@@ -160,12 +169,19 @@ async def search(args) -> int:
         request = gateway_pb2.SearchRequest(
             query=args.query, page_size=args.page_size, page_token=args.page_token or "", filters=filters,
             user_id=args.user_id or "", session_id=args.session_id or "",
+            facets=[common_pb2.FacetRequest(field=field) for field in args.facet or ()],
+            sort=common_pb2.Sort(key=common_pb2.SortKey.Value(f"SORT_KEY_{args.sort.upper()}"), attribute=args.sort_attribute),
         )
         response = await stub.Search(request, timeout=args.timeout)
     if args.json:
         print_json(response)
         return 0
     print_results(f"search {args.query!r}", response, args.address)
+    for facet in response.facets:
+        values = ", ".join(f"{v.value}{' *' if v.selected else ''} ({v.count})" for v in facet.values)
+        print(f"  facet {facet.field}{' (other values of a filtered field)' if facet.disjunctive else ''}: {values}")
+    if response.applied_rule_ids:
+        print(f"  merchandising rules applied: {', '.join(response.applied_rule_ids)}")
     if response.next_page_token:
         print(f"  next page: --page-token {response.next_page_token}")
     return 0

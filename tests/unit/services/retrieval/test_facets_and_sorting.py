@@ -57,6 +57,16 @@ def test_price_buckets_use_the_given_bounds_and_leave_out_empty_ones(columns):
     assert (facet.min_price, facet.max_price) == (5.0, 120.0)
 
 
+def test_a_price_facet_over_one_price_is_one_bucket(columns):
+    facet = count_facet(columns, spec(columns, "price"), np.array([2, 4]), CandidateFilters(), False)
+    assert [(v.count, v.low is None or v.low <= 30, v.high is None or v.high > 30) for v in facet.values] == [(2, True, True)]
+
+
+def test_selected_values_are_shown_beyond_max_values(columns):
+    facet = count_facet(columns, spec(columns, "category", max_values=1), ALL, CandidateFilters(categories=("Coffee",)), True)
+    assert [(v.value, v.count, v.selected) for v in facet.values] == [("Tea", 3, False), ("Coffee", 2, True)]
+
+
 def test_automatic_price_bounds_are_round_numbers_within_the_prices():
     bounds = auto_price_bounds(np.array([3.5, 8, 12, 19, 24, 41, 55, 99, 180, 240.0]))
     assert bounds == sorted(set(bounds)) and all(b <= 240 for b in bounds)

@@ -122,10 +122,14 @@ def test_bench_filters_prints_every_filter_with_both_timings(capsys) -> None:
     assert main(["bench", "filters", "--items", "3000", "--rounds", "1"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert "SYNTHETIC" in lines[0]
-    rows = {line[:18].strip(): line.split()[-4:] for line in lines if line[:18].strip() in BENCH_FILTERS}
+    facets_at = next(n for n, line in enumerate(lines) if line.startswith("Facets"))
+    rows = {line[:18].strip(): line.split()[-4:] for line in lines[:facets_at] if line[:18].strip() in BENCH_FILTERS}
     assert set(rows) == BENCH_FILTERS
     assert rows["none"][0] == "3,000"
     assert all(row[3].endswith("x") for row in rows.values())
+    facet_rows = {line[:18].strip(): line.split()[-5:] for line in lines[facets_at:] if line[:18].strip() in BENCH_FILTERS}
+    assert set(facet_rows) == BENCH_FILTERS and facet_rows["none"][0] == "3,000"
+    assert all(float(cell) >= 0 for row in facet_rows.values() for cell in row[1:])
     assert main(["bench", "filters", "--items", "0"]) == 2
 
 
