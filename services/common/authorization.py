@@ -5,7 +5,8 @@
              retrieval's reads, every events method (the gateway logs impressions and reads
              shopper history, ranking reads popularity)
     admin    operators: everything, including catalogue writes and deletes
-             (retrieval.UpsertProducts / DeleteProducts, `shelfwise import-catalog`)
+             (retrieval.UpsertProducts / DeleteProducts, `shelfwise import-catalog`) and the
+             merchandising rules (retrieval.PutRule / DeleteRule / ListRules, `shelfwise rules`)
 
 Each role may do what the roles before it may. A principal's role comes from its line in the
 tokens file (`principal token role`) or, with mutual TLS, from the organisational unit of its
@@ -31,6 +32,10 @@ REQUIRED_ROLES: dict[str, str] = {
     "/shelfwise.retrieval.v1.RetrievalService/GetProducts": SERVICE,
     "/shelfwise.retrieval.v1.RetrievalService/UpsertProducts": ADMIN,
     "/shelfwise.retrieval.v1.RetrievalService/DeleteProducts": ADMIN,
+    # Merchandising rules change what every shopper sees: operators (`shelfwise rules`).
+    "/shelfwise.retrieval.v1.RetrievalService/PutRule": ADMIN,
+    "/shelfwise.retrieval.v1.RetrievalService/DeleteRule": ADMIN,
+    "/shelfwise.retrieval.v1.RetrievalService/ListRules": ADMIN,
     "/shelfwise.events.v1.EventsService/": SERVICE,
 }
 

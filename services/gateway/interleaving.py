@@ -69,6 +69,10 @@ async def interleaved(
         model_version=f"interleaved({version})",
         experiment_arm=assignment.label,
         interleaving_arms=tuple(contributors),
+        # Facets of the control arm's candidates (the arms may retrieve differently); pins are
+        # placed in each arm's list before the draft, which may move them by a position or two.
+        facets=by_arm[experiment.control].facets,
+        applied_rule_ids=tuple(sorted({rule for page in pages for rule in page.applied_rule_ids})),
     )
     # What the shopper's query was understood as: the first arm that understands it.
     shown = next((inputs[name][0] for name, policy in arms if policy.query_understanding), inputs[arms[0][0]][0])

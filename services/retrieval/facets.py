@@ -126,11 +126,8 @@ def count_facet(
     if spec.field == PRICE:
         return _price_facet(columns.prices[slots], spec, disjunctive)
     if spec.attribute:
-        carried = columns.attribute(spec.attribute)
-        member = np.zeros(columns.slots, dtype=bool)
-        member[slots] = True
-        carrier_slots, value_codes, texts = carried
-        codes = value_codes[member[carrier_slots]]
+        carrier_slots, value_codes, texts = columns.attribute(spec.attribute)
+        codes = value_codes[_carrying(carrier_slots, slots, columns.slots)]
         wanted = {facet_form(v) for n, v in filters.attributes.items() if facet_form(n) == spec.attribute}
     else:
         column, texts = columns.coded(spec.field)
@@ -157,6 +154,20 @@ def count_facet(
     shown = ordered[: spec.max_values] + [item for item in ordered[spec.max_values:] if item[0] in wanted]
     values = tuple(FacetValueCount(spelling, count, form in wanted) for form, (count, spelling, _) in shown)
     return FacetCounts(spec.field, values, sum(c for c, _, _ in merged.values()), len(merged), disjunctive)
+
+
+def _carrying(carrier_slots: np.ndarray, slots: np.ndarray, size: int) -> np.ndarray:
+    """Indexes into `carrier_slots` (ascending) of the slots among `slots` (distinct). A few
+    slots (a text query's candidates) are found by binary search; many by a mask over every
+    slot, a pass over the catalogue (about 1 ms at a million) whatever the number of slots."""
+    if len(slots) * 16 < len(carrier_slots):
+        positions = np.searchsorted(carrier_slots, slots)
+        inside = positions < len(carrier_slots)
+        positions, wanted = positions[inside], slots[inside]
+        return positions[carrier_slots[positions] == wanted]
+    member = np.zeros(size, dtype=bool)
+    member[slots] = True
+    return np.flatnonzero(member[carrier_slots])
 
 
 def _price_facet(prices: np.ndarray, spec: FacetSpec, disjunctive: bool) -> FacetCounts:

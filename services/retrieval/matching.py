@@ -120,7 +120,7 @@ async def _candidates(index: CatalogIndex, query: RetrieveQuery) -> RetrievalRes
         return index.browse(query.filters, query.limit, query.exclude, query.preferred)
     # A sorted browse orders every matching product, then takes the limit.
     allowed = index.slots.allowed(query.filters, query.exclude)
-    order = sorted_slots(index.slots.filters, query.sort, np.flatnonzero(allowed))[: query.limit]
+    order = sorted_slots(index.slots.filters, query.sort, np.flatnonzero(allowed), query.limit)
     candidates = [Candidate(index.slots.products[slot], 0.0, 0.0, 0.0, 0, 0) for slot in order.tolist()]
     return RetrievalResult(candidates, int(np.count_nonzero(allowed)))
 

@@ -59,10 +59,14 @@ def leading_number(text: str) -> float:
     return float(match.group(0).replace(",", ".")) if match else float("nan")
 
 
-def sorted_slots(columns: FilterColumns, spec: SortSpec, slots: np.ndarray) -> np.ndarray:
-    """`slots` in the order of `spec` (a stable sort: ties keep their order)."""
+def sorted_slots(columns: FilterColumns, spec: SortSpec, slots: np.ndarray, limit: int | None = None) -> np.ndarray:
+    """`slots` in the order of `spec` (a stable sort: ties keep their order); with `limit`,
+    only the first `limit` of that order. A limit well below the number of slots is found
+    without sorting them all (a sorted browse of a million products needs its first 200): the
+    limit-th key by selection, then only the slots up to it are sorted, so the answer is the
+    same as the full stable sort's."""
     if spec.is_relevance or len(slots) == 0:
-        return slots
+        return slots if limit is None else slots[:limit]
     if spec.key in (PRICE_ASCENDING, PRICE_DESCENDING):
         keys = columns.prices[slots]
         descending = spec.key == PRICE_DESCENDING
@@ -74,9 +78,17 @@ def sorted_slots(columns: FilterColumns, spec: SortSpec, slots: np.ndarray) -> n
         descending = spec.key == ATTRIBUTE_DESCENDING
     # Unknown keys (nan; an unknown listing time is -inf) last whatever the direction.
     unknown = ~np.isfinite(keys)
-    ordered_keys = np.where(unknown, 0.0, -keys if descending else keys)
+    ordered_keys = np.where(unknown, np.inf, -keys if descending else keys)
+    if limit is not None and limit * 4 < len(slots):
+        # Every slot whose key is below the limit-th key, and the ties at it in their order.
+        kth = np.partition(ordered_keys, limit - 1)[limit - 1]
+        below = np.flatnonzero(ordered_keys < kth)
+        at = np.flatnonzero(ordered_keys == kth)[: limit - len(below)]
+        kept = np.sort(np.concatenate([below, at]))
+        order = kept[np.lexsort((ordered_keys[kept], unknown[kept]))]
+        return slots[order]
     order = np.lexsort((ordered_keys, unknown))  # lexsort is stable; the last key is primary
-    return slots[order]
+    return slots[order] if limit is None else slots[order[:limit]]
 
 
 def _attribute_numbers(columns: FilterColumns, attribute: str, slots: np.ndarray) -> np.ndarray:

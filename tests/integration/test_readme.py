@@ -30,8 +30,8 @@ from tests.support.paths import ROOT
 
 README = ROOT / "README.md"
 
-# Client subcommands: run against the gateway, or retrieval for the catalogue import.
-CLIENT_COMMANDS = {"search", "recommend", "track", "suggest", "import-catalog"}
+# Client subcommands: run against the gateway, or retrieval for the catalogue import and rules.
+CLIENT_COMMANDS = {"search", "recommend", "track", "suggest", "import-catalog", "rules"}
 EXCLUDED = {
     "up": "starts its own PostgreSQL and services (tests/integration/test_cli.py runs it)",
     "triton": "starts a Triton server",
@@ -87,7 +87,7 @@ async def test_every_client_example_of_the_readme_runs(system, tmp_path):
             for flag, value in zip(("--request-id", "--product-id", "--position"), hint.groups()):
                 args[args.index(flag) + 1] = value
         target = (["--retrieval-address", system.address("retrieval")] if subcommand == "import-catalog"
-                  else ["--address", system.address("gateway")])
+                  else ["--address", system.address("retrieval" if subcommand == "rules" else "gateway")])
         completed = await run([*cli, *args[1:], *target], env=environ)
         assert completed.returncode == 0, f"{line}\n{completed.stdout}\n{completed.stderr}"
         assert completed.stdout.strip(), f"{line} printed nothing"

@@ -122,3 +122,33 @@ def test_bad_sorts_name_the_field(columns, key, attribute, path):
 def test_in_stock_only_filter_leaves_out_of_stock_products_out(columns):
     allowed = columns.narrow(np.ones(len(PRODUCTS), dtype=bool), CandidateFilters(in_stock_only=True))
     assert [p.id for p, keep in zip(PRODUCTS, allowed) if keep] == ["a", "b", "c", "d"]
+
+
+def test_a_limited_sort_equals_the_first_of_the_full_stable_sort():
+    rng = np.random.default_rng(3)
+    products = [Product(str(n), "t", float(rng.integers(0, 20)), attributes={"abv": str(rng.integers(0, 5))} if n % 3 else {})
+                for n in range(500)]
+    columns = FilterColumns(products)
+    slots = rng.permutation(500)
+    for key, attribute in (("price_ascending", ""), ("price_descending", ""), ("attribute_descending", "abv")):
+        spec = sort_spec(key, attribute, columns)
+        full = sorted_slots(columns, spec, slots)
+        for limit in (1, 7, 50, 124, 600):
+            assert sorted_slots(columns, spec, slots, limit).tolist() == full[:limit].tolist(), (key, limit)
+
+
+def test_attribute_counts_over_few_slots_equal_those_over_a_mask():
+    rng = np.random.default_rng(5)
+    products = [Product(str(n), "t", 1.0, attributes={"color": str(rng.integers(0, 7))} if rng.random() < 0.6 else {})
+                for n in range(3000)]
+    columns = FilterColumns(products)
+    color = spec(columns, "attributes.color", max_values=100)
+    for size in (1, 20, 150, 2500):
+        slots = rng.choice(3000, size=size, replace=False)  # in candidate (not slot) order
+        counted = {v.value: v.count for v in count_facet(columns, color, slots, CandidateFilters(), False).values}
+        expected = {}
+        for slot in slots.tolist():
+            value = products[slot].attributes.get("color")
+            if value is not None:
+                expected[value] = expected.get(value, 0) + 1
+        assert counted == expected, size
