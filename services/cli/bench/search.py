@@ -58,13 +58,13 @@ import time
 import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Sequence
 
 from services.cli.bench.open_loop import (
     OK, Outcome, Summary, arrival_offsets, probe_health, run_open_loop, summarize,
 )
+from services.cli.bench.own_system import OwnSystem, breakers_opened, peak_rss_mib, start_own_system
 from services.cli.bench.search_report import BM25, FACETS, FULL, LABELS, report
-from services.cli.bench.synthetic_import import IMPORT_STATE, ImportState, import_synthetic
 from services.gateway.experiments import parse_experiments
 
 EXPERIMENT_NAME = "bench"
@@ -275,41 +275,6 @@ async def measure(
     return summaries, notes
 
 
-def breakers_opened(log_path: Path, offset: int = 0) -> int:
-    """How many times a circuit breaker opened, counted in a service's log from byte `offset`
-    (`services.common.circuit` logs every transition to open once)."""
-    if not log_path.is_file():
-        return 0
-    with log_path.open("rb") as log:
-        log.seek(offset)
-        return sum(1 for line in log if b"circuit " in line and b" -> open after " in line)
-
-
-def peak_rss_mib(pids: Iterable[int]) -> dict[int, float]:
-    """Peak resident memory (VmHWM) of processes, MiB, from /proc."""
-    peaks = {}
-    for pid in pids:
-        try:
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    peaks[pid] = int(line.split()[1]) / 1024
-        except OSError:
-            pass
-    return peaks
-
-
-@dataclass(frozen=True)
-class OwnSystem:
-    """The system the bench starts for itself when it is given no gateway address."""
-
-    model_repository: Path
-    items: int = 10_000  # synthetic catalogue size
-    # Every service runs under cProfile and writes <service>.prof here.
-    profile_dir: Path | None = None
-    # Keep PostgreSQL here and reuse its catalogue next time (default: a temporary folder).
-    data_dir: Path | None = None
-
-
 async def bench_search(address: str | None, settings: BenchSettings, own: OwnSystem, json_path: Path | None = None) -> dict:
     """The whole command: own system (unless `address`), import, both phases, the report."""
     from services.local.synthetic_catalog import DESCRIPTION, generate_queries
@@ -342,13 +307,20 @@ async def bench_search(address: str | None, settings: BenchSettings, own: OwnSys
         )
         reused = (f" (built by an earlier run in {own.data_dir}; this run's retrieval rebuilt the indexes from "
                   f"PostgreSQL's cached vectors in {build['retrieval_start_s']:.1f}s)") if build["reused"] else ""
-        header.append(
+        if own.random_vectors:
+            header.append(
+                f"RANDOM VECTORS: products and a random unit vector per text encoder written straight into PostgreSQL "
+                f"in {build['import_s']:.1f}s, retrieval's indexes built from them at start-up in "
+                f"{build['retrieval_start_s']:.1f}s: dense lists rank at random (costs as real vectors of these sizes)"
+            )
+        imported = "" if own.random_vectors else (
             f"index build (import through retrieval: embedding + PostgreSQL + BM25 + ANN): {build['import_s']:.1f}s"
             + (f" over {build['import_runs']} runs (each stopped one continued by the next)" if build["import_runs"] > 1 else "")
-            + f"{reused} "
-            f"({items / build['import_s']:.0f} products/s); then query understanding (reads the vocabulary), ranking "
-            f"and gateway SERVING in {build['rest_start_s']:.1f}s; "
-            f"peak RSS MiB: " + ", ".join(f"{k} {v:.0f}" for k, v in build["peak_rss_mib"].items())
+            + f"{reused} ({items / build['import_s']:.0f} products/s); then "
+        )
+        header.append(
+            imported + f"query understanding (reads the vocabulary), ranking and gateway SERVING in "
+            f"{build['rest_start_s']:.1f}s; peak RSS MiB: " + ", ".join(f"{k} {v:.0f}" for k, v in build["peak_rss_mib"].items())
         )
         header.append(f"circuit breakers the gateway opened while the bench ran (from its log): {build['breakers_opened']}")
     text = report(summaries, header) + "".join(f"\nnote: {note}" for note in notes)
@@ -367,74 +339,16 @@ async def _bench_own_system(settings: BenchSettings, own: OwnSystem, query_list:
         return await _run_own_system(Path(directory), settings, own, query_list)
 
 
-async def _import_once(folder: Path, retrieval_address: str, items: int, seed: int) -> tuple[float, int]:
-    """Imports the synthetic catalogue into the stack in `folder`, continuing an import an
-    earlier run left unfinished; returns (seconds over every run, runs) and records them in
-    build.json for later runs to reuse."""
-    state_path = folder / IMPORT_STATE
-    state = ImportState.read(state_path, items, seed)
-    if state.imported_through:
-        print(f"continuing the import of {items:,} synthetic products stopped at {state.imported_through:,} after "
-              f"{state.seconds:.0f}s ({state.runs} earlier run{'s' if state.runs != 1 else ''})",
-              file=sys.stderr, flush=True)
-    else:
-        print(f"importing {items:,} synthetic products", file=sys.stderr, flush=True)
-    state.runs += 1
-    await import_synthetic(retrieval_address, items, seed, state=state, state_path=state_path)
-    (folder / "build.json").write_text(json.dumps({
-        "items": items, "seed": seed, "import_s": state.seconds, "import_runs": state.runs,
-        "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }))
-    state_path.unlink()
-    return state.seconds, state.runs
-
-
 async def _run_own_system(folder: Path, settings: BenchSettings, own: OwnSystem, query_list: Sequence[str]):
-    """Starts the system in `folder`; imports the catalogue unless `folder` already holds this
-    one (build.json from the run that built it: embedding a large catalogue on a CPU takes long,
-    and retrieval rebuilds its indexes from PostgreSQL's cached vectors at start-up)."""
-    from services.local.stack import LocalStack, StackSettings
-
-    experiments = folder / "experiments.json"
-    experiments.write_text(json.dumps(BENCH_EXPERIMENT))
-    built_file = folder / "build.json"
-    built = json.loads(built_file.read_text()) if built_file.is_file() else None
-    reuse = built is not None and built.get("items") == own.items and built.get("seed") == settings.seed
-    stack = LocalStack(StackSettings(
-        state_dir=folder, model_repository=own.model_repository, profile_dir=own.profile_dir,
-        environ={"SHELFWISE_EXPERIMENTS": str(experiments)},
-    ))
+    """Starts the system in `folder` (own_system.py), measures it, stops it."""
+    stack, build = await start_own_system(folder, own, settings.seed, settings.retrieval_replicas, BENCH_EXPERIMENT)
     try:
-        started = time.perf_counter()
-        # Query understanding starts after the import: it reads the catalogue vocabulary
-        # once at start-up instead of rebuilding it every refresh while products pour in.
-        await stack.start(services=("events", "retrieval"), replicas={"retrieval": settings.retrieval_replicas},
-                          timeout=3600)
-        retrieval_start = time.perf_counter() - started
-        print(f"PostgreSQL, events and retrieval SERVING in {retrieval_start:.1f}s", file=sys.stderr, flush=True)
-        if reuse:
-            import_seconds, import_runs = built["import_s"], built.get("import_runs", 1)
-            print(f"reusing the catalogue in {folder} (built in {import_seconds:.0f}s); retrieval rebuilt its indexes "
-                  f"from PostgreSQL in {retrieval_start:.1f}s", file=sys.stderr, flush=True)
-        else:
-            import_seconds, import_runs = await _import_once(folder, stack.address("retrieval"), own.items, settings.seed)
-        started = time.perf_counter()
-        await stack.start(services=("query_understanding", "ranking", "gateway"), timeout=3600)
-        rest_start_seconds = time.perf_counter() - started
         gateway_log = stack.log_dir / "gateway.log"
         log_start = gateway_log.stat().st_size if gateway_log.is_file() else 0
         summaries, notes = await measure(stack.address("gateway"), query_list, settings, stack.cpu_seconds)
         peaks = peak_rss_mib(process.pid for process in stack.processes.values())
-        build = {
-            "items": own.items,
-            "import_s": import_seconds,
-            "import_runs": import_runs,
-            "reused": reuse,
-            "retrieval_start_s": retrieval_start,
-            "rest_start_s": rest_start_seconds,
-            "peak_rss_mib": {service: peaks.get(process.pid, float("nan")) for service, process in stack.processes.items()},
-            "breakers_opened": breakers_opened(gateway_log, log_start),
-        }
+        build["peak_rss_mib"] = {service: peaks.get(process.pid, float("nan")) for service, process in stack.processes.items()}
+        build["breakers_opened"] = breakers_opened(gateway_log, log_start)
         return summaries, notes, build
     finally:
         await stack.stop()

@@ -35,6 +35,10 @@ def register(commands) -> None:
     bench_search.add_argument("--profile", help="run each service under cProfile, <service>.prof in this folder")
     bench_search.add_argument("--data-dir", help="keep PostgreSQL here and reuse its catalogue on the next run with "
                               "the same --items/--seed (default: a temporary folder, built from scratch)")
+    bench_search.add_argument("--random-vectors", action="store_true",
+                              help="write the synthetic products with random vectors straight into PostgreSQL instead "
+                              "of importing them through retrieval's embedding (a large catalogue in minutes; dense "
+                              "lists then rank at random, at the cost of real vectors)")
     bench_search.add_argument("--model-repository", default="model_repository")
     bench_search.set_defaults(run=run_bench_search)
     bench_suggest = bench_commands.add_parser(
@@ -156,7 +160,7 @@ async def run_bench_search(args) -> int:
         return 2
     own = OwnSystem(
         Path(args.model_repository), items=args.items, profile_dir=Path(args.profile) if args.profile else None,
-        data_dir=Path(args.data_dir) if args.data_dir else None,
+        data_dir=Path(args.data_dir) if args.data_dir else None, random_vectors=args.random_vectors,
     )
     await bench_search(args.address, settings, own, json_path=Path(args.json) if args.json else None)
     return 0
