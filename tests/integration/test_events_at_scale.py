@@ -124,7 +124,8 @@ async def test_old_schema_database_with_rows_migrates_to_partitions_keeping_ever
     pool = await asyncpg.create_pool(own_postgres.url, min_size=1, max_size=2)
     try:
         assert await apply_migrations(pool) == [
-            "0006_event_partitions.sql", "0007_event_privacy.sql", "0008_impression_propensities.sql"]
+            "0006_event_partitions.sql", "0007_event_privacy.sql", "0008_impression_propensities.sql",
+            "0009_merchandising.sql"]
         for table in ("impressions", "interactions"):
             after = await pool.fetch(f"SELECT * FROM {table} ORDER BY event_id")
             old_columns = list(before[table][0].keys())

@@ -80,6 +80,7 @@ async def run_up(args) -> int:
             await search(argparse.Namespace(
                 address=gateway, query=query, page_size=5, page_token="", category=None, brand=None,
                 min_price=None, max_price=None, user_id="demo-user", session_id="demo", timeout=10.0, json=False,
+                in_stock_only=False, facet=None, sort="relevance", sort_attribute="",
             ))
         await demo_recommendations(gateway)
         if args.exit:
