@@ -1,7 +1,7 @@
 """Suggest: completions as the shopper types, from query understanding's autocomplete index.
 
-One call, checked here first (the same limits as query understanding's, so a bad field is
-refused under the caller's name without a hop). It runs under the `suggest` stage deadline
+One call, checked here first (services/common/suggest_request.py, the checks query
+understanding makes too, so a bad field is refused under the caller's name without a hop). It runs under the `suggest` stage deadline
 (SHELFWISE_DEADLINE_SUGGEST_SECONDS, 0.1 s by default: a completion that comes after the next
 keystroke is useless) capped by the caller's, through query understanding's circuit breaker:
 Suggest and Search's understanding stage call the same service, so one verdict on its health
@@ -19,36 +19,13 @@ import time
 from shelfwise.gateway.v1 import gateway_pb2
 from shelfwise.query_understanding.v1 import query_understanding_pb2 as qu_pb2
 
-from services.common.errors import InvalidArgument
-from services.common.text import normalize_within
+from services.common.suggest_request import suggest_inputs
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.request_context import Budget, elapsed_ms
 from services.gateway.stages import Stages
-from services.gateway.validation import REQUIRED, request_id_of
+from services.gateway.validation import request_id_of
 
 STAGE = "query_understanding"
-MAX_PREFIX_CHARS = 100
-DEFAULT_SUGGESTIONS = 5
-MAX_SUGGESTIONS = 20
-# A BCP 47 tag fits in 35 characters (as query understanding checks it).
-MAX_LOCALE_CHARS = 35
-
-
-def suggest_inputs(request: gateway_pb2.SuggestRequest) -> tuple[str, int]:
-    """(prefix, limit), or InvalidArgument naming the field and its rule."""
-    prefix = request.prefix
-    if len(prefix) > MAX_PREFIX_CHARS:
-        raise InvalidArgument("prefix", f"must be at most {MAX_PREFIX_CHARS} characters, got {len(prefix)}")
-    # Control and invisible characters alone normalise to nothing: no prefix either.
-    if not normalize_within(prefix, MAX_PREFIX_CHARS, "prefix"):
-        raise InvalidArgument("prefix", f"{REQUIRED}: 1-{MAX_PREFIX_CHARS} characters, not only whitespace")
-    limit = request.limit if request.HasField("limit") else DEFAULT_SUGGESTIONS
-    if not 1 <= limit <= MAX_SUGGESTIONS:
-        raise InvalidArgument("limit", f"must be between 1 and {MAX_SUGGESTIONS}, got {limit}")
-    if len(request.locale) > MAX_LOCALE_CHARS or not request.locale.isprintable():
-        raise InvalidArgument("locale", f"must be a language tag such as en-US: at most {MAX_LOCALE_CHARS} printable characters")
-    return prefix, limit
-
 
 class SuggestFlow:
     def __init__(self, stages: Stages, metrics: GatewayMetrics):

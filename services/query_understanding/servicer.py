@@ -7,39 +7,24 @@ from shelfwise.query_understanding.v1 import query_understanding_pb2 as qu_pb2
 from shelfwise.query_understanding.v1 import query_understanding_pb2_grpc as qu_pb2_grpc
 
 from services.common.errors import InvalidArgument
-from services.common.text import normalize_within
+from services.common.suggest_request import check_locale, suggest_inputs
 from services.query_understanding.catalog_source import CatalogVocabularySource
 from services.query_understanding.suggestion_source import SuggestionSource
 
 MODEL_VERSION = "rules/1"
-# A BCP 47 tag ("zh-Hans-CN", "en-US") fits in 35 characters (RFC 5646's advice for buffers).
-MAX_LOCALE_CHARS = 35
 MAX_REQUEST_ID_CHARS = 128
-# Suggest: what a search box sends while the shopper types (SuggestRequest in the proto).
-MAX_PREFIX_CHARS = 100
-DEFAULT_SUGGESTIONS = 5
-MAX_SUGGESTIONS = 20
 
 
 def validate_request(request: qu_pb2.UnderstandRequest | qu_pb2.SuggestRequest) -> None:
     """The fields besides the query or prefix (the understander checks the query)."""
-    if len(request.locale) > MAX_LOCALE_CHARS or not request.locale.isprintable():
-        raise InvalidArgument("locale", f"must be a language tag such as en-US: at most {MAX_LOCALE_CHARS} printable characters")
+    check_locale(request.locale)
     if len(request.request_id) > MAX_REQUEST_ID_CHARS or not request.request_id.isprintable():
         raise InvalidArgument("request_id", f"must be at most {MAX_REQUEST_ID_CHARS} printable characters")
 
 
 def validate_suggest(request: qu_pb2.SuggestRequest) -> tuple[str, int]:
     """(prefix, limit) of a SuggestRequest, or InvalidArgument naming the field."""
-    prefix = request.prefix
-    if len(prefix) > MAX_PREFIX_CHARS:
-        raise InvalidArgument("prefix", f"must be at most {MAX_PREFIX_CHARS} characters, got {len(prefix)}")
-    # Control and invisible characters alone normalise to nothing: no prefix either.
-    if not normalize_within(prefix, MAX_PREFIX_CHARS, "prefix"):
-        raise InvalidArgument("prefix", f"is required: 1-{MAX_PREFIX_CHARS} characters, not only whitespace")
-    limit = request.limit if request.HasField("limit") else DEFAULT_SUGGESTIONS
-    if not 1 <= limit <= MAX_SUGGESTIONS:
-        raise InvalidArgument("limit", f"must be between 1 and {MAX_SUGGESTIONS}, got {limit}")
+    prefix, limit = suggest_inputs(request)
     validate_request(request)
     return prefix, limit
 
