@@ -5,12 +5,10 @@ retrieval builds its indexes at start-up from the cache and embeds nothing.
 Why: importing through retrieval embeds every product, about 67 products/s on this 2-core CPU,
 four hours for a million. With random vectors a million-product system is up in the time it
 takes to write the rows and build the indexes. What it measures differs in the dense lists:
-they rank by random vectors, meaningless for relevance, and they cost more than real embeddings
-would: random points have no clusters for HNSW to follow, so a search visits more of the graph
-(at 1M, retrieval spent 90-99 ms of CPU per search here, against 17.6 ms in the one run with
-real e5 vectors, services/cli/README.md). Read its figures as an upper bound on retrieval's
-cost, and differences between configurations of one run as what they are. The report says so.
-The vectors are seeded: a kept `--data-dir` holds the same ones next run.
+they rank by random vectors, meaningless for relevance, and HNSW over random points (no clusters
+to follow) may cost other than over real embeddings: not measured here. Read its figures as a
+comparison of configurations within one run, not as the system's cost at that size. The report
+says so. The vectors are seeded: a kept `--data-dir` holds the same ones next run.
 """
 
 from __future__ import annotations

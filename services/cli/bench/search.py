@@ -311,8 +311,8 @@ async def bench_search(address: str | None, settings: BenchSettings, own: OwnSys
             header.append(
                 f"RANDOM VECTORS: products and a random unit vector per text encoder written straight into PostgreSQL "
                 f"in {build['import_s']:.1f}s, retrieval's indexes built from them at start-up in "
-                f"{build['retrieval_start_s']:.1f}s: dense lists rank at random, and HNSW searches random points slower than "
-                f"real embeddings (retrieval's cost is an upper bound)"
+                f"{build['retrieval_start_s']:.1f}s: dense lists rank at random, and HNSW over random points may cost other than "
+                f"over real embeddings (compare the configurations, not the system)"
             )
         imported = "" if own.random_vectors else (
             f"index build (import through retrieval: embedding + PostgreSQL + BM25 + ANN): {build['import_s']:.1f}s"

@@ -38,7 +38,7 @@ def register(commands) -> None:
     bench_search.add_argument("--random-vectors", action="store_true",
                               help="write the synthetic products with random vectors straight into PostgreSQL instead "
                               "of importing them through retrieval's embedding (a large catalogue in minutes; dense "
-                              "lists then rank at random, and cost more than over real vectors)")
+                              "lists then rank at random; compare configurations with it, not the system's cost)")
     bench_search.add_argument("--model-repository", default="model_repository")
     bench_search.set_defaults(run=run_bench_search)
     bench_suggest = bench_commands.add_parser(
