@@ -104,7 +104,8 @@ class AdaptiveLimit:
         self.name = name
         self._settings = settings
         self._clock = clock
-        self.limit = float(settings.min_limit)
+        start = settings.min_limit if settings.initial_limit is None else settings.initial_limit
+        self.limit = float(min(settings.max_limit, max(settings.min_limit, start)))
         self.in_flight = 0
         self.set_aside_calls = 0
         self.baseline: float | None = None  # seconds

@@ -55,8 +55,8 @@ DEFAULT_MAX_CONNECTION_AGE_SECONDS = 300.0
 @dataclass(frozen=True)
 class AdmissionSettings:
     """Admission control of a server (`services.common.admission`): SHELFWISE_ADMISSION
-    (adaptive | off), SHELFWISE_ADMISSION_MIN_LIMIT and _MAX_LIMIT (concurrent calls per
-    method), SHELFWISE_ADMISSION_TOLERANCE (mean latency over the baseline that shrinks the
+    (adaptive | off), SHELFWISE_ADMISSION_MIN_LIMIT, _MAX_LIMIT and _INITIAL_LIMIT (concurrent
+    calls per method: floor, ceiling, start), SHELFWISE_ADMISSION_TOLERANCE (mean latency over the baseline that shrinks the
     limit), SHELFWISE_ADMISSION_WINDOW_CALLS (finished calls averaged per adjustment). Defaults
     chosen with `shelfwise bench search` at 50 and 200 requests/s (services/common/admission.py
     lists the variants tried; figures in services/cli/README.md)."""
@@ -67,6 +67,11 @@ class AdmissionSettings:
     tolerance: float = 1.2
     window_samples: int = 10
     window_seconds: float = 1.0
+    # Where each method's limit starts (None: at min_limit), within [min_limit, max_limit].
+    # A limit that starts at the gateway's floor of one refuses every concurrent call of a
+    # fresh process until windows of calls have taught it more (a simulated shop's first
+    # burst was mostly refused, CI 2026-12-05); Netflix's concurrency-limits starts at 20.
+    initial_limit: int | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, service: str = "") -> "AdmissionSettings":
@@ -84,6 +89,7 @@ class AdmissionSettings:
             mode=mode, min_limit=min_limit, max_limit=max_limit,
             tolerance=env_float("SHELFWISE_ADMISSION_TOLERANCE", cls.tolerance, environ, minimum=1.0),
             window_samples=env_int("SHELFWISE_ADMISSION_WINDOW_CALLS", cls.window_samples, environ, minimum=1),
+            initial_limit=min(max_limit, max(min_limit, env_int("SHELFWISE_ADMISSION_INITIAL_LIMIT", 20, environ, minimum=1))),
         )
 
 

@@ -188,9 +188,16 @@ def test_settings_come_from_the_environment_and_refuse_nonsense():
         "SHELFWISE_ADMISSION_TOLERANCE": "2",
     })
     assert (settings.mode, settings.min_limit, settings.max_limit, settings.tolerance) == ("off", 3, 9, 2.0)
-    assert AdmissionSettings.from_env({}) == AdmissionSettings()
+    assert AdmissionSettings.from_env({}) == AdmissionSettings(initial_limit=20)
+    assert AdmissionSettings.from_env({"SHELFWISE_ADMISSION_MAX_LIMIT": "8"}).initial_limit == 8  # within the ceiling
     assert AdmissionSettings.from_env({}, "gateway").min_limit == 1  # the edge sheds down to one call
     with pytest.raises(ValueError, match="SHELFWISE_ADMISSION must be one of adaptive, off"):
         AdmissionSettings.from_env({"SHELFWISE_ADMISSION": "on"})
     with pytest.raises(ValueError, match="MAX_LIMIT \\(2\\) must be at least"):
         AdmissionSettings.from_env({"SHELFWISE_ADMISSION_MIN_LIMIT": "4", "SHELFWISE_ADMISSION_MAX_LIMIT": "2"})
+
+
+def test_a_limit_starts_at_its_initial_value_within_floor_and_ceiling():
+    assert AdaptiveLimit(AdmissionSettings(min_limit=1, max_limit=256, initial_limit=20)).limit == 20
+    assert AdaptiveLimit(AdmissionSettings(min_limit=4, max_limit=256, initial_limit=2)).limit == 4
+    assert AdaptiveLimit(AdmissionSettings(min_limit=1, max_limit=256)).limit == 1  # none: the floor
