@@ -126,7 +126,7 @@ def test_server_settings_defaults() -> None:
         port=50051,
         max_message_bytes=1024 * 1024,  # what the gateway's largest request needs
         shutdown_grace_seconds=5.0,
-        admission=AdmissionSettings(min_limit=1),  # the edge sheds down to one search at a time
+        admission=AdmissionSettings(min_limit=1, initial_limit=20),  # starts at 20, sheds down to one search at a time
     )
 
 
