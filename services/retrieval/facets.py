@@ -16,7 +16,7 @@ five buckets at round numbers spanning the matching prices.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -77,8 +77,6 @@ class FacetSpec:
 
     def without_own_filter(self, filters: CandidateFilters) -> CandidateFilters:
         """`filters` less this facet's own (the set its disjunctive counts are over)."""
-        from dataclasses import replace
-
         if self.field == CATEGORY:
             return replace(filters, categories=())
         if self.field == BRAND:

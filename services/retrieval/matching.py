@@ -91,15 +91,16 @@ async def answer(index: CatalogIndex, rules: RuleSet, query: RetrieveQuery) -> M
         with _tracer.start_as_current_span("retrieval.facets") as span:
             span.set_attribute("shelfwise.facets", [spec.field for spec in query.facets])
             # Pinned products are shown with the matching set, so they are counted with it.
-            pinned_slots = _slots(index, pinned)
-            facets = tuple([await _facet(index, query, spec, (slots, pinned_slots), exclude) for spec in query.facets])
+            if query.seed == BROWSE:  # the whole matching set, once for every facet that keeps it
+                slots = np.flatnonzero(index.slots.allowed(query.filters, exclude))
+            shown = (slots, _slots(index, pinned))
+            facets = tuple([await _facet(index, query, spec, shown, exclude) for spec in query.facets])
     marks = _marks(result.candidates, effects)
-    applied = {rule: "synonym" for rule in effects.synonym_rules} | {pin.rule_id: "pin" for pin in pins}
-    applied |= {rule: "boost" for mark in marks.values() for rule in mark.rule_ids}
-    applied |= {rule: "bury" for rule in effects.buried.values() if rule in applied}
-    applied |= {rule: "hide" for rule in _hid(index, query, effects)}
-    for action in applied.values():
-        index.metrics.rule_applied(action)
+    applied = set(effects.synonym_rules) | {pin.rule_id for pin in pins} | _hid(index, query, effects)
+    applied |= {rule for mark in marks.values() for rule in mark.rule_ids}
+    actions = {rule.id: rule.action for rule in rules.rules}
+    for rule_id in applied:
+        index.metrics.rule_applied(actions[rule_id])
     return Matched(result, facets, pinned, marks, tuple(sorted(applied)), rules.version)
 
 
@@ -134,13 +135,13 @@ async def _facet(
     index: CatalogIndex, query: RetrieveQuery, spec: FacetSpec, shown: tuple[np.ndarray, np.ndarray],
     exclude: Sequence[str],
 ) -> FacetCounts:
-    """One facet's counts. `shown`: the slots of the candidates and of the pinned products."""
+    """One facet's counts. `shown`: the slots of the matching set and of the pinned products."""
     slots, pinned_slots = shown
     columns = index.slots.filters
     disjunctive = spec.filtered_by(query.filters) and query.seed in (TEXT, BROWSE)
     index.metrics.facet("attribute" if spec.attribute else spec.field, disjunctive)
     filters = spec.without_own_filter(query.filters) if disjunctive else query.filters
-    if query.seed == BROWSE:
+    if disjunctive and query.seed == BROWSE:
         slots = np.flatnonzero(index.slots.allowed(filters, exclude))
     elif disjunctive:
         relaxed = await index.text_candidates(query.text, filters, query.limit, query.options)

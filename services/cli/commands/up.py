@@ -13,6 +13,7 @@ import uuid
 from pathlib import Path
 
 from services.cli.commands.client import recommend, search
+from services.cli.commands.client import register as register_client
 from services.cli.library_noise import quiet_library_noise
 from services.local.catalog_import import demo_catalog_path
 
@@ -77,10 +78,8 @@ async def run_up(args) -> int:
               f"it ({time.monotonic() - started:.1f}s)", flush=True)
         gateway = stack.address("gateway")
         for query in args.queries or DEMO_QUERIES:
-            await search(argparse.Namespace(
-                address=gateway, query=query, page_size=5, page_token="", category=None, brand=None,
-                min_price=None, max_price=None, user_id="demo-user", session_id="demo", timeout=10.0, json=False,
-                in_stock_only=False, facet=None, sort="relevance", sort_attribute="",
+            await search(client_arguments(
+                "search", query, "--address", gateway, "--page-size", "5", "--user-id", "demo-user", "--session-id", "demo"
             ))
         await demo_recommendations(gateway)
         if args.exit:
@@ -105,7 +104,14 @@ async def run_up(args) -> int:
 async def demo_recommendations(gateway: str) -> None:
     """Recommend on the demo catalogue: what completes a cart, and a first-time shopper (cold
     start: popular products, or the session's clicks once there are some)."""
-    base = dict(address=gateway, product_id=None, category=None, for_user=False, history=None, cart=None,
-                user_id=None, session_id=None, page_size=5, timeout=10.0, json=False)
-    await recommend(argparse.Namespace(**dict(base, cart=["sku-redwine-0001"])))
-    await recommend(argparse.Namespace(**dict(base, for_user=True, user_id=f"new-shopper-{uuid.uuid4().hex[:6]}")))
+    common = ("--address", gateway, "--page-size", "5")
+    await recommend(client_arguments("recommend", *common, "--cart", "sku-redwine-0001"))
+    await recommend(client_arguments("recommend", *common, "--for-user", "--user-id", f"new-shopper-{uuid.uuid4().hex[:6]}"))
+
+
+def client_arguments(*argv: str) -> argparse.Namespace:
+    """A client command's arguments as `shelfwise` parses them, every option's default included,
+    so the demo's calls keep up with the commands' options."""
+    parser = argparse.ArgumentParser(prog="shelfwise")
+    register_client(parser.add_subparsers(dest="command", required=True))
+    return parser.parse_args(list(argv))
